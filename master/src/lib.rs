@@ -1,0 +1,1 @@
+//! Furrow master.

@@ -1,0 +1,1 @@
+//! Linux fd event sources for Furrow agents.

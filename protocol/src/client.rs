@@ -1,0 +1,230 @@
+//! A typed async client for tools: the CLI and scripts talk to the master through it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio_util::codec::Framed;
+use uuid::Uuid;
+
+use crate::ProtocolError;
+use crate::codec::{DEFAULT_MAX_FRAME, FrameCodec};
+use crate::handshake::{self, Hello, Role};
+use crate::messages::{ApiError, ClientEnvelope, ClientRequest, ClientResponse, ServerEnvelope};
+use crate::model::{
+    AgentView, HealthView, JobId, JobSubmission, JobView, LogChunk, Page, TaskId, TaskView,
+};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Could not reach the master.
+    #[error("cannot connect to the master at {addr}: {source}")]
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The connection or the protocol failed.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The master refused the request.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The master answered with a reply of the wrong kind.
+    #[error("unexpected reply from the master to {0}")]
+    UnexpectedReply(&'static str),
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Maximum frame size in both directions.
+    pub max_frame: usize,
+    /// How long to wait for each reply.
+    pub request_timeout: Duration,
+    /// Credentials presented in the handshake.
+    pub credentials: Option<String>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            max_frame: DEFAULT_MAX_FRAME,
+            request_timeout: Duration::from_secs(60),
+            credentials: None,
+        }
+    }
+}
+
+type ClientFramed = Framed<TcpStream, FrameCodec<ClientEnvelope, ServerEnvelope>>;
+
+/// A connection to the master. Requests are sent one at a time; the client can be shared
+/// between tasks (`&self` methods).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), furrow_protocol::ClientError> {
+/// let client = furrow_protocol::Client::connect("127.0.0.1:7420").await?;
+/// let jobs = client.list_jobs(50, 0).await?;
+/// println!("{} jobs", jobs.total);
+/// # Ok(()) }
+/// ```
+pub struct Client {
+    framed: Mutex<ClientFramed>,
+    next_id: AtomicU64,
+    master: Hello,
+    options: ClientOptions,
+}
+
+impl Client {
+    /// Connects with default options.
+    pub async fn connect(addr: &str) -> Result<Self, ClientError> {
+        Self::connect_with(addr, ClientOptions::default()).await
+    }
+
+    /// Connects and handshakes.
+    pub async fn connect_with(addr: &str, options: ClientOptions) -> Result<Self, ClientError> {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        stream.set_nodelay(true).ok();
+        let mut hello = Hello::new(Role::Client, Uuid::new_v4());
+        hello.credentials = options.credentials.clone();
+        let master = handshake::connect(&mut stream, &hello).await?;
+        let framed = Framed::new(stream, FrameCodec::new(options.max_frame));
+        Ok(Self {
+            framed: Mutex::new(framed),
+            next_id: AtomicU64::new(1),
+            master,
+            options,
+        })
+    }
+
+    /// The master's handshake (its version and node id).
+    pub fn master(&self) -> &Hello {
+        &self.master
+    }
+
+    /// Sends one request and waits for its reply.
+    pub async fn request(&self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut framed = self.framed.lock().await;
+        framed.send(ClientEnvelope { id, request }).await?;
+        let timeout = self.options.request_timeout;
+        loop {
+            let next = tokio::time::timeout(timeout, framed.next())
+                .await
+                .map_err(|_| ProtocolError::Timeout(timeout))?;
+            match next {
+                None => return Err(ProtocolError::Closed.into()),
+                Some(Err(e)) => return Err(e.into()),
+                // Replies to requests abandoned by a timed-out caller are skipped.
+                Some(Ok(envelope)) if envelope.id != id => continue,
+                Some(Ok(envelope)) => {
+                    return match envelope.response {
+                        ClientResponse::Error(e) => Err(e.into()),
+                        other => Ok(other),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Master health.
+    pub async fn health(&self) -> Result<HealthView, ClientError> {
+        match self.request(ClientRequest::Health).await? {
+            ClientResponse::Health(h) => Ok(h),
+            _ => Err(ClientError::UnexpectedReply("health")),
+        }
+    }
+
+    /// Submits a job; it is stored before this returns.
+    pub async fn submit_job(&self, job: JobSubmission) -> Result<JobView, ClientError> {
+        match self.request(ClientRequest::SubmitJob(job)).await? {
+            ClientResponse::Job(j) => Ok(j),
+            _ => Err(ClientError::UnexpectedReply("submit job")),
+        }
+    }
+
+    /// A page of jobs, newest first.
+    pub async fn list_jobs(&self, limit: u64, offset: u64) -> Result<Page<JobView>, ClientError> {
+        match self
+            .request(ClientRequest::ListJobs { limit, offset })
+            .await?
+        {
+            ClientResponse::Jobs(p) => Ok(p),
+            _ => Err(ClientError::UnexpectedReply("list jobs")),
+        }
+    }
+
+    /// One job.
+    pub async fn get_job(&self, job_id: JobId) -> Result<JobView, ClientError> {
+        match self.request(ClientRequest::GetJob { job_id }).await? {
+            ClientResponse::Job(j) => Ok(j),
+            _ => Err(ClientError::UnexpectedReply("get job")),
+        }
+    }
+
+    /// A page of a job's tasks, in frame order.
+    pub async fn list_tasks(
+        &self,
+        job_id: JobId,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Page<TaskView>, ClientError> {
+        match self
+            .request(ClientRequest::ListTasks {
+                job_id,
+                limit,
+                offset,
+            })
+            .await?
+        {
+            ClientResponse::Tasks(p) => Ok(p),
+            _ => Err(ClientError::UnexpectedReply("list tasks")),
+        }
+    }
+
+    /// A page of agents.
+    pub async fn list_agents(
+        &self,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Page<AgentView>, ClientError> {
+        match self
+            .request(ClientRequest::ListAgents { limit, offset })
+            .await?
+        {
+            ClientResponse::Agents(p) => Ok(p),
+            _ => Err(ClientError::UnexpectedReply("list agents")),
+        }
+    }
+
+    /// A task's log from `offset` (of `attempt`, or the current attempt).
+    pub async fn task_log(
+        &self,
+        job_id: JobId,
+        task_id: TaskId,
+        attempt: Option<u32>,
+        offset: u64,
+    ) -> Result<LogChunk, ClientError> {
+        match self
+            .request(ClientRequest::TaskLog {
+                job_id,
+                task_id,
+                attempt,
+                offset,
+            })
+            .await?
+        {
+            ClientResponse::Log(l) => Ok(l),
+            _ => Err(ClientError::UnexpectedReply("task log")),
+        }
+    }
+}

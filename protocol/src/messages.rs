@@ -1,0 +1,334 @@
+//! The messages exchanged after the handshake.
+//!
+//! Variants are only ever appended, never reordered or removed: bincode encodes a variant
+//! by its index. The golden-bytes tests in `tests/golden.rs` pin the encoding.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Json;
+use crate::frames::FrameBatch;
+use crate::model::{
+    AgentView, GpuInfo, HealthView, JobId, JobSubmission, JobView, LogChunk, Page, TaskId, TaskRef,
+    TaskView,
+};
+
+/// Agent → master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgentMessage {
+    /// First message after the handshake, and again after every reconnect.
+    Register(Registration),
+    /// Sent every heartbeat interval.
+    Heartbeat(Heartbeat),
+    /// The process of a task attempt has started.
+    TaskStarted(TaskStarted),
+    /// Progress of a task attempt changed.
+    TaskProgress(TaskProgress),
+    /// A task attempt ended.
+    TaskFinished(TaskFinished),
+    /// Output lines of a task attempt.
+    Logs(LogBatch),
+}
+
+/// What an agent tells the master about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    /// Stable agent id (kept in the agent's state directory).
+    pub agent_id: Uuid,
+    /// Display name (the hostname unless set).
+    pub name: String,
+    /// Hostname.
+    pub hostname: String,
+    /// Operating system and kernel.
+    pub os: String,
+    /// Logical CPUs.
+    pub cpus: u32,
+    /// Total memory in MiB.
+    pub ram_mb: u64,
+    /// GPUs.
+    pub gpus: Vec<GpuInfo>,
+    /// Tags for requirements.
+    pub tags: Vec<String>,
+    /// Number of tasks it runs at once.
+    pub slots: u32,
+    /// Agent software version.
+    pub version: String,
+    /// Task attempts it runs right now (non-empty after a reconnect).
+    pub running: Vec<TaskRef>,
+}
+
+/// Periodic liveness and load report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Free memory in MiB.
+    pub free_ram_mb: u64,
+    /// One-minute load average.
+    pub load: f32,
+    /// Task attempts running now.
+    pub running: Vec<TaskRef>,
+}
+
+/// A task's process has started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStarted {
+    /// The attempt.
+    pub task: TaskRef,
+    /// Process id of the task's process (group leader).
+    pub pid: u32,
+    /// When it started.
+    pub at: DateTime<Utc>,
+}
+
+/// A task's progress changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskProgress {
+    /// The attempt.
+    pub task: TaskRef,
+    /// Progress from 0.0 to 1.0.
+    pub progress: f32,
+}
+
+/// A task attempt ended. It succeeded when `exit_code == Some(0)` and `error` is `None`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskFinished {
+    /// The attempt.
+    pub task: TaskRef,
+    /// Exit code, when the process exited normally.
+    pub exit_code: Option<i32>,
+    /// Signal that killed the process, if one did.
+    pub signal: Option<i32>,
+    /// What went wrong (could not start, killed by a limit, cancelled...).
+    pub error: Option<String>,
+    /// When it ended.
+    pub at: DateTime<Utc>,
+}
+
+impl TaskFinished {
+    /// Whether the attempt succeeded.
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0) && self.error.is_none()
+    }
+}
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// A line written by the agent itself (start, exit, errors).
+    Agent,
+}
+
+/// One line of output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// When the agent read it, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// Its stream.
+    pub stream: LogStream,
+    /// The line without its newline (invalid UTF-8 replaced).
+    pub text: String,
+}
+
+/// Lines of one attempt, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogBatch {
+    /// The attempt.
+    pub task: TaskRef,
+    /// The lines.
+    pub lines: Vec<LogLine>,
+}
+
+/// Master → agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MasterMessage {
+    /// Answer to [`AgentMessage::Register`].
+    Registered(Registered),
+    /// Run a task attempt.
+    Assign(Assignment),
+    /// Stop a task attempt (kills its process group).
+    Cancel(TaskRef),
+}
+
+/// The master accepted a registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registered {
+    /// The id the master knows the agent by.
+    pub agent_id: Uuid,
+    /// How often to send heartbeats, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+}
+
+/// A task attempt to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The attempt.
+    pub task: TaskRef,
+    /// The job it belongs to.
+    pub job_id: JobId,
+    /// The job's title (for logs).
+    pub title: String,
+    /// The job type that runs it.
+    pub jobtype: String,
+    /// Job-type parameters.
+    pub params: Json,
+    /// The frames this task covers.
+    pub frames: FrameBatch,
+    /// Time limit of the attempt in seconds.
+    pub timeout_secs: Option<u64>,
+}
+
+/// Client → master, wrapped with a request id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientEnvelope {
+    /// Echoed in the reply.
+    pub id: u64,
+    /// The request.
+    pub request: ClientRequest,
+}
+
+/// Master → client, answering the request with the same id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerEnvelope {
+    /// Id of the request answered.
+    pub id: u64,
+    /// The answer.
+    pub response: ClientResponse,
+}
+
+/// Requests of tools; they mirror the REST API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// `GET /api/v1/health`.
+    Health,
+    /// `POST /api/v1/jobs/`.
+    SubmitJob(JobSubmission),
+    /// `GET /api/v1/jobs/?limit=&offset=`.
+    ListJobs {
+        /// Page size.
+        limit: u64,
+        /// Items to skip.
+        offset: u64,
+    },
+    /// `GET /api/v1/jobs/{id}`.
+    GetJob {
+        /// The job.
+        job_id: JobId,
+    },
+    /// `GET /api/v1/jobs/{id}/tasks/?limit=&offset=`.
+    ListTasks {
+        /// The job.
+        job_id: JobId,
+        /// Page size.
+        limit: u64,
+        /// Items to skip.
+        offset: u64,
+    },
+    /// `GET /api/v1/agents/?limit=&offset=`.
+    ListAgents {
+        /// Page size.
+        limit: u64,
+        /// Items to skip.
+        offset: u64,
+    },
+    /// `GET /api/v1/jobs/{id}/tasks/{task_id}/logs?attempt=&offset=`.
+    TaskLog {
+        /// The job.
+        job_id: JobId,
+        /// The task.
+        task_id: TaskId,
+        /// The attempt; the current one when `None`.
+        attempt: Option<u32>,
+        /// Byte offset to read from.
+        offset: u64,
+    },
+}
+
+/// Answers to [`ClientRequest`]s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// Answer to `Health`.
+    Health(HealthView),
+    /// Answer to `SubmitJob` and `GetJob`.
+    Job(JobView),
+    /// Answer to `ListJobs`.
+    Jobs(Page<JobView>),
+    /// Answer to `ListTasks`.
+    Tasks(Page<TaskView>),
+    /// Answer to `ListAgents`.
+    Agents(Page<AgentView>),
+    /// Answer to `TaskLog`.
+    Log(LogChunk),
+    /// The request failed.
+    Error(ApiError),
+}
+
+/// What kind of failure an [`ApiError`] is; the REST API maps it to a status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The request is invalid (400).
+    BadRequest,
+    /// The thing asked for does not exist (404).
+    NotFound,
+    /// The request conflicts with the current state (409).
+    Conflict,
+    /// The master cannot serve it right now (503).
+    Unavailable,
+    /// A bug or a storage failure (500).
+    Internal,
+}
+
+/// A failed request: a kind and a message a user can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// The kind.
+    pub kind: ErrorKind,
+    /// What was wrong, naming the field when a field was.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A 400 error.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::BadRequest,
+            message: message.into(),
+        }
+    }
+
+    /// A 404 error.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::NotFound,
+            message: message.into(),
+        }
+    }
+
+    /// A 409 error.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Conflict,
+            message: message.into(),
+        }
+    }
+
+    /// A 503 error.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Unavailable,
+            message: message.into(),
+        }
+    }
+
+    /// A 500 error.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Internal,
+            message: message.into(),
+        }
+    }
+}

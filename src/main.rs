@@ -1,1 +1,190 @@
-fn main() {}
+//! `furrow`: the one binary of the Furrow render farm. This file is the command line only;
+//! the work lives in the `furrow-master`, `furrow-agent` and `furrow-protocol` crates.
+
+mod commands;
+mod up;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use furrow_protocol::{DEFAULT_HTTP, DEFAULT_LISTEN, DEFAULT_MAX_FRAME};
+
+/// Furrow: a distributed job system and render farm.
+#[derive(Debug, Parser)]
+#[command(name = "furrow", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a whole farm on this machine: the master and local agents, restarted if they die.
+    Up(UpArgs),
+    /// Run the master: store, scheduler, REST API and dashboard.
+    Master(MasterArgs),
+    /// Run an agent that takes tasks from a master.
+    Agent(AgentArgs),
+    /// Submit a job; prints its id.
+    Submit(commands::SubmitArgs),
+    /// List jobs.
+    Jobs(commands::ListArgs),
+    /// Show one job and its tasks.
+    Job(commands::JobArgs),
+    /// List agents.
+    Agents(commands::ListArgs),
+    /// Print the log of a job's frame.
+    Logs(commands::LogsArgs),
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// Directory for the database, logs and agent state.
+    #[arg(long, default_value = "furrow-data")]
+    data_dir: PathBuf,
+    /// Address of the REST API and dashboard.
+    #[arg(long, default_value = DEFAULT_HTTP)]
+    http: String,
+    /// Address agents and tools connect to.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: String,
+    /// Number of local agents.
+    #[arg(long, default_value_t = 1)]
+    agents: u32,
+    /// Task slots per local agent (default: the cpu count divided among the agents).
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Database URL (default: SQLite in the data directory).
+    #[arg(long, env = "FURROW_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Seconds without a heartbeat after which an agent is lost.
+    #[arg(long, default_value_t = 15.0)]
+    heartbeat_timeout: f64,
+}
+
+#[derive(Debug, Args)]
+struct MasterArgs {
+    /// Directory for the database and logs.
+    #[arg(long, default_value = "furrow-data")]
+    data_dir: PathBuf,
+    /// Address agents and tools connect to.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: String,
+    /// Address of the REST API and dashboard.
+    #[arg(long, default_value = DEFAULT_HTTP)]
+    http: String,
+    /// Database URL: `postgres://user:pass@host/db` (default: SQLite in the data directory).
+    #[arg(long, env = "FURROW_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Seconds between agent heartbeats.
+    #[arg(long, default_value_t = 2.0)]
+    heartbeat_interval: f64,
+    /// Seconds without a heartbeat after which an agent is lost.
+    #[arg(long, default_value_t = 15.0)]
+    heartbeat_timeout: f64,
+    /// Largest protocol frame accepted or sent, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME)]
+    max_frame: usize,
+}
+
+#[derive(Debug, Args)]
+struct AgentArgs {
+    /// Address of the master's TCP port.
+    #[arg(long, env = "FURROW_SERVER", default_value = DEFAULT_LISTEN)]
+    master: String,
+    /// Tasks run at once (default: the cpu count).
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Tags, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    tags: Vec<String>,
+    /// Display name (default: the hostname).
+    #[arg(long)]
+    name: Option<String>,
+    /// Directory for the agent id, task working directories and crash-recovery state.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Largest protocol frame accepted or sent, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME)]
+    max_frame: usize,
+}
+
+fn init_tracing(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn seconds(value: f64, flag: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| anyhow::anyhow!("{flag} must be a positive number of seconds, got {value}"))
+}
+
+/// Default agent state directory: `$XDG_STATE_HOME/furrow/agent`, `~/.local/state/furrow/agent`,
+/// or `/var/lib/furrow/agent` without a home.
+fn default_agent_state_dir() -> PathBuf {
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
+        return PathBuf::from(state).join("furrow/agent");
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/state/furrow/agent"),
+        None => PathBuf::from("/var/lib/furrow/agent"),
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up(args) => {
+            init_tracing("info");
+            up::run(args)
+        }
+        Command::Master(args) => {
+            init_tracing("info");
+            let config = furrow_master::MasterConfig {
+                data_dir: args.data_dir,
+                listen: args.listen,
+                http: args.http,
+                database_url: args.database_url,
+                heartbeat_interval: seconds(args.heartbeat_interval, "--heartbeat-interval")?,
+                heartbeat_timeout: seconds(args.heartbeat_timeout, "--heartbeat-timeout")?,
+                max_frame: args.max_frame,
+            };
+            furrow_master::run(config)?;
+            Ok(())
+        }
+        Command::Agent(args) => {
+            init_tracing("info");
+            let config = furrow_agent::AgentConfig {
+                master: args.master,
+                name: args.name,
+                slots: args.slots,
+                tags: args.tags.into_iter().filter(|t| !t.is_empty()).collect(),
+                state_dir: args.state_dir.unwrap_or_else(default_agent_state_dir),
+                max_frame: args.max_frame,
+            };
+            furrow_agent::run(config)?;
+            Ok(())
+        }
+        Command::Submit(args) => client_command(commands::submit(args)),
+        Command::Jobs(args) => client_command(commands::jobs(args)),
+        Command::Job(args) => client_command(commands::job(args)),
+        Command::Agents(args) => client_command(commands::agents(args)),
+        Command::Logs(args) => client_command(commands::logs(args)),
+    }
+}
+
+/// Runs a client command on a small runtime; its exit code is the command's.
+fn client_command(command: impl Future<Output = Result<i32>>) -> Result<()> {
+    init_tracing("warn");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let code = runtime.block_on(command)?;
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
+}

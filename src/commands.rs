@@ -1,0 +1,369 @@
+//! Client commands: submit, jobs, job, agents, logs. They talk to the master through
+//! `furrow_protocol::Client` and print for people (tables, a progress bar) or, with
+//! `--json`, for programs.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use furrow_protocol::{
+    Client, CommandParams, DEFAULT_LISTEN, Json, JobId, JobSubmission, JobView, TaskView, WorkState,
+};
+
+/// How often `--wait` and `--follow` ask the master for news.
+const POLL_INTERVAL: Duration = Duration::from_millis(300);
+
+/// The master to talk to.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArg {
+    /// Address of the master's TCP port.
+    #[arg(long, env = "FURROW_SERVER", default_value = DEFAULT_LISTEN)]
+    pub server: String,
+}
+
+impl ServerArg {
+    async fn connect(&self) -> Result<Client> {
+        Client::connect(&self.server).await.with_context(|| {
+            format!("is a master running? start one with `furrow up`, or set --server / FURROW_SERVER")
+        })
+    }
+}
+
+/// `furrow submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Job title.
+    #[arg(long)]
+    title: String,
+    /// Frames: `1-100`, `1-100:5` (every fifth), `1-10,20-30`.
+    #[arg(long)]
+    frames: String,
+    /// Frames per task; a batch runs once with `{start}` and `{end}`.
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
+    /// Priority; higher runs first.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    priority: i32,
+    /// Retries of a failed task before it counts as failed.
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
+    /// Time limit of one task attempt, in seconds.
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Run the command through `/bin/sh -c`.
+    #[arg(long)]
+    shell: bool,
+    /// Extra environment variable for the tasks, `KEY=VALUE` (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Show progress until the job ends; exit non-zero if it failed.
+    #[arg(long)]
+    wait: bool,
+    /// The command and its arguments; `{frame}`, `{start}`, `{end}`, `{step}` are substituted.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+/// `furrow jobs` and `furrow agents`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// How many to show.
+    #[arg(long, default_value_t = 50)]
+    limit: u64,
+    /// How many to skip.
+    #[arg(long, default_value_t = 0)]
+    offset: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `furrow job ID`.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Job id.
+    id: JobId,
+    /// Print JSON (the job and its tasks) instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `furrow logs JOB FRAME`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Job id.
+    job: JobId,
+    /// A frame of the job.
+    frame: i64,
+    /// Attempt (default: the current one).
+    #[arg(long)]
+    attempt: Option<u32>,
+    /// Keep printing new output until the task ends.
+    #[arg(long, short)]
+    follow: bool,
+}
+
+pub async fn submit(args: SubmitArgs) -> Result<i32> {
+    let mut env = BTreeMap::new();
+    for pair in &args.env {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("--env {pair:?}: expected KEY=VALUE");
+        };
+        env.insert(key.to_string(), value.to_string());
+    }
+    let params = CommandParams { command: args.command, shell: args.shell, env };
+    let job = JobSubmission {
+        title: args.title,
+        jobtype: "command".into(),
+        params: Json(serde_json::to_value(params)?),
+        frames: args.frames,
+        batch: args.batch,
+        priority: args.priority,
+        retries: args.retries,
+        timeout_secs: args.timeout,
+    };
+    let client = args.server.connect().await?;
+    let view = client.submit_job(job).await?;
+    println!("{}", view.id);
+    if !args.wait {
+        return Ok(0);
+    }
+    let finished = wait_for(&client, view.id).await?;
+    let counts = finished.task_counts;
+    eprintln!(
+        "job {} {}: {} done, {} failed of {} tasks",
+        finished.id,
+        finished.state.as_str(),
+        counts.done,
+        counts.failed,
+        counts.total()
+    );
+    Ok(if finished.state == WorkState::Done { 0 } else { 1 })
+}
+
+/// Polls the job until it is done or failed, drawing a progress bar on a terminal and a
+/// line per change otherwise.
+async fn wait_for(client: &Client, id: JobId) -> Result<JobView> {
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_line = String::new();
+    loop {
+        let job = client.get_job(id).await?;
+        let line = progress_line(&job);
+        if line != last_line {
+            let mut err = std::io::stderr().lock();
+            if terminal {
+                write!(err, "\r\x1b[2K{line}")?;
+            } else {
+                writeln!(err, "{line}")?;
+            }
+            err.flush()?;
+            last_line = line;
+        }
+        if job.state.is_finished() {
+            if terminal {
+                eprintln!();
+            }
+            return Ok(job);
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+fn progress_line(job: &JobView) -> String {
+    const WIDTH: u64 = 30;
+    let c = job.task_counts;
+    let total = c.total().max(1);
+    let filled = (c.done + c.failed) * WIDTH / total;
+    format!(
+        "[{}{}] {}/{} done · {} running · {} failed · {}",
+        "#".repeat(filled as usize),
+        "-".repeat((WIDTH - filled) as usize),
+        c.done,
+        c.total(),
+        c.running,
+        c.failed,
+        job.state.as_str()
+    )
+}
+
+pub async fn jobs(args: ListArgs) -> Result<i32> {
+    let client = args.server.connect().await?;
+    let page = client.list_jobs(args.limit, args.offset).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&page)?);
+        return Ok(0);
+    }
+    let rows = page.items.iter().map(|j| {
+        vec![
+            j.id.to_string(),
+            j.state.as_str().to_string(),
+            format!("{}/{}", j.task_counts.done, j.task_counts.total()),
+            j.task_counts.failed.to_string(),
+            j.priority.to_string(),
+            j.frames.clone(),
+            j.title.clone(),
+        ]
+    });
+    print_table(&["ID", "STATE", "DONE", "FAILED", "PRIO", "FRAMES", "TITLE"], rows);
+    println!("{} of {} jobs", page.items.len(), page.total);
+    Ok(0)
+}
+
+/// All tasks of a job, page by page.
+async fn all_tasks(client: &Client, job: JobId) -> Result<Vec<TaskView>> {
+    const PAGE: u64 = 1000;
+    let mut tasks = Vec::new();
+    loop {
+        let page = client.list_tasks(job, PAGE, tasks.len() as u64).await?;
+        let got = page.items.len();
+        tasks.extend(page.items);
+        if got == 0 || tasks.len() as u64 >= page.total {
+            return Ok(tasks);
+        }
+    }
+}
+
+pub async fn job(args: JobArgs) -> Result<i32> {
+    let client = args.server.connect().await?;
+    let job = client.get_job(args.id).await?;
+    let tasks = all_tasks(&client, args.id).await?;
+    if args.json {
+        let both = serde_json::json!({ "job": job, "tasks": tasks });
+        println!("{}", serde_json::to_string_pretty(&both)?);
+        return Ok(0);
+    }
+    let c = job.task_counts;
+    println!("job {}: {}", job.id, job.title);
+    println!("  state     {}", job.state.as_str());
+    println!("  jobtype   {}  {}", job.jobtype, job.params);
+    println!("  frames    {} (batch {})", job.frames, job.batch);
+    println!("  priority  {}  retries {}", job.priority, job.retries);
+    println!(
+        "  tasks     {} queued · {} running · {} done · {} failed · {} paused",
+        c.queued, c.running, c.done, c.failed, c.paused
+    );
+    println!("  created   {}", job.created_at.to_rfc3339());
+    println!();
+    let rows = tasks.iter().map(|t| {
+        let frames = if t.frame == t.frame_end {
+            t.frame.to_string()
+        } else {
+            format!("{}-{}", t.frame, t.frame_end)
+        };
+        vec![
+            t.id.to_string(),
+            frames,
+            t.state.as_str().to_string(),
+            t.attempt.to_string(),
+            t.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            t.agent.map(|a| a.to_string()[..8].to_string()).unwrap_or_else(|| "-".into()),
+            t.last_error.clone().unwrap_or_default(),
+        ]
+    });
+    print_table(&["TASK", "FRAMES", "STATE", "TRY", "EXIT", "AGENT", "ERROR"], rows);
+    Ok(0)
+}
+
+pub async fn agents(args: ListArgs) -> Result<i32> {
+    let client = args.server.connect().await?;
+    let page = client.list_agents(args.limit, args.offset).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&page)?);
+        return Ok(0);
+    }
+    let rows = page.items.iter().map(|a| {
+        vec![
+            a.name.clone(),
+            format!("{:?}", a.state).to_lowercase(),
+            format!("{}/{}", a.running.len(), a.slots),
+            a.cpus.to_string(),
+            format!("{:.1}", a.ram_mb as f64 / 1024.0),
+            format!("{:.2}", a.load),
+            a.tags.join(","),
+            a.id.to_string(),
+        ]
+    });
+    print_table(&["NAME", "STATE", "BUSY", "CPUS", "RAM GiB", "LOAD", "TAGS", "ID"], rows);
+    println!("{} of {} agents", page.items.len(), page.total);
+    Ok(0)
+}
+
+/// Whether `frame` is one of the frames a task covers.
+fn task_covers(task: &TaskView, frame: i64) -> bool {
+    frame >= task.frame && frame <= task.frame_end && (frame - task.frame) % task.step.max(1) == 0
+}
+
+pub async fn logs(args: LogsArgs) -> Result<i32> {
+    let client = args.server.connect().await?;
+    let job = client.get_job(args.job).await?;
+    let tasks = all_tasks(&client, args.job).await?;
+    // Tasks come in a fixed (frame) order, so the position finds the task again cheaply.
+    let Some(position) = tasks.iter().position(|t| task_covers(t, args.frame)) else {
+        bail!("job {} has no frame {} (its frames are {})", job.id, args.frame, job.frames);
+    };
+    let mut task = tasks[position].clone();
+    let mut offset = 0;
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        if task.attempt > 0 || args.attempt.is_some() {
+            let chunk = client.task_log(job.id, task.id, args.attempt, offset).await?;
+            stdout.write_all(chunk.text.as_bytes())?;
+            stdout.flush()?;
+            offset = chunk.next_offset;
+            if !args.follow || (chunk.complete && task.state.is_finished()) {
+                return Ok(0);
+            }
+        } else if !args.follow {
+            eprintln!(
+                "frame {} has not started yet (task {} is {})",
+                args.frame,
+                task.id,
+                task.state.as_str()
+            );
+            return Ok(0);
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+        let page = client.list_tasks(job.id, 1, position as u64).await?;
+        let Some(refreshed) = page.items.into_iter().find(|t| t.id == task.id) else {
+            bail!("task {} of job {} is gone", task.id, job.id);
+        };
+        // A retry or a requeue starts a new attempt with a log of its own.
+        if refreshed.attempt != task.attempt && args.attempt.is_none() {
+            offset = 0;
+        }
+        task = refreshed;
+    }
+}
+
+fn print_table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    let rows: Vec<Vec<String>> = rows.collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let last = cells.len().saturating_sub(1);
+        let text: Vec<String> = cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| if i == last { c } else { format!("{c:<width$}", width = widths[i]) })
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}

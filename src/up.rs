@@ -1,0 +1,245 @@
+//! `furrow up`: a whole farm on this machine. The master and the local agents run as child
+//! processes of this one (`furrow master`, `furrow agent`), each restarted with a capped
+//! backoff when it dies; Ctrl-C or SIGTERM stops them all.
+
+use std::ffi::OsString;
+use std::fs::{self, OpenOptions};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::process::Command;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::UpArgs;
+
+/// First restart delay of a child that died; doubled per quick death up to the cap.
+const RESTART_DELAY: Duration = Duration::from_millis(500);
+const RESTART_DELAY_CAP: Duration = Duration::from_secs(30);
+/// A child that ran this long before dying is restarted at the first delay again.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+/// How long children get to exit after SIGTERM before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long the master gets to open its database and bind its ports.
+const MASTER_START_DEADLINE: Duration = Duration::from_secs(120);
+
+/// One supervised child process.
+struct Service {
+    name: String,
+    args: Vec<OsString>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+}
+
+pub fn run(args: UpArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(up(args))
+}
+
+/// Resolves port 0 to a concrete free port, so that a restarted master comes back on the
+/// address its agents know.
+fn concrete_addr(addr: &str) -> Result<String> {
+    if !addr.ends_with(":0") {
+        return Ok(addr.to_string());
+    }
+    let listener = TcpListener::bind(addr).with_context(|| format!("cannot bind {addr}"))?;
+    Ok(listener.local_addr()?.to_string())
+}
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+async fn up(args: UpArgs) -> Result<()> {
+    if args.agents > 256 {
+        bail!("--agents {}: at most 256 local agents", args.agents);
+    }
+    fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let data_dir = fs::canonicalize(&args.data_dir)?;
+    let run_dir = data_dir.join("run");
+    fs::create_dir_all(&run_dir)?;
+    let listen = concrete_addr(&args.listen)?;
+    let http = concrete_addr(&args.http)?;
+    let exe = std::env::current_exe().context("cannot find the furrow executable")?;
+
+    let mut env = Vec::new();
+    if let Some(url) = &args.database_url {
+        // Passed in the environment rather than argv, so a password stays out of `ps`.
+        env.push(("FURROW_DATABASE_URL".to_string(), url.clone()));
+    }
+    let master = Service {
+        name: "master".into(),
+        args: vec![
+            "master".into(),
+            "--data-dir".into(),
+            data_dir.clone().into(),
+            "--listen".into(),
+            listen.clone().into(),
+            "--http".into(),
+            http.clone().into(),
+            "--heartbeat-timeout".into(),
+            args.heartbeat_timeout.to_string().into(),
+        ],
+        env,
+        log: run_dir.join("master.log"),
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let addr_file = data_dir.join("master.addr");
+    let _ = fs::remove_file(&addr_file);
+    let mut supervisors = vec![tokio::spawn(supervise(exe.clone(), master, stop_rx.clone()))];
+    wait_for_master(&addr_file, &run_dir.join("master.log"), &supervisors[0]).await?;
+
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    let slots = args.slots.unwrap_or_else(|| (cpus / args.agents.max(1)).max(1));
+    let host = hostname();
+    for i in 1..=args.agents {
+        let name = format!("{host}-{i}");
+        let agent = Service {
+            name: format!("agent-{i}"),
+            args: vec![
+                "agent".into(),
+                "--master".into(),
+                listen.clone().into(),
+                "--name".into(),
+                name.into(),
+                "--slots".into(),
+                slots.to_string().into(),
+                "--state-dir".into(),
+                data_dir.join("agents").join(format!("agent-{i}")).into(),
+            ],
+            env: Vec::new(),
+            log: run_dir.join(format!("agent-{i}.log")),
+        };
+        supervisors.push(tokio::spawn(supervise(exe.clone(), agent, stop_rx.clone())));
+    }
+
+    println!("furrow is up");
+    println!("  dashboard  http://{http}/");
+    println!("  master     {listen}  (agents and furrow commands connect here)");
+    println!("  agents     {} local, {slots} slot(s) each", args.agents);
+    println!("  data       {}  (process logs in {})", data_dir.display(), run_dir.display());
+    println!("  try        furrow submit --title hello --frames 1-10 --wait -- echo frame {{frame}}");
+    println!("press Ctrl-C to stop");
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => info!("sigterm: stopping the farm"),
+        _ = interrupt.recv() => info!("interrupted: stopping the farm"),
+    }
+    let _ = stop_tx.send(true);
+    for supervisor in supervisors {
+        let _ = supervisor.await;
+    }
+    println!("furrow stopped");
+    Ok(())
+}
+
+/// Waits until the master has bound its ports (it writes `master.addr` then).
+async fn wait_for_master(
+    addr_file: &Path,
+    log: &Path,
+    supervisor: &tokio::task::JoinHandle<()>,
+) -> Result<()> {
+    let deadline = Instant::now() + MASTER_START_DEADLINE;
+    while !addr_file.exists() {
+        if Instant::now() > deadline || supervisor.is_finished() {
+            let tail = fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!("the master did not start; last lines of {}:\n{}", log.display(), tail.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Runs a child until told to stop, restarting it with a capped backoff whenever it dies.
+async fn supervise(exe: PathBuf, service: Service, mut stop: watch::Receiver<bool>) {
+    let mut delay = RESTART_DELAY;
+    loop {
+        let started = Instant::now();
+        let mut child = match spawn(&exe, &service) {
+            Ok(child) => child,
+            Err(e) => {
+                warn!(service = %service.name, error = %e, "cannot start");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => return,
+                }
+                delay = (delay * 2).min(RESTART_DELAY_CAP);
+                continue;
+            }
+        };
+        info!(service = %service.name, pid = child.id(), "started");
+        tokio::select! {
+            status = child.wait() => {
+                match status {
+                    Ok(s) => warn!(service = %service.name, status = %s, "exited; restarting"),
+                    Err(e) => warn!(service = %service.name, error = %e, "lost; restarting"),
+                }
+            }
+            _ = stop.changed() => {
+                stop_child(&service.name, &mut child).await;
+                return;
+            }
+        }
+        if started.elapsed() >= HEALTHY_RUN {
+            delay = RESTART_DELAY;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+        delay = (delay * 2).min(RESTART_DELAY_CAP);
+    }
+}
+
+fn spawn(exe: &Path, service: &Service) -> Result<tokio::process::Child> {
+    let log = OpenOptions::new().create(true).append(true).open(&service.log)?;
+    let mut command = Command::new(exe);
+    command
+        .args(&service.args)
+        .envs(service.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        command.pre_exec(|| {
+            // The farm's processes must not outlive `furrow up`, even if it is killed.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(command.spawn()?)
+}
+
+async fn stop_child(name: &str, child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+        Ok(_) => info!(service = %name, "stopped"),
+        Err(_) => {
+            warn!(service = %name, "did not stop in time; killing");
+            let _ = child.kill().await;
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The farm harness for end-to-end tests: starts the real `furrow` binary (`furrow up`) on
+//! free ports in a temporary data directory and talks to it over REST and the CLI.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Path of the binary under test.
+pub fn furrow_exe() -> &'static str {
+    env!("CARGO_BIN_EXE_furrow")
+}
+
+/// A free TCP port on loopback.
+pub fn free_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").to_string()
+}
+
+/// Polls `check` until it returns `Some`, failing the test with `what` after `deadline`.
+pub fn wait_until<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A farm started with `furrow up`.
+pub struct Farm {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub http: String,
+    pub agents: u32,
+    up: Option<Child>,
+    http_agent: ureq::Agent,
+}
+
+impl Farm {
+    /// Starts a farm with `agents` local agents in a fresh data directory under `root`.
+    pub fn up(root: &Path, agents: u32) -> Farm {
+        Self::up_in(root.join("data"), agents, &[])
+    }
+
+    /// Starts a farm on `data_dir` (which may hold an earlier farm's state).
+    pub fn up_in(data_dir: PathBuf, agents: u32, extra: &[&str]) -> Farm {
+        let listen = free_addr();
+        let http = free_addr();
+        let mut farm = Farm {
+            data_dir,
+            listen,
+            http,
+            agents,
+            up: None,
+            http_agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build()
+                .into(),
+        };
+        farm.start(extra);
+        farm
+    }
+
+    fn start(&mut self, extra: &[&str]) {
+        std::fs::create_dir_all(&self.data_dir).expect("create data dir");
+        let log = std::fs::File::create(self.data_dir.join("up.log")).expect("up log");
+        let child = Command::new(furrow_exe())
+            .arg("up")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen", &self.listen, "--http", &self.http])
+            .args(["--agents", &self.agents.to_string()])
+            .args(["--heartbeat-timeout", "5"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn furrow up");
+        self.up = Some(child);
+        let agents = self.agents as usize;
+        wait_until("all agents online", Duration::from_secs(120), || {
+            self.assert_up_running();
+            let (status, body) = self.try_get("/api/v1/agents/")?;
+            let online = body["items"]
+                .as_array()?
+                .iter()
+                .filter(|a| a["state"] == "online")
+                .count();
+            (status == 200 && online >= agents).then_some(())
+        });
+    }
+
+    fn assert_up_running(&mut self) {
+        if let Some(child) = self.up.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            panic!("furrow up exited with {status}; its log:\n{}", self.logs());
+        }
+    }
+
+    /// The logs of `furrow up`, the master and the agents, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut text = std::fs::read_to_string(self.data_dir.join("up.log")).unwrap_or_default();
+        if let Ok(entries) = std::fs::read_dir(self.data_dir.join("run")) {
+            for entry in entries.flatten() {
+                let body = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let tail: Vec<&str> = body.lines().rev().take(60).collect();
+                text.push_str(&format!("\n--- {} ---\n", entry.path().display()));
+                for line in tail.into_iter().rev() {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
+        text
+    }
+
+    /// Stops the farm with SIGTERM (as Ctrl-C would) and waits for it to exit.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.up.take() else { return };
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("furrow up did not stop within 30 s of SIGTERM");
+    }
+
+    /// Stops and starts the farm again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start(&[]);
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    fn try_get(&self, path: &str) -> Option<(u16, Value)> {
+        let mut response = self.http_agent.get(&self.url(path)).call().ok()?;
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_json::<Value>().ok()?;
+        Some((status, body))
+    }
+
+    /// GET a JSON document; returns the status and body.
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.try_get(path).unwrap_or_else(|| panic!("GET {path} failed; logs:\n{}", self.logs()))
+    }
+
+    /// GET a text document; returns the status and body.
+    pub fn get_text(&self, path: &str) -> (u16, String) {
+        let mut response = self.http_agent.get(&self.url(path)).call().expect("GET");
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().expect("text body"))
+    }
+
+    /// POST a raw body with a JSON content type; returns the status and the JSON answer.
+    pub fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
+        let mut response = self
+            .http_agent
+            .post(&self.url(path))
+            .header("content-type", "application/json")
+            .send(body)
+            .expect("POST");
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_json::<Value>().expect("JSON answer"))
+    }
+
+    /// POST a JSON document.
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, &body.to_string())
+    }
+
+    /// Runs the `furrow` CLI against this farm.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(furrow_exe())
+            .args(args)
+            .env("FURROW_SERVER", &self.listen)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run furrow")
+    }
+
+    /// Waits until the job's state is final and returns the job.
+    pub fn wait_job(&self, id: i64, deadline: Duration) -> Value {
+        let path = format!("/api/v1/jobs/{id}");
+        let end = Instant::now() + deadline;
+        loop {
+            let (status, job) = self.get(&path);
+            assert_eq!(status, 200, "{job}");
+            if job["state"] == "done" || job["state"] == "failed" {
+                return job;
+            }
+            assert!(
+                Instant::now() < end,
+                "job {id} not finished after {deadline:?}: {job}\nlogs:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// All tasks of a job.
+    pub fn tasks(&self, id: i64) -> Vec<Value> {
+        let (status, page) = self.get(&format!("/api/v1/jobs/{id}/tasks/?limit=10000"));
+        assert_eq!(status, 200, "{page}");
+        page["items"].as_array().expect("items").clone()
+    }
+
+    /// Process ids of the local agent number `n` (1-based), found through /proc.
+    pub fn agent_pids(&self, n: u32) -> Vec<i32> {
+        let state_dir = self.data_dir.join("agents").join(format!("agent-{n}"));
+        let needle = state_dir.to_string_lossy().into_owned();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            let args: Vec<String> =
+                cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            if args.iter().any(|a| a == "agent") && args.iter().any(|a| *a == needle) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.up.take() {
+            // SAFETY: kill(2) on our own child; its children follow through PDEATHSIG.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let end = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Faults: an agent killed mid-task, a master restart, garbage on the agent port.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{Farm, wait_until};
+
+#[test]
+fn killing_an_agent_mid_task_still_finishes_the_job() {
+    let root = tempfile::tempdir().unwrap();
+    let farm = Farm::up(root.path(), 2);
+    let (status, job) = farm.post(
+        "/api/v1/jobs/",
+        &serde_json::json!({
+            "title": "slow",
+            "params": {"command": ["sh", "-c", "sleep 2; echo done {frame}"]},
+            "frames": "1-6",
+        }),
+    );
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_i64().unwrap();
+
+    // Wait until agent 1 is running a task, then kill it without warning.
+    let victim = wait_until("agent 1 to run a task", Duration::from_secs(60), || {
+        let (_, agents) = farm.get("/api/v1/agents/");
+        agents["items"]
+            .as_array()?
+            .iter()
+            .find(|a| a["name"].as_str()?.ends_with("-1") && !a["running"].as_array()?.is_empty())
+            .map(|a| a["id"].as_str().unwrap_or_default().to_string())
+    });
+    let pids = farm.agent_pids(1);
+    assert!(!pids.is_empty(), "agent 1 process not found");
+    for pid in pids {
+        // SAFETY: kill(2) of a process this test's farm started.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+
+    let job = farm.wait_job(id, Duration::from_secs(120));
+    assert_eq!(job["state"], "done", "{job}\n{}", farm.logs());
+    let tasks = farm.tasks(id);
+    assert!(tasks.iter().all(|t| t["state"] == "done"));
+    assert!(
+        tasks.iter().any(|t| t["attempt"].as_u64().unwrap() >= 2),
+        "the killed agent's task ran again: {tasks:?} (victim {victim})"
+    );
+}
+
+#[test]
+fn a_restarted_master_keeps_finished_jobs() {
+    let root = tempfile::tempdir().unwrap();
+    let mut farm = Farm::up(root.path(), 1);
+    let out = farm.cli(&["submit", "--title", "keep me", "--frames", "1-5", "--wait", "--", "echo", "f{frame}"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let before = farm.tasks(id);
+
+    farm.restart();
+
+    let (status, job) = farm.get(&format!("/api/v1/jobs/{id}"));
+    assert_eq!(status, 200);
+    assert_eq!(job["title"], "keep me");
+    assert_eq!(job["state"], "done");
+    assert_eq!(job["task_counts"]["done"], 5);
+    let after = farm.tasks(id);
+    assert_eq!(before, after, "tasks survive the restart unchanged");
+    let (_, log) = farm.get_text(&format!("/api/v1/jobs/{id}/tasks/{}/logs", after[2]["id"]));
+    assert!(log.contains("f3"), "{log}");
+
+    // The restarted farm still runs new work.
+    let out = farm.cli(&["submit", "--title", "after", "--frames", "1-3", "--wait", "--", "true"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn garbage_and_oversized_frames_close_only_that_connection() {
+    let root = tempfile::tempdir().unwrap();
+    let farm = Farm::up(root.path(), 1);
+
+    let mut garbage = TcpStream::connect(&farm.listen).unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\nHost: furrow\r\n\r\n").unwrap();
+    garbage.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut buf = Vec::new();
+    // The master closes the connection: read reaches end of stream (or a reset).
+    let _ = garbage.read_to_end(&mut buf);
+
+    let mut huge = TcpStream::connect(&farm.listen).unwrap();
+    huge.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    huge.write_all(&[0u8; 1024]).unwrap();
+    huge.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let _ = huge.read_to_end(&mut buf);
+
+    let out = farm.cli(&["submit", "--title", "still serving", "--frames", "1-2", "--wait", "--", "true"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, agents) = farm.get("/api/v1/agents/");
+    assert_eq!(agents["items"][0]["state"], "online", "the agent's connection is untouched");
+    let master_log = std::fs::read_to_string(farm.data_dir.join("run/master.log")).unwrap();
+    assert!(master_log.contains("closing connection") || master_log.contains("magic"), "{master_log}");
+}

@@ -242,20 +242,28 @@ mod tests {
             (libc::ENAMETOOLONG, |e| {
                 matches!(e, Error::InvalidArgument { .. })
             }),
-            (libc::ENOTDIR, |e| matches!(e, Error::InvalidArgument { .. })),
+            (libc::ENOTDIR, |e| {
+                matches!(e, Error::InvalidArgument { .. })
+            }),
             (libc::ELOOP, |e| matches!(e, Error::InvalidArgument { .. })),
             (libc::E2BIG, |e| matches!(e, Error::InvalidArgument { .. })),
             (libc::ERANGE, |e| matches!(e, Error::InvalidArgument { .. })),
-            (libc::EOVERFLOW, |e| matches!(e, Error::InvalidArgument { .. })),
+            (libc::EOVERFLOW, |e| {
+                matches!(e, Error::InvalidArgument { .. })
+            }),
             (libc::ESPIPE, |e| matches!(e, Error::InvalidArgument { .. })),
-            (libc::ENOTBLK, |e| matches!(e, Error::InvalidArgument { .. })),
+            (libc::ENOTBLK, |e| {
+                matches!(e, Error::InvalidArgument { .. })
+            }),
             (libc::ENOENT, |e| matches!(e, Error::NotFound { .. })),
             (libc::ESRCH, |e| matches!(e, Error::NotFound { .. })),
             (libc::ECHILD, |e| matches!(e, Error::NotFound { .. })),
             (libc::ENODEV, |e| matches!(e, Error::NotFound { .. })),
             (libc::ENXIO, |e| matches!(e, Error::NotFound { .. })),
             (libc::EPERM, |e| matches!(e, Error::PermissionDenied { .. })),
-            (libc::EACCES, |e| matches!(e, Error::PermissionDenied { .. })),
+            (libc::EACCES, |e| {
+                matches!(e, Error::PermissionDenied { .. })
+            }),
             (libc::EROFS, |e| matches!(e, Error::PermissionDenied { .. })),
             (libc::EMFILE, |e| matches!(e, Error::ResourceLimit { .. })),
             (libc::ENFILE, |e| matches!(e, Error::ResourceLimit { .. })),

@@ -125,20 +125,16 @@ pub(crate) fn live_fd<'a>(fd: &'a Option<OwnedFd>, op: &'static str) -> Result<B
 
 /// Registers an owned fd with the current tokio reactor for readability. Outside a runtime →
 /// [`Error::InvalidArgument`] naming the requirement.
-pub(crate) fn register(
-    fd: OwnedFd,
-) -> Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+pub(crate) fn register(fd: OwnedFd) -> Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     const OP: &str = "register with the tokio reactor (needs a tokio runtime with IO enabled)";
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(Error::invalid(OP));
     }
     // SAFETY: the `OwnedFd` is valid and stays open, unchanged, for as long as the `AsyncFd`
     // owns it.
-    unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-    }
-    .map_err(|err| {
-        let (_fd, cause) = err.into_parts();
-        Error::from_io(OP, &cause)
-    })
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|err| {
+            let (_fd, cause) = err.into_parts();
+            Error::from_io(OP, &cause)
+        })
 }

@@ -65,9 +65,10 @@ pub trait EventSource {
             return Ok(event);
         }
         self.fill()?;
-        self.cache()
-            .pop_front()
-            .ok_or(Error::WouldBlock { op: "read_event", errno: libc::EAGAIN })
+        self.cache().pop_front().ok_or(Error::WouldBlock {
+            op: "read_event",
+            errno: libc::EAGAIN,
+        })
     }
 
     /// Returns all cached events or, if none are cached, one new batch from the kernel.

@@ -95,7 +95,8 @@ fn to_timespec(op: &'static str, d: Duration) -> Result<libc::timespec> {
     Ok(libc::timespec {
         tv_sec: secs,
         // Seconds and nanoseconds are separate fields; each gets its own part of `d`.
-        tv_nsec: libc::c_long::try_from(d.subsec_nanos()).map_err(|_| Error::invalid(op))?,
+        // Below 10^9, so it fits a c_long on every target.
+        tv_nsec: d.subsec_nanos() as libc::c_long,
     })
 }
 

@@ -1,0 +1,2 @@
+//! Benchmarks of furrow-sysfd.
+fn main() {}

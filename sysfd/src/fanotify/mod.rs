@@ -1,0 +1,619 @@
+//! fanotify: filesystem-wide access notification and permission decisions.
+//!
+//! Low level: [`fanotify_init`], [`fanotify_mark`], [`fanotify_read`], [`fanotify_respond`].
+//! High level: [`Fanotify`], whose events carry the pid, the event fd (always closed: when
+//! the event is dropped, also unread in the cache, and on every error path) and the resolved
+//! path, from the fd or from the FID / DFID_NAME info records, which are parsed here.
+//! Permission events are answered with [`FanotifyEvent::allow`] / [`FanotifyEvent::deny`]; one
+//! dropped unanswered is allowed, as the kernel does when a group closes. Async:
+//! [`AsyncFanotify`]. Needs `CAP_SYS_ADMIN`.
+
+mod record;
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use record::{FileHandle, InfoRecord};
+
+use crate::error::{Error, Result, cvt};
+use crate::fd::{fd_path, owned_fd, path_cstring, read_retry, write_retry};
+use crate::source::{AsyncSource, EventSource};
+
+bitflags::bitflags! {
+    /// Flags of [`fanotify_init`] (`FAN_*` init flags).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct FanInitFlags: u32 {
+        /// `FAN_CLOEXEC`.
+        const CLOEXEC = libc::FAN_CLOEXEC;
+        /// `FAN_NONBLOCK`.
+        const NONBLOCK = libc::FAN_NONBLOCK;
+        /// `FAN_CLASS_CONTENT`: may receive permission events, after the file content is final.
+        const CLASS_CONTENT = libc::FAN_CLASS_CONTENT;
+        /// `FAN_CLASS_PRE_CONTENT`: may receive permission events, before the content is final.
+        const CLASS_PRE_CONTENT = libc::FAN_CLASS_PRE_CONTENT;
+        /// `FAN_UNLIMITED_QUEUE`.
+        const UNLIMITED_QUEUE = libc::FAN_UNLIMITED_QUEUE;
+        /// `FAN_UNLIMITED_MARKS`.
+        const UNLIMITED_MARKS = libc::FAN_UNLIMITED_MARKS;
+        /// `FAN_ENABLE_AUDIT`.
+        const ENABLE_AUDIT = libc::FAN_ENABLE_AUDIT;
+        /// `FAN_REPORT_PIDFD`: a pidfd info record with each event.
+        const REPORT_PIDFD = libc::FAN_REPORT_PIDFD;
+        /// `FAN_REPORT_TID`: report the thread id instead of the process id.
+        const REPORT_TID = libc::FAN_REPORT_TID;
+        /// `FAN_REPORT_FID`: identify objects by file handle instead of an open fd.
+        const REPORT_FID = libc::FAN_REPORT_FID;
+        /// `FAN_REPORT_DIR_FID`: report the directory's file handle.
+        const REPORT_DIR_FID = libc::FAN_REPORT_DIR_FID;
+        /// `FAN_REPORT_NAME`: report the entry name (with `REPORT_DIR_FID`).
+        const REPORT_NAME = libc::FAN_REPORT_NAME;
+        /// `FAN_REPORT_DFID_NAME` = `REPORT_DIR_FID | REPORT_NAME`.
+        const REPORT_DFID_NAME = libc::FAN_REPORT_DFID_NAME;
+        /// `FAN_REPORT_TARGET_FID`.
+        const REPORT_TARGET_FID = libc::FAN_REPORT_TARGET_FID;
+    }
+
+    /// Flags of [`fanotify_mark`] (`FAN_MARK_*`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct FanMarkFlags: u32 {
+        /// `FAN_MARK_ADD`.
+        const ADD = libc::FAN_MARK_ADD;
+        /// `FAN_MARK_REMOVE`.
+        const REMOVE = libc::FAN_MARK_REMOVE;
+        /// `FAN_MARK_FLUSH`: remove all marks of the given kind.
+        const FLUSH = libc::FAN_MARK_FLUSH;
+        /// `FAN_MARK_DONT_FOLLOW`.
+        const DONT_FOLLOW = libc::FAN_MARK_DONT_FOLLOW;
+        /// `FAN_MARK_ONLYDIR`.
+        const ONLYDIR = libc::FAN_MARK_ONLYDIR;
+        /// `FAN_MARK_MOUNT`: mark the mount containing the path.
+        const MOUNT = libc::FAN_MARK_MOUNT;
+        /// `FAN_MARK_FILESYSTEM`: mark the filesystem containing the path.
+        const FILESYSTEM = libc::FAN_MARK_FILESYSTEM;
+        /// `FAN_MARK_IGNORED_MASK`.
+        const IGNORED_MASK = libc::FAN_MARK_IGNORED_MASK;
+        /// `FAN_MARK_IGNORED_SURV_MODIFY`.
+        const IGNORED_SURV_MODIFY = libc::FAN_MARK_IGNORED_SURV_MODIFY;
+        /// `FAN_MARK_EVICTABLE`.
+        const EVICTABLE = libc::FAN_MARK_EVICTABLE;
+        /// `FAN_MARK_IGNORE`.
+        const IGNORE = libc::FAN_MARK_IGNORE;
+    }
+
+    /// Event bits of marks and events (`FAN_*`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct FanMask: u64 {
+        /// File was read.
+        const ACCESS = libc::FAN_ACCESS;
+        /// File was written.
+        const MODIFY = libc::FAN_MODIFY;
+        /// Metadata changed (FID modes only).
+        const ATTRIB = libc::FAN_ATTRIB;
+        /// Writable file closed.
+        const CLOSE_WRITE = libc::FAN_CLOSE_WRITE;
+        /// Read-only file closed.
+        const CLOSE_NOWRITE = libc::FAN_CLOSE_NOWRITE;
+        /// File opened.
+        const OPEN = libc::FAN_OPEN;
+        /// Entry moved away (FID modes only).
+        const MOVED_FROM = libc::FAN_MOVED_FROM;
+        /// Entry moved in (FID modes only).
+        const MOVED_TO = libc::FAN_MOVED_TO;
+        /// Entry created (FID modes only).
+        const CREATE = libc::FAN_CREATE;
+        /// Entry deleted (FID modes only).
+        const DELETE = libc::FAN_DELETE;
+        /// Marked object deleted (FID modes only).
+        const DELETE_SELF = libc::FAN_DELETE_SELF;
+        /// Marked object moved (FID modes only).
+        const MOVE_SELF = libc::FAN_MOVE_SELF;
+        /// File opened for execution.
+        const OPEN_EXEC = libc::FAN_OPEN_EXEC;
+        /// The event queue overflowed: events were lost.
+        const Q_OVERFLOW = libc::FAN_Q_OVERFLOW;
+        /// A filesystem error was reported.
+        const FS_ERROR = libc::FAN_FS_ERROR;
+        /// Permission to open is asked.
+        const OPEN_PERM = libc::FAN_OPEN_PERM;
+        /// Permission to read is asked.
+        const ACCESS_PERM = libc::FAN_ACCESS_PERM;
+        /// Permission to open for execution is asked.
+        const OPEN_EXEC_PERM = libc::FAN_OPEN_EXEC_PERM;
+        /// Report events on the children of a marked directory.
+        const EVENT_ON_CHILD = libc::FAN_EVENT_ON_CHILD;
+        /// Entry renamed (with old and new names).
+        const RENAME = libc::FAN_RENAME;
+        /// The event is about a directory.
+        const ONDIR = libc::FAN_ONDIR;
+        /// `CLOSE_WRITE | CLOSE_NOWRITE`.
+        const CLOSE = libc::FAN_CLOSE;
+        /// `MOVED_FROM | MOVED_TO`.
+        const MOVE = libc::FAN_MOVE;
+    }
+}
+
+/// The permission-request bits.
+const PERMISSION_EVENTS: FanMask = FanMask::OPEN_PERM
+    .union(FanMask::ACCESS_PERM)
+    .union(FanMask::OPEN_EXEC_PERM);
+
+/// Flags for the fds opened for events: read-only, large files, close-on-exec.
+const EVENT_FD_FLAGS: i32 = libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC;
+
+/// `fanotify_init(2)`. Unknown or conflicting flags → [`Error::InvalidArgument`]; without
+/// `CAP_SYS_ADMIN` → [`Error::PermissionDenied`]; group or fd limits →
+/// [`Error::ResourceLimit`].
+pub fn fanotify_init(flags: FanInitFlags, event_f_flags: i32) -> Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments; the flags fit in c_uint.
+    owned_fd("fanotify_init", unsafe {
+        libc::fanotify_init(flags.bits(), event_f_flags as libc::c_uint)
+    })
+}
+
+/// `fanotify_mark(2)` on `path` (relative to `dirfd`, or to the working directory). A bad mask
+/// or flags, or an fd that is no fanotify group → [`Error::InvalidArgument`]; a missing path →
+/// [`Error::NotFound`]; the mark limit → [`Error::ResourceLimit`].
+pub fn fanotify_mark(
+    fd: impl AsFd,
+    flags: FanMarkFlags,
+    mask: FanMask,
+    dirfd: Option<BorrowedFd<'_>>,
+    path: Option<&Path>,
+) -> Result<()> {
+    const OP: &str = "fanotify_mark";
+    let cpath = path.map(|p| path_cstring(OP, p)).transpose()?;
+    let path_ptr = cpath.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    let dirfd = dirfd.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    // SAFETY: valid fds, and a null or NUL-terminated path.
+    cvt(OP, unsafe {
+        libc::fanotify_mark(
+            fd.as_fd().as_raw_fd(),
+            flags.bits(),
+            mask.bits(),
+            dirfd,
+            path_ptr,
+        )
+    })?;
+    Ok(())
+}
+
+/// The answer to a permission event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Response {
+    /// `FAN_ALLOW`.
+    Allow,
+    /// `FAN_DENY`: the access fails with `EPERM`.
+    Deny,
+}
+
+/// Writes a `struct fanotify_response` for the event whose fd is `event_fd`. An fd that no
+/// pending permission event has → [`Error::NotFound`] (`ENOENT`).
+pub fn fanotify_respond(fd: impl AsFd, event_fd: RawFd, response: Response) -> Result<()> {
+    let answer = match response {
+        Response::Allow => libc::FAN_ALLOW,
+        Response::Deny => libc::FAN_DENY,
+    };
+    let mut buf = [0u8; 8];
+    buf[..4].copy_from_slice(&event_fd.to_ne_bytes());
+    buf[4..].copy_from_slice(&answer.to_ne_bytes());
+    write_retry("fanotify_respond", fd.as_fd(), &buf)?;
+    Ok(())
+}
+
+/// Reads and parses one batch of events into `buf` (at least one event's size, else
+/// [`Error::InvalidArgument`]). Every fd in the batch is owned by the returned events.
+/// Nothing pending on a non-blocking fd → [`Error::WouldBlock`].
+pub fn fanotify_read(fd: impl AsFd, buf: &mut [u8]) -> Result<Vec<FanotifyEvent>> {
+    let n = read_retry("fanotify_read", fd.as_fd(), buf)?;
+    // SAFETY: the kernel just installed every fd in this buffer for us.
+    let parsed = unsafe { record::parse_buffer(&buf[..n])? };
+    Ok(parsed.into_iter().map(FanotifyEvent::from_parsed).collect())
+}
+
+/// One fanotify event. Its fd (if any) is closed when the event is dropped.
+pub struct FanotifyEvent {
+    /// Event bits.
+    pub mask: FanMask,
+    /// Pid (or tid with `REPORT_TID`) of the process that caused the event.
+    pub pid: i32,
+    /// Path of the object: from the event fd, or from the FID / DFID_NAME records.
+    pub path: Option<PathBuf>,
+    /// Info records (FID modes, pidfd, errors).
+    pub info: Vec<InfoRecord>,
+    fd: Option<OwnedFd>,
+    group: Option<Arc<OwnedFd>>,
+}
+
+impl std::fmt::Debug for FanotifyEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanotifyEvent")
+            .field("mask", &self.mask)
+            .field("pid", &self.pid)
+            .field("path", &self.path)
+            .field("fd", &self.fd.as_ref().map(AsRawFd::as_raw_fd))
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl FanotifyEvent {
+    fn from_parsed(parsed: record::ParsedEvent) -> Self {
+        let path = parsed.fd.as_ref().and_then(|fd| fd_path(fd.as_raw_fd()));
+        FanotifyEvent {
+            mask: FanMask::from_bits_retain(parsed.mask),
+            pid: parsed.pid,
+            path,
+            info: parsed.info,
+            fd: parsed.fd,
+            group: None,
+        }
+    }
+
+    /// The event's open fd on the object (fd modes only).
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Takes the event fd out of the event, to keep it beyond the event. A permission event
+    /// keeps its fd until answered.
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        if self.is_permission() {
+            return None;
+        }
+        self.fd.take()
+    }
+
+    /// Whether the event asks for a permission decision.
+    pub fn is_permission(&self) -> bool {
+        self.mask.intersects(PERMISSION_EVENTS)
+    }
+
+    /// Whether events were lost.
+    pub fn is_overflow(&self) -> bool {
+        self.mask.contains(FanMask::Q_OVERFLOW)
+    }
+
+    /// The entry name from a DFID_NAME record, if any.
+    pub fn name(&self) -> Option<&OsString> {
+        self.info.iter().find_map(|record| match record {
+            InfoRecord::DirFidName(_, name) => Some(name),
+            _ => None,
+        })
+    }
+
+    /// Answers a permission event. Not a permission event (or read through
+    /// [`fanotify_read`]) → [`Error::InvalidArgument`].
+    pub fn respond(mut self, response: Response) -> Result<()> {
+        let (Some(group), Some(fd)) = (self.group.take(), self.fd.as_ref()) else {
+            return Err(Error::invalid("fanotify_respond (not a permission event)"));
+        };
+        fanotify_respond(group.as_fd(), fd.as_raw_fd(), response)
+    }
+
+    /// Allows the access; see [`respond`](Self::respond).
+    pub fn allow(self) -> Result<()> {
+        self.respond(Response::Allow)
+    }
+
+    /// Denies the access (it fails with `EPERM`); see [`respond`](Self::respond).
+    pub fn deny(self) -> Result<()> {
+        self.respond(Response::Deny)
+    }
+}
+
+impl Drop for FanotifyEvent {
+    fn drop(&mut self) {
+        if let (Some(group), Some(fd)) = (self.group.take(), self.fd.as_ref()) {
+            // An unanswered permission event would block the accessing process until the
+            // group closes; allow it now. Nothing useful can be done if the write fails.
+            let _ = fanotify_respond(group.as_fd(), fd.as_raw_fd(), Response::Allow);
+        }
+    }
+}
+
+/// How a [`Fanotify`] group reports objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Report {
+    /// An open fd per event (the classic mode; needed for permission events).
+    #[default]
+    Fd,
+    /// A file handle of the object (`FAN_REPORT_FID`).
+    Fid,
+    /// The directory's file handle and the entry name (`FAN_REPORT_DFID_NAME`).
+    DirFidName,
+    /// Both (`FAN_REPORT_FID | FAN_REPORT_DFID_NAME`).
+    FidAndDirFidName,
+}
+
+/// The class of a [`Fanotify`] group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Class {
+    /// Notification only.
+    #[default]
+    Notify,
+    /// May receive permission events (after content is final).
+    Content,
+    /// May receive permission events (before content is final).
+    PreContent,
+}
+
+/// Options of [`Fanotify::with_config`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FanotifyConfig {
+    /// Group class.
+    pub class: Class,
+    /// Object reporting mode.
+    pub report: Report,
+    /// Add a pidfd info record to each event (`FAN_REPORT_PIDFD`, fd mode only).
+    pub report_pidfd: bool,
+    /// No limit on the queue (`FAN_UNLIMITED_QUEUE`).
+    pub unlimited_queue: bool,
+}
+
+/// What a mark is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkTarget {
+    /// The inode at the path (and, with `EVENT_ON_CHILD`, its children).
+    Inode,
+    /// The whole mount containing the path.
+    Mount,
+    /// The whole filesystem containing the path.
+    Filesystem,
+}
+
+impl MarkTarget {
+    fn flags(self) -> FanMarkFlags {
+        match self {
+            MarkTarget::Inode => FanMarkFlags::empty(),
+            MarkTarget::Mount => FanMarkFlags::MOUNT,
+            MarkTarget::Filesystem => FanMarkFlags::FILESYSTEM,
+        }
+    }
+}
+
+/// Read buffer size: many events per read.
+const READ_BUFFER_SIZE: usize = 64 * 1024;
+
+/// A fanotify group as an event object.
+#[derive(Debug)]
+pub struct Fanotify {
+    group: Option<Arc<OwnedFd>>,
+    config: FanotifyConfig,
+    /// Directories on each marked filesystem, to open file handles from FID records.
+    mount_fds: HashMap<[i32; 2], OwnedFd>,
+    buf: Vec<u8>,
+    cache: VecDeque<FanotifyEvent>,
+}
+
+impl Fanotify {
+    /// A notification group reporting open fds (non-blocking, close-on-exec).
+    pub fn new() -> Result<Self> {
+        Self::with_config(FanotifyConfig::default())
+    }
+
+    /// A group with the given class and reporting mode. A mode the kernel does not support
+    /// → [`Error::InvalidArgument`].
+    pub fn with_config(config: FanotifyConfig) -> Result<Self> {
+        let mut flags = FanInitFlags::CLOEXEC | FanInitFlags::NONBLOCK;
+        flags |= match config.class {
+            Class::Notify => FanInitFlags::empty(),
+            Class::Content => FanInitFlags::CLASS_CONTENT,
+            Class::PreContent => FanInitFlags::CLASS_PRE_CONTENT,
+        };
+        flags |= match config.report {
+            Report::Fd => FanInitFlags::empty(),
+            Report::Fid => FanInitFlags::REPORT_FID,
+            Report::DirFidName => FanInitFlags::REPORT_DFID_NAME,
+            Report::FidAndDirFidName => FanInitFlags::REPORT_FID | FanInitFlags::REPORT_DFID_NAME,
+        };
+        if config.report_pidfd {
+            flags |= FanInitFlags::REPORT_PIDFD;
+        }
+        if config.unlimited_queue {
+            flags |= FanInitFlags::UNLIMITED_QUEUE;
+        }
+        let fd = fanotify_init(flags, EVENT_FD_FLAGS)?;
+        Ok(Fanotify {
+            group: Some(Arc::new(fd)),
+            config,
+            mount_fds: HashMap::new(),
+            buf: vec![0; READ_BUFFER_SIZE],
+            cache: VecDeque::new(),
+        })
+    }
+
+    fn live(&self, op: &'static str) -> Result<BorrowedFd<'_>> {
+        self.group
+            .as_ref()
+            .map(|fd| fd.as_fd())
+            .ok_or(Error::closed(op))
+    }
+
+    /// The configuration the group was made with.
+    pub fn config(&self) -> FanotifyConfig {
+        self.config
+    }
+
+    /// Adds `mask` to the mark of `target` at `path`. Errors as [`fanotify_mark`].
+    pub fn mark(
+        &mut self,
+        target: MarkTarget,
+        path: impl AsRef<Path>,
+        mask: FanMask,
+    ) -> Result<()> {
+        let path = path.as_ref();
+        fanotify_mark(
+            self.live("fanotify_mark")?,
+            FanMarkFlags::ADD | target.flags(),
+            mask,
+            None,
+            Some(path),
+        )?;
+        if self.config.report != Report::Fd {
+            self.remember_filesystem(path);
+        }
+        Ok(())
+    }
+
+    /// Removes `mask` from the mark of `target` at `path`. No such mark →
+    /// [`Error::NotFound`].
+    pub fn unmark(
+        &mut self,
+        target: MarkTarget,
+        path: impl AsRef<Path>,
+        mask: FanMask,
+    ) -> Result<()> {
+        fanotify_mark(
+            self.live("fanotify_mark")?,
+            FanMarkFlags::REMOVE | target.flags(),
+            mask,
+            None,
+            Some(path.as_ref()),
+        )
+    }
+
+    /// Removes every mark of the kind `target`.
+    pub fn flush(&mut self, target: MarkTarget) -> Result<()> {
+        fanotify_mark(
+            self.live("fanotify_mark")?,
+            FanMarkFlags::FLUSH | target.flags(),
+            FanMask::empty(),
+            None,
+            Some(Path::new("/")),
+        )
+    }
+
+    /// Keeps a directory fd of the filesystem holding `path`, keyed by its fsid, so that file
+    /// handles of that filesystem can be opened to resolve paths. Best effort.
+    fn remember_filesystem(&mut self, path: &Path) {
+        let Ok(cpath) = path_cstring("open", path) else {
+            return;
+        };
+        // SAFETY: NUL-terminated path, integer flags.
+        let Ok(fd) = owned_fd("open", unsafe {
+            libc::open(cpath.as_ptr(), libc::O_PATH | libc::O_CLOEXEC)
+        }) else {
+            return;
+        };
+        if let Some(fsid) = fsid_of(fd.as_fd()) {
+            self.mount_fds.entry(fsid).or_insert(fd);
+        }
+    }
+
+    fn resolve(&self, handle: &FileHandle) -> Option<PathBuf> {
+        let mount_fd = self.mount_fds.get(&handle.fsid)?;
+        let opened = open_by_handle(mount_fd.as_fd(), handle).ok()?;
+        fd_path(opened.as_raw_fd())
+    }
+
+    fn resolve_path(&self, event: &FanotifyEvent) -> Option<PathBuf> {
+        for record in &event.info {
+            match record {
+                InfoRecord::DirFidName(handle, name) | InfoRecord::NewDirFidName(handle, name) => {
+                    let dir = self.resolve(handle)?;
+                    return Some(if name == "." { dir } else { dir.join(name) });
+                }
+                InfoRecord::Fid(handle) | InfoRecord::DirFid(handle) => {
+                    if let Some(path) = self.resolve(handle) {
+                        return Some(path);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+fn fsid_of(fd: BorrowedFd<'_>) -> Option<[i32; 2]> {
+    // SAFETY: statfs is plain data; zeroed is a valid out-parameter.
+    let mut st = unsafe { std::mem::zeroed::<libc::statfs>() };
+    // SAFETY: valid fd and out-parameter.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } != 0 {
+        return None;
+    }
+    // SAFETY: `fsid_t` is two C ints; its fields are private in libc, so read them raw.
+    Some(unsafe { std::ptr::read_unaligned((&raw const st.f_fsid).cast::<[i32; 2]>()) })
+}
+
+/// `open_by_handle_at(2)` with `O_PATH`: opens the object behind a reported file handle.
+/// Needs `CAP_DAC_READ_SEARCH`; a deleted object → [`Error::Unknown`] (`ESTALE`).
+pub fn open_by_handle(mount_fd: BorrowedFd<'_>, handle: &FileHandle) -> Result<OwnedFd> {
+    const OP: &str = "open_by_handle_at";
+    let handle_bytes = u32::try_from(handle.bytes.len()).map_err(|_| Error::invalid(OP))?;
+    // `struct file_handle` is two 4-byte fields and the opaque bytes; build it in u32 words
+    // so it is suitably aligned.
+    let words = 2 + handle.bytes.len().div_ceil(4);
+    let mut storage = vec![0u32; words];
+    storage[0] = handle_bytes;
+    storage[1] = handle.handle_type as u32;
+    // SAFETY: `storage` has room for the header and the handle bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            handle.bytes.as_ptr(),
+            storage.as_mut_ptr().add(2).cast::<u8>(),
+            handle.bytes.len(),
+        );
+    }
+    // SAFETY: `storage` holds a well-formed file_handle.
+    owned_fd(OP, unsafe {
+        libc::open_by_handle_at(
+            mount_fd.as_raw_fd(),
+            storage.as_mut_ptr().cast::<libc::file_handle>(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    })
+}
+
+impl EventSource for Fanotify {
+    type Event = FanotifyEvent;
+
+    fn fd(&self) -> Result<BorrowedFd<'_>> {
+        self.live("fanotify")
+    }
+
+    fn fill(&mut self) -> Result<usize> {
+        let group = self.group.clone().ok_or(Error::closed("fanotify_read"))?;
+        let events = fanotify_read(group.as_fd(), &mut self.buf)?;
+        let count = events.len();
+        for mut event in events {
+            if event.is_permission() {
+                event.group = Some(Arc::clone(&group));
+            }
+            if event.path.is_none() && !event.info.is_empty() {
+                event.path = self.resolve_path(&event);
+            }
+            self.cache.push_back(event);
+        }
+        Ok(count)
+    }
+
+    fn cache(&mut self) -> &mut VecDeque<FanotifyEvent> {
+        &mut self.cache
+    }
+
+    fn close(&mut self) {
+        // Dropping cached events closes their fds and allows pending permission requests.
+        self.cache.clear();
+        self.mount_fds.clear();
+        self.group = None;
+    }
+}
+
+/// A [`Fanotify`] group as an async queue / `Stream` of [`FanotifyEvent`]s.
+pub type AsyncFanotify = AsyncSource<Fanotify>;
+
+impl AsyncSource<Fanotify> {
+    /// Adds a mark; see [`Fanotify::mark`].
+    pub fn mark(&self, target: MarkTarget, path: impl AsRef<Path>, mask: FanMask) -> Result<()> {
+        self.with(|group| group.mark(target, path, mask))
+    }
+
+    /// Removes a mark; see [`Fanotify::unmark`].
+    pub fn unmark(&self, target: MarkTarget, path: impl AsRef<Path>, mask: FanMask) -> Result<()> {
+        self.with(|group| group.unmark(target, path, mask))
+    }
+}

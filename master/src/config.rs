@@ -1,0 +1,37 @@
+//! Settings of one master process.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the master needs to know to run.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// Directory for the SQLite file, task logs and `master.addr`.
+    pub data_dir: PathBuf,
+    /// TCP address for agents and tools (port 0 picks a free port).
+    pub listen: String,
+    /// HTTP address of the REST API and dashboard (port 0 picks a free port).
+    pub http: String,
+    /// `None`: SQLite file `<data_dir>/furrow.db` in WAL mode; `postgres://...`: PostgreSQL.
+    pub database_url: Option<String>,
+    /// Heartbeat interval told to agents when they register.
+    pub heartbeat_interval: Duration,
+    /// An agent is lost after this long without a heartbeat or a reconnection.
+    pub heartbeat_timeout: Duration,
+    /// Maximum frame size on the TCP port, both directions.
+    pub max_frame: usize,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("furrow-data"),
+            listen: furrow_protocol::DEFAULT_LISTEN.to_string(),
+            http: furrow_protocol::DEFAULT_HTTP.to_string(),
+            database_url: None,
+            heartbeat_interval: Duration::from_secs(2),
+            heartbeat_timeout: Duration::from_secs(15),
+            max_frame: furrow_protocol::DEFAULT_MAX_FRAME,
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! REST handlers under `/api/v1`. Each parses its input (naming the offending field in
+//! errors) and calls the service layer.
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use furrow_protocol::{ApiError, JobSubmission};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{HttpError, method_not_allowed, not_found};
+use crate::service::{DEFAULT_LIMIT, DEFAULT_TASK_LIMIT, Service};
+
+type Query = web::Query<HashMap<String, String>>;
+
+/// Most log text one REST read returns; larger logs are read with `?offset=`.
+const REST_LOG_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Fields of a submission and whether they are required.
+const SUBMISSION_FIELDS: &[(&str, bool)] = &[
+    ("title", true),
+    ("jobtype", false),
+    ("params", false),
+    ("frames", true),
+    ("batch", false),
+    ("priority", false),
+    ("retries", false),
+    ("timeout_secs", false),
+];
+
+/// Registers the API routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .service(
+                web::resource(["/jobs/", "/jobs"])
+                    .route(web::get().to(list_jobs))
+                    .route(web::post().to(submit_job))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/jobs/{id}")
+                    .route(web::get().to(get_job))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource(["/jobs/{id}/tasks/", "/jobs/{id}/tasks"])
+                    .route(web::get().to(list_tasks))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/jobs/{id}/tasks/{task_id}/logs")
+                    .route(web::get().to(task_log))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource(["/agents/", "/agents"])
+                    .route(web::get().to(list_agents))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/health")
+                    .route(web::get().to(health))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/openapi.json")
+                    .route(web::get().to(openapi))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .default_service(web::to(not_found)),
+    );
+}
+
+fn bad(message: String) -> HttpError {
+    HttpError(ApiError::bad_request(message))
+}
+
+fn parse_id(name: &str, text: &str) -> Result<i64, HttpError> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| {
+            bad(format!(
+                "{name}: {text:?} is not a valid id (a positive whole number)"
+            ))
+        })
+}
+
+fn query_number<T: std::str::FromStr>(query: &Query, name: &str) -> Result<Option<T>, HttpError> {
+    match query.get(name) {
+        None => Ok(None),
+        Some(text) => text.trim().parse::<T>().map(Some).map_err(|_| {
+            bad(format!(
+                "{name}: {text:?} is not a non-negative whole number"
+            ))
+        }),
+    }
+}
+
+fn page(query: &Query, default_limit: u64) -> Result<(u64, u64), HttpError> {
+    let limit = query_number(query, "limit")?.unwrap_or(default_limit);
+    let offset = query_number(query, "offset")?.unwrap_or(0);
+    Ok((limit, offset))
+}
+
+fn field<T: DeserializeOwned>(
+    object: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<(), HttpError> {
+    match object.get(name) {
+        Some(value) => serde_json::from_value::<T>(value.clone())
+            .map(|_| ())
+            .map_err(|e| bad(format!("{name}: {e}"))),
+        None => Ok(()),
+    }
+}
+
+/// Decodes a submission from JSON, naming the offending field in every error.
+pub fn decode_submission(body: Value) -> Result<JobSubmission, HttpError> {
+    let Value::Object(object) = &body else {
+        return Err(bad("body: must be a JSON object".into()));
+    };
+    for key in object.keys() {
+        if !SUBMISSION_FIELDS.iter().any(|(name, _)| name == key) {
+            let known: Vec<&str> = SUBMISSION_FIELDS.iter().map(|(name, _)| *name).collect();
+            return Err(bad(format!(
+                "{key}: unknown field (known: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    for (name, required) in SUBMISSION_FIELDS {
+        if *required && !object.contains_key(*name) {
+            return Err(bad(format!("{name}: missing")));
+        }
+    }
+    field::<String>(object, "title")?;
+    field::<String>(object, "jobtype")?;
+    field::<String>(object, "frames")?;
+    field::<u32>(object, "batch")?;
+    field::<i32>(object, "priority")?;
+    field::<u32>(object, "retries")?;
+    field::<Option<u64>>(object, "timeout_secs")?;
+    serde_json::from_value(body).map_err(|e| bad(format!("body: {e}")))
+}
+
+async fn submit_job(
+    service: web::Data<Service>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, HttpError> {
+    let submission = decode_submission(body.into_inner())?;
+    let job = service.submit_job(submission).await?;
+    Ok(HttpResponse::Created().json(job))
+}
+
+async fn list_jobs(service: web::Data<Service>, query: Query) -> Result<HttpResponse, HttpError> {
+    let (limit, offset) = page(&query, DEFAULT_LIMIT)?;
+    Ok(HttpResponse::Ok().json(service.list_jobs(limit, offset).await?))
+}
+
+async fn get_job(
+    service: web::Data<Service>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let job_id = parse_id("job id", &path)?;
+    Ok(HttpResponse::Ok().json(service.get_job(job_id).await?))
+}
+
+async fn list_tasks(
+    service: web::Data<Service>,
+    path: web::Path<String>,
+    query: Query,
+) -> Result<HttpResponse, HttpError> {
+    let job_id = parse_id("job id", &path)?;
+    let (limit, offset) = page(&query, DEFAULT_TASK_LIMIT)?;
+    Ok(HttpResponse::Ok().json(service.list_tasks(job_id, limit, offset).await?))
+}
+
+async fn task_log(
+    service: web::Data<Service>,
+    path: web::Path<(String, String)>,
+    query: Query,
+) -> Result<HttpResponse, HttpError> {
+    let (job, task) = path.into_inner();
+    let job_id = parse_id("job id", &job)?;
+    let task_id = parse_id("task id", &task)?;
+    let attempt: Option<u32> = query_number(&query, "attempt")?;
+    let offset: u64 = query_number(&query, "offset")?.unwrap_or(0);
+    let chunk = service
+        .read_log(job_id, task_id, attempt, offset, REST_LOG_LIMIT)
+        .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header(("X-Furrow-Attempt", chunk.attempt.to_string()))
+        .insert_header(("X-Furrow-Next-Offset", chunk.next_offset.to_string()))
+        .insert_header(("X-Furrow-Complete", chunk.complete.to_string()))
+        .body(chunk.text))
+}
+
+async fn list_agents(service: web::Data<Service>, query: Query) -> Result<HttpResponse, HttpError> {
+    let (limit, offset) = page(&query, DEFAULT_LIMIT)?;
+    Ok(HttpResponse::Ok().json(service.list_agents(limit, offset).await?))
+}
+
+async fn health(service: web::Data<Service>) -> Result<HttpResponse, HttpError> {
+    Ok(HttpResponse::Ok().json(service.health().await?))
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::build(StatusCode::OK)
+        .content_type("application/json")
+        .body(include_str!("openapi.json"))
+}

@@ -1,0 +1,144 @@
+//! The dashboard: one embedded HTML page (no build step) kept live by server-sent events.
+//!
+//! A single feed task turns the farm's change counter into snapshots (agents, recent
+//! jobs, health), at most one per [`DEBOUNCE`], and publishes the newest one on a `watch`
+//! channel. Each `/api/v1/events` stream sends the newest snapshot when it changes: a
+//! slow browser skips intermediate snapshots instead of queueing them (bounded memory),
+//! and no snapshot is built while nobody watches.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use bytes::Bytes;
+use tokio::sync::watch;
+use tracing::debug;
+
+use super::{method_not_allowed, not_found};
+use crate::changes::ChangeFeed;
+use crate::service::Service;
+
+/// Shortest time between two snapshots.
+pub const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// A comment line is sent this often on an idle stream, so proxies keep it open.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// Agents in a snapshot.
+const SNAPSHOT_AGENTS: u64 = 1_000;
+
+/// Jobs in a snapshot (the newest).
+const SNAPSHOT_JOBS: u64 = 100;
+
+/// The page.
+const INDEX_HTML: &str = include_str!("dashboard.html");
+
+/// The newest dashboard snapshot, shared by every event stream.
+#[derive(Clone)]
+pub struct Feed {
+    sender: Arc<watch::Sender<Arc<str>>>,
+}
+
+impl Feed {
+    /// Starts the feed task on the current arbiter.
+    pub fn start(service: Service, changes: ChangeFeed) -> Self {
+        let (sender, _) = watch::channel::<Arc<str>>(Arc::from("{}"));
+        let sender = Arc::new(sender);
+        let feed = Self {
+            sender: sender.clone(),
+        };
+        let mut change = changes.subscribe();
+        actix_rt::spawn(async move {
+            while change.changed().await.is_ok() {
+                tokio::time::sleep(DEBOUNCE).await;
+                change.borrow_and_update();
+                if sender.receiver_count() == 0 {
+                    continue;
+                }
+                let data = snapshot(&service).await;
+                sender.send_replace(Arc::from(data.as_str()));
+            }
+            debug!("dashboard feed ended");
+        });
+        feed
+    }
+
+    fn subscribe(&self) -> watch::Receiver<Arc<str>> {
+        self.sender.subscribe()
+    }
+}
+
+/// Builds a snapshot: `{"agents": Page, "jobs": Page, "health": HealthView}`.
+pub async fn snapshot(service: &Service) -> String {
+    let agents = service.list_agents(SNAPSHOT_AGENTS, 0).await;
+    let jobs = service.list_jobs(SNAPSHOT_JOBS, 0).await;
+    let health = service.health().await;
+    let value = match (agents, jobs, health) {
+        (Ok(agents), Ok(jobs), Ok(health)) => {
+            serde_json::json!({ "agents": agents, "jobs": jobs, "health": health })
+        }
+        (agents, jobs, health) => {
+            let error = [agents.err(), jobs.err(), health.err()]
+                .into_iter()
+                .flatten()
+                .map(|e| e.message)
+                .next()
+                .unwrap_or_default();
+            serde_json::json!({ "error": error })
+        }
+    };
+    value.to_string()
+}
+
+fn event(data: &str) -> Bytes {
+    Bytes::from(format!("event: snapshot\ndata: {data}\n\n"))
+}
+
+/// Registers `/` and `/api/v1/events`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/")
+            .route(web::get().to(index))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/v1/events")
+            .route(web::get().to(events))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .default_service(web::to(not_found));
+}
+
+async fn index() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(INDEX_HTML)
+}
+
+async fn events(service: web::Data<Service>, feed: web::Data<Feed>) -> HttpResponse {
+    let mut receiver = feed.subscribe();
+    receiver.borrow_and_update();
+    let first = snapshot(&service).await;
+    let stream = futures::stream::unfold(
+        (Some(first), receiver),
+        |(first, mut receiver)| async move {
+            if let Some(data) = first {
+                return Some((Ok::<_, Infallible>(event(&data)), (None, receiver)));
+            }
+            match tokio::time::timeout(KEEPALIVE, receiver.changed()).await {
+                Ok(Ok(())) => {
+                    let data = receiver.borrow_and_update().clone();
+                    Some((Ok(event(&data)), (None, receiver)))
+                }
+                Ok(Err(_)) => None,
+                Err(_) => Some((Ok(Bytes::from_static(b": keepalive\n\n")), (None, receiver))),
+            }
+        },
+    );
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(stream)
+}

@@ -1,0 +1,163 @@
+//! The `Listener` actor: accepts TCP connections, runs the handshake, and starts one
+//! session per connection.
+//!
+//! The handshake runs in its own task per connection (bounded by the protocol's handshake
+//! timeout), so a peer that connects and says nothing delays no one else. A failed
+//! handshake (garbage, wrong version, wrong role) closes that connection with a logged
+//! reason; a version mismatch is also told to the peer by `handshake::accept`.
+
+use std::net::SocketAddr;
+
+use actix::prelude::*;
+use furrow_protocol::{
+    AgentMessage, ClientEnvelope, FrameCodec, Hello, MasterMessage, Role, ServerEnvelope, handshake,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::FramedRead;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::logs::LogCollector;
+use crate::registry::Registry;
+use crate::scheduler::Scheduler;
+use crate::service::Service;
+use crate::session::writer::spawn_writer;
+use crate::session::{AgentSession, ClientSession};
+
+/// What sessions need.
+#[derive(Clone)]
+pub struct SessionDeps {
+    /// Agent registry.
+    pub registry: Addr<Registry>,
+    /// Scheduler.
+    pub scheduler: Addr<Scheduler>,
+    /// Log collector.
+    pub logs: Addr<LogCollector>,
+    /// Service layer for client requests.
+    pub service: Service,
+    /// Maximum frame size.
+    pub max_frame: usize,
+    /// This master's node id, sent in the handshake.
+    pub node_id: Uuid,
+}
+
+/// The listener actor.
+pub struct Listener {
+    listener: Option<TcpListener>,
+    deps: SessionDeps,
+    next_session: u64,
+}
+
+impl Listener {
+    /// A listener accepting on `listener`.
+    pub fn new(listener: TcpListener, deps: SessionDeps) -> Self {
+        Self {
+            listener: Some(listener),
+            deps,
+            next_session: 0,
+        }
+    }
+}
+
+impl Actor for Listener {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(listener) = self.listener.take() {
+            let accepted = futures::stream::unfold(listener, |listener| async move {
+                let next = listener.accept().await.map(|(stream, _)| stream);
+                Some((next, listener))
+            });
+            ctx.add_stream(accepted);
+        }
+    }
+}
+
+impl Supervised for Listener {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        warn!("listener restarting");
+    }
+}
+
+impl StreamHandler<std::io::Result<TcpStream>> for Listener {
+    fn handle(&mut self, item: std::io::Result<TcpStream>, _ctx: &mut Context<Self>) {
+        let stream = match item {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: this connection is lost, the
+                // listener keeps going.
+                warn!(error = %e, "accepting a connection failed");
+                return;
+            }
+        };
+        self.next_session += 1;
+        let session_id = self.next_session;
+        let deps = self.deps.clone();
+        actix_rt::spawn(async move {
+            let peer = match stream.peer_addr() {
+                Ok(peer) => peer,
+                Err(e) => {
+                    debug!(error = %e, "connection gone before the handshake");
+                    return;
+                }
+            };
+            if let Err(e) = start_session(stream, peer, session_id, deps).await {
+                warn!(peer = %peer, error = %e, "closing connection");
+            }
+        });
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        warn!("the listening socket closed");
+    }
+}
+
+async fn start_session(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    session_id: u64,
+    deps: SessionDeps,
+) -> Result<(), furrow_protocol::ProtocolError> {
+    stream.set_nodelay(true).ok();
+    let ours = Hello::new(Role::Master, deps.node_id);
+    let theirs = handshake::accept(&mut stream, &ours, |hello| match hello.role {
+        Role::Agent | Role::Client => Ok(()),
+        Role::Master => Err("this is a master; masters do not connect to each other".into()),
+    })
+    .await?;
+    let (read, write) = stream.into_split();
+    match theirs.role {
+        Role::Agent => {
+            debug!(peer = %peer, node = %theirs.node_id, "agent connected");
+            let outbox = spawn_writer::<MasterMessage>(write, deps.max_frame, peer);
+            let frames = FramedRead::new(
+                read,
+                FrameCodec::<MasterMessage, AgentMessage>::new(deps.max_frame),
+            );
+            AgentSession::create(move |ctx| {
+                ctx.add_stream(frames);
+                AgentSession::new(
+                    session_id,
+                    peer,
+                    outbox,
+                    deps.registry,
+                    deps.scheduler,
+                    deps.logs,
+                )
+            });
+        }
+        Role::Client | Role::Master => {
+            debug!(peer = %peer, "client connected");
+            let outbox = spawn_writer::<ServerEnvelope>(write, deps.max_frame, peer);
+            let frames = FramedRead::new(
+                read,
+                FrameCodec::<ServerEnvelope, ClientEnvelope>::new(deps.max_frame),
+            );
+            ClientSession::create(move |ctx| {
+                ctx.add_stream(frames);
+                ClientSession::new(peer, outbox, deps.service)
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! The `LogCollector` actor: per-attempt log files under `<data_dir>/logs`.
+//!
+//! Each attempt's lines go to `logs/<job_id>/<task_id>.<attempt>.log`, one line per
+//! output line: `<RFC3339 UTC with millis> <stdout|stderr|agent> <text>`. Writes go
+//! through a buffer flushed every [`FLUSH_EVERY`], before every read and when the attempt
+//! closes, so there is no disk write (and never a database round trip) per line. When an
+//! attempt closes, its size goes to the `task_logs` index through the store.
+//!
+//! The actor runs on its own arbiter (thread) because it does blocking file I/O.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{SecondsFormat, TimeZone, Utc};
+use furrow_protocol::{JobId, LogBatch, LogLine, LogStream, TaskRef};
+use tracing::{debug, warn};
+
+use crate::store::records::LogIndexRow;
+use crate::store::{Store, UpsertLogIndex};
+
+/// How often buffered lines reach the file at the latest.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// Closed attempts remembered so that lines arriving after the result still land.
+const RECENTLY_CLOSED: usize = 4_096;
+
+/// Buffer per open attempt.
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// Path of an attempt's log, relative to the data directory.
+pub fn log_path(job_id: JobId, task: TaskRef) -> PathBuf {
+    PathBuf::from("logs")
+        .join(job_id.to_string())
+        .join(format!("{}.{}.log", task.task_id, task.attempt))
+}
+
+/// Formats one line as it is stored.
+pub fn format_line(line: &LogLine) -> String {
+    let at = Utc
+        .timestamp_millis_opt(line.at_ms)
+        .single()
+        .unwrap_or_else(Utc::now)
+        .to_rfc3339_opts(SecondsFormat::Millis, true);
+    let stream = match line.stream {
+        LogStream::Stdout => "stdout",
+        LogStream::Stderr => "stderr",
+        LogStream::Agent => "agent",
+    };
+    // One stored line per output line, whatever the agent sent.
+    let text = line.text.replace(['\n', '\r'], " ");
+    format!("{at} {stream} {text}\n")
+}
+
+/// An attempt may be written to from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttemptOpened {
+    /// The attempt.
+    pub task: TaskRef,
+    /// Its job.
+    pub job_id: JobId,
+}
+
+/// An attempt ended: flush, close and index its file.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttemptClosed {
+    /// The attempt.
+    pub task: TaskRef,
+    /// Its job.
+    pub job_id: JobId,
+}
+
+/// Lines from an agent.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AppendLogs(pub LogBatch);
+
+/// Reads an attempt's log from `offset`, at most `max_bytes` (cut after the last whole
+/// line when the limit is hit).
+#[derive(Message)]
+#[rtype(result = "Result<LogRead, std::io::Error>")]
+pub struct ReadLog {
+    /// The job.
+    pub job_id: JobId,
+    /// The attempt.
+    pub task: TaskRef,
+    /// Byte offset.
+    pub offset: u64,
+    /// Upper bound of the text returned.
+    pub max_bytes: usize,
+}
+
+/// Text read from a log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRead {
+    /// The text.
+    pub text: String,
+    /// Offset after the text.
+    pub next_offset: u64,
+}
+
+/// Writes every buffer to its file (used at shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FlushLogs;
+
+struct OpenAttempt {
+    job_id: JobId,
+    writer: Option<BufWriter<File>>,
+    size: u64,
+}
+
+/// The log collector actor. See the module documentation.
+pub struct LogCollector {
+    data_dir: PathBuf,
+    open: HashMap<TaskRef, OpenAttempt>,
+    recent: HashMap<TaskRef, JobId>,
+    recent_order: VecDeque<TaskRef>,
+    store: Addr<Store>,
+}
+
+impl LogCollector {
+    /// A collector writing under `<data_dir>/logs`.
+    pub fn new(data_dir: PathBuf, store: Addr<Store>) -> Self {
+        Self {
+            data_dir,
+            open: HashMap::new(),
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
+            store,
+        }
+    }
+
+    fn open_file(&self, job_id: JobId, task: TaskRef) -> std::io::Result<(BufWriter<File>, u64)> {
+        let path = self.data_dir.join(log_path(job_id, task));
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        Ok((BufWriter::with_capacity(WRITE_BUFFER, file), size))
+    }
+
+    fn append(&mut self, batch: &LogBatch) -> std::io::Result<()> {
+        let task = batch.task;
+        if !self.open.contains_key(&task) {
+            // A late line of a closed attempt: append it directly.
+            let Some(&job_id) = self.recent.get(&task) else {
+                debug!(
+                    task_id = task.task_id,
+                    attempt = task.attempt,
+                    "dropping lines of an unknown attempt"
+                );
+                return Ok(());
+            };
+            let (mut writer, mut size) = self.open_file(job_id, task)?;
+            for line in &batch.lines {
+                let text = format_line(line);
+                writer.write_all(text.as_bytes())?;
+                size += text.len() as u64;
+            }
+            writer.flush()?;
+            self.index(task, job_id, size);
+            return Ok(());
+        }
+        let needs_file = self.open.get(&task).is_some_and(|a| a.writer.is_none());
+        if needs_file {
+            let job_id = self.open.get(&task).map(|a| a.job_id).unwrap_or_default();
+            let (writer, size) = self.open_file(job_id, task)?;
+            if let Some(attempt) = self.open.get_mut(&task) {
+                attempt.writer = Some(writer);
+                attempt.size = size;
+            }
+        }
+        if let Some(attempt) = self.open.get_mut(&task)
+            && let Some(writer) = attempt.writer.as_mut()
+        {
+            for line in &batch.lines {
+                let text = format_line(line);
+                writer.write_all(text.as_bytes())?;
+                attempt.size += text.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    fn index(&self, task: TaskRef, job_id: JobId, size: u64) {
+        self.store.do_send(UpsertLogIndex(LogIndexRow {
+            task_id: task.task_id,
+            attempt: task.attempt,
+            job_id,
+            path: log_path(job_id, task).to_string_lossy().into_owned(),
+            size,
+        }));
+    }
+
+    fn remember_closed(&mut self, task: TaskRef, job_id: JobId) {
+        if self.recent.insert(task, job_id).is_none() {
+            self.recent_order.push_back(task);
+        }
+        while self.recent_order.len() > RECENTLY_CLOSED {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for (task, attempt) in &mut self.open {
+            if let Some(writer) = attempt.writer.as_mut()
+                && let Err(e) = writer.flush()
+            {
+                warn!(task_id = task.task_id, attempt = task.attempt, error = %e, "cannot write task log");
+            }
+        }
+    }
+}
+
+/// Reads from `path` at `offset`; a missing file reads as empty.
+fn read_from(path: &Path, offset: u64, max_bytes: usize) -> std::io::Result<LogRead> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(LogRead {
+                text: String::new(),
+                next_offset: offset,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    if offset >= len {
+        return Ok(LogRead {
+            text: String::new(),
+            next_offset: offset.min(len),
+        });
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    let want = usize::try_from(len - offset)
+        .unwrap_or(usize::MAX)
+        .min(max_bytes);
+    let mut bytes = Vec::with_capacity(want);
+    file.take(want as u64).read_to_end(&mut bytes)?;
+    let truncated = (offset + bytes.len() as u64) < len;
+    if truncated && let Some(last_newline) = bytes.iter().rposition(|&b| b == b'\n') {
+        bytes.truncate(last_newline + 1);
+    }
+    let next_offset = offset + bytes.len() as u64;
+    Ok(LogRead {
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        next_offset,
+    })
+}
+
+impl Actor for LogCollector {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(FLUSH_EVERY, |act, _| act.flush_all());
+    }
+
+    fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
+        self.flush_all();
+        Running::Stop
+    }
+}
+
+impl Supervised for LogCollector {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        warn!("log collector restarting");
+    }
+}
+
+impl Handler<AttemptOpened> for LogCollector {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttemptOpened, _ctx: &mut Context<Self>) {
+        self.open.entry(msg.task).or_insert(OpenAttempt {
+            job_id: msg.job_id,
+            writer: None,
+            size: 0,
+        });
+    }
+}
+
+impl Handler<AttemptClosed> for LogCollector {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttemptClosed, _ctx: &mut Context<Self>) {
+        if let Some(mut attempt) = self.open.remove(&msg.task) {
+            if let Some(writer) = attempt.writer.as_mut()
+                && let Err(e) = writer.flush()
+            {
+                warn!(task_id = msg.task.task_id, error = %e, "cannot write task log");
+            }
+            if attempt.writer.is_some() {
+                self.index(msg.task, attempt.job_id, attempt.size);
+            }
+        }
+        self.remember_closed(msg.task, msg.job_id);
+    }
+}
+
+impl Handler<AppendLogs> for LogCollector {
+    type Result = ();
+
+    fn handle(&mut self, msg: AppendLogs, _ctx: &mut Context<Self>) {
+        if let Err(e) = self.append(&msg.0) {
+            warn!(task_id = msg.0.task.task_id, attempt = msg.0.task.attempt, error = %e, "cannot write task log");
+        }
+    }
+}
+
+impl Handler<ReadLog> for LogCollector {
+    type Result = Result<LogRead, std::io::Error>;
+
+    fn handle(&mut self, msg: ReadLog, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(attempt) = self.open.get_mut(&msg.task)
+            && let Some(writer) = attempt.writer.as_mut()
+        {
+            writer.flush()?;
+        }
+        let path = self.data_dir.join(log_path(msg.job_id, msg.task));
+        read_from(&path, msg.offset, msg.max_bytes)
+    }
+}
+
+impl Handler<FlushLogs> for LogCollector {
+    type Result = ();
+
+    fn handle(&mut self, _msg: FlushLogs, _ctx: &mut Context<Self>) {
+        self.flush_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_formatted_one_per_line() {
+        let line = LogLine {
+            at_ms: 1_700_000_000_123,
+            stream: LogStream::Stderr,
+            text: "two\nlines".into(),
+        };
+        assert_eq!(
+            format_line(&line),
+            "2023-11-14T22:13:20.123Z stderr two lines\n"
+        );
+    }
+
+    #[test]
+    fn reads_from_an_offset_and_cuts_at_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        fs::write(&path, "one\ntwo\nthree\n").unwrap();
+        let all = read_from(&path, 0, 1024).unwrap();
+        assert_eq!(all.text, "one\ntwo\nthree\n");
+        assert_eq!(all.next_offset, 14);
+        let part = read_from(&path, 4, 6).unwrap();
+        assert_eq!(part.text, "two\n");
+        assert_eq!(part.next_offset, 8);
+        let missing = read_from(&dir.path().join("none.log"), 0, 10).unwrap();
+        assert_eq!(missing.text, "");
+    }
+}

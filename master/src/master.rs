@@ -1,0 +1,308 @@
+//! Starting and stopping a master: builds the actor system, binds both listeners,
+//! announces the bound addresses, and shuts down cleanly.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use actix::prelude::*;
+use actix_web::{App, HttpServer};
+use dashmap::DashMap;
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+use crate::changes::ChangeFeed;
+use crate::config::MasterConfig;
+use crate::error::MasterError;
+use crate::http;
+use crate::listener::{Listener, SessionDeps};
+use crate::logs::{FlushLogs, LogCollector};
+use crate::registry::Registry;
+use crate::scheduler::{Scheduler, SchedulerStats};
+use crate::service::Service;
+use crate::store::{Db, Flush, Store, StoreReader};
+
+/// Name of the file in the data directory that holds the bound addresses.
+pub const ADDR_FILE: &str = "master.addr";
+
+/// The addresses a running master is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundAddrs {
+    /// Agent and client TCP port.
+    pub listen: SocketAddr,
+    /// REST API and dashboard.
+    pub http: SocketAddr,
+}
+
+/// A master running on a background thread (see [`spawn`]).
+pub struct MasterHandle {
+    addrs: BoundAddrs,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<(), MasterError>>>,
+}
+
+impl MasterHandle {
+    /// The bound addresses.
+    pub fn addrs(&self) -> BoundAddrs {
+        self.addrs
+    }
+
+    /// Stops the master as SIGTERM would and waits until it has flushed and exited.
+    pub fn shutdown(mut self) -> Result<(), MasterError> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<(), MasterError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| MasterError::Stopped("the master thread panicked".into()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for MasterHandle {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_and_join() {
+            error!(error = %e, "master stopped with an error");
+        }
+    }
+}
+
+/// Runs a master until SIGINT or SIGTERM, then shuts it down cleanly (the store is
+/// flushed before this returns).
+pub fn run(config: MasterConfig) -> Result<(), MasterError> {
+    serve(config, None, shutdown_signal())
+}
+
+/// Starts a master on a background thread and returns once it serves both ports.
+pub fn spawn(config: MasterConfig) -> Result<MasterHandle, MasterError> {
+    let (ready_sender, ready) = std::sync::mpsc::channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("furrow-master".into())
+        .spawn(move || {
+            serve(config, Some(ready_sender), async move {
+                let _ = stopped.await;
+            })
+        })?;
+    match ready.recv() {
+        Ok(addrs) => Ok(MasterHandle {
+            addrs,
+            stop: Some(stop),
+            thread: Some(thread),
+        }),
+        // The thread ended before it was ready: its result says why.
+        Err(_) => match thread.join() {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => Err(MasterError::Stopped(
+                "the master exited during startup".into(),
+            )),
+            Err(_) => Err(MasterError::Stopped("the master thread panicked".into())),
+        },
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => info!("received SIGINT; shutting down"),
+                _ = terminate.recv() => info!("received SIGTERM; shutting down"),
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the master");
+            let _ = tokio::signal::ctrl_c().await;
+            info!("received SIGINT; shutting down");
+        }
+    }
+}
+
+fn serve(
+    config: MasterConfig,
+    ready: Option<std::sync::mpsc::Sender<BoundAddrs>>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), MasterError> {
+    let system = actix::System::new();
+    // The log collector does blocking file I/O, so it gets a thread of its own.
+    let log_arbiter = system.block_on(async { Arbiter::new() });
+    let log_thread = log_arbiter.handle();
+    let result = system.block_on(async move {
+        let running = boot(&config, &log_thread).await?;
+        if let Some(ready) = ready {
+            let _ = ready.send(running.addrs);
+        }
+        stop.await;
+        running.shutdown().await;
+        Ok(())
+    });
+    System::current().stop();
+    log_arbiter.stop();
+    log_arbiter.join().ok();
+    result
+}
+
+struct Running {
+    addrs: BoundAddrs,
+    http: actix_web::dev::ServerHandle,
+    store: Addr<Store>,
+    logs: Addr<LogCollector>,
+}
+
+impl Running {
+    /// Stops taking requests, then makes everything durable.
+    async fn shutdown(self) {
+        info!("master shutting down");
+        self.http.stop(true).await;
+        if let Err(e) = self.logs.send(FlushLogs).await {
+            warn!(error = %e, "log collector unavailable at shutdown");
+        }
+        match self.store.send(Flush).await {
+            Ok(Ok(())) => info!("store flushed"),
+            Ok(Err(e)) => error!(error = %e, "final store flush failed"),
+            Err(e) => error!(error = %e, "store unavailable at shutdown"),
+        }
+    }
+}
+
+fn create_dir(path: &Path) -> Result<(), MasterError> {
+    std::fs::create_dir_all(path).map_err(|source| MasterError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn write_addr_file(data_dir: &Path, addrs: BoundAddrs) -> Result<(), MasterError> {
+    let text = serde_json::json!({
+        "listen": addrs.listen.to_string(),
+        "http": addrs.http.to_string(),
+    })
+    .to_string();
+    let tmp = data_dir.join(format!("{ADDR_FILE}.tmp"));
+    let map = |source| MasterError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    };
+    std::fs::write(&tmp, text).map_err(map)?;
+    std::fs::rename(&tmp, data_dir.join(ADDR_FILE)).map_err(map)
+}
+
+async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Running, MasterError> {
+    if config.heartbeat_timeout.is_zero() || config.heartbeat_interval.is_zero() {
+        return Err(MasterError::Config(
+            "heartbeat_interval and heartbeat_timeout must be positive".into(),
+        ));
+    }
+    let data_dir = config.data_dir.clone();
+    create_dir(&data_dir)?;
+    create_dir(&data_dir.join("logs"))?;
+
+    let db = Db::open(config.database_url.as_deref(), &data_dir).await?;
+    let reader = StoreReader::new(db.clone());
+    let loaded = reader.load().await?;
+    let changes = ChangeFeed::new();
+
+    let store = {
+        let (db, changes) = (db.clone(), changes.clone());
+        let (max_job_id, max_task_id) = (loaded.max_job_id, loaded.max_task_id);
+        Supervisor::start(move |_| Store::new(db, max_job_id, max_task_id, changes))
+    };
+    let logs = {
+        let (data_dir, store) = (data_dir.clone(), store.clone());
+        Supervisor::start_in_arbiter(log_thread, move |_| LogCollector::new(data_dir, store))
+    };
+    let stats = Arc::new(SchedulerStats::default());
+    let scheduler = {
+        let (store, logs, stats) = (store.clone(), logs.clone(), stats.clone());
+        let jobs = loaded.jobs;
+        let tasks = loaded.tasks;
+        Supervisor::start(move |_| Scheduler::new(&jobs, tasks, store, logs, stats))
+    };
+    let agents = Arc::new(DashMap::new());
+    let registry = {
+        let (agents, scheduler, store, changes) = (
+            agents.clone(),
+            scheduler.clone(),
+            store.clone(),
+            changes.clone(),
+        );
+        let known = loaded.agents;
+        let (interval, timeout) = (config.heartbeat_interval, config.heartbeat_timeout);
+        Supervisor::start(move |_| {
+            Registry::new(&known, agents, scheduler, store, interval, timeout, changes)
+        })
+    };
+    let service = Service::new(
+        reader,
+        store.clone(),
+        scheduler.clone(),
+        logs.clone(),
+        agents,
+        stats,
+    );
+
+    let tcp = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| MasterError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let listen = tcp.local_addr()?;
+    let deps = SessionDeps {
+        registry,
+        scheduler,
+        logs: logs.clone(),
+        service: service.clone(),
+        max_frame: config.max_frame,
+        node_id: Uuid::new_v4(),
+    };
+    Supervisor::start(move |_| Listener::new(tcp, deps));
+
+    let http_listener =
+        std::net::TcpListener::bind(&config.http).map_err(|source| MasterError::Bind {
+            addr: config.http.clone(),
+            source,
+        })?;
+    let http_addr = http_listener.local_addr()?;
+    let feed = http::dashboard::Feed::start(service.clone(), changes);
+    let server = HttpServer::new(move || {
+        App::new().configure(http::configure(service.clone(), feed.clone()))
+    })
+    .workers(2)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(http_listener)
+    .map_err(|source| MasterError::Bind {
+        addr: config.http.clone(),
+        source,
+    })?
+    .run();
+    let http = server.handle();
+    actix_rt::spawn(async move {
+        if let Err(e) = server.await {
+            error!(error = %e, "http server failed");
+        }
+    });
+
+    let addrs = BoundAddrs {
+        listen,
+        http: http_addr,
+    };
+    write_addr_file(&data_dir, addrs)?;
+    info!(listen = %listen, http = %http_addr, "master ready");
+    Ok(Running {
+        addrs,
+        http,
+        store,
+        logs,
+    })
+}

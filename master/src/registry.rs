@@ -1,0 +1,353 @@
+//! The `Registry` actor: the live agent table.
+//!
+//! The table is a `DashMap` shared with the web handlers, which read it without asking
+//! the actor. The actor is its only writer. It knows which session is current for each
+//! agent, so a stale connection closing after the agent reconnected changes nothing.
+//!
+//! Agent lifecycle: a registration makes an agent online; a dropped connection makes it
+//! offline (its tasks stay assigned); an offline agent that does not register again
+//! within the heartbeat timeout is lost and its tasks are requeued; an online agent
+//! silent for the heartbeat timeout is lost too and its session is closed. After a master
+//! restart every known agent starts offline, so tasks stored as running wait one timeout
+//! for their agent to come back and list them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::Utc;
+use dashmap::DashMap;
+use furrow_protocol::{AgentState, AgentView, GpuInfo, Heartbeat, Registered, Registration};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::changes::ChangeFeed;
+use crate::scheduler::{AgentDown, AgentLost, AgentUp, Scheduler, ToAgent};
+use crate::store::records::{AgentRow, from_ms};
+use crate::store::{Store, UpsertAgent};
+
+/// One agent as the registry tracks it.
+#[derive(Debug, Clone)]
+pub struct LiveAgent {
+    /// What the API shows.
+    pub view: AgentView,
+    session_id: Option<u64>,
+    last_heartbeat: Instant,
+    offline_since: Option<Instant>,
+    lost: bool,
+}
+
+/// The shared agent table.
+pub type AgentTable = Arc<DashMap<Uuid, LiveAgent>>;
+
+/// Asks a session to close, saying why.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseSession {
+    /// Why, for the log.
+    pub reason: String,
+}
+
+/// An agent registers on a session.
+#[derive(Message)]
+#[rtype(result = "Result<Registered, String>")]
+pub struct Register {
+    /// What the agent sent.
+    pub registration: Registration,
+    /// The session's id.
+    pub session_id: u64,
+    /// Messages for the agent.
+    pub link: Recipient<ToAgent>,
+    /// Closes the session.
+    pub close: Recipient<CloseSession>,
+}
+
+/// A heartbeat arrived on a session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HeartbeatFrom {
+    /// The agent.
+    pub agent_id: Uuid,
+    /// The session.
+    pub session_id: u64,
+    /// The heartbeat.
+    pub heartbeat: Heartbeat,
+}
+
+/// A session of a registered agent ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnected {
+    /// The agent.
+    pub agent_id: Uuid,
+    /// The session.
+    pub session_id: u64,
+}
+
+/// The registry actor.
+pub struct Registry {
+    table: AgentTable,
+    closers: HashMap<Uuid, (u64, Recipient<CloseSession>)>,
+    scheduler: Addr<Scheduler>,
+    store: Addr<Store>,
+    heartbeat_interval: Duration,
+    heartbeat_timeout: Duration,
+    changes: ChangeFeed,
+}
+
+fn view_of(row: &AgentRow) -> AgentView {
+    AgentView {
+        id: row.id,
+        name: row.name.clone(),
+        hostname: row.hostname.clone(),
+        os: row.os.clone(),
+        cpus: row.cpus,
+        ram_mb: row.ram_mb,
+        free_ram_mb: 0,
+        gpus: serde_json::from_str::<Vec<GpuInfo>>(&row.gpus).unwrap_or_default(),
+        tags: serde_json::from_str::<Vec<String>>(&row.tags).unwrap_or_default(),
+        slots: row.slots,
+        version: row.version.clone(),
+        state: AgentState::Offline,
+        load: 0.0,
+        running: Vec::new(),
+        last_seen: from_ms(row.last_seen),
+    }
+}
+
+fn row_of(view: &AgentView) -> AgentRow {
+    AgentRow {
+        id: view.id,
+        name: view.name.clone(),
+        hostname: view.hostname.clone(),
+        os: view.os.clone(),
+        cpus: view.cpus,
+        ram_mb: view.ram_mb,
+        gpus: serde_json::to_string(&view.gpus).unwrap_or_else(|_| "[]".into()),
+        tags: serde_json::to_string(&view.tags).unwrap_or_else(|_| "[]".into()),
+        slots: view.slots,
+        version: view.version.clone(),
+        last_seen: view.last_seen.timestamp_millis(),
+    }
+}
+
+impl Registry {
+    /// A registry knowing the agents stored in the database (all offline for now).
+    pub fn new(
+        known: &[AgentRow],
+        table: AgentTable,
+        scheduler: Addr<Scheduler>,
+        store: Addr<Store>,
+        heartbeat_interval: Duration,
+        heartbeat_timeout: Duration,
+        changes: ChangeFeed,
+    ) -> Self {
+        let now = Instant::now();
+        for row in known {
+            table.insert(
+                row.id,
+                LiveAgent {
+                    view: view_of(row),
+                    session_id: None,
+                    last_heartbeat: now,
+                    offline_since: Some(now),
+                    lost: false,
+                },
+            );
+        }
+        Self {
+            table,
+            closers: HashMap::new(),
+            scheduler,
+            store,
+            heartbeat_interval,
+            heartbeat_timeout,
+            changes,
+        }
+    }
+
+    fn sweep_every(&self) -> Duration {
+        (self.heartbeat_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
+    }
+
+    /// Declares lost the agents silent or away for longer than the timeout.
+    fn sweep(&mut self) {
+        let timeout = self.heartbeat_timeout;
+        let mut silent = Vec::new();
+        let mut away = Vec::new();
+        for entry in self.table.iter() {
+            let agent = entry.value();
+            if agent.lost {
+                continue;
+            }
+            match agent.offline_since {
+                None if agent.last_heartbeat.elapsed() > timeout => silent.push(*entry.key()),
+                Some(since) if since.elapsed() > timeout => away.push(*entry.key()),
+                _ => {}
+            }
+        }
+        for agent_id in silent {
+            warn!(agent = %agent_id, timeout_ms = timeout.as_millis() as u64, "agent silent past the heartbeat timeout; declaring it lost");
+            if let Some((_, close)) = self.closers.remove(&agent_id) {
+                close.do_send(CloseSession {
+                    reason: "no heartbeat within the heartbeat timeout".into(),
+                });
+            }
+            self.mark_lost(agent_id);
+        }
+        for agent_id in away {
+            info!(agent = %agent_id, "agent did not come back within the heartbeat timeout; declaring it lost");
+            self.mark_lost(agent_id);
+        }
+    }
+
+    fn mark_lost(&mut self, agent_id: Uuid) {
+        if let Some(mut agent) = self.table.get_mut(&agent_id) {
+            agent.lost = true;
+            agent.session_id = None;
+            agent.offline_since.get_or_insert_with(Instant::now);
+            agent.view.state = AgentState::Offline;
+            agent.view.running.clear();
+            self.store.do_send(UpsertAgent(row_of(&agent.view)));
+        }
+        self.scheduler.do_send(AgentLost { agent_id });
+        self.changes.bump();
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // One sweep over the table per quarter timeout: its cost is the number of agents,
+        // and it is what turns silence into "lost" without a timer per agent.
+        ctx.run_interval(self.sweep_every(), |act, _| act.sweep());
+    }
+}
+
+impl Supervised for Registry {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        warn!("registry restarting");
+    }
+}
+
+impl Handler<Register> for Registry {
+    type Result = Result<Registered, String>;
+
+    fn handle(&mut self, msg: Register, _ctx: &mut Context<Self>) -> Self::Result {
+        let reg = msg.registration;
+        if reg.agent_id.is_nil() {
+            return Err("registration: agent_id must not be the nil uuid".into());
+        }
+        let agent_id = reg.agent_id;
+        if let Some((old_session, close)) = self.closers.remove(&agent_id)
+            && old_session != msg.session_id
+        {
+            close.do_send(CloseSession {
+                reason: "the agent registered again on another connection".into(),
+            });
+        }
+        self.closers.insert(agent_id, (msg.session_id, msg.close));
+        let now = Utc::now();
+        let view = AgentView {
+            id: agent_id,
+            name: if reg.name.is_empty() {
+                reg.hostname.clone()
+            } else {
+                reg.name.clone()
+            },
+            hostname: reg.hostname.clone(),
+            os: reg.os.clone(),
+            cpus: reg.cpus,
+            ram_mb: reg.ram_mb,
+            free_ram_mb: reg.ram_mb,
+            gpus: reg.gpus.clone(),
+            tags: reg.tags.clone(),
+            slots: reg.slots,
+            version: reg.version.clone(),
+            state: AgentState::Online,
+            load: 0.0,
+            running: reg.running.clone(),
+            last_seen: now,
+        };
+        self.store.do_send(UpsertAgent(row_of(&view)));
+        self.table.insert(
+            agent_id,
+            LiveAgent {
+                view,
+                session_id: Some(msg.session_id),
+                last_heartbeat: Instant::now(),
+                offline_since: None,
+                lost: false,
+            },
+        );
+        info!(agent = %agent_id, name = %reg.name, slots = reg.slots, running = reg.running.len(), "agent registered");
+        self.scheduler.do_send(AgentUp {
+            agent_id,
+            slots: reg.slots,
+            running: reg.running,
+            link: msg.link,
+        });
+        self.changes.bump();
+        Ok(Registered {
+            agent_id,
+            heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+        })
+    }
+}
+
+impl Handler<HeartbeatFrom> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: HeartbeatFrom, _ctx: &mut Context<Self>) {
+        let Some(mut agent) = self.table.get_mut(&msg.agent_id) else {
+            return;
+        };
+        if agent.session_id != Some(msg.session_id) {
+            return;
+        }
+        agent.last_heartbeat = Instant::now();
+        agent.view.last_seen = Utc::now();
+        agent.view.free_ram_mb = msg.heartbeat.free_ram_mb;
+        agent.view.load = if msg.heartbeat.load.is_finite() {
+            msg.heartbeat.load
+        } else {
+            0.0
+        };
+        agent.view.running = msg.heartbeat.running;
+        drop(agent);
+        self.changes.bump();
+    }
+}
+
+impl Handler<Disconnected> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnected, _ctx: &mut Context<Self>) {
+        if self
+            .closers
+            .get(&msg.agent_id)
+            .is_some_and(|(session, _)| *session == msg.session_id)
+        {
+            self.closers.remove(&msg.agent_id);
+        }
+        let Some(mut agent) = self.table.get_mut(&msg.agent_id) else {
+            return;
+        };
+        if agent.session_id != Some(msg.session_id) {
+            return;
+        }
+        agent.session_id = None;
+        agent.offline_since = Some(Instant::now());
+        agent.view.state = AgentState::Offline;
+        agent.view.last_seen = Utc::now();
+        self.store.do_send(UpsertAgent(row_of(&agent.view)));
+        drop(agent);
+        info!(agent = %msg.agent_id, "agent disconnected");
+        self.scheduler.do_send(AgentDown {
+            agent_id: msg.agent_id,
+        });
+        self.changes.bump();
+    }
+}

@@ -1,0 +1,281 @@
+use chrono::Utc;
+use furrow_protocol::{FrameSet, MasterMessage, TaskFinished, TaskRef, WorkState};
+use uuid::Uuid;
+
+use super::{Core, Effect, JobSpec, Verdict};
+use crate::store::records::LoadedTask;
+
+fn spec(id: i64, priority: i32, retries: u32) -> JobSpec {
+    JobSpec {
+        id,
+        title: format!("job {id}"),
+        jobtype: "command".into(),
+        params: serde_json::json!({"command": ["true"]}).into(),
+        timeout_secs: None,
+        priority,
+        retries,
+    }
+}
+
+/// Adds job `id` with `frames` (one frame per task), task ids starting at `first`.
+fn add(core: &mut Core, id: i64, priority: i32, retries: u32, frames: &str, first: i64) {
+    let set: FrameSet = frames.parse().unwrap();
+    let batches: Vec<_> = set.batches(1).collect();
+    core.add_job(spec(id, priority, retries), first, &batches);
+}
+
+fn assignments(effects: &[Effect]) -> Vec<(Uuid, TaskRef, i64)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send {
+                agent,
+                message: MasterMessage::Assign(a),
+            } => Some((*agent, a.task, a.job_id)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cancels(effects: &[Effect]) -> Vec<TaskRef> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send {
+                message: MasterMessage::Cancel(t),
+                ..
+            } => Some(*t),
+            _ => None,
+        })
+        .collect()
+}
+
+fn finished(task: TaskRef, exit_code: i32) -> TaskFinished {
+    TaskFinished {
+        task,
+        exit_code: Some(exit_code),
+        signal: None,
+        error: None,
+        at: Utc::now(),
+    }
+}
+
+#[test]
+fn dispatches_by_priority_then_age_then_frame() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 0, "1-2", 100);
+    add(&mut core, 2, 5, 0, "10-11", 200);
+    add(&mut core, 3, 5, 0, "20", 300);
+    assert!(core.take_effects().is_empty(), "no agent, no assignment");
+    let agent = Uuid::new_v4();
+    core.agent_registered(agent, 5, &[]);
+    let order: Vec<i64> = assignments(&core.take_effects())
+        .iter()
+        .map(|(_, t, _)| t.task_id)
+        .collect();
+    // Priority 5 first (job 2 older than job 3), then priority 0 in frame order.
+    assert_eq!(order, vec![200, 201, 300, 100, 101]);
+}
+
+#[test]
+fn one_task_per_free_slot() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 0, "1-10", 1);
+    let a = Uuid::new_v4();
+    let b = Uuid::new_v4();
+    core.agent_registered(a, 2, &[]);
+    core.agent_registered(b, 1, &[]);
+    let assigned = assignments(&core.take_effects());
+    assert_eq!(assigned.iter().filter(|(ag, _, _)| *ag == a).count(), 2);
+    assert_eq!(assigned.iter().filter(|(ag, _, _)| *ag == b).count(), 1);
+    assert_eq!(core.running_count(), 3);
+    assert_eq!(core.queued_count(), 7);
+    // A finished task frees exactly one slot, which gets exactly one new task.
+    let (agent, task, _) = assigned[0];
+    assert_eq!(core.task_finished(&finished(task, 0)), Verdict::Applied);
+    let next = assignments(&core.take_effects());
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].0, agent);
+    assert_eq!(next[0].1.attempt, 1);
+    let counts = core.job_counts(1).unwrap();
+    assert_eq!((counts.done, counts.running, counts.queued), (1, 3, 6));
+}
+
+#[test]
+fn stale_attempts_are_fenced() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 0, "1", 1);
+    let a = Uuid::new_v4();
+    core.agent_registered(a, 1, &[]);
+    let (_, task, _) = assignments(&core.take_effects())[0];
+    assert_eq!(task.attempt, 1);
+    core.agent_lost(a);
+    let b = Uuid::new_v4();
+    core.agent_registered(b, 1, &[]);
+    let (agent, second, _) = assignments(&core.take_effects())[0];
+    assert_eq!(agent, b);
+    assert_eq!(second.attempt, 2);
+    // The first attempt's messages are ignored now.
+    assert_eq!(core.task_started(task, 0), Verdict::Stale);
+    assert_eq!(core.task_progress(task, 0.5), Verdict::Stale);
+    assert_eq!(core.task_finished(&finished(task, 0)), Verdict::Stale);
+    assert_eq!(core.running_on(1), Some((b, 2)));
+    assert_eq!(core.task_finished(&finished(second, 0)), Verdict::Applied);
+    assert_eq!(core.job_counts(1), None, "a finished job leaves memory");
+    let (_, jobs) = core.take_commit();
+    let row = jobs.iter().find(|r| r.id == 1).unwrap();
+    assert_eq!(row.counts.done, 1);
+    assert!(row.finished_at.is_some());
+}
+
+#[test]
+fn lost_agent_tasks_are_requeued_with_a_new_attempt() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 0, "1-3", 1);
+    let a = Uuid::new_v4();
+    core.agent_registered(a, 3, &[]);
+    assert_eq!(assignments(&core.take_effects()).len(), 3);
+    core.agent_offline(a);
+    assert_eq!(core.running_count(), 3, "offline keeps tasks until lost");
+    core.agent_lost(a);
+    assert_eq!(core.running_count(), 0);
+    assert_eq!(core.queued_count(), 3);
+    let (tasks, _) = core.take_commit();
+    assert!(
+        tasks
+            .iter()
+            .filter(|r| r.state == WorkState::Queued)
+            .count()
+            >= 3
+    );
+    let b = Uuid::new_v4();
+    core.agent_registered(b, 3, &[]);
+    let again = assignments(&core.take_effects());
+    assert_eq!(again.len(), 3);
+    assert!(again.iter().all(|(ag, t, _)| *ag == b && t.attempt == 2));
+}
+
+#[test]
+fn reregistration_requeues_unlisted_tasks_and_cancels_stale_ones() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 0, "1-2", 1);
+    let a = Uuid::new_v4();
+    core.agent_registered(a, 2, &[]);
+    let assigned = assignments(&core.take_effects());
+    let (_, kept, _) = assigned[0];
+    let (_, dropped, _) = assigned[1];
+    core.agent_offline(a);
+    // The agent comes back listing one task and a stale attempt of nothing current.
+    let bogus = TaskRef {
+        task_id: 999,
+        attempt: 4,
+    };
+    core.agent_registered(a, 1, &[kept, bogus]);
+    let effects = core.take_effects();
+    assert_eq!(cancels(&effects), vec![bogus]);
+    assert_eq!(core.running_on(kept.task_id), Some((a, 1)));
+    // The unlisted task was requeued; with one slot (taken by `kept`) nothing dispatches.
+    assert_eq!(core.running_on(dropped.task_id), None);
+    assert_eq!(core.queued_count(), 1);
+    assert!(assignments(&effects).is_empty());
+}
+
+#[test]
+fn restarted_agent_with_empty_list_gets_tasks_requeued_at_once() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 0, "1", 1);
+    let a = Uuid::new_v4();
+    core.agent_registered(a, 1, &[]);
+    let (_, first, _) = assignments(&core.take_effects())[0];
+    core.agent_registered(a, 1, &[]);
+    let again = assignments(&core.take_effects());
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].1.task_id, first.task_id);
+    assert_eq!(again[0].1.attempt, 2);
+}
+
+#[test]
+fn failures_are_retried_then_fail_the_task() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 2, "1", 1);
+    let a = Uuid::new_v4();
+    core.agent_registered(a, 1, &[]);
+    for attempt in 1..=3 {
+        let assigned = assignments(&core.take_effects());
+        assert_eq!(assigned.len(), 1, "attempt {attempt}");
+        assert_eq!(assigned[0].1.attempt, attempt);
+        assert_eq!(
+            core.task_finished(&finished(assigned[0].1, 1)),
+            Verdict::Applied
+        );
+    }
+    assert!(assignments(&core.take_effects()).is_empty());
+    let (tasks, jobs) = core.take_commit();
+    let last = tasks.iter().rfind(|r| r.id == 1).unwrap();
+    assert_eq!(last.state, WorkState::Failed);
+    assert_eq!(last.failures, 3);
+    assert_eq!(last.last_error.as_deref(), Some("exited with code 1"));
+    let job = jobs.iter().find(|r| r.id == 1).unwrap();
+    assert_eq!(job.counts.failed, 1);
+    assert_eq!(job.counts.job_state(), WorkState::Failed);
+}
+
+#[test]
+fn late_result_of_a_requeued_attempt_is_accepted() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 0, "1-2", 1);
+    let a = Uuid::new_v4();
+    core.agent_registered(a, 1, &[]);
+    let (_, task, _) = assignments(&core.take_effects())[0];
+    core.agent_lost(a);
+    assert_eq!(core.task_finished(&finished(task, 0)), Verdict::Applied);
+    assert_eq!(core.queued_count(), 1);
+    assert_eq!(core.job_counts(1).unwrap().done, 1);
+}
+
+#[test]
+fn restart_keeps_running_tasks_until_their_agent_is_lost() {
+    let mut core = Core::new();
+    let a = Uuid::new_v4();
+    let mut s = spec(7, 0, 0);
+    s.id = 7;
+    let tasks = vec![
+        LoadedTask {
+            id: 70,
+            job_id: 7,
+            frames: furrow_protocol::FrameBatch {
+                start: 1,
+                end: 1,
+                step: 1,
+            },
+            state: WorkState::Running,
+            agent: Some(a),
+            attempt: 3,
+            failures: 0,
+        },
+        LoadedTask {
+            id: 71,
+            job_id: 7,
+            frames: furrow_protocol::FrameBatch {
+                start: 2,
+                end: 2,
+                step: 1,
+            },
+            state: WorkState::Queued,
+            agent: None,
+            attempt: 0,
+            failures: 0,
+        },
+    ];
+    core.load(vec![(s, furrow_protocol::TaskCounts::default())], tasks);
+    assert_eq!(core.running_on(70), Some((a, 3)));
+    assert_eq!(core.queued_count(), 1);
+    core.agent_lost(a);
+    assert_eq!(core.running_on(70), None);
+    assert_eq!(core.queued_count(), 2);
+    let b = Uuid::new_v4();
+    core.agent_registered(b, 2, &[]);
+    let assigned = assignments(&core.take_effects());
+    let attempt_of_70 = assigned.iter().find(|(_, t, _)| t.task_id == 70).unwrap().1;
+    assert_eq!(attempt_of_70.attempt, 4);
+}

@@ -1,0 +1,256 @@
+//! The `Scheduler` actor: owns the queue of runnable tasks and decides assignments.
+//!
+//! It is event-driven: a submission, a registration, a finished task or a lost agent
+//! triggers a dispatch at once; there is no polling loop and no database query per
+//! decision. The decisions themselves live in [`core`]; this actor feeds it events and
+//! carries out its effects (messages to agent sessions, log files, group commits).
+
+pub mod core;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix::prelude::*;
+use furrow_protocol::{MasterMessage, TaskFinished, TaskProgress, TaskRef, TaskStarted};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+pub use self::core::{Core, Effect, JobSpec, Verdict};
+use crate::logs::{AttemptClosed, AttemptOpened, LogCollector};
+use crate::store::records::{JobRecord, LoadedTask, to_ms};
+use crate::store::{CommitBatch, InsertedJob, Store};
+
+/// A message for an agent's session.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ToAgent(pub MasterMessage);
+
+/// Numbers the health endpoint reads without asking the actor.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    /// Tasks queued.
+    pub queued: AtomicU64,
+    /// Tasks running.
+    pub running: AtomicU64,
+}
+
+/// A committed job to schedule.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddJob(pub InsertedJob);
+
+/// An agent registered on a session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AgentUp {
+    /// The agent.
+    pub agent_id: Uuid,
+    /// Its slots.
+    pub slots: u32,
+    /// Attempts it says it runs.
+    pub running: Vec<TaskRef>,
+    /// Its session.
+    pub link: Recipient<ToAgent>,
+}
+
+/// An agent's connection dropped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AgentDown {
+    /// The agent.
+    pub agent_id: Uuid,
+}
+
+/// An agent is lost: requeue its tasks.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AgentLost {
+    /// The agent.
+    pub agent_id: Uuid,
+}
+
+/// What an agent said about one of its attempts.
+#[derive(Debug, Clone)]
+pub enum TaskEvent {
+    /// The process started.
+    Started(TaskStarted),
+    /// Progress changed.
+    Progress(TaskProgress),
+    /// The attempt ended.
+    Finished(TaskFinished),
+}
+
+/// A task event from an agent.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FromAgent {
+    /// The agent that sent it.
+    pub agent_id: Uuid,
+    /// The event.
+    pub event: TaskEvent,
+}
+
+/// The scheduler actor.
+pub struct Scheduler {
+    core: Core,
+    links: HashMap<Uuid, Recipient<ToAgent>>,
+    store: Addr<Store>,
+    logs: Addr<LogCollector>,
+    stats: Arc<SchedulerStats>,
+}
+
+/// The scheduling view of a stored job.
+pub fn job_spec(record: &JobRecord) -> JobSpec {
+    JobSpec {
+        id: record.id,
+        title: record.title.clone(),
+        jobtype: record.jobtype.clone(),
+        params: record.params.clone(),
+        timeout_secs: record.timeout_secs,
+        priority: record.priority,
+        retries: record.retries,
+    }
+}
+
+impl Scheduler {
+    /// A scheduler restored from the unfinished work in the store.
+    pub fn new(
+        jobs: &[JobRecord],
+        tasks: Vec<LoadedTask>,
+        store: Addr<Store>,
+        logs: Addr<LogCollector>,
+        stats: Arc<SchedulerStats>,
+    ) -> Self {
+        let mut core = Core::new();
+        let specs = jobs.iter().map(|j| (job_spec(j), j.counts)).collect();
+        core.load(specs, tasks);
+        info!(
+            queued = core.queued_count(),
+            running = core.running_count(),
+            "scheduler loaded unfinished work"
+        );
+        Self {
+            core,
+            links: HashMap::new(),
+            store,
+            logs,
+            stats,
+        }
+    }
+
+    /// Carries out what the core decided.
+    fn apply(&mut self) {
+        for effect in self.core.take_effects() {
+            match effect {
+                Effect::Send { agent, message } => match self.links.get(&agent) {
+                    Some(link) => link.do_send(ToAgent(message)),
+                    None => debug!(agent = %agent, "no session for agent; message dropped"),
+                },
+                Effect::OpenLog { task, job_id } => {
+                    self.logs.do_send(AttemptOpened { task, job_id });
+                }
+                Effect::CloseLog { task, job_id } => {
+                    self.logs.do_send(AttemptClosed { task, job_id });
+                }
+            }
+        }
+        let (tasks, jobs) = self.core.take_commit();
+        if !tasks.is_empty() || !jobs.is_empty() {
+            self.store.do_send(CommitBatch { tasks, jobs });
+        }
+        self.stats
+            .queued
+            .store(self.core.queued_count(), Ordering::Relaxed);
+        self.stats
+            .running
+            .store(self.core.running_count() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        // Effects of the load (log files of running attempts) go out now.
+        self.apply();
+    }
+}
+
+impl Supervised for Scheduler {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        warn!("scheduler restarting");
+    }
+}
+
+impl Handler<AddJob> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddJob, _ctx: &mut Context<Self>) {
+        let inserted = msg.0;
+        self.core.add_job(
+            job_spec(&inserted.record),
+            inserted.first_task_id,
+            &inserted.batches,
+        );
+        self.apply();
+    }
+}
+
+impl Handler<AgentUp> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: AgentUp, _ctx: &mut Context<Self>) {
+        self.links.insert(msg.agent_id, msg.link);
+        self.core
+            .agent_registered(msg.agent_id, msg.slots, &msg.running);
+        self.apply();
+    }
+}
+
+impl Handler<AgentDown> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: AgentDown, _ctx: &mut Context<Self>) {
+        self.links.remove(&msg.agent_id);
+        self.core.agent_offline(msg.agent_id);
+        self.apply();
+    }
+}
+
+impl Handler<AgentLost> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: AgentLost, _ctx: &mut Context<Self>) {
+        self.links.remove(&msg.agent_id);
+        self.core.agent_lost(msg.agent_id);
+        self.apply();
+    }
+}
+
+impl Handler<FromAgent> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromAgent, _ctx: &mut Context<Self>) {
+        let (task, verdict) = match &msg.event {
+            TaskEvent::Started(started) => (
+                started.task,
+                self.core.task_started(started.task, to_ms(started.at)),
+            ),
+            TaskEvent::Progress(progress) => (
+                progress.task,
+                self.core.task_progress(progress.task, progress.progress),
+            ),
+            TaskEvent::Finished(finished) => (finished.task, self.core.task_finished(finished)),
+        };
+        if verdict == Verdict::Stale {
+            debug!(
+                agent = %msg.agent_id,
+                task_id = task.task_id,
+                attempt = task.attempt,
+                "ignoring a message about an attempt that is no longer current"
+            );
+        }
+        self.apply();
+    }
+}

@@ -1,0 +1,182 @@
+//! The session of one agent connection.
+
+use std::net::SocketAddr;
+
+use actix::prelude::*;
+use furrow_protocol::{AgentMessage, MasterMessage, ProtocolError};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::logs::{AppendLogs, LogCollector};
+use crate::registry::{CloseSession, Disconnected, HeartbeatFrom, Register, Registry};
+use crate::scheduler::{FromAgent, Scheduler, TaskEvent, ToAgent};
+
+/// One connected agent. Created by the listener after the handshake; stops when the
+/// connection ends, a frame is bad, or the peer cannot keep up.
+pub struct AgentSession {
+    id: u64,
+    peer: SocketAddr,
+    outbox: mpsc::Sender<MasterMessage>,
+    agent_id: Option<Uuid>,
+    registry: Addr<Registry>,
+    scheduler: Addr<Scheduler>,
+    logs: Addr<LogCollector>,
+}
+
+impl AgentSession {
+    /// A session writing through `outbox`.
+    pub fn new(
+        id: u64,
+        peer: SocketAddr,
+        outbox: mpsc::Sender<MasterMessage>,
+        registry: Addr<Registry>,
+        scheduler: Addr<Scheduler>,
+        logs: Addr<LogCollector>,
+    ) -> Self {
+        Self {
+            id,
+            peer,
+            outbox,
+            agent_id: None,
+            registry,
+            scheduler,
+            logs,
+        }
+    }
+
+    fn send(&mut self, message: MasterMessage, ctx: &mut Context<Self>) {
+        match self.outbox.try_send(message) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                warn!(peer = %self.peer, error = "the agent does not read its messages", "closing connection");
+                ctx.stop();
+            }
+            Err(TrySendError::Closed(_)) => ctx.stop(),
+        }
+    }
+
+    fn close(&mut self, reason: &str, ctx: &mut Context<Self>) {
+        warn!(peer = %self.peer, error = %reason, "closing connection");
+        ctx.stop();
+    }
+
+    fn register(&mut self, registration: furrow_protocol::Registration, ctx: &mut Context<Self>) {
+        let request = Register {
+            registration,
+            session_id: self.id,
+            link: ctx.address().recipient(),
+            close: ctx.address().recipient(),
+        };
+        // Waiting here holds back the agent's next frames until the registration is
+        // applied, so its heartbeats and results never overtake it.
+        ctx.wait(self.registry.send(request).into_actor(self).map(
+            |result, act, ctx| match result {
+                Ok(Ok(registered)) => {
+                    act.agent_id = Some(registered.agent_id);
+                    act.send(MasterMessage::Registered(registered), ctx);
+                }
+                Ok(Err(reason)) => act.close(&reason, ctx),
+                Err(e) => act.close(&format!("registry unavailable: {e}"), ctx),
+            },
+        ));
+    }
+
+    fn task_event(&mut self, event: TaskEvent, ctx: &mut Context<Self>) {
+        match self.agent_id {
+            Some(agent_id) => self.scheduler.do_send(FromAgent { agent_id, event }),
+            None => self.close("task message before registration", ctx),
+        }
+    }
+}
+
+impl Actor for AgentSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Only the scheduler and registry write to a session, a handful of messages per
+        // task; the outbox bound handles a slow peer.
+        ctx.set_mailbox_capacity(1_024);
+        debug!(peer = %self.peer, session = self.id, "agent session started");
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(agent_id) = self.agent_id {
+            self.registry.do_send(Disconnected {
+                agent_id,
+                session_id: self.id,
+            });
+        }
+        debug!(peer = %self.peer, session = self.id, "agent session ended");
+    }
+}
+
+impl StreamHandler<Result<AgentMessage, ProtocolError>> for AgentSession {
+    fn handle(&mut self, item: Result<AgentMessage, ProtocolError>, ctx: &mut Context<Self>) {
+        let message = match item {
+            Ok(message) => message,
+            Err(e) => {
+                warn!(peer = %self.peer, error = %e, "closing connection");
+                ctx.stop();
+                return;
+            }
+        };
+        match message {
+            AgentMessage::Register(registration) => self.register(registration, ctx),
+            AgentMessage::Heartbeat(heartbeat) => match self.agent_id {
+                Some(agent_id) => self.registry.do_send(HeartbeatFrom {
+                    agent_id,
+                    session_id: self.id,
+                    heartbeat,
+                }),
+                None => self.close("heartbeat before registration", ctx),
+            },
+            AgentMessage::TaskStarted(started) => self.task_event(TaskEvent::Started(started), ctx),
+            AgentMessage::TaskProgress(progress) => {
+                self.task_event(TaskEvent::Progress(progress), ctx)
+            }
+            AgentMessage::TaskFinished(finished) => {
+                self.task_event(TaskEvent::Finished(finished), ctx)
+            }
+            AgentMessage::Logs(batch) => {
+                if self.agent_id.is_none() {
+                    self.close("logs before registration", ctx);
+                    return;
+                }
+                // `send` respects the collector's bounded mailbox: a flood of output
+                // waits here, which stops reading from this socket (TCP backpressure)
+                // instead of queueing lines in memory.
+                ctx.wait(self.logs.send(AppendLogs(batch)).into_actor(self).map(
+                    |result, act, ctx| {
+                        if let Err(e) = result {
+                            act.close(&format!("log collector unavailable: {e}"), ctx);
+                        }
+                    },
+                ));
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        info!(peer = %self.peer, agent = ?self.agent_id, "agent connection closed");
+        ctx.stop();
+    }
+}
+
+impl Handler<ToAgent> for AgentSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToAgent, ctx: &mut Context<Self>) {
+        self.send(msg.0, ctx);
+    }
+}
+
+impl Handler<CloseSession> for AgentSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) {
+        // The registry already moved on; this session must not report a disconnect.
+        self.agent_id = None;
+        self.close(&msg.reason, ctx);
+    }
+}

@@ -1,0 +1,71 @@
+//! The session of one tool connection (the CLI, scripts).
+
+use std::net::SocketAddr;
+
+use actix::prelude::*;
+use furrow_protocol::{ClientEnvelope, ProtocolError, ServerEnvelope};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tracing::{debug, warn};
+
+use crate::service::Service;
+
+/// One connected tool. Requests are answered one at a time, in order: the next frame is
+/// read only after the previous reply is queued, so a tool cannot pile up work.
+pub struct ClientSession {
+    peer: SocketAddr,
+    outbox: mpsc::Sender<ServerEnvelope>,
+    service: Service,
+}
+
+impl ClientSession {
+    /// A session answering through `outbox`.
+    pub fn new(peer: SocketAddr, outbox: mpsc::Sender<ServerEnvelope>, service: Service) -> Self {
+        Self {
+            peer,
+            outbox,
+            service,
+        }
+    }
+}
+
+impl Actor for ClientSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        debug!(peer = %self.peer, "client session started");
+    }
+}
+
+impl StreamHandler<Result<ClientEnvelope, ProtocolError>> for ClientSession {
+    fn handle(&mut self, item: Result<ClientEnvelope, ProtocolError>, ctx: &mut Context<Self>) {
+        let envelope = match item {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                warn!(peer = %self.peer, error = %e, "closing connection");
+                ctx.stop();
+                return;
+            }
+        };
+        let service = self.service.clone();
+        let id = envelope.id;
+        ctx.wait(
+            async move { service.handle(envelope.request).await }
+                .into_actor(self)
+                .map(move |response, act, ctx| {
+                    match act.outbox.try_send(ServerEnvelope { id, response }) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => {
+                            warn!(peer = %act.peer, error = "the client does not read its replies", "closing connection");
+                            ctx.stop();
+                        }
+                        Err(TrySendError::Closed(_)) => ctx.stop(),
+                    }
+                }),
+        );
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        debug!(peer = %self.peer, "client connection closed");
+        ctx.stop();
+    }
+}

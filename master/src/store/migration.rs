@@ -1,0 +1,231 @@
+//! Versioned schema migrations, identical for SQLite and PostgreSQL.
+//!
+//! Timestamps are stored as milliseconds since the Unix epoch (`BIGINT`) and JSON as text,
+//! so every column has the same type and meaning on both backends. Ids are allocated by
+//! the store (the only writer), which lets a submission insert its tasks in large chunks
+//! without asking the database for generated keys.
+
+use sea_orm_migration::prelude::*;
+
+/// All migrations, oldest first. Append new ones; never edit an applied one.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Initial)]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Jobs {
+    Table,
+    Id,
+    Title,
+    Jobtype,
+    Params,
+    Frames,
+    Batch,
+    Priority,
+    Retries,
+    TimeoutSecs,
+    State,
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Paused,
+    CreatedAt,
+    FinishedAt,
+}
+
+#[derive(DeriveIden)]
+enum Tasks {
+    Table,
+    Id,
+    JobId,
+    Frame,
+    FrameEnd,
+    Step,
+    State,
+    Agent,
+    Attempt,
+    Failures,
+    ExitCode,
+    Progress,
+    LastError,
+    CreatedAt,
+    StartedAt,
+    FinishedAt,
+}
+
+#[derive(DeriveIden)]
+enum Agents {
+    Table,
+    Id,
+    Name,
+    Hostname,
+    Os,
+    Cpus,
+    RamMb,
+    Gpus,
+    Tags,
+    Slots,
+    Version,
+    CreatedAt,
+    LastSeen,
+}
+
+#[derive(DeriveIden)]
+enum TaskLogs {
+    Table,
+    TaskId,
+    Attempt,
+    JobId,
+    Path,
+    Size,
+    UpdatedAt,
+}
+
+/// Jobs, tasks, agents and the index of task log files.
+#[derive(DeriveMigrationName)]
+struct M0001Initial;
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Initial {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Jobs::Table)
+                    .col(
+                        ColumnDef::new(Jobs::Id)
+                            .big_integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Jobs::Title).text().not_null())
+                    .col(ColumnDef::new(Jobs::Jobtype).text().not_null())
+                    .col(ColumnDef::new(Jobs::Params).text().not_null())
+                    .col(ColumnDef::new(Jobs::Frames).text().not_null())
+                    .col(ColumnDef::new(Jobs::Batch).integer().not_null())
+                    .col(ColumnDef::new(Jobs::Priority).integer().not_null())
+                    .col(ColumnDef::new(Jobs::Retries).integer().not_null())
+                    .col(ColumnDef::new(Jobs::TimeoutSecs).big_integer().null())
+                    .col(ColumnDef::new(Jobs::State).text().not_null())
+                    .col(ColumnDef::new(Jobs::Queued).big_integer().not_null())
+                    .col(ColumnDef::new(Jobs::Running).big_integer().not_null())
+                    .col(ColumnDef::new(Jobs::Done).big_integer().not_null())
+                    .col(ColumnDef::new(Jobs::Failed).big_integer().not_null())
+                    .col(ColumnDef::new(Jobs::Paused).big_integer().not_null())
+                    .col(ColumnDef::new(Jobs::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(Jobs::FinishedAt).big_integer().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("jobs_state")
+                    .table(Jobs::Table)
+                    .col(Jobs::State)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Tasks::Table)
+                    .col(
+                        ColumnDef::new(Tasks::Id)
+                            .big_integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Tasks::JobId).big_integer().not_null())
+                    .col(ColumnDef::new(Tasks::Frame).big_integer().not_null())
+                    .col(ColumnDef::new(Tasks::FrameEnd).big_integer().not_null())
+                    .col(ColumnDef::new(Tasks::Step).big_integer().not_null())
+                    .col(ColumnDef::new(Tasks::State).text().not_null())
+                    .col(ColumnDef::new(Tasks::Agent).text().null())
+                    .col(ColumnDef::new(Tasks::Attempt).integer().not_null())
+                    .col(ColumnDef::new(Tasks::Failures).integer().not_null())
+                    .col(ColumnDef::new(Tasks::ExitCode).integer().null())
+                    .col(ColumnDef::new(Tasks::Progress).double().not_null())
+                    .col(ColumnDef::new(Tasks::LastError).text().null())
+                    .col(ColumnDef::new(Tasks::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(Tasks::StartedAt).big_integer().null())
+                    .col(ColumnDef::new(Tasks::FinishedAt).big_integer().null())
+                    .to_owned(),
+            )
+            .await?;
+        // Listing a job's tasks in frame order walks this index; so does counting them.
+        manager
+            .create_index(
+                Index::create()
+                    .name("tasks_job")
+                    .table(Tasks::Table)
+                    .col(Tasks::JobId)
+                    .col(Tasks::Id)
+                    .to_owned(),
+            )
+            .await?;
+        // Startup loads only unfinished tasks; this keeps that independent of history.
+        manager
+            .create_index(
+                Index::create()
+                    .name("tasks_state")
+                    .table(Tasks::Table)
+                    .col(Tasks::State)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Agents::Table)
+                    .col(ColumnDef::new(Agents::Id).text().not_null().primary_key())
+                    .col(ColumnDef::new(Agents::Name).text().not_null())
+                    .col(ColumnDef::new(Agents::Hostname).text().not_null())
+                    .col(ColumnDef::new(Agents::Os).text().not_null())
+                    .col(ColumnDef::new(Agents::Cpus).integer().not_null())
+                    .col(ColumnDef::new(Agents::RamMb).big_integer().not_null())
+                    .col(ColumnDef::new(Agents::Gpus).text().not_null())
+                    .col(ColumnDef::new(Agents::Tags).text().not_null())
+                    .col(ColumnDef::new(Agents::Slots).integer().not_null())
+                    .col(ColumnDef::new(Agents::Version).text().not_null())
+                    .col(ColumnDef::new(Agents::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(Agents::LastSeen).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(TaskLogs::Table)
+                    .col(ColumnDef::new(TaskLogs::TaskId).big_integer().not_null())
+                    .col(ColumnDef::new(TaskLogs::Attempt).integer().not_null())
+                    .col(ColumnDef::new(TaskLogs::JobId).big_integer().not_null())
+                    .col(ColumnDef::new(TaskLogs::Path).text().not_null())
+                    .col(ColumnDef::new(TaskLogs::Size).big_integer().not_null())
+                    .col(ColumnDef::new(TaskLogs::UpdatedAt).big_integer().not_null())
+                    .primary_key(Index::create().col(TaskLogs::TaskId).col(TaskLogs::Attempt))
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            TaskLogs::Table.into_iden(),
+            Agents::Table.into_iden(),
+            Tasks::Table.into_iden(),
+            Jobs::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! The database: schema, connection and the `Store` actor, the only writer.
+//!
+//! - [`migration`]: versioned schema migrations (same on SQLite and PostgreSQL).
+//! - [`entities`]: sea-orm entities used for reads.
+//! - [`records`]: the rows the other actors hand to the store.
+//! - [`actor`]: the [`Store`] actor: submissions committed before they are acknowledged,
+//!   task and job transitions batched into group commits.
+//! - [`reads`]: queries of the service layer and the startup load of unfinished work.
+
+mod actor;
+pub mod entities;
+pub mod migration;
+mod reads;
+pub mod records;
+mod sql;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm_migration::MigratorTrait;
+use tracing::info;
+
+pub use actor::{CommitBatch, Flush, InsertJob, InsertedJob, Store, UpsertAgent, UpsertLogIndex};
+pub use reads::{LoadedState, StoreReader};
+
+/// An open database with its migrations applied.
+#[derive(Clone, Debug)]
+pub struct Db {
+    conn: DatabaseConnection,
+    backend: DbBackend,
+}
+
+impl Db {
+    /// Opens the database named by `url`, or the SQLite file `<data_dir>/furrow.db` when
+    /// `url` is `None`, and applies pending migrations.
+    pub async fn open(url: Option<&str>, data_dir: &Path) -> Result<Self, DbErr> {
+        let conn = match url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let mut options = ConnectOptions::new(url.to_string());
+                options
+                    .max_connections(8)
+                    .min_connections(1)
+                    .connect_timeout(Duration::from_secs(10))
+                    .sqlx_logging(false);
+                Database::connect(options).await?
+            }
+            Some(url) if url.starts_with("sqlite:") => Self::connect_sqlite(url).await?,
+            Some(other) => {
+                return Err(DbErr::Custom(format!(
+                    "unsupported database url {other:?}: expected postgres://... or sqlite:..."
+                )));
+            }
+            None => {
+                let file = data_dir.join("furrow.db");
+                Self::connect_sqlite(&format!("sqlite://{}?mode=rwc", file.display())).await?
+            }
+        };
+        let backend = conn.get_database_backend();
+        migration::Migrator::up(&conn, None).await?;
+        info!(backend = backend_name(backend), "database ready");
+        Ok(Self { conn, backend })
+    }
+
+    async fn connect_sqlite(url: &str) -> Result<DatabaseConnection, DbErr> {
+        let mut options = ConnectOptions::new(url.to_string());
+        // WAL lets readers (the REST API) proceed while the store commits; it is set on
+        // the connect options so every pooled connection has it before first use.
+        options
+            .max_connections(4)
+            .min_connections(1)
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(60))
+                    .create_if_missing(true)
+                    .foreign_keys(false)
+            });
+        Database::connect(options).await
+    }
+
+    /// The connection pool.
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> DbBackend {
+        self.backend
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        backend_name(self.backend)
+    }
+
+    /// Closes the pool.
+    pub async fn close(self) -> Result<(), DbErr> {
+        self.conn.close().await
+    }
+}
+
+fn backend_name(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::Postgres => "postgres",
+        DbBackend::Sqlite => "sqlite",
+        _ => "other",
+    }
+}

@@ -109,3 +109,6 @@ fn backend_name(backend: DbBackend) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests;

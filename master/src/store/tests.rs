@@ -1,0 +1,315 @@
+//! Store tests, run with the same body against SQLite and PostgreSQL.
+//!
+//! PostgreSQL comes from `FURROW_TEST_POSTGRES_URL` (default
+//! `postgres://furrow:furrow@127.0.0.1:5432/postgres`); each test creates a fresh
+//! database and drops it afterwards. An unreachable server fails the test.
+
+use actix::prelude::*;
+use furrow_protocol::{FrameBatch, FrameSet, TaskCounts, WorkState};
+use sea_orm::{ConnectionTrait, Database, DbBackend};
+use uuid::Uuid;
+
+use super::records::{AgentRow, JobRow, LogIndexRow, NewJob, TaskRow};
+use super::{CommitBatch, Db, Flush, InsertJob, Store, StoreReader, UpsertAgent, UpsertLogIndex};
+use crate::changes::ChangeFeed;
+
+const DEFAULT_POSTGRES: &str = "postgres://furrow:furrow@127.0.0.1:5432/postgres";
+
+/// A fresh PostgreSQL database, dropped by [`TempPostgres::drop_db`].
+struct TempPostgres {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl TempPostgres {
+    async fn create() -> Self {
+        let admin_url =
+            std::env::var("FURROW_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES.into());
+        let admin = Database::connect(admin_url.as_str())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is unreachable at {admin_url}: {e}. \
+                 Run the tests through ./scripts/test, which starts it, \
+                 or set FURROW_TEST_POSTGRES_URL."
+                )
+            });
+        let name = format!("furrow_test_{}", Uuid::new_v4().simple());
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+        admin.close().await.ok();
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(base, _)| base.to_string())
+            .unwrap_or(admin_url.clone());
+        let url = format!("{base}/{name}");
+        Self {
+            admin_url,
+            name,
+            url,
+        }
+    }
+
+    async fn drop_db(self) {
+        if let Ok(admin) = Database::connect(self.admin_url.as_str()).await {
+            let _ = admin
+                .execute_unprepared(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .await;
+            admin.close().await.ok();
+        }
+    }
+}
+
+fn new_job(title: &str, frames: &str, priority: i32) -> NewJob {
+    let set: FrameSet = frames.parse().unwrap();
+    NewJob {
+        title: title.into(),
+        jobtype: "command".into(),
+        params: serde_json::json!({"command": ["echo", "{frame}"]}),
+        frames: set.to_string(),
+        batch: 1,
+        priority,
+        retries: 1,
+        timeout_secs: Some(60),
+        batches: set.batches(1).collect(),
+    }
+}
+
+fn running_row(id: i64, agent: Uuid) -> TaskRow {
+    TaskRow {
+        id,
+        state: WorkState::Running,
+        agent: Some(agent),
+        attempt: 1,
+        failures: 0,
+        exit_code: None,
+        progress: 0.25,
+        last_error: None,
+        started_at: Some(1_000),
+        finished_at: None,
+    }
+}
+
+/// The shared test body.
+async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
+    let reader = StoreReader::new(db.clone());
+    let empty = reader.load().await.unwrap();
+    assert!(empty.jobs.is_empty() && empty.tasks.is_empty());
+    assert_eq!((empty.max_job_id, empty.max_task_id), (0, 0));
+
+    let store = Store::new(db.clone(), 0, 0, ChangeFeed::new()).start();
+    let first = store
+        .send(InsertJob(new_job("first", "1-10", 0)))
+        .await
+        .unwrap()
+        .unwrap();
+    let second = store
+        .send(InsertJob(new_job("second", "1-3", 5)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.record.id, 1);
+    assert_eq!(first.first_task_id, 1);
+    assert_eq!(second.first_task_id, 11);
+    assert_eq!(
+        second.batches[2],
+        FrameBatch {
+            start: 3,
+            end: 3,
+            step: 1
+        }
+    );
+
+    // Committed before acknowledged: visible to a reader at once.
+    let job = reader.get_job(1).await.unwrap().unwrap();
+    assert_eq!(job.counts.queued, 10);
+    assert_eq!(job.view().state, WorkState::Queued);
+    assert_eq!(job.timeout_secs, Some(60));
+    let tasks = reader.list_tasks(1, 100, 0).await.unwrap();
+    assert_eq!(tasks.len(), 10);
+    assert_eq!(
+        tasks.iter().map(|t| t.frame).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    let (jobs, total) = reader.list_jobs(10, 0).await.unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(jobs[0].title, "second", "newest first");
+
+    // Transitions go through group commits; the newest row of a task wins.
+    let agent = Uuid::new_v4();
+    store.do_send(CommitBatch {
+        tasks: vec![running_row(1, agent), running_row(2, agent)],
+        jobs: vec![JobRow {
+            id: 1,
+            counts: TaskCounts {
+                queued: 8,
+                running: 2,
+                ..TaskCounts::default()
+            },
+            finished_at: None,
+        }],
+    });
+    let mut done = running_row(1, agent);
+    done.state = WorkState::Done;
+    done.agent = None;
+    done.exit_code = Some(0);
+    done.progress = 1.0;
+    done.finished_at = Some(2_000);
+    store.do_send(CommitBatch {
+        tasks: vec![done],
+        jobs: vec![JobRow {
+            id: 1,
+            counts: TaskCounts {
+                queued: 8,
+                running: 1,
+                done: 1,
+                ..TaskCounts::default()
+            },
+            finished_at: None,
+        }],
+    });
+    store.do_send(UpsertAgent(AgentRow {
+        id: agent,
+        name: "node-1".into(),
+        hostname: "node-1".into(),
+        os: "linux".into(),
+        cpus: 8,
+        ram_mb: 16_000,
+        gpus: "[]".into(),
+        tags: "[\"gpu\"]".into(),
+        slots: 4,
+        version: "0.1.0".into(),
+        last_seen: 5_000,
+    }));
+    store.do_send(UpsertLogIndex(LogIndexRow {
+        task_id: 1,
+        attempt: 1,
+        job_id: 1,
+        path: "logs/1/1.1.log".into(),
+        size: 42,
+    }));
+    store.send(Flush).await.unwrap().unwrap();
+
+    let job = reader.get_job(1).await.unwrap().unwrap();
+    assert_eq!(
+        (job.counts.done, job.counts.running, job.counts.queued),
+        (1, 1, 8)
+    );
+    assert_eq!(job.view().state, WorkState::Running);
+    let task1 = reader.get_task(1).await.unwrap().unwrap();
+    assert_eq!(task1.state, "done");
+    assert_eq!(task1.exit_code, Some(0));
+    assert_eq!(task1.finished_at, Some(2_000));
+    let task2 = reader.get_task(2).await.unwrap().unwrap();
+    assert_eq!(task2.agent, Some(agent.to_string()));
+    assert!((task2.progress - 0.25).abs() < 1e-6);
+    let index = reader.get_log_index(1, 1).await.unwrap().unwrap();
+    assert_eq!(index.size, 42);
+
+    // Reload: only unfinished tasks, the running one with its agent.
+    let loaded = reader.load().await.unwrap();
+    assert_eq!(loaded.jobs.len(), 2);
+    assert_eq!(loaded.tasks.len(), 12, "13 tasks minus the done one");
+    assert!(loaded.tasks.iter().all(|t| t.id != 1));
+    let running = loaded.tasks.iter().find(|t| t.id == 2).unwrap();
+    assert_eq!(
+        (running.state, running.agent, running.attempt),
+        (WorkState::Running, Some(agent), 1)
+    );
+    assert_eq!((loaded.max_job_id, loaded.max_task_id), (2, 13));
+    assert_eq!(loaded.agents.len(), 1);
+    assert_eq!(loaded.agents[0].slots, 4);
+
+    // A finished job is no longer loaded.
+    store.do_send(CommitBatch {
+        tasks: Vec::new(),
+        jobs: vec![JobRow {
+            id: 2,
+            counts: TaskCounts {
+                done: 3,
+                ..TaskCounts::default()
+            },
+            finished_at: Some(9_000),
+        }],
+    });
+    store.send(Flush).await.unwrap().unwrap();
+    let job = reader.get_job(2).await.unwrap().unwrap();
+    assert_eq!(job.view().state, WorkState::Done);
+    assert_eq!(job.finished_at, Some(9_000));
+    let loaded = reader.load().await.unwrap();
+    assert_eq!(
+        loaded.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![1]
+    );
+
+    // Opening again applies no migration twice and sees the same data.
+    let again = Db::open(url.as_deref(), data_dir).await.unwrap();
+    let (_, total) = StoreReader::new(again.clone())
+        .list_jobs(1, 0)
+        .await
+        .unwrap();
+    assert_eq!(total, 2);
+    again.close().await.ok();
+    db.close().await.ok();
+}
+
+#[test]
+fn sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    System::new().block_on(async {
+        let db = Db::open(None, dir.path()).await.unwrap();
+        assert_eq!(db.backend(), DbBackend::Sqlite);
+        let mode = db
+            .conn()
+            .query_one_raw(sea_orm::Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA journal_mode",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(mode.try_get_by_index::<String>(0).unwrap(), "wal");
+        exercise(db, None, dir.path()).await;
+    });
+    assert!(dir.path().join("furrow.db").exists());
+}
+
+#[test]
+fn postgres_store() {
+    let dir = tempfile::tempdir().unwrap();
+    System::new().block_on(async {
+        let pg = TempPostgres::create().await;
+        let db = Db::open(Some(&pg.url), dir.path()).await.unwrap();
+        assert_eq!(db.backend(), DbBackend::Postgres);
+        exercise(db, Some(pg.url.clone()), dir.path()).await;
+        pg.drop_db().await;
+    });
+}
+
+#[test]
+fn large_submission_is_inserted_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    System::new().block_on(async {
+        let db = Db::open(None, dir.path()).await.unwrap();
+        let store = Store::new(db.clone(), 0, 0, ChangeFeed::new()).start();
+        let inserted = store
+            .send(InsertJob(new_job("big", "1-20000", 0)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(inserted.batches.len(), 20_000);
+        let reader = StoreReader::new(db);
+        let last = reader.get_task(20_000).await.unwrap().unwrap();
+        assert_eq!((last.job_id, last.frame), (1, 20_000));
+        assert_eq!(
+            reader.get_job(1).await.unwrap().unwrap().counts.queued,
+            20_000
+        );
+    });
+}

@@ -1,0 +1,233 @@
+//! Shared harness of the master's integration tests: an in-process master on port 0, a
+//! test agent speaking the real protocol over TCP, and small HTTP helpers.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use furrow_master::{MasterConfig, MasterHandle};
+use furrow_protocol::{
+    AgentMessage, Assignment, FrameCodec, Heartbeat, Hello, LogBatch, LogLine, LogStream,
+    MasterMessage, Registered, Registration, Role, TaskFinished, TaskRef, TaskStarted, handshake,
+};
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use uuid::Uuid;
+
+/// How long any awaited condition may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Starts a master on port 0 in `dir`.
+pub fn start_master(dir: &Path, heartbeat_timeout: Duration) -> MasterHandle {
+    let config = MasterConfig {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        http: "127.0.0.1:0".into(),
+        database_url: None,
+        heartbeat_interval: Duration::from_millis(100),
+        heartbeat_timeout,
+        max_frame: 64 * 1024,
+    };
+    furrow_master::spawn(config).expect("master starts")
+}
+
+/// Polls `condition` until it holds or [`DEADLINE`] passes.
+pub async fn wait_for<F: FnMut() -> bool>(what: &str, mut condition: F) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A fake agent speaking the real wire protocol.
+pub struct TestAgent {
+    pub id: Uuid,
+    framed: Framed<TcpStream, FrameCodec<AgentMessage, MasterMessage>>,
+}
+
+impl TestAgent {
+    /// Connects and handshakes as an agent (no registration yet).
+    pub async fn connect(addr: &str, id: Uuid) -> Self {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        handshake::connect(&mut stream, &Hello::new(Role::Agent, id))
+            .await
+            .expect("handshake");
+        Self {
+            id,
+            framed: Framed::new(stream, FrameCodec::new(64 * 1024)),
+        }
+    }
+
+    /// Connects and registers with `slots` slots, listing `running`.
+    pub async fn register(addr: &str, id: Uuid, slots: u32, running: Vec<TaskRef>) -> Self {
+        let mut agent = Self::connect(addr, id).await;
+        agent
+            .send(AgentMessage::Register(Registration {
+                agent_id: id,
+                name: format!("agent-{}", &id.to_string()[..8]),
+                hostname: "localhost".into(),
+                os: "linux".into(),
+                cpus: 2,
+                ram_mb: 1024,
+                gpus: Vec::new(),
+                tags: Vec::new(),
+                slots,
+                version: "test".into(),
+                running,
+            }))
+            .await;
+        match agent.recv().await {
+            Some(MasterMessage::Registered(Registered { agent_id, .. })) => {
+                assert_eq!(agent_id, id)
+            }
+            other => panic!("expected Registered, got {other:?}"),
+        }
+        agent
+    }
+
+    pub async fn send(&mut self, message: AgentMessage) {
+        self.framed.send(message).await.expect("send to master");
+    }
+
+    /// The next message, or `None` when the master closed the connection.
+    pub async fn recv(&mut self) -> Option<MasterMessage> {
+        match tokio::time::timeout(DEADLINE, self.framed.next()).await {
+            Ok(Some(Ok(message))) => Some(message),
+            Ok(Some(Err(_))) | Ok(None) => None,
+            Err(_) => panic!("timed out waiting for a message from the master"),
+        }
+    }
+
+    /// The next message, which must be an assignment.
+    pub async fn assignment(&mut self) -> Assignment {
+        match self.recv().await {
+            Some(MasterMessage::Assign(assignment)) => assignment,
+            other => panic!("expected an assignment, got {other:?}"),
+        }
+    }
+
+    /// The next assignment, heartbeating every 100 ms while waiting for it.
+    pub async fn assignment_heartbeating(&mut self) -> Assignment {
+        let start = Instant::now();
+        loop {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for an assignment"
+            );
+            let next = tokio::time::timeout(Duration::from_millis(100), self.framed.next()).await;
+            match next {
+                Ok(Some(Ok(MasterMessage::Assign(assignment)))) => return assignment,
+                Ok(other) => panic!("expected an assignment, got {other:?}"),
+                Err(_) => self.heartbeat(Vec::new()).await,
+            }
+        }
+    }
+
+    /// Whether a message arrives within `wait` (used to show that nothing was sent).
+    pub async fn nothing_within(&mut self, wait: Duration) -> bool {
+        tokio::time::timeout(wait, self.framed.next())
+            .await
+            .is_err()
+    }
+
+    pub async fn heartbeat(&mut self, running: Vec<TaskRef>) {
+        self.send(AgentMessage::Heartbeat(Heartbeat {
+            free_ram_mb: 512,
+            load: 0.5,
+            running,
+        }))
+        .await;
+    }
+
+    /// Reports start, output lines and success of an attempt.
+    pub async fn run(&mut self, task: TaskRef, lines: &[&str]) {
+        self.send(AgentMessage::TaskStarted(TaskStarted {
+            task,
+            pid: 4242,
+            at: chrono::Utc::now(),
+        }))
+        .await;
+        if !lines.is_empty() {
+            self.send(AgentMessage::Logs(LogBatch {
+                task,
+                lines: lines
+                    .iter()
+                    .map(|text| LogLine {
+                        at_ms: chrono::Utc::now().timestamp_millis(),
+                        stream: LogStream::Stdout,
+                        text: text.to_string(),
+                    })
+                    .collect(),
+            }))
+            .await;
+        }
+        self.finish(task, 0).await;
+    }
+
+    pub async fn finish(&mut self, task: TaskRef, exit_code: i32) {
+        self.send(AgentMessage::TaskFinished(TaskFinished {
+            task,
+            exit_code: Some(exit_code),
+            signal: None,
+            error: None,
+            at: chrono::Utc::now(),
+        }))
+        .await;
+    }
+}
+
+/// A blocking HTTP client that returns error statuses instead of failing.
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// GET `path`: status and body.
+pub fn get(base: &str, path: &str) -> (u16, String) {
+    let mut response = http()
+        .get(&format!("http://{base}{path}"))
+        .call()
+        .expect("http get");
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().expect("http body");
+    (status, body)
+}
+
+/// GET `path` as JSON.
+pub fn get_json(base: &str, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = get(base, path);
+    let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+    (status, value)
+}
+
+/// POST a raw body to `path`: status and JSON answer.
+pub fn post(base: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut response = http()
+        .post(&format!("http://{base}{path}"))
+        .header("content-type", "application/json")
+        .send(body)
+        .expect("http post");
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().expect("http body");
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"));
+    (status, value)
+}
+
+/// A command job over `frames`.
+pub fn job(title: &str, frames: &str) -> furrow_protocol::JobSubmission {
+    furrow_protocol::JobSubmission {
+        title: title.into(),
+        jobtype: "command".into(),
+        params: serde_json::json!({"command": ["sh", "-c", "echo {frame}"]}).into(),
+        frames: frames.into(),
+        batch: 1,
+        priority: 0,
+        retries: 0,
+        timeout_secs: None,
+    }
+}

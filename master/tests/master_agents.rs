@@ -1,0 +1,286 @@
+//! The master driven by a protocol client and test agents over real TCP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{DEADLINE, TestAgent, get, get_json, job, start_master, wait_for};
+use furrow_protocol::{Client, MasterMessage, TaskRef, WorkState};
+use uuid::Uuid;
+
+fn job_state(http: &str, job_id: i64) -> String {
+    let (status, job) = get_json(http, &format!("/api/v1/jobs/{job_id}"));
+    assert_eq!(status, 200);
+    job["state"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_runs_a_job_and_its_logs_are_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = start_master(dir.path(), Duration::from_secs(10));
+    let addrs = master.addrs();
+    let (listen, http) = (addrs.listen.to_string(), addrs.http.to_string());
+
+    // The bound addresses are published for tools.
+    let published: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("master.addr")).unwrap())
+            .unwrap();
+    assert_eq!(published["listen"], listen.as_str());
+    assert_eq!(published["http"], http.as_str());
+
+    let client = Client::connect(&listen).await.unwrap();
+    let submitted = client.submit_job(job("render", "1-3")).await.unwrap();
+    assert_eq!(submitted.task_counts.queued, 3);
+    assert_eq!(submitted.state, WorkState::Queued);
+
+    let agent_id = Uuid::new_v4();
+    let mut agent = TestAgent::register(&listen, agent_id, 2, Vec::new()).await;
+    let first = agent.assignment().await;
+    let second = agent.assignment().await;
+    assert_eq!(
+        (first.frames.start, second.frames.start),
+        (1, 2),
+        "frame order"
+    );
+    assert_eq!((first.task.attempt, second.task.attempt), (1, 1));
+    assert_eq!(first.job_id, submitted.id);
+    assert_eq!(first.params.0["command"][0], "sh");
+
+    // One slot frees up: exactly one more task comes.
+    agent
+        .run(first.task, &["hello from frame 1", "second line"])
+        .await;
+    let third = agent.assignment().await;
+    assert_eq!(third.frames.start, 3);
+
+    // A result for an attempt that is not current is ignored.
+    agent
+        .finish(
+            TaskRef {
+                task_id: second.task.task_id,
+                attempt: 7,
+            },
+            0,
+        )
+        .await;
+    agent.heartbeat(vec![second.task, third.task]).await;
+    let tasks = client.list_tasks(submitted.id, 10, 0).await.unwrap();
+    assert_eq!(tasks.total, 3);
+
+    agent.run(second.task, &[]).await;
+    agent.run(third.task, &["frame 3"]).await;
+    wait_for("job done", || job_state(&http, submitted.id) == "done").await;
+
+    let (status, job) = get_json(&http, &format!("/api/v1/jobs/{}", submitted.id));
+    assert_eq!(status, 200);
+    assert_eq!(job["task_counts"]["done"], 3);
+    assert!(job["finished_at"].is_string());
+
+    let (status, tasks) = get_json(&http, &format!("/api/v1/jobs/{}/tasks/", submitted.id));
+    assert_eq!(status, 200);
+    assert_eq!(tasks["total"], 3);
+    let items = tasks["items"].as_array().unwrap();
+    assert!(
+        items
+            .iter()
+            .all(|t| t["state"] == "done" && t["attempt"] == 1)
+    );
+    assert_eq!(
+        items
+            .iter()
+            .map(|t| t["frame"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+
+    // Logs, through REST and through the client API.
+    let log_path = format!(
+        "/api/v1/jobs/{}/tasks/{}/logs",
+        submitted.id, first.task.task_id
+    );
+    let (status, text) = get(&http, &log_path);
+    assert_eq!(status, 200);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let (stamp, rest) = lines[0].split_once(' ').unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
+        "{stamp}"
+    );
+    assert!(
+        stamp.ends_with('Z') && stamp.len() == "2024-01-01T00:00:00.000Z".len(),
+        "{stamp}"
+    );
+    assert_eq!(rest, "stdout hello from frame 1");
+    assert!(lines[1].ends_with(" stdout second line"));
+    let file = dir.path().join(format!(
+        "logs/{}/{}.1.log",
+        submitted.id, first.task.task_id
+    ));
+    assert_eq!(std::fs::read_to_string(file).unwrap(), text);
+    let chunk = client
+        .task_log(submitted.id, first.task.task_id, None, 0)
+        .await
+        .unwrap();
+    assert_eq!(chunk.text, text);
+    assert!(chunk.complete);
+    let tail = client
+        .task_log(
+            submitted.id,
+            first.task.task_id,
+            Some(1),
+            lines[0].len() as u64 + 1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tail.text, format!("{}\n", lines[1]));
+
+    // No output yet: empty. Unknown attempt or task: 404.
+    let (status, text) = get(
+        &http,
+        &format!(
+            "/api/v1/jobs/{}/tasks/{}/logs",
+            submitted.id, second.task.task_id
+        ),
+    );
+    assert_eq!((status, text.as_str()), (200, ""));
+    let (status, body) = get_json(&http, &format!("{log_path}?attempt=2"));
+    assert_eq!(status, 404);
+    assert!(body["error"].as_str().unwrap().contains("attempt 2"));
+    let (status, _) = get_json(
+        &http,
+        &format!("/api/v1/jobs/{}/tasks/999999/logs", submitted.id),
+    );
+    assert_eq!(status, 404);
+
+    let (status, agents) = get_json(&http, "/api/v1/agents/");
+    assert_eq!(status, 200);
+    assert_eq!(agents["total"], 1);
+    assert_eq!(agents["items"][0]["state"], "online");
+    assert_eq!(agents["items"][0]["id"], agent_id.to_string());
+    let health = client.health().await.unwrap();
+    assert_eq!(
+        (health.agents_online, health.database.as_str()),
+        (1, "sqlite")
+    );
+
+    drop(agent);
+    master.shutdown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_agent_gets_its_old_tasks_requeued_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = start_master(dir.path(), Duration::from_secs(30));
+    let listen = master.addrs().listen.to_string();
+    let client = Client::connect(&listen).await.unwrap();
+    let submitted = client.submit_job(job("one", "1")).await.unwrap();
+
+    let agent_id = Uuid::new_v4();
+    let mut agent = TestAgent::register(&listen, agent_id, 1, Vec::new()).await;
+    let first = agent.assignment().await;
+    drop(agent);
+
+    // Same id, empty list: the old attempt is gone; the task comes back as attempt 2
+    // long before the (30 s) heartbeat timeout.
+    let mut agent = TestAgent::register(&listen, agent_id, 1, Vec::new()).await;
+    let again = agent.assignment().await;
+    assert_eq!(again.task.task_id, first.task.task_id);
+    assert_eq!(again.task.attempt, 2);
+
+    // A reconnect listing the current attempt keeps it, and its replayed result counts.
+    drop(agent);
+    let mut agent = TestAgent::register(&listen, agent_id, 1, vec![again.task]).await;
+    assert!(
+        agent.nothing_within(Duration::from_millis(300)).await,
+        "no reassignment"
+    );
+    agent.finish(again.task, 0).await;
+    let http = master.addrs().http.to_string();
+    wait_for("job done", || job_state(&http, submitted.id) == "done").await;
+    master.shutdown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_agents_lose_their_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeout = Duration::from_millis(600);
+    let master = start_master(dir.path(), timeout);
+    let listen = master.addrs().listen.to_string();
+    let client = Client::connect(&listen).await.unwrap();
+    client.submit_job(job("lost", "1")).await.unwrap();
+
+    // A disconnects and never comes back: after the timeout its task goes to B.
+    let mut a = TestAgent::register(&listen, Uuid::new_v4(), 1, Vec::new()).await;
+    let first = a.assignment().await;
+    drop(a);
+    let mut b = TestAgent::register(&listen, Uuid::new_v4(), 1, Vec::new()).await;
+    let moved = b.assignment_heartbeating().await;
+    assert_eq!(moved.task.task_id, first.task.task_id);
+    assert_eq!(moved.task.attempt, 2);
+
+    // C stays connected but never heartbeats: it is lost and its connection closed.
+    let c_id = Uuid::new_v4();
+    let mut c = TestAgent::register(&listen, c_id, 1, Vec::new()).await;
+    let start = std::time::Instant::now();
+    loop {
+        match c.recv().await {
+            None => break,
+            Some(MasterMessage::Assign(_)) | Some(_) => {}
+        }
+        assert!(start.elapsed() < DEADLINE);
+    }
+    let http = master.addrs().http.to_string();
+    wait_for("c offline", || {
+        let (_, agents) = get_json(&http, "/api/v1/agents/");
+        agents["items"].as_array().is_some_and(|items| {
+            items
+                .iter()
+                .any(|a| a["id"] == c_id.to_string() && a["state"] == "offline")
+        })
+    })
+    .await;
+    drop(b);
+    master.shutdown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_tasks_survive_a_master_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeout = Duration::from_millis(800);
+    let master = start_master(dir.path(), timeout);
+    let listen = master.addrs().listen.to_string();
+    let client = Client::connect(&listen).await.unwrap();
+    let submitted = client.submit_job(job("restart", "1-2")).await.unwrap();
+    let a_id = Uuid::new_v4();
+    let b_id = Uuid::new_v4();
+    let mut a = TestAgent::register(&listen, a_id, 1, Vec::new()).await;
+    let task_a = a.assignment().await.task;
+    let mut b = TestAgent::register(&listen, b_id, 1, Vec::new()).await;
+    let task_b = b.assignment().await.task;
+    drop(client);
+    master.shutdown().unwrap();
+    drop((a, b));
+
+    // Same data directory: A comes back in time listing its task and keeps it; B does
+    // not come back, so its task is requeued after the timeout and lands on A.
+    let master = start_master(dir.path(), timeout);
+    let listen = master.addrs().listen.to_string();
+    let http = master.addrs().http.to_string();
+    let mut a = TestAgent::register(&listen, a_id, 2, vec![task_a]).await;
+    let moved = a.assignment_heartbeating().await;
+    assert_eq!(moved.task.task_id, task_b.task_id);
+    assert_eq!(moved.task.attempt, task_b.attempt + 1);
+    a.run(task_a, &["after restart"]).await;
+    a.run(moved.task, &[]).await;
+    wait_for("job done", || job_state(&http, submitted.id) == "done").await;
+    let (_, tasks) = get_json(&http, &format!("/api/v1/jobs/{}/tasks/", submitted.id));
+    let attempts: Vec<i64> = tasks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(attempts, vec![1, 2]);
+    master.shutdown().unwrap();
+}

@@ -65,6 +65,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
+                web::resource("/events")
+                    .route(web::get().to(super::dashboard::events))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
                 web::resource("/openapi.json")
                     .route(web::get().to(openapi))
                     .default_service(web::to(method_not_allowed)),

@@ -95,16 +95,11 @@ fn event(data: &str) -> Bytes {
     Bytes::from(format!("event: snapshot\ndata: {data}\n\n"))
 }
 
-/// Registers `/` and `/api/v1/events`.
+/// Registers `/` (the events stream lives in the API scope, see [`events`]).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/")
             .route(web::get().to(index))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/v1/events")
-            .route(web::get().to(events))
             .default_service(web::to(method_not_allowed)),
     )
     .default_service(web::to(not_found));
@@ -116,7 +111,8 @@ async fn index() -> HttpResponse {
         .body(INDEX_HTML)
 }
 
-async fn events(service: web::Data<Service>, feed: web::Data<Feed>) -> HttpResponse {
+/// `GET /api/v1/events`: server-sent `snapshot` events, the first one at once.
+pub async fn events(service: web::Data<Service>, feed: web::Data<Feed>) -> HttpResponse {
     let mut receiver = feed.subscribe();
     receiver.borrow_and_update();
     let first = snapshot(&service).await;

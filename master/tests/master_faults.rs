@@ -1,0 +1,124 @@
+//! Bad input on the TCP port closes only the offending connection.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{DEADLINE, TestAgent, job, start_master};
+use furrow_protocol::{Client, ClientError, Hello, ProtocolError, Role, handshake};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+/// Reads until the master closes the connection; fails the test if it does not.
+async fn expect_closed(stream: &mut TcpStream) {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(DEADLINE, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the master did not close the connection"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_frames_close_only_that_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = start_master(dir.path(), Duration::from_secs(10));
+    let listen = master.addrs().listen.to_string();
+    let client = Client::connect(&listen).await.unwrap();
+    client.submit_job(job("survivor", "1-2")).await.unwrap();
+
+    // Garbage instead of a handshake.
+    let mut garbage = TcpStream::connect(&listen).await.unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\xff\xfe\x00\x01garbage")
+        .await
+        .unwrap();
+    expect_closed(&mut garbage).await;
+
+    // A valid handshake, then a frame announcing more than the maximum frame size.
+    let mut oversized = TcpStream::connect(&listen).await.unwrap();
+    handshake::connect(&mut oversized, &Hello::new(Role::Agent, Uuid::new_v4()))
+        .await
+        .unwrap();
+    oversized
+        .write_all(&(10u32 * 1024 * 1024).to_be_bytes())
+        .await
+        .unwrap();
+    oversized.write_all(&[0u8; 512]).await.unwrap();
+    expect_closed(&mut oversized).await;
+
+    // A well-sized frame that is not a message.
+    let mut malformed = TcpStream::connect(&listen).await.unwrap();
+    handshake::connect(&mut malformed, &Hello::new(Role::Client, Uuid::new_v4()))
+        .await
+        .unwrap();
+    malformed.write_all(&8u32.to_be_bytes()).await.unwrap();
+    malformed.write_all(&[0xff; 8]).await.unwrap();
+    expect_closed(&mut malformed).await;
+
+    // A truncated frame followed by a hang-up.
+    let mut truncated = TcpStream::connect(&listen).await.unwrap();
+    handshake::connect(&mut truncated, &Hello::new(Role::Agent, Uuid::new_v4()))
+        .await
+        .unwrap();
+    truncated.write_all(&100u32.to_be_bytes()).await.unwrap();
+    truncated.write_all(&[1, 2, 3]).await.unwrap();
+    drop(truncated);
+
+    // A message before registration.
+    let mut early = TestAgent::connect(&listen, Uuid::new_v4()).await;
+    early.heartbeat(Vec::new()).await;
+    assert!(early.recv().await.is_none(), "closed before registration");
+
+    // Everyone else is still served: the old client, a new client, a new agent.
+    let health = client.health().await.unwrap();
+    assert_eq!(health.status, "ok");
+    let other = Client::connect(&listen).await.unwrap();
+    assert_eq!(other.list_jobs(10, 0).await.unwrap().total, 1);
+    let mut agent = TestAgent::register(&listen, Uuid::new_v4(), 1, Vec::new()).await;
+    assert_eq!(agent.assignment().await.frames.start, 1);
+    master.shutdown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_mismatch_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = start_master(dir.path(), Duration::from_secs(10));
+    let listen = master.addrs().listen.to_string();
+    let mut stream = TcpStream::connect(&listen).await.unwrap();
+    let mut hello = Hello::new(Role::Agent, Uuid::new_v4());
+    hello.version = 999;
+    let err = handshake::connect(&mut stream, &hello).await.unwrap_err();
+    match err {
+        ProtocolError::Rejected(reason) => {
+            assert!(reason.contains("version mismatch"), "{reason}");
+            assert!(reason.contains("999"), "{reason}");
+        }
+        other => panic!("expected a rejection, got {other}"),
+    }
+    // A master role is refused too.
+    let mut stream = TcpStream::connect(&listen).await.unwrap();
+    let err = handshake::connect(&mut stream, &Hello::new(Role::Master, Uuid::new_v4()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProtocolError::Rejected(_)), "{err}");
+    // And the master still answers.
+    let client = Client::connect(&listen).await.unwrap();
+    assert!(client.health().await.is_ok());
+    // Invalid requests come back as API errors, not closed connections.
+    let mut bad = job("bad", "10-1");
+    bad.batch = 1;
+    match client.submit_job(bad).await {
+        Err(ClientError::Api(e)) => assert!(e.message.starts_with("frames: "), "{}", e.message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+    assert!(matches!(
+        client.get_job(12345).await,
+        Err(ClientError::Api(_))
+    ));
+    assert!(client.health().await.is_ok());
+    master.shutdown().unwrap();
+}

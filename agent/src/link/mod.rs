@@ -1,0 +1,519 @@
+//! The `MasterLink` actor: the agent's one connection to the master.
+//!
+//! Life of a connection: connect and handshake ([`connection`]), send `Register`, wait
+//! for `Registered`, then heartbeat at the master's interval and replay the spool. When
+//! anything fails or the master closes the connection, the link drops it, puts finished
+//! results on disk, and reconnects after a jittered exponential backoff ([`backoff`]);
+//! the next `Register` lists every attempt still running here or finished but not yet
+//! delivered, then the spool replays what the master missed, in order.
+//!
+//! Every connection gets an epoch number; events of an older connection (a late read, a
+//! write finishing after a reconnect) are recognised by their epoch and ignored.
+//!
+//! Writes: one write at a time carries the pending control message (register or
+//! heartbeat, which jump the queue) and a flight of spooled task messages. Spooled
+//! messages leave the spool only after the write was flushed, so a connection that dies
+//! mid-write loses nothing.
+
+mod backoff;
+mod connection;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use furrow_protocol::{
+    AgentMessage, Heartbeat, MasterMessage, ProtocolError, Registered, Registration, TaskFinished,
+    TaskRef,
+};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::oneshot;
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use crate::config::Tuning;
+use crate::resources::{HostInfo, ResourceMonitor, SampleLoad};
+use crate::spool::Spool;
+use crate::supervisor::{AssignOutcome, AssignTask, CancelTask, TaskSupervisor};
+use backoff::Backoff;
+use connection::{Connection, MasterWriter};
+
+/// Most messages written in one flight.
+const FLIGHT_MESSAGES: usize = 256;
+/// About the most log bytes written in one flight.
+const FLIGHT_BYTES: usize = 1024 * 1024;
+/// Shortest heartbeat interval honoured, whatever the master asks.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+
+/// A task message from a runner (or the supervisor) for the master.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct TaskReport(pub AgentMessage);
+
+/// Stop the link: wait up to `drain` for results to reach the master, put the rest on
+/// disk, close the connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StopLink {
+    pub drain: Duration,
+}
+
+/// What the link registers the agent as.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub agent_id: Uuid,
+    pub name: String,
+    pub host: HostInfo,
+    pub tags: Vec<String>,
+    pub slots: u32,
+}
+
+/// Where and how the link connects.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkSetup {
+    pub master: String,
+    pub max_frame: usize,
+    pub identity: Identity,
+    pub tuning: Tuning,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkState {
+    /// Not connected; a reconnect is scheduled (or the link is stopping).
+    Disconnected,
+    /// A connection attempt is under way.
+    Connecting,
+    /// Connected; `Register` sent, `Registered` not yet received.
+    Registering,
+    /// Registered: heartbeats run and the spool drains.
+    Registered,
+}
+
+/// An event of the connection's read half.
+struct Incoming {
+    epoch: u64,
+    /// `None` when the master closed the connection.
+    item: Option<Result<MasterMessage, ProtocolError>>,
+}
+
+/// The agent's connection to the master.
+pub(crate) struct MasterLink {
+    setup: LinkSetup,
+    supervisor: Addr<TaskSupervisor>,
+    monitor: Addr<ResourceMonitor>,
+    spool: Spool,
+    /// Attempts assigned here whose result the master has not received: running, or
+    /// finished and waiting in the spool.
+    tasks: BTreeMap<TaskRef, Phase>,
+    epoch: u64,
+    state: LinkState,
+    backoff: Backoff,
+    /// The write half; `None` while a write is under way or when disconnected.
+    writer: Option<MasterWriter>,
+    write_task: Option<SpawnHandle>,
+    /// A register or heartbeat waiting for the writer.
+    control: Option<AgentMessage>,
+    reader: Option<SpawnHandle>,
+    heartbeat: Option<SpawnHandle>,
+    register_timer: Option<SpawnHandle>,
+    drain_waiters: Vec<oneshot::Sender<()>>,
+    stopping: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Finished,
+}
+
+impl MasterLink {
+    /// A link for `setup`, sending assignments to `supervisor` and replaying `spool`.
+    pub fn new(
+        setup: LinkSetup,
+        supervisor: Addr<TaskSupervisor>,
+        monitor: Addr<ResourceMonitor>,
+        spool: Spool,
+    ) -> Self {
+        let tasks = spool
+            .pending_results()
+            .into_iter()
+            .map(|task| (task, Phase::Finished))
+            .collect();
+        let backoff = Backoff::new(setup.tuning.backoff_start, setup.tuning.backoff_max);
+        Self {
+            setup,
+            supervisor,
+            monitor,
+            spool,
+            tasks,
+            epoch: 0,
+            state: LinkState::Disconnected,
+            backoff,
+            writer: None,
+            write_task: None,
+            control: None,
+            reader: None,
+            heartbeat: None,
+            register_timer: None,
+            drain_waiters: Vec::new(),
+            stopping: false,
+        }
+    }
+
+    /// Every attempt the master should consider running here.
+    fn running(&self) -> Vec<TaskRef> {
+        self.tasks.keys().copied().collect()
+    }
+
+    fn registration(&self) -> Registration {
+        let identity = &self.setup.identity;
+        Registration {
+            agent_id: identity.agent_id,
+            name: identity.name.clone(),
+            hostname: identity.host.hostname.clone(),
+            os: identity.host.os.clone(),
+            cpus: identity.host.cpus,
+            ram_mb: identity.host.ram_mb,
+            gpus: identity.host.gpus.clone(),
+            tags: identity.tags.clone(),
+            slots: identity.slots,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            running: self.running(),
+        }
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        self.epoch += 1;
+        let epoch = self.epoch;
+        self.state = LinkState::Connecting;
+        let open = connection::open(
+            self.setup.master.clone(),
+            self.setup.identity.agent_id,
+            self.setup.max_frame,
+            self.setup.tuning.connect_timeout,
+        );
+        ctx.spawn(open.into_actor(self).map(move |result, link, ctx| {
+            if link.epoch != epoch || link.stopping {
+                return;
+            }
+            match result {
+                Ok(connection) => link.connected(connection, ctx),
+                Err(e) => {
+                    link.state = LinkState::Disconnected;
+                    let delay = if e.is_refusal() {
+                        error!(error = %e, "the master refused this agent");
+                        link.backoff.next_long_delay()
+                    } else {
+                        warn!(error = %e, "cannot reach the master");
+                        link.backoff.next_delay()
+                    };
+                    link.reconnect_after(delay, ctx);
+                }
+            }
+        }));
+    }
+
+    fn reconnect_after(&mut self, delay: Duration, ctx: &mut Context<Self>) {
+        debug!(
+            delay_ms = delay.as_millis() as u64,
+            "reconnecting to the master later"
+        );
+        ctx.run_later(delay, |link, ctx| {
+            if link.state == LinkState::Disconnected && !link.stopping {
+                link.connect(ctx);
+            }
+        });
+    }
+
+    fn connected(&mut self, connection: Connection, ctx: &mut Context<Self>) {
+        let Connection {
+            reader,
+            writer,
+            master,
+        } = connection;
+        info!(master = %self.setup.master, master_id = %master.node_id, master_version = %master.software, "connected to the master");
+        let epoch = self.epoch;
+        self.state = LinkState::Registering;
+        let events = reader
+            .map(move |item| Incoming {
+                epoch,
+                item: Some(item),
+            })
+            .chain(futures::stream::once(async move {
+                Incoming { epoch, item: None }
+            }));
+        self.reader = Some(ctx.add_stream(events));
+        self.writer = Some(writer);
+        self.control = Some(AgentMessage::Register(self.registration()));
+        self.register_timer = Some(ctx.run_later(
+            self.setup.tuning.register_timeout,
+            move |link, ctx| {
+                if link.epoch == epoch && link.state == LinkState::Registering {
+                    link.disconnect("the master did not answer the registration in time", ctx);
+                }
+            },
+        ));
+        self.pump(ctx);
+    }
+
+    /// Drops the current connection (if any) and schedules the next one.
+    fn disconnect(&mut self, reason: &str, ctx: &mut Context<Self>) {
+        if matches!(self.state, LinkState::Disconnected | LinkState::Connecting) {
+            return;
+        }
+        warn!(
+            reason,
+            running = self.tasks.len(),
+            spooled = self.spool.len(),
+            "lost the connection to the master"
+        );
+        self.epoch += 1;
+        self.state = LinkState::Disconnected;
+        for handle in [
+            self.reader.take(),
+            self.heartbeat.take(),
+            self.register_timer.take(),
+            self.write_task.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            ctx.cancel_future(handle);
+        }
+        self.writer = None;
+        self.control = None;
+        self.spool.abort_flight();
+        self.spool.persist_results();
+        if self.stopping {
+            // Nothing more can be delivered; let the stop go ahead.
+            self.wake_drain_waiters();
+        } else {
+            let delay = self.backoff.next_delay();
+            self.reconnect_after(delay, ctx);
+        }
+    }
+
+    fn on_message(&mut self, message: MasterMessage, ctx: &mut Context<Self>) {
+        match message {
+            MasterMessage::Registered(registered) => self.registered(registered, ctx),
+            MasterMessage::Assign(assignment) => {
+                let task = assignment.task;
+                if self.tasks.contains_key(&task) {
+                    warn!(
+                        task_id = task.task_id,
+                        attempt = task.attempt,
+                        "ignoring a repeated assignment"
+                    );
+                    return;
+                }
+                self.tasks.insert(task, Phase::Running);
+                // One pending request per assignment read from the master; the
+                // supervisor answers each at once, so these do not pile up.
+                let request = self.supervisor.send(AssignTask(assignment));
+                ctx.spawn(request.into_actor(self).map(move |outcome, link, ctx| {
+                    let refusal = match outcome {
+                        Ok(AssignOutcome::Refused(reason)) => reason,
+                        Ok(AssignOutcome::Started | AssignOutcome::Duplicate) => return,
+                        Err(_) => "refused: the agent is shutting down".to_string(),
+                    };
+                    link.enqueue(
+                        AgentMessage::TaskFinished(TaskFinished {
+                            task,
+                            exit_code: None,
+                            signal: None,
+                            error: Some(refusal),
+                            at: Utc::now(),
+                        }),
+                        ctx,
+                    );
+                }));
+            }
+            MasterMessage::Cancel(task) => {
+                // As above: one small pending request per message read.
+                let request = self.supervisor.send(CancelTask(task));
+                ctx.spawn(request.into_actor(self).map(|_, _, _| ()));
+            }
+        }
+    }
+
+    fn registered(&mut self, registered: Registered, ctx: &mut Context<Self>) {
+        if self.state != LinkState::Registering {
+            debug!("ignoring a repeated registration answer");
+            return;
+        }
+        if let Some(timer) = self.register_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if registered.agent_id != self.setup.identity.agent_id {
+            warn!(ours = %self.setup.identity.agent_id, theirs = %registered.agent_id, "the master knows this agent by another id");
+        }
+        self.state = LinkState::Registered;
+        self.backoff.reset();
+        let interval = Duration::from_millis(registered.heartbeat_interval_ms).max(MIN_HEARTBEAT);
+        self.heartbeat = Some(ctx.run_interval(interval, |link, ctx| link.send_heartbeat(ctx)));
+        info!(
+            running = self.tasks.len(),
+            spooled = self.spool.len(),
+            heartbeat_ms = interval.as_millis() as u64,
+            "registered with the master"
+        );
+        self.pump(ctx);
+    }
+
+    fn send_heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let epoch = self.epoch;
+        let sample = self.monitor.send(SampleLoad);
+        ctx.spawn(sample.into_actor(self).map(move |sample, link, ctx| {
+            let Ok(sample) = sample else { return };
+            if link.epoch != epoch || link.state != LinkState::Registered {
+                return;
+            }
+            // Finished-but-undelivered attempts are listed too: the heartbeat may
+            // overtake their results, and the master must not take them for lost.
+            link.control = Some(AgentMessage::Heartbeat(Heartbeat {
+                free_ram_mb: sample.free_ram_mb,
+                load: sample.load,
+                running: link.running(),
+            }));
+            link.pump(ctx);
+        }));
+    }
+
+    /// Queues a task message and sends it if the master is there.
+    fn enqueue(&mut self, message: AgentMessage, ctx: &mut Context<Self>) {
+        if let AgentMessage::TaskFinished(finished) = &message {
+            if self.tasks.get(&finished.task) == Some(&Phase::Finished) {
+                debug!(
+                    task_id = finished.task.task_id,
+                    attempt = finished.task.attempt,
+                    "dropping a second result"
+                );
+                return;
+            }
+            self.tasks.insert(finished.task, Phase::Finished);
+        }
+        let persist = self.state != LinkState::Registered;
+        self.spool.push(message, persist);
+        self.pump(ctx);
+    }
+
+    /// Starts a write when the writer is free and there is something to write.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        let Some(mut writer) = self.writer.take() else {
+            return;
+        };
+        let mut batch: Vec<AgentMessage> = self.control.take().into_iter().collect();
+        if self.state == LinkState::Registered {
+            batch.extend(self.spool.take_flight(FLIGHT_MESSAGES, FLIGHT_BYTES));
+        }
+        if batch.is_empty() {
+            self.writer = Some(writer);
+            return;
+        }
+        let epoch = self.epoch;
+        let write = async move {
+            for message in batch {
+                match writer.feed(message).await {
+                    Ok(()) => {}
+                    // This one message cannot be encoded (too large for a frame): it is
+                    // dropped, the connection is fine.
+                    Err(e @ (ProtocolError::FrameTooLarge { .. } | ProtocolError::Encode(_))) => {
+                        error!(error = %e, "dropping a message that cannot be sent");
+                    }
+                    Err(e) => return (writer, Err(e)),
+                }
+            }
+            let flushed = writer.flush().await;
+            (writer, flushed)
+        };
+        self.write_task = Some(ctx.spawn(write.into_actor(self).map(
+            move |(writer, flushed), link, ctx| {
+                if link.epoch != epoch {
+                    return;
+                }
+                link.write_task = None;
+                match flushed {
+                    Ok(()) => {
+                        link.writer = Some(writer);
+                        for task in link.spool.confirm_flight() {
+                            link.tasks.remove(&task);
+                        }
+                        if !link.spool.has_results() {
+                            link.wake_drain_waiters();
+                        }
+                        link.pump(ctx);
+                    }
+                    Err(e) => link.disconnect(&format!("writing to the master failed: {e}"), ctx),
+                }
+            },
+        )));
+    }
+
+    fn wake_drain_waiters(&mut self) {
+        for waiter in self.drain_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+}
+
+impl Actor for MasterLink {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.connect(ctx);
+    }
+}
+
+impl StreamHandler<Incoming> for MasterLink {
+    fn handle(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
+        if incoming.epoch != self.epoch {
+            return;
+        }
+        match incoming.item {
+            Some(Ok(message)) => self.on_message(message, ctx),
+            Some(Err(e)) => self.disconnect(&format!("reading from the master failed: {e}"), ctx),
+            None => self.disconnect("the master closed the connection", ctx),
+        }
+    }
+
+    /// The default stops the actor; a connection ending is handled above instead.
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+impl Handler<TaskReport> for MasterLink {
+    type Result = ();
+
+    fn handle(&mut self, TaskReport(message): TaskReport, ctx: &mut Context<Self>) {
+        self.enqueue(message, ctx);
+    }
+}
+
+impl Handler<StopLink> for MasterLink {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, StopLink { drain }: StopLink, _ctx: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        let waiter = (self.state == LinkState::Registered && self.spool.has_results()).then(|| {
+            let (tx, rx) = oneshot::channel();
+            self.drain_waiters.push(tx);
+            rx
+        });
+        let wait = async move {
+            if let Some(rx) = waiter {
+                let _ = tokio::time::timeout(drain, rx).await;
+            }
+        };
+        Box::pin(wait.into_actor(self).map(|(), link, ctx| {
+            link.spool.persist_results();
+            let left = link.spool.pending_results().len();
+            if left > 0 {
+                warn!(
+                    results = left,
+                    "results not delivered before stopping are kept on disk for the next start"
+                );
+            }
+            ctx.stop();
+        }))
+    }
+}

@@ -1,0 +1,219 @@
+//! What the host offers: `HostInfo` once at startup (CPUs, memory, OS, GPUs) and the
+//! `ResourceMonitor` actor answering load samples for heartbeats, all from /proc.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use furrow_protocol::GpuInfo;
+use tracing::debug;
+
+/// How long `nvidia-smi` may take before the agent gives up on GPUs.
+const GPU_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The host's fixed resources, reported at registration.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HostInfo {
+    pub hostname: String,
+    /// Kernel name and release, e.g. `Linux 6.1.0`.
+    pub os: String,
+    pub cpus: u32,
+    pub ram_mb: u64,
+    pub gpus: Vec<GpuInfo>,
+}
+
+impl HostInfo {
+    /// Reads the host's resources; what cannot be read is reported as unknown (zero or
+    /// empty), never as an error.
+    pub async fn probe() -> Self {
+        let hostname = nix::unistd::gethostname()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let ram_mb = read_meminfo().total_mb.unwrap_or(0);
+        Self {
+            hostname,
+            os: os_name(),
+            cpus,
+            ram_mb,
+            gpus: probe_gpus().await,
+        }
+    }
+}
+
+/// `uname -sr`, from the same kernel files uname reads.
+fn os_name() -> String {
+    let read = |file: &str| {
+        std::fs::read_to_string(format!("/proc/sys/kernel/{file}"))
+            .map(|text| text.trim().to_string())
+            .ok()
+    };
+    match (read("ostype"), read("osrelease")) {
+        (Some(sysname), Some(release)) => format!("{sysname} {release}"),
+        (Some(sysname), None) => sysname,
+        _ => std::env::consts::OS.to_string(),
+    }
+}
+
+/// Memory figures of /proc/meminfo, in MiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct MemInfo {
+    total_mb: Option<u64>,
+    available_mb: Option<u64>,
+}
+
+fn read_meminfo() -> MemInfo {
+    std::fs::read_to_string("/proc/meminfo")
+        .map(|text| parse_meminfo(&text))
+        .unwrap_or_default()
+}
+
+fn parse_meminfo(text: &str) -> MemInfo {
+    let field = |name: &str| {
+        text.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix(':')?;
+            let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+            Some(kib / 1024)
+        })
+    };
+    MemInfo {
+        total_mb: field("MemTotal"),
+        available_mb: field("MemAvailable").or_else(|| field("MemFree")),
+    }
+}
+
+fn parse_loadavg(text: &str) -> Option<f32> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// GPUs as `nvidia-smi` reports them; none when it is missing, fails or hangs.
+async fn probe_gpus() -> Vec<GpuInfo> {
+    let mut command = tokio::process::Command::new("nvidia-smi");
+    command
+        .args([
+            "--query-gpu=name,memory.total",
+            "--format=csv,noheader,nounits",
+        ])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    match tokio::time::timeout(GPU_PROBE_TIMEOUT, command.output()).await {
+        Ok(Ok(output)) if output.status.success() => {
+            parse_nvidia_smi(&String::from_utf8_lossy(&output.stdout))
+        }
+        Ok(Ok(output)) => {
+            debug!(status = %output.status, "nvidia-smi failed; reporting no gpus");
+            Vec::new()
+        }
+        Ok(Err(error)) => {
+            debug!(%error, "nvidia-smi not available; reporting no gpus");
+            Vec::new()
+        }
+        Err(_) => {
+            debug!("nvidia-smi did not answer in time; reporting no gpus");
+            Vec::new()
+        }
+    }
+}
+
+/// Parses `name, memory_mib` lines.
+fn parse_nvidia_smi(text: &str) -> Vec<GpuInfo> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, memory) = line.rsplit_once(',')?;
+            Some(GpuInfo {
+                name: name.trim().to_string(),
+                memory_mb: memory.trim().parse().ok()?,
+            })
+        })
+        .filter(|gpu| !gpu.name.is_empty())
+        .collect()
+}
+
+/// Current load figures for a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, MessageResponse)]
+pub(crate) struct LoadSample {
+    /// Memory available to new work, in MiB.
+    pub free_ram_mb: u64,
+    /// One-minute load average.
+    pub load: f32,
+}
+
+/// Ask for a [`LoadSample`].
+#[derive(Message)]
+#[rtype(result = "LoadSample")]
+pub(crate) struct SampleLoad;
+
+/// Answers load samples from /proc. Reading two small /proc files takes microseconds,
+/// so samples are taken on request rather than on a timer.
+pub(crate) struct ResourceMonitor;
+
+impl Actor for ResourceMonitor {
+    type Context = Context<Self>;
+}
+
+impl Handler<SampleLoad> for ResourceMonitor {
+    type Result = LoadSample;
+
+    fn handle(&mut self, _msg: SampleLoad, _ctx: &mut Context<Self>) -> LoadSample {
+        let load = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|text| parse_loadavg(&text))
+            .unwrap_or(0.0);
+        LoadSample {
+            free_ram_mb: read_meminfo().available_mb.unwrap_or(0),
+            load,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_files() {
+        let meminfo = "MemTotal:       16318412 kB\nMemFree:         1000000 kB\nMemAvailable:    8159206 kB\n";
+        assert_eq!(
+            parse_meminfo(meminfo),
+            MemInfo {
+                total_mb: Some(15935),
+                available_mb: Some(7967)
+            }
+        );
+        assert_eq!(
+            parse_meminfo("MemTotal: 2048 kB\nMemFree: 1024 kB\n").available_mb,
+            Some(1)
+        );
+        assert_eq!(parse_loadavg("0.52 0.58 0.59 1/467 12345\n"), Some(0.52));
+        assert_eq!(parse_loadavg(""), None);
+    }
+
+    #[test]
+    fn parses_nvidia_smi_lines() {
+        let text = "NVIDIA GeForce RTX 3090, 24576\nTesla T4, 15360\n\ngarbage\n";
+        assert_eq!(
+            parse_nvidia_smi(text),
+            [
+                GpuInfo {
+                    name: "NVIDIA GeForce RTX 3090".into(),
+                    memory_mb: 24576
+                },
+                GpuInfo {
+                    name: "Tesla T4".into(),
+                    memory_mb: 15360
+                }
+            ]
+        );
+    }
+
+    #[actix_rt::test]
+    async fn probes_this_host() {
+        let host = HostInfo::probe().await;
+        assert!(host.cpus >= 1);
+        assert!(host.ram_mb > 0);
+        assert!(host.os.starts_with("Linux "), "{}", host.os);
+        assert!(!host.hostname.is_empty());
+        let sample = ResourceMonitor.start().send(SampleLoad).await.unwrap();
+        assert!(sample.free_ram_mb > 0 && sample.free_ram_mb <= host.ram_mb);
+        assert!(sample.load >= 0.0);
+    }
+}

@@ -1,0 +1,468 @@
+//! Running one task attempt: its process, its output, its limits and its end.
+//!
+//! [`run_task`] is plain async code with no actor in sight, so it can be tested with real
+//! processes on a bare tokio runtime; the `TaskRunner` actor in [`crate::supervisor`]
+//! wraps it. What it guarantees:
+//! - the process runs in its own process group, in a fresh working directory, with
+//!   stdin from `/dev/null`, the `FURROW_*` variables, and PR_SET_PDEATHSIG=SIGKILL;
+//! - stdout and stderr are read line by line and reported in batches, in order per
+//!   stream, with the agent's own lines (`starting: ...`, `exited with code N`, errors);
+//! - cancel and the time limit send SIGTERM to the whole group, then SIGKILL after a
+//!   grace period; when the task's process exits, whatever it left in its group is killed;
+//! - every path ends in a [`TaskFinished`], never a panic: unknown job types, bad
+//!   parameters and programs that cannot start are reported as the task's error.
+
+mod output;
+#[cfg(test)]
+mod tests;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use chrono::Utc;
+use furrow_protocol::{
+    AgentMessage, Assignment, LogStream, TaskFinished, TaskProgress, TaskRef, TaskStarted,
+};
+use futures::StreamExt;
+use nix::sys::signal::Signal;
+use tokio::sync::oneshot;
+use tokio_util::codec::FramedRead;
+use tracing::{info, warn};
+
+use crate::exit_wait::{Spawned, TaskProcess};
+use crate::jobtypes::{JobTypes, NoProgress, OutputParser, TaskPlan};
+use crate::orphans::GroupRecord;
+use crate::process_group::{self, signal_group, signal_name};
+use crate::state::StateDir;
+use crate::time_limit::Deadline;
+use crate::workdir::{self, Disposal};
+
+pub(crate) use output::OutputLimits;
+use output::{LineCodec, LogBatcher};
+
+/// How long output is still read after the task's process group is gone. Only a process
+/// that left the group (with `setsid`) can hold the pipes open longer.
+const OUTPUT_DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Where a runner sends its messages (the master link, or a channel in tests).
+pub(crate) trait Reporter {
+    /// Hands over one message, waiting while the receiver is busy: that wait is the
+    /// backpressure that keeps a chatty task from outrunning the link.
+    fn report(&self, message: AgentMessage) -> impl Future<Output = ()>;
+}
+
+/// Why a task is being stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// The master cancelled it.
+    Cancelled,
+    /// The agent is shutting down.
+    Shutdown,
+}
+
+impl StopReason {
+    /// The task's error when stopped for this reason.
+    pub fn error(self) -> &'static str {
+        match self {
+            StopReason::Cancelled => "cancelled",
+            StopReason::Shutdown => "cancelled: the agent is shutting down",
+        }
+    }
+}
+
+/// What every runner shares.
+pub(crate) struct RunnerEnv {
+    /// Job types to resolve assignments with.
+    pub jobtypes: JobTypes,
+    /// The state directory.
+    pub state: StateDir,
+    /// Output line and batch bounds.
+    pub output: OutputLimits,
+    /// Time between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// Failed working directories kept.
+    pub keep_failed_dirs: usize,
+}
+
+/// Runs one attempt to its end and returns its result. Reports `TaskStarted`, logs and
+/// progress on the way, but not the `TaskFinished` (the caller frees the slot first).
+pub(crate) async fn run_task<R: Reporter>(
+    env: &RunnerEnv,
+    assignment: Assignment,
+    reporter: &R,
+    stop: oneshot::Receiver<StopReason>,
+) -> TaskFinished {
+    let task = assignment.task;
+    let mut output = TaskOutput::new(task, env.output, reporter);
+    let ending = match env.jobtypes.prepare(&assignment) {
+        Ok(prepared) => {
+            output.parser = prepared.parser;
+            execute(env, &assignment, &prepared.plan, &mut output, stop).await
+        }
+        Err(error) => Ending::without_process(error, false),
+    };
+    finish(env, task, ending, &mut output).await
+}
+
+/// How an attempt ended.
+struct Ending {
+    /// Exit status, when the process ran and was reaped.
+    status: Option<ExitStatus>,
+    /// The attempt's error.
+    error: Option<String>,
+    /// Whether the error is already in the log (errors while running are logged live).
+    error_logged: bool,
+    /// Stopped by request: its working directory is of no interest.
+    stopped: bool,
+    /// Whether the working directory was created.
+    workdir: bool,
+}
+
+impl Ending {
+    fn without_process(error: String, workdir: bool) -> Self {
+        Self {
+            status: None,
+            error: Some(error),
+            error_logged: false,
+            stopped: false,
+            workdir,
+        }
+    }
+}
+
+/// The task's `FURROW_*` environment.
+fn furrow_env(assignment: &Assignment) -> [(&'static str, String); 7] {
+    let frames = assignment.frames;
+    [
+        ("FURROW_TASK_ID", assignment.task.task_id.to_string()),
+        ("FURROW_ATTEMPT", assignment.task.attempt.to_string()),
+        ("FURROW_JOB_ID", assignment.job_id.to_string()),
+        ("FURROW_FRAME", frames.start.to_string()),
+        ("FURROW_FRAME_START", frames.start.to_string()),
+        ("FURROW_FRAME_END", frames.end.to_string()),
+        ("FURROW_FRAME_STEP", frames.step.to_string()),
+    ]
+}
+
+/// Kills the task's group if the run is abandoned midway (the future dropped because the
+/// agent is going down), so no process outlives its runner.
+struct GroupGuard {
+    pgid: u32,
+    file: PathBuf,
+    armed: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            signal_group(self.pgid, Signal::SIGKILL);
+            let _ = std::fs::remove_file(&self.file);
+        }
+    }
+}
+
+async fn execute<R: Reporter>(
+    env: &RunnerEnv,
+    assignment: &Assignment,
+    plan: &TaskPlan,
+    output: &mut TaskOutput<'_, R>,
+    mut stop: oneshot::Receiver<StopReason>,
+) -> Ending {
+    let task = assignment.task;
+    let dir = match workdir::create(&env.state, task).await {
+        Ok(dir) => dir,
+        Err(e) => {
+            let path = env.state.task_dir(task);
+            let error = format!(
+                "cannot create the working directory {}: {e}",
+                path.display()
+            );
+            return Ending::without_process(error, false);
+        }
+    };
+    let mut command = std::process::Command::new(&plan.program);
+    command
+        .args(&plan.args)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .envs(&plan.env)
+        .envs(furrow_env(assignment));
+    process_group::isolate(&mut command);
+    output
+        .agent_line(format!("starting: {}", plan.display()))
+        .await;
+    let Spawned {
+        mut process,
+        stdout,
+        stderr,
+    } = match TaskProcess::spawn(command) {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            return Ending::without_process(format!("cannot start `{}`: {e}", plan.program), true);
+        }
+    };
+    let pgid = process.pid();
+    let mut guard = GroupGuard {
+        pgid,
+        file: env.state.pgid_file(task),
+        armed: true,
+    };
+    if let Err(e) = tokio::fs::write(&guard.file, GroupRecord::new(task, pgid).to_text()).await {
+        warn!(task_id = task.task_id, attempt = task.attempt, error = %e, "cannot record task process group");
+        output
+            .agent_line(format!(
+                "warning: cannot record the process group in {}: {e}; its processes survive an agent crash",
+                guard.file.display()
+            ))
+            .await;
+    }
+    output
+        .report(AgentMessage::TaskStarted(TaskStarted {
+            task,
+            pid: pgid,
+            at: Utc::now(),
+        }))
+        .await;
+    info!(
+        task_id = task.task_id,
+        attempt = task.attempt,
+        pid = pgid,
+        "task started"
+    );
+
+    let stdout = FramedRead::new(stdout, LineCodec::new(env.output.max_line))
+        .map(|line| (LogStream::Stdout, line));
+    let stderr = FramedRead::new(stderr, LineCodec::new(env.output.max_line))
+        .map(|line| (LogStream::Stderr, line));
+    let mut lines = futures::stream::select(stdout, stderr);
+    let mut lines_open = true;
+    let limit_secs = assignment.timeout_secs.filter(|secs| *secs > 0);
+    let mut limit = Deadline::maybe_after(limit_secs.map(Duration::from_secs));
+    let mut grace = Deadline::never();
+    let mut terminating = false;
+    let mut stop_open = true;
+    let mut error: Option<String> = None;
+    let mut stopped = false;
+
+    let waited = loop {
+        let flush_at = output.flush_due();
+        // A stop or limit is logged when it happens and the group gets SIGTERM; the loop
+        // goes on reading output until the process is reaped.
+        let mut interrupt: Option<String> = None;
+        tokio::select! {
+            status = process.wait() => break status,
+            line = lines.next(), if lines_open => match line {
+                Some((stream, Ok(bytes))) => output.line(stream, &bytes).await,
+                Some((stream, Err(e))) => output.agent_line(format!("cannot read {stream:?}: {e}")).await,
+                None => lines_open = false,
+            },
+            () = tokio::time::sleep_until(flush_at.unwrap_or_else(far_future)), if flush_at.is_some() => {
+                output.flush().await;
+            }
+            () = limit.expired() => {
+                interrupt = Some(format!("time limit of {} s exceeded", limit_secs.unwrap_or_default()));
+            }
+            reason = &mut stop, if stop_open => {
+                stop_open = false;
+                // A dropped sender means no stop can come any more, not a stop.
+                if let Ok(reason) = reason {
+                    stopped = true;
+                    interrupt = Some(reason.error().to_string());
+                }
+            }
+            () = grace.expired() => {
+                output.agent_line(format!(
+                    "still running {} s after SIGTERM; sending SIGKILL",
+                    env.kill_grace.as_secs_f32()
+                )).await;
+                signal_group(pgid, Signal::SIGKILL);
+            }
+        }
+        if let Some(message) = interrupt {
+            output.agent_line(message.clone()).await;
+            error.get_or_insert(message);
+            if !terminating {
+                terminating = true;
+                signal_group(pgid, Signal::SIGTERM);
+                grace = Deadline::after(env.kill_grace);
+            }
+        }
+    };
+
+    // Whatever the task started in its group (background jobs) ends with it.
+    signal_group(pgid, Signal::SIGKILL);
+    guard.armed = false;
+    let mut drain = Deadline::after(OUTPUT_DRAIN_LIMIT);
+    while lines_open {
+        tokio::select! {
+            line = lines.next() => match line {
+                Some((stream, Ok(bytes))) => output.line(stream, &bytes).await,
+                Some((stream, Err(e))) => output.agent_line(format!("cannot read {stream:?}: {e}")).await,
+                None => lines_open = false,
+            },
+            () = drain.expired() => {
+                output.agent_line(
+                    "stopped reading output: a process that left the task's process group holds it open".into(),
+                ).await;
+                lines_open = false;
+            }
+        }
+    }
+    if let Err(e) = tokio::fs::remove_file(&guard.file).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(file = %guard.file.display(), error = %e, "cannot remove task process group file");
+    }
+
+    match waited {
+        Ok(status) => Ending {
+            status: Some(status),
+            error_logged: error.is_some(),
+            error,
+            stopped,
+            workdir: true,
+        },
+        Err(e) => {
+            let mut ending =
+                Ending::without_process(format!("cannot wait for the task process: {e}"), true);
+            ending.stopped = stopped;
+            ending
+        }
+    }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(24 * 3600)
+}
+
+async fn finish<R: Reporter>(
+    env: &RunnerEnv,
+    task: TaskRef,
+    ending: Ending,
+    output: &mut TaskOutput<'_, R>,
+) -> TaskFinished {
+    let exit_code = ending.status.and_then(|status| status.code());
+    let signal = ending.status.and_then(|status| status.signal());
+    if let Some(code) = exit_code {
+        output.agent_line(format!("exited with code {code}")).await;
+    } else if let Some(signal) = signal {
+        output
+            .agent_line(format!(
+                "killed by signal {signal} ({})",
+                signal_name(signal)
+            ))
+            .await;
+    }
+    if let Some(error) = ending.error.as_ref().filter(|_| !ending.error_logged) {
+        output.agent_line(error.clone()).await;
+    }
+    output.flush().await;
+    let finished = TaskFinished {
+        task,
+        exit_code,
+        signal,
+        error: ending.error,
+        at: Utc::now(),
+    };
+    if ending.workdir {
+        let disposal = if finished.succeeded() || ending.stopped {
+            Disposal::Remove
+        } else {
+            Disposal::KeepFailed
+        };
+        workdir::dispose(&env.state, task, disposal, env.keep_failed_dirs).await;
+    }
+    info!(
+        task_id = task.task_id,
+        attempt = task.attempt,
+        exit_code,
+        signal,
+        error = finished.error.as_deref(),
+        "task finished"
+    );
+    finished
+}
+
+/// A task's output on its way to the reporter: lines batched, progress parsed.
+struct TaskOutput<'r, R> {
+    reporter: &'r R,
+    task: TaskRef,
+    batcher: LogBatcher,
+    parser: Box<dyn OutputParser>,
+    progress: Option<f32>,
+    progress_pending: bool,
+}
+
+impl<'r, R: Reporter> TaskOutput<'r, R> {
+    fn new(task: TaskRef, limits: OutputLimits, reporter: &'r R) -> Self {
+        Self {
+            reporter,
+            task,
+            batcher: LogBatcher::new(task, limits),
+            parser: Box::new(NoProgress),
+            progress: None,
+            progress_pending: false,
+        }
+    }
+
+    async fn report(&self, message: AgentMessage) {
+        self.reporter.report(message).await;
+    }
+
+    /// A line of the task's own output.
+    async fn line(&mut self, stream: LogStream, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        if let Some(progress) = self.parser.parse(stream, &text).filter(|p| p.is_finite()) {
+            let progress = progress.clamp(0.0, 1.0);
+            if self
+                .progress
+                .is_none_or(|old| (old - progress).abs() >= 0.001)
+            {
+                self.progress = Some(progress);
+                self.progress_pending = true;
+            }
+        }
+        self.push(stream, text).await;
+    }
+
+    /// A line written by the agent about the task.
+    async fn agent_line(&mut self, text: String) {
+        self.push(LogStream::Agent, text).await;
+    }
+
+    async fn push(&mut self, stream: LogStream, text: String) {
+        if let Some(batch) = self.batcher.push(stream, text) {
+            self.report(AgentMessage::Logs(batch)).await;
+            self.send_progress().await;
+        }
+    }
+
+    /// When pending lines must be sent.
+    fn flush_due(&self) -> Option<tokio::time::Instant> {
+        self.batcher.due()
+    }
+
+    /// Sends pending lines, then pending progress (so progress never runs ahead of the
+    /// output that announced it).
+    async fn flush(&mut self) {
+        if let Some(batch) = self.batcher.take() {
+            self.report(AgentMessage::Logs(batch)).await;
+        }
+        self.send_progress().await;
+    }
+
+    async fn send_progress(&mut self) {
+        if let Some(progress) = self.progress.filter(|_| self.progress_pending) {
+            self.progress_pending = false;
+            self.report(AgentMessage::TaskProgress(TaskProgress {
+                task: self.task,
+                progress,
+            }))
+            .await;
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! The runner with real processes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use furrow_protocol::{AgentMessage, Assignment, FrameBatch, LogStream, TaskFinished};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::jobtypes::tests::assignment;
+use crate::jobtypes::{JobType, TaskContext};
+use crate::orphans::group_members;
+
+/// Collects reported messages.
+struct Collect(mpsc::UnboundedSender<AgentMessage>);
+
+impl Reporter for Collect {
+    async fn report(&self, message: AgentMessage) {
+        let _ = self.0.send(message);
+    }
+}
+
+struct Harness {
+    _tmp: tempfile::TempDir,
+    env: RunnerEnv,
+}
+
+fn harness() -> Harness {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = StateDir::open(tmp.path()).unwrap();
+    let mut jobtypes = JobTypes::builtin();
+    jobtypes.register(Arc::new(PercentJobType));
+    Harness {
+        _tmp: tmp,
+        env: RunnerEnv {
+            jobtypes,
+            state,
+            output: OutputLimits::for_max_frame(furrow_protocol::DEFAULT_MAX_FRAME),
+            kill_grace: Duration::from_millis(300),
+            keep_failed_dirs: 4,
+        },
+    }
+}
+
+fn command(params: serde_json::Value) -> Assignment {
+    assignment("command", params)
+}
+
+fn sh(script: &str) -> Assignment {
+    command(json!({"command": ["sh", "-c", script]}))
+}
+
+/// Runs `assignment` to its end.
+async fn run(h: &Harness, assignment: Assignment) -> (TaskFinished, Vec<AgentMessage>) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (_stop_tx, stop_rx) = oneshot::channel();
+    let finished = run_task(&h.env, assignment, &Collect(tx), stop_rx).await;
+    let mut messages = Vec::new();
+    while let Ok(message) = rx.try_recv() {
+        messages.push(message);
+    }
+    (finished, messages)
+}
+
+/// All log lines of `messages`, in order.
+fn lines(messages: &[AgentMessage]) -> Vec<(LogStream, String)> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            AgentMessage::Logs(batch) => {
+                Some(batch.lines.iter().map(|l| (l.stream, l.text.clone())))
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn stream(messages: &[AgentMessage], wanted: LogStream) -> Vec<String> {
+    lines(messages)
+        .into_iter()
+        .filter(|(s, _)| *s == wanted)
+        .map(|(_, text)| text)
+        .collect()
+}
+
+/// Waits until `condition` holds, failing after a generous deadline.
+async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs `assignment`, waits until its group has `members` processes, stops it.
+async fn run_and_stop(
+    h: &Harness,
+    assignment: Assignment,
+    members: usize,
+    reason: StopReason,
+) -> (TaskFinished, Vec<AgentMessage>, u32) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let reporter = Collect(tx);
+    let pgid_file = h.env.state.pgid_file(assignment.task);
+    let control = async {
+        let mut seen = Vec::new();
+        let pid = loop {
+            match rx.recv().await.expect("runner ended before starting") {
+                AgentMessage::TaskStarted(started) => break started.pid,
+                other => seen.push(other),
+            }
+        };
+        wait_for("the task's processes", || {
+            group_members(pid).len() >= members
+        })
+        .await;
+        assert!(
+            pgid_file.exists(),
+            "process group file is written while running"
+        );
+        stop_tx.send(reason).unwrap();
+        (seen, pid)
+    };
+    let (finished, (mut seen, pid)) =
+        tokio::join!(run_task(&h.env, assignment, &reporter, stop_rx), control);
+    while let Ok(message) = rx.try_recv() {
+        seen.push(message);
+    }
+    assert!(
+        !pgid_file.exists(),
+        "process group file is removed at the end"
+    );
+    (finished, seen, pid)
+}
+
+#[tokio::test]
+async fn placeholders_env_and_working_dir_reach_the_process() {
+    let h = harness();
+    let mut task = command(json!({
+        "command": ["sh", "-c",
+            "echo args $0 $1 $2; echo env $FURROW_TASK_ID $FURROW_ATTEMPT $FURROW_JOB_ID \
+             $FURROW_FRAME $FURROW_FRAME_START $FURROW_FRAME_END $FURROW_FRAME_STEP $EXTRA; pwd -P; \
+             read line || echo stdin-empty",
+            "{frame}", "{start}-{end}:{step}", "f{frame:4}"],
+        "env": {"EXTRA": "extra value"}
+    }));
+    task.frames = FrameBatch {
+        start: 10,
+        end: 14,
+        step: 2,
+    };
+    let (finished, messages) = run(&h, task).await;
+    assert!(finished.succeeded(), "{finished:?}");
+    let workdir = h.env.state.task_dir(finished.task);
+    let physical = std::fs::canonicalize(h.env.state.tasks_dir())
+        .unwrap()
+        .join("7-1");
+    assert_eq!(
+        stream(&messages, LogStream::Stdout),
+        [
+            "args 10 10-14:2 f0010".to_string(),
+            "env 7 1 3 10 10 14 2 extra value".to_string(),
+            physical.display().to_string(),
+            "stdin-empty".to_string(),
+        ]
+    );
+    assert!(
+        !workdir.exists(),
+        "the working directory of a success is removed"
+    );
+}
+
+#[tokio::test]
+async fn argv_runs_without_a_shell_and_shell_mode_uses_one() {
+    let h = harness();
+    let (_, direct) = run(
+        &h,
+        command(json!({"command": ["echo", "a", "|", "tr", "a", "b", "$HOME"]})),
+    )
+    .await;
+    assert_eq!(stream(&direct, LogStream::Stdout), ["a | tr a b $HOME"]);
+    let (_, shell) = run(
+        &h,
+        command(json!({"command": ["echo", "a", "|", "tr", "a", "b"], "shell": true})),
+    )
+    .await;
+    assert_eq!(stream(&shell, LogStream::Stdout), ["b"]);
+    assert_eq!(
+        stream(&shell, LogStream::Agent)[0],
+        "starting: /bin/sh -c 'echo a | tr a b'"
+    );
+}
+
+#[tokio::test]
+async fn both_streams_are_captured_line_by_line_with_tags() {
+    let h = harness();
+    let (finished, messages) = run(
+        &h,
+        sh("for i in 1 2 3; do echo out$i; echo err$i >&2; done; printf 'a\\377b\\n'; printf 'no newline'"),
+    )
+    .await;
+    assert_eq!(finished.exit_code, Some(0));
+    assert!(
+        matches!(messages[0], AgentMessage::TaskStarted(_)),
+        "{:?}",
+        messages[0]
+    );
+    assert_eq!(
+        stream(&messages, LogStream::Stdout),
+        ["out1", "out2", "out3", "a\u{fffd}b", "no newline"]
+    );
+    assert_eq!(
+        stream(&messages, LogStream::Stderr),
+        ["err1", "err2", "err3"]
+    );
+    let agent = stream(&messages, LogStream::Agent);
+    assert!(agent[0].starts_with("starting: sh -c "), "{agent:?}");
+    assert_eq!(agent.last().map(String::as_str), Some("exited with code 0"));
+    let stamps: Vec<i64> = messages
+        .iter()
+        .filter_map(|m| match m {
+            AgentMessage::Logs(batch) => Some(batch.lines.iter().map(|l| l.at_ms)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
+}
+
+#[tokio::test]
+async fn long_lines_are_split() {
+    let h = harness();
+    let (_, messages) = run(&h, sh("head -c 200000 /dev/zero | tr '\\0' a; echo")).await;
+    let lengths: Vec<usize> = stream(&messages, LogStream::Stdout)
+        .iter()
+        .map(String::len)
+        .collect();
+    assert_eq!(lengths, [65536, 65536, 65536, 200000 - 3 * 65536]);
+}
+
+#[tokio::test]
+async fn exit_codes_and_signals_are_reported() {
+    let h = harness();
+    let (failed, messages) = run(&h, sh("echo partial > out.txt; exit 3")).await;
+    assert_eq!(
+        (failed.exit_code, failed.signal, failed.error.as_deref()),
+        (Some(3), None, None)
+    );
+    assert_eq!(
+        stream(&messages, LogStream::Agent).last().unwrap(),
+        "exited with code 3"
+    );
+    let kept: Vec<_> = std::fs::read_dir(h.env.state.failed_dir())
+        .unwrap()
+        .collect();
+    assert_eq!(kept.len(), 1, "the working directory of a failure is kept");
+    let kept = kept[0].as_ref().unwrap().path();
+    assert_eq!(
+        std::fs::read_to_string(kept.join("out.txt")).unwrap(),
+        "partial\n"
+    );
+
+    let (killed, messages) = run(&h, sh("kill -KILL $$")).await;
+    assert_eq!((killed.exit_code, killed.signal), (None, Some(9)));
+    assert!(!killed.succeeded());
+    assert_eq!(
+        stream(&messages, LogStream::Agent).last().unwrap(),
+        "killed by signal 9 (SIGKILL)"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_program_fails_with_its_name() {
+    let h = harness();
+    let (finished, messages) = run(
+        &h,
+        command(json!({"command": ["/nonexistent/furrow-nope", "x"]})),
+    )
+    .await;
+    assert_eq!((finished.exit_code, finished.signal), (None, None));
+    let error = finished.error.unwrap();
+    assert!(
+        error.starts_with("cannot start `/nonexistent/furrow-nope`: No such file or directory"),
+        "{error}"
+    );
+    assert!(
+        !messages
+            .iter()
+            .any(|m| matches!(m, AgentMessage::TaskStarted(_)))
+    );
+    assert_eq!(stream(&messages, LogStream::Agent).last(), Some(&error));
+}
+
+#[tokio::test]
+async fn unknown_job_types_and_bad_parameters_finish_with_an_error() {
+    let h = harness();
+    let (finished, messages) = run(&h, assignment("blender", json!({}))).await;
+    assert!(
+        finished
+            .error
+            .unwrap()
+            .starts_with("unknown job type `blender`")
+    );
+    assert_eq!(
+        lines(&messages).len(),
+        1,
+        "the error is logged: {messages:?}"
+    );
+    let (finished, _) = run(&h, command(json!({"command": "echo hi"}))).await;
+    let error = finished.error.unwrap();
+    assert!(
+        error.starts_with("invalid parameters for job type `command`"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read_dir(h.env.state.failed_dir()).unwrap().count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn cancel_kills_the_whole_process_group() {
+    let h = harness();
+    let (finished, messages, pgid) =
+        run_and_stop(&h, sh("sleep 1000 & sleep 1000"), 2, StopReason::Cancelled).await;
+    assert_eq!(finished.error.as_deref(), Some("cancelled"));
+    assert_eq!(finished.signal, Some(libc::SIGTERM));
+    assert!(
+        group_members(pgid).is_empty(),
+        "processes left: {:?}",
+        group_members(pgid)
+    );
+    let agent = stream(&messages, LogStream::Agent);
+    assert!(agent.contains(&"cancelled".to_string()), "{agent:?}");
+    assert_eq!(
+        std::fs::read_dir(h.env.state.failed_dir()).unwrap().count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_group_ignoring_sigterm_gets_sigkill_after_the_grace() {
+    let h = harness();
+    let (finished, messages, pgid) = run_and_stop(
+        &h,
+        sh("trap '' TERM; sleep 1000 & sleep 1000"),
+        3,
+        StopReason::Shutdown,
+    )
+    .await;
+    assert_eq!(
+        finished.error.as_deref(),
+        Some("cancelled: the agent is shutting down")
+    );
+    assert_eq!(finished.signal, Some(libc::SIGKILL));
+    assert!(group_members(pgid).is_empty());
+    let agent = stream(&messages, LogStream::Agent);
+    assert!(
+        agent
+            .iter()
+            .any(|l| l.starts_with("still running 0.3 s after SIGTERM")),
+        "{agent:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_time_limit_kills_the_task() {
+    let h = harness();
+    let mut task = sh("sleep 1000");
+    task.timeout_secs = Some(1);
+    let (finished, messages) = run(&h, task).await;
+    assert_eq!(
+        finished.error.as_deref(),
+        Some("time limit of 1 s exceeded")
+    );
+    assert_eq!(finished.signal, Some(libc::SIGTERM));
+    let agent = stream(&messages, LogStream::Agent);
+    assert_eq!(
+        agent[1..],
+        [
+            "time limit of 1 s exceeded",
+            "killed by signal 15 (SIGTERM)"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn processes_left_in_the_group_die_with_the_task() {
+    let h = harness();
+    let (finished, messages) = run(&h, sh("sleep 1000 & echo $!")).await;
+    assert!(finished.succeeded());
+    let pid: i32 = stream(&messages, LogStream::Stdout)[0].parse().unwrap();
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| stat.contains(") Z "))
+            .unwrap_or(true)
+    };
+    wait_for("the background process to die", gone).await;
+}
+
+/// A job type whose output says `percent N`.
+struct PercentJobType;
+
+struct PercentParser;
+
+impl OutputParser for PercentParser {
+    fn parse(&mut self, _stream: LogStream, text: &str) -> Option<f32> {
+        text.strip_prefix("percent ")?
+            .parse::<f32>()
+            .ok()
+            .map(|p| p / 100.0)
+    }
+}
+
+impl JobType for PercentJobType {
+    fn name(&self) -> &str {
+        "percent"
+    }
+
+    fn plan(&self, _task: TaskContext<'_>) -> Result<TaskPlan, String> {
+        Ok(TaskPlan {
+            program: "sh".into(),
+            args: vec![
+                "-c".into(),
+                "echo percent 50; echo percent 50; echo percent 250".into(),
+            ],
+            env: Default::default(),
+        })
+    }
+
+    fn output_parser(&self, _task: TaskContext<'_>) -> Box<dyn OutputParser> {
+        Box::new(PercentParser)
+    }
+}
+
+#[tokio::test]
+async fn progress_parsed_from_output_follows_its_lines() {
+    let h = harness();
+    let (finished, messages) = run(&h, assignment("percent", json!({}))).await;
+    assert!(finished.succeeded());
+    let progress: Vec<(usize, f32)> = messages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| match m {
+            AgentMessage::TaskProgress(p) => Some((i, p.progress)),
+            _ => None,
+        })
+        .collect();
+    let values: Vec<f32> = progress.iter().map(|(_, p)| *p).collect();
+    // Repeats are not re-sent, and values are clamped to 1.0.
+    assert_eq!(values.last(), Some(&1.0), "{values:?}");
+    assert!(values.windows(2).all(|w| w[0] < w[1]), "{values:?}");
+    for (index, _) in progress {
+        assert!(
+            matches!(messages[index - 1], AgentMessage::Logs(_)),
+            "progress follows its lines"
+        );
+    }
+}

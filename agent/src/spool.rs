@@ -1,0 +1,457 @@
+//! The outbox of task messages on their way to the master.
+//!
+//! Every task message (started, progress, logs, finished) goes through the spool in the
+//! order it was produced, and leaves it only once it was written to the master's
+//! connection and flushed. While the master is away, messages wait here and are replayed
+//! in order after the next registration.
+//!
+//! Bounds: log lines and progress are limited to a byte budget; past it they are dropped,
+//! counted per task, and a note saying how many were lost is put in the task's log.
+//! Started and finished messages are never dropped; their number is bounded by the
+//! attempts the master assigned before it went away (the slots), since no new work can
+//! arrive while it is away.
+//!
+//! Finished results additionally go to disk (`<state_dir>/spool/`) whenever the link is
+//! down, and are loaded again at startup, so a result survives an agent restart.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::{fs, io};
+
+use chrono::Utc;
+use furrow_protocol::{AgentMessage, LogBatch, LogLine, LogStream, TaskFinished, TaskRef};
+use tracing::{debug, warn};
+
+/// Bytes a log line or progress message counts for beyond its text.
+const ENTRY_OVERHEAD: usize = 16;
+
+struct Entry {
+    message: AgentMessage,
+    /// Bytes counted against the log budget (zero for messages never dropped).
+    budget_bytes: usize,
+    /// The file holding this result on disk, for finished results written there.
+    file: Option<PathBuf>,
+}
+
+/// Task messages not yet delivered, in order.
+pub(crate) struct Spool {
+    entries: VecDeque<Entry>,
+    /// Entries at the front currently being written.
+    in_flight: usize,
+    budget_used: usize,
+    budget: usize,
+    results: usize,
+    dropped: BTreeMap<TaskRef, u64>,
+    dir: PathBuf,
+    next_seq: u64,
+}
+
+impl Spool {
+    /// A spool with `budget` bytes for logs, persisting results in `dir`, loaded with the
+    /// results a previous agent process left there.
+    pub fn open(dir: &Path, budget: usize) -> Self {
+        let mut spool = Self {
+            entries: VecDeque::new(),
+            in_flight: 0,
+            budget_used: 0,
+            budget,
+            results: 0,
+            dropped: BTreeMap::new(),
+            dir: dir.to_path_buf(),
+            next_seq: 0,
+        };
+        spool.load();
+        spool
+    }
+
+    fn load(&mut self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|ext| ext == "json"))
+            .collect();
+        files.sort();
+        for path in files {
+            let parsed = fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    serde_json::from_slice::<TaskFinished>(&bytes).map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok(finished) => {
+                    self.next_seq = self.next_seq.max(sequence_of(&path).map_or(0, |s| s + 1));
+                    self.results += 1;
+                    self.entries.push_back(Entry {
+                        message: AgentMessage::TaskFinished(finished),
+                        budget_bytes: 0,
+                        file: Some(path),
+                    });
+                }
+                Err(error) => {
+                    warn!(file = %path.display(), %error, "discarding unreadable spooled result");
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+    }
+
+    /// Attempts whose results are waiting here.
+    pub fn pending_results(&self) -> Vec<TaskRef> {
+        self.entries
+            .iter()
+            .filter_map(|e| match &e.message {
+                AgentMessage::TaskFinished(f) => Some(f.task),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether any result is waiting.
+    pub fn has_results(&self) -> bool {
+        self.results > 0
+    }
+
+    /// Number of waiting messages.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Queues a task message; a result is also written to disk when `persist` is set.
+    pub fn push(&mut self, message: AgentMessage, persist: bool) {
+        match message {
+            AgentMessage::Logs(batch) => self.push_logs(batch),
+            AgentMessage::TaskProgress(ref progress) => {
+                if self.budget_used + ENTRY_OVERHEAD > self.budget {
+                    // Progress is superseded by the next report; losing one is harmless.
+                    debug!(
+                        task_id = progress.task.task_id,
+                        "dropping progress: spool full"
+                    );
+                    return;
+                }
+                self.budget_used += ENTRY_OVERHEAD;
+                self.entries.push_back(Entry {
+                    message,
+                    budget_bytes: ENTRY_OVERHEAD,
+                    file: None,
+                });
+            }
+            AgentMessage::TaskFinished(ref finished) => {
+                let task = finished.task;
+                self.push_drop_note(task);
+                self.dropped.remove(&task);
+                self.results += 1;
+                self.entries.push_back(Entry {
+                    message,
+                    budget_bytes: 0,
+                    file: None,
+                });
+                if persist {
+                    self.persist_results();
+                }
+            }
+            other => self.entries.push_back(Entry {
+                message: other,
+                budget_bytes: 0,
+                file: None,
+            }),
+        }
+    }
+
+    fn push_logs(&mut self, mut batch: LogBatch) {
+        let bytes: usize = batch
+            .lines
+            .iter()
+            .map(|l| l.text.len() + ENTRY_OVERHEAD)
+            .sum();
+        if self.budget_used + bytes > self.budget {
+            let count = self.dropped.entry(batch.task).or_default();
+            if *count == 0 {
+                warn!(
+                    task_id = batch.task.task_id,
+                    attempt = batch.task.attempt,
+                    budget = self.budget,
+                    "log spool full while the master is unreachable; dropping log lines"
+                );
+            }
+            *count += batch.lines.len() as u64;
+            return;
+        }
+        if let Some(note) = self.dropped.remove(&batch.task).map(drop_note) {
+            batch.lines.insert(0, note);
+        }
+        self.budget_used += bytes;
+        self.entries.push_back(Entry {
+            message: AgentMessage::Logs(batch),
+            budget_bytes: bytes,
+            file: None,
+        });
+    }
+
+    /// Puts the count of `task`'s dropped lines in its log, past the budget: it is one
+    /// line, and the reader of the log needs to know.
+    fn push_drop_note(&mut self, task: TaskRef) {
+        if let Some(&count) = self.dropped.get(&task) {
+            warn!(
+                task_id = task.task_id,
+                attempt = task.attempt,
+                dropped = count,
+                "log lines were dropped"
+            );
+            self.entries.push_back(Entry {
+                message: AgentMessage::Logs(LogBatch {
+                    task,
+                    lines: vec![drop_note(count)],
+                }),
+                budget_bytes: 0,
+                file: None,
+            });
+        }
+    }
+
+    /// Writes every result not yet on disk to disk.
+    pub fn persist_results(&mut self) {
+        for entry in &mut self.entries {
+            let AgentMessage::TaskFinished(finished) = &entry.message else {
+                continue;
+            };
+            if entry.file.is_some() {
+                continue;
+            }
+            let path = self.dir.join(format!(
+                "{:020}-{}-{}.json",
+                self.next_seq, finished.task.task_id, finished.task.attempt
+            ));
+            self.next_seq += 1;
+            match serde_json::to_vec(finished)
+                .map_err(io::Error::other)
+                .and_then(|bytes| replace_file(&path, &bytes))
+            {
+                Ok(()) => entry.file = Some(path),
+                Err(error) => {
+                    warn!(file = %path.display(), %error, "cannot write result to disk; it is kept in memory only")
+                }
+            }
+        }
+    }
+
+    /// Clones of up to `max_messages` messages (or about `max_bytes`) from the front, now
+    /// in flight. Nothing new is handed out until the flight is confirmed or aborted.
+    pub fn take_flight(&mut self, max_messages: usize, max_bytes: usize) -> Vec<AgentMessage> {
+        debug_assert_eq!(self.in_flight, 0, "one flight at a time");
+        let mut bytes = 0;
+        let mut flight = Vec::new();
+        for entry in self.entries.iter().take(max_messages) {
+            if !flight.is_empty() && bytes + entry.budget_bytes > max_bytes {
+                break;
+            }
+            bytes += entry.budget_bytes;
+            flight.push(entry.message.clone());
+        }
+        self.in_flight = flight.len();
+        flight
+    }
+
+    /// The flight reached the master: drops it and returns the attempts whose results it
+    /// carried.
+    pub fn confirm_flight(&mut self) -> Vec<TaskRef> {
+        let mut delivered = Vec::new();
+        for entry in self.entries.drain(..self.in_flight) {
+            self.budget_used -= entry.budget_bytes;
+            if let AgentMessage::TaskFinished(finished) = &entry.message {
+                self.results -= 1;
+                delivered.push(finished.task);
+            }
+            if let Some(file) = entry.file {
+                // A rare path (results only go to disk while the master is away); one
+                // unlink does not stall the actor noticeably.
+                if let Err(error) = fs::remove_file(&file) {
+                    warn!(file = %file.display(), %error, "cannot remove delivered result file");
+                }
+            }
+        }
+        self.in_flight = 0;
+        delivered
+    }
+
+    /// The flight failed: its messages stay at the front, to be sent again.
+    pub fn abort_flight(&mut self) {
+        self.in_flight = 0;
+    }
+}
+
+fn drop_note(count: u64) -> LogLine {
+    LogLine {
+        at_ms: Utc::now().timestamp_millis(),
+        stream: LogStream::Agent,
+        text: format!(
+            "{count} log lines were dropped: the master was unreachable and the agent's log buffer was full"
+        ),
+    }
+}
+
+/// The sequence number at the start of a spool file name.
+fn sequence_of(path: &Path) -> Option<u64> {
+    path.file_name()?.to_str()?.split('-').next()?.parse().ok()
+}
+
+/// Writes through a temporary file and a rename, so a crash never leaves half a result.
+/// No fsync: this guards against the agent dying, not the machine (after a power loss
+/// the tasks are gone anyway and the master runs them again).
+fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use furrow_protocol::{TaskProgress, TaskStarted};
+
+    use super::*;
+
+    fn task(task_id: i64) -> TaskRef {
+        TaskRef {
+            task_id,
+            attempt: 1,
+        }
+    }
+
+    fn logs(task_id: i64, lines: usize, width: usize) -> AgentMessage {
+        AgentMessage::Logs(LogBatch {
+            task: task(task_id),
+            lines: (0..lines)
+                .map(|_| LogLine {
+                    at_ms: 0,
+                    stream: LogStream::Stdout,
+                    text: "x".repeat(width),
+                })
+                .collect(),
+        })
+    }
+
+    fn finished(task_id: i64) -> AgentMessage {
+        AgentMessage::TaskFinished(TaskFinished {
+            task: task(task_id),
+            exit_code: Some(0),
+            signal: None,
+            error: None,
+            at: Utc::now(),
+        })
+    }
+
+    fn drain(spool: &mut Spool) -> Vec<AgentMessage> {
+        let flight = spool.take_flight(usize::MAX, usize::MAX);
+        spool.confirm_flight();
+        flight
+    }
+
+    #[test]
+    fn messages_leave_in_order_and_only_when_confirmed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(tmp.path(), 1 << 20);
+        spool.push(
+            AgentMessage::TaskStarted(TaskStarted {
+                task: task(1),
+                pid: 5,
+                at: Utc::now(),
+            }),
+            false,
+        );
+        spool.push(logs(1, 2, 3), false);
+        spool.push(
+            AgentMessage::TaskProgress(TaskProgress {
+                task: task(1),
+                progress: 0.5,
+            }),
+            false,
+        );
+        spool.push(finished(1), false);
+        let flight = spool.take_flight(2, usize::MAX);
+        assert_eq!(flight.len(), 2);
+        spool.abort_flight();
+        assert_eq!(spool.len(), 4, "an aborted flight stays");
+        let again = spool.take_flight(10, usize::MAX);
+        assert_eq!(again[..2], flight[..]);
+        assert!(matches!(again[3], AgentMessage::TaskFinished(_)));
+        assert_eq!(spool.confirm_flight(), [task(1)]);
+        assert_eq!(spool.len(), 0);
+        assert!(!spool.has_results());
+        assert_eq!(spool.budget_used, 0);
+    }
+
+    #[test]
+    fn logs_past_the_budget_are_dropped_counted_and_noted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(tmp.path(), 1000);
+        spool.push(logs(1, 10, 50), false); // 660 bytes: fits
+        spool.push(logs(1, 10, 50), false); // would pass 1000: dropped
+        spool.push(logs(2, 1, 10), false); // fits
+        spool.push(finished(1), false);
+        let out = drain(&mut spool);
+        assert_eq!(out.len(), 4);
+        let AgentMessage::Logs(note) = &out[2] else {
+            panic!("{:?}", out[2])
+        };
+        assert_eq!(note.task, task(1));
+        assert_eq!(note.lines[0].stream, LogStream::Agent);
+        assert!(
+            note.lines[0].text.starts_with("10 log lines were dropped"),
+            "{:?}",
+            note.lines[0]
+        );
+        assert!(matches!(out[3], AgentMessage::TaskFinished(_)));
+        // With room again, a task's next batch carries the note of its dropped lines.
+        spool.push(logs(3, 20, 50), false);
+        spool.push(logs(3, 1, 1), false);
+        spool.push(logs(3, 1, 1), false);
+        let out = drain(&mut spool);
+        assert_eq!(out.len(), 2);
+        let AgentMessage::Logs(first) = &out[0] else {
+            panic!()
+        };
+        assert!(
+            first.lines[0].text.starts_with("20 log lines were dropped"),
+            "{first:?}"
+        );
+        assert_eq!(first.lines.len(), 2);
+    }
+
+    #[test]
+    fn results_are_never_dropped_and_survive_a_restart_on_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(tmp.path(), 0);
+        spool.push(finished(1), false);
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+        spool.push(finished(2), true);
+        assert_eq!(spool.pending_results(), [task(1), task(2)]);
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            2,
+            "all results go to disk"
+        );
+
+        let mut reloaded = Spool::open(tmp.path(), 0);
+        assert_eq!(reloaded.pending_results(), [task(1), task(2)]);
+        reloaded.push(finished(3), true);
+        let out = drain(&mut reloaded);
+        assert_eq!(out.len(), 3);
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "delivered results leave the disk"
+        );
+    }
+
+    #[test]
+    fn corrupt_spool_files_are_discarded() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("00000000000000000001-1-1.json"), "{oops").unwrap();
+        let spool = Spool::open(tmp.path(), 10);
+        assert_eq!(spool.len(), 0);
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,131 @@
+//! The agent's state directory and the agent id kept in it.
+//!
+//! ```text
+//! <state_dir>/agent-id                            stable agent id (a UUID)
+//! <state_dir>/running/<task>-<attempt>.pgid       process group of each running task
+//! <state_dir>/tasks/<task>-<attempt>/             working directory of each running task
+//! <state_dir>/failed/<ms>-<task>-<attempt>/       working directories of recent failures
+//! <state_dir>/spool/<seq>-<task>-<attempt>.json   results not yet delivered to the master
+//! ```
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use furrow_protocol::TaskRef;
+use uuid::Uuid;
+
+use crate::AgentError;
+
+/// Paths inside the state directory. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// Opens (creating as needed) the state directory and its folders.
+    pub fn open(root: &Path) -> Result<Self, AgentError> {
+        let dir = Self {
+            root: root.to_path_buf(),
+        };
+        for folder in [
+            dir.root.clone(),
+            dir.running_dir(),
+            dir.tasks_dir(),
+            dir.failed_dir(),
+            dir.spool_dir(),
+        ] {
+            fs::create_dir_all(&folder).map_err(|e| AgentError::state("create", &folder, e))?;
+        }
+        Ok(dir)
+    }
+
+    /// Folder of the process-group files of running tasks.
+    pub fn running_dir(&self) -> PathBuf {
+        self.root.join("running")
+    }
+
+    /// Folder of the working directories of running tasks.
+    pub fn tasks_dir(&self) -> PathBuf {
+        self.root.join("tasks")
+    }
+
+    /// Folder of the working directories kept after failures.
+    pub fn failed_dir(&self) -> PathBuf {
+        self.root.join("failed")
+    }
+
+    /// Folder of undelivered results.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.root.join("spool")
+    }
+
+    /// The process-group file of an attempt.
+    pub fn pgid_file(&self, task: TaskRef) -> PathBuf {
+        self.running_dir()
+            .join(format!("{}-{}.pgid", task.task_id, task.attempt))
+    }
+
+    /// The working directory of an attempt.
+    pub fn task_dir(&self, task: TaskRef) -> PathBuf {
+        self.tasks_dir()
+            .join(format!("{}-{}", task.task_id, task.attempt))
+    }
+
+    /// Reads the agent id, creating it on first start.
+    pub fn agent_id(&self) -> Result<Uuid, AgentError> {
+        let path = self.root.join("agent-id");
+        match fs::read_to_string(&path) {
+            Ok(text) => Uuid::parse_str(text.trim()).map_err(|e| AgentError::AgentId {
+                path,
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let id = Uuid::new_v4();
+                write_atomically(&path, format!("{id}\n").as_bytes())
+                    .map_err(|e| AgentError::state("write", &path, e))?;
+                Ok(id)
+            }
+            Err(e) => Err(AgentError::state("read", path, e)),
+        }
+    }
+}
+
+/// Writes `data` to a temporary file beside `path` and renames it over `path`, so readers
+/// never see a half-written file, even when the agent dies mid-write.
+pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_id_is_created_once_and_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::open(&tmp.path().join("state")).unwrap();
+        let first = dir.agent_id().unwrap();
+        let again = StateDir::open(&tmp.path().join("state")).unwrap();
+        assert_eq!(again.agent_id().unwrap(), first);
+        let text = fs::read_to_string(tmp.path().join("state/agent-id")).unwrap();
+        assert_eq!(text.trim(), first.to_string());
+        assert!(tmp.path().join("state/running").is_dir());
+    }
+
+    #[test]
+    fn corrupt_agent_id_is_an_error_not_a_new_identity() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::open(tmp.path()).unwrap();
+        fs::write(tmp.path().join("agent-id"), "not a uuid").unwrap();
+        let err = dir.agent_id().unwrap_err().to_string();
+        assert!(err.contains("corrupt"), "{err}");
+    }
+}

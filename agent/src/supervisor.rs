@@ -1,0 +1,292 @@
+//! The `TaskSupervisor` actor and its `TaskRunner`s.
+//!
+//! The supervisor owns the slots: it starts one `TaskRunner` per accepted assignment,
+//! refuses assignments beyond its slots, routes cancels, and at shutdown stops every
+//! runner and answers once all of them have reported. A runner wraps
+//! [`run_task`](crate::runner::run_task) and, when it returns, first frees its slot and
+//! then reports the result. That order matters: the master assigns new work as soon as it
+//! reads the result, and the freed slot must already be visible when that assignment
+//! arrives (both messages travel through FIFO mailboxes, so it is).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use chrono::Utc;
+use furrow_protocol::{AgentMessage, Assignment, TaskFinished, TaskRef};
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use crate::link::TaskReport;
+use crate::runner::{Reporter, RunnerEnv, StopReason, run_task};
+
+impl Reporter for Recipient<TaskReport> {
+    async fn report(&self, message: AgentMessage) {
+        // Only fails when the link is gone, that is when the agent is stopping.
+        let _ = self.send(TaskReport(message)).await;
+    }
+}
+
+/// Run an assignment.
+#[derive(Message)]
+#[rtype(result = "AssignOutcome")]
+pub(crate) struct AssignTask(pub Assignment);
+
+/// What became of an assignment.
+#[derive(Debug, Clone, PartialEq, Eq, MessageResponse)]
+pub(crate) enum AssignOutcome {
+    /// A runner started.
+    Started,
+    /// The attempt is already running here; nothing was done.
+    Duplicate,
+    /// Not run; the reason is the task's error.
+    Refused(String),
+}
+
+/// Cancel an attempt (ignored when unknown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct CancelTask(pub TaskRef);
+
+/// Stop accepting work, stop every runner, answer when all have reported.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ShutdownTasks;
+
+/// A runner's process is gone: its slot is free.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RunnerExited(TaskRef);
+
+/// A runner has handed its result to the link.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RunnerGone(TaskRef);
+
+/// Owns the task slots and the runners.
+pub(crate) struct TaskSupervisor {
+    slots: u32,
+    env: Arc<RunnerEnv>,
+    reporter: Recipient<TaskReport>,
+    /// Runners whose process may still be alive; each holds a slot.
+    runners: HashMap<TaskRef, Addr<TaskRunner>>,
+    /// Runners whose process is gone but whose result is not yet with the link.
+    reporting: HashSet<TaskRef>,
+    accepting: bool,
+    idle_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl TaskSupervisor {
+    /// A supervisor running up to `slots` tasks, reporting to `reporter`.
+    pub fn new(slots: u32, env: Arc<RunnerEnv>, reporter: Recipient<TaskReport>) -> Self {
+        Self {
+            slots,
+            env,
+            reporter,
+            runners: HashMap::new(),
+            reporting: HashSet::new(),
+            accepting: true,
+            idle_waiters: Vec::new(),
+        }
+    }
+
+    fn wake_if_idle(&mut self) {
+        if self.runners.is_empty() && self.reporting.is_empty() {
+            for waiter in self.idle_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+}
+
+impl Actor for TaskSupervisor {
+    type Context = Context<Self>;
+}
+
+impl Handler<AssignTask> for TaskSupervisor {
+    type Result = AssignOutcome;
+
+    fn handle(
+        &mut self,
+        AssignTask(assignment): AssignTask,
+        ctx: &mut Context<Self>,
+    ) -> AssignOutcome {
+        let task = assignment.task;
+        if !self.accepting {
+            return AssignOutcome::Refused("refused: the agent is shutting down".into());
+        }
+        if self.runners.contains_key(&task) || self.reporting.contains(&task) {
+            warn!(
+                task_id = task.task_id,
+                attempt = task.attempt,
+                "ignoring a second assignment of a running attempt"
+            );
+            return AssignOutcome::Duplicate;
+        }
+        if self.runners.len() >= self.slots as usize {
+            warn!(
+                task_id = task.task_id,
+                attempt = task.attempt,
+                slots = self.slots,
+                "refusing assignment beyond free slots"
+            );
+            return AssignOutcome::Refused(format!(
+                "refused: no free slot on this agent (all {} slots busy)",
+                self.slots
+            ));
+        }
+        info!(task_id = task.task_id, attempt = task.attempt, job_id = assignment.job_id, jobtype = %assignment.jobtype, "task assigned");
+        let runner = TaskRunner {
+            task,
+            assignment: Some(assignment),
+            env: self.env.clone(),
+            reporter: self.reporter.clone(),
+            supervisor: ctx.address(),
+            stop: None,
+            reported: false,
+        }
+        .start();
+        self.runners.insert(task, runner);
+        AssignOutcome::Started
+    }
+}
+
+impl Handler<CancelTask> for TaskSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, CancelTask(task): CancelTask, _ctx: &mut Context<Self>) {
+        match self.runners.get(&task) {
+            Some(runner) => {
+                info!(
+                    task_id = task.task_id,
+                    attempt = task.attempt,
+                    "cancelling task"
+                );
+                // A runner's mailbox only ever holds its stop requests (at most two).
+                runner.do_send(StopTask(StopReason::Cancelled));
+            }
+            None => debug!(
+                task_id = task.task_id,
+                attempt = task.attempt,
+                "ignoring cancel of an attempt not running here"
+            ),
+        }
+    }
+}
+
+impl Handler<ShutdownTasks> for TaskSupervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: ShutdownTasks, _ctx: &mut Context<Self>) -> Self::Result {
+        self.accepting = false;
+        for runner in self.runners.values() {
+            runner.do_send(StopTask(StopReason::Shutdown));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.idle_waiters.push(tx);
+        self.wake_if_idle();
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<RunnerExited> for TaskSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, RunnerExited(task): RunnerExited, _ctx: &mut Context<Self>) {
+        if self.runners.remove(&task).is_some() {
+            self.reporting.insert(task);
+        }
+    }
+}
+
+impl Handler<RunnerGone> for TaskSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, RunnerGone(task): RunnerGone, _ctx: &mut Context<Self>) {
+        self.runners.remove(&task);
+        self.reporting.remove(&task);
+        self.wake_if_idle();
+    }
+}
+
+/// Stop a runner's task.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StopTask(StopReason);
+
+/// Runs one attempt: wraps [`run_task`], frees the slot, reports the result.
+pub(crate) struct TaskRunner {
+    task: TaskRef,
+    assignment: Option<Assignment>,
+    env: Arc<RunnerEnv>,
+    reporter: Recipient<TaskReport>,
+    supervisor: Addr<TaskSupervisor>,
+    stop: Option<oneshot::Sender<StopReason>>,
+    reported: bool,
+}
+
+impl Actor for TaskRunner {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(assignment) = self.assignment.take() else {
+            ctx.stop();
+            return;
+        };
+        let (stop_tx, stop_rx) = oneshot::channel();
+        self.stop = Some(stop_tx);
+        let env = self.env.clone();
+        let reporter = self.reporter.clone();
+        let run = async move { run_task(&env, assignment, &reporter, stop_rx).await };
+        ctx.spawn(
+            run.into_actor(self)
+                .then(|finished, runner, _ctx| {
+                    runner.supervisor.do_send(RunnerExited(runner.task));
+                    runner.reported = true;
+                    let report = runner
+                        .reporter
+                        .send(TaskReport(AgentMessage::TaskFinished(finished)));
+                    async move {
+                        let _ = report.await;
+                    }
+                    .into_actor(runner)
+                })
+                .map(|(), runner, ctx| {
+                    runner.supervisor.do_send(RunnerGone(runner.task));
+                    ctx.stop();
+                }),
+        );
+    }
+}
+
+impl Handler<StopTask> for TaskRunner {
+    type Result = ();
+
+    fn handle(&mut self, StopTask(reason): StopTask, _ctx: &mut Context<Self>) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(reason);
+        }
+    }
+}
+
+impl Drop for TaskRunner {
+    fn drop(&mut self) {
+        if self.reported {
+            return;
+        }
+        // The run was abandoned (a panic, or the system going down). Its process group
+        // died with the run; make sure the slot and the master hear of it.
+        let finished = TaskFinished {
+            task: self.task,
+            exit_code: None,
+            signal: None,
+            error: Some("the agent's task runner stopped unexpectedly".into()),
+            at: Utc::now(),
+        };
+        self.reporter
+            .do_send(TaskReport(AgentMessage::TaskFinished(finished)));
+        self.supervisor.do_send(RunnerGone(self.task));
+    }
+}

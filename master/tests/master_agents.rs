@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{DEADLINE, TestAgent, get, get_json, job, start_master, wait_for};
-use furrow_protocol::{Client, MasterMessage, TaskRef, WorkState};
+use furrow_protocol::{Client, TaskRef, WorkState};
 use uuid::Uuid;
 
 fn job_state(http: &str, job_id: i64) -> String {
@@ -224,9 +224,9 @@ async fn lost_agents_lose_their_tasks() {
     let mut c = TestAgent::register(&listen, c_id, 1, Vec::new()).await;
     let start = std::time::Instant::now();
     loop {
-        match c.recv().await {
-            None => break,
-            Some(MasterMessage::Assign(_)) | Some(_) => {}
+        // Whatever the master sends before closing is irrelevant here.
+        if c.recv().await.is_none() {
+            break;
         }
         assert!(start.elapsed() < DEADLINE);
     }

@@ -28,13 +28,6 @@ impl Backoff {
         base.mul_f64(0.5 + fastrand::f64())
     }
 
-    /// The next delay at the maximum: for failures that retrying soon will not fix
-    /// (a refused handshake, a version mismatch).
-    pub fn next_long_delay(&mut self) -> Duration {
-        self.current = self.max;
-        self.next_delay()
-    }
-
     /// Back to short delays, after a successful registration.
     pub fn reset(&mut self) {
         self.current = self.start;
@@ -59,7 +52,6 @@ mod tests {
             );
             base = (base * 2).min(max);
         }
-        assert!(backoff.next_long_delay() >= max / 2);
         backoff.reset();
         assert!(backoff.next_delay() <= start * 3 / 2);
     }

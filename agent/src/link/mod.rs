@@ -201,13 +201,14 @@ impl MasterLink {
                 Ok(connection) => link.connected(connection, ctx),
                 Err(e) => {
                     link.state = LinkState::Disconnected;
-                    let delay = if e.is_refusal() {
+                    if e.is_refusal() {
+                        // Needs an operator (upgrade, credentials): say so loudly, and
+                        // keep trying so the agent comes back once it is fixed.
                         error!(error = %e, "the master refused this agent");
-                        link.backoff.next_long_delay()
                     } else {
                         warn!(error = %e, "cannot reach the master");
-                        link.backoff.next_delay()
-                    };
+                    }
+                    let delay = link.backoff.next_delay();
                     link.reconnect_after(delay, ctx);
                 }
             }

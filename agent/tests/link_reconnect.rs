@@ -1,0 +1,86 @@
+//! Losing the master and coming back, against a test master.
+
+mod support;
+
+use furrow_agent::{Agent, AgentConfig};
+use furrow_protocol::{LogStream, MasterMessage};
+use support::{TestMaster, count_files, lines_of, shell_task, wait_for};
+
+#[actix_rt::test]
+async fn a_result_finished_while_the_master_was_away_is_delivered_after_reregistration() {
+    let master = TestMaster::bind().await;
+    let state = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let go = scratch.path().join("go");
+    let agent = Agent::start(AgentConfig::new(master.addr.clone(), state.path()))
+        .await
+        .unwrap();
+    let mut conn = master.accept().await;
+    conn.register(60_000).await;
+    let task = shell_task(
+        41,
+        &format!(
+            "while [ ! -e {} ]; do sleep 0.02; done; echo after",
+            go.display()
+        ),
+    );
+    conn.send(MasterMessage::Assign(task.clone())).await;
+    conn.until_started(task.task).await;
+
+    drop(conn);
+    // The agent noticed: it is connecting again, waiting for the handshake answer.
+    let pending = master.accept_tcp().await;
+    std::fs::write(&go, "").unwrap();
+    let spool = state.path().join("spool");
+    wait_for("the result to be kept on disk", || count_files(&spool) == 1).await;
+
+    let mut conn = pending.handshake().await;
+    let registration = conn.register(60_000).await;
+    assert_eq!(
+        registration.running,
+        [task.task],
+        "a finished, undelivered attempt is listed"
+    );
+    let (finished, replayed) = conn.until_finished(task.task).await;
+    assert!(finished.succeeded(), "{finished:?}");
+    assert_eq!(lines_of(&replayed, task.task, LogStream::Stdout), ["after"]);
+    assert_eq!(
+        lines_of(&replayed, task.task, LogStream::Agent)
+            .last()
+            .unwrap(),
+        "exited with code 0"
+    );
+    wait_for("the delivered result to leave the disk", || {
+        count_files(&spool) == 0
+    })
+    .await;
+    agent.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn garbage_from_the_master_drops_the_connection_and_the_agent_comes_back() {
+    let master = TestMaster::bind().await;
+    let state = tempfile::tempdir().unwrap();
+    let agent = Agent::start(AgentConfig::new(master.addr.clone(), state.path()))
+        .await
+        .unwrap();
+    let mut conn = master.accept().await;
+    conn.register(60_000).await;
+    let task = shell_task(42, "sleep 1000");
+    conn.send(MasterMessage::Assign(task.clone())).await;
+    conn.until_started(task.task).await;
+    conn.send_garbage().await;
+    conn.closed().await;
+
+    let mut conn = master.accept().await;
+    let registration = conn.register(60_000).await;
+    assert_eq!(
+        registration.running,
+        [task.task],
+        "the running task is re-reported"
+    );
+    conn.send(MasterMessage::Cancel(task.task)).await;
+    let (finished, _) = conn.until_finished(task.task).await;
+    assert_eq!(finished.error.as_deref(), Some("cancelled"));
+    agent.shutdown().await;
+}

@@ -1,0 +1,140 @@
+//! Registration, heartbeats and the agent's identity, against a test master.
+
+mod support;
+
+use std::time::Duration;
+
+use furrow_agent::{Agent, AgentConfig};
+use furrow_protocol::handshake::Role;
+use furrow_protocol::{AgentMessage, MasterMessage, TaskRef};
+use support::{TestMaster, shell_task};
+
+#[actix_rt::test]
+async fn registration_describes_the_host_and_keeps_the_id_across_restarts() {
+    let master = TestMaster::bind().await;
+    let state = tempfile::tempdir().unwrap();
+    let mut config = AgentConfig::new(master.addr.clone(), state.path());
+    config.tags = vec!["linux".into(), "gpu-free".into()];
+    config.slots = Some(3);
+    let agent = Agent::start(config.clone()).await.unwrap();
+
+    let mut conn = master.accept().await;
+    assert_eq!(conn.hello.role, Role::Agent);
+    assert_eq!(conn.hello.node_id, agent.agent_id());
+    let registration = conn.register(60_000).await;
+    assert_eq!(registration.agent_id, agent.agent_id());
+    let id_file = std::fs::read_to_string(state.path().join("agent-id")).unwrap();
+    assert_eq!(id_file.trim(), agent.agent_id().to_string());
+
+    let hostname = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(registration.hostname, hostname);
+    assert_eq!(
+        registration.name, hostname,
+        "the name defaults to the hostname"
+    );
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(registration.os, format!("Linux {}", release.trim()));
+    let cpus = std::thread::available_parallelism().unwrap().get() as u32;
+    assert_eq!(registration.cpus, cpus);
+    assert!(registration.ram_mb > 0);
+    assert_eq!(registration.tags, ["linux", "gpu-free"]);
+    assert_eq!(registration.slots, 3);
+    assert_eq!(registration.version, env!("CARGO_PKG_VERSION"));
+    assert!(registration.running.is_empty());
+    let first_id = agent.agent_id();
+    agent.shutdown().await;
+    conn.closed().await;
+
+    config.name = Some("render-07".into());
+    config.slots = None;
+    let again = Agent::start(config).await.unwrap();
+    let mut conn = master.accept().await;
+    let registration = conn.register(60_000).await;
+    assert_eq!(
+        registration.agent_id, first_id,
+        "a restarted agent keeps its id"
+    );
+    assert_eq!(registration.name, "render-07");
+    assert_eq!(registration.slots, cpus, "slots default to the cpu count");
+    again.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn heartbeats_follow_the_masters_interval_and_list_running_tasks() {
+    let master = TestMaster::bind().await;
+    let state = tempfile::tempdir().unwrap();
+    let agent = Agent::start(AgentConfig::new(master.addr.clone(), state.path()))
+        .await
+        .unwrap();
+    let mut conn = master.accept().await;
+    conn.register(100).await;
+
+    let started = tokio::time::Instant::now();
+    for _ in 0..3 {
+        let AgentMessage::Heartbeat(heartbeat) = conn.recv().await else {
+            panic!("expected only heartbeats while idle");
+        };
+        assert!(heartbeat.free_ram_mb > 0);
+        assert!(heartbeat.load >= 0.0);
+        assert!(heartbeat.running.is_empty());
+    }
+    // Three heartbeats at 100 ms cannot arrive in much less than 300 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let task = shell_task(5, "sleep 1000");
+    conn.send(MasterMessage::Assign(task.clone())).await;
+    let running = loop {
+        if let AgentMessage::Heartbeat(heartbeat) = conn.recv().await
+            && !heartbeat.running.is_empty()
+        {
+            break heartbeat.running;
+        }
+    };
+    assert_eq!(
+        running,
+        [TaskRef {
+            task_id: 5,
+            attempt: 1
+        }]
+    );
+    agent.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_refused_handshake_is_retried() {
+    let master = TestMaster::bind().await;
+    let state = tempfile::tempdir().unwrap();
+    let agent = Agent::start(AgentConfig::new(master.addr.clone(), state.path()))
+        .await
+        .unwrap();
+    let refused = master.accept_and_reject("not today").await;
+    assert_eq!(refused.node_id, agent.agent_id());
+    // The agent comes back after its backoff and registers once accepted.
+    let mut conn = master.accept().await;
+    let registration = conn.register(60_000).await;
+    assert_eq!(registration.agent_id, agent.agent_id());
+    agent.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn an_unusable_configuration_is_refused_at_start() {
+    let state = tempfile::tempdir().unwrap();
+    let mut config = AgentConfig::new("127.0.0.1:1", state.path());
+    config.slots = Some(0);
+    let error = Agent::start(config).await.err().unwrap();
+    assert!(
+        error.to_string().contains("slots must be at least 1"),
+        "{error}"
+    );
+
+    std::fs::write(state.path().join("agent-id"), "garbage").unwrap();
+    let error = Agent::start(AgentConfig::new("127.0.0.1:1", state.path()))
+        .await
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("is corrupt"), "{error}");
+}

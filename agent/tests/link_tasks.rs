@@ -1,0 +1,147 @@
+//! Assignments, cancels, slots and shutdown, against a test master.
+
+mod support;
+
+use furrow_agent::{Agent, AgentConfig};
+use furrow_protocol::{AgentMessage, LogStream, MasterMessage, TaskRef};
+use support::{MasterConn, TestMaster, group_members, lines_of, shell_task, wait_for};
+
+async fn start(slots: Option<u32>) -> (TestMaster, tempfile::TempDir, Agent, MasterConn) {
+    let master = TestMaster::bind().await;
+    let state = tempfile::tempdir().unwrap();
+    let mut config = AgentConfig::new(master.addr.clone(), state.path());
+    config.slots = slots;
+    let agent = Agent::start(config).await.unwrap();
+    let mut conn = master.accept().await;
+    conn.register(60_000).await;
+    (master, state, agent, conn)
+}
+
+#[actix_rt::test]
+async fn an_assignment_reports_started_logs_and_finished_in_order() {
+    let (_master, _state, agent, mut conn) = start(None).await;
+    let task = shell_task(
+        11,
+        "echo hello; echo oops >&2; echo frame $FURROW_FRAME; exit 2",
+    );
+    conn.send(MasterMessage::Assign(task.clone())).await;
+
+    let first = conn.recv_task_message().await;
+    let AgentMessage::TaskStarted(started) = first else {
+        panic!("expected TaskStarted first, got {first:?}");
+    };
+    assert_eq!(started.task, task.task);
+    assert!(started.pid > 1);
+    let (finished, messages) = conn.until_finished(task.task).await;
+    assert!(
+        messages.iter().all(|m| matches!(m, AgentMessage::Logs(_))),
+        "only logs between started and finished: {messages:?}"
+    );
+    assert_eq!(
+        lines_of(&messages, task.task, LogStream::Stdout),
+        ["hello", "frame 1"]
+    );
+    assert_eq!(lines_of(&messages, task.task, LogStream::Stderr), ["oops"]);
+    let agent_lines = lines_of(&messages, task.task, LogStream::Agent);
+    assert!(
+        agent_lines[0].starts_with("starting: sh -c "),
+        "{agent_lines:?}"
+    );
+    assert_eq!(agent_lines.last().unwrap(), "exited with code 2");
+    assert_eq!(
+        (finished.exit_code, finished.signal, finished.error),
+        (Some(2), None, None)
+    );
+    agent.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn cancel_kills_the_task_group_and_unknown_cancels_are_ignored() {
+    let (_master, _state, agent, mut conn) = start(None).await;
+    conn.send(MasterMessage::Cancel(TaskRef {
+        task_id: 999,
+        attempt: 4,
+    }))
+    .await;
+    let task = shell_task(12, "sleep 1000 & sleep 1000");
+    conn.send(MasterMessage::Assign(task.clone())).await;
+    let pgid = loop {
+        match conn.recv_task_message().await {
+            AgentMessage::TaskStarted(started) => break started.pid,
+            AgentMessage::TaskFinished(finished) => {
+                panic!("the unknown cancel produced {finished:?}")
+            }
+            _ => {}
+        }
+    };
+    wait_for("both sleeps", || group_members(pgid).len() >= 2).await;
+
+    conn.send(MasterMessage::Cancel(task.task)).await;
+    let (finished, messages) = conn.until_finished(task.task).await;
+    assert_eq!(finished.error.as_deref(), Some("cancelled"));
+    assert_eq!(finished.signal, Some(libc::SIGTERM));
+    assert!(
+        group_members(pgid).is_empty(),
+        "left: {:?}",
+        group_members(pgid)
+    );
+    assert!(lines_of(&messages, task.task, LogStream::Agent).contains(&"cancelled".to_string()));
+    assert!(
+        !messages
+            .iter()
+            .any(|m| matches!(m, AgentMessage::TaskFinished(_))),
+        "{messages:?}"
+    );
+    agent.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn assignments_beyond_the_slots_are_refused_at_once() {
+    let (_master, _state, agent, mut conn) = start(Some(1)).await;
+    let long = shell_task(21, "sleep 1000");
+    let extra = shell_task(22, "echo never");
+    conn.send(MasterMessage::Assign(long.clone())).await;
+    conn.send(MasterMessage::Assign(extra.clone())).await;
+    let (refused, _) = conn.until_finished(extra.task).await;
+    assert_eq!(refused.exit_code, None);
+    let error = refused.error.unwrap();
+    assert!(
+        error.contains("no free slot") && error.contains("1 slots busy"),
+        "{error}"
+    );
+
+    // The running task is untouched; once it ends, its slot takes new work.
+    conn.send(MasterMessage::Cancel(long.task)).await;
+    let (cancelled, _) = conn.until_finished(long.task).await;
+    assert_eq!(cancelled.error.as_deref(), Some("cancelled"));
+    let next = shell_task(23, "echo next");
+    conn.send(MasterMessage::Assign(next.clone())).await;
+    let (finished, _) = conn.until_finished(next.task).await;
+    assert!(finished.succeeded(), "{finished:?}");
+    agent.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn shutdown_cancels_running_tasks_and_delivers_their_results() {
+    let (_master, state, agent, mut conn) = start(None).await;
+    let task = shell_task(31, "sleep 1000 & sleep 1000");
+    conn.send(MasterMessage::Assign(task.clone())).await;
+    let pgid = conn.until_started(task.task).await;
+    wait_for("both sleeps", || group_members(pgid).len() >= 2).await;
+
+    let shutdown = actix_rt::spawn(agent.shutdown());
+    let (finished, _) = conn.until_finished(task.task).await;
+    assert_eq!(
+        finished.error.as_deref(),
+        Some("cancelled: the agent is shutting down")
+    );
+    conn.closed().await;
+    shutdown.await.unwrap();
+    assert!(group_members(pgid).is_empty());
+    assert_eq!(support::count_files(&state.path().join("running")), 0);
+    assert_eq!(
+        support::count_files(&state.path().join("spool")),
+        0,
+        "the result was delivered"
+    );
+}

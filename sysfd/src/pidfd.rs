@@ -286,6 +286,10 @@ impl AsyncPidFd {
     /// later ones) gets the same status. A process that is not our child →
     /// [`Error::NotFound`].
     pub async fn wait(&self) -> Result<ExitStatus> {
+        // Fails at once for a process that is not our child, instead of waiting for its end.
+        if let Some(status) = self.try_wait()? {
+            return Ok(status);
+        }
         loop {
             if let Some(status) = *self.status_lock() {
                 return Ok(status);

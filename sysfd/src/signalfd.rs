@@ -295,10 +295,14 @@ const SIGINFO_SIZE: usize = std::mem::size_of::<libc::signalfd_siginfo>();
 const SIGINFO_BATCH: usize = 16;
 
 /// Reads up to 16 pending signals from a signalfd. [`Error::WouldBlock`] when none is
-/// pending on a non-blocking fd.
+/// pending on a non-blocking fd; an fd that is not a signalfd → [`Error::InvalidArgument`].
 pub fn signalfd_read(fd: impl AsFd) -> Result<Vec<SignalInfo>> {
     let mut buf = [0u8; SIGINFO_SIZE * SIGINFO_BATCH];
     let n = read_retry("signalfd_read", fd.as_fd(), &mut buf)?;
+    // A signalfd read blocks or fails rather than returning nothing or a partial record.
+    if n == 0 || n % SIGINFO_SIZE != 0 {
+        return Err(Error::invalid("signalfd_read (not a signalfd)"));
+    }
     let infos = buf[..n]
         .chunks_exact(SIGINFO_SIZE)
         .map(|chunk| {

@@ -25,6 +25,17 @@ const LINK_MAILBOX: usize = 256;
 ///
 /// [`run`](crate::run) is the usual entry point; `Agent::start` is for embedding the
 /// agent in a system that already runs (tests, `furrow up`).
+///
+/// ```no_run
+/// # async fn example() -> Result<(), furrow_agent::AgentError> {
+/// use furrow_agent::{Agent, AgentConfig};
+///
+/// // Inside a running actix system (`#[actix_rt::main]`, `System::new().block_on`).
+/// let agent = Agent::start(AgentConfig::new("127.0.0.1:7420", "/var/lib/furrow-agent")).await?;
+/// println!("agent {} started", agent.agent_id());
+/// agent.shutdown().await;
+/// # Ok(()) }
+/// ```
 pub struct Agent {
     agent_id: Uuid,
     link: Addr<MasterLink>,
@@ -121,12 +132,20 @@ impl Agent {
     }
 }
 
-/// Runs an agent until SIGTERM or SIGINT, then stops it cleanly. Blocks the calling
-/// thread, which becomes the agent's actix system (and the thread whose death kills the
-/// task processes, through PR_SET_PDEATHSIG). SIGHUP is logged; configuration reload
-/// is not implemented yet.
-///
+/// Runs an agent until SIGTERM or SIGINT, then stops it cleanly and returns `Ok`.
+/// SIGHUP is logged ("reload requested"); configuration reload is not implemented yet.
 /// A second SIGTERM or SIGINT during the stop kills the tasks at once and returns.
+///
+/// Blocks the calling thread, which becomes the agent's actix system: call it from a
+/// thread that is not already running an async runtime (plain `main`, not
+/// `#[tokio::main]`). Task processes are tied to this thread through PR_SET_PDEATHSIG.
+///
+/// ```no_run
+/// let mut config = furrow_agent::AgentConfig::new("10.0.0.1:7420", "/var/lib/furrow-agent");
+/// config.tags = vec!["blender".into()];
+/// furrow_agent::run(config)?;
+/// # Ok::<(), furrow_agent::AgentError>(())
+/// ```
 pub fn run(config: AgentConfig) -> Result<(), AgentError> {
     let system = System::new();
     system.block_on(async move {

@@ -99,8 +99,17 @@ impl TaskSupervisor {
     }
 }
 
+/// Mailbox of the supervisor. Its senders are the link (one request per assign or cancel
+/// read from the master) and the runners (two notes each over their lifetime); a roomy
+/// mailbox keeps an assign and a cancel that follows it in order even in bursts.
+const SUPERVISOR_MAILBOX: usize = 256;
+
 impl Actor for TaskSupervisor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(SUPERVISOR_MAILBOX);
+    }
 }
 
 impl Handler<AssignTask> for TaskSupervisor {

@@ -84,3 +84,37 @@ async fn garbage_from_the_master_drops_the_connection_and_the_agent_comes_back()
     assert_eq!(finished.error.as_deref(), Some("cancelled"));
     agent.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn results_undelivered_at_shutdown_are_delivered_by_the_next_agent_process() {
+    let master = TestMaster::bind().await;
+    let state = tempfile::tempdir().unwrap();
+    let config = AgentConfig::new(master.addr.clone(), state.path());
+    let agent = Agent::start(config.clone()).await.unwrap();
+    let mut conn = master.accept().await;
+    conn.register(60_000).await;
+    let task = shell_task(43, "sleep 1000");
+    conn.send(MasterMessage::Assign(task.clone())).await;
+    conn.until_started(task.task).await;
+
+    // The master goes away for good; the agent is stopped while it is unreachable.
+    drop(conn);
+    let _unanswered = master.accept_tcp().await;
+    agent.shutdown().await;
+    assert_eq!(count_files(&state.path().join("spool")), 1);
+
+    let again = Agent::start(config).await.unwrap();
+    let mut conn = master.accept().await;
+    let registration = conn.register(60_000).await;
+    assert_eq!(registration.running, [task.task]);
+    let (finished, _) = conn.until_finished(task.task).await;
+    assert_eq!(
+        finished.error.as_deref(),
+        Some("cancelled: the agent is shutting down")
+    );
+    wait_for("the delivered result to leave the disk", || {
+        count_files(&state.path().join("spool")) == 0
+    })
+    .await;
+    again.shutdown().await;
+}

@@ -19,7 +19,7 @@ mod backoff;
 mod connection;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
@@ -109,6 +109,8 @@ pub(crate) struct MasterLink {
     epoch: u64,
     state: LinkState,
     backoff: Backoff,
+    /// When the current connection registered.
+    registered_at: Option<Instant>,
     /// The write half; `None` while a write is under way or when disconnected.
     writer: Option<MasterWriter>,
     write_task: Option<SpawnHandle>,
@@ -150,6 +152,7 @@ impl MasterLink {
             epoch: 0,
             state: LinkState::Disconnected,
             backoff,
+            registered_at: None,
             writer: None,
             write_task: None,
             control: None,
@@ -284,6 +287,15 @@ impl MasterLink {
         }
         self.writer = None;
         self.control = None;
+        // Short delays again only after a connection that held: a master that accepts
+        // and then falls over at once must not draw reconnects every 200 ms.
+        if self
+            .registered_at
+            .take()
+            .is_some_and(|at| at.elapsed() >= self.setup.tuning.backoff_max)
+        {
+            self.backoff.reset();
+        }
         self.spool.abort_flight();
         self.spool.persist_results();
         if self.stopping {
@@ -350,7 +362,7 @@ impl MasterLink {
             warn!(ours = %self.setup.identity.agent_id, theirs = %registered.agent_id, "the master knows this agent by another id");
         }
         self.state = LinkState::Registered;
-        self.backoff.reset();
+        self.registered_at = Some(Instant::now());
         let interval = Duration::from_millis(registered.heartbeat_interval_ms).max(MIN_HEARTBEAT);
         self.heartbeat = Some(ctx.run_interval(interval, |link, ctx| link.send_heartbeat(ctx)));
         info!(

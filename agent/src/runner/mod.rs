@@ -202,7 +202,9 @@ async fn execute<R: Reporter>(
     } = match TaskProcess::spawn(command) {
         Ok(spawned) => spawned,
         Err(e) => {
-            return Ending::without_process(format!("cannot start `{}`: {e}", plan.program), true);
+            // Nothing ran in it: nothing to keep.
+            workdir::dispose(&env.state, task, Disposal::Remove, 0).await;
+            return Ending::without_process(format!("cannot start `{}`: {e}", plan.program), false);
         }
     };
     let pgid = process.pid();

@@ -31,7 +31,7 @@ pub use event::{
 };
 pub use recursive::{AsyncRecursiveWatcher, RecursiveWatcher};
 
-use crate::error::{Result, cvt};
+use crate::error::{Error, Result, cvt};
 use crate::fd::{live_fd, owned_fd, path_cstring, read_retry};
 use crate::source::{AsyncSource, EventSource};
 
@@ -121,10 +121,14 @@ impl Inotify {
         })
     }
 
-    /// Adds (or, for an already watched inode, replaces) a watch. Errors as
+    /// Adds (or, for an already watched inode, replaces) a watch. A mask without any event
+    /// bit (only options) → [`Error::InvalidArgument`]; other errors as
     /// [`inotify_add_watch`]; [`Error::Closed`] after close.
     pub fn watch(&mut self, path: impl AsRef<Path>, mask: WatchMask) -> Result<WatchDescriptor> {
         let path = path.as_ref();
+        if !mask.intersects(WatchMask::ALL_EVENTS) {
+            return Err(Error::invalid("inotify_add_watch (no event in mask)"));
+        }
         let wd = inotify_add_watch(live_fd(&self.fd, "inotify_add_watch")?, path, mask)?;
         // The kernel may hand out the number of a watch whose removal we have not read yet;
         // the new watch wins.
@@ -262,5 +266,109 @@ impl AsyncSource<Inotify> {
     /// Removes a watch; see [`Inotify::unwatch`].
     pub fn unwatch(&self, wd: WatchDescriptor) -> Result<()> {
         self.with(|inotify| inotify.unwatch(wd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(wd: i32, mask: EventMask, cookie: u32, name: &str) -> RawInotifyEvent {
+        RawInotifyEvent {
+            wd,
+            mask,
+            cookie,
+            name: Some(name.into()),
+        }
+    }
+
+    #[test]
+    fn rename_halves_pair_across_separate_reads() -> Result<()> {
+        let mut inotify = Inotify::new()?;
+        inotify
+            .watches
+            .insert(WatchDescriptor(1), PathBuf::from("/src"));
+        inotify
+            .watches
+            .insert(WatchDescriptor(2), PathBuf::from("/dst"));
+        // First read ends with the MOVED_FROM; an unrelated event comes first in the next.
+        let from = inotify.complete(raw(1, EventMask::MOVED_FROM, 77, "a"));
+        assert_eq!(from.moved_from, None);
+        let other = inotify.complete(raw(2, EventMask::CREATE, 0, "z"));
+        assert_eq!(other.moved_from, None);
+        let to = inotify.complete(raw(2, EventMask::MOVED_TO, 77, "b"));
+        assert_eq!(
+            to.rename(),
+            Some((PathBuf::from("/src/a"), PathBuf::from("/dst/b")))
+        );
+        // The pair is used up.
+        let again = inotify.complete(raw(2, EventMask::MOVED_TO, 77, "c"));
+        assert_eq!(again.moved_from, None);
+        Ok(())
+    }
+
+    #[test]
+    fn overflow_forgets_pending_renames() -> Result<()> {
+        let mut inotify = Inotify::new()?;
+        inotify
+            .watches
+            .insert(WatchDescriptor(1), PathBuf::from("/w"));
+        inotify.complete(raw(1, EventMask::MOVED_FROM, 5, "a"));
+        let overflow = inotify.complete(RawInotifyEvent {
+            wd: -1,
+            mask: EventMask::Q_OVERFLOW,
+            cookie: 0,
+            name: None,
+        });
+        assert!(overflow.needs_rescan());
+        assert_eq!(overflow.wd, None);
+        let to = inotify.complete(raw(1, EventMask::MOVED_TO, 5, "b"));
+        assert_eq!(to.moved_from, None);
+        Ok(())
+    }
+
+    #[test]
+    fn pending_renames_are_bounded() -> Result<()> {
+        let mut inotify = Inotify::new()?;
+        inotify
+            .watches
+            .insert(WatchDescriptor(1), PathBuf::from("/w"));
+        for cookie in 0..(PENDING_MOVES as u32 + 10) {
+            inotify.complete(raw(1, EventMask::MOVED_FROM, cookie, "x"));
+        }
+        assert_eq!(inotify.pending_moves.len(), PENDING_MOVES);
+        let oldest = inotify.complete(raw(1, EventMask::MOVED_TO, 0, "y"));
+        assert_eq!(oldest.moved_from, None);
+        let newest = inotify.complete(raw(1, EventMask::MOVED_TO, PENDING_MOVES as u32 + 9, "y"));
+        assert_eq!(newest.moved_from, Some(PathBuf::from("/w/x")));
+        Ok(())
+    }
+
+    #[test]
+    fn renamed_directories_keep_their_watches_with_new_paths() -> Result<()> {
+        let mut inotify = Inotify::new()?;
+        inotify
+            .watches
+            .insert(WatchDescriptor(1), PathBuf::from("/r/a"));
+        inotify
+            .watches
+            .insert(WatchDescriptor(2), PathBuf::from("/r/a/b"));
+        inotify
+            .watches
+            .insert(WatchDescriptor(3), PathBuf::from("/r/ab"));
+        inotify.rename_watched(Path::new("/r/a"), Path::new("/r/z"));
+        assert_eq!(
+            inotify.watch_path(WatchDescriptor(1)),
+            Some(Path::new("/r/z"))
+        );
+        assert_eq!(
+            inotify.watch_path(WatchDescriptor(2)),
+            Some(Path::new("/r/z/b"))
+        );
+        assert_eq!(
+            inotify.watch_path(WatchDescriptor(3)),
+            Some(Path::new("/r/ab"))
+        );
+        Ok(())
     }
 }

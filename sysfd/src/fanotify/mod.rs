@@ -487,19 +487,26 @@ impl Fanotify {
     }
 
     /// Keeps a directory fd of the filesystem holding `path`, keyed by its fsid, so that file
-    /// handles of that filesystem can be opened to resolve paths. Best effort.
+    /// handles of that filesystem can be opened to resolve paths. Best effort: the path itself
+    /// if it is a directory, else its parent when that is on the same filesystem.
+    /// (`open_by_handle_at` refuses `O_PATH` fds, and opening a non-directory could block or
+    /// have side effects, so only directories are opened.)
     fn remember_filesystem(&mut self, path: &Path) {
-        let Ok(cpath) = path_cstring("open", path) else {
+        let Some(fsid) = open_path(path).ok().and_then(|fd| fsid_of(fd.as_fd())) else {
             return;
         };
-        // SAFETY: NUL-terminated path, integer flags.
-        let Ok(fd) = owned_fd("open", unsafe {
-            libc::open(cpath.as_ptr(), libc::O_PATH | libc::O_CLOEXEC)
-        }) else {
+        if self.mount_fds.contains_key(&fsid) {
             return;
-        };
-        if let Some(fsid) = fsid_of(fd.as_fd()) {
-            self.mount_fds.entry(fsid).or_insert(fd);
+        }
+        let candidates = [Some(path), path.parent()];
+        for dir in candidates.into_iter().flatten() {
+            let Ok(fd) = open_directory(dir) else {
+                continue;
+            };
+            if fsid_of(fd.as_fd()) == Some(fsid) {
+                self.mount_fds.insert(fsid, fd);
+                return;
+            }
         }
     }
 
@@ -526,6 +533,25 @@ impl Fanotify {
         }
         None
     }
+}
+
+fn open_path(path: &Path) -> Result<OwnedFd> {
+    let cpath = path_cstring("open", path)?;
+    // SAFETY: NUL-terminated path, integer flags.
+    owned_fd("open", unsafe {
+        libc::open(cpath.as_ptr(), libc::O_PATH | libc::O_CLOEXEC)
+    })
+}
+
+fn open_directory(path: &Path) -> Result<OwnedFd> {
+    let cpath = path_cstring("open", path)?;
+    // SAFETY: NUL-terminated path, integer flags.
+    owned_fd("open", unsafe {
+        libc::open(
+            cpath.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })
 }
 
 fn fsid_of(fd: BorrowedFd<'_>) -> Option<[i32; 2]> {

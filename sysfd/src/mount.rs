@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::error::{Result, cvt, cvt_long};
+use crate::error::{Error, Result, cvt, cvt_long};
 use crate::fd::{path_cstring, str_cstring};
 use crate::system::{Namespaces, unshare};
 
@@ -71,11 +71,6 @@ bitflags::bitflags! {
 /// `mount(2)`. A missing target or source → [`Error::NotFound`]; an unknown filesystem type →
 /// [`Error::NotFound`] (`ENODEV`); bad flags or data → [`Error::InvalidArgument`]; without
 /// `CAP_SYS_ADMIN` → [`Error::PermissionDenied`]; `EBUSY` → [`Error::Unknown`].
-///
-/// [`Error::NotFound`]: crate::Error::NotFound
-/// [`Error::InvalidArgument`]: crate::Error::InvalidArgument
-/// [`Error::PermissionDenied`]: crate::Error::PermissionDenied
-/// [`Error::Unknown`]: crate::Error::Unknown
 pub fn mount(
     source: Option<&Path>,
     target: &Path,
@@ -105,11 +100,6 @@ pub fn mount(
 /// `umount2(2)`. Not a mount point or bad flags → [`Error::InvalidArgument`]; missing path →
 /// [`Error::NotFound`]; busy → [`Error::Unknown`] (`EBUSY`, retry with
 /// [`UmountFlags::DETACH`]); without privilege → [`Error::PermissionDenied`].
-///
-/// [`Error::NotFound`]: crate::Error::NotFound
-/// [`Error::InvalidArgument`]: crate::Error::InvalidArgument
-/// [`Error::PermissionDenied`]: crate::Error::PermissionDenied
-/// [`Error::Unknown`]: crate::Error::Unknown
 pub fn umount(target: &Path, flags: UmountFlags) -> Result<()> {
     let target = path_cstring("umount2", target)?;
     // SAFETY: NUL-terminated path and integer flags.
@@ -121,20 +111,23 @@ pub fn umount(target: &Path, flags: UmountFlags) -> Result<()> {
 
 /// `pivot_root(2)`: makes `new_root` the root of the mount namespace and moves the old root to
 /// `put_old` (which must be under `new_root`). `new_root` not a mount point, `put_old` not
-/// under it, or a shared mount → [`Error::InvalidArgument`]; a missing path →
+/// under it, or a shared mount → [`Error::InvalidArgument`] (this call reports `EBUSY` there
+/// too, with the errno kept, as it only means misplaced paths); a missing path →
 /// [`Error::NotFound`]; without privilege → [`Error::PermissionDenied`].
-///
-/// [`Error::NotFound`]: crate::Error::NotFound
-/// [`Error::InvalidArgument`]: crate::Error::InvalidArgument
-/// [`Error::PermissionDenied`]: crate::Error::PermissionDenied
 pub fn pivot_root(new_root: &Path, put_old: &Path) -> Result<()> {
     const OP: &str = "pivot_root";
     let new_root = path_cstring(OP, new_root)?;
     let put_old = path_cstring(OP, put_old)?;
     // SAFETY: two NUL-terminated paths.
     let ret = unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) };
-    cvt_long(OP, ret)?;
-    Ok(())
+    match cvt_long(OP, ret) {
+        // For pivot_root, EBUSY always means the paths are wrong (on the current root mount,
+        // or the same mount), never a transient state: report it as a bad argument.
+        Err(Error::Unknown { errno, .. }) if errno == libc::EBUSY => {
+            Err(Error::InvalidArgument { op: OP, errno })
+        }
+        other => other.map(|_| ()),
+    }
 }
 
 /// Moves the calling process into a new mount namespace whose mounts do not propagate back

@@ -233,9 +233,11 @@ pub(crate) fn from_nix<T>(op: &'static str, res: nix::Result<T>) -> Result<T> {
 mod tests {
     use super::*;
 
+    type Check = fn(&Error) -> bool;
+
     #[test]
     fn mapping_table_is_fixed() {
-        let table: &[(i32, fn(&Error) -> bool)] = &[
+        let table: &[(i32, Check)] = &[
             (libc::EINVAL, |e| matches!(e, Error::InvalidArgument { .. })),
             (libc::EBADF, |e| matches!(e, Error::InvalidArgument { .. })),
             (libc::EFAULT, |e| matches!(e, Error::InvalidArgument { .. })),

@@ -53,6 +53,8 @@
 //! }
 //! ```
 
+#![warn(missing_docs)]
+
 mod error;
 mod eventfd;
 mod fanotify;

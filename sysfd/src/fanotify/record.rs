@@ -241,7 +241,7 @@ mod tests {
         body.extend_from_slice(handle);
         body.extend_from_slice(name);
         body.push(0);
-        while (body.len() + HEADER_LEN) % 4 != 0 {
+        while !(body.len() + HEADER_LEN).is_multiple_of(4) {
             body.push(0);
         }
         let mut out = vec![info_type, 0];

@@ -89,6 +89,24 @@ fn unshare_rejects_bad_flags() {
 }
 
 #[test]
+fn namespace_count_limit_is_a_resource_limit() {
+    run_in_child(|| {
+        // Limits of a private user namespace, so the host's stay untouched.
+        unshare(Namespaces::USER)?;
+        std::fs::write("/proc/self/uid_map", "0 0 1")?;
+        std::fs::write("/proc/sys/user/max_uts_namespaces", "0")?;
+        assert_err!(
+            unshare(Namespaces::UTS),
+            Error::ResourceLimit {
+                errno: libc::ENOSPC,
+                ..
+            }
+        );
+        Ok(())
+    });
+}
+
+#[test]
 fn mount_and_umount_in_a_private_namespace() {
     let dir = tempfile::tempdir().expect("tempdir");
     let target = dir.path().to_path_buf();

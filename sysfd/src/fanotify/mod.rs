@@ -8,137 +8,22 @@
 //! dropped unanswered is allowed, as the kernel does when a group closes. Async:
 //! [`AsyncFanotify`]. Needs `CAP_SYS_ADMIN`.
 
+mod event;
+mod flags;
 mod record;
 
 use std::collections::{HashMap, VecDeque};
-use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use event::FanotifyEvent;
+pub use flags::{FanInitFlags, FanMarkFlags, FanMask};
 pub use record::{FileHandle, InfoRecord};
 
 use crate::error::{Error, Result, cvt};
 use crate::fd::{fd_path, owned_fd, path_cstring, read_retry, write_retry};
 use crate::source::{AsyncSource, EventSource};
-
-bitflags::bitflags! {
-    /// Flags of [`fanotify_init`] (`FAN_*` init flags).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-    pub struct FanInitFlags: u32 {
-        /// `FAN_CLOEXEC`.
-        const CLOEXEC = libc::FAN_CLOEXEC;
-        /// `FAN_NONBLOCK`.
-        const NONBLOCK = libc::FAN_NONBLOCK;
-        /// `FAN_CLASS_CONTENT`: may receive permission events, after the file content is final.
-        const CLASS_CONTENT = libc::FAN_CLASS_CONTENT;
-        /// `FAN_CLASS_PRE_CONTENT`: may receive permission events, before the content is final.
-        const CLASS_PRE_CONTENT = libc::FAN_CLASS_PRE_CONTENT;
-        /// `FAN_UNLIMITED_QUEUE`.
-        const UNLIMITED_QUEUE = libc::FAN_UNLIMITED_QUEUE;
-        /// `FAN_UNLIMITED_MARKS`.
-        const UNLIMITED_MARKS = libc::FAN_UNLIMITED_MARKS;
-        /// `FAN_ENABLE_AUDIT`.
-        const ENABLE_AUDIT = libc::FAN_ENABLE_AUDIT;
-        /// `FAN_REPORT_PIDFD`: a pidfd info record with each event.
-        const REPORT_PIDFD = libc::FAN_REPORT_PIDFD;
-        /// `FAN_REPORT_TID`: report the thread id instead of the process id.
-        const REPORT_TID = libc::FAN_REPORT_TID;
-        /// `FAN_REPORT_FID`: identify objects by file handle instead of an open fd.
-        const REPORT_FID = libc::FAN_REPORT_FID;
-        /// `FAN_REPORT_DIR_FID`: report the directory's file handle.
-        const REPORT_DIR_FID = libc::FAN_REPORT_DIR_FID;
-        /// `FAN_REPORT_NAME`: report the entry name (with `REPORT_DIR_FID`).
-        const REPORT_NAME = libc::FAN_REPORT_NAME;
-        /// `FAN_REPORT_DFID_NAME` = `REPORT_DIR_FID | REPORT_NAME`.
-        const REPORT_DFID_NAME = libc::FAN_REPORT_DFID_NAME;
-        /// `FAN_REPORT_TARGET_FID`.
-        const REPORT_TARGET_FID = libc::FAN_REPORT_TARGET_FID;
-    }
-
-    /// Flags of [`fanotify_mark`] (`FAN_MARK_*`).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-    pub struct FanMarkFlags: u32 {
-        /// `FAN_MARK_ADD`.
-        const ADD = libc::FAN_MARK_ADD;
-        /// `FAN_MARK_REMOVE`.
-        const REMOVE = libc::FAN_MARK_REMOVE;
-        /// `FAN_MARK_FLUSH`: remove all marks of the given kind.
-        const FLUSH = libc::FAN_MARK_FLUSH;
-        /// `FAN_MARK_DONT_FOLLOW`.
-        const DONT_FOLLOW = libc::FAN_MARK_DONT_FOLLOW;
-        /// `FAN_MARK_ONLYDIR`.
-        const ONLYDIR = libc::FAN_MARK_ONLYDIR;
-        /// `FAN_MARK_MOUNT`: mark the mount containing the path.
-        const MOUNT = libc::FAN_MARK_MOUNT;
-        /// `FAN_MARK_FILESYSTEM`: mark the filesystem containing the path.
-        const FILESYSTEM = libc::FAN_MARK_FILESYSTEM;
-        /// `FAN_MARK_IGNORED_MASK`.
-        const IGNORED_MASK = libc::FAN_MARK_IGNORED_MASK;
-        /// `FAN_MARK_IGNORED_SURV_MODIFY`.
-        const IGNORED_SURV_MODIFY = libc::FAN_MARK_IGNORED_SURV_MODIFY;
-        /// `FAN_MARK_EVICTABLE`.
-        const EVICTABLE = libc::FAN_MARK_EVICTABLE;
-        /// `FAN_MARK_IGNORE`.
-        const IGNORE = libc::FAN_MARK_IGNORE;
-    }
-
-    /// Event bits of marks and events (`FAN_*`).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-    pub struct FanMask: u64 {
-        /// File was read.
-        const ACCESS = libc::FAN_ACCESS;
-        /// File was written.
-        const MODIFY = libc::FAN_MODIFY;
-        /// Metadata changed (FID modes only).
-        const ATTRIB = libc::FAN_ATTRIB;
-        /// Writable file closed.
-        const CLOSE_WRITE = libc::FAN_CLOSE_WRITE;
-        /// Read-only file closed.
-        const CLOSE_NOWRITE = libc::FAN_CLOSE_NOWRITE;
-        /// File opened.
-        const OPEN = libc::FAN_OPEN;
-        /// Entry moved away (FID modes only).
-        const MOVED_FROM = libc::FAN_MOVED_FROM;
-        /// Entry moved in (FID modes only).
-        const MOVED_TO = libc::FAN_MOVED_TO;
-        /// Entry created (FID modes only).
-        const CREATE = libc::FAN_CREATE;
-        /// Entry deleted (FID modes only).
-        const DELETE = libc::FAN_DELETE;
-        /// Marked object deleted (FID modes only).
-        const DELETE_SELF = libc::FAN_DELETE_SELF;
-        /// Marked object moved (FID modes only).
-        const MOVE_SELF = libc::FAN_MOVE_SELF;
-        /// File opened for execution.
-        const OPEN_EXEC = libc::FAN_OPEN_EXEC;
-        /// The event queue overflowed: events were lost.
-        const Q_OVERFLOW = libc::FAN_Q_OVERFLOW;
-        /// A filesystem error was reported.
-        const FS_ERROR = libc::FAN_FS_ERROR;
-        /// Permission to open is asked.
-        const OPEN_PERM = libc::FAN_OPEN_PERM;
-        /// Permission to read is asked.
-        const ACCESS_PERM = libc::FAN_ACCESS_PERM;
-        /// Permission to open for execution is asked.
-        const OPEN_EXEC_PERM = libc::FAN_OPEN_EXEC_PERM;
-        /// Report events on the children of a marked directory.
-        const EVENT_ON_CHILD = libc::FAN_EVENT_ON_CHILD;
-        /// Entry renamed (with old and new names).
-        const RENAME = libc::FAN_RENAME;
-        /// The event is about a directory.
-        const ONDIR = libc::FAN_ONDIR;
-        /// `CLOSE_WRITE | CLOSE_NOWRITE`.
-        const CLOSE = libc::FAN_CLOSE;
-        /// `MOVED_FROM | MOVED_TO`.
-        const MOVE = libc::FAN_MOVE;
-    }
-}
-
-/// The permission-request bits.
-const PERMISSION_EVENTS: FanMask = FanMask::OPEN_PERM
-    .union(FanMask::ACCESS_PERM)
-    .union(FanMask::OPEN_EXEC_PERM);
 
 /// Flags for the fds opened for events: read-only, large files, close-on-exec.
 const EVENT_FD_FLAGS: i32 = libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC;
@@ -211,107 +96,6 @@ pub fn fanotify_read(fd: impl AsFd, buf: &mut [u8]) -> Result<Vec<FanotifyEvent>
     // SAFETY: the kernel just installed every fd in this buffer for us.
     let parsed = unsafe { record::parse_buffer(&buf[..n])? };
     Ok(parsed.into_iter().map(FanotifyEvent::from_parsed).collect())
-}
-
-/// One fanotify event. Its fd (if any) is closed when the event is dropped.
-pub struct FanotifyEvent {
-    /// Event bits.
-    pub mask: FanMask,
-    /// Pid (or tid with `REPORT_TID`) of the process that caused the event.
-    pub pid: i32,
-    /// Path of the object: from the event fd, or from the FID / DFID_NAME records.
-    pub path: Option<PathBuf>,
-    /// Info records (FID modes, pidfd, errors).
-    pub info: Vec<InfoRecord>,
-    fd: Option<OwnedFd>,
-    group: Option<Arc<OwnedFd>>,
-}
-
-impl std::fmt::Debug for FanotifyEvent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FanotifyEvent")
-            .field("mask", &self.mask)
-            .field("pid", &self.pid)
-            .field("path", &self.path)
-            .field("fd", &self.fd.as_ref().map(AsRawFd::as_raw_fd))
-            .field("info", &self.info)
-            .finish()
-    }
-}
-
-impl FanotifyEvent {
-    fn from_parsed(parsed: record::ParsedEvent) -> Self {
-        let path = parsed.fd.as_ref().and_then(|fd| fd_path(fd.as_raw_fd()));
-        FanotifyEvent {
-            mask: FanMask::from_bits_retain(parsed.mask),
-            pid: parsed.pid,
-            path,
-            info: parsed.info,
-            fd: parsed.fd,
-            group: None,
-        }
-    }
-
-    /// The event's open fd on the object (fd modes only).
-    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
-        self.fd.as_ref().map(AsFd::as_fd)
-    }
-
-    /// Takes the event fd out of the event, to keep it beyond the event. A permission event
-    /// keeps its fd until answered.
-    pub fn take_fd(&mut self) -> Option<OwnedFd> {
-        if self.is_permission() {
-            return None;
-        }
-        self.fd.take()
-    }
-
-    /// Whether the event asks for a permission decision.
-    pub fn is_permission(&self) -> bool {
-        self.mask.intersects(PERMISSION_EVENTS)
-    }
-
-    /// Whether events were lost.
-    pub fn is_overflow(&self) -> bool {
-        self.mask.contains(FanMask::Q_OVERFLOW)
-    }
-
-    /// The entry name from a DFID_NAME record, if any.
-    pub fn name(&self) -> Option<&OsString> {
-        self.info.iter().find_map(|record| match record {
-            InfoRecord::DirFidName(_, name) => Some(name),
-            _ => None,
-        })
-    }
-
-    /// Answers a permission event. Not a permission event (or read through
-    /// [`fanotify_read`]) → [`Error::InvalidArgument`].
-    pub fn respond(mut self, response: Response) -> Result<()> {
-        let (Some(group), Some(fd)) = (self.group.take(), self.fd.as_ref()) else {
-            return Err(Error::invalid("fanotify_respond (not a permission event)"));
-        };
-        fanotify_respond(group.as_fd(), fd.as_raw_fd(), response)
-    }
-
-    /// Allows the access; see [`respond`](Self::respond).
-    pub fn allow(self) -> Result<()> {
-        self.respond(Response::Allow)
-    }
-
-    /// Denies the access (it fails with `EPERM`); see [`respond`](Self::respond).
-    pub fn deny(self) -> Result<()> {
-        self.respond(Response::Deny)
-    }
-}
-
-impl Drop for FanotifyEvent {
-    fn drop(&mut self) {
-        if let (Some(group), Some(fd)) = (self.group.take(), self.fd.as_ref()) {
-            // An unanswered permission event would block the accessing process until the
-            // group closes; allow it now. Nothing useful can be done if the write fails.
-            let _ = fanotify_respond(group.as_fd(), fd.as_raw_fd(), Response::Allow);
-        }
-    }
 }
 
 /// How a [`Fanotify`] group reports objects.

@@ -6,17 +6,17 @@
 //!
 //! Every module offers the 1:1 system calls, a typed event object and an async form:
 //!
-//! | concept | 1:1 calls | event object | async |
-//! |---|---|---|---|
-//! | file changes | [`inotify_init`], [`inotify_add_watch`], [`inotify_rm_watch`], [`inotify_read`] | [`Inotify`], [`RecursiveWatcher`] | [`AsyncInotify`], [`AsyncRecursiveWatcher`] |
-//! | filesystem-wide access, permission decisions | [`fanotify_init`], [`fanotify_mark`], [`fanotify_read`], [`fanotify_respond`] | [`Fanotify`] | [`AsyncFanotify`] |
-//! | counters, wake-ups | [`eventfd`], [`eventfd_read`], [`eventfd_write`] | [`EventFd`] | [`AsyncEventFd`] |
-//! | timers | [`timerfd_create`], [`timerfd_settime`], [`timerfd_gettime`], [`timerfd_read`] | [`TimerFd`] | [`AsyncTimerFd`] |
-//! | signals | [`pthread_sigmask`], [`signalfd_create`], [`signalfd_read`] | [`SignalFd`] | [`AsyncSignalFd`] |
-//! | processes | [`pidfd_open`], [`pidfd_send_signal`], [`pidfd_wait`] | [`PidFd`] | [`AsyncPidFd`] |
-//! | zero-copy pipes | [`splice`], [`tee`], [`vmsplice`] | [`copy`] (splice with read/write fallback) | |
-//! | containers | [`mount`], [`umount`], [`pivot_root`], [`unshare`], [`sethostname`], [`gethostname`], [`getpid`], [`getppid`] | [`private_mount_namespace`] | |
-//! | syscall filters | [`seccomp_set_mode_filter`], [`seccomp_set_mode_strict`] | [`SeccompFilter`] | |
+//! | module | concept | 1:1 calls | event object | async |
+//! |---|---|---|---|---|
+//! | [`inotify`](mod@inotify) | file changes | [`inotify_init`], [`inotify_add_watch`], [`inotify_rm_watch`], [`inotify_read`] | [`Inotify`], [`RecursiveWatcher`] | [`AsyncInotify`], [`AsyncRecursiveWatcher`] |
+//! | [`fanotify`](mod@fanotify) | filesystem-wide access, permission decisions | [`fanotify_init`], [`fanotify_mark`], [`fanotify_read`], [`fanotify_respond`] | [`Fanotify`] | [`AsyncFanotify`] |
+//! | [`eventfd`](mod@eventfd) | counters, wake-ups | [`eventfd()`], [`eventfd_read`], [`eventfd_write`] | [`EventFd`] | [`AsyncEventFd`] |
+//! | [`timerfd`](mod@timerfd) | timers | [`timerfd_create`], [`timerfd_settime`], [`timerfd_gettime`], [`timerfd_read`] | [`TimerFd`] | [`AsyncTimerFd`] |
+//! | [`signalfd`](mod@signalfd) | signals | [`pthread_sigmask`], [`signalfd_create`], [`signalfd_read`] | [`SignalFd`] | [`AsyncSignalFd`] |
+//! | [`pidfd`](mod@pidfd) | processes | [`pidfd_open`], [`pidfd_send_signal`], [`pidfd_wait`] | [`PidFd`] | [`AsyncPidFd`] |
+//! | [`splice`](mod@splice) | zero-copy pipes | [`splice()`], [`tee`], [`vmsplice`] | [`copy`] (splice with read/write fallback) | |
+//! | [`mount`](mod@mount), [`system`] | containers | [`mount()`], [`umount`], [`pivot_root`], [`unshare`], [`sethostname`], [`gethostname`], [`getpid`], [`getppid`] | [`private_mount_namespace`] | |
+//! | [`seccomp`](mod@seccomp) | syscall filters | [`seccomp_set_mode_filter`], [`seccomp_set_mode_strict`] | [`SeccompFilter`] | |
 //!
 //! Event objects implement [`EventSource`]: a read fetches a batch from the kernel, caches it
 //! and hands events out one at a time ([`EventSource::read_event`]) or all at once
@@ -26,8 +26,9 @@
 //! consume with `ctx.add_stream(..)`, and an async queue where each event goes to exactly
 //! one waiter.
 //!
-//! Every failure is an [`Error`], chosen from the errno by a fixed table (see [`Error`]'s
-//! module documentation, and `README.md`).
+//! Every failure is an [`Error`], chosen from the errno by a fixed table (see the [`error`]
+//! module and `README.md`). The modules below hold each concept's documentation; their items
+//! are also re-exported at the crate root.
 //!
 //! # For an agent
 //!
@@ -55,19 +56,19 @@
 
 #![warn(missing_docs)]
 
-mod error;
-mod eventfd;
-mod fanotify;
+pub mod error;
+pub mod eventfd;
+pub mod fanotify;
 mod fd;
-mod inotify;
-mod mount;
-mod pidfd;
-mod seccomp;
-mod signalfd;
+pub mod inotify;
+pub mod mount;
+pub mod pidfd;
+pub mod seccomp;
+pub mod signalfd;
 mod source;
-mod splice;
-mod system;
-mod timerfd;
+pub mod splice;
+pub mod system;
+pub mod timerfd;
 
 pub use error::{Error, Result};
 pub use eventfd::*;

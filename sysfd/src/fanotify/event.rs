@@ -83,7 +83,7 @@ impl FanotifyEvent {
     }
 
     /// Answers a permission event. Not a permission event (or read through
-    /// [`fanotify_read`]) → [`Error::InvalidArgument`].
+    /// [`fanotify_read`](super::fanotify_read)) → [`Error::InvalidArgument`].
     pub fn respond(mut self, response: Response) -> Result<()> {
         let (Some(group), Some(fd)) = (self.group.take(), self.fd.as_ref()) else {
             return Err(Error::invalid("fanotify_respond (not a permission event)"));

@@ -17,7 +17,10 @@
 //!
 //! The waiter reaps the child, so nothing else may reap it: do not call `wait`/`try_wait` on
 //! the `std`/`tokio` `Child` and do not set tokio's `kill_on_drop` (after the reap the pid may
-//! belong to another process). Dropping a tokio `Child` afterwards is harmless.
+//! belong to another process). Keep a tokio `Child` alive until [`AsyncPidFd::wait`] has
+//! returned: tokio reaps the children it considers orphaned (dropped while running). Dropping
+//! it afterwards is harmless: tokio's orphan queue discards it at its next pass, when
+//! `waitpid` reports it gone.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
@@ -284,7 +287,8 @@ impl AsyncPidFd {
 
     /// Waits until the child ends, reaps it and returns how it ended. Every caller (also
     /// later ones) gets the same status. A process that is not our child →
-    /// [`Error::NotFound`].
+    /// [`Error::NotFound`] at once. Cancel-safe: dropping the future and calling again
+    /// resumes the wait.
     pub async fn wait(&self) -> Result<ExitStatus> {
         // Fails at once for a process that is not our child, instead of waiting for its end.
         if let Some(status) = self.try_wait()? {

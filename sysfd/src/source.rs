@@ -161,7 +161,8 @@ impl<S: EventSource> AsyncSource<S> {
     }
 
     /// Waits for one event. Each event goes to exactly one caller, even when many tasks wait
-    /// on the same object at once.
+    /// on the same object at once. Cancel-safe: an event is taken only when the future
+    /// completes, so dropping it (e.g. in a losing `select!` branch) loses nothing.
     pub async fn read_event(&self) -> Result<S::Event> {
         loop {
             {

@@ -314,7 +314,8 @@ impl AsyncSource<TimerFd> {
     }
 
     /// Waits for the next expiration; returns how many expirations happened since the last
-    /// read (more than 1 when a periodic timer was not read in time).
+    /// read (more than 1 when a periodic timer was not read in time). Cancel-safe. A one-shot
+    /// timer fires once: after its expiration was read, this waits until it is re-armed.
     pub async fn expired(&self) -> Result<u64> {
         self.read_event().await
     }

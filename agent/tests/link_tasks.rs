@@ -145,3 +145,38 @@ async fn shutdown_cancels_running_tasks_and_delivers_their_results() {
         "the result was delivered"
     );
 }
+
+#[actix_rt::test]
+async fn output_streams_while_the_task_runs() {
+    let (_master, _state, agent, mut conn) = start(None).await;
+    let task = shell_task(41, "echo first; echo second >&2; sleep 1000");
+    conn.send(MasterMessage::Assign(task.clone())).await;
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    // The lines arrive although the task never ends on its own (batches are flushed
+    // on a timer, not only when full or at the end).
+    while stdout.is_empty() || stderr.is_empty() {
+        let message = conn.recv_task_message().await;
+        assert!(
+            !matches!(message, AgentMessage::TaskFinished(_)),
+            "{message:?}"
+        );
+        stdout.extend(lines_of(
+            std::slice::from_ref(&message),
+            task.task,
+            LogStream::Stdout,
+        ));
+        stderr.extend(lines_of(
+            std::slice::from_ref(&message),
+            task.task,
+            LogStream::Stderr,
+        ));
+    }
+    assert_eq!(
+        (stdout, stderr),
+        (vec!["first".to_string()], vec!["second".to_string()])
+    );
+    conn.send(MasterMessage::Cancel(task.task)).await;
+    conn.until_finished(task.task).await;
+    agent.shutdown().await;
+}

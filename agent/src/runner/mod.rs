@@ -250,8 +250,18 @@ async fn execute<R: Reporter>(
     let mut error: Option<String> = None;
     let mut stopped = false;
 
+    // One timer for the output batches, moved rather than recreated for every line.
+    let mut flush_timer = Box::pin(tokio::time::sleep_until(far_future()));
+    let mut flush_timer_at = None;
+
     let waited = loop {
         let flush_at = output.flush_due();
+        if flush_at != flush_timer_at {
+            flush_timer_at = flush_at;
+            if let Some(at) = flush_at {
+                flush_timer.as_mut().reset(at);
+            }
+        }
         // A stop or limit is logged when it happens and the group gets SIGTERM; the loop
         // goes on reading output until the process is reaped.
         let mut interrupt: Option<String> = None;
@@ -262,7 +272,7 @@ async fn execute<R: Reporter>(
                 Some((stream, Err(e))) => output.agent_line(format!("cannot read {stream:?}: {e}")).await,
                 None => lines_open = false,
             },
-            () = tokio::time::sleep_until(flush_at.unwrap_or_else(far_future)), if flush_at.is_some() => {
+            () = flush_timer.as_mut(), if flush_at.is_some() => {
                 output.flush().await;
             }
             () = limit.expired() => {

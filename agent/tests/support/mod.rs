@@ -37,6 +37,7 @@ impl TestMaster {
             .await
             .expect("the agent did not connect in time")
             .unwrap();
+        stream.set_nodelay(true).unwrap();
         stream
     }
 

@@ -23,7 +23,7 @@ const LINK_MAILBOX: usize = 256;
 
 /// A running agent inside an actix system.
 ///
-/// [`run`](crate::run) is the usual entry point; `Agent::start` is for embedding the
+/// [`run`] is the usual entry point; `Agent::start` is for embedding the
 /// agent in an actix system that already runs (tests, or a program with its own).
 ///
 /// ```no_run

@@ -3,7 +3,7 @@
 //! The supervisor owns the slots: it starts one `TaskRunner` per accepted assignment,
 //! refuses assignments beyond its slots, routes cancels, and at shutdown stops every
 //! runner and answers once all of them have reported. A runner wraps
-//! [`run_task`](crate::runner::run_task) and, when it returns, first frees its slot and
+//! [`run_task`] and, when it returns, first frees its slot and
 //! then reports the result. That order matters: the master assigns new work as soon as it
 //! reads the result, and the freed slot must already be visible when that assignment
 //! arrives (both messages travel through FIFO mailboxes, so it is).
@@ -252,6 +252,8 @@ impl Actor for TaskRunner {
         ctx.spawn(
             run.into_actor(self)
                 .then(|finished, runner, _ctx| {
+                    // `do_send` skips the mailbox bound, but each runner sends each of
+                    // its two notes once: at most two per slot are ever queued.
                     runner.supervisor.do_send(RunnerExited(runner.task));
                     runner.reported = true;
                     let report = runner

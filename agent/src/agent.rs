@@ -13,7 +13,7 @@ use crate::resources::{HostInfo, ResourceMonitor};
 use crate::runner::{OutputLimits, RunnerEnv};
 use crate::signals::{AgentSignal, Signals};
 use crate::spool::Spool;
-use crate::state::StateDir;
+use crate::state::{StateDir, StateLock};
 use crate::supervisor::{ShutdownTasks, TaskSupervisor};
 use crate::{AgentConfig, AgentError, orphans, workdir};
 
@@ -41,6 +41,8 @@ pub struct Agent {
     link: Addr<MasterLink>,
     supervisor: Addr<TaskSupervisor>,
     tuning: Tuning,
+    /// Held until the agent is stopped.
+    _lock: StateLock,
 }
 
 impl Agent {
@@ -60,6 +62,7 @@ impl Agent {
     ) -> Result<Self, AgentError> {
         config.validate()?;
         let state = StateDir::open(&config.state_dir)?;
+        let lock = state.lock()?;
         let agent_id = state.agent_id()?;
         let reaped = orphans::reap_stale_groups(&state);
         if !reaped.is_empty() {
@@ -108,6 +111,7 @@ impl Agent {
             link,
             supervisor,
             tuning,
+            _lock: lock,
         })
     }
 

@@ -33,6 +33,9 @@ pub enum AgentError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Another agent process holds the state directory.
+    #[error("another agent is already using the state directory {0}; give each agent its own")]
+    StateInUse(PathBuf),
     /// The runtime could not be set up (signal handlers, actor system).
     #[error("cannot set up the agent runtime: {0}")]
     Runtime(#[source] std::io::Error),

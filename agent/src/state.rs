@@ -1,6 +1,7 @@
 //! The agent's state directory and the agent id kept in it.
 //!
 //! ```text
+//! <state_dir>/lock                                held (flock) while an agent uses the folder
 //! <state_dir>/agent-id                            stable agent id (a UUID)
 //! <state_dir>/running/<task>-<attempt>.pgid       process group of each running task
 //! <state_dir>/tasks/<task>-<attempt>/             working directory of each running task
@@ -13,6 +14,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use furrow_protocol::TaskRef;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use uuid::Uuid;
 
 use crate::AgentError;
@@ -73,6 +76,24 @@ impl StateDir {
             .join(format!("{}-{}", task.task_id, task.attempt))
     }
 
+    /// Takes the directory for this process. Two agents sharing one directory would kill
+    /// each other's tasks as stale at startup, so the second one is refused. The lock
+    /// lasts as long as the returned value (the kernel drops it if the process dies).
+    pub fn lock(&self) -> Result<StateLock, AgentError> {
+        let path = self.root.join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| AgentError::state("open", &path, e))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(StateLock { _lock: lock }),
+            Err((_, Errno::EWOULDBLOCK)) => Err(AgentError::StateInUse(self.root.clone())),
+            Err((_, errno)) => Err(AgentError::state("lock", path, errno.into())),
+        }
+    }
+
     /// Reads the agent id, creating it on first start.
     pub fn agent_id(&self) -> Result<Uuid, AgentError> {
         let path = self.root.join("agent-id");
@@ -90,6 +111,12 @@ impl StateDir {
             Err(e) => Err(AgentError::state("read", path, e)),
         }
     }
+}
+
+/// Exclusive use of a state directory; released when dropped.
+#[derive(Debug)]
+pub(crate) struct StateLock {
+    _lock: Flock<fs::File>,
 }
 
 /// Writes `data` to a temporary file beside `path` and renames it over `path`, so readers
@@ -118,6 +145,17 @@ mod tests {
         let text = fs::read_to_string(tmp.path().join("state/agent-id")).unwrap();
         assert_eq!(text.trim(), first.to_string());
         assert!(tmp.path().join("state/running").is_dir());
+    }
+
+    #[test]
+    fn one_agent_per_state_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::open(tmp.path()).unwrap();
+        let held = dir.lock().unwrap();
+        let err = dir.lock().unwrap_err().to_string();
+        assert!(err.contains("another agent is already using"), "{err}");
+        drop(held);
+        assert!(dir.lock().is_ok());
     }
 
     #[test]

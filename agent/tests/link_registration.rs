@@ -131,6 +131,19 @@ async fn an_unusable_configuration_is_refused_at_start() {
         "{error}"
     );
 
+    let first = Agent::start(AgentConfig::new("127.0.0.1:1", state.path()))
+        .await
+        .unwrap();
+    let error = Agent::start(AgentConfig::new("127.0.0.1:1", state.path()))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        error.to_string().contains("another agent is already using"),
+        "{error}"
+    );
+    first.shutdown().await;
+
     std::fs::write(state.path().join("agent-id"), "garbage").unwrap();
     let error = Agent::start(AgentConfig::new("127.0.0.1:1", state.path()))
         .await

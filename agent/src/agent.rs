@@ -76,7 +76,11 @@ impl Agent {
 
         let host = HostInfo::probe().await;
         let slots = config.slots.unwrap_or(host.cpus).max(1);
-        let name = config.name.clone().unwrap_or_else(|| host.hostname.clone());
+        let name = config
+            .name
+            .clone()
+            .filter(|name| !name.trim().is_empty())
+            .unwrap_or_else(|| host.hostname.clone());
         info!(%agent_id, %name, master = %config.master, slots, cpus = host.cpus, ram_mb = host.ram_mb, gpus = host.gpus.len(), "starting agent");
 
         let env = Arc::new(RunnerEnv {

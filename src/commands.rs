@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use furrow_protocol::{
-    Client, CommandParams, DEFAULT_LISTEN, Json, JobId, JobSubmission, JobView, TaskView, WorkState,
+    Client, CommandParams, DEFAULT_LISTEN, JobId, JobSubmission, JobView, Json, TaskView, WorkState,
 };
 
 /// How often `--wait` and `--follow` ask the master for news.
@@ -26,7 +26,9 @@ pub struct ServerArg {
 impl ServerArg {
     async fn connect(&self) -> Result<Client> {
         Client::connect(&self.server).await.with_context(|| {
-            format!("is a master running? start one with `furrow up`, or set --server / FURROW_SERVER")
+            format!(
+                "is a master running? start one with `furrow up`, or set --server / FURROW_SERVER"
+            )
         })
     }
 }
@@ -121,7 +123,11 @@ pub async fn submit(args: SubmitArgs) -> Result<i32> {
         };
         env.insert(key.to_string(), value.to_string());
     }
-    let params = CommandParams { command: args.command, shell: args.shell, env };
+    let params = CommandParams {
+        command: args.command,
+        shell: args.shell,
+        env,
+    };
     let job = JobSubmission {
         title: args.title,
         jobtype: "command".into(),
@@ -148,7 +154,11 @@ pub async fn submit(args: SubmitArgs) -> Result<i32> {
         counts.failed,
         counts.total()
     );
-    Ok(if finished.state == WorkState::Done { 0 } else { 1 })
+    Ok(if finished.state == WorkState::Done {
+        0
+    } else {
+        1
+    })
 }
 
 /// Polls the job until it is done or failed, drawing a progress bar on a terminal and a
@@ -214,7 +224,10 @@ pub async fn jobs(args: ListArgs) -> Result<i32> {
             j.title.clone(),
         ]
     });
-    print_table(&["ID", "STATE", "DONE", "FAILED", "PRIO", "FRAMES", "TITLE"], rows);
+    print_table(
+        &["ID", "STATE", "DONE", "FAILED", "PRIO", "FRAMES", "TITLE"],
+        rows,
+    );
     println!("{} of {} jobs", page.items.len(), page.total);
     Ok(0)
 }
@@ -265,12 +278,19 @@ pub async fn job(args: JobArgs) -> Result<i32> {
             frames,
             t.state.as_str().to_string(),
             t.attempt.to_string(),
-            t.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-            t.agent.map(|a| a.to_string()[..8].to_string()).unwrap_or_else(|| "-".into()),
+            t.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            t.agent
+                .map(|a| a.to_string()[..8].to_string())
+                .unwrap_or_else(|| "-".into()),
             t.last_error.clone().unwrap_or_default(),
         ]
     });
-    print_table(&["TASK", "FRAMES", "STATE", "TRY", "EXIT", "AGENT", "ERROR"], rows);
+    print_table(
+        &["TASK", "FRAMES", "STATE", "TRY", "EXIT", "AGENT", "ERROR"],
+        rows,
+    );
     Ok(0)
 }
 
@@ -293,7 +313,12 @@ pub async fn agents(args: ListArgs) -> Result<i32> {
             a.id.to_string(),
         ]
     });
-    print_table(&["NAME", "STATE", "BUSY", "CPUS", "RAM GiB", "LOAD", "TAGS", "ID"], rows);
+    print_table(
+        &[
+            "NAME", "STATE", "BUSY", "CPUS", "RAM GiB", "LOAD", "TAGS", "ID",
+        ],
+        rows,
+    );
     println!("{} of {} agents", page.items.len(), page.total);
     Ok(0)
 }
@@ -309,14 +334,21 @@ pub async fn logs(args: LogsArgs) -> Result<i32> {
     let tasks = all_tasks(&client, args.job).await?;
     // Tasks come in a fixed (frame) order, so the position finds the task again cheaply.
     let Some(position) = tasks.iter().position(|t| task_covers(t, args.frame)) else {
-        bail!("job {} has no frame {} (its frames are {})", job.id, args.frame, job.frames);
+        bail!(
+            "job {} has no frame {} (its frames are {})",
+            job.id,
+            args.frame,
+            job.frames
+        );
     };
     let mut task = tasks[position].clone();
     let mut offset = 0;
     let mut stdout = std::io::stdout().lock();
     loop {
         if task.attempt > 0 || args.attempt.is_some() {
-            let chunk = client.task_log(job.id, task.id, args.attempt, offset).await?;
+            let chunk = client
+                .task_log(job.id, task.id, args.attempt, offset)
+                .await?;
             stdout.write_all(chunk.text.as_bytes())?;
             stdout.flush()?;
             offset = chunk.next_offset;
@@ -358,7 +390,13 @@ fn print_table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) {
         let text: Vec<String> = cells
             .into_iter()
             .enumerate()
-            .map(|(i, c)| if i == last { c } else { format!("{c:<width$}", width = widths[i]) })
+            .map(|(i, c)| {
+                if i == last {
+                    c
+                } else {
+                    format!("{c:<width$}", width = widths[i])
+                }
+            })
             .collect();
         println!("{}", text.join("  ").trim_end());
     };

@@ -114,7 +114,10 @@ struct AgentArgs {
 fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn seconds(value: f64, flag: &str) -> Result<Duration> {
@@ -181,7 +184,9 @@ fn main() -> Result<()> {
 /// Runs a client command on a small runtime; its exit code is the command's.
 fn client_command(command: impl Future<Output = Result<i32>>) -> Result<()> {
     init_tracing("warn");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let code = runtime.block_on(command)?;
     if code != 0 {
         std::process::exit(code);

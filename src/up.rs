@@ -36,7 +36,9 @@ struct Service {
 }
 
 pub fn run(args: UpArgs) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(up(args))
 }
 
@@ -96,11 +98,19 @@ async fn up(args: UpArgs) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let addr_file = data_dir.join("master.addr");
     let _ = fs::remove_file(&addr_file);
-    let mut supervisors = vec![tokio::spawn(supervise(exe.clone(), master, stop_rx.clone()))];
+    let mut supervisors = vec![tokio::spawn(supervise(
+        exe.clone(),
+        master,
+        stop_rx.clone(),
+    ))];
     wait_for_master(&addr_file, &run_dir.join("master.log"), &supervisors[0]).await?;
 
-    let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
-    let slots = args.slots.unwrap_or_else(|| (cpus / args.agents.max(1)).max(1));
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let slots = args
+        .slots
+        .unwrap_or_else(|| (cpus / args.agents.max(1)).max(1));
     let host = hostname();
     for i in 1..=args.agents {
         let name = format!("{host}-{i}");
@@ -127,8 +137,14 @@ async fn up(args: UpArgs) -> Result<()> {
     println!("  dashboard  http://{http}/");
     println!("  master     {listen}  (agents and furrow commands connect here)");
     println!("  agents     {} local, {slots} slot(s) each", args.agents);
-    println!("  data       {}  (process logs in {})", data_dir.display(), run_dir.display());
-    println!("  try        furrow submit --title hello --frames 1-10 --wait -- echo frame {{frame}}");
+    println!(
+        "  data       {}  (process logs in {})",
+        data_dir.display(),
+        run_dir.display()
+    );
+    println!(
+        "  try        furrow submit --title hello --frames 1-10 --wait -- echo frame {{frame}}"
+    );
     println!("press Ctrl-C to stop");
 
     let mut terminate = signal(SignalKind::terminate())?;
@@ -157,7 +173,11 @@ async fn wait_for_master(
             let tail = fs::read_to_string(log).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(20).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!("the master did not start; last lines of {}:\n{}", log.display(), tail.join("\n"));
+            bail!(
+                "the master did not start; last lines of {}:\n{}",
+                log.display(),
+                tail.join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -206,7 +226,10 @@ async fn supervise(exe: PathBuf, service: Service, mut stop: watch::Receiver<boo
 }
 
 fn spawn(exe: &Path, service: &Service) -> Result<tokio::process::Child> {
-    let log = OpenOptions::new().create(true).append(true).open(&service.log)?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&service.log)?;
     let mut command = Command::new(exe);
     command
         .args(&service.args)

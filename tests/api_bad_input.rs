@@ -28,14 +28,21 @@ fn bad_submissions_are_refused_with_the_field_named() {
     let (status, accepted) = farm.post("/api/v1/jobs/", &job(json!({"title": "good one"})));
     assert_eq!(status, 201, "{accepted}");
     assert_eq!(accepted["jobtype"], "command");
-    assert_eq!(accepted["task_counts"]["queued"].as_u64().unwrap() + accepted["task_counts"]["running"].as_u64().unwrap()
-        + accepted["task_counts"]["done"].as_u64().unwrap(), 10);
+    assert_eq!(
+        accepted["task_counts"]["queued"].as_u64().unwrap()
+            + accepted["task_counts"]["running"].as_u64().unwrap()
+            + accepted["task_counts"]["done"].as_u64().unwrap(),
+        10
+    );
 
     let cases: Vec<(String, &str)> = vec![
         ("{\"title\": ".into(), ""),
         ("[1, 2, 3]".into(), ""),
         (job(json!({"colour": "red"})).to_string(), "colour"),
-        (job(json!({"params": {"command": []}})).to_string(), "command"),
+        (
+            job(json!({"params": {"command": []}})).to_string(),
+            "command",
+        ),
         (job(json!({"params": {}})).to_string(), "command"),
         (job(json!({"frames": "10-1"})).to_string(), "frames"),
         (job(json!({"frames": "a-b"})).to_string(), "frames"),
@@ -47,9 +54,14 @@ fn bad_submissions_are_refused_with_the_field_named() {
     for (body, field) in cases {
         let (status, answer) = farm.post_raw("/api/v1/jobs/", &body);
         assert_eq!(status, 400, "{body} → {answer}");
-        let error = answer["error"].as_str().unwrap_or_else(|| panic!("no error text: {answer}"));
+        let error = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error text: {answer}"));
         assert!(!error.is_empty());
-        assert!(error.contains(field), "error for {body} must name {field:?}: {error}");
+        assert!(
+            error.contains(field),
+            "error for {body} must name {field:?}: {error}"
+        );
     }
 
     // A million tasks is the limit, and is accepted.

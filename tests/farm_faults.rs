@@ -29,7 +29,11 @@ fn killing_an_agent_mid_task_still_finishes_the_job() {
         agents["items"]
             .as_array()?
             .iter()
-            .find(|a| a["name"].as_str()?.ends_with("-1") && !a["running"].as_array()?.is_empty())
+            .find(|a| {
+                let named = a["name"].as_str().is_some_and(|n| n.ends_with("-1"));
+                let busy = a["running"].as_array().is_some_and(|r| !r.is_empty());
+                named && busy
+            })
             .map(|a| a["id"].as_str().unwrap_or_default().to_string())
     });
     let pids = farm.agent_pids(1);
@@ -55,8 +59,14 @@ fn killing_an_agent_mid_task_still_finishes_the_job() {
 fn a_restarted_master_keeps_finished_jobs() {
     let root = tempfile::tempdir().unwrap();
     let mut farm = Farm::up(root.path(), 1);
-    let out = farm.cli(&["submit", "--title", "keep me", "--frames", "1-5", "--wait", "--", "echo", "f{frame}"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = farm.cli(&[
+        "submit", "--title", "keep me", "--frames", "1-5", "--wait", "--", "echo", "f{frame}",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let before = farm.tasks(id);
 
@@ -73,8 +83,14 @@ fn a_restarted_master_keeps_finished_jobs() {
     assert!(log.contains("f3"), "{log}");
 
     // The restarted farm still runs new work.
-    let out = farm.cli(&["submit", "--title", "after", "--frames", "1-3", "--wait", "--", "true"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = farm.cli(&[
+        "submit", "--title", "after", "--frames", "1-3", "--wait", "--", "true",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -83,8 +99,12 @@ fn garbage_and_oversized_frames_close_only_that_connection() {
     let farm = Farm::up(root.path(), 1);
 
     let mut garbage = TcpStream::connect(&farm.listen).unwrap();
-    garbage.write_all(b"GET / HTTP/1.1\r\nHost: furrow\r\n\r\n").unwrap();
-    garbage.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: furrow\r\n\r\n")
+        .unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
     let mut buf = Vec::new();
     // The master closes the connection: read reaches end of stream (or a reset).
     let _ = garbage.read_to_end(&mut buf);
@@ -92,13 +112,33 @@ fn garbage_and_oversized_frames_close_only_that_connection() {
     let mut huge = TcpStream::connect(&farm.listen).unwrap();
     huge.write_all(&u32::MAX.to_be_bytes()).unwrap();
     huge.write_all(&[0u8; 1024]).unwrap();
-    huge.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    huge.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
     let _ = huge.read_to_end(&mut buf);
 
-    let out = farm.cli(&["submit", "--title", "still serving", "--frames", "1-2", "--wait", "--", "true"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = farm.cli(&[
+        "submit",
+        "--title",
+        "still serving",
+        "--frames",
+        "1-2",
+        "--wait",
+        "--",
+        "true",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (_, agents) = farm.get("/api/v1/agents/");
-    assert_eq!(agents["items"][0]["state"], "online", "the agent's connection is untouched");
+    assert_eq!(
+        agents["items"][0]["state"], "online",
+        "the agent's connection is untouched"
+    );
     let master_log = std::fs::read_to_string(farm.data_dir.join("run/master.log")).unwrap();
-    assert!(master_log.contains("closing connection") || master_log.contains("magic"), "{master_log}");
+    assert!(
+        master_log.contains("closing connection") || master_log.contains("magic"),
+        "{master_log}"
+    );
 }

@@ -14,28 +14,47 @@ fn every_frame_runs_exactly_once_and_logs_its_output() {
     let root = tempfile::tempdir().unwrap();
     let farm = Farm::up(root.path(), 2);
     let record = root.path().join("frames.txt");
-    let script = format!("echo {{frame}} >> {} && echo rendered frame {{frame}}", record.display());
+    let script = format!(
+        "echo {{frame}} >> {} && echo rendered frame {{frame}}",
+        record.display()
+    );
 
-    let out = farm.cli(&["submit", "--title", "fifty", "--frames", "1-50", "--", "sh", "-c", &script]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let id: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("job id on stdout");
+    let out = farm.cli(&[
+        "submit", "--title", "fifty", "--frames", "1-50", "--", "sh", "-c", &script,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: i64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("job id on stdout");
 
     let job = farm.wait_job(id, Duration::from_secs(120));
     assert_eq!(job["state"], "done", "{job}");
-    assert_eq!(job["task_counts"], json!({"queued": 0, "running": 0, "done": 50, "failed": 0, "paused": 0}));
+    assert_eq!(
+        job["task_counts"],
+        json!({"queued": 0, "running": 0, "done": 50, "failed": 0, "paused": 0})
+    );
 
     let recorded = std::fs::read_to_string(&record).unwrap();
     let mut runs: BTreeMap<i64, u32> = BTreeMap::new();
     for line in recorded.lines() {
-        *runs.entry(line.trim().parse().expect("a frame number")).or_default() += 1;
+        *runs
+            .entry(line.trim().parse().expect("a frame number"))
+            .or_default() += 1;
     }
     let expected: BTreeMap<i64, u32> = (1..=50).map(|f| (f, 1)).collect();
     assert_eq!(runs, expected, "each frame must run exactly once");
 
     let tasks = farm.tasks(id);
     assert_eq!(tasks.len(), 50);
-    let agents: std::collections::BTreeSet<String> =
-        tasks.iter().map(|t| t["agent"].as_str().unwrap_or_default().to_string()).collect();
+    let agents: std::collections::BTreeSet<String> = tasks
+        .iter()
+        .map(|t| t["agent"].as_str().unwrap_or_default().to_string())
+        .collect();
     assert_eq!(agents.len(), 2, "both agents take work: {agents:?}");
     for t in &tasks {
         assert_eq!(t["state"], "done");
@@ -47,10 +66,17 @@ fn every_frame_runs_exactly_once_and_logs_its_output() {
     let (status, log) = farm.get_text(&format!("/api/v1/jobs/{id}/tasks/{}/logs", task17["id"]));
     assert_eq!(status, 200);
     assert!(log.contains("rendered frame 17"), "log of frame 17:\n{log}");
-    assert!(!log.contains("rendered frame 18"), "log of frame 17 holds another frame:\n{log}");
+    assert!(
+        !log.contains("rendered frame 18"),
+        "log of frame 17 holds another frame:\n{log}"
+    );
 
     let out = farm.cli(&["logs", &id.to_string(), "17"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("rendered frame 17"));
 }
 
@@ -60,19 +86,32 @@ fn batches_run_once_with_their_start_and_end_and_wait_reports_failure() {
     let farm = Farm::up(root.path(), 1);
 
     let out = farm.cli(&[
-        "submit", "--title", "batched", "--frames", "1-10:2", "--batch", "2", "--wait", "--", "echo",
-        "batch", "{start}", "{end}", "{step}",
+        "submit", "--title", "batched", "--frames", "1-10:2", "--batch", "2", "--wait", "--",
+        "echo", "batch", "{start}", "{end}", "{step}",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let tasks = farm.tasks(id);
-    let frames: Vec<(i64, i64)> =
-        tasks.iter().map(|t| (t["frame"].as_i64().unwrap(), t["frame_end"].as_i64().unwrap())).collect();
+    let frames: Vec<(i64, i64)> = tasks
+        .iter()
+        .map(|t| {
+            (
+                t["frame"].as_i64().unwrap(),
+                t["frame_end"].as_i64().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(frames, vec![(1, 3), (5, 7), (9, 9)]);
     let (_, log) = farm.get_text(&format!("/api/v1/jobs/{id}/tasks/{}/logs", tasks[1]["id"]));
     assert!(log.contains("batch 5 7 2"), "{log}");
 
-    let out = farm.cli(&["submit", "--title", "fails", "--frames", "1-2", "--wait", "--", "false"]);
+    let out = farm.cli(&[
+        "submit", "--title", "fails", "--frames", "1-2", "--wait", "--", "false",
+    ]);
     assert_eq!(out.status.code(), Some(1), "a failed job exits non-zero");
     let id: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let (_, job) = farm.get(&format!("/api/v1/jobs/{id}"));
@@ -82,5 +121,8 @@ fn batches_run_once_with_their_start_and_end_and_wait_reports_failure() {
     let out = farm.cli(&["submit", "--title", "bad", "--frames", "10-1", "--", "true"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("frames") && err.contains("before start"), "{err}");
+    assert!(
+        err.contains("frames") && err.contains("before start"),
+        "{err}"
+    );
 }

@@ -2,6 +2,8 @@
 //! free ports in a temporary data directory and talks to it over REST and the CLI.
 #![allow(dead_code)]
 
+pub mod chromium;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -27,7 +29,10 @@ pub fn wait_until<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> 
         if let Some(value) = check() {
             return value;
         }
-        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -125,7 +130,9 @@ impl Farm {
 
     /// Stops the farm with SIGTERM (as Ctrl-C would) and waits for it to exit.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.up.take() else { return };
+        let Some(mut child) = self.up.take() else {
+            return;
+        };
         // SAFETY: kill(2) on our own child.
         unsafe {
             libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
@@ -161,14 +168,18 @@ impl Farm {
 
     /// GET a JSON document; returns the status and body.
     pub fn get(&self, path: &str) -> (u16, Value) {
-        self.try_get(path).unwrap_or_else(|| panic!("GET {path} failed; logs:\n{}", self.logs()))
+        self.try_get(path)
+            .unwrap_or_else(|| panic!("GET {path} failed; logs:\n{}", self.logs()))
     }
 
     /// GET a text document; returns the status and body.
     pub fn get_text(&self, path: &str) -> (u16, String) {
         let mut response = self.http_agent.get(&self.url(path)).call().expect("GET");
         let status = response.status().as_u16();
-        (status, response.body_mut().read_to_string().expect("text body"))
+        (
+            status,
+            response.body_mut().read_to_string().expect("text body"),
+        )
     }
 
     /// POST a raw body with a JSON content type; returns the status and the JSON answer.
@@ -180,7 +191,13 @@ impl Farm {
             .send(body)
             .expect("POST");
         let status = response.status().as_u16();
-        (status, response.body_mut().read_json::<Value>().expect("JSON answer"))
+        (
+            status,
+            response
+                .body_mut()
+                .read_json::<Value>()
+                .expect("JSON answer"),
+        )
     }
 
     /// POST a JSON document.
@@ -230,10 +247,16 @@ impl Farm {
         let needle = state_dir.to_string_lossy().into_owned();
         let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-            let args: Vec<String> =
-                cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
             if args.iter().any(|a| a == "agent") && args.iter().any(|a| *a == needle) {
                 pids.push(pid);
             }

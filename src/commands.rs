@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use furrow_protocol::{
-    Client, CommandParams, DEFAULT_LISTEN, JobId, JobSubmission, JobView, Json, TaskView, WorkState,
+    Client, ClientError, CommandParams, DEFAULT_LISTEN, JobId, JobSubmission, JobView, Json,
+    TaskView, WorkState,
 };
 
 /// How often `--wait` and `--follow` ask the master for news.
@@ -25,10 +26,12 @@ pub struct ServerArg {
 
 impl ServerArg {
     async fn connect(&self) -> Result<Client> {
-        Client::connect(&self.server).await.with_context(|| {
-            format!(
-                "is a master running? start one with `furrow up`, or set --server / FURROW_SERVER"
-            )
+        Client::connect(&self.server).await.map_err(|e| match e {
+            ClientError::Connect { addr, source } => anyhow::anyhow!(
+                "cannot connect to the master at {addr}: {source}; is one running? \
+                 start one with `furrow up`, or point --server / FURROW_SERVER at it"
+            ),
+            other => other.into(),
         })
     }
 }

@@ -21,11 +21,12 @@ use crate::model::{
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Could not reach the master.
-    #[error("cannot connect to the master at {addr}: {source}")]
+    #[error("cannot connect to the master at {addr}")]
     Connect {
         /// The address tried.
         addr: String,
         /// The cause.
+        #[source]
         source: std::io::Error,
     },
     /// The connection or the protocol failed.

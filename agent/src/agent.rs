@@ -1,17 +1,19 @@
-//! Starting and stopping an agent: the startup sequence, the actors, the signal loop.
+//! Starting, reloading and stopping an agent: the startup sequence, the actors, the
+//! signal loop.
 
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::config::Tuning;
+use crate::config_file::Reloadable;
 use crate::jobtypes::JobTypes;
-use crate::link::{Identity, LinkSetup, MasterLink, StopLink};
+use crate::link::{Identity, LinkSetup, MasterLink, Reidentify, StopLink};
 use crate::resources::{HostInfo, ResourceMonitor};
 use crate::runner::{OutputLimits, RunnerEnv};
-use crate::signals::{AgentSignal, Signals};
+use crate::signals::{self, AgentSignal, Received, Signals};
 use crate::spool::Spool;
 use crate::state::{StateDir, StateLock};
 use crate::supervisor::{ShutdownTasks, TaskSupervisor};
@@ -38,6 +40,9 @@ const LINK_MAILBOX: usize = 256;
 /// ```
 pub struct Agent {
     agent_id: Uuid,
+    /// As given at start: a reload lays the configuration file over it again.
+    config: AgentConfig,
+    hostname: String,
     link: Addr<MasterLink>,
     supervisor: Addr<TaskSupervisor>,
     tuning: Tuning,
@@ -50,8 +55,9 @@ impl Agent {
     ///
     /// Before connecting, it kills the process groups of tasks a previous agent process
     /// left running (see the crate docs), clears their working directories, and loads
-    /// results that were never delivered. Fails only on an invalid configuration or an
-    /// unusable state directory; an unreachable master is retried forever.
+    /// results that were never delivered. Fails only on an invalid configuration
+    /// (including a [configuration file](AgentConfig::config_file) that is missing or
+    /// invalid) or an unusable state directory; an unreachable master is retried forever.
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
         Self::start_tuned(config, Tuning::default()).await
     }
@@ -61,6 +67,7 @@ impl Agent {
         tuning: Tuning,
     ) -> Result<Self, AgentError> {
         config.validate()?;
+        let settings = Reloadable::resolve(&config).await?;
         let state = StateDir::open(&config.state_dir)?;
         let lock = state.lock()?;
         let agent_id = state.agent_id()?;
@@ -76,12 +83,9 @@ impl Agent {
 
         let host = HostInfo::probe().await;
         let slots = config.slots.unwrap_or(host.cpus).max(1);
-        let name = config
-            .name
-            .clone()
-            .filter(|name| !name.trim().is_empty())
-            .unwrap_or_else(|| host.hostname.clone());
-        info!(%agent_id, %name, master = %config.master, slots, cpus = host.cpus, ram_mb = host.ram_mb, gpus = host.gpus.len(), "starting agent");
+        let name = settings.display_name(&host.hostname);
+        let hostname = host.hostname.clone();
+        info!(%agent_id, %name, tags = ?settings.tags, master = %config.master, slots, cpus = host.cpus, ram_mb = host.ram_mb, gpus = host.gpus.len(), "starting agent");
 
         let env = Arc::new(RunnerEnv {
             jobtypes: JobTypes::builtin(),
@@ -97,7 +101,7 @@ impl Agent {
                 agent_id,
                 name,
                 host,
-                tags: config.tags.clone(),
+                tags: settings.tags,
                 slots,
             },
             tuning: tuning.clone(),
@@ -112,6 +116,8 @@ impl Agent {
         link_context.run(MasterLink::new(setup, supervisor.clone(), monitor, spool));
         Ok(Self {
             agent_id,
+            config,
+            hostname,
             link,
             supervisor,
             tuning,
@@ -122,6 +128,36 @@ impl Agent {
     /// The agent's stable id.
     pub fn agent_id(&self) -> Uuid {
         self.agent_id
+    }
+
+    /// Reads the [configuration file](AgentConfig::config_file) again and, if the name or
+    /// tags changed, registers with the master again under the new ones (the link
+    /// reconnects, so the master sees a fresh registration). Running tasks are not
+    /// touched. An unreadable or invalid file is an error and changes nothing; without a
+    /// configuration file there is nothing to reload.
+    pub async fn reload(&self) -> Result<(), AgentError> {
+        let Some(path) = self.config.config_file.as_deref() else {
+            warn!("reload requested, but the agent was started without a configuration file");
+            return Ok(());
+        };
+        let settings = Reloadable::resolve(&self.config).await?;
+        let name = settings.display_name(&self.hostname);
+        let request = Reidentify {
+            name: name.clone(),
+            tags: settings.tags.clone(),
+        };
+        match self.link.send(request).await {
+            Ok(changed) => info!(
+                file = %path.display(),
+                %name,
+                tags = ?settings.tags,
+                changed,
+                "configuration reloaded"
+            ),
+            // Only when the link has stopped, that is when the agent is stopping.
+            Err(_) => info!("configuration not applied: the agent is stopping"),
+        }
+        Ok(())
     }
 
     /// Stops the agent: refuses new assignments, cancels running tasks (SIGTERM to their
@@ -141,8 +177,18 @@ impl Agent {
 }
 
 /// Runs an agent until SIGTERM or SIGINT, then stops it cleanly and returns `Ok`.
-/// SIGHUP is logged ("reload requested"); configuration reload is not implemented yet.
+/// SIGHUP reloads the [configuration file](AgentConfig::config_file) (see
+/// [`Agent::reload`]); an invalid file is logged and the current name and tags kept.
 /// A second SIGTERM or SIGINT during the stop kills the tasks at once and returns.
+///
+/// The signals arrive through a signalfd: `run` first blocks SIGTERM, SIGINT and SIGHUP in
+/// the calling thread, and a signal only reaches the signalfd while *every* thread of the
+/// process blocks it. So call `run` before the process starts any other thread (straight
+/// from `main`, after parsing arguments and installing a logger that starts none): the
+/// threads started later, including the agent's own, inherit the mask. A thread that
+/// existed before and does not block the signals would take a SIGTERM's default action
+/// and kill the process without a clean stop; `run` logs a warning naming such threads.
+/// Task processes start with no signal blocked.
 ///
 /// Blocks the calling thread, which becomes the agent's actix system: call it from a
 /// thread that is not already running an async runtime (plain `main`, not
@@ -151,20 +197,46 @@ impl Agent {
 /// ```no_run
 /// let mut config = furrow_agent::AgentConfig::new("10.0.0.1:7420", "/var/lib/furrow-agent");
 /// config.tags = vec!["blender".into()];
+/// config.config_file = Some("/etc/furrow/agent.conf".into());
 /// furrow_agent::run(config)?;
 /// # Ok::<(), furrow_agent::AgentError>(())
 /// ```
 pub fn run(config: AgentConfig) -> Result<(), AgentError> {
+    // Before the actix system exists, so that each of its threads inherits the mask.
+    signals::block().map_err(|e| AgentError::Runtime(std::io::Error::other(e)))?;
+    let unblocked = signals::threads_not_blocking();
+    if !unblocked.is_empty() {
+        warn!(
+            threads = ?unblocked,
+            "threads started before furrow_agent::run do not block SIGTERM, SIGINT and SIGHUP; \
+             such a signal may kill the agent instead of stopping it cleanly"
+        );
+    }
     let system = System::new();
     system.block_on(async move {
-        // Installed before anything starts, so an early SIGTERM is not fatal.
-        let mut signals = Signals::install().map_err(AgentError::Runtime)?;
+        let mut signals =
+            Signals::open().map_err(|e| AgentError::Runtime(std::io::Error::other(e)))?;
         let agent = Agent::start(config).await?;
+        let mut failure = None;
         loop {
             match signals.next().await {
-                AgentSignal::Hangup => info!("reload requested"),
-                signal => {
-                    info!(?signal, "stop requested");
+                Ok(Received {
+                    signal: AgentSignal::Hangup,
+                    sender_pid,
+                }) => {
+                    info!(sender_pid, "reload requested");
+                    if let Err(e) = agent.reload().await {
+                        error!(error = %e, "configuration not reloaded; keeping the current name and tags");
+                    }
+                }
+                Ok(Received { signal, sender_pid }) => {
+                    info!(?signal, sender_pid, "stop requested");
+                    break;
+                }
+                Err(e) => {
+                    // Without its signals the agent could not be stopped cleanly any more.
+                    error!(error = %e, "cannot read the agent's signals; stopping");
+                    failure = Some(AgentError::Runtime(std::io::Error::other(e)));
                     break;
                 }
             }
@@ -172,8 +244,13 @@ pub fn run(config: AgentConfig) -> Result<(), AgentError> {
         let second_stop = async {
             loop {
                 match signals.next().await {
-                    AgentSignal::Hangup => info!("reload requested"),
-                    signal => return signal,
+                    Ok(Received {
+                        signal: AgentSignal::Hangup,
+                        ..
+                    }) => info!("reload requested while stopping; ignored"),
+                    Ok(Received { signal, .. }) => return signal,
+                    // Nothing more to hear: let the stop finish.
+                    Err(_) => std::future::pending().await,
                 }
             }
         };
@@ -184,6 +261,6 @@ pub fn run(config: AgentConfig) -> Result<(), AgentError> {
                 warn!(?signal, "second stop request: exiting without waiting for tasks");
             }
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     })
 }

@@ -31,6 +31,17 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// Maximum frame size in both directions.
     pub max_frame: usize,
+    /// A file setting `name` and `tags`, over the values above: read at start (the agent
+    /// does not start if it is missing or invalid) and again on SIGHUP, which re-registers
+    /// the agent with the master under the new name and tags (an invalid file is then
+    /// logged and the current values kept). One `key = value` per line, `#` comments,
+    /// tags separated by commas; a key left out keeps the value above:
+    ///
+    /// ```text
+    /// name = render-07
+    /// tags = blender, gpu
+    /// ```
+    pub config_file: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -44,6 +55,7 @@ impl AgentConfig {
             tags: Vec::new(),
             state_dir: state_dir.into(),
             max_frame: DEFAULT_MAX_FRAME,
+            config_file: None,
         }
     }
 
@@ -67,6 +79,15 @@ impl AgentConfig {
         }
         if self.state_dir.as_os_str().is_empty() {
             return Err(AgentError::Config("the state directory is empty".into()));
+        }
+        if self
+            .config_file
+            .as_ref()
+            .is_some_and(|path| path.as_os_str().is_empty())
+        {
+            return Err(AgentError::Config(
+                "the configuration file path is empty".into(),
+            ));
         }
         Ok(())
     }
@@ -134,6 +155,13 @@ mod tests {
                 "max_frame",
             ),
             (AgentConfig::new("h:1", ""), "state directory"),
+            (
+                AgentConfig {
+                    config_file: Some(PathBuf::new()),
+                    ..good.clone()
+                },
+                "configuration file",
+            ),
         ];
         for (config, needle) in cases {
             let err = config.validate().unwrap_err().to_string();

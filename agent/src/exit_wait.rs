@@ -1,13 +1,21 @@
 //! Starting a task's process and waiting for it to exit.
 //!
-//! This is the one place that knows how the agent learns of a child's exit. Today that is
-//! tokio's SIGCHLD-driven reaper; it is meant to become a pidfd from furrow-sysfd, which
-//! only changes this file.
+//! The one place that knows how the agent learns of a child's exit: a pidfd from
+//! furrow-sysfd. The process is spawned with `std::process::Command`, so tokio's SIGCHLD
+//! reaper never knows of it; the pidfd is opened right after the spawn, while nobody can
+//! have reaped the child yet (at worst it is a zombie), and the pidfd alone reaps it.
 
 use std::io;
-use std::process::ExitStatus;
+use std::sync::Arc;
 
-use tokio::process::{Child, ChildStderr, ChildStdout};
+use furrow_sysfd::{AsyncPidFd, ExitStatus};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use tokio::process::{ChildStderr, ChildStdout};
+use tracing::warn;
+
+use crate::process_group::signal_group;
 
 /// A started task process and the read ends of its output pipes.
 pub(crate) struct Spawned {
@@ -18,25 +26,45 @@ pub(crate) struct Spawned {
 
 /// A running task process (the leader of its process group).
 pub(crate) struct TaskProcess {
-    child: Child,
+    /// Shared with the background reaper of an abandoned run (see `Drop`).
+    pidfd: Arc<AsyncPidFd>,
     pid: u32,
+    reaped: bool,
 }
 
 impl TaskProcess {
-    /// Starts `command`, whose stdout and stderr must be piped.
-    pub fn spawn(command: std::process::Command) -> io::Result<Spawned> {
-        let mut child = tokio::process::Command::from(command).spawn()?;
-        let pid = child
-            .id()
-            .ok_or_else(|| io::Error::other("the process exited before its pid was read"))?;
+    /// Starts `command`, whose stdout and stderr must be piped. Needs a tokio runtime with
+    /// IO enabled.
+    pub fn spawn(mut command: std::process::Command) -> io::Result<Spawned> {
+        let mut child = command.spawn()?;
+        let pid = child.id();
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            abandon(pid);
             return Err(io::Error::other("the output pipes were not set up"));
         };
-        Ok(Spawned {
-            process: Self { child, pid },
-            stdout,
-            stderr,
-        })
+        let piped = ChildStdout::from_std(stdout).and_then(|stdout| {
+            let stderr = ChildStderr::from_std(stderr)?;
+            Ok((stdout, stderr))
+        });
+        let opened = AsyncPidFd::from_child(&child).map_err(io::Error::other);
+        // From here on only the pidfd waits for the child: dropping the `Child` neither
+        // waits nor kills.
+        drop(child);
+        match (piped, opened) {
+            (Ok((stdout, stderr)), Ok(pidfd)) => Ok(Spawned {
+                process: Self {
+                    pidfd: Arc::new(pidfd),
+                    pid,
+                    reaped: false,
+                },
+                stdout,
+                stderr,
+            }),
+            (Err(e), _) | (_, Err(e)) => {
+                abandon(pid);
+                Err(e)
+            }
+        }
     }
 
     /// Process id (and process group id) of the task.
@@ -44,9 +72,132 @@ impl TaskProcess {
         self.pid
     }
 
-    /// Waits for the process to exit. Cancel-safe: dropping the future and calling again
-    /// resumes the wait.
-    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
-        self.child.wait().await
+    /// Waits for the process to exit, reaps it and returns how it ended. Cancel-safe:
+    /// dropping the future and calling again resumes the wait; once reaped, every call
+    /// returns the same status.
+    pub async fn wait(&mut self) -> Result<ExitStatus, furrow_sysfd::Error> {
+        let status = self.pidfd.wait().await?;
+        self.reaped = true;
+        Ok(status)
+    }
+}
+
+impl Drop for TaskProcess {
+    /// A run abandoned midway (the agent going down) drops the process unreaped; its
+    /// group is killed by the runner's guard, and a background wait reaps it so no zombie
+    /// stays behind while the agent lives on.
+    fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pid = self.pid;
+        let pidfd = Arc::clone(&self.pidfd);
+        runtime.spawn(async move {
+            if let Err(e) = pidfd.wait().await {
+                warn!(pid, error = %e, "cannot reap an abandoned task process");
+            }
+        });
+    }
+}
+
+/// Kills and reaps a child the agent cannot watch (opening its pidfd or its pipes failed,
+/// e.g. at the open-file limit), with the process group it leads.
+fn abandon(pid: u32) {
+    let Ok(raw) = i32::try_from(pid) else {
+        return;
+    };
+    let process = Pid::from_raw(raw);
+    // Not reaped yet, so the pid is still this child's.
+    let _ = kill(process, Signal::SIGKILL);
+    signal_group(pid, Signal::SIGKILL);
+    // SIGKILL cannot be caught, so the wait is short; it still runs off the async thread.
+    tokio::task::spawn_blocking(move || {
+        let _ = waitpid(process, None);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    async fn status_of(script: &str) -> ExitStatus {
+        let Spawned { mut process, .. } = TaskProcess::spawn(sh(script)).unwrap();
+        process.wait().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn exit_codes_and_signals_come_from_the_pidfd() {
+        assert_eq!(status_of("exit 0").await, ExitStatus::Exited(0));
+        assert_eq!(status_of("exit 7").await, ExitStatus::Exited(7));
+        assert_eq!(
+            status_of("kill -TERM $$").await,
+            ExitStatus::Signaled {
+                signal: libc::SIGTERM,
+                core_dumped: false
+            }
+        );
+        assert_eq!(
+            status_of("kill -KILL $$").await.signal(),
+            Some(libc::SIGKILL)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_wait_reaps_the_process_and_repeats_its_status() {
+        let Spawned {
+            mut process,
+            mut stdout,
+            ..
+        } = TaskProcess::spawn(sh("echo ready; exit 4")).unwrap();
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).await.unwrap();
+        assert_eq!(text, "ready\n");
+        assert_eq!(process.wait().await.unwrap(), ExitStatus::Exited(4));
+        assert_eq!(process.wait().await.unwrap(), ExitStatus::Exited(4));
+        // Reaped: no zombie is left under the pid.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", process.pid()));
+        assert!(stat.is_err(), "still in /proc: {stat:?}");
+    }
+
+    #[tokio::test]
+    async fn a_process_dropped_unreaped_is_reaped_in_the_background() {
+        let Spawned { process, .. } = TaskProcess::spawn(sh("exit 0")).unwrap();
+        let stat = format!("/proc/{}/stat", process.pid());
+        drop(process);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        // Gone from /proc only once reaped: a zombie keeps its entry.
+        while std::fs::metadata(&stat).is_ok() {
+            assert!(tokio::time::Instant::now() < deadline, "never reaped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_resumes() {
+        let Spawned { mut process, .. } = TaskProcess::spawn(sh("exec sleep 1000")).unwrap();
+        let raced = tokio::select! {
+            status = process.wait() => Some(status),
+            () = std::future::ready(()) => None,
+        };
+        assert!(raced.is_none(), "the process cannot have exited yet");
+        kill(Pid::from_raw(process.pid() as i32), Signal::SIGKILL).unwrap();
+        assert_eq!(process.wait().await.unwrap().signal(), Some(libc::SIGKILL));
     }
 }

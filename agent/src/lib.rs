@@ -2,8 +2,10 @@
 //! them through job types, and ships their output and results back.
 //!
 //! A tour, following one task:
-//! - [`run`] builds an actix system, starts an [`Agent`] and waits for SIGTERM/SIGINT
-//!   (`signals`). Before connecting, the agent kills task processes a previous agent
+//! - [`run`] blocks SIGTERM, SIGINT and SIGHUP, builds an actix system, starts an
+//!   [`Agent`] and reads those signals from a signalfd (`signals`): SIGTERM and SIGINT
+//!   stop it, SIGHUP reloads its configuration file (`config_file`: name and tags) and
+//!   registers again. Before connecting, the agent kills task processes a previous agent
 //!   process left behind (`orphans`), clears their working directories (`workdir`) and
 //!   loads results never delivered (`spool`).
 //! - The `MasterLink` actor (`link`) connects, handshakes, registers with the host's
@@ -14,19 +16,27 @@
 //!   and starts one `TaskRunner` actor per accepted attempt.
 //! - The runner (`runner`) resolves the job type (`jobtypes`, with the built-in
 //!   `command` type and the frame `placeholders`), starts the process in its own process
-//!   group (`process_group`), reads its output line by line into batches, enforces the
-//!   time limit (`time_limit`), waits for the exit (`exit_wait`), and reports.
+//!   group with no signal blocked (`process_group`), reads its output line by line into
+//!   batches, enforces the time limit (`time_limit`), waits for the exit (`exit_wait`),
+//!   and reports.
 //! - `Cancel` and shutdown kill the task's whole process group: SIGTERM, then SIGKILL
 //!   after a grace period.
 //!
-//! State directory layout: see `state`. Process exit, deadlines and signals each sit
-//! behind one small module (`exit_wait`, `time_limit`, `signals`) so they can move to
-//! furrow-sysfd's pidfd, timerfd and signalfd one file at a time.
+//! Where the kernel's fd interfaces come in, each through furrow-sysfd and each behind one
+//! small module:
+//! - signals: a signalfd (`signals`), so SIGTERM, SIGINT and SIGHUP are events in the
+//!   actix system rather than handlers; the mask is set before any thread exists;
+//! - task exits: a pidfd per task process (`exit_wait`), which alone reaps it;
+//! - time limits, the SIGTERM → SIGKILL grace and the output drain after an exit: a
+//!   timerfd on `CLOCK_MONOTONIC` per deadline (`time_limit`).
+//!
+//! State directory layout: see `state`.
 
 #![warn(missing_docs)]
 
 mod agent;
 mod config;
+mod config_file;
 mod error;
 mod exit_wait;
 mod jobtypes;

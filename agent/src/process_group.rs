@@ -4,16 +4,18 @@
 use std::os::unix::process::CommandExt;
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{SigSet, Signal, killpg};
 use nix::unistd::Pid;
 
-/// Makes `command` start in a new process group (its pid becomes the group id) and die
-/// with SIGKILL if the agent's thread that started it dies.
+/// Makes `command` start in a new process group (its pid becomes the group id), die with
+/// SIGKILL if the agent's thread that started it dies, and run with no signal blocked.
 pub(crate) fn isolate(command: &mut std::process::Command) {
     command.process_group(0);
     let agent_pid = std::process::id();
+    // Built before the fork: the hook below must not allocate.
+    let nothing_blocked = SigSet::empty();
     // SAFETY: the closure runs between fork and exec; it only makes async-signal-safe
-    // system calls (prctl, getppid) and builds errors without allocating.
+    // system calls (prctl, getppid, pthread_sigmask) and builds errors without allocating.
     unsafe {
         command.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
@@ -22,6 +24,13 @@ pub(crate) fn isolate(command: &mut std::process::Command) {
             if nix::unistd::getppid().as_raw() as u32 != agent_pid {
                 return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
+            // The agent blocks SIGTERM, SIGINT and SIGHUP to read them from a signalfd, and
+            // a blocked mask survives exec: without this a task would never see the
+            // SIGTERM of a cancel or of an operator. The standard library resets the mask
+            // too, but does not promise to; the task's behaviour must not hang on that.
+            nothing_blocked
+                .thread_set_mask()
+                .map_err(|errno| std::io::Error::from_raw_os_error(errno as i32))?;
             Ok(())
         });
     }
@@ -54,4 +63,36 @@ pub(crate) fn signal_group(pgid: u32, signal: Signal) -> bool {
 /// A signal's name for humans (`SIGKILL`), or its number when unknown.
 pub(crate) fn signal_name(signal: i32) -> String {
     Signal::try_from(signal).map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    #[test]
+    fn an_isolated_task_starts_with_no_signal_blocked() {
+        // Spawned from a thread that blocks the agent's signals, as the agent's own thread
+        // does; the thread outlives the child, which PR_SET_PDEATHSIG ties to it.
+        let output = std::thread::spawn(|| {
+            crate::signals::block().unwrap();
+            let mut command = Command::new("sh");
+            command
+                .args(["-c", "grep '^SigBlk:' /proc/self/status"])
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit());
+            isolate(&mut command);
+            command.output().unwrap()
+        })
+        .join()
+        .unwrap();
+        let text = String::from_utf8(output.stdout).unwrap();
+        let blocked = text
+            .lines()
+            .find_map(|line| line.strip_prefix("SigBlk:"))
+            .unwrap();
+        assert_eq!(u64::from_str_radix(blocked.trim(), 16), Ok(0), "{text}");
+        assert!(output.status.success());
+    }
 }

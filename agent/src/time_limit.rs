@@ -1,64 +1,138 @@
-//! Deadlines of running tasks: the task's time limit and the grace between SIGTERM and
-//! SIGKILL.
+//! Deadlines of running tasks: the task's time limit, the grace between SIGTERM and
+//! SIGKILL, and the time output is still read after the task's exit.
 //!
-//! The one place that knows how a deadline is timed. Today that is a tokio timer; it is
-//! meant to become a timerfd from furrow-sysfd, which only changes this file.
+//! Each deadline is a timerfd from furrow-sysfd on `CLOCK_MONOTONIC`, so setting the wall
+//! clock neither fires nor delays a time limit. The fd is created up front, before the
+//! task starts (creating it can fail, for instance at the open-file limit), and armed
+//! later. Arming or reading a live timerfd does not fail in practice; if it ever did, the
+//! deadline counts as passed, so a limit may end a task early but never silently vanish.
 
-use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::time::Sleep;
+use furrow_sysfd::{AsyncTimerFd, TimerFd};
+use tracing::error;
 
-/// A deadline that may be unset. Waiting on an unset deadline never finishes, which makes
-/// it a no-op branch in a `select!`.
+/// Longest delay a deadline is armed with. Longer ones are shortened to this: a century is
+/// as good as never, and a second count beyond `time_t` would be refused.
+const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Not armed, or already fired: waiting never finishes.
+    Disarmed,
+    /// Armed on the timerfd.
+    Armed,
+    /// Arming the timer failed: the deadline counts as passed.
+    Broken,
+}
+
+/// A one-shot deadline on its own timerfd. Waiting on a disarmed deadline never finishes,
+/// which makes it a no-op branch in a `select!`.
 pub(crate) struct Deadline {
-    sleep: Option<Pin<Box<Sleep>>>,
+    timer: AsyncTimerFd,
+    state: State,
 }
 
 impl Deadline {
-    /// A deadline that never expires.
-    pub fn never() -> Self {
-        Self { sleep: None }
+    /// A disarmed deadline. Needs a tokio runtime with IO enabled; fails when no timerfd
+    /// can be created.
+    pub fn new() -> Result<Self, furrow_sysfd::Error> {
+        let timer = AsyncTimerFd::new(TimerFd::new()?)?;
+        Ok(Self {
+            timer,
+            state: State::Disarmed,
+        })
     }
 
-    /// A deadline `after` from now.
-    pub fn after(after: Duration) -> Self {
-        Self {
-            sleep: Some(Box::pin(tokio::time::sleep(after))),
-        }
-    }
-
-    /// `after` from now when given, never otherwise.
-    pub fn maybe_after(after: Option<Duration>) -> Self {
-        after.map_or_else(Self::never, Self::after)
-    }
-
-    /// Waits until the deadline passes, then disarms it (so it fires once). Cancel-safe.
-    pub async fn expired(&mut self) {
-        match self.sleep.as_mut() {
-            Some(sleep) => {
-                sleep.as_mut().await;
-                self.sleep = None;
+    /// Arms the deadline `after` from now, replacing any earlier setting.
+    pub fn arm(&mut self, after: Duration) {
+        self.state = match self.timer.set_one_shot(after.min(LONGEST)) {
+            Ok(_) => State::Armed,
+            Err(e) => {
+                error!(error = %e, "cannot arm a task deadline; treating it as passed");
+                State::Broken
             }
-            None => std::future::pending().await,
+        };
+    }
+
+    /// Time left until the deadline; `None` when it is not armed.
+    #[cfg(test)]
+    pub fn remaining(&self) -> Option<Duration> {
+        let spec = self.timer.get().ok()?;
+        (self.state == State::Armed && !spec.value.is_zero()).then_some(spec.value)
+    }
+
+    /// Waits until the deadline passes, then disarms it (so it fires once). Cancel-safe:
+    /// an expiration is consumed only when this returns.
+    pub async fn expired(&mut self) {
+        match self.state {
+            State::Disarmed => std::future::pending().await,
+            State::Broken => {}
+            State::Armed => {
+                if let Err(e) = self.timer.expired().await {
+                    error!(error = %e, "cannot read a task deadline's timer; treating it as passed");
+                }
+            }
         }
+        self.state = State::Disarmed;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn fires_once_then_never() {
-        let mut deadline = Deadline::after(Duration::from_secs(5));
-        let started = tokio::time::Instant::now();
-        deadline.expired().await;
-        assert!(started.elapsed() >= Duration::from_secs(5));
-        let again = tokio::time::timeout(Duration::from_secs(3600), deadline.expired()).await;
-        assert!(again.is_err(), "a fired deadline must not fire again");
-        let mut never = Deadline::never();
-        let waited = tokio::time::timeout(Duration::from_secs(3600), never.expired()).await;
-        assert!(waited.is_err());
+    /// Bounds every wait, so a deadline that never fires fails the test instead of
+    /// hanging it.
+    async fn expires(deadline: &mut Deadline) {
+        tokio::time::timeout(Duration::from_secs(20), deadline.expired())
+            .await
+            .expect("the deadline did not fire");
+    }
+
+    #[tokio::test]
+    async fn fires_once_after_its_delay_then_is_disarmed() {
+        let mut deadline = Deadline::new().unwrap();
+        assert_eq!(deadline.remaining(), None, "a new deadline is disarmed");
+        let started = Instant::now();
+        deadline.arm(Duration::from_millis(50));
+        let left = deadline.remaining().unwrap();
+        assert!(left <= Duration::from_millis(50) && left > Duration::ZERO);
+        expires(&mut deadline).await;
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(deadline.remaining(), None, "a fired deadline is disarmed");
+    }
+
+    #[tokio::test]
+    async fn rearming_replaces_the_earlier_setting() {
+        let mut deadline = Deadline::new().unwrap();
+        deadline.arm(Duration::from_secs(3600));
+        let started = Instant::now();
+        deadline.arm(Duration::from_millis(20));
+        expires(&mut deadline).await;
+        assert!(started.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[tokio::test]
+    async fn huge_delays_are_clamped_instead_of_refused() {
+        let mut deadline = Deadline::new().unwrap();
+        deadline.arm(Duration::from_secs(u64::MAX));
+        assert_eq!(deadline.state, State::Armed);
+        let left = deadline.remaining().unwrap();
+        assert!(left > Duration::from_secs(99 * 365 * 24 * 3600), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_disarmed_deadline_loses_every_race() {
+        let mut never = Deadline::new().unwrap();
+        let mut soon = Deadline::new().unwrap();
+        soon.arm(Duration::from_millis(10));
+        let never_won = tokio::select! {
+            () = never.expired() => true,
+            () = expires(&mut soon) => false,
+        };
+        assert!(!never_won);
     }
 }

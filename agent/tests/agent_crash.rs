@@ -1,4 +1,5 @@
-//! The agent as a process: SIGTERM, SIGKILL, and the cleanup of task processes a dead
+//! The agent as a process: its signals (SIGTERM and SIGINT through the signalfd, SIGHUP
+//! reloading the configuration file), SIGKILL, and the cleanup of task processes a dead
 //! agent left behind.
 //!
 //! Agent processes are this test binary re-executed with only `agent_process` selected
@@ -7,18 +8,39 @@
 mod support;
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use furrow_agent::{Agent, AgentConfig};
-use furrow_protocol::MasterMessage;
+use furrow_protocol::{MasterMessage, Registration};
+use furrow_sysfd::SHUTDOWN_SIGNALS;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::{DEADLINE, TestMaster, count_files, group_members, shell_task, wait_for};
+use support::{DEADLINE, MasterConn, TestMaster, count_files, group_members, shell_task, wait_for};
 
 const CHILD_MASTER: &str = "FURROW_TEST_AGENT_MASTER";
 const CHILD_STATE: &str = "FURROW_TEST_AGENT_STATE";
+const CHILD_CONFIG: &str = "FURROW_TEST_AGENT_CONFIG";
+
+/// Runs when the binary is loaded, before `main` (an ELF constructor). In an agent process
+/// it blocks the agent's signals before the test harness starts its threads: a signal
+/// reaches the agent's signalfd only while every thread blocks it, and the harness keeps
+/// its main thread waiting while `agent_process` runs in another. The `furrow` binary gets
+/// the same by calling `furrow_agent::run` straight from `main`.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static BLOCK_SIGNALS_IN_AGENT_PROCESSES: extern "C" fn() = block_signals_in_agent_processes;
+
+extern "C" fn block_signals_in_agent_processes() {
+    // SAFETY: getenv with a NUL-terminated name, before any thread exists (so nothing can
+    // modify the environment meanwhile); the standard library may not be set up yet.
+    let is_agent = unsafe { !libc::getenv(c"FURROW_TEST_AGENT_MASTER".as_ptr()).is_null() };
+    if is_agent {
+        // A failure shows as the agent dying of the tests' first signal.
+        let _ = furrow_sysfd::block_signals(&SHUTDOWN_SIGNALS);
+    }
+}
 
 /// Not a test of its own: the body of the agent processes started below. Run normally
 /// (without the variables) it returns at once.
@@ -27,7 +49,9 @@ fn agent_process() {
     let (Ok(master), Ok(state)) = (std::env::var(CHILD_MASTER), std::env::var(CHILD_STATE)) else {
         return;
     };
-    let code = match furrow_agent::run(AgentConfig::new(master, state)) {
+    let mut config = AgentConfig::new(master, state);
+    config.config_file = std::env::var_os(CHILD_CONFIG).map(PathBuf::from);
+    let code = match furrow_agent::run(config) {
         Ok(()) => 0,
         Err(error) => {
             eprintln!("agent failed: {error}");
@@ -42,7 +66,12 @@ struct AgentProcess(Child);
 
 impl AgentProcess {
     fn spawn(master: &str, state: &Path) -> Self {
-        let child = Command::new(std::env::current_exe().unwrap())
+        Self::spawn_with(master, state, None)
+    }
+
+    fn spawn_with(master: &str, state: &Path, config_file: Option<&Path>) -> Self {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
             .args([
                 "agent_process",
                 "--exact",
@@ -51,11 +80,17 @@ impl AgentProcess {
             ])
             .env(CHILD_MASTER, master)
             .env(CHILD_STATE, state)
+            .env_remove(CHILD_CONFIG)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self(child)
+            .stdout(Stdio::null());
+        if let Some(path) = config_file {
+            command.env(CHILD_CONFIG, path);
+        }
+        Self(command.spawn().unwrap())
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
     }
 
     fn signal(&self, signal: Signal) {
@@ -102,6 +137,218 @@ async fn sigterm_cancels_tasks_delivers_their_results_and_exits_zero() {
     assert_eq!(agent.exited().await.code(), Some(0));
     assert!(group_members(pgid).is_empty());
     assert_eq!(count_files(&state.path().join("running")), 0);
+}
+
+/// The bit of `signal` in a /proc signal mask.
+fn bit(signal: Signal) -> u64 {
+    1 << (signal as u32 - 1)
+}
+
+/// The bits of SIGTERM, SIGINT and SIGHUP.
+fn agent_signals() -> u64 {
+    SHUTDOWN_SIGNALS.iter().fold(0, |mask, s| mask | bit(*s))
+}
+
+/// A hexadecimal mask line (`SigBlk:`, `sigmask:`...) of a /proc file.
+fn proc_mask(path: &str, field: &str) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap();
+    let hex = text
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .unwrap_or_else(|| panic!("no {field} in {path}: {text}"));
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+/// The threads of process `pid`.
+fn threads(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
+/// The signal masks of the signalfds process `pid` has open.
+fn signalfd_masks(pid: u32) -> Vec<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            (target == Path::new("anon_inode:[signalfd]")).then(|| {
+                let fd = entry.file_name().into_string().unwrap();
+                proc_mask(&format!("/proc/{pid}/fdinfo/{fd}"), "sigmask:")
+            })
+        })
+        .collect()
+}
+
+/// Waits until the agent has read every pending signal from its signalfd.
+async fn signals_taken(agent: &AgentProcess) {
+    let status = format!("/proc/{}/status", agent.pid());
+    wait_for("the agent to read its signals", || {
+        proc_mask(&status, "ShdPnd:") & agent_signals() == 0
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn signals_reach_the_agent_through_its_signalfd_and_tasks_start_unblocked() {
+    let master = TestMaster::bind().await;
+    let state = tempfile::tempdir().unwrap();
+    let mut agent = AgentProcess::spawn(&master.addr, state.path());
+    let mut conn = master.accept().await;
+    conn.register(60_000).await;
+
+    // Blocked in every thread and caught by no handler: the signalfd is their only way in.
+    let pid = agent.pid();
+    for tid in threads(pid) {
+        let status = format!("/proc/{pid}/task/{tid}/status");
+        assert_eq!(
+            proc_mask(&status, "SigBlk:") & agent_signals(),
+            agent_signals()
+        );
+        assert_eq!(proc_mask(&status, "SigCgt:") & agent_signals(), 0);
+    }
+    // (The async wrapper holds a duplicate of the fd: one signalfd, two descriptors.)
+    let masks = signalfd_masks(pid);
+    assert!(!masks.is_empty(), "no signalfd open");
+    assert!(
+        masks.iter().all(|mask| *mask == agent_signals()),
+        "{masks:x?}"
+    );
+
+    // A task gets an empty mask back, so it can be terminated like any process.
+    let task = shell_task(53, "exec sleep 1000");
+    conn.send(MasterMessage::Assign(task.clone())).await;
+    let task_pid = conn.until_started(task.task).await;
+    assert_eq!(proc_mask(&format!("/proc/{task_pid}/status"), "SigBlk:"), 0);
+    kill(Pid::from_raw(task_pid as i32), Signal::SIGTERM).unwrap();
+    let (finished, _) = conn.until_finished(task.task).await;
+    assert_eq!(
+        (finished.exit_code, finished.signal, finished.error),
+        (None, Some(libc::SIGTERM), None)
+    );
+
+    // The time limit and exit codes, in the agent process as it runs for real.
+    let mut limited = shell_task(54, "exec sleep 1000");
+    limited.timeout_secs = Some(1);
+    conn.send(MasterMessage::Assign(limited.clone())).await;
+    let (finished, _) = conn.until_finished(limited.task).await;
+    assert_eq!(
+        (finished.signal, finished.error.as_deref()),
+        (Some(libc::SIGTERM), Some("time limit of 1 s exceeded"))
+    );
+    let exits = shell_task(55, "exit 7");
+    conn.send(MasterMessage::Assign(exits.clone())).await;
+    let (finished, _) = conn.until_finished(exits.task).await;
+    assert_eq!((finished.exit_code, finished.signal), (Some(7), None));
+
+    agent.signal(Signal::SIGINT);
+    conn.closed().await;
+    assert_eq!(agent.exited().await.code(), Some(0));
+}
+
+/// Accepts the agent's next connection and its registration.
+async fn reregistration(master: &TestMaster) -> (MasterConn, Registration) {
+    let mut conn = master.accept().await;
+    let registration = conn.register(60_000).await;
+    (conn, registration)
+}
+
+#[actix_rt::test]
+async fn sighup_registers_again_with_the_name_and_tags_of_the_configuration_file() {
+    let master = TestMaster::bind().await;
+    let state = tempfile::tempdir().unwrap();
+    let config = state.path().join("agent.conf");
+    std::fs::write(
+        &config,
+        "tags = before
+",
+    )
+    .unwrap();
+    let mut agent = AgentProcess::spawn_with(&master.addr, state.path(), Some(&config));
+    let mut conn = master.accept().await;
+    let first = conn.register(60_000).await;
+    assert_eq!(first.tags, ["before"], "the file is read at start");
+    let task = shell_task(56, "sleep 1000");
+    conn.send(MasterMessage::Assign(task.clone())).await;
+    let pgid = conn.until_started(task.task).await;
+
+    std::fs::write(
+        &config,
+        "# reloaded
+name = renamed
+tags = blender, gpu
+",
+    )
+    .unwrap();
+    agent.signal(Signal::SIGHUP);
+    conn.closed().await;
+    let (mut conn, again) = reregistration(&master).await;
+    assert_eq!(again.agent_id, first.agent_id);
+    assert_eq!(again.name, "renamed");
+    assert_eq!(again.tags, ["blender", "gpu"]);
+    assert_eq!(again.running, [task.task], "the running task is kept");
+    assert!(group_members(pgid).contains(&pgid));
+
+    agent.signal(Signal::SIGTERM);
+    let (finished, _) = conn.until_finished(task.task).await;
+    assert_eq!(
+        finished.error.as_deref(),
+        Some("cancelled: the agent is shutting down")
+    );
+    conn.closed().await;
+    assert_eq!(agent.exited().await.code(), Some(0));
+}
+
+#[actix_rt::test]
+async fn an_invalid_configuration_file_on_sighup_keeps_the_old_tags() {
+    let master = TestMaster::bind().await;
+    let state = tempfile::tempdir().unwrap();
+    let config = state.path().join("agent.conf");
+    std::fs::write(
+        &config,
+        "tags = before
+",
+    )
+    .unwrap();
+    let mut agent = AgentProcess::spawn_with(&master.addr, state.path(), Some(&config));
+    let mut conn = master.accept().await;
+    assert_eq!(conn.register(100).await.tags, ["before"]);
+
+    std::fs::write(
+        &config,
+        "tags = [\"gpu\"]
+",
+    )
+    .unwrap();
+    agent.signal(Signal::SIGHUP);
+    signals_taken(&agent).await;
+    // Still connected and heartbeating after the failed reload.
+    for _ in 0..3 {
+        conn.recv().await;
+    }
+    assert!(agent.0.try_wait().unwrap().is_none());
+    // The next registration still carries the old tags.
+    drop(conn);
+    let (mut conn, again) = reregistration(&master).await;
+    assert_eq!(again.tags, ["before"]);
+
+    // Fixed, the file is taken at the next SIGHUP.
+    std::fs::write(
+        &config,
+        "tags = after
+",
+    )
+    .unwrap();
+    agent.signal(Signal::SIGHUP);
+    conn.closed().await;
+    let (mut conn, fixed) = reregistration(&master).await;
+    assert_eq!(fixed.tags, ["after"]);
+
+    agent.signal(Signal::SIGTERM);
+    conn.closed().await;
+    assert_eq!(agent.exited().await.code(), Some(0));
 }
 
 #[actix_rt::test]

@@ -144,10 +144,69 @@ async fn an_unusable_configuration_is_refused_at_start() {
     );
     first.shutdown().await;
 
+    let mut config = AgentConfig::new("127.0.0.1:1", state.path());
+    config.config_file = Some(state.path().join("missing.conf"));
+    let error = Agent::start(config.clone()).await.err().unwrap();
+    assert!(
+        error
+            .to_string()
+            .contains("cannot read the configuration file"),
+        "{error}"
+    );
+    std::fs::write(state.path().join("missing.conf"), "tags = a b\n").unwrap();
+    let error = Agent::start(config).await.err().unwrap();
+    assert!(
+        error
+            .to_string()
+            .contains("missing.conf: line 1: tag `a b` contains a space"),
+        "{error}"
+    );
+
     std::fs::write(state.path().join("agent-id"), "garbage").unwrap();
     let error = Agent::start(AgentConfig::new("127.0.0.1:1", state.path()))
         .await
         .err()
         .unwrap();
     assert!(error.to_string().contains("is corrupt"), "{error}");
+}
+
+#[actix_rt::test]
+async fn reload_registers_again_only_for_a_valid_changed_file() {
+    let master = TestMaster::bind().await;
+    let state = tempfile::tempdir().unwrap();
+    let file = state.path().join("agent.conf");
+    std::fs::write(&file, "name = first\n").unwrap();
+    let mut config = AgentConfig::new(master.addr.clone(), state.path());
+    config.name = Some("from-the-command-line".into());
+    config.tags = vec!["cli".into()];
+    config.config_file = Some(file.clone());
+    let agent = Agent::start(config).await.unwrap();
+    let mut conn = master.accept().await;
+    let first = conn.register(100).await;
+    assert_eq!(first.name, "first", "the file overrides the name");
+    assert_eq!(first.tags, ["cli"], "tags the file leaves out are kept");
+
+    std::fs::write(&file, "name = first\ntags = a, b\n").unwrap();
+    agent.reload().await.unwrap();
+    // The link reconnects to register again.
+    conn.closed().await;
+    let mut conn = master.accept().await;
+    let second = conn.register(100).await;
+    assert_eq!(second.agent_id, first.agent_id);
+    assert_eq!(
+        (second.name.as_str(), second.tags.as_slice()),
+        ("first", &["a".to_string(), "b".to_string()][..])
+    );
+
+    std::fs::write(&file, "tags = a\nslots = 9\n").unwrap();
+    let error = agent.reload().await.unwrap_err().to_string();
+    assert!(
+        error.contains("agent.conf: line 2: unknown key `slots`"),
+        "{error}"
+    );
+    // Nothing changed: the same connection keeps heartbeating.
+    for _ in 0..3 {
+        assert!(matches!(conn.recv().await, AgentMessage::Heartbeat(_)));
+    }
+    agent.shutdown().await;
 }

@@ -59,6 +59,20 @@ pub(crate) struct StopLink {
     pub drain: Duration,
 }
 
+/// Register again under a new name and tags (a configuration reload). Answers whether
+/// they differ from the current ones.
+///
+/// The link reconnects to do so rather than sending a second `Register` on the live
+/// connection: that one could cross an `Assign` already on its way, and the master,
+/// missing the attempt from the list of running ones, would put it back in the queue
+/// while this agent starts it. A new connection carries no such message.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct Reidentify {
+    pub name: String,
+    pub tags: Vec<String>,
+}
+
 /// What the link registers the agent as.
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
@@ -121,6 +135,8 @@ pub(crate) struct MasterLink {
     register_timer: Option<SpawnHandle>,
     drain_waiters: Vec<oneshot::Sender<()>>,
     stopping: bool,
+    /// The identity changed during a write: reconnect once it is flushed.
+    reregister_pending: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +177,7 @@ impl MasterLink {
             register_timer: None,
             drain_waiters: Vec::new(),
             stopping: false,
+            reregister_pending: false,
         }
     }
 
@@ -272,8 +289,22 @@ impl MasterLink {
             spooled = self.spool.len(),
             "lost the connection to the master"
         );
+        self.drop_connection(ctx);
+        if self.stopping {
+            // Nothing more can be delivered; let the stop go ahead.
+            self.wake_drain_waiters();
+        } else {
+            let delay = self.backoff.next_delay();
+            self.reconnect_after(delay, ctx);
+        }
+    }
+
+    /// Closes the current connection and forgets everything tied to it; task messages
+    /// not yet confirmed stay in the spool for the next connection.
+    fn drop_connection(&mut self, ctx: &mut Context<Self>) {
         self.epoch += 1;
         self.state = LinkState::Disconnected;
+        self.reregister_pending = false;
         for handle in [
             self.reader.take(),
             self.heartbeat.take(),
@@ -298,13 +329,19 @@ impl MasterLink {
         }
         self.spool.abort_flight();
         self.spool.persist_results();
-        if self.stopping {
-            // Nothing more can be delivered; let the stop go ahead.
-            self.wake_drain_waiters();
-        } else {
-            let delay = self.backoff.next_delay();
-            self.reconnect_after(delay, ctx);
-        }
+    }
+
+    /// Closes the connection on purpose and opens a new one at once, whose registration
+    /// carries the current identity. Called only between writes, so no message is half
+    /// sent.
+    fn reregister(&mut self, ctx: &mut Context<Self>) {
+        info!(
+            name = %self.setup.identity.name,
+            tags = ?self.setup.identity.tags,
+            "reconnecting to register the new name and tags"
+        );
+        self.drop_connection(ctx);
+        self.connect(ctx);
     }
 
     fn on_message(&mut self, message: MasterMessage, ctx: &mut Context<Self>) {
@@ -366,6 +403,8 @@ impl MasterLink {
         let interval = Duration::from_millis(registered.heartbeat_interval_ms).max(MIN_HEARTBEAT);
         self.heartbeat = Some(ctx.run_interval(interval, |link, ctx| link.send_heartbeat(ctx)));
         info!(
+            name = %self.setup.identity.name,
+            tags = ?self.setup.identity.tags,
             running = self.tasks.len(),
             spooled = self.spool.len(),
             heartbeat_ms = interval.as_millis() as u64,
@@ -455,6 +494,10 @@ impl MasterLink {
                         if !link.spool.has_results() {
                             link.wake_drain_waiters();
                         }
+                        if link.reregister_pending {
+                            link.reregister(ctx);
+                            return;
+                        }
                         link.pump(ctx);
                     }
                     Err(e) => link.disconnect(&format!("writing to the master failed: {e}"), ctx),
@@ -499,6 +542,34 @@ impl Handler<TaskReport> for MasterLink {
 
     fn handle(&mut self, TaskReport(message): TaskReport, ctx: &mut Context<Self>) {
         self.enqueue(message, ctx);
+    }
+}
+
+impl Handler<Reidentify> for MasterLink {
+    type Result = bool;
+
+    fn handle(&mut self, Reidentify { name, tags }: Reidentify, ctx: &mut Context<Self>) -> bool {
+        let identity = &mut self.setup.identity;
+        if identity.name == name && identity.tags == tags {
+            return false;
+        }
+        identity.name = name;
+        identity.tags = tags;
+        if self.stopping {
+            return true;
+        }
+        match self.state {
+            // The next registration is built from the new identity anyway.
+            LinkState::Disconnected | LinkState::Connecting => {}
+            LinkState::Registering | LinkState::Registered => {
+                if self.write_task.is_some() {
+                    self.reregister_pending = true;
+                } else {
+                    self.reregister(ctx);
+                }
+            }
+        }
+        true
     }
 }
 

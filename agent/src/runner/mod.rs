@@ -4,11 +4,13 @@
 //! processes on a bare tokio runtime; the `TaskRunner` actor in [`crate::supervisor`]
 //! wraps it. What it guarantees:
 //! - the process runs in its own process group, in a fresh working directory, with
-//!   stdin from `/dev/null`, the `FURROW_*` variables, and PR_SET_PDEATHSIG=SIGKILL;
+//!   stdin from `/dev/null`, the `FURROW_*` variables, PR_SET_PDEATHSIG=SIGKILL and no
+//!   signal blocked; its exit is learned through a pidfd (`exit_wait`);
 //! - stdout and stderr are read line by line and reported in batches, in order per
 //!   stream, with the agent's own lines (`starting: ...`, `exited with code N`, errors);
 //! - cancel and the time limit send SIGTERM to the whole group, then SIGKILL after a
-//!   grace period; when the task's process exits, whatever it left in its group is killed;
+//!   grace period, both timed by timerfds (`time_limit`); when the task's process exits,
+//!   whatever it left in its group is killed;
 //! - every path ends in a [`TaskFinished`], never a panic: unknown job types, bad
 //!   parameters and programs that cannot start are reported as the task's error.
 
@@ -16,15 +18,15 @@ mod output;
 #[cfg(test)]
 mod tests;
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::Utc;
 use furrow_protocol::{
     AgentMessage, Assignment, LogStream, TaskFinished, TaskProgress, TaskRef, TaskStarted,
 };
+use furrow_sysfd::ExitStatus;
 use futures::StreamExt;
 use nix::sys::signal::Signal;
 use tokio::sync::oneshot;
@@ -171,6 +173,14 @@ async fn execute<R: Reporter>(
     mut stop: oneshot::Receiver<StopReason>,
 ) -> Ending {
     let task = assignment.task;
+    // The deadlines' timers are created before anything starts: a task must not run
+    // without the means to enforce its limit.
+    let (mut limit, mut grace) = match (Deadline::new(), Deadline::new()) {
+        (Ok(limit), Ok(grace)) => (limit, grace),
+        (Err(e), _) | (_, Err(e)) => {
+            return Ending::without_process(format!("cannot create the task's timers: {e}"), false);
+        }
+    };
     let dir = match workdir::create(&env.state, task).await {
         Ok(dir) => dir,
         Err(e) => {
@@ -243,8 +253,9 @@ async fn execute<R: Reporter>(
     let mut lines = futures::stream::select(stdout, stderr);
     let mut lines_open = true;
     let limit_secs = assignment.timeout_secs.filter(|secs| *secs > 0);
-    let mut limit = Deadline::maybe_after(limit_secs.map(Duration::from_secs));
-    let mut grace = Deadline::never();
+    if let Some(secs) = limit_secs {
+        limit.arm(Duration::from_secs(secs));
+    }
     let mut terminating = false;
     let mut stop_open = true;
     let mut error: Option<String> = None;
@@ -300,7 +311,7 @@ async fn execute<R: Reporter>(
             if !terminating {
                 terminating = true;
                 signal_group(pgid, Signal::SIGTERM);
-                grace = Deadline::after(env.kill_grace);
+                grace.arm(env.kill_grace);
             }
         }
     };
@@ -308,7 +319,9 @@ async fn execute<R: Reporter>(
     // Whatever the task started in its group (background jobs) ends with it.
     signal_group(pgid, Signal::SIGKILL);
     guard.armed = false;
-    let mut drain = Deadline::after(OUTPUT_DRAIN_LIMIT);
+    // The limit's timer is free now (the process is gone): it times the output drain.
+    let mut drain = limit;
+    drain.arm(OUTPUT_DRAIN_LIMIT);
     while lines_open {
         tokio::select! {
             line = lines.next() => match line {

@@ -107,6 +107,9 @@ struct AgentArgs {
     /// Directory for the agent id, task working directories and crash-recovery state.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// File with `name = ...` and `tags = a, b` lines, overriding the flags; re-read on SIGHUP.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Largest protocol frame accepted or sent, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME)]
     max_frame: usize,
@@ -181,6 +184,7 @@ fn dispatch(command: Command) -> Result<()> {
                 tags: args.tags.into_iter().filter(|t| !t.is_empty()).collect(),
                 state_dir: args.state_dir.unwrap_or_else(default_agent_state_dir),
                 max_frame: args.max_frame,
+                config_file: args.config,
             };
             furrow_agent::run(config)?;
             Ok(())

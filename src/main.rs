@@ -1,6 +1,7 @@
 //! `furrow`: the one binary of the Furrow render farm. This file is the command line only;
 //! the work lives in the `furrow-master`, `furrow-agent` and `furrow-protocol` crates.
 
+mod bench;
 mod commands;
 mod up;
 
@@ -38,6 +39,8 @@ enum Command {
     Agents(commands::ListArgs),
     /// Print the log of a job's frame.
     Logs(commands::LogsArgs),
+    /// Measure a local farm (submission latency, task throughput).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +197,10 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Job(args) => client_command(commands::job(args)),
         Command::Agents(args) => client_command(commands::agents(args)),
         Command::Logs(args) => client_command(commands::logs(args)),
+        Command::Bench(args) => {
+            init_tracing("warn");
+            bench::run(args)
+        }
     }
 }
 

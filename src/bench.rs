@@ -1,0 +1,197 @@
+//! `furrow bench farm`: measures a real farm on this machine. It starts `furrow up` in a
+//! temporary data directory, then times
+//! - the submission of a large job (committed before the reply),
+//! - end-to-end throughput: a job of short tasks from submission until every task is done,
+//!   through the real master, agents and processes.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use furrow_protocol::{Client, CommandParams, JobSubmission, Json, WorkState};
+
+/// `furrow bench ...`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchTarget,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchTarget {
+    /// Submission latency and task throughput of a local farm.
+    Farm(FarmArgs),
+}
+
+#[derive(Debug, Args)]
+struct FarmArgs {
+    /// Tasks of the throughput job (each runs `true`).
+    #[arg(long, default_value_t = 2_000)]
+    tasks: u64,
+    /// Tasks of the large submission (stored and queued, never run).
+    #[arg(long, default_value_t = 100_000)]
+    submit: u64,
+    /// Local agents.
+    #[arg(long, default_value_t = 2)]
+    agents: u32,
+    /// Slots per agent.
+    #[arg(long, default_value_t = 4)]
+    slots: u32,
+    /// Database URL (default: SQLite in the temporary data directory).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let BenchTarget::Farm(args) = args.what;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(farm(args))
+}
+
+/// A `furrow up` child that is stopped when dropped.
+struct LocalFarm {
+    child: Child,
+    data_dir: PathBuf,
+}
+
+impl Drop for LocalFarm {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn free_addr() -> Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.to_string())
+}
+
+fn job(title: &str, frames: String, priority: i32) -> Result<JobSubmission> {
+    let params = CommandParams {
+        command: vec!["true".into()],
+        shell: false,
+        env: Default::default(),
+    };
+    Ok(JobSubmission {
+        title: title.into(),
+        jobtype: "command".into(),
+        params: Json(serde_json::to_value(params)?),
+        frames,
+        batch: 1,
+        priority,
+        retries: 0,
+        timeout_secs: None,
+    })
+}
+
+async fn farm(args: FarmArgs) -> Result<()> {
+    if args.tasks == 0 || args.agents == 0 || args.slots == 0 {
+        bail!("--tasks, --agents and --slots must be at least 1");
+    }
+    let data_dir = std::env::temp_dir().join(format!("furrow-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&data_dir)?;
+    let listen = free_addr()?;
+    let http = free_addr()?;
+    let log = std::fs::File::create(data_dir.join("up.log"))?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args(["up", "--listen", &listen, "--http", &http])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args([
+            "--agents",
+            &args.agents.to_string(),
+            "--slots",
+            &args.slots.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if let Some(url) = &args.database_url {
+        command.env("FURROW_DATABASE_URL", url);
+    }
+    let farm = LocalFarm {
+        child: command.spawn().context("cannot start furrow up")?,
+        data_dir,
+    };
+
+    let start = Instant::now();
+    let client = loop {
+        if let Ok(client) = Client::connect(&listen).await
+            && let Ok(agents) = client.list_agents(1000, 0).await
+            && agents.items.len() as u32 >= args.agents
+        {
+            break client;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!(
+                "the farm did not come up; see {}",
+                farm.data_dir.join("up.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let health = client.health().await?;
+    println!(
+        "farm: {} agents x {} slots, {} database, {} cpus",
+        args.agents,
+        args.slots,
+        health.database,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+
+    // Throughput first, on an empty queue.
+    let submitted = Instant::now();
+    let view = client
+        .submit_job(job("bench throughput", format!("1-{}", args.tasks), 10)?)
+        .await?;
+    let ack = submitted.elapsed();
+    let done = loop {
+        let current = client.get_job(view.id).await?;
+        if current.state.is_finished() {
+            if current.state != WorkState::Done {
+                bail!("the throughput job ended {}", current.state.as_str());
+            }
+            break submitted.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!(
+        "throughput: {} tasks of `true` in {:.2} s = {:.0} tasks/s end to end (submit ack {:.1} ms)",
+        args.tasks,
+        done.as_secs_f64(),
+        args.tasks as f64 / done.as_secs_f64(),
+        ack.as_secs_f64() * 1000.0
+    );
+
+    if args.submit > 0 {
+        let submitted = Instant::now();
+        // Lowest priority behind nothing: it starts running, which the farm's stop ends.
+        client
+            .submit_job(job(
+                "bench submission",
+                format!("1-{}", args.submit),
+                -1000,
+            )?)
+            .await?;
+        let took = submitted.elapsed();
+        println!(
+            "submission: {} tasks committed in {:.2} s = {:.0} tasks/s",
+            args.submit,
+            took.as_secs_f64(),
+            args.submit as f64 / took.as_secs_f64()
+        );
+    }
+    drop(farm);
+    Ok(())
+}

@@ -27,6 +27,10 @@ use crate::scheduler::{AgentDown, AgentLost, AgentUp, Scheduler, ToAgent};
 use crate::store::records::{AgentRow, from_ms};
 use crate::store::{Store, UpsertAgent};
 
+/// Most slots one agent may announce. Its assignments are queued at once in the
+/// session's outbox, which must hold them (see `session::writer::OUTBOX_CAPACITY`).
+pub const MAX_SLOTS: u32 = 512;
+
 /// One agent as the registry tracks it.
 #[derive(Debug, Clone)]
 pub struct LiveAgent {
@@ -220,6 +224,8 @@ impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Its inflow is one heartbeat per agent per interval plus registrations, handled
+        // in memory; what can be queued is proportional to the connected agents.
         // One sweep over the table per quarter timeout: its cost is the number of agents,
         // and it is what turns silence into "lost" without a timer per agent.
         ctx.run_interval(self.sweep_every(), |act, _| act.sweep());
@@ -239,6 +245,12 @@ impl Handler<Register> for Registry {
         let reg = msg.registration;
         if reg.agent_id.is_nil() {
             return Err("registration: agent_id must not be the nil uuid".into());
+        }
+        if reg.slots > MAX_SLOTS {
+            return Err(format!(
+                "registration: slots must be at most {MAX_SLOTS}, got {}",
+                reg.slots
+            ));
         }
         let agent_id = reg.agent_id;
         if let Some((old_session, close)) = self.closers.remove(&agent_id)

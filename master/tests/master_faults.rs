@@ -122,3 +122,49 @@ async fn version_mismatch_is_refused_with_a_reason() {
     assert!(client.health().await.is_ok());
     master.shutdown().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_slot_counts_are_refused_and_busy_ports_fail_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = start_master(dir.path(), Duration::from_secs(10));
+    let listen = master.addrs().listen.to_string();
+    let mut agent = TestAgent::connect(&listen, Uuid::new_v4()).await;
+    agent
+        .send(furrow_protocol::AgentMessage::Register(
+            furrow_protocol::Registration {
+                agent_id: agent.id,
+                name: "greedy".into(),
+                hostname: "greedy".into(),
+                os: "linux".into(),
+                cpus: 1,
+                ram_mb: 1,
+                gpus: Vec::new(),
+                tags: Vec::new(),
+                slots: u32::MAX,
+                version: "test".into(),
+                running: Vec::new(),
+            },
+        ))
+        .await;
+    assert!(
+        agent.recv().await.is_none(),
+        "refused registration closes the session"
+    );
+
+    // A second master cannot take the same HTTP port: startup fails with a bind error.
+    let other = tempfile::tempdir().unwrap();
+    let config = furrow_master::MasterConfig {
+        data_dir: other.path().to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        http: master.addrs().http.to_string(),
+        ..Default::default()
+    };
+    match furrow_master::spawn(config) {
+        Err(furrow_master::MasterError::Bind { addr, .. }) => {
+            assert_eq!(addr, master.addrs().http.to_string())
+        }
+        Err(other) => panic!("expected a bind error, got {other}"),
+        Ok(_) => panic!("a second master bound the same port"),
+    }
+    master.shutdown().unwrap();
+}

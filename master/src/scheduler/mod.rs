@@ -172,6 +172,11 @@ impl Actor for Scheduler {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Context<Self>) {
+        // Senders use `do_send`, which bypasses the mailbox capacity. The inflow is
+        // bounded all the same: sessions send a handful of events per attempt (started,
+        // progress, finished) and the registry one per agent state change, so what can be
+        // queued is proportional to the running tasks and the agents, and each event is
+        // handled in memory without I/O.
         // Effects of the load (log files of running attempts) go out now.
         self.apply();
     }

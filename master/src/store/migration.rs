@@ -93,16 +93,25 @@ struct M0001Initial;
 #[async_trait::async_trait]
 impl MigrationTrait for M0001Initial {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let sqlite = manager.get_database_backend() == sea_orm::DbBackend::Sqlite;
+        // On SQLite only a column declared exactly INTEGER PRIMARY KEY is the rowid; any
+        // other type adds a second index that every insert must maintain. SQLite integers
+        // are 64-bit whatever the declaration; PostgreSQL needs BIGINT for that.
+        let id_column = |name: DynIden| {
+            let mut column = ColumnDef::new(name);
+            if sqlite {
+                column.integer();
+            } else {
+                column.big_integer();
+            }
+            column.not_null().primary_key();
+            column
+        };
         manager
             .create_table(
                 Table::create()
                     .table(Jobs::Table)
-                    .col(
-                        ColumnDef::new(Jobs::Id)
-                            .big_integer()
-                            .not_null()
-                            .primary_key(),
-                    )
+                    .col(id_column(Jobs::Id.into_iden()))
                     .col(ColumnDef::new(Jobs::Title).text().not_null())
                     .col(ColumnDef::new(Jobs::Jobtype).text().not_null())
                     .col(ColumnDef::new(Jobs::Params).text().not_null())
@@ -135,12 +144,7 @@ impl MigrationTrait for M0001Initial {
             .create_table(
                 Table::create()
                     .table(Tasks::Table)
-                    .col(
-                        ColumnDef::new(Tasks::Id)
-                            .big_integer()
-                            .not_null()
-                            .primary_key(),
-                    )
+                    .col(id_column(Tasks::Id.into_iden()))
                     .col(ColumnDef::new(Tasks::JobId).big_integer().not_null())
                     .col(ColumnDef::new(Tasks::Frame).big_integer().not_null())
                     .col(ColumnDef::new(Tasks::FrameEnd).big_integer().not_null())
@@ -158,7 +162,10 @@ impl MigrationTrait for M0001Initial {
                     .to_owned(),
             )
             .await?;
-        // Listing a job's tasks in frame order walks this index; so does counting them.
+        // Listing a job's tasks in frame order walks this index, and so does the startup
+        // load, which reads only the tasks of unfinished jobs (so it does not grow with
+        // history). There is deliberately no index on the state: it would slow down every
+        // insert of a large submission for little gain.
         manager
             .create_index(
                 Index::create()
@@ -166,16 +173,6 @@ impl MigrationTrait for M0001Initial {
                     .table(Tasks::Table)
                     .col(Tasks::JobId)
                     .col(Tasks::Id)
-                    .to_owned(),
-            )
-            .await?;
-        // Startup loads only unfinished tasks; this keeps that independent of history.
-        manager
-            .create_index(
-                Index::create()
-                    .name("tasks_state")
-                    .table(Tasks::Table)
-                    .col(Tasks::State)
                     .to_owned(),
             )
             .await?;

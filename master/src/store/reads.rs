@@ -34,6 +34,9 @@ pub struct LoadedState {
     pub max_task_id: TaskId,
 }
 
+/// The columns the startup load reads from a task.
+type LoadRow = (i64, i64, i64, i64, i64, String, Option<String>, i32, i32);
+
 fn state_of(name: &str) -> Result<WorkState, DbErr> {
     WorkState::parse(name).ok_or_else(|| DbErr::Custom(format!("unknown state {name:?} in store")))
 }
@@ -166,26 +169,45 @@ impl StoreReader {
             WorkState::Running.as_str(),
             WorkState::Paused.as_str(),
         ];
-        let rows = task::Entity::find()
-            .filter(task::Column::State.is_in(unfinished))
-            .order_by_asc(task::Column::Id)
-            .all(conn)
-            .await?;
-        let mut tasks = Vec::with_capacity(rows.len());
-        for row in rows {
-            tasks.push(LoadedTask {
-                id: row.id,
-                job_id: row.job_id,
-                frames: FrameBatch {
-                    start: row.frame,
-                    end: row.frame_end,
-                    step: row.step,
-                },
-                state: state_of(&row.state)?,
-                agent: row.agent.as_deref().and_then(|a| Uuid::parse_str(a).ok()),
-                attempt: u32::try_from(row.attempt).unwrap_or(0),
-                failures: u32::try_from(row.failures).unwrap_or(0),
-            });
+        let job_ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+        let mut tasks = Vec::new();
+        // Bounded IN lists keep every statement within the backends' parameter limits.
+        for chunk in job_ids.chunks(500) {
+            let rows: Vec<LoadRow> = task::Entity::find()
+                .select_only()
+                .columns([
+                    task::Column::Id,
+                    task::Column::JobId,
+                    task::Column::Frame,
+                    task::Column::FrameEnd,
+                    task::Column::Step,
+                    task::Column::State,
+                    task::Column::Agent,
+                    task::Column::Attempt,
+                    task::Column::Failures,
+                ])
+                .filter(task::Column::JobId.is_in(chunk.iter().copied()))
+                .filter(task::Column::State.is_in(unfinished))
+                .order_by_asc(task::Column::Id)
+                .into_tuple()
+                .all(conn)
+                .await?;
+            tasks.reserve(rows.len());
+            for (id, job_id, frame, frame_end, step, state, agent, attempt, failures) in rows {
+                tasks.push(LoadedTask {
+                    id,
+                    job_id,
+                    frames: FrameBatch {
+                        start: frame,
+                        end: frame_end,
+                        step,
+                    },
+                    state: state_of(&state)?,
+                    agent: agent.as_deref().and_then(|a| Uuid::parse_str(a).ok()),
+                    attempt: u32::try_from(attempt).unwrap_or(0),
+                    failures: u32::try_from(failures).unwrap_or(0),
+                });
+            }
         }
         let agents = agent::Entity::find()
             .order_by_asc(agent::Column::Name)

@@ -130,6 +130,7 @@ pub fn validate(submission: JobSubmission) -> Result<NewJob, ApiError> {
         priority: submission.priority,
         retries: submission.retries,
         timeout_secs: submission.timeout_secs,
+        ranges: frames.ranges().to_vec(),
         batches: frames.batches(submission.batch).collect(),
     })
 }

@@ -270,7 +270,14 @@ impl Handler<InsertJob> for Store {
                 let _guard = lock.lock().await;
                 let txn = db.conn().begin().await?;
                 sql::insert_job(&txn, job_id, &job, created_at).await?;
-                sql::insert_tasks(&txn, job_id, first_task_id, &job.batches, created_at).await?;
+                sql::insert_tasks(
+                    &txn,
+                    job_id,
+                    first_task_id,
+                    (&job.ranges, job.batch, &job.batches),
+                    created_at,
+                )
+                .await?;
                 txn.commit().await
             }
             .await;

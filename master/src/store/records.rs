@@ -1,7 +1,9 @@
 //! Rows handed to the store by the other actors, and rows read back.
 
 use chrono::{DateTime, TimeZone, Utc};
-use furrow_protocol::{FrameBatch, JobId, JobView, Json, TaskCounts, TaskId, WorkState};
+use furrow_protocol::{
+    FrameBatch, FrameRange, JobId, JobView, Json, TaskCounts, TaskId, WorkState,
+};
 use uuid::Uuid;
 
 /// Milliseconds since the epoch of `at`.
@@ -38,7 +40,9 @@ pub struct NewJob {
     pub retries: u32,
     /// Attempt time limit.
     pub timeout_secs: Option<u64>,
-    /// One entry per task, in frame order.
+    /// The frame ranges, in the order given.
+    pub ranges: Vec<FrameRange>,
+    /// One entry per task, in frame order (the ranges cut into batches).
     pub batches: Vec<FrameBatch>,
 }
 

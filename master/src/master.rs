@@ -1,6 +1,7 @@
 //! Starting and stopping a master: builds the actor system, binds both listeners,
 //! announces the bound addresses, and shuts down cleanly.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,6 +11,7 @@ use std::thread::JoinHandle;
 use actix::prelude::*;
 use actix_web::{App, HttpServer};
 use dashmap::DashMap;
+use furrow_protocol::WorkState;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 use uuid::Uuid;
@@ -23,6 +25,7 @@ use crate::logs::{FlushLogs, LogCollector};
 use crate::registry::Registry;
 use crate::scheduler::{Scheduler, SchedulerStats};
 use crate::service::Service;
+use crate::store::records::{AgentRow, LoadedTask, now_ms};
 use crate::store::{Db, Flush, Store, StoreReader};
 
 /// Name of the file in the data directory that holds the bound addresses.
@@ -174,6 +177,32 @@ impl Running {
     }
 }
 
+/// Agents of the tasks stored as running.
+fn running_agents(tasks: &[LoadedTask]) -> HashSet<Uuid> {
+    tasks
+        .iter()
+        .filter(|task| task.state == WorkState::Running)
+        .filter_map(|task| task.agent)
+        .collect()
+}
+
+/// A stand-in for an agent that holds tasks but has no row of its own.
+fn placeholder_agent(id: Uuid) -> AgentRow {
+    AgentRow {
+        id,
+        name: id.to_string(),
+        hostname: String::new(),
+        os: String::new(),
+        cpus: 0,
+        ram_mb: 0,
+        gpus: "[]".into(),
+        tags: "[]".into(),
+        slots: 0,
+        version: String::new(),
+        last_seen: now_ms(),
+    }
+}
+
 fn create_dir(path: &Path) -> Result<(), MasterError> {
     std::fs::create_dir_all(path).map_err(|source| MasterError::DataDir {
         path: path.to_path_buf(),
@@ -220,6 +249,7 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         let (data_dir, store) = (data_dir.clone(), store.clone());
         Supervisor::start_in_arbiter(log_thread, move |_| LogCollector::new(data_dir, store))
     };
+    let holders = running_agents(&loaded.tasks);
     let stats = Arc::new(SchedulerStats::default());
     let scheduler = {
         let (store, logs, stats) = (store.clone(), logs.clone(), stats.clone());
@@ -227,6 +257,14 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         let tasks = loaded.tasks;
         Supervisor::start(move |_| Scheduler::new(&jobs, tasks, store, logs, stats))
     };
+    // Every agent that holds a running task must be known to the registry, or nothing
+    // would ever declare it lost and its tasks would wait forever.
+    let mut known_agents = loaded.agents;
+    for agent in holders {
+        if !known_agents.iter().any(|row| row.id == agent) {
+            known_agents.push(placeholder_agent(agent));
+        }
+    }
     let agents = Arc::new(DashMap::new());
     let registry = {
         let (agents, scheduler, store, changes) = (
@@ -235,7 +273,7 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
             store.clone(),
             changes.clone(),
         );
-        let known = loaded.agents;
+        let known = known_agents;
         let (interval, timeout) = (config.heartbeat_interval, config.heartbeat_timeout);
         Supervisor::start(move |_| {
             Registry::new(&known, agents, scheduler, store, interval, timeout, changes)

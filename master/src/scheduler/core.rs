@@ -10,69 +10,19 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use super::slots::Slots;
 use std::sync::Arc;
 
 use furrow_protocol::{
-    Assignment, FrameBatch, JobId, Json, MasterMessage, TaskCounts, TaskFinished, TaskId, TaskRef,
+    Assignment, FrameBatch, JobId, MasterMessage, TaskCounts, TaskFinished, TaskId, TaskRef,
     WorkState,
 };
 use uuid::Uuid;
 
-use crate::store::records::{JobRow, LoadedTask, TaskRow, to_ms};
+use crate::store::records::{JobRow, TaskRow, to_ms};
 
-/// What a job contributes to its assignments.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobSpec {
-    /// Job id (allocated in submission order, so it also orders jobs by age).
-    pub id: JobId,
-    /// Title.
-    pub title: String,
-    /// Job type.
-    pub jobtype: String,
-    /// Parameters.
-    pub params: Json,
-    /// Attempt time limit.
-    pub timeout_secs: Option<u64>,
-    /// Higher first.
-    pub priority: i32,
-    /// Failed attempts retried per task.
-    pub retries: u32,
-}
-
-/// Something the actor must do on the core's behalf.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// Send a message to an agent.
-    Send {
-        /// The agent.
-        agent: Uuid,
-        /// The message.
-        message: MasterMessage,
-    },
-    /// An attempt started: its log file may be written.
-    OpenLog {
-        /// The attempt.
-        task: TaskRef,
-        /// Its job.
-        job_id: JobId,
-    },
-    /// An attempt is over from the master's point of view: flush and close its log.
-    CloseLog {
-        /// The attempt.
-        task: TaskRef,
-        /// Its job.
-        job_id: JobId,
-    },
-}
-
-/// How a task message was judged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// It concerned the current attempt and was applied.
-    Applied,
-    /// It concerned an attempt that is no longer current (or an unknown task): ignored.
-    Stale,
-}
+pub use super::types::{Effect, JobSpec, Verdict};
 
 #[derive(Debug, Clone)]
 struct Queued {
@@ -82,6 +32,24 @@ struct Queued {
     failures: u32,
     exit_code: Option<i32>,
     last_error: Option<String>,
+}
+
+impl Queued {
+    /// The task's row while it waits in the queue.
+    fn row(&self, id: TaskId) -> TaskRow {
+        TaskRow {
+            id,
+            state: WorkState::Queued,
+            agent: None,
+            attempt: self.attempt,
+            failures: self.failures,
+            exit_code: self.exit_code,
+            progress: 0.0,
+            last_error: self.last_error.clone(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -104,15 +72,6 @@ struct JobEntry {
     queued: BTreeMap<TaskId, Queued>,
 }
 
-#[derive(Debug, Default)]
-struct AgentEntry {
-    slots: u32,
-    online: bool,
-    tasks: BTreeSet<TaskId>,
-    /// The free-slot count under which the agent sits in `Core::free`, if it does.
-    indexed_free: Option<u32>,
-}
-
 /// The scheduler's state. See the module documentation.
 #[derive(Debug, Default)]
 pub struct Core {
@@ -123,9 +82,7 @@ pub struct Core {
     /// Queued tasks taken from a lost agent, with their job: a late result for their last
     /// attempt is still accepted, and a re-registering agent that lists them adopts them.
     orphans: HashMap<TaskId, JobId>,
-    agents: HashMap<Uuid, AgentEntry>,
-    /// Online agents with free slots, most free slots first.
-    free: BTreeSet<(Reverse<u32>, Uuid)>,
+    slots: Slots,
     effects: Vec<Effect>,
     task_rows: Vec<TaskRow>,
     job_rows: HashMap<JobId, JobRow>,
@@ -180,83 +137,6 @@ impl Core {
         (std::mem::take(&mut self.task_rows), jobs)
     }
 
-    /// Restores unfinished jobs and tasks after a restart. Running tasks stay with their
-    /// agents, which are offline until they register again (or are declared lost).
-    pub fn load(&mut self, jobs: Vec<(JobSpec, TaskCounts)>, tasks: Vec<LoadedTask>) {
-        for (spec, counts) in jobs {
-            let id = spec.id;
-            // Done and failed counts come from the job row; the rest from the tasks.
-            let counts = TaskCounts {
-                done: counts.done,
-                failed: counts.failed,
-                ..TaskCounts::default()
-            };
-            self.jobs.insert(
-                id,
-                JobEntry {
-                    spec: Arc::new(spec),
-                    counts,
-                    queued: BTreeMap::new(),
-                },
-            );
-        }
-        for task in tasks {
-            let Some(job) = self.jobs.get_mut(&task.job_id) else {
-                continue;
-            };
-            job.counts.add(task.state, 1);
-            match (task.state, task.agent) {
-                (WorkState::Running, Some(agent)) => {
-                    self.agents.entry(agent).or_default().tasks.insert(task.id);
-                    self.running.insert(
-                        task.id,
-                        Running {
-                            job_id: task.job_id,
-                            frames: task.frames,
-                            attempt: task.attempt,
-                            failures: task.failures,
-                            agent,
-                            started_at: None,
-                            progress: 0.0,
-                            exit_code: None,
-                            last_error: None,
-                        },
-                    );
-                    self.effects.push(Effect::OpenLog {
-                        task: TaskRef {
-                            task_id: task.id,
-                            attempt: task.attempt,
-                        },
-                        job_id: task.job_id,
-                    });
-                }
-                (WorkState::Running | WorkState::Queued, _) => {
-                    if task.state == WorkState::Running {
-                        // Running without an agent cannot happen; treat it as queued.
-                        job.counts.running -= 1;
-                        job.counts.queued += 1;
-                    }
-                    job.queued.insert(
-                        task.id,
-                        Queued {
-                            frames: task.frames,
-                            attempt: task.attempt,
-                            failures: task.failures,
-                            exit_code: None,
-                            last_error: None,
-                        },
-                    );
-                }
-                _ => {}
-            }
-        }
-        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
-        for id in ids {
-            self.refresh_ready(id);
-            self.snapshot_job(id);
-        }
-    }
-
     /// Adds a committed job whose tasks have ids `first_task_id..` in frame order.
     pub fn add_job(&mut self, spec: JobSpec, first_task_id: TaskId, batches: &[FrameBatch]) {
         let id = spec.id;
@@ -299,11 +179,7 @@ impl Core {
     /// are taken back.
     pub fn agent_registered(&mut self, agent: Uuid, slots: u32, running: &[TaskRef]) {
         let listed: HashSet<TaskRef> = running.iter().copied().collect();
-        let believed: Vec<TaskId> = self
-            .agents
-            .get(&agent)
-            .map(|entry| entry.tasks.iter().copied().collect())
-            .unwrap_or_default();
+        let believed = self.slots.tasks_of(agent);
         for task_id in believed {
             let Some(attempt) = self.running.get(&task_id).map(|r| r.attempt) else {
                 continue;
@@ -312,9 +188,7 @@ impl Core {
                 self.requeue(task_id);
             }
         }
-        let entry = self.agents.entry(agent).or_default();
-        entry.slots = slots;
-        entry.online = true;
+        self.slots.online(agent, slots);
         for task in running {
             let current = self
                 .running
@@ -330,29 +204,20 @@ impl Core {
                 });
             }
         }
-        self.refresh_free(agent);
         self.dispatch();
     }
 
     /// An agent's connection dropped: no new work for it, its tasks stay assigned.
     pub fn agent_offline(&mut self, agent: Uuid) {
-        if let Some(entry) = self.agents.get_mut(&agent) {
-            entry.online = false;
-        }
-        self.refresh_free(agent);
+        self.slots.offline(agent);
     }
 
     /// An agent is lost: its tasks go back to the queue.
     pub fn agent_lost(&mut self, agent: Uuid) {
-        let Some(entry) = self.agents.get(&agent) else {
-            return;
-        };
-        let tasks: Vec<TaskId> = entry.tasks.iter().copied().collect();
-        for task_id in tasks {
+        for task_id in self.slots.tasks_of(agent) {
             self.requeue(task_id);
         }
-        self.refresh_free_removed(agent);
-        self.agents.remove(&agent);
+        self.slots.remove(agent);
         self.dispatch();
     }
 
@@ -388,7 +253,7 @@ impl Core {
             let Some(run) = self.running.remove(&task.task_id) else {
                 return Verdict::Stale;
             };
-            self.release_slot(run.agent, task.task_id);
+            self.slots.release(run.agent, task.task_id);
             let job_id = run.job_id;
             if let Some(job) = self.jobs.get_mut(&job_id) {
                 job.counts.running = job.counts.running.saturating_sub(1);
@@ -474,28 +339,15 @@ impl Core {
             let error = failure_text(finished);
             if failures <= job.spec.retries {
                 job.counts.queued += 1;
-                job.queued.insert(
-                    task_id,
-                    Queued {
-                        frames,
-                        attempt,
-                        failures,
-                        exit_code: finished.exit_code,
-                        last_error: Some(error.clone()),
-                    },
-                );
-                self.task_rows.push(TaskRow {
-                    id: task_id,
-                    state: WorkState::Queued,
-                    agent: None,
+                let queued = Queued {
+                    frames,
                     attempt,
                     failures,
                     exit_code: finished.exit_code,
-                    progress: 0.0,
                     last_error: Some(error),
-                    started_at: None,
-                    finished_at: None,
-                });
+                };
+                self.task_rows.push(queued.row(task_id));
+                job.queued.insert(task_id, queued);
                 self.refresh_ready(job_id);
             } else {
                 job.counts.failed += 1;
@@ -552,11 +404,7 @@ impl Core {
                 last_error: queued.last_error,
             },
         );
-        self.agents
-            .entry(agent)
-            .or_default()
-            .tasks
-            .insert(task.task_id);
+        self.slots.assign(agent, task.task_id);
         self.effects.push(Effect::OpenLog { task, job_id });
         self.refresh_ready(job_id);
         self.push_running_row(task.task_id);
@@ -570,7 +418,7 @@ impl Core {
         let Some(run) = self.running.remove(&task_id) else {
             return;
         };
-        self.release_slot(run.agent, task_id);
+        self.slots.release(run.agent, task_id);
         let job_id = run.job_id;
         self.effects.push(Effect::CloseLog {
             task: TaskRef {
@@ -584,37 +432,23 @@ impl Core {
         };
         job.counts.running = job.counts.running.saturating_sub(1);
         job.counts.queued += 1;
-        job.queued.insert(
-            task_id,
-            Queued {
-                frames: run.frames,
-                attempt: run.attempt,
-                failures: run.failures,
-                exit_code: run.exit_code,
-                last_error: run.last_error.clone(),
-            },
-        );
-        self.orphans.insert(task_id, job_id);
-        self.task_rows.push(TaskRow {
-            id: task_id,
-            state: WorkState::Queued,
-            agent: None,
+        let queued = Queued {
+            frames: run.frames,
             attempt: run.attempt,
             failures: run.failures,
             exit_code: run.exit_code,
-            progress: 0.0,
             last_error: run.last_error,
-            started_at: None,
-            finished_at: None,
-        });
+        };
+        self.task_rows.push(queued.row(task_id));
+        job.queued.insert(task_id, queued);
+        self.orphans.insert(task_id, job_id);
         self.refresh_ready(job_id);
         self.snapshot_job(job_id);
     }
 
     /// Hands one queued task to each free slot, best job first.
     fn dispatch(&mut self) {
-        while let (Some(&(_, agent)), Some(&(_, job_id))) = (self.free.first(), self.ready.first())
-        {
+        while let (Some(agent), Some(&(_, job_id))) = (self.slots.best_free(), self.ready.first()) {
             let Some(job) = self.jobs.get_mut(&job_id) else {
                 self.ready.pop_first();
                 continue;
@@ -642,8 +476,7 @@ impl Core {
                     last_error: queued.last_error,
                 },
             );
-            self.agents.entry(agent).or_default().tasks.insert(task_id);
-            self.refresh_free(agent);
+            self.slots.assign(agent, task_id);
             self.refresh_ready(job_id);
             let task = TaskRef { task_id, attempt };
             self.effects.push(Effect::OpenLog { task, job_id });
@@ -686,13 +519,6 @@ impl Core {
             started_at: run.started_at,
             finished_at: None,
         });
-    }
-
-    fn release_slot(&mut self, agent: Uuid, task_id: TaskId) {
-        if let Some(entry) = self.agents.get_mut(&agent) {
-            entry.tasks.remove(&task_id);
-        }
-        self.refresh_free(agent);
     }
 
     fn snapshot_job(&mut self, job_id: JobId) {
@@ -741,30 +567,9 @@ impl Core {
             self.ready.insert(key);
         }
     }
-
-    fn refresh_free(&mut self, agent: Uuid) {
-        let Some(entry) = self.agents.get_mut(&agent) else {
-            return;
-        };
-        if let Some(old) = entry.indexed_free.take() {
-            self.free.remove(&(Reverse(old), agent));
-        }
-        let used = entry.tasks.len() as u32;
-        if entry.online && entry.slots > used {
-            let free = entry.slots - used;
-            entry.indexed_free = Some(free);
-            self.free.insert((Reverse(free), agent));
-        }
-    }
-
-    fn refresh_free_removed(&mut self, agent: Uuid) {
-        if let Some(entry) = self.agents.get_mut(&agent)
-            && let Some(old) = entry.indexed_free.take()
-        {
-            self.free.remove(&(Reverse(old), agent));
-        }
-    }
 }
+
+mod restore;
 
 #[cfg(test)]
 #[path = "core_tests.rs"]

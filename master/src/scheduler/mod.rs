@@ -6,6 +6,8 @@
 //! carries out its effects (messages to agent sessions, log files, group commits).
 
 pub mod core;
+mod slots;
+mod types;
 
 use std::collections::HashMap;
 use std::sync::Arc;

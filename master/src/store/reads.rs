@@ -3,15 +3,17 @@
 //! Reads go straight to the pool (WAL lets them run beside the store's commits); they may
 //! trail the newest transitions by one group-commit interval.
 
-use furrow_protocol::{FrameBatch, JobId, Json, TaskCounts, TaskId, TaskView, WorkState};
+use furrow_protocol::{FrameBatch, FrameSet, JobId, Json, TaskCounts, TaskId, TaskView, WorkState};
 use sea_orm::{
-    ColumnTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
 use super::Db;
 use super::entities::{agent, job, task, task_log};
 use super::records::{AgentRow, JobRecord, LoadedTask, from_ms};
+use super::sql::statement;
 
 /// Read access to the database, shared by the service layer.
 #[derive(Clone, Debug)]
@@ -152,6 +154,133 @@ impl StoreReader {
             .await
     }
 
+    /// Appends the unfinished tasks of `job` to `tasks`.
+    ///
+    /// A large job is mostly tasks that were never assigned; those are not read row by
+    /// row but rebuilt from the job's frame specification, with the database returning
+    /// only the id runs where they are (so a million untouched tasks cost one row). Tasks
+    /// that have been assigned at least once are read in full.
+    async fn load_job_tasks(
+        &self,
+        job: &JobRecord,
+        tasks: &mut Vec<LoadedTask>,
+    ) -> Result<(), DbErr> {
+        let conn = self.db.conn();
+        let backend = self.db.backend();
+        let first_id = conn
+            .query_one_raw(statement(
+                backend,
+                "SELECT MIN(id) FROM tasks WHERE job_id = ?",
+                vec![job.id.into()],
+            ))
+            .await?
+            .and_then(|row| row.try_get_by_index::<Option<i64>>(0).ok().flatten());
+        let batches = job
+            .frames
+            .parse::<FrameSet>()
+            .ok()
+            .map(|set| set.batches(job.batch).collect::<Vec<_>>())
+            .filter(|batches| batches.len() as u64 == job.counts.total());
+        let (Some(first_id), Some(batches)) = (first_id, batches) else {
+            return self.load_rows(job.id, false, tasks).await;
+        };
+        let runs = conn
+            .query_all_raw(statement(
+                backend,
+                "SELECT MIN(id), MAX(id) FROM (SELECT id, id - ROW_NUMBER() OVER (ORDER BY id) \
+                 AS run FROM tasks WHERE job_id = ? AND state = 'queued' AND attempt = 0) \
+                 AS untouched GROUP BY run",
+                vec![job.id.into()],
+            ))
+            .await?;
+        let start = tasks.len();
+        for run in runs {
+            let low: i64 = run.try_get_by_index(0)?;
+            let high: i64 = run.try_get_by_index(1)?;
+            for id in low..=high {
+                let Some(frames) = usize::try_from(id - first_id)
+                    .ok()
+                    .and_then(|i| batches.get(i))
+                else {
+                    // The rows do not match the specification: read them all instead.
+                    tasks.truncate(start);
+                    return self.load_rows(job.id, false, tasks).await;
+                };
+                tasks.push(LoadedTask {
+                    id,
+                    job_id: job.id,
+                    frames: *frames,
+                    state: WorkState::Queued,
+                    agent: None,
+                    attempt: 0,
+                    failures: 0,
+                });
+            }
+        }
+        self.load_rows(job.id, true, tasks).await?;
+        tasks[start..].sort_unstable_by_key(|task| task.id);
+        Ok(())
+    }
+
+    /// Appends the unfinished tasks of a job read row by row; only those assigned at
+    /// least once when `touched_only`.
+    async fn load_rows(
+        &self,
+        job_id: JobId,
+        touched_only: bool,
+        tasks: &mut Vec<LoadedTask>,
+    ) -> Result<(), DbErr> {
+        let unfinished = [
+            WorkState::Queued.as_str(),
+            WorkState::Running.as_str(),
+            WorkState::Paused.as_str(),
+        ];
+        let mut query = task::Entity::find()
+            .select_only()
+            .columns([
+                task::Column::Id,
+                task::Column::JobId,
+                task::Column::Frame,
+                task::Column::FrameEnd,
+                task::Column::Step,
+                task::Column::State,
+                task::Column::Agent,
+                task::Column::Attempt,
+                task::Column::Failures,
+            ])
+            .filter(task::Column::JobId.eq(job_id))
+            .filter(task::Column::State.is_in(unfinished));
+        if touched_only {
+            query = query.filter(
+                Condition::any()
+                    .add(task::Column::State.ne(WorkState::Queued.as_str()))
+                    .add(task::Column::Attempt.gt(0)),
+            );
+        }
+        let rows: Vec<LoadRow> = query
+            .order_by_asc(task::Column::Id)
+            .into_tuple()
+            .all(self.db.conn())
+            .await?;
+        tasks.reserve(rows.len());
+        for (id, job_id, frame, frame_end, step, state, agent, attempt, failures) in rows {
+            tasks.push(LoadedTask {
+                id,
+                job_id,
+                frames: FrameBatch {
+                    start: frame,
+                    end: frame_end,
+                    step,
+                },
+                state: state_of(&state)?,
+                agent: agent.as_deref().and_then(|a| Uuid::parse_str(a).ok()),
+                attempt: u32::try_from(attempt).unwrap_or(0),
+                failures: u32::try_from(failures).unwrap_or(0),
+            });
+        }
+        Ok(())
+    }
+
     /// Unfinished jobs and tasks, every agent, and the largest ids in use.
     pub async fn load(&self) -> Result<LoadedState, DbErr> {
         let conn = self.db.conn();
@@ -164,50 +293,9 @@ impl StoreReader {
             .into_iter()
             .map(job_record)
             .collect();
-        let unfinished = [
-            WorkState::Queued.as_str(),
-            WorkState::Running.as_str(),
-            WorkState::Paused.as_str(),
-        ];
-        let job_ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
         let mut tasks = Vec::new();
-        // Bounded IN lists keep every statement within the backends' parameter limits.
-        for chunk in job_ids.chunks(500) {
-            let rows: Vec<LoadRow> = task::Entity::find()
-                .select_only()
-                .columns([
-                    task::Column::Id,
-                    task::Column::JobId,
-                    task::Column::Frame,
-                    task::Column::FrameEnd,
-                    task::Column::Step,
-                    task::Column::State,
-                    task::Column::Agent,
-                    task::Column::Attempt,
-                    task::Column::Failures,
-                ])
-                .filter(task::Column::JobId.is_in(chunk.iter().copied()))
-                .filter(task::Column::State.is_in(unfinished))
-                .order_by_asc(task::Column::Id)
-                .into_tuple()
-                .all(conn)
-                .await?;
-            tasks.reserve(rows.len());
-            for (id, job_id, frame, frame_end, step, state, agent, attempt, failures) in rows {
-                tasks.push(LoadedTask {
-                    id,
-                    job_id,
-                    frames: FrameBatch {
-                        start: frame,
-                        end: frame_end,
-                        step,
-                    },
-                    state: state_of(&state)?,
-                    agent: agent.as_deref().and_then(|a| Uuid::parse_str(a).ok()),
-                    attempt: u32::try_from(attempt).unwrap_or(0),
-                    failures: u32::try_from(failures).unwrap_or(0),
-                });
-            }
+        for job in &jobs {
+            self.load_job_tasks(job, &mut tasks).await?;
         }
         let agents = agent::Entity::find()
             .order_by_asc(agent::Column::Name)

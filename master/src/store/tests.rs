@@ -213,8 +213,40 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
     let index = reader.get_log_index(1, 1).await.unwrap().unwrap();
     assert_eq!(index.size, 42);
 
-    // Reload: only unfinished tasks, the running one with its agent.
+    // Task 5 failed once and waits for its second attempt.
+    let mut requeued = running_row(5, agent);
+    requeued.state = WorkState::Queued;
+    requeued.agent = None;
+    requeued.failures = 1;
+    store.do_send(CommitBatch {
+        tasks: vec![requeued],
+        jobs: Vec::new(),
+    });
+    store.send(Flush).await.unwrap().unwrap();
+
+    // Reload: only unfinished tasks, the running one with its agent, the requeued one
+    // with its attempt, the untouched ones rebuilt with their frames.
     let loaded = reader.load().await.unwrap();
+    let ids: Vec<i64> = loaded.tasks.iter().map(|t| t.id).collect();
+    assert_eq!(ids, (2..=13).collect::<Vec<_>>());
+    let fifth = &loaded.tasks[3];
+    assert_eq!(
+        (fifth.state, fifth.attempt, fifth.failures),
+        (WorkState::Queued, 1, 1)
+    );
+    for task in &loaded.tasks {
+        let (job, first_frame) = if task.id <= 10 { (1, 1) } else { (2, 11) };
+        assert_eq!(task.job_id, job);
+        let frame = task.id - first_frame + 1;
+        assert_eq!(
+            task.frames,
+            FrameBatch {
+                start: frame,
+                end: frame,
+                step: 1
+            }
+        );
+    }
     assert_eq!(loaded.jobs.len(), 2);
     assert_eq!(loaded.tasks.len(), 12, "13 tasks minus the done one");
     assert!(loaded.tasks.iter().all(|t| t.id != 1));

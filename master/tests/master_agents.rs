@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{DEADLINE, TestAgent, get, get_json, job, start_master, wait_for};
-use furrow_protocol::{Client, TaskRef, WorkState};
+use furrow_protocol::{AgentMessage, Client, MasterMessage, TaskRef, TaskStarted, WorkState};
 use uuid::Uuid;
 
 fn job_state(http: &str, job_id: i64) -> String {
@@ -85,6 +85,7 @@ async fn agent_runs_a_job_and_its_logs_are_readable() {
             .iter()
             .all(|t| t["state"] == "done" && t["attempt"] == 1)
     );
+    assert!(items.iter().all(|t| t["agent"] == agent_id.to_string()));
     assert_eq!(
         items
             .iter()
@@ -187,6 +188,18 @@ async fn restarted_agent_gets_its_old_tasks_requeued_at_once() {
     let again = agent.assignment().await;
     assert_eq!(again.task.task_id, first.task.task_id);
     assert_eq!(again.task.attempt, 2);
+    // Word from the old attempt is answered with a cancel.
+    agent
+        .send(AgentMessage::TaskStarted(TaskStarted {
+            task: first.task,
+            pid: 1,
+            at: chrono::Utc::now(),
+        }))
+        .await;
+    match agent.recv().await {
+        Some(MasterMessage::Cancel(task)) => assert_eq!(task, first.task),
+        other => panic!("expected a cancel, got {other:?}"),
+    }
 
     // A reconnect listing the current attempt keeps it, and its replayed result counts.
     drop(agent);

@@ -65,6 +65,19 @@ struct Running {
     last_error: Option<String>,
 }
 
+impl Running {
+    /// The attempt's bookkeeping once it leaves its agent.
+    fn into_queued(self) -> Queued {
+        Queued {
+            frames: self.frames,
+            attempt: self.attempt,
+            failures: self.failures,
+            exit_code: self.exit_code,
+            last_error: self.last_error,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct JobEntry {
     spec: Arc<JobSpec>,
@@ -248,75 +261,41 @@ impl Core {
     /// An attempt ended. A failure is retried while the job's retries allow.
     pub fn task_finished(&mut self, finished: &TaskFinished) -> Verdict {
         let task = finished.task;
-        let at = to_ms(finished.at);
-        if self.current_mut(task).is_some() {
-            let Some(run) = self.running.remove(&task.task_id) else {
-                return Verdict::Stale;
-            };
+        if self.current_mut(task).is_some()
+            && let Some(run) = self.running.remove(&task.task_id)
+        {
             self.slots.release(run.agent, task.task_id);
             let job_id = run.job_id;
             if let Some(job) = self.jobs.get_mut(&job_id) {
                 job.counts.running = job.counts.running.saturating_sub(1);
             }
             self.effects.push(Effect::CloseLog { task, job_id });
-            self.settle(
-                job_id,
-                task.task_id,
-                run.frames,
-                run.attempt,
-                run.failures,
-                finished,
-                at,
-            );
+            let agent = Some(run.agent);
+            self.settle(job_id, task.task_id, run.into_queued(), agent, finished);
             self.dispatch();
             return Verdict::Applied;
         }
         // A result for the last attempt of a task requeued after its agent was lost: the
         // work was done, so take it rather than run the task again.
-        let Some(&job_id) = self.orphans.get(&task.task_id) else {
+        let Some((job_id, queued)) = self.take_orphan(task) else {
             return Verdict::Stale;
         };
-        let Some(job) = self.jobs.get_mut(&job_id) else {
-            return Verdict::Stale;
-        };
-        let matches = job
-            .queued
-            .get(&task.task_id)
-            .is_some_and(|q| q.attempt == task.attempt && task.attempt > 0);
-        if !matches {
-            return Verdict::Stale;
-        }
-        let Some(queued) = job.queued.remove(&task.task_id) else {
-            return Verdict::Stale;
-        };
-        job.counts.queued = job.counts.queued.saturating_sub(1);
-        self.orphans.remove(&task.task_id);
-        self.refresh_ready(job_id);
-        self.settle(
-            job_id,
-            task.task_id,
-            queued.frames,
-            queued.attempt,
-            queued.failures,
-            finished,
-            at,
-        );
+        self.settle(job_id, task.task_id, queued, None, finished);
         self.dispatch();
         Verdict::Applied
     }
 
-    /// Records the outcome of an attempt that is no longer running or queued.
-    #[allow(clippy::too_many_arguments)]
+    /// Records the outcome of an attempt that is no longer running or queued: done,
+    /// queued again for a retry, or failed.
     fn settle(
         &mut self,
         job_id: JobId,
         task_id: TaskId,
-        frames: FrameBatch,
-        attempt: u32,
-        failures: u32,
+        attempt: Queued,
+        agent: Option<Uuid>,
         finished: &TaskFinished,
-        at: i64,
     ) {
+        let at = to_ms(finished.at);
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
@@ -325,9 +304,9 @@ impl Core {
             self.task_rows.push(TaskRow {
                 id: task_id,
                 state: WorkState::Done,
-                agent: None,
-                attempt,
-                failures,
+                agent,
+                attempt: attempt.attempt,
+                failures: attempt.failures,
                 exit_code: finished.exit_code,
                 progress: 1.0,
                 last_error: None,
@@ -335,16 +314,15 @@ impl Core {
                 finished_at: Some(at),
             });
         } else {
-            let failures = failures + 1;
+            let failures = attempt.failures + 1;
             let error = failure_text(finished);
             if failures <= job.spec.retries {
                 job.counts.queued += 1;
                 let queued = Queued {
-                    frames,
-                    attempt,
                     failures,
                     exit_code: finished.exit_code,
                     last_error: Some(error),
+                    ..attempt
                 };
                 self.task_rows.push(queued.row(task_id));
                 job.queued.insert(task_id, queued);
@@ -354,8 +332,8 @@ impl Core {
                 self.task_rows.push(TaskRow {
                     id: task_id,
                     state: WorkState::Failed,
-                    agent: None,
-                    attempt,
+                    agent,
+                    attempt: attempt.attempt,
                     failures,
                     exit_code: finished.exit_code,
                     progress: 0.0,
@@ -369,27 +347,34 @@ impl Core {
         self.finish_job_if_done(job_id, at);
     }
 
-    /// Takes back a listed attempt that was requeued when its agent was lost.
-    fn adopt(&mut self, agent: Uuid, task: TaskRef) -> bool {
-        let Some(&job_id) = self.orphans.get(&task.task_id) else {
-            return false;
-        };
-        let Some(job) = self.jobs.get_mut(&job_id) else {
-            return false;
-        };
+    /// Takes a task requeued after its agent was lost out of the queue again, if `task`
+    /// is its last attempt.
+    fn take_orphan(&mut self, task: TaskRef) -> Option<(JobId, Queued)> {
+        let job_id = *self.orphans.get(&task.task_id)?;
+        let job = self.jobs.get_mut(&job_id)?;
         let matches = job
             .queued
             .get(&task.task_id)
             .is_some_and(|q| q.attempt == task.attempt && task.attempt > 0);
         if !matches {
-            return false;
+            return None;
         }
-        let Some(queued) = job.queued.remove(&task.task_id) else {
+        let queued = job.queued.remove(&task.task_id)?;
+        job.counts.queued = job.counts.queued.saturating_sub(1);
+        self.orphans.remove(&task.task_id);
+        self.refresh_ready(job_id);
+        self.snapshot_job(job_id);
+        Some((job_id, queued))
+    }
+
+    /// Takes back a listed attempt that was requeued when its agent was lost.
+    fn adopt(&mut self, agent: Uuid, task: TaskRef) -> bool {
+        let Some((job_id, queued)) = self.take_orphan(task) else {
             return false;
         };
-        self.orphans.remove(&task.task_id);
-        job.counts.queued = job.counts.queued.saturating_sub(1);
-        job.counts.running += 1;
+        if let Some(job) = self.jobs.get_mut(&job_id) {
+            job.counts.running += 1;
+        }
         self.running.insert(
             task.task_id,
             Running {
@@ -406,7 +391,6 @@ impl Core {
         );
         self.slots.assign(agent, task.task_id);
         self.effects.push(Effect::OpenLog { task, job_id });
-        self.refresh_ready(job_id);
         self.push_running_row(task.task_id);
         self.snapshot_job(job_id);
         true
@@ -432,13 +416,7 @@ impl Core {
         };
         job.counts.running = job.counts.running.saturating_sub(1);
         job.counts.queued += 1;
-        let queued = Queued {
-            frames: run.frames,
-            attempt: run.attempt,
-            failures: run.failures,
-            exit_code: run.exit_code,
-            last_error: run.last_error,
-        };
+        let queued = run.into_queued();
         self.task_rows.push(queued.row(task_id));
         job.queued.insert(task_id, queued);
         self.orphans.insert(task_id, job_id);

@@ -257,6 +257,13 @@ impl Handler<FromAgent> for Scheduler {
                 attempt = task.attempt,
                 "ignoring a message about an attempt that is no longer current"
             );
+            // An agent still working on an attempt that was taken from it is told to
+            // stop, so the work is not done twice.
+            if !matches!(msg.event, TaskEvent::Finished(_))
+                && let Some(link) = self.links.get(&msg.agent_id)
+            {
+                link.do_send(ToAgent(MasterMessage::Cancel(task)));
+            }
         }
         self.apply();
     }

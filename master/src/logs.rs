@@ -6,17 +6,22 @@
 //! closes, so there is no disk write (and never a database round trip) per line. When an
 //! attempt closes, its size goes to the `task_logs` index through the store.
 //!
+//! Live followers get each chunk as it is written through a fixed-size broadcast ring;
+//! one that falls behind loses chunks, never memory, and re-reads them from the file.
+//!
 //! The actor runs on its own arbiter (thread) because it does blocking file I/O.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{SecondsFormat, TimeZone, Utc};
 use furrow_protocol::{JobId, LogBatch, LogLine, LogStream, TaskRef};
+use tokio::sync::broadcast;
 use tracing::{debug, warn};
 
 use crate::store::records::LogIndexRow;
@@ -53,6 +58,32 @@ pub fn format_line(line: &LogLine) -> String {
     // One stored line per output line, whatever the agent sent.
     let text = line.text.replace(['\n', '\r'], " ");
     format!("{at} {stream} {text}\n")
+}
+
+/// Chunks of log text as they are written, for live followers.
+pub type LiveLogs = broadcast::Sender<LiveChunk>;
+
+/// Chunks the live channel holds before a slow follower starts losing them.
+pub const LIVE_CAPACITY: usize = 1_024;
+
+/// A new live channel.
+pub fn live_logs() -> LiveLogs {
+    broadcast::channel(LIVE_CAPACITY).0
+}
+
+/// Text appended to an attempt's log, or the end of the attempt.
+#[derive(Debug, Clone)]
+pub struct LiveChunk {
+    /// The attempt.
+    pub task: TaskRef,
+    /// Its job.
+    pub job_id: JobId,
+    /// Size of the log file after this chunk.
+    pub end_offset: u64,
+    /// The text, in the stored format.
+    pub text: Arc<str>,
+    /// The attempt is over; no more text will come.
+    pub closed: bool,
 }
 
 /// An attempt may be written to from now on.
@@ -122,71 +153,72 @@ pub struct LogCollector {
     recent: HashMap<TaskRef, JobId>,
     recent_order: VecDeque<TaskRef>,
     store: Addr<Store>,
+    live: LiveLogs,
 }
 
 impl LogCollector {
     /// A collector writing under `<data_dir>/logs`.
-    pub fn new(data_dir: PathBuf, store: Addr<Store>) -> Self {
+    pub fn new(data_dir: PathBuf, store: Addr<Store>, live: LiveLogs) -> Self {
         Self {
             data_dir,
             open: HashMap::new(),
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
             store,
+            live,
         }
-    }
-
-    fn open_file(&self, job_id: JobId, task: TaskRef) -> std::io::Result<(BufWriter<File>, u64)> {
-        let path = self.data_dir.join(log_path(job_id, task));
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
-        }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let size = file.metadata()?.len();
-        Ok((BufWriter::with_capacity(WRITE_BUFFER, file), size))
     }
 
     fn append(&mut self, batch: &LogBatch) -> std::io::Result<()> {
         let task = batch.task;
-        if !self.open.contains_key(&task) {
-            // A late line of a closed attempt: append it directly.
-            let Some(&job_id) = self.recent.get(&task) else {
-                debug!(
-                    task_id = task.task_id,
-                    attempt = task.attempt,
-                    "dropping lines of an unknown attempt"
-                );
-                return Ok(());
-            };
-            let (mut writer, mut size) = self.open_file(job_id, task)?;
-            for line in &batch.lines {
-                let text = format_line(line);
-                writer.write_all(text.as_bytes())?;
-                size += text.len() as u64;
-            }
-            writer.flush()?;
-            self.index(task, job_id, size);
+        let text: String = batch.lines.iter().map(format_line).collect();
+        if text.is_empty() {
             return Ok(());
         }
-        let needs_file = self.open.get(&task).is_some_and(|a| a.writer.is_none());
-        if needs_file {
-            let job_id = self.open.get(&task).map(|a| a.job_id).unwrap_or_default();
-            let (writer, size) = self.open_file(job_id, task)?;
-            if let Some(attempt) = self.open.get_mut(&task) {
-                attempt.writer = Some(writer);
-                attempt.size = size;
-            }
-        }
-        if let Some(attempt) = self.open.get_mut(&task)
-            && let Some(writer) = attempt.writer.as_mut()
-        {
-            for line in &batch.lines {
-                let text = format_line(line);
-                writer.write_all(text.as_bytes())?;
-                attempt.size += text.len() as u64;
-            }
-        }
+        let (job_id, end_offset) = if let Some(attempt) = self.open.get_mut(&task) {
+            let writer = match attempt.writer.as_mut() {
+                Some(writer) => writer,
+                None => {
+                    let (writer, size) = open_file(&self.data_dir, attempt.job_id, task)?;
+                    attempt.size = size;
+                    attempt.writer.insert(writer)
+                }
+            };
+            writer.write_all(text.as_bytes())?;
+            attempt.size += text.len() as u64;
+            (attempt.job_id, attempt.size)
+        } else if let Some(&job_id) = self.recent.get(&task) {
+            // A late line of a closed attempt: append it directly.
+            let (mut writer, size) = open_file(&self.data_dir, job_id, task)?;
+            writer.write_all(text.as_bytes())?;
+            writer.flush()?;
+            let end_offset = size + text.len() as u64;
+            self.index(task, job_id, end_offset);
+            (job_id, end_offset)
+        } else {
+            debug!(
+                task_id = task.task_id,
+                attempt = task.attempt,
+                "dropping lines of an unknown attempt"
+            );
+            return Ok(());
+        };
+        self.publish(LiveChunk {
+            task,
+            job_id,
+            end_offset,
+            text: Arc::from(text),
+            closed: false,
+        });
         Ok(())
+    }
+
+    /// Hands a chunk to live followers, if there are any. The channel is a fixed ring:
+    /// a follower that falls behind loses the oldest chunks and catches up from the file.
+    fn publish(&self, chunk: LiveChunk) {
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(chunk);
+        }
     }
 
     fn index(&self, task: TaskRef, job_id: JobId, size: u64) {
@@ -219,6 +251,20 @@ impl LogCollector {
             }
         }
     }
+}
+
+fn open_file(
+    data_dir: &Path,
+    job_id: JobId,
+    task: TaskRef,
+) -> std::io::Result<(BufWriter<File>, u64)> {
+    let path = data_dir.join(log_path(job_id, task));
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let file = OpenOptions::new().create(true).append(true).open(&path)?;
+    let size = file.metadata()?.len();
+    Ok((BufWriter::with_capacity(WRITE_BUFFER, file), size))
 }
 
 /// Reads from `path` at `offset`; a missing file reads as empty.
@@ -292,6 +338,7 @@ impl Handler<AttemptClosed> for LogCollector {
     type Result = ();
 
     fn handle(&mut self, msg: AttemptClosed, _ctx: &mut Context<Self>) {
+        let mut end_offset = 0;
         if let Some(mut attempt) = self.open.remove(&msg.task) {
             if let Some(writer) = attempt.writer.as_mut()
                 && let Err(e) = writer.flush()
@@ -301,8 +348,16 @@ impl Handler<AttemptClosed> for LogCollector {
             if attempt.writer.is_some() {
                 self.index(msg.task, attempt.job_id, attempt.size);
             }
+            end_offset = attempt.size;
         }
         self.remember_closed(msg.task, msg.job_id);
+        self.publish(LiveChunk {
+            task: msg.task,
+            job_id: msg.job_id,
+            end_offset,
+            text: Arc::from(""),
+            closed: true,
+        });
     }
 }
 

@@ -21,7 +21,7 @@ use crate::config::MasterConfig;
 use crate::error::MasterError;
 use crate::http;
 use crate::listener::{Listener, SessionDeps};
-use crate::logs::{FlushLogs, LogCollector};
+use crate::logs::{FlushLogs, LogCollector, live_logs};
 use crate::registry::Registry;
 use crate::scheduler::{Scheduler, SchedulerStats};
 use crate::service::Service;
@@ -245,9 +245,12 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         let (max_job_id, max_task_id) = (loaded.max_job_id, loaded.max_task_id);
         Supervisor::start(move |_| Store::new(db, max_job_id, max_task_id, changes))
     };
+    let live = live_logs();
     let logs = {
-        let (data_dir, store) = (data_dir.clone(), store.clone());
-        Supervisor::start_in_arbiter(log_thread, move |_| LogCollector::new(data_dir, store))
+        let (data_dir, store, live) = (data_dir.clone(), store.clone(), live.clone());
+        Supervisor::start_in_arbiter(log_thread, move |_| {
+            LogCollector::new(data_dir, store, live)
+        })
     };
     let holders = running_agents(&loaded.tasks);
     let stats = Arc::new(SchedulerStats::default());
@@ -284,6 +287,7 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         store.clone(),
         scheduler.clone(),
         logs.clone(),
+        live,
         agents,
         stats,
     );

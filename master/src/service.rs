@@ -10,9 +10,10 @@ use furrow_protocol::{
     HealthView, JobId, JobSubmission, JobView, LogChunk, Page, TaskId, TaskRef, TaskView,
     WorkState,
 };
+use tokio::sync::broadcast;
 use tracing::{error, info};
 
-use crate::logs::{LogCollector, ReadLog};
+use crate::logs::{LiveChunk, LiveLogs, LogCollector, ReadLog};
 use crate::registry::AgentTable;
 use crate::scheduler::{AddJob, Scheduler, SchedulerStats};
 use crate::store::records::NewJob;
@@ -44,6 +45,7 @@ struct Inner {
     store: Addr<Store>,
     scheduler: Addr<Scheduler>,
     logs: Addr<LogCollector>,
+    live: LiveLogs,
     agents: AgentTable,
     stats: Arc<SchedulerStats>,
 }
@@ -142,6 +144,7 @@ impl Service {
         store: Addr<Store>,
         scheduler: Addr<Scheduler>,
         logs: Addr<LogCollector>,
+        live: LiveLogs,
         agents: AgentTable,
         stats: Arc<SchedulerStats>,
     ) -> Self {
@@ -151,6 +154,7 @@ impl Service {
                 store,
                 scheduler,
                 logs,
+                live,
                 agents,
                 stats,
             }),
@@ -298,6 +302,11 @@ impl Service {
             next_offset: read.next_offset,
             complete: attempt < current || !running,
         })
+    }
+
+    /// Log text of every attempt as it is written (see [`crate::logs::LiveChunk`]).
+    pub fn subscribe_logs(&self) -> broadcast::Receiver<LiveChunk> {
+        self.inner.live.subscribe()
     }
 
     /// Health of the master.

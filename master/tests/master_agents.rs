@@ -297,3 +297,85 @@ async fn running_tasks_survive_a_master_restart() {
     assert_eq!(attempts, vec![1, 2]);
     master.shutdown().unwrap();
 }
+
+/// Reads an HTTP response stream until `needle` appears.
+async fn read_until(stream: &mut tokio::net::TcpStream, seen: &mut String, needle: &str) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 8192];
+    while !seen.contains(needle) {
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {needle:?} in {seen}"))
+            .unwrap();
+        assert!(n > 0, "stream ended before {needle:?}: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_can_be_followed_live_until_the_attempt_ends() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let master = start_master(dir.path(), Duration::from_secs(10));
+    let (listen, http) = (
+        master.addrs().listen.to_string(),
+        master.addrs().http.to_string(),
+    );
+    let client = Client::connect(&listen).await.unwrap();
+    let submitted = client.submit_job(job("follow", "1")).await.unwrap();
+    let mut agent = TestAgent::register(&listen, Uuid::new_v4(), 1, Vec::new()).await;
+    let assigned = agent.assignment().await;
+    let send_lines = |lines: &[&str]| {
+        AgentMessage::Logs(furrow_protocol::LogBatch {
+            task: assigned.task,
+            lines: lines
+                .iter()
+                .map(|text| furrow_protocol::LogLine {
+                    at_ms: chrono::Utc::now().timestamp_millis(),
+                    stream: furrow_protocol::LogStream::Stderr,
+                    text: text.to_string(),
+                })
+                .collect(),
+        })
+    };
+    agent.send(send_lines(&["before following"])).await;
+    // Reads trail the scheduler by one group commit: wait until the attempt is stored.
+    wait_for("task running", || {
+        let (_, tasks) = get_json(&http, &format!("/api/v1/jobs/{}/tasks/", submitted.id));
+        tasks["items"][0]["state"] == "running"
+    })
+    .await;
+
+    let path = format!(
+        "/api/v1/jobs/{}/tasks/{}/logs/follow",
+        submitted.id, assigned.task.task_id
+    );
+    let mut stream = tokio::net::TcpStream::connect(&http).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    read_until(&mut stream, &mut seen, "stderr before following").await;
+    assert!(seen.contains("text/event-stream"), "{seen}");
+
+    agent.send(send_lines(&["live one", "live two"])).await;
+    read_until(&mut stream, &mut seen, "stderr live two").await;
+    agent.finish(assigned.task, 0).await;
+    read_until(&mut stream, &mut seen, "event: end").await;
+    assert_eq!(
+        seen.matches("stderr live one").count(),
+        1,
+        "exactly once: {seen}"
+    );
+    assert_eq!(
+        seen.matches("before following").count(),
+        1,
+        "exactly once: {seen}"
+    );
+
+    // Unknown attempts are refused before any stream starts.
+    let (status, _) = get_json(&http, &format!("{path}?attempt=9"));
+    assert_eq!(status, 404);
+    master.shutdown().unwrap();
+}

@@ -12,7 +12,8 @@ use serde_json::Value;
 use super::{HttpError, method_not_allowed, not_found};
 use crate::service::{DEFAULT_LIMIT, DEFAULT_TASK_LIMIT, Service};
 
-type Query = web::Query<HashMap<String, String>>;
+/// Query parameters as given.
+pub type Query = web::Query<HashMap<String, String>>;
 
 /// Most log text one REST read returns; larger logs are read with `?offset=`.
 const REST_LOG_LIMIT: usize = 16 * 1024 * 1024;
@@ -55,6 +56,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
+                web::resource("/jobs/{id}/tasks/{task_id}/logs/follow")
+                    .route(web::get().to(super::follow::follow_log))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
                 web::resource(["/agents/", "/agents"])
                     .route(web::get().to(list_agents))
                     .default_service(web::to(method_not_allowed)),
@@ -82,7 +88,8 @@ fn bad(message: String) -> HttpError {
     HttpError(ApiError::bad_request(message))
 }
 
-fn parse_id(name: &str, text: &str) -> Result<i64, HttpError> {
+/// Parses a path id, naming it in the error.
+pub fn parse_id(name: &str, text: &str) -> Result<i64, HttpError> {
     text.parse::<i64>()
         .ok()
         .filter(|id| *id > 0)
@@ -93,7 +100,11 @@ fn parse_id(name: &str, text: &str) -> Result<i64, HttpError> {
         })
 }
 
-fn query_number<T: std::str::FromStr>(query: &Query, name: &str) -> Result<Option<T>, HttpError> {
+/// Parses an optional numeric query parameter, naming it in the error.
+pub fn query_number<T: std::str::FromStr>(
+    query: &Query,
+    name: &str,
+) -> Result<Option<T>, HttpError> {
     match query.get(name) {
         None => Ok(None),
         Some(text) => text.trim().parse::<T>().map(Some).map_err(|_| {

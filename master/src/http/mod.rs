@@ -2,12 +2,14 @@
 //!
 //! - [`api`]: JSON handlers; each one parses its input and calls the service layer.
 //! - [`dashboard`]: the embedded page and its server-sent-events feed.
+//! - [`follow`]: a task's log followed live over server-sent events.
 //!
 //! Every error is `{"error": "..."}` with a 4xx/5xx status saying what was wrong,
 //! including errors raised by actix's own extractors and unknown routes.
 
 pub mod api;
 pub mod dashboard;
+pub mod follow;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, web};

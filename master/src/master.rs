@@ -31,6 +31,9 @@ use crate::store::{Db, Flush, Store, StoreReader};
 /// Name of the file in the data directory that holds the bound addresses.
 pub const ADDR_FILE: &str = "master.addr";
 
+/// Name of the lock file in the data directory.
+const LOCK_FILE: &str = "master.lock";
+
 /// The addresses a running master is bound to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BoundAddrs {
@@ -156,6 +159,8 @@ fn serve(
 
 struct Running {
     addrs: BoundAddrs,
+    /// Held while the master runs: a second master on the same directory is refused.
+    _lock: std::fs::File,
     http: actix_web::dev::ServerHandle,
     store: Addr<Store>,
     logs: Addr<LogCollector>,
@@ -210,6 +215,28 @@ fn create_dir(path: &Path) -> Result<(), MasterError> {
     })
 }
 
+/// Takes `<data_dir>/master.lock`, so two masters never share a database and logs.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, MasterError> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| MasterError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(MasterError::Config(format!(
+            "data directory {} is in use by another master",
+            data_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(source)) => Err(MasterError::DataDir { path, source }),
+    }
+}
+
 fn write_addr_file(data_dir: &Path, addrs: BoundAddrs) -> Result<(), MasterError> {
     let text = serde_json::json!({
         "listen": addrs.listen.to_string(),
@@ -234,6 +261,7 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
     let data_dir = config.data_dir.clone();
     create_dir(&data_dir)?;
     create_dir(&data_dir.join("logs"))?;
+    let lock = lock_data_dir(&data_dir)?;
 
     let db = Db::open(config.database_url.as_deref(), &data_dir).await?;
     let reader = StoreReader::new(db.clone());
@@ -343,6 +371,7 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
     info!(listen = %listen, http = %http_addr, "master ready");
     Ok(Running {
         addrs,
+        _lock: lock,
         http,
         store,
         logs,

@@ -124,7 +124,7 @@ async fn version_mismatch_is_refused_with_a_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_slot_counts_are_refused_and_busy_ports_fail_startup() {
+async fn oversized_slot_counts_are_refused_and_busy_resources_fail_startup() {
     let dir = tempfile::tempdir().unwrap();
     let master = start_master(dir.path(), Duration::from_secs(10));
     let listen = master.addrs().listen.to_string();
@@ -150,6 +150,21 @@ async fn oversized_slot_counts_are_refused_and_busy_ports_fail_startup() {
         agent.recv().await.is_none(),
         "refused registration closes the session"
     );
+
+    // A second master cannot use the same data directory.
+    let config = furrow_master::MasterConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        http: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
+    match furrow_master::spawn(config) {
+        Err(furrow_master::MasterError::Config(message)) => {
+            assert!(message.contains("in use by another master"), "{message}")
+        }
+        Err(other) => panic!("expected a refusal, got {other}"),
+        Ok(_) => panic!("two masters shared a data directory"),
+    }
 
     // A second master cannot take the same HTTP port: startup fails with a bind error.
     let other = tempfile::tempdir().unwrap();

@@ -27,6 +27,8 @@ pub const DEFAULT_TASK_LIMIT: u64 = 1_000;
 pub const MAX_LIMIT: u64 = 10_000;
 /// Most tasks one job may have.
 pub const MAX_TASKS_PER_JOB: u64 = 1_000_000;
+/// Most frames per task.
+pub const MAX_BATCH: u32 = 1_000_000;
 /// Longest title.
 pub const MAX_TITLE_CHARS: usize = 1_000;
 /// Most log text returned by one read.
@@ -109,6 +111,12 @@ pub fn validate(submission: JobSubmission) -> Result<NewJob, ApiError> {
     }
     if submission.batch == 0 {
         return Err(ApiError::bad_request("batch: must be at least 1"));
+    }
+    // Bounded so that batch × step stays far inside 64 bits for every valid frame range.
+    if submission.batch > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "batch: must be at most {MAX_BATCH}"
+        )));
     }
     if submission.timeout_secs == Some(0) {
         return Err(ApiError::bad_request("timeout_secs: must be at least 1"));
@@ -424,6 +432,12 @@ mod tests {
         let mut s = submission(ok.clone(), "1");
         s.batch = 0;
         assert_eq!(message(validate(s)), "batch: must be at least 1");
+        let mut s = submission(ok.clone(), "1-1000000000000:1000000000000");
+        s.batch = u32::MAX;
+        assert_eq!(message(validate(s)), "batch: must be at most 1000000");
+        let mut s = submission(ok.clone(), "-1000000000000-1000000000000:1000000000000");
+        s.batch = MAX_BATCH;
+        assert_eq!(validate(s).unwrap().batches.len(), 1);
         let mut s = submission(ok.clone(), "1");
         s.jobtype = "blender".into();
         assert!(message(validate(s)).starts_with("jobtype: "));

@@ -314,7 +314,7 @@ impl Core {
                 finished_at: Some(at),
             });
         } else {
-            let failures = attempt.failures + 1;
+            let failures = attempt.failures.saturating_add(1);
             let error = failure_text(finished);
             if failures <= job.spec.retries {
                 job.counts.queued += 1;
@@ -435,7 +435,7 @@ impl Core {
                 self.refresh_ready(job_id);
                 continue;
             };
-            let attempt = queued.attempt + 1;
+            let attempt = queued.attempt.saturating_add(1);
             job.counts.queued = job.counts.queued.saturating_sub(1);
             job.counts.running += 1;
             let spec = job.spec.clone();

@@ -142,13 +142,20 @@ impl Scheduler {
     }
 
     /// Carries out what the core decided.
-    fn apply(&mut self) {
+    ///
+    /// Assignments go out only once the rows that record them are committed: an attempt
+    /// an agent has seen is always durable, so after a crash the master never hands the
+    /// same attempt number out twice (which would break fencing). Waiting costs one group
+    /// commit of latency, never a database round trip per decision.
+    fn apply(&mut self, ctx: &mut Context<Self>) {
+        let mut assignments = Vec::new();
         for effect in self.core.take_effects() {
             match effect {
-                Effect::Send { agent, message } => match self.links.get(&agent) {
-                    Some(link) => link.do_send(ToAgent(message)),
-                    None => debug!(agent = %agent, "no session for agent; message dropped"),
-                },
+                Effect::Send {
+                    agent,
+                    message: message @ MasterMessage::Assign(_),
+                } => assignments.push((agent, message)),
+                Effect::Send { agent, message } => self.send(agent, message),
                 Effect::OpenLog { task, job_id } => {
                     self.logs.do_send(AttemptOpened { task, job_id });
                 }
@@ -158,8 +165,33 @@ impl Scheduler {
             }
         }
         let (tasks, jobs) = self.core.take_commit();
-        if !tasks.is_empty() || !jobs.is_empty() {
-            self.store.do_send(CommitBatch { tasks, jobs });
+        if assignments.is_empty() {
+            if !tasks.is_empty() || !jobs.is_empty() {
+                self.store.do_send(CommitBatch {
+                    tasks,
+                    jobs,
+                    durable: false,
+                });
+            }
+        } else {
+            let committed = self.store.send(CommitBatch {
+                tasks,
+                jobs,
+                durable: true,
+            });
+            ctx.spawn(committed.into_actor(self).map(move |result, act, _| {
+                match result {
+                    Ok(Ok(())) => {
+                        for (agent, message) in assignments {
+                            act.send(agent, message);
+                        }
+                    }
+                    // The store only answers with an error when it stops; the attempts
+                    // stay assigned and are requeued when their agents are lost.
+                    Ok(Err(e)) => warn!(error = %e, "assignments not sent: not committed"),
+                    Err(e) => warn!(error = %e, "assignments not sent: store unavailable"),
+                }
+            }));
         }
         self.stats
             .queued
@@ -168,19 +200,26 @@ impl Scheduler {
             .running
             .store(self.core.running_count() as u64, Ordering::Relaxed);
     }
+
+    fn send(&self, agent: Uuid, message: MasterMessage) {
+        match self.links.get(&agent) {
+            Some(link) => link.do_send(ToAgent(message)),
+            None => debug!(agent = %agent, "no session for agent; message dropped"),
+        }
+    }
 }
 
 impl Actor for Scheduler {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
         // Senders use `do_send`, which bypasses the mailbox capacity. The inflow is
         // bounded all the same: sessions send a handful of events per attempt (started,
         // progress, finished) and the registry one per agent state change, so what can be
         // queued is proportional to the running tasks and the agents, and each event is
         // handled in memory without I/O.
         // Effects of the load (log files of running attempts) go out now.
-        self.apply();
+        self.apply(ctx);
     }
 }
 
@@ -193,52 +232,52 @@ impl Supervised for Scheduler {
 impl Handler<AddJob> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, msg: AddJob, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: AddJob, ctx: &mut Context<Self>) {
         let inserted = msg.0;
         self.core.add_job(
             job_spec(&inserted.record),
             inserted.first_task_id,
             &inserted.batches,
         );
-        self.apply();
+        self.apply(ctx);
     }
 }
 
 impl Handler<AgentUp> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, msg: AgentUp, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: AgentUp, ctx: &mut Context<Self>) {
         self.links.insert(msg.agent_id, msg.link);
         self.core
             .agent_registered(msg.agent_id, msg.slots, &msg.running);
-        self.apply();
+        self.apply(ctx);
     }
 }
 
 impl Handler<AgentDown> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, msg: AgentDown, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: AgentDown, ctx: &mut Context<Self>) {
         self.links.remove(&msg.agent_id);
         self.core.agent_offline(msg.agent_id);
-        self.apply();
+        self.apply(ctx);
     }
 }
 
 impl Handler<AgentLost> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, msg: AgentLost, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: AgentLost, ctx: &mut Context<Self>) {
         self.links.remove(&msg.agent_id);
         self.core.agent_lost(msg.agent_id);
-        self.apply();
+        self.apply(ctx);
     }
 }
 
 impl Handler<FromAgent> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, msg: FromAgent, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: FromAgent, ctx: &mut Context<Self>) {
         let (task, verdict) = match &msg.event {
             TaskEvent::Started(started) => (
                 started.task,
@@ -265,6 +304,6 @@ impl Handler<FromAgent> for Scheduler {
                 link.do_send(ToAgent(MasterMessage::Cancel(task)));
             }
         }
-        self.apply();
+        self.apply(ctx);
     }
 }

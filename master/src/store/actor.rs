@@ -49,13 +49,17 @@ pub struct InsertedJob {
 }
 
 /// Task transitions and the job counts they produce, committed atomically together.
+/// With `durable`, the answer comes once they are committed (in the next group commit,
+/// which is not hastened); without, at once.
 #[derive(Message, Default)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), ApiError>")]
 pub struct CommitBatch {
     /// Task rows.
     pub tasks: Vec<TaskRow>,
     /// Job count snapshots.
     pub jobs: Vec<JobRow>,
+    /// Answer only after the rows are committed.
+    pub durable: bool,
 }
 
 /// Persists an agent.
@@ -79,7 +83,10 @@ struct Pending {
     jobs: HashMap<JobId, JobRow>,
     agents: HashMap<Uuid, AgentRow>,
     logs: HashMap<(TaskId, u32), LogIndexRow>,
+    /// Callers of `Flush`: they want a commit now.
     waiters: Vec<oneshot::Sender<Result<(), ApiError>>>,
+    /// Callers of a durable `CommitBatch`: answered by the next commit, whenever it runs.
+    notify: Vec<oneshot::Sender<Result<(), ApiError>>>,
 }
 
 impl Pending {
@@ -88,7 +95,7 @@ impl Pending {
     }
 
     fn is_empty(&self) -> bool {
-        self.rows() == 0 && self.waiters.is_empty()
+        self.rows() == 0 && self.waiters.is_empty() && self.notify.is_empty()
     }
 
     /// Puts back the rows of a failed commit under the newer ones buffered since.
@@ -106,6 +113,7 @@ impl Pending {
             self.logs.entry(key).or_insert(row);
         }
         self.waiters.extend(older.waiters);
+        self.notify.extend(older.notify);
     }
 }
 
@@ -161,7 +169,9 @@ impl Store {
         }
         self.committing = true;
         let mut batch = std::mem::take(&mut self.pending);
-        let waiters = std::mem::take(&mut batch.waiters);
+        let mut waiters = std::mem::take(&mut batch.waiters);
+        let notify_count = batch.notify.len();
+        waiters.append(&mut batch.notify);
         let db = self.db.clone();
         let lock = self.write_lock.clone();
         let work = async move {
@@ -184,6 +194,8 @@ impl Store {
                 Err(e) => {
                     error!(error = %e, rows = batch.rows(), "group commit failed; retrying");
                     let mut batch = batch;
+                    let flushers = waiters.len() - notify_count;
+                    batch.notify = waiters.split_off(flushers);
                     batch.waiters = waiters;
                     act.pending.merge_older(batch);
                     act.commit_scheduled = true;
@@ -316,16 +328,29 @@ impl Handler<InsertJob> for Store {
 }
 
 impl Handler<CommitBatch> for Store {
-    type Result = ();
+    type Result = ResponseFuture<Result<(), ApiError>>;
 
-    fn handle(&mut self, msg: CommitBatch, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: CommitBatch, ctx: &mut Context<Self>) -> Self::Result {
         for row in msg.tasks {
             self.pending.tasks.insert(row.id, row);
         }
         for row in msg.jobs {
             self.pending.jobs.insert(row.id, row);
         }
+        let receiver = msg.durable.then(|| {
+            let (sender, receiver) = oneshot::channel();
+            self.pending.notify.push(sender);
+            receiver
+        });
         self.schedule_commit(ctx);
+        Box::pin(async move {
+            match receiver {
+                Some(receiver) => receiver
+                    .await
+                    .unwrap_or_else(|_| Err(ApiError::unavailable("the store stopped"))),
+                None => Ok(()),
+            }
+        })
     }
 }
 

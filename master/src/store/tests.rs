@@ -142,20 +142,29 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
     assert_eq!(total, 2);
     assert_eq!(jobs[0].title, "second", "newest first");
 
-    // Transitions go through group commits; the newest row of a task wins.
+    // Transitions go through group commits; a durable batch is answered once committed.
     let agent = Uuid::new_v4();
-    store.do_send(CommitBatch {
-        tasks: vec![running_row(1, agent), running_row(2, agent)],
-        jobs: vec![JobRow {
-            id: 1,
-            counts: TaskCounts {
-                queued: 8,
-                running: 2,
-                ..TaskCounts::default()
-            },
-            finished_at: None,
-        }],
-    });
+    store
+        .send(CommitBatch {
+            tasks: vec![running_row(1, agent), running_row(2, agent)],
+            jobs: vec![JobRow {
+                id: 1,
+                counts: TaskCounts {
+                    queued: 8,
+                    running: 2,
+                    ..TaskCounts::default()
+                },
+                finished_at: None,
+            }],
+            durable: true,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let running = reader.get_task(2).await.unwrap().unwrap();
+    assert_eq!((running.state.as_str(), running.attempt), ("running", 1));
+    assert_eq!(reader.get_job(1).await.unwrap().unwrap().counts.running, 2);
+    // The newest row of a task wins.
     let mut done = running_row(1, agent);
     done.state = WorkState::Done;
     done.agent = None;
@@ -174,6 +183,7 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
             },
             finished_at: None,
         }],
+        durable: false,
     });
     store.do_send(UpsertAgent(AgentRow {
         id: agent,
@@ -221,6 +231,7 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
     store.do_send(CommitBatch {
         tasks: vec![requeued],
         jobs: Vec::new(),
+        durable: false,
     });
     store.send(Flush).await.unwrap().unwrap();
 
@@ -270,6 +281,7 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
             },
             finished_at: Some(9_000),
         }],
+        durable: false,
     });
     store.send(Flush).await.unwrap().unwrap();
     let job = reader.get_job(2).await.unwrap().unwrap();

@@ -25,6 +25,8 @@
 //!
 //! - No database round trip per heartbeat, per log line or per scheduling decision.
 //! - Every task message carries `(task_id, attempt)`; only the current attempt counts.
+//!   An assignment reaches its agent only after it is committed, so attempt numbers are
+//!   never handed out twice, not even across a crash.
 //! - The scheduler holds only unfinished work, so its cost does not grow with history.
 //! - Nothing a peer sends can panic the master: bad input closes that one connection or
 //!   answers `{"error": ...}` with a 4xx status.

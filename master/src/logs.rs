@@ -33,6 +33,9 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// Closed attempts remembered so that lines arriving after the result still land.
 const RECENTLY_CLOSED: usize = 4_096;
 
+/// Most log files open for writing at once.
+pub const MAX_OPEN_FILES: usize = 256;
+
 /// Buffer per open attempt.
 const WRITE_BUFFER: usize = 16 * 1024;
 
@@ -144,6 +147,8 @@ struct OpenAttempt {
     job_id: JobId,
     writer: Option<BufWriter<File>>,
     size: u64,
+    /// Value of `LogCollector::ticks` at the last write, to find the idlest file.
+    last_write: u64,
 }
 
 /// The log collector actor. See the module documentation.
@@ -154,6 +159,10 @@ pub struct LogCollector {
     recent_order: VecDeque<TaskRef>,
     store: Addr<Store>,
     live: LiveLogs,
+    /// Files currently open for writing.
+    writers: usize,
+    /// Counts writes; orders open files by recency.
+    ticks: u64,
 }
 
 impl LogCollector {
@@ -166,6 +175,29 @@ impl LogCollector {
             recent_order: VecDeque::new(),
             store,
             live,
+            writers: 0,
+            ticks: 0,
+        }
+    }
+
+    /// Closes the file written to least recently, keeping the number of open files (one
+    /// per running attempt otherwise) under [`MAX_OPEN_FILES`]. It is reopened in append
+    /// mode when its attempt writes again.
+    fn close_idlest(&mut self) {
+        let idlest = self
+            .open
+            .iter()
+            .filter(|(_, attempt)| attempt.writer.is_some())
+            .min_by_key(|(_, attempt)| attempt.last_write)
+            .map(|(task, _)| *task);
+        if let Some(task) = idlest
+            && let Some(attempt) = self.open.get_mut(&task)
+            && let Some(mut writer) = attempt.writer.take()
+        {
+            if let Err(e) = writer.flush() {
+                warn!(task_id = task.task_id, error = %e, "cannot write task log");
+            }
+            self.writers = self.writers.saturating_sub(1);
         }
     }
 
@@ -175,17 +207,24 @@ impl LogCollector {
         if text.is_empty() {
             return Ok(());
         }
+        let needs_file = self.open.get(&task).is_some_and(|a| a.writer.is_none());
+        if needs_file && self.writers >= MAX_OPEN_FILES {
+            self.close_idlest();
+        }
+        self.ticks += 1;
         let (job_id, end_offset) = if let Some(attempt) = self.open.get_mut(&task) {
             let writer = match attempt.writer.as_mut() {
                 Some(writer) => writer,
                 None => {
                     let (writer, size) = open_file(&self.data_dir, attempt.job_id, task)?;
+                    self.writers += 1;
                     attempt.size = size;
                     attempt.writer.insert(writer)
                 }
             };
             writer.write_all(text.as_bytes())?;
             attempt.size += text.len() as u64;
+            attempt.last_write = self.ticks;
             (attempt.job_id, attempt.size)
         } else if let Some(&job_id) = self.recent.get(&task) {
             // A late line of a closed attempt: append it directly.
@@ -330,6 +369,7 @@ impl Handler<AttemptOpened> for LogCollector {
             job_id: msg.job_id,
             writer: None,
             size: 0,
+            last_write: 0,
         });
     }
 }
@@ -340,12 +380,16 @@ impl Handler<AttemptClosed> for LogCollector {
     fn handle(&mut self, msg: AttemptClosed, _ctx: &mut Context<Self>) {
         let mut end_offset = 0;
         if let Some(mut attempt) = self.open.remove(&msg.task) {
+            if attempt.writer.is_some() {
+                self.writers = self.writers.saturating_sub(1);
+            }
             if let Some(writer) = attempt.writer.as_mut()
                 && let Err(e) = writer.flush()
             {
                 warn!(task_id = msg.task.task_id, error = %e, "cannot write task log");
             }
-            if attempt.writer.is_some() {
+            // Anything written (even through a file closed since) is indexed.
+            if attempt.size > 0 {
                 self.index(msg.task, attempt.job_id, attempt.size);
             }
             end_offset = attempt.size;
@@ -408,6 +452,75 @@ mod tests {
             format_line(&line),
             "2023-11-14T22:13:20.123Z stderr two lines\n"
         );
+    }
+
+    #[test]
+    fn open_files_stay_bounded_and_evicted_files_reopen_in_append_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        actix::System::new().block_on(async move {
+            let db = crate::store::Db::open(None, &data_dir).await.unwrap();
+            let store =
+                crate::store::Store::new(db, 0, 0, crate::changes::ChangeFeed::new()).start();
+            let logs = LogCollector::new(data_dir.clone(), store, live_logs()).start();
+            let line = |text: &str| LogLine {
+                at_ms: 0,
+                stream: LogStream::Stdout,
+                text: text.into(),
+            };
+            let attempts = MAX_OPEN_FILES as i64 + 10;
+            for task_id in 1..=attempts {
+                let task = TaskRef {
+                    task_id,
+                    attempt: 1,
+                };
+                logs.send(AttemptOpened { task, job_id: 1 }).await.unwrap();
+                logs.send(AppendLogs(LogBatch {
+                    task,
+                    lines: vec![line("first")],
+                }))
+                .await
+                .unwrap();
+            }
+            // The first attempt's file was closed to make room; it is reopened to append.
+            let first = TaskRef {
+                task_id: 1,
+                attempt: 1,
+            };
+            logs.send(AppendLogs(LogBatch {
+                task: first,
+                lines: vec![line("second")],
+            }))
+            .await
+            .unwrap();
+            let read = logs
+                .send(ReadLog {
+                    job_id: 1,
+                    task: first,
+                    offset: 0,
+                    max_bytes: 1024,
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(read.text.lines().count(), 2, "{}", read.text);
+            assert!(read.text.ends_with(" stdout second\n"));
+            let last = TaskRef {
+                task_id: attempts,
+                attempt: 1,
+            };
+            let read = logs
+                .send(ReadLog {
+                    job_id: 1,
+                    task: last,
+                    offset: 0,
+                    max_bytes: 1024,
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(read.text, "1970-01-01T00:00:00.000Z stdout first\n");
+        });
     }
 
     #[test]

@@ -24,6 +24,9 @@ use crate::service::Service;
 use crate::session::writer::spawn_writer;
 use crate::session::{AgentSession, ClientSession};
 
+/// Pause after a failed accept.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What sessions need.
 #[derive(Clone)]
 pub struct SessionDeps {
@@ -66,6 +69,11 @@ impl Actor for Listener {
         if let Some(listener) = self.listener.take() {
             let accepted = futures::stream::unfold(listener, |listener| async move {
                 let next = listener.accept().await.map(|(stream, _)| stream);
+                if next.is_err() {
+                    // Out of file descriptors fails every accept until some close: pause
+                    // instead of spinning.
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
                 Some((next, listener))
             });
             ctx.add_stream(accepted);

@@ -12,7 +12,10 @@ use actix::prelude::*;
 use furrow_protocol::{
     AgentMessage, ClientEnvelope, FrameCodec, Hello, MasterMessage, Role, ServerEnvelope, handshake,
 };
+use std::sync::Arc;
+
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, warn};
 use uuid::Uuid;
@@ -44,11 +47,17 @@ pub struct SessionDeps {
     pub node_id: Uuid,
 }
 
+/// Connections allowed to be in their handshake at once. A peer that connects and says
+/// nothing holds a slot for up to the handshake timeout; past this many, new connections
+/// are closed at once, so such peers cannot exhaust the master's file descriptors.
+pub const MAX_HANDSHAKES: usize = 512;
+
 /// The listener actor.
 pub struct Listener {
     listener: Option<TcpListener>,
     deps: SessionDeps,
     next_session: u64,
+    handshakes: Arc<Semaphore>,
 }
 
 impl Listener {
@@ -58,6 +67,7 @@ impl Listener {
             listener: Some(listener),
             deps,
             next_session: 0,
+            handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
         }
     }
 }
@@ -98,10 +108,19 @@ impl StreamHandler<std::io::Result<TcpStream>> for Listener {
                 return;
             }
         };
+        let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            warn!(peer = %peer, error = "too many connections in their handshake", "closing connection");
+            return;
+        };
         self.next_session += 1;
         let session_id = self.next_session;
         let deps = self.deps.clone();
         actix_rt::spawn(async move {
+            let _permit = permit;
             let peer = match stream.peer_addr() {
                 Ok(peer) => peer,
                 Err(e) => {

@@ -42,6 +42,8 @@
 //! # Ok::<(), furrow_master::MasterError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod changes;
 mod config;
 mod error;

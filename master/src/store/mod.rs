@@ -3,9 +3,9 @@
 //! - [`migration`]: versioned schema migrations (same on SQLite and PostgreSQL).
 //! - [`entities`]: sea-orm entities used for reads.
 //! - [`records`]: the rows the other actors hand to the store.
-//! - [`actor`]: the [`Store`] actor: submissions committed before they are acknowledged,
+//! - `actor`: the [`Store`] actor: submissions committed before they are acknowledged,
 //!   task and job transitions batched into group commits.
-//! - [`reads`]: queries of the service layer and the startup load of unfinished work.
+//! - `reads` ([`StoreReader`]): queries of the service layer and the startup load of unfinished work.
 
 mod actor;
 pub mod entities;

@@ -23,6 +23,9 @@ use crate::logs::{AttemptClosed, AttemptOpened, LogCollector};
 use crate::store::records::{JobRecord, LoadedTask, to_ms};
 use crate::store::{CommitBatch, InsertedJob, Store};
 
+/// How often the health counts are refreshed.
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A message for an agent's session.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
@@ -193,6 +196,10 @@ impl Scheduler {
                 }
             }));
         }
+    }
+
+    /// Publishes the counts the health endpoint reads.
+    fn publish_stats(&self) {
         self.stats
             .queued
             .store(self.core.queued_count(), Ordering::Relaxed);
@@ -220,6 +227,10 @@ impl Actor for Scheduler {
         // handled in memory without I/O.
         // Effects of the load (log files of running attempts) go out now.
         self.apply(ctx);
+        // Counting queued tasks walks the unfinished jobs, so it runs on a timer rather
+        // than after every event.
+        self.publish_stats();
+        ctx.run_interval(STATS_EVERY, |act, _| act.publish_stats());
     }
 }
 

@@ -216,9 +216,8 @@ async fn commit(db: &Db, lock: &Mutex<()>, batch: &Pending) -> Result<usize, DbE
     }
     let _guard = lock.lock().await;
     let txn = db.conn().begin().await?;
-    for row in batch.tasks.values() {
-        sql::update_task(&txn, row).await?;
-    }
+    let tasks: Vec<&TaskRow> = batch.tasks.values().collect();
+    sql::update_tasks(&txn, &tasks).await?;
     for row in batch.jobs.values() {
         sql::update_job(&txn, row).await?;
     }

@@ -183,24 +183,47 @@ impl ValuesChunk {
     }
 }
 
-/// Writes a task's mutable columns.
-pub async fn update_task<C: ConnectionTrait>(db: &C, row: &TaskRow) -> Result<(), DbErr> {
-    let sql = "UPDATE tasks SET state = ?, agent = ?, attempt = ?, failures = ?, exit_code = ?, \
-               progress = ?, last_error = ?, started_at = ?, finished_at = ? WHERE id = ?";
-    let values = vec![
-        row.state.as_str().into(),
-        Value::String(row.agent.map(|a| a.to_string())),
-        i64::from(row.attempt).into(),
-        i64::from(row.failures).into(),
-        Value::Int(row.exit_code),
-        f64::from(row.progress).into(),
-        Value::String(row.last_error.clone()),
-        opt_i64(row.started_at),
-        opt_i64(row.finished_at),
-        row.id.into(),
-    ];
-    db.execute_raw(statement(db.get_database_backend(), sql, values))
-        .await?;
+/// Task rows per `UPDATE` statement (10 parameters each, well inside both backends'
+/// parameter limits).
+const UPDATE_CHUNK: usize = 500;
+
+/// Writes the mutable columns of many tasks: one statement per chunk, joining the table
+/// to a `VALUES` list, instead of one round trip per row.
+pub async fn update_tasks<C: ConnectionTrait>(db: &C, rows: &[&TaskRow]) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    for chunk in rows.chunks(UPDATE_CHUNK) {
+        let mut sql = String::with_capacity(512 + chunk.len() * 24);
+        sql.push_str(
+            "WITH v(id, state, agent, attempt, failures, exit_code, progress, last_error, \
+             started_at, finished_at) AS (VALUES ",
+        );
+        let mut values = Vec::with_capacity(chunk.len() * 10);
+        for (i, row) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            values.extend([
+                row.id.into(),
+                row.state.as_str().into(),
+                Value::String(row.agent.map(|a| a.to_string())),
+                i64::from(row.attempt).into(),
+                i64::from(row.failures).into(),
+                Value::Int(row.exit_code),
+                f64::from(row.progress).into(),
+                Value::String(row.last_error.clone()),
+                opt_i64(row.started_at),
+                opt_i64(row.finished_at),
+            ]);
+        }
+        sql.push_str(
+            ") UPDATE tasks SET state = v.state, agent = v.agent, attempt = v.attempt, \
+             failures = v.failures, exit_code = v.exit_code, progress = v.progress, \
+             last_error = v.last_error, started_at = v.started_at, \
+             finished_at = v.finished_at FROM v WHERE tasks.id = v.id",
+        );
+        db.execute_raw(statement(backend, &sql, values)).await?;
+    }
     Ok(())
 }
 

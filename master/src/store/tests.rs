@@ -319,13 +319,49 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
         "the last batch of a range ends on its last frame"
     );
 
+    // A group commit larger than one UPDATE statement.
+    let chunked = store
+        .send(InsertJob(new_job("chunked", "1-1200", 0)))
+        .await
+        .unwrap()
+        .unwrap();
+    let rows: Vec<TaskRow> = (0..1200)
+        .map(|i| {
+            let mut row = running_row(chunked.first_task_id + i, agent);
+            row.attempt = 2;
+            row.last_error = (i % 2 == 0).then(|| format!("it's error {i}"));
+            row
+        })
+        .collect();
+    store
+        .send(CommitBatch {
+            tasks: rows,
+            jobs: Vec::new(),
+            durable: true,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = reader
+        .list_tasks(chunked.record.id, 10_000, 0)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1200);
+    assert!(
+        stored
+            .iter()
+            .all(|t| t.state == WorkState::Running && t.attempt == 2)
+    );
+    assert_eq!(stored[10].last_error.as_deref(), Some("it's error 10"));
+    assert_eq!(stored[11].last_error, None);
+
     // Opening again applies no migration twice and sees the same data.
     let again = Db::open(url.as_deref(), data_dir).await.unwrap();
     let (_, total) = StoreReader::new(again.clone())
         .list_jobs(1, 0)
         .await
         .unwrap();
-    assert_eq!(total, 3);
+    assert_eq!(total, 4);
     again.close().await.ok();
     db.close().await.ok();
 }

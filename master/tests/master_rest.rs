@@ -129,6 +129,15 @@ fn rest_api_accepts_jobs_and_names_bad_fields() {
             "{body}: {message:?} should start with {expected:?}"
         );
     }
+    // A body over the limit is refused before it is parsed.
+    let huge = format!(
+        r#"{{"title": "{}", "frames": "1"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let (status, answer) = post(&http, "/api/v1/jobs/", &huge);
+    assert_eq!(status, 413);
+    assert!(error_of(&answer).starts_with("body: larger than the limit"));
+
     // Nothing invalid was stored.
     let (_, page) = get_json(&http, "/api/v1/jobs/");
     assert_eq!(page["total"], 2);

@@ -87,8 +87,15 @@ enum TaskLogs {
 }
 
 /// Jobs, tasks, agents and the index of task log files.
-#[derive(DeriveMigrationName)]
 struct M0001Initial;
+
+// Named explicitly: the derived name is the module's, which every migration in this file
+// would share, and an applied migration is recognised by its name forever.
+impl MigrationName for M0001Initial {
+    fn name(&self) -> &str {
+        "m0001_initial"
+    }
+}
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0001Initial {

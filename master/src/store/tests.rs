@@ -99,6 +99,18 @@ fn running_row(id: i64, agent: Uuid) -> TaskRow {
 
 /// The shared test body.
 async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
+    let applied: Vec<String> = db
+        .conn()
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.backend(),
+            "SELECT version FROM seaql_migrations ORDER BY version",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0).unwrap())
+        .collect();
+    assert_eq!(applied, vec!["m0001_initial".to_string()]);
     let reader = StoreReader::new(db.clone());
     let empty = reader.load().await.unwrap();
     assert!(empty.jobs.is_empty() && empty.tasks.is_empty());

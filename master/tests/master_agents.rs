@@ -374,3 +374,26 @@ async fn logs_can_be_followed_live_until_the_attempt_ends() {
     assert_eq!(status, 404);
     master.shutdown().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_of_the_same_agent_replaces_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = start_master(dir.path(), Duration::from_secs(30));
+    let listen = master.addrs().listen.to_string();
+    let http = master.addrs().http.to_string();
+    let client = Client::connect(&listen).await.unwrap();
+    client.submit_job(job("twice", "1")).await.unwrap();
+    let agent_id = Uuid::new_v4();
+    let mut first = TestAgent::register(&listen, agent_id, 1, Vec::new()).await;
+    let assigned = first.assignment().await;
+    // The same agent registers again while its first connection is still open, still
+    // running the task: the old connection is closed, the task stays where it is.
+    let mut second = TestAgent::register(&listen, agent_id, 1, vec![assigned.task]).await;
+    assert!(first.recv().await.is_none(), "the old connection is closed");
+    second.finish(assigned.task, 0).await;
+    wait_for("job done", || job_state(&http, 1) == "done").await;
+    let (_, agents) = get_json(&http, "/api/v1/agents/");
+    assert_eq!(agents["total"], 1);
+    assert_eq!(agents["items"][0]["state"], "online");
+    master.shutdown().unwrap();
+}

@@ -217,7 +217,7 @@ async fn restarted_agent_gets_its_old_tasks_requeued_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_agents_lose_their_tasks() {
     let dir = tempfile::tempdir().unwrap();
-    let timeout = Duration::from_millis(600);
+    let timeout = Duration::from_millis(1000);
     let master = start_master(dir.path(), timeout);
     let listen = master.addrs().listen.to_string();
     let client = Client::connect(&listen).await.unwrap();
@@ -260,7 +260,7 @@ async fn lost_agents_lose_their_tasks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_tasks_survive_a_master_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let timeout = Duration::from_millis(800);
+    let timeout = Duration::from_secs(2);
     let master = start_master(dir.path(), timeout);
     let listen = master.addrs().listen.to_string();
     let client = Client::connect(&listen).await.unwrap();

@@ -73,14 +73,16 @@ impl FrameSet {
     /// The batches of up to `batch` consecutive frames, range by range (a batch never
     /// spans two ranges).
     pub fn batches(&self, batch: u32) -> impl Iterator<Item = FrameBatch> + '_ {
-        let per_batch = i64::from(batch.max(1));
         self.ranges.iter().flat_map(move |range| {
-            let span = per_batch * range.step;
-            let count = range.count().div_ceil(per_batch as u64);
-            (0..count).map(move |k| {
+            let count = range.count();
+            // A batch never holds more frames than its range, which keeps every product
+            // below the range's span (frames and steps are bounded by FRAME_LIMIT).
+            let per_batch = u64::from(batch.max(1)).min(count);
+            let span = per_batch as i64 * range.step;
+            let last_in_range = range.start + (count as i64 - 1) * range.step;
+            (0..count.div_ceil(per_batch)).map(move |k| {
                 let start = range.start + k as i64 * span;
-                let last_in_batch = start + (per_batch - 1) * range.step;
-                let last_in_range = range.start + (range.count() as i64 - 1) * range.step;
+                let last_in_batch = start + (per_batch as i64 - 1) * range.step;
                 FrameBatch {
                     start,
                     end: last_in_batch.min(last_in_range),
@@ -277,5 +279,56 @@ mod tests {
         assert_eq!(set.task_count(2), 5);
         let huge: FrameSet = "1-100000000000".parse().unwrap();
         assert_eq!(huge.task_count(1), 100_000_000_000);
+    }
+
+    #[test]
+    fn extreme_batches_and_steps_do_not_overflow() {
+        let set: FrameSet = "-1000000000000-1000000000000:1000000000000"
+            .parse()
+            .unwrap();
+        assert_eq!(set.frame_count(), 3);
+        let batches: Vec<_> = set.batches(u32::MAX).collect();
+        assert_eq!(
+            batches,
+            vec![FrameBatch {
+                start: -1_000_000_000_000,
+                end: 1_000_000_000_000,
+                step: 1_000_000_000_000
+            }]
+        );
+        assert_eq!(set.task_count(u32::MAX), 1);
+        let batches: Vec<_> = set.batches(2).collect();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(
+            batches[1],
+            FrameBatch {
+                start: 1_000_000_000_000,
+                end: 1_000_000_000_000,
+                step: 1_000_000_000_000
+            }
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn batches_enumerate_exactly_the_frames(
+            start in -50i64..50,
+            len in 0i64..60,
+            step in 1i64..7,
+            batch in 1u32..10,
+        ) {
+            let set: FrameSet = format!("{start}-{}:{step}", start + len).parse().unwrap();
+            let expected: Vec<i64> = (start..=start + len).step_by(step as usize).collect();
+            let mut got = Vec::new();
+            for b in set.batches(batch) {
+                proptest::prop_assert!(b.start <= b.end);
+                let frames: Vec<i64> = (b.start..=b.end).step_by(b.step as usize).collect();
+                proptest::prop_assert!(frames.len() <= batch as usize);
+                got.extend(frames);
+            }
+            proptest::prop_assert_eq!(&got, &expected);
+            proptest::prop_assert_eq!(set.task_count(batch), set.batches(batch).count() as u64);
+            proptest::prop_assert_eq!(set.frame_count(), expected.len() as u64);
+        }
     }
 }

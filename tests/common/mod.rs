@@ -257,7 +257,7 @@ impl Farm {
                 .split(|b| *b == 0)
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            if args.iter().any(|a| a == "agent") && args.iter().any(|a| *a == needle) {
+            if args.iter().any(|a| a == "agent") && args.contains(&needle) {
                 pids.push(pid);
             }
         }

@@ -12,8 +12,7 @@ use common::{Farm, wait_until};
 fn dashboard_shows_agents_and_jobs_and_updates_live() {
     let root = tempfile::tempdir().unwrap();
     let farm = Farm::up(root.path(), 2);
-    let out = farm.cli(&[
-        "submit",
+    let first = farm.submit(&[
         "--title",
         "dashboard-job-one",
         "--frames",
@@ -22,12 +21,6 @@ fn dashboard_shows_agents_and_jobs_and_updates_live() {
         "--",
         "true",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let first = String::from_utf8_lossy(&out.stdout).trim().to_string();
 
     let (_, agents) = farm.get("/api/v1/agents/");
     let names: Vec<String> = agents["items"]
@@ -59,8 +52,7 @@ fn dashboard_shows_agents_and_jobs_and_updates_live() {
     browser.eval("window.furrowTestMarker = 'still here'");
 
     // A job submitted now appears on the open page by itself.
-    let out = farm.cli(&[
-        "submit",
+    let second = farm.submit(&[
         "--title",
         "dashboard-job-two",
         "--frames",
@@ -69,12 +61,6 @@ fn dashboard_shows_agents_and_jobs_and_updates_live() {
         "--",
         "true",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let second = String::from_utf8_lossy(&out.stdout).trim().to_string();
     wait_until(
         "the new job to appear live",
         Duration::from_secs(30),

@@ -59,15 +59,9 @@ fn killing_an_agent_mid_task_still_finishes_the_job() {
 fn a_restarted_master_keeps_finished_jobs() {
     let root = tempfile::tempdir().unwrap();
     let mut farm = Farm::up(root.path(), 1);
-    let out = farm.cli(&[
-        "submit", "--title", "keep me", "--frames", "1-5", "--wait", "--", "echo", "f{frame}",
+    let id = farm.submit(&[
+        "--title", "keep me", "--frames", "1-5", "--wait", "--", "echo", "f{frame}",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let before = farm.tasks(id);
 
     farm.restart();
@@ -83,14 +77,9 @@ fn a_restarted_master_keeps_finished_jobs() {
     assert!(log.contains("f3"), "{log}");
 
     // The restarted farm still runs new work.
-    let out = farm.cli(&[
-        "submit", "--title", "after", "--frames", "1-3", "--wait", "--", "true",
+    farm.submit(&[
+        "--title", "after", "--frames", "1-3", "--wait", "--", "true",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -116,8 +105,7 @@ fn garbage_and_oversized_frames_close_only_that_connection() {
         .unwrap();
     let _ = huge.read_to_end(&mut buf);
 
-    let out = farm.cli(&[
-        "submit",
+    farm.submit(&[
         "--title",
         "still serving",
         "--frames",
@@ -126,11 +114,6 @@ fn garbage_and_oversized_frames_close_only_that_connection() {
         "--",
         "true",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let (_, agents) = farm.get("/api/v1/agents/");
     assert_eq!(
         agents["items"][0]["state"], "online",

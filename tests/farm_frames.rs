@@ -19,18 +19,9 @@ fn every_frame_runs_exactly_once_and_logs_its_output() {
         record.display()
     );
 
-    let out = farm.cli(&[
-        "submit", "--title", "fifty", "--frames", "1-50", "--", "sh", "-c", &script,
+    let id = farm.submit(&[
+        "--title", "fifty", "--frames", "1-50", "--", "sh", "-c", &script,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id: i64 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("job id on stdout");
 
     let job = farm.wait_job(id, Duration::from_secs(120));
     assert_eq!(job["state"], "done", "{job}");
@@ -85,16 +76,10 @@ fn batches_run_once_with_their_start_and_end_and_wait_reports_failure() {
     let root = tempfile::tempdir().unwrap();
     let farm = Farm::up(root.path(), 1);
 
-    let out = farm.cli(&[
-        "submit", "--title", "batched", "--frames", "1-10:2", "--batch", "2", "--wait", "--",
-        "echo", "batch", "{start}", "{end}", "{step}",
+    let id = farm.submit(&[
+        "--title", "batched", "--frames", "1-10:2", "--batch", "2", "--wait", "--", "echo",
+        "batch", "{start}", "{end}", "{step}",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let tasks = farm.tasks(id);
     let frames: Vec<(i64, i64)> = tasks
         .iter()

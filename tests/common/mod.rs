@@ -130,23 +130,12 @@ impl Farm {
 
     /// Stops the farm with SIGTERM (as Ctrl-C would) and waits for it to exit.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.up.take() else {
-            return;
-        };
-        // SAFETY: kill(2) on our own child.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        if let Some(mut child) = self.up.take() {
+            assert!(
+                terminate(&mut child, Duration::from_secs(30)),
+                "furrow up did not stop within 30 s of SIGTERM"
+            );
         }
-        let end = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("furrow up did not stop within 30 s of SIGTERM");
     }
 
     /// Stops and starts the farm again on the same data directory and ports.
@@ -215,6 +204,20 @@ impl Farm {
             .expect("run furrow")
     }
 
+    /// `furrow submit ARGS`, which must succeed; returns the job id it printed.
+    pub fn submit(&self, args: &[&str]) -> i64 {
+        let out = self.cli(&[&["submit"], args].concat());
+        assert!(
+            out.status.success(),
+            "furrow submit {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a job id on stdout")
+    }
+
     /// Waits until the job's state is final and returns the job.
     pub fn wait_job(&self, id: i64, deadline: Duration) -> Value {
         let path = format!("/api/v1/jobs/{id}");
@@ -265,22 +268,29 @@ impl Farm {
     }
 }
 
+/// Sends SIGTERM and waits up to `grace` for the process to exit; kills it past that.
+/// Returns whether it exited by itself.
+fn terminate(child: &mut Child, grace: Duration) -> bool {
+    // SAFETY: kill(2) on our own child; its children follow through PDEATHSIG.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let end = Instant::now() + grace;
+    while Instant::now() < end {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
 impl Drop for Farm {
     fn drop(&mut self) {
         if let Some(mut child) = self.up.take() {
-            // SAFETY: kill(2) on our own child; its children follow through PDEATHSIG.
-            unsafe {
-                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-            }
-            let end = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < end {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            terminate(&mut child, Duration::from_secs(15));
         }
     }
 }

@@ -162,24 +162,14 @@ fn write_all(dst: BorrowedFd<'_>, mut data: &[u8]) -> Result<()> {
 fn move_read_write(
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
-    mut count: u64,
+    count: u64,
     stats: &mut CopyStats,
     buf: &mut [u8],
 ) -> Result<()> {
-    while count > 0 {
-        let want = usize::try_from(count).map_or(buf.len(), |c| c.min(buf.len()));
-        let n = match read_retry("read", src, &mut buf[..want]) {
-            Ok(0) => return Err(Error::from_errno("read", libc::EIO)),
-            Ok(n) => n,
-            Err(err) if err.is_would_block() => {
-                wait_ready(src, libc::POLLIN)?;
-                continue;
-            }
-            Err(err) => return Err(err),
-        };
-        write_all(dst, &buf[..n])?;
-        stats.read_written += n as u64;
-        count -= n as u64;
+    let moved = read_write_loop(src, dst, count, stats, buf)?;
+    if moved < count {
+        // The bytes were promised (they sat in a pipe): their absence is an I/O error.
+        return Err(Error::from_errno("read", libc::EIO));
     }
     Ok(())
 }
@@ -198,17 +188,20 @@ pub fn copy_read_write(src: impl AsFd, dst: impl AsFd, limit: Option<u64>) -> Re
     Ok(stats)
 }
 
+/// Copies up to `limit` bytes with read/write, stopping early at end of input; returns the
+/// number of bytes copied.
 fn read_write_loop(
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
-    mut left: u64,
+    limit: u64,
     stats: &mut CopyStats,
     buf: &mut [u8],
-) -> Result<()> {
+) -> Result<u64> {
+    let mut left = limit;
     while left > 0 {
         let want = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
         let n = match read_retry("read", src, &mut buf[..want]) {
-            Ok(0) => return Ok(()),
+            Ok(0) => break,
             Ok(n) => n,
             Err(err) if err.is_would_block() => {
                 wait_ready(src, libc::POLLIN)?;
@@ -220,7 +213,7 @@ fn read_write_loop(
         stats.read_written += n as u64;
         left -= n as u64;
     }
-    Ok(())
+    Ok(limit - left)
 }
 
 /// Copies from `src` to `dst` until end of input, or `limit` bytes, with `splice`: directly

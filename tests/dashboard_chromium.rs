@@ -76,4 +76,22 @@ fn dashboard_shows_agents_and_jobs_and_updates_live() {
         "still here",
         "the page must not reload"
     );
+
+    // Titles are text, never markup.
+    let hostile = "<img src=x onerror=\"window.furrowInjected=1\">";
+    let third = farm.submit(&["--title", hostile, "--frames", "1", "--wait", "--", "true"]);
+    wait_until(
+        "the hostile title to appear as text",
+        Duration::from_secs(30),
+        || {
+            let titles = browser.eval(&format!(
+                "document.querySelector('[data-job-id=\"{third}\"]')?.textContent ?? ''"
+            ));
+            titles
+                .as_str()
+                .is_some_and(|t| t.contains(hostile))
+                .then_some(())
+        },
+    );
+    assert_eq!(browser.eval("typeof window.furrowInjected"), "undefined");
 }

@@ -55,7 +55,7 @@ impl Agent {
     ///
     /// Before connecting, it kills the process groups of tasks a previous agent process
     /// left running (see the crate docs), clears their working directories, and loads
-    /// results that were never delivered. Fails only on an invalid configuration
+    /// results the master never acknowledged. Fails only on an invalid configuration
     /// (including a [configuration file](AgentConfig::config_file) that is missing or
     /// invalid) or an unusable state directory; an unreachable master is retried forever.
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
@@ -161,8 +161,9 @@ impl Agent {
     }
 
     /// Stops the agent: refuses new assignments, cancels running tasks (SIGTERM to their
-    /// process groups, SIGKILL after a grace), gives their results a few seconds to reach
-    /// the master (the rest stay on disk for the next start), and closes the connection.
+    /// process groups, SIGKILL after a grace), gives the master a few seconds to store
+    /// their results (the rest stay on disk for the next start), and closes the
+    /// connection.
     pub async fn shutdown(self) {
         info!("stopping: cancelling running tasks");
         let _ = self.supervisor.send(ShutdownTasks).await;

@@ -27,7 +27,7 @@ pub struct AgentConfig {
     /// Tags the master matches against job requirements.
     pub tags: Vec<String>,
     /// Holds the agent id file, per-task working directories, the process-group files of
-    /// running tasks and results not yet delivered to the master.
+    /// running tasks and results the master has not acknowledged.
     pub state_dir: PathBuf,
     /// Maximum frame size in both directions.
     pub max_frame: usize,
@@ -107,7 +107,7 @@ pub(crate) struct Tuning {
     pub register_timeout: Duration,
     /// Time between SIGTERM and SIGKILL when a task is cancelled or exceeds its limit.
     pub kill_grace: Duration,
-    /// Time allowed at shutdown for finished results to reach the master.
+    /// Time allowed at shutdown for the master to acknowledge finished results.
     pub shutdown_drain: Duration,
     /// Log text the link holds while the master is away before it drops lines.
     pub spool_log_bytes: usize,

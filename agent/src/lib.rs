@@ -7,11 +7,12 @@
 //!   stop it, SIGHUP reloads its configuration file (`config_file`: name and tags) and
 //!   registers again. Before connecting, the agent kills task processes a previous agent
 //!   process left behind (`orphans`), clears their working directories (`workdir`) and
-//!   loads results never delivered (`spool`).
+//!   loads results the master never acknowledged (`spool`).
 //! - The `MasterLink` actor (`link`) connects, handshakes, registers with the host's
 //!   resources (`resources`: the `ResourceMonitor` actor and /proc), heartbeats, and
 //!   reconnects with jittered exponential backoff. Task messages wait in the `spool`
-//!   while the master is away and are replayed in order after re-registration.
+//!   while the master is away and are replayed in order after re-registration; a result
+//!   stays there until the master answers that it stored it.
 //! - An `Assign` goes to the `TaskSupervisor` actor (`supervisor`), which owns the slots
 //!   and starts one `TaskRunner` actor per accepted attempt.
 //! - The runner (`runner`) resolves the job type (`jobtypes`, with the built-in

@@ -1,18 +1,28 @@
 //! The outbox of task messages on their way to the master.
 //!
 //! Every task message (started, progress, logs, finished) goes through the spool in the
-//! order it was produced, and leaves it only once it was written to the master's
-//! connection and flushed. While the master is away, messages wait here and are replayed
-//! in order after the next registration.
+//! order it was produced. Started, progress and log messages leave it once they were
+//! written to the master's connection and flushed. A finished result stays longer: once
+//! written, it waits here until the master answers `ResultStored` for its attempt, which
+//! the master sends only after it durably stored the result (or found it no longer needs
+//! it). Only then is the result forgotten, and its file removed. When the connection
+//! drops before that, the written results go back to the front of the queue and are
+//! replayed after the next registration; while the connection lives they are not sent
+//! again, since the master will answer them. While the master is away, messages wait here
+//! and are replayed in order after the next registration.
 //!
 //! Bounds: log lines and progress are limited to a byte budget; past it they are dropped,
 //! counted per task, and a note saying how many were lost is put in the task's log.
-//! Started and finished messages are never dropped; their number is bounded by the
-//! attempts the master assigned before it went away (the slots), since no new work can
-//! arrive while it is away.
+//! Started and finished messages are never dropped. Their number is bounded by the
+//! attempts assigned here, one result per slot-attempt, each a few hundred bytes: with a
+//! master present, it acknowledges every result it reads within one group commit and sends
+//! the next assignment of a slot after the acknowledgement of the result that freed it, so
+//! about one result per slot waits; while it is away no new attempt arrives, so what waits
+//! is bounded by the attempts it assigned before (the slots).
 //!
 //! Finished results additionally go to disk (`<state_dir>/spool/`) whenever the link is
-//! down, and are loaded again at startup, so a result survives an agent restart.
+//! down, and at shutdown when still unacknowledged, and are loaded again at startup, so a
+//! result survives an agent restart.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -33,13 +43,30 @@ struct Entry {
     file: Option<PathBuf>,
 }
 
-/// Task messages not yet delivered, in order.
+impl Entry {
+    /// The attempt, when this is a finished result.
+    fn result_of(&self) -> Option<TaskRef> {
+        match &self.message {
+            AgentMessage::TaskFinished(finished) => Some(finished.task),
+            _ => None,
+        }
+    }
+}
+
+/// Task messages not yet written, in order, and results written but not yet stored by the
+/// master.
 pub(crate) struct Spool {
     entries: VecDeque<Entry>,
     /// Entries at the front currently being written.
     in_flight: usize,
+    /// Results of the flight under way that the master already stored: they are forgotten
+    /// once the flight ends, whichever way.
+    stored_in_flight: Vec<TaskRef>,
+    /// Results written to the master and not yet acknowledged, in the order written.
+    unacked: VecDeque<Entry>,
     budget_used: usize,
     budget: usize,
+    /// Results in `entries`.
     results: usize,
     dropped: BTreeMap<TaskRef, u64>,
     dir: PathBuf,
@@ -53,6 +80,8 @@ impl Spool {
         let mut spool = Self {
             entries: VecDeque::new(),
             in_flight: 0,
+            stored_in_flight: Vec::new(),
+            unacked: VecDeque::new(),
             budget_used: 0,
             budget,
             results: 0,
@@ -98,25 +127,28 @@ impl Spool {
         }
     }
 
-    /// Attempts whose results are waiting here.
+    /// Attempts whose results are kept here (written or not), in replay order.
     pub fn pending_results(&self) -> Vec<TaskRef> {
-        self.entries
+        self.unacked
             .iter()
-            .filter_map(|e| match &e.message {
-                AgentMessage::TaskFinished(f) => Some(f.task),
-                _ => None,
-            })
+            .chain(&self.entries)
+            .filter_map(Entry::result_of)
             .collect()
     }
 
-    /// Whether any result is waiting.
+    /// Whether any result is kept here, written or not.
     pub fn has_results(&self) -> bool {
-        self.results > 0
+        self.results > 0 || !self.unacked.is_empty()
     }
 
-    /// Number of waiting messages.
+    /// Number of messages waiting to be written.
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Number of results written and waiting for the master's acknowledgement.
+    pub fn unacked_len(&self) -> usize {
+        self.unacked.len()
     }
 
     /// Queues a task message; a result is also written to disk when `persist` is set.
@@ -212,9 +244,9 @@ impl Spool {
         }
     }
 
-    /// Writes every result not yet on disk to disk.
+    /// Writes every result not yet on disk to disk, in replay order.
     pub fn persist_results(&mut self) {
-        for entry in &mut self.entries {
+        for entry in self.unacked.iter_mut().chain(&mut self.entries) {
             let AgentMessage::TaskFinished(finished) = &entry.message else {
                 continue;
             };
@@ -255,31 +287,102 @@ impl Spool {
         flight
     }
 
-    /// The flight reached the master: drops it and returns the attempts whose results it
-    /// carried.
+    /// The flight was written and flushed: drops its messages, keeps its results until
+    /// the master acknowledges them, and returns the attempts whose results it carried.
     pub fn confirm_flight(&mut self) -> Vec<TaskRef> {
-        let mut delivered = Vec::new();
+        let stored = std::mem::take(&mut self.stored_in_flight);
+        let mut written = Vec::new();
         for entry in self.entries.drain(..self.in_flight) {
             self.budget_used -= entry.budget_bytes;
-            if let AgentMessage::TaskFinished(finished) = &entry.message {
-                self.results -= 1;
-                delivered.push(finished.task);
-            }
-            if let Some(file) = entry.file {
-                // A rare path (results only go to disk while the master is away); one
-                // unlink does not stall the actor noticeably.
-                if let Err(error) = fs::remove_file(&file) {
-                    warn!(file = %file.display(), %error, "cannot remove delivered result file");
-                }
+            let Some(task) = entry.result_of() else {
+                continue;
+            };
+            self.results -= 1;
+            written.push(task);
+            if stored.contains(&task) {
+                remove_result_file(entry.file.as_deref());
+            } else {
+                self.unacked.push_back(entry);
             }
         }
         self.in_flight = 0;
-        delivered
+        written
     }
 
-    /// The flight failed: its messages stay at the front, to be sent again.
+    /// The flight failed: its messages stay at the front, to be sent again (but for
+    /// results the master stored meanwhile).
     pub fn abort_flight(&mut self) {
         self.in_flight = 0;
+        for task in std::mem::take(&mut self.stored_in_flight) {
+            self.forget_unsent(task);
+        }
+    }
+
+    /// The connection is gone: results written on it and not acknowledged go back to the
+    /// front of the queue, in the order they were written, to be replayed on the next
+    /// one. Call between flights.
+    pub fn resend_unacked(&mut self) {
+        debug_assert_eq!(self.in_flight, 0, "not during a flight");
+        while let Some(entry) = self.unacked.pop_back() {
+            self.results += 1;
+            self.entries.push_front(entry);
+        }
+    }
+
+    /// The master stored the result of `task` (or no longer needs it): forgets it,
+    /// wherever it is. Returns whether it was here.
+    pub fn result_stored(&mut self, task: TaskRef) -> bool {
+        if let Some(index) = self
+            .unacked
+            .iter()
+            .position(|e| e.result_of() == Some(task))
+        {
+            let entry = self.unacked.remove(index);
+            remove_result_file(entry.and_then(|e| e.file).as_deref());
+            return true;
+        }
+        // Not written on this connection yet: a replay waiting, or being written, after a
+        // reconnect, acknowledged through the earlier connection.
+        let Some(index) = self
+            .entries
+            .iter()
+            .position(|e| e.result_of() == Some(task))
+        else {
+            return false;
+        };
+        if index < self.in_flight {
+            if !self.stored_in_flight.contains(&task) {
+                self.stored_in_flight.push(task);
+            }
+        } else {
+            self.forget_unsent(task);
+        }
+        true
+    }
+
+    /// Removes the unsent result of `task` from the queue (not from a flight).
+    fn forget_unsent(&mut self, task: TaskRef) {
+        let found = self
+            .entries
+            .iter()
+            .skip(self.in_flight)
+            .position(|e| e.result_of() == Some(task));
+        if let Some(entry) = found.and_then(|offset| self.entries.remove(self.in_flight + offset)) {
+            self.results -= 1;
+            remove_result_file(entry.file.as_deref());
+        }
+    }
+}
+
+/// Removes the file of a result the master stored, if it has one.
+fn remove_result_file(file: Option<&Path>) {
+    let Some(file) = file else {
+        return;
+    };
+    // A rare path (results only go to disk while the master is away); one unlink does not
+    // stall the actor noticeably.
+    if let Err(error) = fs::remove_file(file) {
+        warn!(file = %file.display(), %error, "cannot remove the file of a stored result");
     }
 }
 
@@ -379,8 +482,18 @@ mod tests {
         assert!(matches!(again[3], AgentMessage::TaskFinished(_)));
         assert_eq!(spool.confirm_flight(), [task(1)]);
         assert_eq!(spool.len(), 0);
-        assert!(!spool.has_results());
         assert_eq!(spool.budget_used, 0);
+        // The written result is kept until the master stored it.
+        assert!(spool.has_results());
+        assert_eq!(spool.pending_results(), [task(1)]);
+        assert!(
+            spool.take_flight(10, usize::MAX).is_empty(),
+            "not sent twice"
+        );
+        spool.confirm_flight();
+        assert!(spool.result_stored(task(1)));
+        assert!(!spool.has_results());
+        assert!(!spool.result_stored(task(1)), "forgotten");
     }
 
     #[test]
@@ -441,9 +554,79 @@ mod tests {
         assert_eq!(out.len(), 3);
         assert_eq!(
             fs::read_dir(tmp.path()).unwrap().count(),
-            0,
-            "delivered results leave the disk"
+            3,
+            "written results stay on disk until stored"
         );
+        for id in 1..=3 {
+            assert!(reloaded.result_stored(task(id)));
+        }
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "stored results leave the disk"
+        );
+    }
+
+    #[test]
+    fn unacknowledged_results_are_replayed_first_after_a_reconnect() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(tmp.path(), 1 << 20);
+        spool.push(logs(1, 1, 3), false);
+        spool.push(finished(1), false);
+        spool.push(finished(2), false);
+        assert_eq!(drain(&mut spool).len(), 3);
+        assert_eq!(spool.unacked_len(), 2);
+        spool.push(logs(3, 1, 3), false);
+
+        // The connection drops: the written results go out again, before what was
+        // queued after them; the logs written before are not replayed.
+        spool.resend_unacked();
+        let replay = spool.take_flight(10, usize::MAX);
+        let kinds: Vec<Option<TaskRef>> = replay
+            .iter()
+            .map(|m| match m {
+                AgentMessage::TaskFinished(f) => Some(f.task),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kinds, [Some(task(1)), Some(task(2)), None]);
+        spool.confirm_flight();
+        assert!(spool.result_stored(task(1)));
+
+        // Stopped while one is unacknowledged: it goes to disk, and comes back.
+        spool.persist_results();
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+        let reloaded = Spool::open(tmp.path(), 1 << 20);
+        assert_eq!(reloaded.pending_results(), [task(2)]);
+        assert!(spool.result_stored(task(2)));
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_acknowledgement_ahead_of_the_replay_forgets_the_result() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(tmp.path(), 1 << 20);
+        for id in 1..=3 {
+            spool.push(finished(id), true);
+        }
+        assert_eq!(spool.take_flight(2, usize::MAX).len(), 2);
+        // Acknowledged through an earlier connection: one result being written, one
+        // still queued.
+        assert!(spool.result_stored(task(1)));
+        assert!(spool.result_stored(task(3)));
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 2);
+        assert_eq!(spool.confirm_flight(), [task(1), task(2)]);
+        assert_eq!(spool.pending_results(), [task(2)]);
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+
+        // The same while the write fails.
+        spool.push(finished(4), false);
+        assert_eq!(spool.take_flight(10, usize::MAX).len(), 1);
+        assert!(spool.result_stored(task(4)));
+        spool.abort_flight();
+        assert_eq!(spool.len(), 0);
+        assert_eq!(spool.pending_results(), [task(2)]);
+        assert!(!spool.result_stored(task(9)), "unknown");
     }
 
     #[test]

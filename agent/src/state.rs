@@ -6,7 +6,7 @@
 //! <state_dir>/running/<task>-<attempt>.pgid       process group of each running task
 //! <state_dir>/tasks/<task>-<attempt>/             working directory of each running task
 //! <state_dir>/failed/<ms>-<task>-<attempt>/       working directories of recent failures
-//! <state_dir>/spool/<seq>-<task>-<attempt>.json   results not yet delivered to the master
+//! <state_dir>/spool/<seq>-<task>-<attempt>.json   results the master has not acknowledged
 //! ```
 
 use std::fs;
@@ -59,7 +59,7 @@ impl StateDir {
         self.root.join("failed")
     }
 
-    /// Folder of undelivered results.
+    /// Folder of results the master has not acknowledged.
     pub fn spool_dir(&self) -> PathBuf {
         self.root.join("spool")
     }

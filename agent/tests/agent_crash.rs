@@ -133,10 +133,16 @@ async fn sigterm_cancels_tasks_delivers_their_results_and_exits_zero() {
         finished.error.as_deref(),
         Some("cancelled: the agent is shutting down")
     );
+    conn.store_result(task.task).await;
     conn.closed().await;
     assert_eq!(agent.exited().await.code(), Some(0));
     assert!(group_members(pgid).is_empty());
     assert_eq!(count_files(&state.path().join("running")), 0);
+    assert_eq!(
+        count_files(&state.path().join("spool")),
+        0,
+        "the stored result is not kept"
+    );
 }
 
 /// The bit of `signal` in a /proc signal mask.
@@ -228,6 +234,7 @@ async fn signals_reach_the_agent_through_its_signalfd_and_tasks_start_unblocked(
         (finished.exit_code, finished.signal, finished.error),
         (None, Some(libc::SIGTERM), None)
     );
+    conn.store_result(task.task).await;
 
     // The time limit and exit codes, in the agent process as it runs for real.
     let mut limited = shell_task(54, "exec sleep 1000");
@@ -238,10 +245,12 @@ async fn signals_reach_the_agent_through_its_signalfd_and_tasks_start_unblocked(
         (finished.signal, finished.error.as_deref()),
         (Some(libc::SIGTERM), Some("time limit of 1 s exceeded"))
     );
+    conn.store_result(limited.task).await;
     let exits = shell_task(55, "exit 7");
     conn.send(MasterMessage::Assign(exits.clone())).await;
     let (finished, _) = conn.until_finished(exits.task).await;
     assert_eq!((finished.exit_code, finished.signal), (Some(7), None));
+    conn.store_result(exits.task).await;
 
     agent.signal(Signal::SIGINT);
     conn.closed().await;
@@ -297,6 +306,7 @@ tags = blender, gpu
         finished.error.as_deref(),
         Some("cancelled: the agent is shutting down")
     );
+    conn.store_result(task.task).await;
     conn.closed().await;
     assert_eq!(agent.exited().await.code(), Some(0));
 }

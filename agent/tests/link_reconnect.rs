@@ -50,7 +50,9 @@ async fn a_result_finished_while_the_master_was_away_is_delivered_after_reregist
             .unwrap(),
         "exited with code 0"
     );
-    wait_for("the delivered result to leave the disk", || {
+    assert_eq!(count_files(&spool), 1, "delivered, but not yet stored");
+    conn.store_result(task.task).await;
+    wait_for("the stored result to leave the disk", || {
         count_files(&spool) == 0
     })
     .await;
@@ -82,6 +84,7 @@ async fn garbage_from_the_master_drops_the_connection_and_the_agent_comes_back()
     conn.send(MasterMessage::Cancel(task.task)).await;
     let (finished, _) = conn.until_finished(task.task).await;
     assert_eq!(finished.error.as_deref(), Some("cancelled"));
+    conn.store_result(task.task).await;
     agent.shutdown().await;
 }
 
@@ -112,7 +115,9 @@ async fn results_undelivered_at_shutdown_are_delivered_by_the_next_agent_process
         finished.error.as_deref(),
         Some("cancelled: the agent is shutting down")
     );
-    wait_for("the delivered result to leave the disk", || {
+    assert_eq!(count_files(&state.path().join("spool")), 1);
+    conn.store_result(task.task).await;
+    wait_for("the stored result to leave the disk", || {
         count_files(&state.path().join("spool")) == 0
     })
     .await;

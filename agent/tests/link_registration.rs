@@ -101,6 +101,9 @@ async fn heartbeats_follow_the_masters_interval_and_list_running_tasks() {
             attempt: 1
         }]
     );
+    conn.send(MasterMessage::Cancel(task.task)).await;
+    conn.until_finished(task.task).await;
+    conn.store_result(task.task).await;
     agent.shutdown().await;
 }
 

@@ -52,6 +52,7 @@ async fn an_assignment_reports_started_logs_and_finished_in_order() {
         (finished.exit_code, finished.signal, finished.error),
         (Some(2), None, None)
     );
+    conn.store_result(task.task).await;
     agent.shutdown().await;
 }
 
@@ -92,6 +93,7 @@ async fn cancel_kills_the_task_group_and_unknown_cancels_are_ignored() {
             .any(|m| matches!(m, AgentMessage::TaskFinished(_))),
         "{messages:?}"
     );
+    conn.store_result(task.task).await;
     agent.shutdown().await;
 }
 
@@ -109,20 +111,23 @@ async fn assignments_beyond_the_slots_are_refused_at_once() {
         error.contains("no free slot") && error.contains("1 slots busy"),
         "{error}"
     );
+    conn.store_result(extra.task).await;
 
     // The running task is untouched; once it ends, its slot takes new work.
     conn.send(MasterMessage::Cancel(long.task)).await;
     let (cancelled, _) = conn.until_finished(long.task).await;
     assert_eq!(cancelled.error.as_deref(), Some("cancelled"));
+    conn.store_result(long.task).await;
     let next = shell_task(23, "echo next");
     conn.send(MasterMessage::Assign(next.clone())).await;
     let (finished, _) = conn.until_finished(next.task).await;
     assert!(finished.succeeded(), "{finished:?}");
+    conn.store_result(next.task).await;
     agent.shutdown().await;
 }
 
 #[actix_rt::test]
-async fn shutdown_cancels_running_tasks_and_delivers_their_results() {
+async fn shutdown_cancels_running_tasks_and_waits_for_their_results_to_be_stored() {
     let (_master, state, agent, mut conn) = start(None).await;
     let task = shell_task(31, "sleep 1000 & sleep 1000");
     conn.send(MasterMessage::Assign(task.clone())).await;
@@ -135,6 +140,9 @@ async fn shutdown_cancels_running_tasks_and_delivers_their_results() {
         finished.error.as_deref(),
         Some("cancelled: the agent is shutting down")
     );
+    // The agent waits for the result to be stored (up to its drain time) before it
+    // closes the connection; a result still unacknowledged would stay on disk.
+    conn.store_result(task.task).await;
     conn.closed().await;
     shutdown.await.unwrap();
     assert!(group_members(pgid).is_empty());
@@ -142,7 +150,7 @@ async fn shutdown_cancels_running_tasks_and_delivers_their_results() {
     assert_eq!(
         support::count_files(&state.path().join("spool")),
         0,
-        "the result was delivered"
+        "the result was stored, so it is not kept"
     );
 }
 
@@ -178,5 +186,6 @@ async fn output_streams_while_the_task_runs() {
     );
     conn.send(MasterMessage::Cancel(task.task)).await;
     conn.until_finished(task.task).await;
+    conn.store_result(task.task).await;
     agent.shutdown().await;
 }

@@ -27,6 +27,12 @@
 //! - Every task message carries `(task_id, attempt)`; only the current attempt counts.
 //!   An assignment reaches its agent only after it is committed, so attempt numbers are
 //!   never handed out twice, not even across a crash.
+//! - Every `TaskFinished` is answered with `ResultStored`, and only after the group commit
+//!   that records its transition (for a result that changes nothing, the next group
+//!   commit) is durable. Until then the agent keeps the result, lists the attempt as
+//!   running and replays it after a reconnect; so a result the master read is never lost
+//!   to a dropped connection or a crash, and the task is not run again. A replayed result
+//!   of an attempt already settled changes nothing and is acknowledged again.
 //! - The scheduler holds only unfinished work, so its cost does not grow with history.
 //! - Nothing a peer sends can panic the master: bad input closes that one connection or
 //!   answers `{"error": ...}` with a 4xx status.

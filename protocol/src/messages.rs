@@ -151,6 +151,10 @@ pub enum MasterMessage {
     Assign(Assignment),
     /// Stop a task attempt (kills its process group).
     Cancel(TaskRef),
+    /// The master has durably stored the [`TaskFinished`] of this attempt (or no longer
+    /// needs it): the agent may forget the result. Until then the agent keeps it, lists the
+    /// attempt in `Registration.running` and replays it after a reconnect.
+    ResultStored(TaskRef),
 }
 
 /// The master accepted a registration.

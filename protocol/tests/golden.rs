@@ -129,6 +129,10 @@ fn master_and_client_messages() {
         hex(&encode_payload(&MasterMessage::Cancel(task)).unwrap()),
         GOLDEN_CANCEL
     );
+    assert_eq!(
+        hex(&encode_payload(&MasterMessage::ResultStored(task)).unwrap()),
+        GOLDEN_RESULT_STORED
+    );
     let submit = ClientEnvelope {
         id: 9,
         request: ClientRequest::SubmitJob(JobSubmission {
@@ -159,6 +163,7 @@ const GOLDEN_FINISHED: &str = "0454030102000104626f6f6d14323032362d30312d3032543
 const GOLDEN_LOGS: &str = "05540301fbd00701026869";
 const GOLDEN_ASSIGN: &str = "0154030e017407636f6d6d616e641e7b22636f6d6d616e64223a5b226563686f222c227b6672616d657d225d7d02040201fb100e";
 const GOLDEN_CANCEL: &str = "025403";
+const GOLDEN_RESULT_STORED: &str = "035403";
 const GOLDEN_SUBMIT: &str =
     "0901017407636f6d6d616e64147b22636f6d6d616e64223a5b2274727565225d7d04312d313001010200";
 const GOLDEN_ERROR: &str = "0906000b6672616d65733a20626164";

@@ -4,16 +4,24 @@
 //! for `Registered`, then heartbeat at the master's interval and replay the spool. When
 //! anything fails or the master closes the connection, the link drops it, puts finished
 //! results on disk, and reconnects after a jittered exponential backoff ([`backoff`]);
-//! the next `Register` lists every attempt still running here or finished but not yet
-//! delivered, then the spool replays what the master missed, in order.
+//! the next `Register` lists every attempt still running here or finished with a result
+//! the master has not acknowledged, then the spool replays what the master may have
+//! missed, in order.
+//!
+//! When a result is forgotten: a `TaskFinished` counts as delivered once it is flushed to
+//! the socket, but the link forgets it only when the master answers `ResultStored` for
+//! its attempt, which the master sends after the result is durably committed (or when it
+//! no longer needs it). Until then the attempt stays listed in registrations and
+//! heartbeats, and a reconnect replays the result; on a live connection it is not sent
+//! again. A `ResultStored` for an attempt not finished here is ignored.
 //!
 //! Every connection gets an epoch number; events of an older connection (a late read, a
 //! write finishing after a reconnect) are recognised by their epoch and ignored.
 //!
 //! Writes: one write at a time carries the pending control message (register or
 //! heartbeat, which jump the queue) and a flight of spooled task messages. Spooled
-//! messages leave the spool only after the write was flushed, so a connection that dies
-//! mid-write loses nothing.
+//! messages leave the spool only after the write was flushed (results only once
+//! acknowledged), so a connection that dies mid-write loses nothing.
 
 mod backoff;
 mod connection;
@@ -51,8 +59,8 @@ const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 #[rtype(result = "()")]
 pub(crate) struct TaskReport(pub AgentMessage);
 
-/// Stop the link: wait up to `drain` for results to reach the master, put the rest on
-/// disk, close the connection.
+/// Stop the link: wait up to `drain` for the master to acknowledge the results, put the
+/// rest on disk, close the connection.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct StopLink {
@@ -117,8 +125,8 @@ pub(crate) struct MasterLink {
     supervisor: Addr<TaskSupervisor>,
     monitor: Addr<ResourceMonitor>,
     spool: Spool,
-    /// Attempts assigned here whose result the master has not received: running, or
-    /// finished and waiting in the spool.
+    /// Attempts assigned here whose result the master has not acknowledged: running, or
+    /// finished and kept in the spool (written or not).
     tasks: BTreeMap<TaskRef, Phase>,
     epoch: u64,
     state: LinkState,
@@ -287,6 +295,7 @@ impl MasterLink {
             reason,
             running = self.tasks.len(),
             spooled = self.spool.len(),
+            unacknowledged = self.spool.unacked_len(),
             "lost the connection to the master"
         );
         self.drop_connection(ctx);
@@ -300,7 +309,8 @@ impl MasterLink {
     }
 
     /// Closes the current connection and forgets everything tied to it; task messages
-    /// not yet confirmed stay in the spool for the next connection.
+    /// not yet flushed, and results not yet acknowledged, stay in the spool for the next
+    /// connection.
     fn drop_connection(&mut self, ctx: &mut Context<Self>) {
         self.epoch += 1;
         self.state = LinkState::Disconnected;
@@ -328,6 +338,9 @@ impl MasterLink {
             self.backoff.reset();
         }
         self.spool.abort_flight();
+        // The master may have lost what it read but did not acknowledge (a crash within
+        // its group-commit window): say it again on the next connection.
+        self.spool.resend_unacked();
         self.spool.persist_results();
     }
 
@@ -384,6 +397,35 @@ impl MasterLink {
                 let request = self.supervisor.send(CancelTask(task));
                 ctx.spawn(request.into_actor(self).map(|_, _, _| ()));
             }
+            MasterMessage::ResultStored(task) => self.result_stored(task),
+        }
+    }
+
+    /// The master stored the result of `task`: forget it.
+    fn result_stored(&mut self, task: TaskRef) {
+        match self.tasks.get(&task) {
+            Some(Phase::Finished) => {
+                debug!(
+                    task_id = task.task_id,
+                    attempt = task.attempt,
+                    "the master stored the result"
+                );
+                self.forget_result(task);
+            }
+            // The master answers attempts it lists as no longer current both ways (it
+            // cannot tell a running one from a finished one); this one still runs.
+            Some(Phase::Running) => debug!(
+                task_id = task.task_id,
+                attempt = task.attempt,
+                "ignoring the acknowledgement of an attempt still running here"
+            ),
+            // Acknowledged twice (a replay crossing the first answer), or a result an
+            // earlier agent process delivered.
+            None => debug!(
+                task_id = task.task_id,
+                attempt = task.attempt,
+                "ignoring the acknowledgement of an unknown attempt"
+            ),
         }
     }
 
@@ -421,8 +463,9 @@ impl MasterLink {
             if link.epoch != epoch || link.state != LinkState::Registered {
                 return;
             }
-            // Finished-but-undelivered attempts are listed too: the heartbeat may
-            // overtake their results, and the master must not take them for lost.
+            // Finished attempts are listed until their results are acknowledged: the
+            // heartbeat may overtake a result, and the master must not take the attempt
+            // for lost.
             link.control = Some(AgentMessage::Heartbeat(Heartbeat {
                 free_ram_mb: sample.free_ram_mb,
                 load: sample.load,
@@ -430,6 +473,17 @@ impl MasterLink {
             }));
             link.pump(ctx);
         }));
+    }
+
+    /// Drops a finished attempt and its result (nothing if it was dropped already).
+    fn forget_result(&mut self, task: TaskRef) {
+        if self.tasks.remove(&task).is_some() {
+            let found = self.spool.result_stored(task);
+            debug_assert!(found, "a finished attempt keeps its result in the spool");
+        }
+        if !self.spool.has_results() {
+            self.wake_drain_waiters();
+        }
     }
 
     /// Queues a task message and sends it if the master is there.
@@ -465,22 +519,28 @@ impl MasterLink {
         }
         let epoch = self.epoch;
         let write = async move {
+            let mut unsendable = Vec::new();
             for message in batch {
+                let result_of = match &message {
+                    AgentMessage::TaskFinished(finished) => Some(finished.task),
+                    _ => None,
+                };
                 match writer.feed(message).await {
                     Ok(()) => {}
                     // This one message cannot be encoded (too large for a frame): it is
                     // dropped, the connection is fine.
                     Err(e @ (ProtocolError::FrameTooLarge { .. } | ProtocolError::Encode(_))) => {
                         error!(error = %e, "dropping a message that cannot be sent");
+                        unsendable.extend(result_of);
                     }
-                    Err(e) => return (writer, Err(e)),
+                    Err(e) => return (writer, Err(e), unsendable),
                 }
             }
             let flushed = writer.flush().await;
-            (writer, flushed)
+            (writer, flushed, unsendable)
         };
         self.write_task = Some(ctx.spawn(write.into_actor(self).map(
-            move |(writer, flushed), link, ctx| {
+            move |(writer, flushed, unsendable), link, ctx| {
                 if link.epoch != epoch {
                     return;
                 }
@@ -488,11 +548,20 @@ impl MasterLink {
                 match flushed {
                     Ok(()) => {
                         link.writer = Some(writer);
+                        // Delivered; the results wait in the spool for their
+                        // acknowledgement, and their attempts stay listed until then.
                         for task in link.spool.confirm_flight() {
-                            link.tasks.remove(&task);
+                            debug!(
+                                task_id = task.task_id,
+                                attempt = task.attempt,
+                                "result delivered"
+                            );
                         }
-                        if !link.spool.has_results() {
-                            link.wake_drain_waiters();
+                        // Never acknowledged, such a result would keep its attempt
+                        // listed for good; forgotten, the attempt is requeued by the
+                        // master when this agent next registers without it.
+                        for task in unsendable {
+                            link.forget_result(task);
                         }
                         if link.reregister_pending {
                             link.reregister(ctx);
@@ -594,7 +663,7 @@ impl Handler<StopLink> for MasterLink {
             if left > 0 {
                 warn!(
                     results = left,
-                    "results not delivered before stopping are kept on disk for the next start"
+                    "results the master has not acknowledged are kept on disk for the next start"
                 );
             }
             ctx.stop();

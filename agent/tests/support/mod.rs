@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use furrow_protocol::handshake::{self, Hello, Role};
 use furrow_protocol::{
-    AgentMessage, Assignment, FrameBatch, FrameCodec, Json, LogStream, MasterMessage, Registered,
-    Registration, TaskFinished, TaskRef,
+    AgentMessage, Assignment, FrameBatch, FrameCodec, Heartbeat, Json, LogStream, MasterMessage,
+    Registered, Registration, TaskFinished, TaskRef,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -119,6 +119,20 @@ impl MasterConn {
 
     pub async fn send(&mut self, message: MasterMessage) {
         self.framed.send(message).await.unwrap();
+    }
+
+    /// Tells the agent its result for `task` is stored, as the master does once the
+    /// result is committed.
+    pub async fn store_result(&mut self, task: TaskRef) {
+        self.send(MasterMessage::ResultStored(task)).await;
+    }
+
+    /// The next heartbeat; fails on any other message.
+    pub async fn heartbeat(&mut self) -> Heartbeat {
+        match self.recv().await {
+            AgentMessage::Heartbeat(heartbeat) => heartbeat,
+            other => panic!("expected a heartbeat, got {other:?}"),
+        }
     }
 
     /// Writes a frame that is not a valid message.

@@ -186,10 +186,11 @@ impl Core {
         self.dispatch();
     }
 
-    /// An agent (re)registered with `slots` slots, running `running`. Tasks believed to
-    /// run there but not listed are requeued at once; listed attempts that are no longer
-    /// current are cancelled; listed attempts that were requeued after the agent was lost
-    /// are taken back.
+    /// An agent (re)registered with `slots` slots, running `running` (attempts still
+    /// running there and attempts whose result it has not seen acknowledged). Tasks
+    /// believed to run there but not listed are requeued at once; listed attempts that
+    /// were requeued after the agent was lost are taken back; listed attempts that are no
+    /// longer current are cancelled and acknowledged.
     pub fn agent_registered(&mut self, agent: Uuid, slots: u32, running: &[TaskRef]) {
         let listed: HashSet<TaskRef> = running.iter().copied().collect();
         let believed = self.slots.tasks_of(agent);
@@ -211,10 +212,17 @@ impl Core {
                 continue;
             }
             if !self.adopt(agent, *task) {
+                // Either the attempt still runs there (it was taken away while the agent
+                // was gone) or it finished and its result was settled here, the
+                // acknowledgement lost with the connection. Without history the core
+                // cannot tell which, so it answers both ways and requeues nothing: the
+                // agent ignores a cancel of a finished attempt and an acknowledgement of
+                // a running one.
                 self.effects.push(Effect::Send {
                     agent,
                     message: MasterMessage::Cancel(*task),
                 });
+                self.acknowledge(agent, *task);
             }
         }
         self.dispatch();
@@ -258,8 +266,28 @@ impl Core {
         Verdict::Applied
     }
 
-    /// An attempt ended. A failure is retried while the job's retries allow.
-    pub fn task_finished(&mut self, finished: &TaskFinished) -> Verdict {
+    /// An attempt ended, as reported by agent `from`. A failure is retried while the
+    /// job's retries allow.
+    ///
+    /// Whatever the verdict, `from` gets a `ResultStored` for the attempt (the actor sends
+    /// it once the next group commit is durable), so it can forget the result: an applied
+    /// result is stored by then, and a stale one (an attempt no longer current, unknown,
+    /// or settled before: a replay after a lost acknowledgement) is not needed. A stale
+    /// result changes nothing else, so a replay is never counted twice.
+    pub fn task_finished(&mut self, from: Uuid, finished: &TaskFinished) -> Verdict {
+        let verdict = self.record_result(finished);
+        // Before the assignment that takes the freed slot: the agent reads the
+        // acknowledgement first, so it holds at most one unacknowledged result per slot.
+        self.acknowledge(from, finished.task);
+        if verdict == Verdict::Applied {
+            self.dispatch();
+        }
+        verdict
+    }
+
+    /// Applies a result to its attempt if that attempt is current, or is the last
+    /// attempt of a task requeued after its agent was lost.
+    fn record_result(&mut self, finished: &TaskFinished) -> Verdict {
         let task = finished.task;
         if self.current_mut(task).is_some()
             && let Some(run) = self.running.remove(&task.task_id)
@@ -272,7 +300,6 @@ impl Core {
             self.effects.push(Effect::CloseLog { task, job_id });
             let agent = Some(run.agent);
             self.settle(job_id, task.task_id, run.into_queued(), agent, finished);
-            self.dispatch();
             return Verdict::Applied;
         }
         // A result for the last attempt of a task requeued after its agent was lost: the
@@ -281,8 +308,15 @@ impl Core {
             return Verdict::Stale;
         };
         self.settle(job_id, task.task_id, queued, None, finished);
-        self.dispatch();
         Verdict::Applied
+    }
+
+    /// Tells `agent` it may forget the result of `task`.
+    fn acknowledge(&mut self, agent: Uuid, task: TaskRef) {
+        self.effects.push(Effect::Send {
+            agent,
+            message: MasterMessage::ResultStored(task),
+        });
     }
 
     /// Records the outcome of an attempt that is no longer running or queued: done,

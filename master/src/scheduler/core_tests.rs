@@ -50,6 +50,20 @@ fn cancels(effects: &[Effect]) -> Vec<TaskRef> {
         .collect()
 }
 
+/// The `ResultStored` acknowledgements in `effects`, with their agents.
+fn acks(effects: &[Effect]) -> Vec<(Uuid, TaskRef)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send {
+                agent,
+                message: MasterMessage::ResultStored(t),
+            } => Some((*agent, *t)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn finished(task: TaskRef, exit_code: i32) -> TaskFinished {
     TaskFinished {
         task,
@@ -92,7 +106,10 @@ fn one_task_per_free_slot() {
     assert_eq!(core.queued_count(), 7);
     // A finished task frees exactly one slot, which gets exactly one new task.
     let (agent, task, _) = assigned[0];
-    assert_eq!(core.task_finished(&finished(task, 0)), Verdict::Applied);
+    assert_eq!(
+        core.task_finished(agent, &finished(task, 0)),
+        Verdict::Applied
+    );
     let next = assignments(&core.take_effects());
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].0, agent);
@@ -118,9 +135,18 @@ fn stale_attempts_are_fenced() {
     // The first attempt's messages are ignored now.
     assert_eq!(core.task_started(task, 0), Verdict::Stale);
     assert_eq!(core.task_progress(task, 0.5), Verdict::Stale);
-    assert_eq!(core.task_finished(&finished(task, 0)), Verdict::Stale);
+    core.take_effects();
+    assert_eq!(core.task_finished(a, &finished(task, 0)), Verdict::Stale);
+    assert_eq!(
+        acks(&core.take_effects()),
+        [(a, task)],
+        "a stale result is acknowledged, so its agent stops replaying it"
+    );
     assert_eq!(core.running_on(1), Some((b, 2)));
-    assert_eq!(core.task_finished(&finished(second, 0)), Verdict::Applied);
+    assert_eq!(
+        core.task_finished(b, &finished(second, 0)),
+        Verdict::Applied
+    );
     assert_eq!(core.job_counts(1), None, "a finished job leaves memory");
     let (_, jobs) = core.take_commit();
     let row = jobs.iter().find(|r| r.id == 1).unwrap();
@@ -205,7 +231,7 @@ fn failures_are_retried_then_fail_the_task() {
         assert_eq!(assigned.len(), 1, "attempt {attempt}");
         assert_eq!(assigned[0].1.attempt, attempt);
         assert_eq!(
-            core.task_finished(&finished(assigned[0].1, 1)),
+            core.task_finished(a, &finished(assigned[0].1, 1)),
             Verdict::Applied
         );
     }
@@ -228,7 +254,7 @@ fn late_result_of_a_requeued_attempt_is_accepted() {
     core.agent_registered(a, 1, &[]);
     let (_, task, _) = assignments(&core.take_effects())[0];
     core.agent_lost(a);
-    assert_eq!(core.task_finished(&finished(task, 0)), Verdict::Applied);
+    assert_eq!(core.task_finished(a, &finished(task, 0)), Verdict::Applied);
     assert_eq!(core.queued_count(), 1);
     assert_eq!(core.job_counts(1).unwrap().done, 1);
 }
@@ -278,4 +304,120 @@ fn restart_keeps_running_tasks_until_their_agent_is_lost() {
     let assigned = assignments(&core.take_effects());
     let attempt_of_70 = assigned.iter().find(|(_, t, _)| t.task_id == 70).unwrap().1;
     assert_eq!(attempt_of_70.attempt, 4);
+}
+
+#[test]
+fn a_result_is_acknowledged_before_the_freed_slot_is_reassigned() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 0, "1-2", 1);
+    let a = Uuid::new_v4();
+    core.agent_registered(a, 1, &[]);
+    let (_, first, _) = assignments(&core.take_effects())[0];
+    assert_eq!(core.task_finished(a, &finished(first, 0)), Verdict::Applied);
+    let effects = core.take_effects();
+    let sends: Vec<&MasterMessage> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(sends[..], [MasterMessage::ResultStored(t), MasterMessage::Assign(_)] if *t == first),
+        "{sends:?}"
+    );
+    let (tasks, _) = core.take_commit();
+    assert!(
+        tasks
+            .iter()
+            .any(|r| r.id == first.task_id && r.state == WorkState::Done),
+        "the acknowledged result is in the same commit: {tasks:?}"
+    );
+}
+
+#[test]
+fn a_replayed_result_changes_nothing_and_is_acknowledged_again() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 1, "1-3", 1);
+    let a = Uuid::new_v4();
+    core.agent_registered(a, 2, &[]);
+    let assigned = assignments(&core.take_effects());
+    let (done, failed) = (assigned[0].1, assigned[1].1);
+    assert_eq!(core.task_finished(a, &finished(done, 0)), Verdict::Applied);
+    // A failure with a retry left: the task waits in the queue under the same attempt.
+    assert_eq!(
+        core.task_finished(a, &finished(failed, 1)),
+        Verdict::Applied
+    );
+    core.take_effects();
+    core.take_commit();
+    let counts = core.job_counts(1).unwrap();
+    let running = core.running_count();
+    let queued = core.queued_count();
+
+    // The acknowledgements were lost: the agent replays both results.
+    for (task, exit_code) in [(done, 0), (failed, 1), (done, 0)] {
+        assert_eq!(
+            core.task_finished(a, &finished(task, exit_code)),
+            Verdict::Stale
+        );
+        assert_eq!(acks(&core.take_effects()), [(a, task)]);
+        let (tasks, jobs) = core.take_commit();
+        assert!(tasks.is_empty() && jobs.is_empty(), "{tasks:?} {jobs:?}");
+        assert_eq!(core.job_counts(1), Some(counts));
+        assert_eq!(
+            (core.running_count(), core.queued_count()),
+            (running, queued)
+        );
+    }
+
+    // Once the job is over and has left memory, a replay still only gets its answer.
+    for task_id in 1..=3 {
+        if let Some((_, attempt)) = core.running_on(task_id) {
+            let task = TaskRef { task_id, attempt };
+            assert_eq!(core.task_finished(a, &finished(task, 0)), Verdict::Applied);
+        }
+    }
+    assert_eq!(core.job_counts(1), None, "the job is over");
+    core.take_effects();
+    core.take_commit();
+    assert_eq!(core.task_finished(a, &finished(done, 0)), Verdict::Stale);
+    assert_eq!(acks(&core.take_effects()), [(a, done)]);
+    let (tasks, jobs) = core.take_commit();
+    assert!(tasks.is_empty() && jobs.is_empty(), "{tasks:?} {jobs:?}");
+}
+
+#[test]
+fn registration_acknowledges_listed_attempts_already_settled() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 0, "1-2", 1);
+    let a = Uuid::new_v4();
+    core.agent_registered(a, 2, &[]);
+    let assigned = assignments(&core.take_effects());
+    let (settled, running) = (assigned[0].1, assigned[1].1);
+    assert_eq!(
+        core.task_finished(a, &finished(settled, 0)),
+        Verdict::Applied
+    );
+    core.agent_offline(a);
+    core.take_effects();
+    core.take_commit();
+    let counts = core.job_counts(1).unwrap();
+
+    // The acknowledgement was lost with the connection: the agent lists the attempt.
+    core.agent_registered(a, 2, &[settled, running]);
+    let effects = core.take_effects();
+    assert_eq!(acks(&effects), [(a, settled)]);
+    // Whether the attempt still runs there cannot be told apart from this; a cancel of a
+    // finished attempt is a no-op on the agent.
+    assert_eq!(cancels(&effects), [settled]);
+    assert!(assignments(&effects).is_empty(), "nothing is requeued");
+    assert_eq!(core.running_on(running.task_id), Some((a, 1)));
+    assert_eq!(core.running_on(settled.task_id), None);
+    assert_eq!(core.job_counts(1), Some(counts));
+    let (tasks, _) = core.take_commit();
+    assert!(
+        tasks.iter().all(|r| r.id != settled.task_id),
+        "the settled task is not touched: {tasks:?}"
+    );
 }

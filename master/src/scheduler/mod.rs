@@ -4,6 +4,11 @@
 //! triggers a dispatch at once; there is no polling loop and no database query per
 //! decision. The decisions themselves live in [`core`]; this actor feeds it events and
 //! carries out its effects (messages to agent sessions, log files, group commits).
+//!
+//! Assignments and `ResultStored` acknowledgements reach an agent only after the group
+//! commit that records them is durable. They go to the agent's current session; when the
+//! connection that carried a result is gone, the agent replays the result after it
+//! reconnects, and the replay is acknowledged.
 
 pub mod core;
 mod slots;
@@ -96,6 +101,22 @@ pub struct FromAgent {
     pub event: TaskEvent,
 }
 
+/// Whether `message` may reach its agent only after the rows recorded before it are
+/// committed.
+///
+/// - An assignment: an attempt an agent has seen is always durable, so after a crash the
+///   master never hands the same attempt number out twice (which would break fencing).
+/// - A `ResultStored`: the agent forgets a result only once the transition it caused is
+///   durable. For a result that changed nothing (a stale attempt, or a replay of one
+///   settled before), the attempt may have been settled by an earlier message whose rows
+///   are still in the group-commit window; waiting for the next commit covers them too.
+fn waits_for_commit(message: &MasterMessage) -> bool {
+    matches!(
+        message,
+        MasterMessage::Assign(_) | MasterMessage::ResultStored(_)
+    )
+}
+
 /// The scheduler actor.
 pub struct Scheduler {
     core: Core,
@@ -146,18 +167,16 @@ impl Scheduler {
 
     /// Carries out what the core decided.
     ///
-    /// Assignments go out only once the rows that record them are committed: an attempt
-    /// an agent has seen is always durable, so after a crash the master never hands the
-    /// same attempt number out twice (which would break fencing). Waiting costs one group
-    /// commit of latency, never a database round trip per decision.
+    /// Messages that tell an agent something is durable go out only once the rows
+    /// recorded before them are committed (see [`waits_for_commit`]). Waiting costs one
+    /// group commit of latency, never a database round trip per decision.
     fn apply(&mut self, ctx: &mut Context<Self>) {
-        let mut assignments = Vec::new();
+        let mut after_commit = Vec::new();
         for effect in self.core.take_effects() {
             match effect {
-                Effect::Send {
-                    agent,
-                    message: message @ MasterMessage::Assign(_),
-                } => assignments.push((agent, message)),
+                Effect::Send { agent, message } if waits_for_commit(&message) => {
+                    after_commit.push((agent, message));
+                }
                 Effect::Send { agent, message } => self.send(agent, message),
                 Effect::OpenLog { task, job_id } => {
                     self.logs.do_send(AttemptOpened { task, job_id });
@@ -168,7 +187,7 @@ impl Scheduler {
             }
         }
         let (tasks, jobs) = self.core.take_commit();
-        if assignments.is_empty() {
+        if after_commit.is_empty() {
             if !tasks.is_empty() || !jobs.is_empty() {
                 self.store.do_send(CommitBatch {
                     tasks,
@@ -177,6 +196,9 @@ impl Scheduler {
                 });
             }
         } else {
+            // Rows are committed in the order they reach the store, so once this batch
+            // is durable so is every row the core recorded before it, including those
+            // of earlier events that were still in the group-commit window.
             let committed = self.store.send(CommitBatch {
                 tasks,
                 jobs,
@@ -185,14 +207,19 @@ impl Scheduler {
             ctx.spawn(committed.into_actor(self).map(move |result, act, _| {
                 match result {
                     Ok(Ok(())) => {
-                        for (agent, message) in assignments {
+                        for (agent, message) in after_commit {
                             act.send(agent, message);
                         }
                     }
-                    // The store only answers with an error when it stops; the attempts
-                    // stay assigned and are requeued when their agents are lost.
-                    Ok(Err(e)) => warn!(error = %e, "assignments not sent: not committed"),
-                    Err(e) => warn!(error = %e, "assignments not sent: store unavailable"),
+                    // The store only answers with an error when it stops. The attempts
+                    // stay assigned and are requeued when their agents are lost; the
+                    // agents keep their results and replay them after reconnecting.
+                    Ok(Err(e)) => {
+                        warn!(error = %e, messages = after_commit.len(), "messages to agents not sent: not committed");
+                    }
+                    Err(e) => {
+                        warn!(error = %e, messages = after_commit.len(), "messages to agents not sent: store unavailable");
+                    }
                 }
             }));
         }
@@ -298,7 +325,10 @@ impl Handler<FromAgent> for Scheduler {
                 progress.task,
                 self.core.task_progress(progress.task, progress.progress),
             ),
-            TaskEvent::Finished(finished) => (finished.task, self.core.task_finished(finished)),
+            TaskEvent::Finished(finished) => (
+                finished.task,
+                self.core.task_finished(msg.agent_id, finished),
+            ),
         };
         if verdict == Verdict::Stale {
             debug!(
@@ -308,7 +338,8 @@ impl Handler<FromAgent> for Scheduler {
                 "ignoring a message about an attempt that is no longer current"
             );
             // An agent still working on an attempt that was taken from it is told to
-            // stop, so the work is not done twice.
+            // stop, so the work is not done twice. (A stale result is acknowledged by
+            // the core, so the agent stops replaying it.)
             if !matches!(msg.event, TaskEvent::Finished(_))
                 && let Some(link) = self.links.get(&msg.agent_id)
             {

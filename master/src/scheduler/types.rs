@@ -25,7 +25,8 @@ pub struct JobSpec {
 /// Something the actor must do on the core's behalf.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Send a message to an agent.
+    /// Send a message to an agent (assignments and acknowledgements of results only once
+    /// the rows recorded before them are committed).
     Send {
         /// The agent.
         agent: Uuid,

@@ -15,7 +15,13 @@ use tokio_util::codec::FramedWrite;
 use tracing::{debug, warn};
 
 /// Messages a session may queue for its peer before the peer counts as too slow.
-pub const OUTBOX_CAPACITY: usize = 1_024;
+///
+/// An agent's outbox must hold what the scheduler sends it at once when a group commit
+/// lands: an assignment per free slot and a `ResultStored` per result it reported (one
+/// per slot-attempt), and after a registration also a cancel and an acknowledgement per
+/// listed attempt that is no longer current. That is about three messages per slot, and
+/// an agent has at most `registry::MAX_SLOTS` (512) slots.
+pub const OUTBOX_CAPACITY: usize = 2_048;
 
 /// Starts the writer task; returns the queue feeding it. The task ends, closing the write
 /// half, when every sender is dropped or a write fails.

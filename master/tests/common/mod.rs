@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,12 @@ pub async fn wait_for<F: FnMut() -> bool>(what: &str, mut condition: F) {
 pub struct TestAgent {
     pub id: Uuid,
     framed: Framed<TcpStream, FrameCodec<AgentMessage, MasterMessage>>,
+    /// Messages read while waiting for an acknowledgement; [`TestAgent::recv`] hands them
+    /// out first.
+    held: VecDeque<MasterMessage>,
+    /// `ResultStored` acknowledgements read while waiting for an assignment or another
+    /// acknowledgement.
+    acks: Vec<TaskRef>,
 }
 
 impl TestAgent {
@@ -58,6 +65,8 @@ impl TestAgent {
         Self {
             id,
             framed: Framed::new(stream, FrameCodec::new(64 * 1024)),
+            held: VecDeque::new(),
+            acks: Vec::new(),
         }
     }
 
@@ -92,8 +101,17 @@ impl TestAgent {
         self.framed.send(message).await.expect("send to master");
     }
 
-    /// The next message, or `None` when the master closed the connection.
+    /// The next message (held ones first), or `None` when the master closed the
+    /// connection.
     pub async fn recv(&mut self) -> Option<MasterMessage> {
+        match self.held.pop_front() {
+            Some(message) => Some(message),
+            None => self.read().await,
+        }
+    }
+
+    /// The next message from the socket, or `None` when the master closed the connection.
+    async fn read(&mut self) -> Option<MasterMessage> {
         match tokio::time::timeout(DEADLINE, self.framed.next()).await {
             Ok(Some(Ok(message))) => Some(message),
             Ok(Some(Err(_))) | Ok(None) => None,
@@ -101,11 +119,14 @@ impl TestAgent {
         }
     }
 
-    /// The next message, which must be an assignment.
+    /// The next message that is not an acknowledgement, which must be an assignment.
     pub async fn assignment(&mut self) -> Assignment {
-        match self.recv().await {
-            Some(MasterMessage::Assign(assignment)) => assignment,
-            other => panic!("expected an assignment, got {other:?}"),
+        loop {
+            match self.recv().await {
+                Some(MasterMessage::Assign(assignment)) => return assignment,
+                Some(MasterMessage::ResultStored(task)) => self.acks.push(task),
+                other => panic!("expected an assignment, got {other:?}"),
+            }
         }
     }
 
@@ -117,20 +138,49 @@ impl TestAgent {
                 start.elapsed() < DEADLINE,
                 "timed out waiting for an assignment"
             );
-            let next = tokio::time::timeout(Duration::from_millis(100), self.framed.next()).await;
+            let next = match self.held.pop_front() {
+                Some(message) => Some(message),
+                None => {
+                    match tokio::time::timeout(Duration::from_millis(100), self.framed.next()).await
+                    {
+                        Ok(Some(Ok(message))) => Some(message),
+                        Ok(other) => panic!("expected an assignment, got {other:?}"),
+                        Err(_) => None,
+                    }
+                }
+            };
             match next {
-                Ok(Some(Ok(MasterMessage::Assign(assignment)))) => return assignment,
-                Ok(other) => panic!("expected an assignment, got {other:?}"),
-                Err(_) => self.heartbeat(Vec::new()).await,
+                Some(MasterMessage::Assign(assignment)) => return assignment,
+                Some(MasterMessage::ResultStored(task)) => self.acks.push(task),
+                Some(other) => panic!("expected an assignment, got {other:?}"),
+                None => self.heartbeat(Vec::new()).await,
+            }
+        }
+    }
+
+    /// Waits for the master's `ResultStored` for `task`. Other messages read meanwhile
+    /// are held for [`TestAgent::recv`].
+    pub async fn result_stored(&mut self, task: TaskRef) {
+        if let Some(index) = self.acks.iter().position(|t| *t == task) {
+            self.acks.remove(index);
+            return;
+        }
+        loop {
+            match self.read().await {
+                Some(MasterMessage::ResultStored(stored)) if stored == task => return,
+                Some(MasterMessage::ResultStored(other)) => self.acks.push(other),
+                Some(other) => self.held.push_back(other),
+                None => panic!("the master closed the connection before storing {task:?}"),
             }
         }
     }
 
     /// Whether a message arrives within `wait` (used to show that nothing was sent).
     pub async fn nothing_within(&mut self, wait: Duration) -> bool {
-        tokio::time::timeout(wait, self.framed.next())
-            .await
-            .is_err()
+        self.held.is_empty()
+            && tokio::time::timeout(wait, self.framed.next())
+                .await
+                .is_err()
     }
 
     pub async fn heartbeat(&mut self, running: Vec<TaskRef>) {

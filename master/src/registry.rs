@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::Utc;
 use dashmap::DashMap;
-use furrow_protocol::{AgentState, AgentView, GpuInfo, Heartbeat, Registered, Registration};
+use furrow_protocol::{
+    AgentState, AgentView, GpuInfo, Heartbeat, Registered, Registration, TaskRef,
+};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -77,6 +79,22 @@ pub struct HeartbeatFrom {
     pub session_id: u64,
     /// The heartbeat.
     pub heartbeat: Heartbeat,
+}
+
+/// A task attempt started (`running`) or ended on an agent, as its session saw it: keeps
+/// the agent's list of running tasks current between heartbeats, which replace the list
+/// with the agent's own.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TaskOnAgent {
+    /// The agent.
+    pub agent_id: Uuid,
+    /// The session.
+    pub session_id: u64,
+    /// The attempt.
+    pub task: TaskRef,
+    /// Whether it started (else it ended).
+    pub running: bool,
 }
 
 /// A session of a registered agent ended.
@@ -328,6 +346,31 @@ impl Handler<HeartbeatFrom> for Registry {
             0.0
         };
         agent.view.running = msg.heartbeat.running;
+        drop(agent);
+        self.changes.bump();
+    }
+}
+
+impl Handler<TaskOnAgent> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: TaskOnAgent, _ctx: &mut Context<Self>) {
+        let Some(mut agent) = self.table.get_mut(&msg.agent_id) else {
+            return;
+        };
+        if agent.session_id != Some(msg.session_id) {
+            return;
+        }
+        // An agent runs at most its slots; a peer claiming more cannot grow the list.
+        let bound = (agent.view.slots as usize).max(1);
+        let running = &mut agent.view.running;
+        if msg.running {
+            if running.len() < bound && !running.contains(&msg.task) {
+                running.push(msg.task);
+            }
+        } else {
+            running.retain(|task| *task != msg.task);
+        }
         drop(agent);
         self.changes.bump();
     }

@@ -397,3 +397,55 @@ async fn a_second_connection_of_the_same_agent_replaces_the_first() {
     assert_eq!(agents["items"][0]["state"], "online");
     master.shutdown().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_running_tasks_follow_its_task_messages_between_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = start_master(dir.path(), Duration::from_secs(30));
+    let addrs = master.addrs();
+    let (listen, http) = (addrs.listen.to_string(), addrs.http.to_string());
+    let client = Client::connect(&listen).await.unwrap();
+    client.submit_job(job("busy", "1")).await.unwrap();
+
+    // This agent never heartbeats: only its task messages can change what it runs.
+    let agent_id = Uuid::new_v4();
+    let mut agent = TestAgent::register(&listen, agent_id, 1, Vec::new()).await;
+    let assigned = agent.assignment().await;
+    let running = |http: &str| {
+        let (_, agents) = get_json(http, "/api/v1/agents/");
+        agents["items"][0]["running"].clone()
+    };
+    agent
+        .send(AgentMessage::TaskStarted(TaskStarted {
+            task: assigned.task,
+            pid: 1,
+            at: chrono::Utc::now(),
+        }))
+        .await;
+    let expected = serde_json::json!([{"task_id": assigned.task.task_id, "attempt": 1}]);
+    wait_for("the started task listed", || running(&http) == expected).await;
+    agent.finish(assigned.task, 0).await;
+    wait_for("the finished task unlisted", || {
+        running(&http) == serde_json::json!([])
+    })
+    .await;
+
+    // A peer claiming more tasks than its slots cannot grow the list.
+    for task_id in 1000..1010 {
+        agent
+            .send(AgentMessage::TaskStarted(TaskStarted {
+                task: TaskRef {
+                    task_id,
+                    attempt: 1,
+                },
+                pid: 1,
+                at: chrono::Utc::now(),
+            }))
+            .await;
+    }
+    wait_for("one bogus task listed", || {
+        running(&http).as_array().is_some_and(|r| r.len() == 1)
+    })
+    .await;
+    assert_eq!(running(&http).as_array().unwrap().len(), 1);
+}

@@ -3,13 +3,13 @@
 use std::net::SocketAddr;
 
 use actix::prelude::*;
-use furrow_protocol::{AgentMessage, MasterMessage, ProtocolError};
+use furrow_protocol::{AgentMessage, MasterMessage, ProtocolError, TaskRef};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::logs::{AppendLogs, LogCollector};
-use crate::registry::{CloseSession, Disconnected, HeartbeatFrom, Register, Registry};
+use crate::registry::{CloseSession, Disconnected, HeartbeatFrom, Register, Registry, TaskOnAgent};
 use crate::scheduler::{FromAgent, Scheduler, TaskEvent, ToAgent};
 
 /// One connected agent. Created by the listener after the handshake; stops when the
@@ -82,6 +82,19 @@ impl AgentSession {
         ));
     }
 
+    /// Tells the registry a task started or ended here, so that listings of the agent's
+    /// running tasks do not wait for the next heartbeat.
+    fn track(&self, task: TaskRef, running: bool) {
+        if let Some(agent_id) = self.agent_id {
+            self.registry.do_send(TaskOnAgent {
+                agent_id,
+                session_id: self.id,
+                task,
+                running,
+            });
+        }
+    }
+
     fn task_event(&mut self, event: TaskEvent, ctx: &mut Context<Self>) {
         match self.agent_id {
             Some(agent_id) => self.scheduler.do_send(FromAgent { agent_id, event }),
@@ -131,11 +144,15 @@ impl StreamHandler<Result<AgentMessage, ProtocolError>> for AgentSession {
                 }),
                 None => self.close("heartbeat before registration", ctx),
             },
-            AgentMessage::TaskStarted(started) => self.task_event(TaskEvent::Started(started), ctx),
+            AgentMessage::TaskStarted(started) => {
+                self.track(started.task, true);
+                self.task_event(TaskEvent::Started(started), ctx)
+            }
             AgentMessage::TaskProgress(progress) => {
                 self.task_event(TaskEvent::Progress(progress), ctx)
             }
             AgentMessage::TaskFinished(finished) => {
+                self.track(finished.task, false);
                 self.task_event(TaskEvent::Finished(finished), ctx)
             }
             AgentMessage::Logs(batch) => {

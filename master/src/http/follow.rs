@@ -52,41 +52,39 @@ fn log_event(text: &str) -> Bytes {
 }
 
 impl Follow {
-    /// Reads the file from the current offset to its end.
-    async fn read_rest(&mut self) {
-        loop {
-            let read = self
-                .service
-                .read_log(
-                    self.job_id,
-                    self.task.task_id,
-                    Some(self.task.attempt),
-                    self.offset,
-                    READ_CHUNK,
-                )
-                .await;
-            let chunk = match read {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    let data = serde_json::json!({ "error": e.message }).to_string();
-                    self.pending
-                        .push_back(Bytes::from(format!("event: error\ndata: {data}\n\n")));
-                    self.finished = true;
-                    return;
-                }
-            };
-            if !chunk.text.is_empty() {
-                self.pending.push_back(log_event(&chunk.text));
+    /// Reads one piece of the file from the current offset and queues it. Returns whether
+    /// the reader has caught up with the end of the file (or failed); one piece at a time,
+    /// so a long log streams out without being held in memory.
+    async fn read_piece(&mut self) -> bool {
+        let read = self
+            .service
+            .read_log(
+                self.job_id,
+                self.task.task_id,
+                Some(self.task.attempt),
+                self.offset,
+                READ_CHUNK,
+            )
+            .await;
+        let chunk = match read {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let data = serde_json::json!({ "error": e.message }).to_string();
+                self.pending
+                    .push_back(Bytes::from(format!("event: error\ndata: {data}\n\n")));
+                self.finished = true;
+                return true;
             }
-            let moved = chunk.next_offset > self.offset;
-            self.offset = chunk.next_offset;
-            if chunk.complete && !moved {
-                self.end_after_catch_up = true;
-            }
-            if !moved {
-                return;
-            }
+        };
+        if !chunk.text.is_empty() {
+            self.pending.push_back(log_event(&chunk.text));
         }
+        let moved = chunk.next_offset > self.offset;
+        self.offset = chunk.next_offset;
+        if chunk.complete && !moved {
+            self.end_after_catch_up = true;
+        }
+        !moved
     }
 
     fn end(&mut self) {
@@ -105,10 +103,12 @@ impl Follow {
                 return None;
             }
             if self.catch_up {
-                self.catch_up = false;
-                self.read_rest().await;
-                if self.end_after_catch_up && !self.finished {
-                    self.end();
+                let caught_up = self.read_piece().await;
+                if caught_up {
+                    self.catch_up = false;
+                    if self.end_after_catch_up && !self.finished {
+                        self.end();
+                    }
                 }
                 continue;
             }

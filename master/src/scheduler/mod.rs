@@ -208,6 +208,16 @@ impl Scheduler {
                 match result {
                     Ok(Ok(())) => {
                         for (agent, message) in after_commit {
+                            // The agent may have re-registered during the commit without
+                            // listing this attempt, which requeued it: an assignment that
+                            // is no longer current must not reach the new session.
+                            if let MasterMessage::Assign(assign) = &message
+                                && act.core.running_on(assign.task.task_id)
+                                    != Some((agent, assign.task.attempt))
+                            {
+                                debug!(task = assign.task.task_id, attempt = assign.task.attempt, "assignment superseded before its commit; not sent");
+                                continue;
+                            }
                             act.send(agent, message);
                         }
                     }

@@ -49,6 +49,11 @@ fn bad_submissions_are_refused_with_the_field_named() {
         (job(json!({"frames": "1-1000001"})).to_string(), "frames"),
         (job(json!({"batch": 0})).to_string(), "batch"),
         (job(json!({"title": ""})).to_string(), "title"),
+        (job(json!({"title": "a\u{0}b"})).to_string(), "title"),
+        (
+            job(json!({"params": {"command": ["echo", "a\u{0}b"]}})).to_string(),
+            "params",
+        ),
         (job(json!({"priority": "high"})).to_string(), "priority"),
     ];
     for (body, field) in cases {

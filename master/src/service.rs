@@ -92,6 +92,17 @@ pub fn validate(submission: JobSubmission) -> Result<NewJob, ApiError> {
             JOB_TYPES.join(", ")
         )));
     }
+    // NUL cannot be stored in a PostgreSQL text column, nor passed in an argv.
+    if title.contains('\0') {
+        return Err(ApiError::bad_request(
+            "title: must not contain NUL characters",
+        ));
+    }
+    if submission.params.0.to_string().contains("\\u0000") {
+        return Err(ApiError::bad_request(
+            "params: must not contain NUL characters",
+        ));
+    }
     let params = submission.params.0;
     let command_ok = params
         .get("command")

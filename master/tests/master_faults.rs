@@ -183,3 +183,25 @@ async fn oversized_slot_counts_are_refused_and_busy_resources_fail_startup() {
     }
     master.shutdown().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_never_registers_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = start_master(dir.path(), Duration::from_secs(30));
+    let listen = master.addrs().listen.to_string();
+    let mut silent = TcpStream::connect(&listen).await.unwrap();
+    handshake::connect(&mut silent, &Hello::new(Role::Agent, Uuid::new_v4()))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    expect_closed(&mut silent).await;
+    assert!(
+        started.elapsed() >= handshake::HANDSHAKE_TIMEOUT - Duration::from_secs(1),
+        "closed for not registering, not for something else"
+    );
+    // Agents that do register are unaffected.
+    let client = Client::connect(&listen).await.unwrap();
+    client.submit_job(job("after", "1")).await.unwrap();
+    let mut agent = TestAgent::register(&listen, Uuid::new_v4(), 1, Vec::new()).await;
+    agent.assignment().await;
+}

@@ -12,6 +12,29 @@ use crate::logs::{AppendLogs, LogCollector};
 use crate::registry::{CloseSession, Disconnected, HeartbeatFrom, Register, Registry, TaskOnAgent};
 use crate::scheduler::{FromAgent, Scheduler, TaskEvent, ToAgent};
 
+/// Most attempts an agent may list as running or awaiting acknowledgement: every slot
+/// of the largest agent, running one attempt and holding a few unacknowledged results.
+const MAX_LISTED: usize = 4 * crate::registry::MAX_SLOTS as usize + 64;
+/// Longest name, hostname, tag... kept from an agent, in bytes.
+const MAX_NAME: usize = 256;
+/// Longest error text of a task result kept, in bytes.
+const MAX_ERROR: usize = 4096;
+
+/// Makes text from an agent fit for the database: no NUL (PostgreSQL text columns refuse
+/// it) and at most `max` bytes, cut at a character boundary.
+fn clean(text: &mut String, max: usize) {
+    if text.contains('\0') {
+        *text = text.replace('\0', "");
+    }
+    if text.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(cut);
+    }
+}
+
 /// One connected agent. Created by the listener after the handshake; stops when the
 /// connection ends, a frame is bad, or the peer cannot keep up.
 pub struct AgentSession {
@@ -61,7 +84,35 @@ impl AgentSession {
         ctx.stop();
     }
 
-    fn register(&mut self, registration: furrow_protocol::Registration, ctx: &mut Context<Self>) {
+    fn register(
+        &mut self,
+        mut registration: furrow_protocol::Registration,
+        ctx: &mut Context<Self>,
+    ) {
+        if registration.running.len() > MAX_LISTED {
+            self.close(
+                &format!(
+                    "registration lists {} attempts, more than the {MAX_LISTED} any agent can hold",
+                    registration.running.len()
+                ),
+                ctx,
+            );
+            return;
+        }
+        for text in [
+            &mut registration.name,
+            &mut registration.hostname,
+            &mut registration.os,
+            &mut registration.version,
+        ] {
+            clean(text, MAX_NAME);
+        }
+        for tag in &mut registration.tags {
+            clean(tag, MAX_NAME);
+        }
+        for gpu in &mut registration.gpus {
+            clean(&mut gpu.name, MAX_NAME);
+        }
         let request = Register {
             registration,
             session_id: self.id,
@@ -110,6 +161,13 @@ impl Actor for AgentSession {
         // Only the scheduler and registry write to a session, a handful of messages per
         // task; the outbox bound handles a slow peer.
         ctx.set_mailbox_capacity(1_024);
+        // A connection that handshakes as an agent but never registers would hold a
+        // socket forever; it gets as long as a handshake does.
+        ctx.run_later(furrow_protocol::handshake::HANDSHAKE_TIMEOUT, |act, ctx| {
+            if act.agent_id.is_none() {
+                act.close("no registration within the handshake timeout", ctx);
+            }
+        });
         debug!(peer = %self.peer, session = self.id, "agent session started");
     }
 
@@ -136,14 +194,17 @@ impl StreamHandler<Result<AgentMessage, ProtocolError>> for AgentSession {
         };
         match message {
             AgentMessage::Register(registration) => self.register(registration, ctx),
-            AgentMessage::Heartbeat(heartbeat) => match self.agent_id {
-                Some(agent_id) => self.registry.do_send(HeartbeatFrom {
-                    agent_id,
-                    session_id: self.id,
-                    heartbeat,
-                }),
-                None => self.close("heartbeat before registration", ctx),
-            },
+            AgentMessage::Heartbeat(mut heartbeat) => {
+                heartbeat.running.truncate(MAX_LISTED);
+                match self.agent_id {
+                    Some(agent_id) => self.registry.do_send(HeartbeatFrom {
+                        agent_id,
+                        session_id: self.id,
+                        heartbeat,
+                    }),
+                    None => self.close("heartbeat before registration", ctx),
+                }
+            }
             AgentMessage::TaskStarted(started) => {
                 self.track(started.task, true);
                 self.task_event(TaskEvent::Started(started), ctx)
@@ -151,7 +212,10 @@ impl StreamHandler<Result<AgentMessage, ProtocolError>> for AgentSession {
             AgentMessage::TaskProgress(progress) => {
                 self.task_event(TaskEvent::Progress(progress), ctx)
             }
-            AgentMessage::TaskFinished(finished) => {
+            AgentMessage::TaskFinished(mut finished) => {
+                if let Some(error) = &mut finished.error {
+                    clean(error, MAX_ERROR);
+                }
                 self.track(finished.task, false);
                 self.task_event(TaskEvent::Finished(finished), ctx)
             }
@@ -195,5 +259,23 @@ impl Handler<CloseSession> for AgentSession {
         // The registry already moved on; this session must not report a disconnect.
         self.agent_id = None;
         self.close(&msg.reason, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean;
+
+    #[test]
+    fn clean_drops_nul_and_cuts_at_a_character_boundary() {
+        let mut text = "a\0b\0c".to_string();
+        clean(&mut text, 100);
+        assert_eq!(text, "abc");
+        let mut text = "ééé".to_string(); // two bytes per character
+        clean(&mut text, 3);
+        assert_eq!(text, "é");
+        let mut text = "short".to_string();
+        clean(&mut text, 5);
+        assert_eq!(text, "short");
     }
 }

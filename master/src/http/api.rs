@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use furrow_protocol::{ApiError, JobSubmission};
+use furrow_protocol::{ApiError, JobId, JobSubmission, TaskId};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -115,6 +115,18 @@ pub fn query_number<T: std::str::FromStr>(
     }
 }
 
+/// The job id, task id and `?attempt=` of a task's log endpoints.
+pub fn log_target(
+    path: web::Path<(String, String)>,
+    query: &Query,
+) -> Result<(JobId, TaskId, Option<u32>), HttpError> {
+    let (job, task) = path.into_inner();
+    let job_id = parse_id("job id", &job)?;
+    let task_id = parse_id("task id", &task)?;
+    let attempt = query_number(query, "attempt")?;
+    Ok((job_id, task_id, attempt))
+}
+
 fn page(query: &Query, default_limit: u64) -> Result<(u64, u64), HttpError> {
     let limit = query_number(query, "limit")?.unwrap_or(default_limit);
     let offset = query_number(query, "offset")?.unwrap_or(0);
@@ -199,10 +211,7 @@ async fn task_log(
     path: web::Path<(String, String)>,
     query: Query,
 ) -> Result<HttpResponse, HttpError> {
-    let (job, task) = path.into_inner();
-    let job_id = parse_id("job id", &job)?;
-    let task_id = parse_id("task id", &task)?;
-    let attempt: Option<u32> = query_number(&query, "attempt")?;
+    let (job_id, task_id, attempt) = log_target(path, &query)?;
     let offset: u64 = query_number(&query, "offset")?.unwrap_or(0);
     let chunk = service
         .read_log(job_id, task_id, attempt, offset, REST_LOG_LIMIT)

@@ -17,7 +17,7 @@ use furrow_protocol::{JobId, TaskRef};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::HttpError;
-use super::api::{Query, parse_id, query_number};
+use super::api::{Query, log_target};
 use crate::logs::LiveChunk;
 use crate::service::Service;
 
@@ -142,10 +142,7 @@ pub async fn follow_log(
     path: web::Path<(String, String)>,
     query: Query,
 ) -> Result<HttpResponse, HttpError> {
-    let (job, task) = path.into_inner();
-    let job_id = parse_id("job id", &job)?;
-    let task_id = parse_id("task id", &task)?;
-    let attempt: Option<u32> = query_number(&query, "attempt")?;
+    let (job_id, task_id, attempt) = log_target(path, &query)?;
     let service = service.get_ref().clone();
     let live = service.subscribe_logs();
     // Answers 404 for an unknown task or attempt before the stream starts.

@@ -1,7 +1,7 @@
 //! The outbox of task messages on their way to the master.
 //!
-//! Every task message (started, progress, logs, finished) goes through the spool in the
-//! order it was produced. Started, progress and log messages leave it once they were
+//! Every task message (started, progress, logs, finished, returned) goes through the spool
+//! in the order it was produced. Started, progress and log messages leave it once they were
 //! written to the master's connection and flushed. A finished result stays longer: once
 //! written, it waits here until the master answers `ResultStored` for its attempt, which
 //! the master sends only after it durably stored the result (or found it no longer needs
@@ -184,6 +184,19 @@ impl Spool {
                 if persist {
                     self.persist_results();
                 }
+            }
+            AgentMessage::TaskReturned(ref returned) => {
+                // The attempt's last message: its count of dropped lines goes before it.
+                // It is not a result: it leaves with the flight that writes it and is
+                // never put on disk.
+                let task = returned.task;
+                self.push_drop_note(task);
+                self.dropped.remove(&task);
+                self.entries.push_back(Entry {
+                    message,
+                    budget_bytes: 0,
+                    file: None,
+                });
             }
             other => self.entries.push_back(Entry {
                 message: other,

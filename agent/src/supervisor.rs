@@ -2,7 +2,8 @@
 //!
 //! The supervisor owns the slots: it starts one `TaskRunner` per accepted assignment,
 //! refuses assignments beyond its slots, routes cancels, and at shutdown stops every
-//! runner and answers once all of them have reported. A runner wraps
+//! runner (each gives its attempt back to the master) and answers once all of them have
+//! reported. A runner wraps
 //! [`run_task`] and, when it returns, first frees its slot and
 //! then reports the result. That order matters: the master assigns new work as soon as it
 //! reads the result, and the freed slot must already be visible when that assignment
@@ -39,7 +40,7 @@ pub(crate) enum AssignOutcome {
     Started,
     /// The attempt is already running here; nothing was done.
     Duplicate,
-    /// Not run; the reason is the task's error.
+    /// Not run; the attempt is given back to the master with this reason.
     Refused(String),
 }
 
@@ -251,14 +252,15 @@ impl Actor for TaskRunner {
         let run = async move { run_task(&env, assignment, &reporter, stop_rx).await };
         ctx.spawn(
             run.into_actor(self)
-                .then(|finished, runner, _ctx| {
+                .then(|end, runner, _ctx| {
                     // `do_send` skips the mailbox bound, but each runner sends each of
                     // its two notes once: at most two per slot are ever queued.
                     runner.supervisor.do_send(RunnerExited(runner.task));
                     runner.reported = true;
-                    let report = runner
-                        .reporter
-                        .send(TaskReport(AgentMessage::TaskFinished(finished)));
+                    // A task stopped for the shutdown is given back (`TaskReturned`), so
+                    // the master requeues it without counting a failure; a cancel or a
+                    // time limit ends it with its `TaskFinished`.
+                    let report = runner.reporter.send(TaskReport(end.into_message()));
                     async move {
                         let _ = report.await;
                     }

@@ -116,7 +116,7 @@ impl Drop for AgentProcess {
 }
 
 #[actix_rt::test]
-async fn sigterm_cancels_tasks_delivers_their_results_and_exits_zero() {
+async fn sigterm_gives_running_tasks_back_and_exits_zero() {
     let master = TestMaster::bind().await;
     let state = tempfile::tempdir().unwrap();
     let mut agent = AgentProcess::spawn(&master.addr, state.path());
@@ -128,12 +128,9 @@ async fn sigterm_cancels_tasks_delivers_their_results_and_exits_zero() {
     wait_for("both sleeps", || group_members(pgid).len() >= 2).await;
 
     agent.signal(Signal::SIGTERM);
-    let (finished, _) = conn.until_finished(task.task).await;
-    assert_eq!(
-        finished.error.as_deref(),
-        Some("cancelled: the agent is shutting down")
-    );
-    conn.store_result(task.task).await;
+    // Given back to the master (not finished): it is requeued without a failure.
+    let (returned, _) = conn.until_returned(task.task).await;
+    assert_eq!(returned.reason, "cancelled: the agent is shutting down");
     conn.closed().await;
     assert_eq!(agent.exited().await.code(), Some(0));
     assert!(group_members(pgid).is_empty());
@@ -141,8 +138,14 @@ async fn sigterm_cancels_tasks_delivers_their_results_and_exits_zero() {
     assert_eq!(
         count_files(&state.path().join("spool")),
         0,
-        "the stored result is not kept"
+        "a returned attempt is not kept"
     );
+
+    // The next agent process does not list it.
+    let _again = AgentProcess::spawn(&master.addr, state.path());
+    let mut conn = master.accept().await;
+    let registration = conn.register(60_000).await;
+    assert!(registration.running.is_empty(), "{registration:?}");
 }
 
 /// The bit of `signal` in a /proc signal mask.
@@ -301,12 +304,9 @@ tags = blender, gpu
     assert!(group_members(pgid).contains(&pgid));
 
     agent.signal(Signal::SIGTERM);
-    let (finished, _) = conn.until_finished(task.task).await;
-    assert_eq!(
-        finished.error.as_deref(),
-        Some("cancelled: the agent is shutting down")
-    );
-    conn.store_result(task.task).await;
+    // Given back to the master (not finished): it is requeued without a failure.
+    let (returned, _) = conn.until_returned(task.task).await;
+    assert_eq!(returned.reason, "cancelled: the agent is shutting down");
     conn.closed().await;
     assert_eq!(agent.exited().await.code(), Some(0));
 }

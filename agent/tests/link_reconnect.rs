@@ -92,31 +92,38 @@ async fn garbage_from_the_master_drops_the_connection_and_the_agent_comes_back()
 async fn results_undelivered_at_shutdown_are_delivered_by_the_next_agent_process() {
     let master = TestMaster::bind().await;
     let state = tempfile::tempdir().unwrap();
-    let config = AgentConfig::new(master.addr.clone(), state.path());
+    let mut config = AgentConfig::new(master.addr.clone(), state.path());
+    config.slots = Some(2);
     let agent = Agent::start(config.clone()).await.unwrap();
     let mut conn = master.accept().await;
     conn.register(60_000).await;
-    let task = shell_task(43, "sleep 1000");
-    conn.send(MasterMessage::Assign(task.clone())).await;
-    conn.until_started(task.task).await;
+    let done = shell_task(43, "exit 3");
+    let given_back = shell_task(44, "sleep 1000");
+    conn.send(MasterMessage::Assign(done.clone())).await;
+    conn.send(MasterMessage::Assign(given_back.clone())).await;
+    conn.until_started(given_back.task).await;
 
-    // The master goes away for good; the agent is stopped while it is unreachable.
+    // The master goes away for good; one task ends while it is unreachable, then the
+    // agent is stopped, giving the other back.
     drop(conn);
     let _unanswered = master.accept_tcp().await;
+    wait_for("the result on disk", || {
+        count_files(&state.path().join("spool")) == 1
+    })
+    .await;
     agent.shutdown().await;
     assert_eq!(count_files(&state.path().join("spool")), 1);
 
+    // The result is replayed; the attempt given back is not kept (the master requeues
+    // it since it is not listed).
     let again = Agent::start(config).await.unwrap();
     let mut conn = master.accept().await;
     let registration = conn.register(60_000).await;
-    assert_eq!(registration.running, [task.task]);
-    let (finished, _) = conn.until_finished(task.task).await;
-    assert_eq!(
-        finished.error.as_deref(),
-        Some("cancelled: the agent is shutting down")
-    );
+    assert_eq!(registration.running, [done.task]);
+    let (finished, _) = conn.until_finished(done.task).await;
+    assert_eq!(finished.exit_code, Some(3));
     assert_eq!(count_files(&state.path().join("spool")), 1);
-    conn.store_result(task.task).await;
+    conn.store_result(done.task).await;
     wait_for("the stored result to leave the disk", || {
         count_files(&state.path().join("spool")) == 0
     })

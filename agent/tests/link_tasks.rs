@@ -104,14 +104,15 @@ async fn assignments_beyond_the_slots_are_refused_at_once() {
     let extra = shell_task(22, "echo never");
     conn.send(MasterMessage::Assign(long.clone())).await;
     conn.send(MasterMessage::Assign(extra.clone())).await;
-    let (refused, _) = conn.until_finished(extra.task).await;
-    assert_eq!(refused.exit_code, None);
-    let error = refused.error.unwrap();
+    // The refused attempt is given back, not failed; its log says why.
+    let (refused, seen) = conn.until_returned(extra.task).await;
+    let reason = refused.reason;
     assert!(
-        error.contains("no free slot") && error.contains("1 slots busy"),
-        "{error}"
+        reason.contains("no free slot") && reason.contains("1 slots busy"),
+        "{reason}"
     );
-    conn.store_result(extra.task).await;
+    assert_eq!(lines_of(&seen, extra.task, LogStream::Agent), [reason]);
+    // It needs no acknowledgement.
 
     // The running task is untouched; once it ends, its slot takes new work.
     conn.send(MasterMessage::Cancel(long.task)).await;
@@ -127,22 +128,29 @@ async fn assignments_beyond_the_slots_are_refused_at_once() {
 }
 
 #[actix_rt::test]
-async fn shutdown_cancels_running_tasks_and_waits_for_their_results_to_be_stored() {
-    let (_master, state, agent, mut conn) = start(None).await;
+async fn shutdown_gives_running_tasks_back_and_the_next_registration_does_not_list_them() {
+    let master = TestMaster::bind().await;
+    let state = tempfile::tempdir().unwrap();
+    let config = AgentConfig::new(master.addr.clone(), state.path());
+    let agent = Agent::start(config.clone()).await.unwrap();
+    let mut conn = master.accept().await;
+    conn.register(60_000).await;
     let task = shell_task(31, "sleep 1000 & sleep 1000");
     conn.send(MasterMessage::Assign(task.clone())).await;
     let pgid = conn.until_started(task.task).await;
     wait_for("both sleeps", || group_members(pgid).len() >= 2).await;
 
     let shutdown = actix_rt::spawn(agent.shutdown());
-    let (finished, _) = conn.until_finished(task.task).await;
-    assert_eq!(
-        finished.error.as_deref(),
-        Some("cancelled: the agent is shutting down")
+    // Given back, not finished: the master requeues it without counting a failure. The
+    // task's log says why it stopped.
+    let (returned, seen) = conn.until_returned(task.task).await;
+    assert_eq!(returned.reason, "cancelled: the agent is shutting down");
+    assert!(
+        lines_of(&seen, task.task, LogStream::Agent)
+            .contains(&"cancelled: the agent is shutting down".to_string()),
+        "{seen:?}"
     );
-    // The agent waits for the result to be stored (up to its drain time) before it
-    // closes the connection; a result still unacknowledged would stay on disk.
-    conn.store_result(task.task).await;
+    // Nothing waits for an acknowledgement: the agent closes the connection.
     conn.closed().await;
     shutdown.await.unwrap();
     assert!(group_members(pgid).is_empty());
@@ -150,8 +158,14 @@ async fn shutdown_cancels_running_tasks_and_waits_for_their_results_to_be_stored
     assert_eq!(
         support::count_files(&state.path().join("spool")),
         0,
-        "the result was stored, so it is not kept"
+        "a returned attempt is not kept"
     );
+
+    let again = Agent::start(config).await.unwrap();
+    let mut conn = master.accept().await;
+    let registration = conn.register(60_000).await;
+    assert!(registration.running.is_empty(), "{registration:?}");
+    again.shutdown().await;
 }
 
 #[actix_rt::test]

@@ -5,7 +5,9 @@ mod common;
 use std::time::Duration;
 
 use common::{DEADLINE, TestAgent, get, get_json, job, start_master, wait_for};
-use furrow_protocol::{AgentMessage, Client, MasterMessage, TaskRef, TaskStarted, WorkState};
+use furrow_protocol::{
+    AgentMessage, Client, MasterMessage, TaskRef, TaskReturned, TaskStarted, WorkState,
+};
 use uuid::Uuid;
 
 fn job_state(http: &str, job_id: i64) -> String {
@@ -448,4 +450,64 @@ async fn an_agents_running_tasks_follow_its_task_messages_between_heartbeats() {
     })
     .await;
     assert_eq!(running(&http).as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returned_task_is_queued_again_without_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = start_master(dir.path(), Duration::from_secs(30));
+    let listen = master.addrs().listen.to_string();
+    let client = Client::connect(&listen).await.unwrap();
+    // No retries: one failure would fail the job.
+    let submitted = client.submit_job(job("drain", "1")).await.unwrap();
+
+    let agent_id = Uuid::new_v4();
+    let mut agent = TestAgent::register(&listen, agent_id, 1, Vec::new()).await;
+    let first = agent.assignment().await;
+    assert_eq!(first.task.attempt, 1);
+    agent
+        .send(AgentMessage::TaskStarted(TaskStarted {
+            task: first.task,
+            pid: 4242,
+            at: chrono::Utc::now(),
+        }))
+        .await;
+    // The agent gives the attempt back (say, a stop of the agent): the task is queued
+    // again and, its slot free, comes back as the next attempt, with no failure counted.
+    agent
+        .send(AgentMessage::TaskReturned(TaskReturned {
+            task: first.task,
+            reason: "cancelled: the agent is shutting down".into(),
+        }))
+        .await;
+    let again = agent.assignment().await;
+    assert_eq!(again.task.task_id, first.task.task_id);
+    assert_eq!(again.task.attempt, 2);
+    let job = client.get_job(submitted.id).await.unwrap();
+    assert_eq!(job.task_counts.failed, 0, "{job:?}");
+
+    // A late return of the old attempt changes nothing.
+    agent
+        .send(AgentMessage::TaskReturned(TaskReturned {
+            task: first.task,
+            reason: "late".into(),
+        }))
+        .await;
+    agent.run(again.task, &["rendered"]).await;
+    agent.result_stored(again.task).await;
+    let http = master.addrs().http.to_string();
+    wait_for("job done", || job_state(&http, submitted.id) == "done").await;
+    let job = client.get_job(submitted.id).await.unwrap();
+    assert_eq!(
+        (job.task_counts.done, job.task_counts.failed),
+        (1, 0),
+        "{job:?}"
+    );
+    let tasks = client.list_tasks(submitted.id, 10, 0).await.unwrap();
+    let task = &tasks.items[0];
+    assert_eq!(
+        (task.state, task.attempt, task.last_error.as_deref()),
+        (WorkState::Done, 2, None)
+    );
+    master.shutdown().unwrap();
 }

@@ -29,6 +29,8 @@ pub enum AgentMessage {
     TaskFinished(TaskFinished),
     /// Output lines of a task attempt.
     Logs(LogBatch),
+    /// A task attempt is given back without an outcome.
+    TaskReturned(TaskReturned),
 }
 
 /// What an agent tells the master about itself.
@@ -109,6 +111,16 @@ impl TaskFinished {
     pub fn succeeded(&self) -> bool {
         self.exit_code == Some(0) && self.error.is_none()
     }
+}
+
+/// The agent gives the attempt back without an outcome (it is shutting down, or it had no
+/// free slot): the master puts the task back in the queue without counting a failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskReturned {
+    /// The attempt.
+    pub task: TaskRef,
+    /// Why it is given back.
+    pub reason: String,
 }
 
 /// Which output stream a line came from.

@@ -95,6 +95,13 @@ fn agent_messages() {
             }),
             GOLDEN_LOGS,
         ),
+        (
+            AgentMessage::TaskReturned(TaskReturned {
+                task,
+                reason: "bye".into(),
+            }),
+            GOLDEN_RETURNED,
+        ),
     ];
     for (message, golden) in cases {
         assert_eq!(
@@ -161,6 +168,7 @@ const GOLDEN_STARTED: &str = "0254034d14323032362d30312d30325430333a30343a30355a
 const GOLDEN_PROGRESS: &str = "0354030000803e";
 const GOLDEN_FINISHED: &str = "0454030102000104626f6f6d14323032362d30312d30325430333a30343a30355a";
 const GOLDEN_LOGS: &str = "05540301fbd00701026869";
+const GOLDEN_RETURNED: &str = "06540303627965";
 const GOLDEN_ASSIGN: &str = "0154030e017407636f6d6d616e641e7b22636f6d6d616e64223a5b226563686f222c227b6672616d657d225d7d02040201fb100e";
 const GOLDEN_CANCEL: &str = "025403";
 const GOLDEN_RESULT_STORED: &str = "035403";

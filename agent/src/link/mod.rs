@@ -15,6 +15,11 @@
 //! heartbeats, and a reconnect replays the result; on a live connection it is not sent
 //! again. A `ResultStored` for an attempt not finished here is ignored.
 //!
+//! An attempt given back (`TaskReturned`: stopped by the shutdown, or an assignment
+//! refused) has no result: it leaves the list of attempts at once and its message is
+//! delivered best-effort, like logs. The master requeues the task either way: on reading
+//! it, or when this agent registers again without the attempt or is declared lost.
+//!
 //! Every connection gets an epoch number; events of an older connection (a late read, a
 //! write finishing after a reconnect) are recognised by their epoch and ignored.
 //!
@@ -32,8 +37,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::Utc;
 use furrow_protocol::{
-    AgentMessage, Heartbeat, MasterMessage, ProtocolError, Registered, Registration, TaskFinished,
-    TaskRef,
+    AgentMessage, Heartbeat, LogBatch, LogLine, LogStream, MasterMessage, ProtocolError,
+    Registered, Registration, TaskRef, TaskReturned,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::sync::oneshot;
@@ -59,8 +64,9 @@ const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 #[rtype(result = "()")]
 pub(crate) struct TaskReport(pub AgentMessage);
 
-/// Stop the link: wait up to `drain` for the master to acknowledge the results, put the
-/// rest on disk, close the connection.
+/// Stop the link: wait up to `drain` for the spooled task messages to be written and the
+/// results to be acknowledged, put the unacknowledged results on disk, close the
+/// connection.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct StopLink {
@@ -380,13 +386,23 @@ impl MasterLink {
                         Ok(AssignOutcome::Started | AssignOutcome::Duplicate) => return,
                         Err(_) => "refused: the agent is shutting down".to_string(),
                     };
+                    // Not run here: the attempt is given back, with the reason in its
+                    // log, and the master queues the task again without a failure.
                     link.enqueue(
-                        AgentMessage::TaskFinished(TaskFinished {
+                        AgentMessage::Logs(LogBatch {
                             task,
-                            exit_code: None,
-                            signal: None,
-                            error: Some(refusal),
-                            at: Utc::now(),
+                            lines: vec![LogLine {
+                                at_ms: Utc::now().timestamp_millis(),
+                                stream: LogStream::Agent,
+                                text: refusal.clone(),
+                            }],
+                        }),
+                        ctx,
+                    );
+                    link.enqueue(
+                        AgentMessage::TaskReturned(TaskReturned {
+                            task,
+                            reason: refusal,
                         }),
                         ctx,
                     );
@@ -481,23 +497,47 @@ impl MasterLink {
             let found = self.spool.result_stored(task);
             debug_assert!(found, "a finished attempt keeps its result in the spool");
         }
-        if !self.spool.has_results() {
+        if self.drained() {
             self.wake_drain_waiters();
         }
     }
 
+    /// Whether every task message was written and every result acknowledged.
+    fn drained(&self) -> bool {
+        !self.spool.has_results() && self.spool.len() == 0
+    }
+
     /// Queues a task message and sends it if the master is there.
     fn enqueue(&mut self, message: AgentMessage, ctx: &mut Context<Self>) {
-        if let AgentMessage::TaskFinished(finished) = &message {
-            if self.tasks.get(&finished.task) == Some(&Phase::Finished) {
-                debug!(
-                    task_id = finished.task.task_id,
-                    attempt = finished.task.attempt,
-                    "dropping a second result"
-                );
-                return;
+        match &message {
+            AgentMessage::TaskFinished(finished) => {
+                if self.tasks.get(&finished.task) == Some(&Phase::Finished) {
+                    debug!(
+                        task_id = finished.task.task_id,
+                        attempt = finished.task.attempt,
+                        "dropping a second result"
+                    );
+                    return;
+                }
+                self.tasks.insert(finished.task, Phase::Finished);
             }
-            self.tasks.insert(finished.task, Phase::Finished);
+            AgentMessage::TaskReturned(returned) => {
+                if self.tasks.get(&returned.task) == Some(&Phase::Finished) {
+                    debug!(
+                        task_id = returned.task.task_id,
+                        attempt = returned.task.attempt,
+                        "dropping the return of an attempt that has a result"
+                    );
+                    return;
+                }
+                // A returned attempt is over here: it is no longer listed, and nothing
+                // waits for an acknowledgement. Its message is delivered best-effort,
+                // like logs: if the agent exits before it is flushed, the master still
+                // requeues the task, when this agent registers again without it or is
+                // declared lost.
+                self.tasks.remove(&returned.task);
+            }
+            _ => {}
         }
         let persist = self.state != LinkState::Registered;
         self.spool.push(message, persist);
@@ -562,6 +602,9 @@ impl MasterLink {
                         // master when this agent next registers without it.
                         for task in unsendable {
                             link.forget_result(task);
+                        }
+                        if link.drained() {
+                            link.wake_drain_waiters();
                         }
                         if link.reregister_pending {
                             link.reregister(ctx);
@@ -647,7 +690,9 @@ impl Handler<StopLink> for MasterLink {
 
     fn handle(&mut self, StopLink { drain }: StopLink, _ctx: &mut Context<Self>) -> Self::Result {
         self.stopping = true;
-        let waiter = (self.state == LinkState::Registered && self.spool.has_results()).then(|| {
+        // Waits (up to `drain`) for the spool to empty: results to be acknowledged, and
+        // the last task messages (the attempts given back at shutdown) to be written.
+        let waiter = (self.state == LinkState::Registered && !self.drained()).then(|| {
             let (tx, rx) = oneshot::channel();
             self.drain_waiters.push(tx);
             rx

@@ -12,7 +12,9 @@
 //!   grace period, both timed by timerfds (`time_limit`); when the task's process exits,
 //!   whatever it left in its group is killed;
 //! - every path ends in a [`TaskFinished`], never a panic: unknown job types, bad
-//!   parameters and programs that cannot start are reported as the task's error.
+//!   parameters and programs that cannot start are reported as the task's error; an
+//!   attempt stopped because the agent shuts down is given back instead
+//!   ([`AttemptEnd::into_message`] turns it into a [`TaskReturned`]).
 
 mod output;
 #[cfg(test)]
@@ -24,7 +26,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use furrow_protocol::{
-    AgentMessage, Assignment, LogStream, TaskFinished, TaskProgress, TaskRef, TaskStarted,
+    AgentMessage, Assignment, LogStream, TaskFinished, TaskProgress, TaskRef, TaskReturned,
+    TaskStarted,
 };
 use furrow_sysfd::ExitStatus;
 use futures::StreamExt;
@@ -74,6 +77,40 @@ impl StopReason {
     }
 }
 
+/// How an attempt ended, as [`run_task`] returns it.
+#[derive(Debug)]
+pub(crate) struct AttemptEnd {
+    /// Its result.
+    pub finished: TaskFinished,
+    /// The stop request that ended it, when one did before anything else (a time limit)
+    /// interrupted it.
+    pub stopped_by: Option<StopReason>,
+}
+
+impl AttemptEnd {
+    /// Whether the attempt is given back rather than finished: it was stopped because the
+    /// agent shuts down, so it has no outcome of its own.
+    pub fn given_back(&self) -> bool {
+        self.stopped_by == Some(StopReason::Shutdown)
+    }
+
+    /// The message that reports the end: a `TaskReturned` for an attempt given back (the
+    /// master requeues it without counting a failure), a `TaskFinished` otherwise.
+    pub fn into_message(self) -> AgentMessage {
+        if self.given_back() {
+            AgentMessage::TaskReturned(TaskReturned {
+                task: self.finished.task,
+                reason: self
+                    .finished
+                    .error
+                    .unwrap_or_else(|| StopReason::Shutdown.error().to_string()),
+            })
+        } else {
+            AgentMessage::TaskFinished(self.finished)
+        }
+    }
+}
+
 /// What every runner shares.
 pub(crate) struct RunnerEnv {
     /// Job types to resolve assignments with.
@@ -89,13 +126,13 @@ pub(crate) struct RunnerEnv {
 }
 
 /// Runs one attempt to its end and returns its result. Reports `TaskStarted`, logs and
-/// progress on the way, but not the `TaskFinished` (the caller frees the slot first).
+/// progress on the way, but not the end (the caller frees the slot first).
 pub(crate) async fn run_task<R: Reporter>(
     env: &RunnerEnv,
     assignment: Assignment,
     reporter: &R,
     stop: oneshot::Receiver<StopReason>,
-) -> TaskFinished {
+) -> AttemptEnd {
     let task = assignment.task;
     let mut output = TaskOutput::new(task, env.output, reporter);
     let ending = match env.jobtypes.prepare(&assignment) {
@@ -118,6 +155,8 @@ struct Ending {
     error_logged: bool,
     /// Stopped by request: its working directory is of no interest.
     stopped: bool,
+    /// The stop request that ended it, when it came before any other interruption.
+    stopped_by: Option<StopReason>,
     /// Whether the working directory was created.
     workdir: bool,
 }
@@ -129,6 +168,7 @@ impl Ending {
             error: Some(error),
             error_logged: false,
             stopped: false,
+            stopped_by: None,
             workdir,
         }
     }
@@ -260,6 +300,7 @@ async fn execute<R: Reporter>(
     let mut stop_open = true;
     let mut error: Option<String> = None;
     let mut stopped = false;
+    let mut stopped_by = None;
 
     // One timer for the output batches, moved rather than recreated for every line.
     let mut flush_timer = Box::pin(tokio::time::sleep_until(far_future()));
@@ -294,6 +335,9 @@ async fn execute<R: Reporter>(
                 // A dropped sender means no stop can come any more, not a stop.
                 if let Ok(reason) = reason {
                     stopped = true;
+                    if error.is_none() {
+                        stopped_by = Some(reason);
+                    }
                     interrupt = Some(reason.error().to_string());
                 }
             }
@@ -349,12 +393,14 @@ async fn execute<R: Reporter>(
             error_logged: error.is_some(),
             error,
             stopped,
+            stopped_by,
             workdir: true,
         },
         Err(e) => {
             let mut ending =
                 Ending::without_process(format!("cannot wait for the task process: {e}"), true);
             ending.stopped = stopped;
+            ending.stopped_by = stopped_by;
             ending
         }
     }
@@ -369,7 +415,7 @@ async fn finish<R: Reporter>(
     task: TaskRef,
     ending: Ending,
     output: &mut TaskOutput<'_, R>,
-) -> TaskFinished {
+) -> AttemptEnd {
     let exit_code = ending.status.and_then(|status| status.code());
     let signal = ending.status.and_then(|status| status.signal());
     if let Some(code) = exit_code {
@@ -407,9 +453,13 @@ async fn finish<R: Reporter>(
         exit_code,
         signal,
         error = finished.error.as_deref(),
+        given_back = ending.stopped_by == Some(StopReason::Shutdown),
         "task finished"
     );
-    finished
+    AttemptEnd {
+        finished,
+        stopped_by: ending.stopped_by,
+    }
 }
 
 /// A task's output on its way to the reporter: lines batched, progress parsed.

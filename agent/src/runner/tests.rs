@@ -55,7 +55,9 @@ fn sh(script: &str) -> Assignment {
 async fn run(h: &Harness, assignment: Assignment) -> (TaskFinished, Vec<AgentMessage>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (_stop_tx, stop_rx) = oneshot::channel();
-    let finished = run_task(&h.env, assignment, &Collect(tx), stop_rx).await;
+    let end = run_task(&h.env, assignment, &Collect(tx), stop_rx).await;
+    assert_eq!(end.stopped_by, None);
+    let finished = end.finished;
     let mut messages = Vec::new();
     while let Ok(message) = rx.try_recv() {
         messages.push(message);
@@ -127,8 +129,11 @@ async fn run_and_stop(
         stop_tx.send(reason).unwrap();
         (seen, pid)
     };
-    let (finished, (mut seen, pid)) =
+    let (end, (mut seen, pid)) =
         tokio::join!(run_task(&h.env, assignment, &reporter, stop_rx), control);
+    assert_eq!(end.stopped_by, Some(reason));
+    assert_eq!(end.given_back(), reason == StopReason::Shutdown);
+    let finished = end.finished;
     while let Ok(message) = rx.try_recv() {
         seen.push(message);
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use furrow_protocol::handshake::{self, Hello, Role};
 use furrow_protocol::{
     AgentMessage, Assignment, FrameBatch, FrameCodec, Heartbeat, Json, LogStream, MasterMessage,
-    Registered, Registration, TaskFinished, TaskRef,
+    Registered, Registration, TaskFinished, TaskRef, TaskReturned,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -170,6 +170,23 @@ impl MasterConn {
                 return (finished.clone(), seen);
             }
             seen.push(message);
+        }
+    }
+
+    /// Task messages up to the `TaskReturned` of `task`, which must not finish instead.
+    pub async fn until_returned(&mut self, task: TaskRef) -> (TaskReturned, Vec<AgentMessage>) {
+        let mut seen = Vec::new();
+        loop {
+            let message = self.recv_task_message().await;
+            match &message {
+                AgentMessage::TaskReturned(returned) if returned.task == task => {
+                    return (returned.clone(), seen);
+                }
+                AgentMessage::TaskFinished(finished) if finished.task == task => {
+                    panic!("expected the attempt to be given back, got {finished:?}");
+                }
+                _ => seen.push(message),
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use furrow_protocol::{
     Assignment, FrameBatch, JobId, MasterMessage, TaskCounts, TaskFinished, TaskId, TaskRef,
-    WorkState,
+    TaskReturned, WorkState,
 };
 use uuid::Uuid;
 
@@ -283,6 +283,25 @@ impl Core {
             self.dispatch();
         }
         verdict
+    }
+
+    /// Agent `from` gave an attempt back without an outcome (it is shutting down, or had
+    /// no free slot). If the attempt is current on that agent, the task goes back to the
+    /// queue exactly like a task of a lost agent: no failure is counted, and its next
+    /// assignment (possibly to another agent) gets a new attempt. A stale or unknown
+    /// attempt is ignored. No acknowledgement is needed: the agent does not keep it.
+    pub fn task_returned(&mut self, from: Uuid, returned: &TaskReturned) -> Verdict {
+        let task = returned.task;
+        let current = self
+            .running
+            .get(&task.task_id)
+            .is_some_and(|run| run.attempt == task.attempt && run.agent == from);
+        if !current {
+            return Verdict::Stale;
+        }
+        self.requeue(task.task_id);
+        self.dispatch();
+        Verdict::Applied
     }
 
     /// Applies a result to its attempt if that attempt is current, or is the last

@@ -1,5 +1,5 @@
 use chrono::Utc;
-use furrow_protocol::{FrameSet, MasterMessage, TaskFinished, TaskRef, WorkState};
+use furrow_protocol::{FrameSet, MasterMessage, TaskFinished, TaskRef, TaskReturned, WorkState};
 use uuid::Uuid;
 
 use super::{Core, Effect, JobSpec, Verdict};
@@ -244,6 +244,90 @@ fn failures_are_retried_then_fail_the_task() {
     let job = jobs.iter().find(|r| r.id == 1).unwrap();
     assert_eq!(job.counts.failed, 1);
     assert_eq!(job.counts.job_state(), WorkState::Failed);
+}
+
+fn returned(task: TaskRef) -> TaskReturned {
+    TaskReturned {
+        task,
+        reason: "the agent is shutting down".into(),
+    }
+}
+
+#[test]
+fn a_returned_attempt_is_requeued_without_a_failure() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 0, "1", 1);
+    let a = Uuid::new_v4();
+    core.agent_registered(a, 1, &[]);
+    let (_, first, _) = assignments(&core.take_effects())[0];
+    assert_eq!(first.attempt, 1);
+    // The agent is going away: it takes no new work, then gives its attempt back.
+    core.agent_offline(a);
+    let b = Uuid::new_v4();
+    core.agent_registered(b, 1, &[]);
+    assert!(assignments(&core.take_effects()).is_empty());
+    core.take_commit();
+
+    // Only the agent running the current attempt can give it back.
+    assert_eq!(core.task_returned(b, &returned(first)), Verdict::Stale);
+    assert_eq!(core.running_on(first.task_id), Some((a, 1)));
+    assert!(core.take_effects().is_empty());
+
+    assert_eq!(core.task_returned(a, &returned(first)), Verdict::Applied);
+    let effects = core.take_effects();
+    assert!(
+        acks(&effects).is_empty(),
+        "a returned attempt needs no acknowledgement"
+    );
+    let again = assignments(&effects);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].0, b);
+    assert_eq!(again[0].1.task_id, first.task_id);
+    assert_eq!(again[0].1.attempt, 2);
+    let (tasks, jobs) = core.take_commit();
+    assert!(tasks.iter().any(|r| r.state == WorkState::Queued));
+    assert!(
+        tasks
+            .iter()
+            .all(|r| r.failures == 0 && r.last_error.is_none())
+    );
+    assert!(tasks.iter().all(|r| r.state != WorkState::Failed));
+    assert!(jobs.iter().all(|j| j.counts.failed == 0));
+    let counts = core.job_counts(1).unwrap();
+    assert_eq!((counts.running, counts.queued, counts.failed), (1, 0, 0));
+
+    // The old attempt given back again, or reported by its agent, changes nothing.
+    assert_eq!(core.task_returned(a, &returned(first)), Verdict::Stale);
+    assert_eq!(core.running_on(first.task_id), Some((b, 2)));
+    assert!(assignments(&core.take_effects()).is_empty());
+
+    assert_eq!(
+        core.task_finished(b, &finished(again[0].1, 0)),
+        Verdict::Applied
+    );
+    let (tasks, jobs) = core.take_commit();
+    let last = tasks.iter().rfind(|r| r.id == first.task_id).unwrap();
+    assert_eq!(
+        (last.state, last.attempt, last.failures),
+        (WorkState::Done, 2, 0)
+    );
+    let job = jobs.iter().find(|r| r.id == 1).unwrap();
+    assert_eq!((job.counts.done, job.counts.failed), (1, 0));
+    assert_eq!(job.counts.job_state(), WorkState::Done);
+}
+
+#[test]
+fn a_returned_attempt_may_go_back_to_the_same_agent() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 0, "1", 1);
+    let a = Uuid::new_v4();
+    core.agent_registered(a, 1, &[]);
+    let (_, first, _) = assignments(&core.take_effects())[0];
+    assert_eq!(core.task_returned(a, &returned(first)), Verdict::Applied);
+    let again = assignments(&core.take_effects());
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].0, again[0].1.attempt), (a, 2));
+    assert_eq!(core.job_counts(1).unwrap().failed, 0);
 }
 
 #[test]

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::prelude::*;
-use furrow_protocol::{MasterMessage, TaskFinished, TaskProgress, TaskRef, TaskStarted};
+use furrow_protocol::{
+    MasterMessage, TaskFinished, TaskProgress, TaskRef, TaskReturned, TaskStarted,
+};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
@@ -89,6 +91,8 @@ pub enum TaskEvent {
     Progress(TaskProgress),
     /// The attempt ended.
     Finished(TaskFinished),
+    /// The agent gave the attempt back without an outcome.
+    Returned(TaskReturned),
 }
 
 /// A task event from an agent.
@@ -339,6 +343,19 @@ impl Handler<FromAgent> for Scheduler {
                 finished.task,
                 self.core.task_finished(msg.agent_id, finished),
             ),
+            TaskEvent::Returned(returned) => {
+                let verdict = self.core.task_returned(msg.agent_id, returned);
+                if verdict == Verdict::Applied {
+                    info!(
+                        agent = %msg.agent_id,
+                        task_id = returned.task.task_id,
+                        attempt = returned.task.attempt,
+                        reason = %returned.reason,
+                        "an agent gave a task back; it is queued again"
+                    );
+                }
+                (returned.task, verdict)
+            }
         };
         if verdict == Verdict::Stale {
             debug!(
@@ -349,8 +366,9 @@ impl Handler<FromAgent> for Scheduler {
             );
             // An agent still working on an attempt that was taken from it is told to
             // stop, so the work is not done twice. (A stale result is acknowledged by
-            // the core, so the agent stops replaying it.)
-            if !matches!(msg.event, TaskEvent::Finished(_))
+            // the core, so the agent stops replaying it; a returned attempt has already
+            // ended there.)
+            if !matches!(msg.event, TaskEvent::Finished(_) | TaskEvent::Returned(_))
                 && let Some(link) = self.links.get(&msg.agent_id)
             {
                 link.do_send(ToAgent(MasterMessage::Cancel(task)));

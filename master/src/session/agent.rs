@@ -219,6 +219,11 @@ impl StreamHandler<Result<AgentMessage, ProtocolError>> for AgentSession {
                 self.track(finished.task, false);
                 self.task_event(TaskEvent::Finished(finished), ctx)
             }
+            AgentMessage::TaskReturned(mut returned) => {
+                clean(&mut returned.reason, MAX_ERROR);
+                self.track(returned.task, false);
+                self.task_event(TaskEvent::Returned(returned), ctx)
+            }
             AgentMessage::Logs(batch) => {
                 if self.agent_id.is_none() {
                     self.close("logs before registration", ctx);

@@ -56,6 +56,48 @@ fn killing_an_agent_mid_task_still_finishes_the_job() {
 }
 
 #[test]
+fn a_stopped_agent_gives_its_tasks_back_without_failing_them() {
+    let root = tempfile::tempdir().unwrap();
+    let farm = Farm::up(root.path(), 1);
+    let (status, job) = farm.post(
+        "/api/v1/jobs/",
+        &serde_json::json!({
+            "title": "drained",
+            "params": {"command": ["sh", "-c", "sleep 3; echo done {frame}"]},
+            "frames": "1-2",
+            "retries": 0,
+        }),
+    );
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_i64().unwrap();
+    wait_until("a task to run", Duration::from_secs(60), || {
+        let (_, job) = farm.get(&format!("/api/v1/jobs/{id}"));
+        (job["task_counts"]["running"].as_u64()? > 0).then_some(())
+    });
+
+    // SIGTERM drains the agent: its running task goes back to the queue, and `furrow up`
+    // starts the agent again, which runs it.
+    let pids = farm.agent_pids(1);
+    assert!(!pids.is_empty(), "agent process not found");
+    for pid in pids {
+        // SAFETY: kill(2) of a process this test's farm started.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+
+    let job = farm.wait_job(id, Duration::from_secs(120));
+    assert_eq!(job["state"], "done", "{job}\n{}", farm.logs());
+    assert_eq!(job["task_counts"]["failed"], 0);
+    assert!(
+        farm.tasks(id)
+            .iter()
+            .any(|t| t["attempt"].as_u64().unwrap() >= 2),
+        "the drained task ran again"
+    );
+}
+
+#[test]
 fn a_restarted_master_keeps_finished_jobs() {
     let root = tempfile::tempdir().unwrap();
     let mut farm = Farm::up(root.path(), 1);

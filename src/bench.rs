@@ -12,6 +12,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use furrow_protocol::{Client, CommandParams, JobSubmission, Json, WorkState};
 
+use crate::up::concrete_addr;
+
 /// `furrow bench ...`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -69,11 +71,6 @@ impl Drop for LocalFarm {
     }
 }
 
-fn free_addr() -> Result<String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.to_string())
-}
-
 fn job(title: &str, frames: String, priority: i32) -> Result<JobSubmission> {
     let params = CommandParams {
         command: vec!["true".into()],
@@ -98,8 +95,8 @@ async fn farm(args: FarmArgs) -> Result<()> {
     }
     let data_dir = std::env::temp_dir().join(format!("furrow-bench-{}", std::process::id()));
     std::fs::create_dir_all(&data_dir)?;
-    let listen = free_addr()?;
-    let http = free_addr()?;
+    let listen = concrete_addr("127.0.0.1:0")?;
+    let http = concrete_addr("127.0.0.1:0")?;
     let log = std::fs::File::create(data_dir.join("up.log"))?;
     let mut command = Command::new(std::env::current_exe()?);
     command

@@ -44,7 +44,7 @@ pub fn run(args: UpArgs) -> Result<()> {
 
 /// Resolves port 0 to a concrete free port, so that a restarted master comes back on the
 /// address its agents know.
-fn concrete_addr(addr: &str) -> Result<String> {
+pub(crate) fn concrete_addr(addr: &str) -> Result<String> {
     if !addr.ends_with(":0") {
         return Ok(addr.to_string());
     }

@@ -10,8 +10,9 @@ use uuid::Uuid;
 use crate::Json;
 use crate::frames::FrameBatch;
 use crate::model::{
-    AgentView, GpuInfo, HealthView, JobId, JobSubmission, JobView, LogChunk, Page, TaskId, TaskRef,
-    TaskView,
+    ActionOutcome, AgentPatch, AgentView, GpuInfo, HealthView, JobAction, JobId, JobPatch,
+    JobSubmission, JobView, LogChunk, Page, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId,
+    TaskRef, TaskView, WhyView,
 };
 
 /// Agent → master.
@@ -52,6 +53,8 @@ pub struct Registration {
     pub gpus: Vec<GpuInfo>,
     /// Tags for requirements.
     pub tags: Vec<String>,
+    /// Software it offers, name to version (`blender` → `4.2.1`).
+    pub software: std::collections::BTreeMap<String, String>,
     /// Number of tasks it runs at once.
     pub slots: u32,
     /// Agent software version.
@@ -102,8 +105,24 @@ pub struct TaskFinished {
     pub signal: Option<i32>,
     /// What went wrong (could not start, killed by a limit, cancelled...).
     pub error: Option<String>,
+    /// The limit that killed it, if one did.
+    pub limit: Option<LimitHit>,
     /// When it ended.
     pub at: DateTime<Utc>,
+}
+
+/// A limit the agent enforced on an attempt by killing its process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LimitHit {
+    /// It ran past `timeout_secs`.
+    Timeout,
+    /// No output and no progress for `stall_timeout_secs`.
+    Stall,
+    /// Its processes used more memory than `ram_mb`.
+    Memory {
+        /// Memory in use when it was killed, MiB.
+        used_mb: u64,
+    },
 }
 
 impl TaskFinished {
@@ -195,6 +214,12 @@ pub struct Assignment {
     pub frames: FrameBatch,
     /// Time limit of the attempt in seconds.
     pub timeout_secs: Option<u64>,
+    /// Kill the attempt when it prints nothing and reports no progress for this long.
+    pub stall_timeout_secs: Option<u64>,
+    /// Memory limit of the attempt's processes in MiB (their summed resident memory).
+    pub ram_mb: Option<u64>,
+    /// GPU device indices given to the attempt (`CUDA_VISIBLE_DEVICES`, `FURROW_GPUS`).
+    pub gpus: Vec<u32>,
 }
 
 /// Client → master, wrapped with a request id.
@@ -261,6 +286,64 @@ pub enum ClientRequest {
         /// Byte offset to read from.
         offset: u64,
     },
+    /// `POST /api/v1/jobs/{id}/actions` and `POST /api/v1/jobs/actions`.
+    JobsAction {
+        /// The action.
+        action: JobAction,
+        /// The jobs.
+        ids: Vec<JobId>,
+        /// With `pause`: stop running tasks and queue them again.
+        kill: bool,
+    },
+    /// `POST /api/v1/jobs/{id}/tasks/{task_id}/actions`.
+    TaskAction {
+        /// The job.
+        job_id: JobId,
+        /// The task.
+        task_id: TaskId,
+        /// The action.
+        action: TaskAction,
+    },
+    /// `PATCH /api/v1/jobs/{id}`.
+    EditJob {
+        /// The job.
+        job_id: JobId,
+        /// The changes.
+        patch: JobPatch,
+    },
+    /// `DELETE /api/v1/jobs/{id}`.
+    DeleteJob {
+        /// The job.
+        job_id: JobId,
+    },
+    /// `GET /api/v1/jobs/{id}/why`.
+    Why {
+        /// The job.
+        job_id: JobId,
+    },
+    /// `GET /api/v1/queues/`.
+    ListQueues,
+    /// `POST /api/v1/queues/`.
+    CreateQueue(QueueSpec),
+    /// `PATCH /api/v1/queues/{path}`.
+    EditQueue {
+        /// The queue.
+        path: String,
+        /// The changes.
+        patch: QueuePatch,
+    },
+    /// `DELETE /api/v1/queues/{path}`.
+    DeleteQueue {
+        /// The queue.
+        path: String,
+    },
+    /// `PATCH /api/v1/agents/{id}`.
+    EditAgent {
+        /// The agent.
+        agent_id: Uuid,
+        /// The changes.
+        patch: AgentPatch,
+    },
 }
 
 /// Answers to [`ClientRequest`]s.
@@ -280,6 +363,20 @@ pub enum ClientResponse {
     Log(LogChunk),
     /// The request failed.
     Error(ApiError),
+    /// Answer to `JobsAction`: one outcome per job, in the order asked.
+    Actions(Vec<ActionOutcome>),
+    /// Answer to `TaskAction`.
+    Task(TaskView),
+    /// Answer to `Why`.
+    Why(WhyView),
+    /// Answer to `ListQueues`.
+    Queues(Vec<QueueView>),
+    /// Answer to `CreateQueue` and `EditQueue`.
+    Queue(QueueView),
+    /// Answer to `EditAgent`.
+    Agent(AgentView),
+    /// Answer to `DeleteJob` and `DeleteQueue`.
+    Deleted,
 }
 
 /// What kind of failure an [`ApiError`] is; the REST API maps it to a status code.

@@ -36,6 +36,10 @@ pub enum WorkState {
     Failed,
     /// Held back from scheduling.
     Paused,
+    /// Waiting for the jobs (or frames) it depends on.
+    Blocked,
+    /// Stopped by request; will not run unless rerun.
+    Cancelled,
 }
 
 impl WorkState {
@@ -47,6 +51,8 @@ impl WorkState {
             WorkState::Done => "done",
             WorkState::Failed => "failed",
             WorkState::Paused => "paused",
+            WorkState::Blocked => "blocked",
+            WorkState::Cancelled => "cancelled",
         }
     }
 
@@ -58,13 +64,18 @@ impl WorkState {
             "done" => WorkState::Done,
             "failed" => WorkState::Failed,
             "paused" => WorkState::Paused,
+            "blocked" => WorkState::Blocked,
+            "cancelled" => WorkState::Cancelled,
             _ => return None,
         })
     }
 
     /// Whether the state is final.
     pub fn is_finished(self) -> bool {
-        matches!(self, WorkState::Done | WorkState::Failed)
+        matches!(
+            self,
+            WorkState::Done | WorkState::Failed | WorkState::Cancelled
+        )
     }
 }
 
@@ -94,6 +105,104 @@ pub struct JobSubmission {
     /// Time limit of one task attempt in seconds; the agent kills it past that.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// Share of its queue's slots relative to the other jobs there (default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Queue path such as `studio/lighting`; the root queue when empty or `/`.
+    #[serde(default)]
+    pub queue: String,
+    /// Agents the job gets before jobs without a minimum.
+    #[serde(default)]
+    pub min_agents: u32,
+    /// Most agents running the job's tasks at once.
+    #[serde(default)]
+    pub max_agents: Option<u32>,
+    /// What an agent must offer to run one task.
+    #[serde(default)]
+    pub requirements: Requirements,
+    /// An attempt with no output and no progress for this long is killed and counts as
+    /// failed.
+    #[serde(default)]
+    pub stall_timeout_secs: Option<u64>,
+    /// Jobs that must be done before this one starts.
+    #[serde(default)]
+    pub depends_on: Vec<JobId>,
+    /// Frame N waits only for frame N of the jobs in `depends_on`.
+    #[serde(default)]
+    pub depends_per_frame: bool,
+    /// Free text.
+    #[serde(default)]
+    pub notes: String,
+    /// Who submitted the job.
+    #[serde(default)]
+    pub user: String,
+    /// An agent that failed this many tasks of the job gets no more of them (0: never).
+    #[serde(default = "default_blocklist_after")]
+    pub blocklist_after: u32,
+}
+
+impl JobSubmission {
+    /// A submission with the defaults of every optional field.
+    pub fn new(title: impl Into<String>, params: Json, frames: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            jobtype: default_jobtype(),
+            params,
+            frames: frames.into(),
+            batch: default_batch(),
+            priority: 0,
+            retries: 0,
+            timeout_secs: None,
+            weight: default_weight(),
+            queue: String::new(),
+            min_agents: 0,
+            max_agents: None,
+            requirements: Requirements::default(),
+            stall_timeout_secs: None,
+            depends_on: Vec::new(),
+            depends_per_frame: false,
+            notes: String::new(),
+            user: String::new(),
+            blocklist_after: default_blocklist_after(),
+        }
+    }
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+fn default_blocklist_after() -> u32 {
+    3
+}
+
+/// What one task of a job needs from an agent. CPUs, memory and GPUs are reserved on the
+/// agent while the task runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requirements {
+    /// Logical CPUs reserved per task.
+    #[serde(default)]
+    pub cpus: u32,
+    /// Memory reserved per task in MiB; a task using more is killed and retried with more.
+    #[serde(default)]
+    pub ram_mb: u64,
+    /// GPUs given to each task (named in `CUDA_VISIBLE_DEVICES`).
+    #[serde(default)]
+    pub gpus: u32,
+    /// Tags the agent must have; `!tag` means it must not have it.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Software the agent must have, with a version range: `{"blender": ">=3.0, <5"}`.
+    #[serde(default)]
+    pub software: std::collections::BTreeMap<String, String>,
+}
+
+impl Requirements {
+    /// Whether nothing is required.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 fn default_jobtype() -> String {
@@ -132,12 +241,40 @@ pub struct TaskCounts {
     pub failed: u64,
     /// Tasks held back.
     pub paused: u64,
+    /// Tasks waiting for their dependencies.
+    pub blocked: u64,
+    /// Tasks cancelled.
+    pub cancelled: u64,
 }
 
 impl TaskCounts {
     /// Total number of tasks.
     pub fn total(&self) -> u64 {
-        self.queued + self.running + self.done + self.failed + self.paused
+        self.queued
+            + self.running
+            + self.done
+            + self.failed
+            + self.paused
+            + self.blocked
+            + self.cancelled
+    }
+
+    /// Tasks that may still run.
+    pub fn unfinished(&self) -> u64 {
+        self.queued + self.running + self.paused + self.blocked
+    }
+
+    /// The count of tasks in `state`.
+    pub fn get(&self, state: WorkState) -> u64 {
+        match state {
+            WorkState::Queued => self.queued,
+            WorkState::Running => self.running,
+            WorkState::Done => self.done,
+            WorkState::Failed => self.failed,
+            WorkState::Paused => self.paused,
+            WorkState::Blocked => self.blocked,
+            WorkState::Cancelled => self.cancelled,
+        }
     }
 
     /// Adds one task in `state`.
@@ -148,24 +285,45 @@ impl TaskCounts {
             WorkState::Done => self.done += n,
             WorkState::Failed => self.failed += n,
             WorkState::Paused => self.paused += n,
+            WorkState::Blocked => self.blocked += n,
+            WorkState::Cancelled => self.cancelled += n,
         }
     }
 
-    /// The job state these counts imply: failed once nothing can run any more and a task
-    /// failed; done when all are done; running while any runs or some finished; paused
-    /// when all unfinished ones are paused; queued otherwise.
+    /// Removes `n` tasks in `state` (never below zero).
+    pub fn sub(&mut self, state: WorkState, n: u64) {
+        let count = match state {
+            WorkState::Queued => &mut self.queued,
+            WorkState::Running => &mut self.running,
+            WorkState::Done => &mut self.done,
+            WorkState::Failed => &mut self.failed,
+            WorkState::Paused => &mut self.paused,
+            WorkState::Blocked => &mut self.blocked,
+            WorkState::Cancelled => &mut self.cancelled,
+        };
+        debug_assert!(*count >= n, "count of {state:?} below zero");
+        *count = count.saturating_sub(n);
+    }
+
+    /// The job state these counts imply: once nothing can run any more, cancelled if a
+    /// task was cancelled, failed if one failed, else done; while work remains, running
+    /// while any runs or some finished, paused when all unfinished ones are paused,
+    /// blocked when all wait for dependencies; queued otherwise.
     pub fn job_state(&self) -> WorkState {
-        let unfinished = self.queued + self.running + self.paused;
-        if unfinished == 0 {
-            if self.failed > 0 {
+        if self.unfinished() == 0 {
+            if self.cancelled > 0 {
+                WorkState::Cancelled
+            } else if self.failed > 0 {
                 WorkState::Failed
             } else {
                 WorkState::Done
             }
         } else if self.running > 0 {
             WorkState::Running
-        } else if self.queued == 0 {
+        } else if self.paused > 0 && self.queued == 0 {
             WorkState::Paused
+        } else if self.blocked > 0 && self.queued == 0 {
+            WorkState::Blocked
         } else if self.done + self.failed > 0 {
             WorkState::Running
         } else {
@@ -195,7 +353,33 @@ pub struct JobView {
     pub retries: u32,
     /// Time limit of one attempt in seconds.
     pub timeout_secs: Option<u64>,
-    /// Overall state derived from the task counts (or paused by request).
+    /// Share within its queue relative to the other jobs there.
+    pub weight: u32,
+    /// Queue path (`/` is the root queue).
+    pub queue: String,
+    /// Agents the job gets first.
+    pub min_agents: u32,
+    /// Most agents at once.
+    pub max_agents: Option<u32>,
+    /// What each task needs from an agent.
+    pub requirements: Requirements,
+    /// Stall timeout of an attempt in seconds.
+    pub stall_timeout_secs: Option<u64>,
+    /// Jobs this one waits for.
+    pub depends_on: Vec<JobId>,
+    /// Whether frame N waits only for frame N of those jobs.
+    pub depends_per_frame: bool,
+    /// Free text.
+    pub notes: String,
+    /// Who submitted it.
+    pub user: String,
+    /// Failures of its tasks on one agent after which that agent gets no more of them.
+    pub blocklist_after: u32,
+    /// Agents that get no more of this job's tasks, with their failure counts.
+    pub blocklist: Vec<BlockedAgent>,
+    /// Whether the job is paused by request (running tasks may still finish).
+    pub paused: bool,
+    /// Overall state derived from the task counts and the job's pause or cancel.
     pub state: WorkState,
     /// Tasks per state.
     pub task_counts: TaskCounts,
@@ -203,6 +387,15 @@ pub struct JobView {
     pub created_at: DateTime<Utc>,
     /// When the last of its tasks finished, once it has finished.
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// An agent that gets no more tasks of a job because too many failed there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedAgent {
+    /// The agent.
+    pub agent: Uuid,
+    /// Tasks of the job that failed there.
+    pub failures: u32,
 }
 
 /// A task as returned by the API.
@@ -251,6 +444,9 @@ pub enum AgentState {
 /// A GPU of an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpuInfo {
+    /// Device index (what `CUDA_VISIBLE_DEVICES` names).
+    #[serde(default)]
+    pub index: u32,
     /// Model name.
     pub name: String,
     /// Memory in MiB.
@@ -276,20 +472,250 @@ pub struct AgentView {
     pub free_ram_mb: u64,
     /// GPUs.
     pub gpus: Vec<GpuInfo>,
-    /// Tags.
+    /// Tags (the agent's own, or those set through the API).
     pub tags: Vec<String>,
+    /// Software the agent offers, name to version.
+    pub software: std::collections::BTreeMap<String, String>,
     /// Task slots.
     pub slots: u32,
     /// Agent software version.
     pub version: String,
     /// Connection state.
     pub state: AgentState,
+    /// Whether it may get new tasks (disabling lets running tasks finish).
+    pub enabled: bool,
+    /// Capacity not reserved by running tasks.
+    pub free: Capacity,
     /// One-minute load average at the last heartbeat.
     pub load: f32,
     /// Tasks the agent runs now.
     pub running: Vec<TaskRef>,
     /// Last time the master heard from it.
     pub last_seen: DateTime<Utc>,
+}
+
+/// Resources of an agent not reserved by running tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    /// Free slots.
+    pub slots: u32,
+    /// Free logical CPUs.
+    pub cpus: u32,
+    /// Free memory in MiB.
+    pub ram_mb: u64,
+    /// Indices of free GPUs.
+    pub gpus: Vec<u32>,
+}
+
+/// Changes to an agent through `PATCH /api/v1/agents/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentPatch {
+    /// Enable or disable it (sticky across restarts; running tasks finish).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Replace its tags: from then on they take the place of the tags the agent
+    /// announces, across restarts of either side.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+/// An action on a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobAction {
+    /// Hold queued tasks back; running ones finish (or, with `kill`, go back to the queue).
+    Pause,
+    /// Release a paused job.
+    Resume,
+    /// Kill running tasks; the job ends `cancelled`.
+    Cancel,
+    /// Run every task again.
+    Rerun,
+    /// Run the failed and cancelled tasks again.
+    RerunFailed,
+    /// Forget the job's blocklisted agents.
+    ClearBlocklist,
+}
+
+impl JobAction {
+    /// The name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobAction::Pause => "pause",
+            JobAction::Resume => "resume",
+            JobAction::Cancel => "cancel",
+            JobAction::Rerun => "rerun",
+            JobAction::RerunFailed => "rerun_failed",
+            JobAction::ClearBlocklist => "clear_blocklist",
+        }
+    }
+}
+
+/// `POST /api/v1/jobs/{id}/actions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobActionRequest {
+    /// The action.
+    pub action: JobAction,
+    /// With `pause`: stop running tasks and queue them again (no failure counted).
+    #[serde(default)]
+    pub kill: bool,
+}
+
+/// `POST /api/v1/jobs/actions`: one action on many jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsActionRequest {
+    /// The action.
+    pub action: JobAction,
+    /// The jobs.
+    pub ids: Vec<JobId>,
+    /// As in [`JobActionRequest`].
+    #[serde(default)]
+    pub kill: bool,
+}
+
+/// An action on one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskAction {
+    /// Run it again (killing the current attempt if it runs).
+    Rerun,
+    /// Stop it; it ends `cancelled`.
+    Cancel,
+}
+
+/// `POST /api/v1/jobs/{id}/tasks/{task_id}/actions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskActionRequest {
+    /// The action.
+    pub action: TaskAction,
+}
+
+/// Changes to a job through `PATCH /api/v1/jobs/{id}`; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobPatch {
+    /// New priority.
+    #[serde(default)]
+    pub priority: Option<i32>,
+    /// New weight.
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// New queue.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// New minimum of agents.
+    #[serde(default)]
+    pub min_agents: Option<u32>,
+    /// New maximum of agents (0 removes the limit).
+    #[serde(default)]
+    pub max_agents: Option<u32>,
+    /// New requirements (for tasks not yet running).
+    #[serde(default)]
+    pub requirements: Option<Requirements>,
+    /// New frame range; only while no task has run.
+    #[serde(default)]
+    pub frames: Option<String>,
+    /// New notes.
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+/// Result of one job's action in a bulk request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionOutcome {
+    /// The job.
+    pub id: JobId,
+    /// Whether the action was applied.
+    pub ok: bool,
+    /// Why not, when it was not.
+    pub error: Option<String>,
+}
+
+/// Why a job's tasks wait: `GET /api/v1/jobs/{id}/why`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WhyView {
+    /// The job.
+    pub job_id: JobId,
+    /// Its state.
+    pub state: WorkState,
+    /// Tasks waiting (queued, blocked or paused).
+    pub waiting: u64,
+    /// Each reason, with numbers.
+    pub reasons: Vec<String>,
+    /// Whether no agent known to the farm can ever run its tasks as they stand.
+    pub never: bool,
+}
+
+/// A queue: a node of the queue tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueView {
+    /// Full path (`/` for the root, `/studio/lighting` below it).
+    pub path: String,
+    /// Last part of the path.
+    pub name: String,
+    /// Path of the parent (`None` for the root).
+    pub parent: Option<String>,
+    /// Higher runs first, before fair share.
+    pub priority: i32,
+    /// Share of running slots relative to its siblings.
+    pub weight: u32,
+    /// Agents the queue gets before queues above their minimum.
+    pub min_agents: u32,
+    /// Most agents its jobs may use at once (`None`: no limit).
+    pub max_agents: Option<u32>,
+    /// Tasks running in it and below it.
+    pub running: u64,
+    /// Tasks waiting in it and below it.
+    pub queued: u64,
+    /// Its part of all running tasks (0.0 to 1.0).
+    pub share: f64,
+    /// Unfinished jobs directly in it.
+    pub jobs: u64,
+}
+
+/// `POST /api/v1/queues/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSpec {
+    /// Name (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// Parent path; the root when absent.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Priority.
+    #[serde(default)]
+    pub priority: i32,
+    /// Weight (default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Minimum of agents.
+    #[serde(default)]
+    pub min_agents: u32,
+    /// Maximum of agents.
+    #[serde(default)]
+    pub max_agents: Option<u32>,
+}
+
+/// `PATCH /api/v1/queues/{path}`; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuePatch {
+    /// New priority.
+    #[serde(default)]
+    pub priority: Option<i32>,
+    /// New weight.
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// New minimum.
+    #[serde(default)]
+    pub min_agents: Option<u32>,
+    /// New maximum (0 removes the limit).
+    #[serde(default)]
+    pub max_agents: Option<u32>,
 }
 
 /// One page of a collection, with the size of the whole collection.

@@ -111,6 +111,16 @@ fn json_params_survive_bincode() {
         priority: 5,
         retries: 1,
         timeout_secs: Some(60),
+        queue: "studio/lighting".into(),
+        requirements: furrow_protocol::Requirements {
+            cpus: 2,
+            gpus: 1,
+            tags: vec!["linux".into(), "!laptop".into()],
+            software: [("blender".to_string(), ">=3.0, <5".to_string())].into(),
+            ..Default::default()
+        },
+        depends_on: vec![1, 2],
+        ..JobSubmission::new("", Json(serde_json::Value::Null), "")
     };
     let bytes = furrow_protocol::codec::encode_payload(&job).unwrap();
     let back: JobSubmission = furrow_protocol::codec::decode_payload(&bytes).unwrap();

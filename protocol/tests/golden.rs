@@ -45,10 +45,12 @@ fn agent_messages() {
                 cpus: 8,
                 ram_mb: 16384,
                 gpus: vec![GpuInfo {
+                    index: 1,
                     name: "g".into(),
                     memory_mb: 8192,
                 }],
                 tags: vec!["t".into()],
+                software: [("blender".to_string(), "4.2".to_string())].into(),
                 slots: 2,
                 version: "0.1.0".into(),
                 running: vec![task],
@@ -80,6 +82,7 @@ fn agent_messages() {
                 exit_code: Some(1),
                 signal: None,
                 error: Some("boom".into()),
+                limit: Some(LimitHit::Memory { used_mb: 100 }),
                 at,
             }),
             GOLDEN_FINISHED,
@@ -130,6 +133,9 @@ fn master_and_client_messages() {
             step: 1,
         },
         timeout_secs: Some(3600),
+        stall_timeout_secs: Some(60),
+        ram_mb: Some(512),
+        gpus: vec![0, 2],
     });
     assert_eq!(hex(&encode_payload(&assign).unwrap()), GOLDEN_ASSIGN);
     assert_eq!(
@@ -143,14 +149,9 @@ fn master_and_client_messages() {
     let submit = ClientEnvelope {
         id: 9,
         request: ClientRequest::SubmitJob(JobSubmission {
-            title: "t".into(),
-            jobtype: "command".into(),
-            params: Json(serde_json::json!({"command": ["true"]})),
-            frames: "1-10".into(),
-            batch: 1,
             priority: -1,
             retries: 2,
-            timeout_secs: None,
+            ..JobSubmission::new("t", Json(serde_json::json!({"command": ["true"]})), "1-10")
         }),
     };
     assert_eq!(hex(&encode_payload(&submit).unwrap()), GOLDEN_SUBMIT);
@@ -162,16 +163,16 @@ fn master_and_client_messages() {
 }
 
 const GOLDEN_HELLO: &str = "0000001f4652525701001000112233445566778899aabbccddeeff0005302e312e3000";
-const GOLDEN_REGISTER: &str = "001000112233445566778899aabbccddeeff01610168056c696e757808fb0040010167fb00200101740205302e312e30015403";
+const GOLDEN_REGISTER: &str = "001000112233445566778899aabbccddeeff01610168056c696e757808fb004001010167fb00200101740107626c656e64657203342e320205302e312e30015403";
 const GOLDEN_HEARTBEAT: &str = "01fbe8030000003f00";
 const GOLDEN_STARTED: &str = "0254034d14323032362d30312d30325430333a30343a30355a";
 const GOLDEN_PROGRESS: &str = "0354030000803e";
-const GOLDEN_FINISHED: &str = "0454030102000104626f6f6d14323032362d30312d30325430333a30343a30355a";
+const GOLDEN_FINISHED: &str =
+    "0454030102000104626f6f6d01026414323032362d30312d30325430333a30343a30355a";
 const GOLDEN_LOGS: &str = "05540301fbd00701026869";
 const GOLDEN_RETURNED: &str = "06540303627965";
-const GOLDEN_ASSIGN: &str = "0154030e017407636f6d6d616e641e7b22636f6d6d616e64223a5b226563686f222c227b6672616d657d225d7d02040201fb100e";
+const GOLDEN_ASSIGN: &str = "0154030e017407636f6d6d616e641e7b22636f6d6d616e64223a5b226563686f222c227b6672616d657d225d7d02040201fb100e013c01fb0002020002";
 const GOLDEN_CANCEL: &str = "025403";
 const GOLDEN_RESULT_STORED: &str = "035403";
-const GOLDEN_SUBMIT: &str =
-    "0901017407636f6d6d616e64147b22636f6d6d616e64223a5b2274727565225d7d04312d313001010200";
+const GOLDEN_SUBMIT: &str = "0901017407636f6d6d616e64147b22636f6d6d616e64223a5b2274727565225d7d04312d313001010200010000000000000000000000000003";
 const GOLDEN_ERROR: &str = "0906000b6672616d65733a20626164";

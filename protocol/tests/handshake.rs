@@ -1,7 +1,7 @@
 //! Handshake outcomes over a real in-memory duplex stream.
 
-use furrow_protocol::ProtocolError;
 use furrow_protocol::handshake::{self, Hello, Role};
+use furrow_protocol::{PROTOCOL_VERSION, ProtocolError};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
@@ -33,14 +33,19 @@ async fn version_mismatch_is_reported_on_both_sides() {
     assert!(
         matches!(
             server_err,
-            ProtocolError::VersionMismatch { peer: 999, ours: 1 }
+            ProtocolError::VersionMismatch {
+                peer: 999,
+                ours: PROTOCOL_VERSION
+            }
         ),
         "{server_err}"
     );
     assert_eq!(
         client_err.to_string(),
-        "handshake rejected by peer: protocol version mismatch: the master speaks version 1, \
-         you speak version 999; upgrade the older side"
+        format!(
+            "handshake rejected by peer: protocol version mismatch: the master speaks version \
+             {PROTOCOL_VERSION}, you speak version 999; upgrade the older side"
+        )
     );
     assert!(server_err.to_string().contains("peer speaks version 999"));
 }
@@ -49,13 +54,13 @@ async fn version_mismatch_is_reported_on_both_sides() {
 async fn newer_master_is_reported_to_the_agent() {
     let (mut a, mut b) = tokio::io::duplex(4096);
     let mut newer = master();
-    newer.version = 2;
+    newer.version = PROTOCOL_VERSION + 1;
     let server = tokio::spawn(async move { handshake::accept(&mut b, &newer, |_| Ok(())).await });
     let err = handshake::connect(&mut a, &Hello::new(Role::Agent, Uuid::new_v4()))
         .await
         .unwrap_err();
     assert!(
-        matches!(err, ProtocolError::VersionMismatch { peer: 2, ours: 1 }),
+        matches!(err, ProtocolError::VersionMismatch { peer, ours: PROTOCOL_VERSION } if peer == PROTOCOL_VERSION + 1),
         "{err}"
     );
     assert!(server.await.unwrap().is_ok());

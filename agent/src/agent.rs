@@ -10,8 +10,8 @@ use uuid::Uuid;
 use crate::config::Tuning;
 use crate::config_file::Reloadable;
 use crate::jobtypes::JobTypes;
-use crate::link::{Identity, LinkSetup, MasterLink, Reidentify, StopLink};
-use crate::resources::{HostInfo, ResourceMonitor};
+use crate::link::{Identity, LinkSetup, MasterLink, Profile, Reidentify, StopLink};
+use crate::resources::{HostInfo, ResourceMonitor, resolve_gpus};
 use crate::runner::{OutputLimits, RunnerEnv};
 use crate::signals::{self, AgentSignal, Received, Signals};
 use crate::spool::Spool;
@@ -42,7 +42,8 @@ pub struct Agent {
     agent_id: Uuid,
     /// As given at start: a reload lays the configuration file over it again.
     config: AgentConfig,
-    hostname: String,
+    /// The host as probed at start; a reload resolves the name and GPUs against it.
+    host: HostInfo,
     link: Addr<MasterLink>,
     supervisor: Addr<TaskSupervisor>,
     tuning: Tuning,
@@ -83,9 +84,20 @@ impl Agent {
 
         let host = HostInfo::probe().await;
         let slots = config.slots.unwrap_or(host.cpus).max(1);
-        let name = settings.display_name(&host.hostname);
-        let hostname = host.hostname.clone();
-        info!(%agent_id, %name, tags = ?settings.tags, master = %config.master, slots, cpus = host.cpus, ram_mb = host.ram_mb, gpus = host.gpus.len(), "starting agent");
+        let profile = profile(settings, &host);
+        info!(
+            %agent_id,
+            name = %profile.name,
+            tags = ?profile.tags,
+            software = ?profile.software,
+            master = %config.master,
+            slots,
+            cpus = host.cpus,
+            ram_mb = host.ram_mb,
+            gpus = ?profile.gpus.iter().map(|gpu| gpu.index).collect::<Vec<_>>(),
+            detected_gpus = host.gpus.len(),
+            "starting agent"
+        );
 
         let env = Arc::new(RunnerEnv {
             jobtypes: JobTypes::builtin(),
@@ -99,10 +111,9 @@ impl Agent {
             max_frame: config.max_frame,
             identity: Identity {
                 agent_id,
-                name,
-                host,
-                tags: settings.tags,
+                host: host.clone(),
                 slots,
+                profile,
             },
             tuning: tuning.clone(),
         };
@@ -117,7 +128,7 @@ impl Agent {
         Ok(Self {
             agent_id,
             config,
-            hostname,
+            host,
             link,
             supervisor,
             tuning,
@@ -130,8 +141,8 @@ impl Agent {
         self.agent_id
     }
 
-    /// Reads the [configuration file](AgentConfig::config_file) again and, if the name or
-    /// tags changed, registers with the master again under the new ones (the link
+    /// Reads the [configuration file](AgentConfig::config_file) again and, if the name,
+    /// tags, software or GPUs changed, registers with the master again with the new ones (the link
     /// reconnects, so the master sees a fresh registration). Running tasks are not
     /// touched. An unreadable or invalid file is an error and changes nothing; without a
     /// configuration file there is nothing to reload.
@@ -141,16 +152,18 @@ impl Agent {
             return Ok(());
         };
         let settings = Reloadable::resolve(&self.config).await?;
-        let name = settings.display_name(&self.hostname);
-        let request = Reidentify {
-            name: name.clone(),
-            tags: settings.tags.clone(),
-        };
-        match self.link.send(request).await {
+        let profile = profile(settings, &self.host);
+        let name = profile.name.clone();
+        let tags = profile.tags.clone();
+        let software = profile.software.clone();
+        let gpus: Vec<u32> = profile.gpus.iter().map(|gpu| gpu.index).collect();
+        match self.link.send(Reidentify(profile)).await {
             Ok(changed) => info!(
                 file = %path.display(),
                 %name,
-                tags = ?settings.tags,
+                ?tags,
+                ?software,
+                ?gpus,
                 changed,
                 "configuration reloaded"
             ),
@@ -177,9 +190,19 @@ impl Agent {
     }
 }
 
+/// What the agent registers as, from the configured values and the probed host.
+fn profile(settings: Reloadable, host: &HostInfo) -> Profile {
+    Profile {
+        name: settings.display_name(&host.hostname),
+        gpus: resolve_gpus(&host.gpus, settings.gpus.as_deref()),
+        tags: settings.tags,
+        software: settings.software,
+    }
+}
+
 /// Runs an agent until SIGTERM or SIGINT, then stops it cleanly and returns `Ok`.
 /// SIGHUP reloads the [configuration file](AgentConfig::config_file) (see
-/// [`Agent::reload`]); an invalid file is logged and the current name and tags kept.
+/// [`Agent::reload`]); an invalid file is logged and the current configuration kept.
 /// A second SIGTERM or SIGINT during the stop kills the tasks at once and returns.
 ///
 /// The signals arrive through a signalfd: `run` first blocks SIGTERM, SIGINT and SIGHUP in
@@ -227,7 +250,7 @@ pub fn run(config: AgentConfig) -> Result<(), AgentError> {
                 }) => {
                     info!(sender_pid, "reload requested");
                     if let Err(e) = agent.reload().await {
-                        error!(error = %e, "configuration not reloaded; keeping the current name and tags");
+                        error!(error = %e, "configuration not reloaded; keeping the current one");
                     }
                 }
                 Ok(Received { signal, sender_pid }) => {

@@ -1,11 +1,12 @@
 //! What the agent is told at start, and the fixed tuning behind it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use furrow_protocol::DEFAULT_MAX_FRAME;
 
-use crate::AgentError;
+use crate::{AgentError, ListError};
 
 /// Smallest maximum frame size that still carries a useful log batch.
 const MIN_MAX_FRAME: usize = 4096;
@@ -26,20 +27,33 @@ pub struct AgentConfig {
     pub slots: Option<u32>,
     /// Tags the master matches against job requirements.
     pub tags: Vec<String>,
+    /// Software the agent offers, name to version (`blender` → `4.2.1`), reported at
+    /// registration for the master to match against job requirements. Names and versions
+    /// are single words; [`parse_software`] reads the `blender 4.2.1, ffmpeg 5.1` form.
+    pub software: BTreeMap<String, String>,
+    /// GPU device indices (as `CUDA_VISIBLE_DEVICES` numbers them) the agent reports and
+    /// hands out to tasks, instead of the ones `nvidia-smi` detects; `None` detects them.
+    /// An index that was detected keeps its model name and memory; one that was not is
+    /// reported as `gpu N` with 0 MiB. `Some(vec![])` reports no GPU at all.
+    /// [`parse_gpus`] reads the `0, 1` form.
+    pub gpus: Option<Vec<u32>>,
     /// Holds the agent id file, per-task working directories, the process-group files of
     /// running tasks and results the master has not acknowledged.
     pub state_dir: PathBuf,
     /// Maximum frame size in both directions.
     pub max_frame: usize,
-    /// A file setting `name` and `tags`, over the values above: read at start (the agent
-    /// does not start if it is missing or invalid) and again on SIGHUP, which re-registers
-    /// the agent with the master under the new name and tags (an invalid file is then
-    /// logged and the current values kept). One `key = value` per line, `#` comments,
-    /// tags separated by commas; a key left out keeps the value above:
+    /// A file setting `name`, `tags`, `software` and `gpus`, over the values above: read
+    /// at start (the agent does not start if it is missing or invalid) and again on
+    /// SIGHUP, which re-registers the agent with the master under the new values (an
+    /// invalid file is then logged and the current values kept). One `key = value` per
+    /// line, `#` comments, list entries separated by commas; a key left out keeps the value
+    /// above, an empty value clears it (`gpus =` means no GPU):
     ///
     /// ```text
     /// name = render-07
     /// tags = blender, gpu
+    /// software = blender 3.4.1, ffmpeg 5.1
+    /// gpus = 0, 1
     /// ```
     pub config_file: Option<PathBuf>,
 }
@@ -53,6 +67,8 @@ impl AgentConfig {
             name: None,
             slots: None,
             tags: Vec::new(),
+            software: BTreeMap::new(),
+            gpus: None,
             state_dir: state_dir.into(),
             max_frame: DEFAULT_MAX_FRAME,
             config_file: None,
@@ -77,6 +93,10 @@ impl AgentConfig {
                 self.max_frame
             )));
         }
+        check_software(&self.software).map_err(|e| AgentError::Config(e.to_string()))?;
+        if let Some(gpus) = &self.gpus {
+            check_gpus(gpus).map_err(|e| AgentError::Config(e.to_string()))?;
+        }
         if self.state_dir.as_os_str().is_empty() {
             return Err(AgentError::Config("the state directory is empty".into()));
         }
@@ -91,6 +111,94 @@ impl AgentConfig {
         }
         Ok(())
     }
+}
+
+/// Parses a software list: `name version` pairs separated by commas, such as
+/// `blender 3.4.1, ffmpeg 5.1`. Blank entries are skipped, so an empty text is an empty
+/// list. The error names the entry that is wrong: one without a version, one with more
+/// than a name and a version, or a name given twice.
+///
+/// ```
+/// let software = furrow_agent::parse_software("blender 3.4.1, ffmpeg 5.1").unwrap();
+/// assert_eq!(software["blender"], "3.4.1");
+/// assert_eq!(software["ffmpeg"], "5.1");
+/// let error = furrow_agent::parse_software("blender").unwrap_err();
+/// assert!(error.to_string().contains("`blender` has no version"));
+/// ```
+pub fn parse_software(list: &str) -> Result<BTreeMap<String, String>, ListError> {
+    let mut software = BTreeMap::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let words: Vec<&str> = entry.split_whitespace().collect();
+        let [name, version] = words[..] else {
+            let reason = if words.len() == 1 {
+                format!(
+                    "software `{entry}` has no version; write `name version`, e.g. `blender 4.2.1`"
+                )
+            } else {
+                format!(
+                    "software entry `{entry}` is more than a name and a version; separate entries with commas"
+                )
+            };
+            return Err(ListError(reason));
+        };
+        if software
+            .insert(name.to_string(), version.to_string())
+            .is_some()
+        {
+            return Err(ListError(format!("software `{name}` is listed twice")));
+        }
+    }
+    Ok(software)
+}
+
+/// Parses a list of GPU device indices separated by commas, such as `0, 1`. Blank entries
+/// are skipped, so an empty text is an empty list (no GPU). The error names the entry that
+/// is not an index, or the index given twice.
+///
+/// ```
+/// assert_eq!(furrow_agent::parse_gpus("0, 2").unwrap(), [0, 2]);
+/// assert_eq!(furrow_agent::parse_gpus("").unwrap(), Vec::<u32>::new());
+/// assert!(furrow_agent::parse_gpus("0, one").is_err());
+/// ```
+pub fn parse_gpus(list: &str) -> Result<Vec<u32>, ListError> {
+    let gpus = list
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry.parse::<u32>().map_err(|_| {
+                ListError(format!(
+                    "gpu `{entry}` is not a device index (a number such as 0)"
+                ))
+            })
+        })
+        .collect::<Result<Vec<u32>, ListError>>()?;
+    check_gpus(&gpus)?;
+    Ok(gpus)
+}
+
+/// Refuses names and versions the list form could not express, so a configuration built
+/// in code means the same as one written out.
+fn check_software(software: &BTreeMap<String, String>) -> Result<(), ListError> {
+    let unusable =
+        |word: &str| word.is_empty() || word.contains(|c: char| c.is_whitespace() || c == ',');
+    for (name, version) in software {
+        if unusable(name) || unusable(version) {
+            return Err(ListError(format!(
+                "software `{name}` `{version}`: names and versions must be single words without commas"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_gpus(gpus: &[u32]) -> Result<(), ListError> {
+    for (position, index) in gpus.iter().enumerate() {
+        if gpus[..position].contains(index) {
+            return Err(ListError(format!("gpu {index} is listed twice")));
+        }
+    }
+    Ok(())
 }
 
 /// Timings and bounds that are not configuration but are gathered here so they read as
@@ -157,6 +265,20 @@ mod tests {
             (AgentConfig::new("h:1", ""), "state directory"),
             (
                 AgentConfig {
+                    gpus: Some(vec![0, 1, 0]),
+                    ..good.clone()
+                },
+                "gpu 0 is listed twice",
+            ),
+            (
+                AgentConfig {
+                    software: BTreeMap::from([("blender".into(), "4 .2".into())]),
+                    ..good.clone()
+                },
+                "single words",
+            ),
+            (
+                AgentConfig {
                     config_file: Some(PathBuf::new()),
                     ..good.clone()
                 },
@@ -166,6 +288,51 @@ mod tests {
         for (config, needle) in cases {
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn software_lists_parse_into_names_and_versions() {
+        let software = parse_software(" blender 3.4.1 ,, ffmpeg   5.1,").unwrap();
+        assert_eq!(
+            software,
+            BTreeMap::from([
+                ("blender".to_string(), "3.4.1".to_string()),
+                ("ffmpeg".to_string(), "5.1".to_string()),
+            ])
+        );
+        assert!(parse_software("  ").unwrap().is_empty());
+        let cases = [
+            ("blender", "software `blender` has no version"),
+            ("blender 3.4, ffmpeg", "software `ffmpeg` has no version"),
+            (
+                "blender 3.4 lts",
+                "`blender 3.4 lts` is more than a name and a version",
+            ),
+            (
+                "blender 3.4, blender 4.2",
+                "software `blender` is listed twice",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = parse_software(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn gpu_lists_parse_into_indices() {
+        assert_eq!(parse_gpus("2, 0,").unwrap(), [2, 0]);
+        assert_eq!(parse_gpus(" ").unwrap(), Vec::<u32>::new());
+        let cases = [
+            ("0, x", "gpu `x` is not a device index"),
+            ("-1", "gpu `-1` is not a device index"),
+            ("0 1", "gpu `0 1` is not a device index"),
+            ("1, 0, 1", "gpu 1 is listed twice"),
+        ];
+        for (text, needle) in cases {
+            let err = parse_gpus(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
         }
     }
 }

@@ -55,3 +55,9 @@ impl AgentError {
         }
     }
 }
+
+/// A `software` or `gpus` list that does not parse (see [`parse_software`](crate::parse_software)
+/// and [`parse_gpus`](crate::parse_gpus)); the message names the entry and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0}")]
+pub struct ListError(pub(crate) String);

@@ -4,7 +4,7 @@
 //! A tour, following one task:
 //! - [`run`] blocks SIGTERM, SIGINT and SIGHUP, builds an actix system, starts an
 //!   [`Agent`] and reads those signals from a signalfd (`signals`): SIGTERM and SIGINT
-//!   stop it, SIGHUP reloads its configuration file (`config_file`: name and tags) and
+//!   stop it, SIGHUP reloads its configuration file (`config_file`: name, tags, software, GPUs) and
 //!   registers again. Before connecting, the agent kills task processes a previous agent
 //!   process left behind (`orphans`), clears their working directories (`workdir`) and
 //!   loads results the master never acknowledged (`spool`).
@@ -55,5 +55,5 @@ mod time_limit;
 mod workdir;
 
 pub use agent::{Agent, run};
-pub use config::AgentConfig;
-pub use error::AgentError;
+pub use config::{AgentConfig, parse_gpus, parse_software};
+pub use error::{AgentError, ListError};

@@ -90,7 +90,7 @@ async fn probe_gpus() -> Vec<GpuInfo> {
     let mut command = tokio::process::Command::new("nvidia-smi");
     command
         .args([
-            "--query-gpu=name,memory.total",
+            "--query-gpu=index,name,memory.total",
             "--format=csv,noheader,nounits",
         ])
         .stdin(std::process::Stdio::null())
@@ -114,17 +114,44 @@ async fn probe_gpus() -> Vec<GpuInfo> {
     }
 }
 
-/// Parses `name, memory_mib` lines.
+/// Parses `index, name, memory_mib` lines. The name sits between the first and the last
+/// comma, so a model name with a comma in it survives; lines that do not parse are skipped.
 fn parse_nvidia_smi(text: &str) -> Vec<GpuInfo> {
     text.lines()
         .filter_map(|line| {
-            let (name, memory) = line.rsplit_once(',')?;
+            let (index, rest) = line.split_once(',')?;
+            let (name, memory) = rest.rsplit_once(',')?;
             Some(GpuInfo {
+                index: index.trim().parse().ok()?,
                 name: name.trim().to_string(),
                 memory_mb: memory.trim().parse().ok()?,
             })
         })
         .filter(|gpu| !gpu.name.is_empty())
+        .collect()
+}
+
+/// The GPUs the agent reports: the detected ones, or exactly the indices of `chosen` when
+/// the configuration names them. A chosen index that was detected keeps its name and
+/// memory; one that was not is reported as `gpu N` with unknown (zero) memory, since the
+/// operator knows better than a missing or failing `nvidia-smi`.
+pub(crate) fn resolve_gpus(detected: &[GpuInfo], chosen: Option<&[u32]>) -> Vec<GpuInfo> {
+    let Some(chosen) = chosen else {
+        return detected.to_vec();
+    };
+    chosen
+        .iter()
+        .map(|&index| {
+            detected
+                .iter()
+                .find(|gpu| gpu.index == index)
+                .cloned()
+                .unwrap_or_else(|| GpuInfo {
+                    index,
+                    name: format!("gpu {index}"),
+                    memory_mb: 0,
+                })
+        })
         .collect()
 }
 
@@ -187,22 +214,37 @@ mod tests {
         assert_eq!(parse_loadavg(""), None);
     }
 
+    fn gpu(index: u32, name: &str, memory_mb: u64) -> GpuInfo {
+        GpuInfo {
+            index,
+            name: name.into(),
+            memory_mb,
+        }
+    }
+
     #[test]
     fn parses_nvidia_smi_lines() {
-        let text = "NVIDIA GeForce RTX 3090, 24576\nTesla T4, 15360\n\ngarbage\n";
+        let text = "0, NVIDIA GeForce RTX 3090, 24576\n1, Tesla T4, 15360\n3, Odd, Name, 8\n\ngarbage\nx, Bad Index, 1\n2, , 5\n";
         assert_eq!(
             parse_nvidia_smi(text),
             [
-                GpuInfo {
-                    name: "NVIDIA GeForce RTX 3090".into(),
-                    memory_mb: 24576
-                },
-                GpuInfo {
-                    name: "Tesla T4".into(),
-                    memory_mb: 15360
-                }
+                gpu(0, "NVIDIA GeForce RTX 3090", 24576),
+                gpu(1, "Tesla T4", 15360),
+                gpu(3, "Odd, Name", 8),
             ]
         );
+    }
+
+    #[test]
+    fn chosen_gpus_override_detection() {
+        let detected = [gpu(0, "RTX 3090", 24576), gpu(1, "Tesla T4", 15360)];
+        assert_eq!(resolve_gpus(&detected, None), detected);
+        assert_eq!(
+            resolve_gpus(&detected, Some(&[1, 4])),
+            [gpu(1, "Tesla T4", 15360), gpu(4, "gpu 4", 0)]
+        );
+        assert_eq!(resolve_gpus(&detected, Some(&[])), []);
+        assert_eq!(resolve_gpus(&[], Some(&[0])), [gpu(0, "gpu 0", 0)]);
     }
 
     #[actix_rt::test]

@@ -455,6 +455,7 @@ mod tests {
             exit_code: Some(0),
             signal: None,
             error: None,
+            limit: None,
             at: Utc::now(),
         })
     }

@@ -296,6 +296,7 @@ impl Drop for TaskRunner {
             exit_code: None,
             signal: None,
             error: Some("the agent's task runner stopped unexpectedly".into()),
+            limit: None,
             at: Utc::now(),
         };
         self.reporter

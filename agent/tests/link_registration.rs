@@ -4,9 +4,11 @@ mod support;
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use furrow_agent::{Agent, AgentConfig};
 use furrow_protocol::handshake::Role;
-use furrow_protocol::{AgentMessage, MasterMessage, TaskRef};
+use furrow_protocol::{AgentMessage, GpuInfo, MasterMessage, TaskRef};
 use support::{TestMaster, shell_task};
 
 #[actix_rt::test]
@@ -38,6 +40,7 @@ async fn registration_describes_the_host_and_keeps_the_id_across_restarts() {
     assert_eq!(registration.cpus, cpus);
     assert!(registration.ram_mb > 0);
     assert_eq!(registration.tags, ["linux", "gpu-free"]);
+    assert!(registration.software.is_empty(), "{registration:?}");
     assert_eq!(registration.slots, 3);
     assert_eq!(registration.version, env!("CARGO_PKG_VERSION"));
     assert!(registration.running.is_empty());
@@ -205,6 +208,95 @@ async fn reload_registers_again_only_for_a_valid_changed_file() {
     let error = agent.reload().await.unwrap_err().to_string();
     assert!(
         error.contains("agent.conf: line 2: unknown key `slots`"),
+        "{error}"
+    );
+    // Nothing changed: the same connection keeps heartbeating.
+    for _ in 0..3 {
+        assert!(matches!(conn.recv().await, AgentMessage::Heartbeat(_)));
+    }
+    agent.shutdown().await;
+}
+
+fn software(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(name, version)| (name.to_string(), version.to_string()))
+        .collect()
+}
+
+/// A GPU no host detects (no machine has 90 of them), as the agent reports it.
+fn undetected_gpu(index: u32) -> GpuInfo {
+    GpuInfo {
+        index,
+        name: format!("gpu {index}"),
+        memory_mb: 0,
+    }
+}
+
+#[actix_rt::test]
+async fn configured_gpus_and_software_are_registered() {
+    let master = TestMaster::bind().await;
+    let state = tempfile::tempdir().unwrap();
+    let mut config = AgentConfig::new(master.addr.clone(), state.path());
+    // What the command line's `--gpus 91,90` and `--software` would set.
+    config.gpus = Some(vec![91, 90]);
+    config.software = software(&[("blender", "3.4.1"), ("ffmpeg", "5.1")]);
+    let agent = Agent::start(config.clone()).await.unwrap();
+    let mut conn = master.accept().await;
+    let registration = conn.register(60_000).await;
+    assert_eq!(
+        registration.gpus,
+        [undetected_gpu(91), undetected_gpu(90)],
+        "exactly the configured indices, in their order"
+    );
+    assert_eq!(registration.software, config.software);
+    agent.shutdown().await;
+    conn.closed().await;
+
+    config.gpus = Some(Vec::new());
+    let again = Agent::start(config).await.unwrap();
+    let mut conn = master.accept().await;
+    let registration = conn.register(60_000).await;
+    assert!(
+        registration.gpus.is_empty(),
+        "an empty list reports no GPU: {:?}",
+        registration.gpus
+    );
+    again.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn reload_applies_the_files_software_and_gpus() {
+    let master = TestMaster::bind().await;
+    let state = tempfile::tempdir().unwrap();
+    let file = state.path().join("agent.conf");
+    std::fs::write(&file, "software = blender 4.2.1, ffmpeg 5.1\ngpus = 90\n").unwrap();
+    let mut config = AgentConfig::new(master.addr.clone(), state.path());
+    config.software = software(&[("blender", "3.0")]);
+    config.gpus = Some(vec![91]);
+    config.config_file = Some(file.clone());
+    let agent = Agent::start(config).await.unwrap();
+    let mut conn = master.accept().await;
+    let first = conn.register(100).await;
+    assert_eq!(
+        first.software,
+        software(&[("blender", "4.2.1"), ("ffmpeg", "5.1")]),
+        "the file overrides the software"
+    );
+    assert_eq!(first.gpus, [undetected_gpu(90)], "and the gpus");
+
+    std::fs::write(&file, "software = blender 4.2.1\ngpus =\n").unwrap();
+    agent.reload().await.unwrap();
+    conn.closed().await;
+    let mut conn = master.accept().await;
+    let second = conn.register(100).await;
+    assert_eq!(second.software, software(&[("blender", "4.2.1")]));
+    assert!(second.gpus.is_empty(), "{:?}", second.gpus);
+
+    std::fs::write(&file, "software = blender\n").unwrap();
+    let error = agent.reload().await.unwrap_err().to_string();
+    assert!(
+        error.contains("agent.conf: line 1: software `blender` has no version"),
         "{error}"
     );
     // Nothing changed: the same connection keeps heartbeating.

@@ -180,6 +180,9 @@ pub(crate) mod tests {
                 step: 1,
             },
             timeout_secs: None,
+            stall_timeout_secs: None,
+            ram_mb: None,
+            gpus: Vec::new(),
         }
     }
 

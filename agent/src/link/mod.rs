@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::Utc;
 use furrow_protocol::{
-    AgentMessage, Heartbeat, LogBatch, LogLine, LogStream, MasterMessage, ProtocolError,
+    AgentMessage, GpuInfo, Heartbeat, LogBatch, LogLine, LogStream, MasterMessage, ProtocolError,
     Registered, Registration, TaskRef, TaskReturned,
 };
 use futures::{SinkExt, StreamExt};
@@ -73,8 +73,8 @@ pub(crate) struct StopLink {
     pub drain: Duration,
 }
 
-/// Register again under a new name and tags (a configuration reload). Answers whether
-/// they differ from the current ones.
+/// Register again with a new profile (a configuration reload). Answers whether it differs
+/// from the current one.
 ///
 /// The link reconnects to do so rather than sending a second `Register` on the live
 /// connection: that one could cross an `Assign` already on its way, and the master,
@@ -82,19 +82,28 @@ pub(crate) struct StopLink {
 /// while this agent starts it. A new connection carries no such message.
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub(crate) struct Reidentify {
+pub(crate) struct Reidentify(pub Profile);
+
+/// The part of the registration a configuration reload can change.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Profile {
+    /// Display name.
     pub name: String,
+    /// Tags for the master's requirements.
     pub tags: Vec<String>,
+    /// Software offered, name to version.
+    pub software: BTreeMap<String, String>,
+    /// GPUs reported: those detected, or those the configuration names.
+    pub gpus: Vec<GpuInfo>,
 }
 
 /// What the link registers the agent as.
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
     pub agent_id: Uuid,
-    pub name: String,
     pub host: HostInfo,
-    pub tags: Vec<String>,
     pub slots: u32,
+    pub profile: Profile,
 }
 
 /// Where and how the link connects.
@@ -202,15 +211,17 @@ impl MasterLink {
 
     fn registration(&self) -> Registration {
         let identity = &self.setup.identity;
+        let profile = &identity.profile;
         Registration {
             agent_id: identity.agent_id,
-            name: identity.name.clone(),
+            name: profile.name.clone(),
             hostname: identity.host.hostname.clone(),
             os: identity.host.os.clone(),
             cpus: identity.host.cpus,
             ram_mb: identity.host.ram_mb,
-            gpus: identity.host.gpus.clone(),
-            tags: identity.tags.clone(),
+            gpus: profile.gpus.clone(),
+            tags: profile.tags.clone(),
+            software: profile.software.clone(),
             slots: identity.slots,
             version: env!("CARGO_PKG_VERSION").to_string(),
             running: self.running(),
@@ -355,9 +366,11 @@ impl MasterLink {
     /// sent.
     fn reregister(&mut self, ctx: &mut Context<Self>) {
         info!(
-            name = %self.setup.identity.name,
-            tags = ?self.setup.identity.tags,
-            "reconnecting to register the new name and tags"
+            name = %self.setup.identity.profile.name,
+            tags = ?self.setup.identity.profile.tags,
+            software = ?self.setup.identity.profile.software,
+            gpus = self.setup.identity.profile.gpus.len(),
+            "reconnecting to register the new configuration"
         );
         self.drop_connection(ctx);
         self.connect(ctx);
@@ -461,8 +474,8 @@ impl MasterLink {
         let interval = Duration::from_millis(registered.heartbeat_interval_ms).max(MIN_HEARTBEAT);
         self.heartbeat = Some(ctx.run_interval(interval, |link, ctx| link.send_heartbeat(ctx)));
         info!(
-            name = %self.setup.identity.name,
-            tags = ?self.setup.identity.tags,
+            name = %self.setup.identity.profile.name,
+            tags = ?self.setup.identity.profile.tags,
             running = self.tasks.len(),
             spooled = self.spool.len(),
             heartbeat_ms = interval.as_millis() as u64,
@@ -660,13 +673,11 @@ impl Handler<TaskReport> for MasterLink {
 impl Handler<Reidentify> for MasterLink {
     type Result = bool;
 
-    fn handle(&mut self, Reidentify { name, tags }: Reidentify, ctx: &mut Context<Self>) -> bool {
-        let identity = &mut self.setup.identity;
-        if identity.name == name && identity.tags == tags {
+    fn handle(&mut self, Reidentify(profile): Reidentify, ctx: &mut Context<Self>) -> bool {
+        if self.setup.identity.profile == profile {
             return false;
         }
-        identity.name = name;
-        identity.tags = tags;
+        self.setup.identity.profile = profile;
         if self.stopping {
             return true;
         }

@@ -437,6 +437,7 @@ async fn finish<R: Reporter>(
         exit_code,
         signal,
         error: ending.error,
+        limit: None,
         at: Utc::now(),
     };
     if ending.workdir {

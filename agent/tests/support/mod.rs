@@ -233,6 +233,9 @@ pub fn shell_task(task_id: i64, script: &str) -> Assignment {
             step: 1,
         },
         timeout_secs: None,
+        stall_timeout_secs: None,
+        ram_mb: None,
+        gpus: Vec::new(),
     }
 }
 

@@ -13,8 +13,7 @@
 //!
 //! - `name`: the display name the master shows.
 //! - `tags`: words the master matches against job requirements, separated by commas.
-//! - `software`: `name version` pairs separated by commas (see
-//!   [`parse_software`](crate::parse_software)).
+//! - `software`: `name version` pairs separated by commas (see [`parse_software`]).
 //! - `gpus`: the GPU device indices (as `CUDA_VISIBLE_DEVICES` numbers them) the agent
 //!   reports and hands out to tasks, instead of those `nvidia-smi` detects (see
 //!   [`AgentConfig::gpus`]).

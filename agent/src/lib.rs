@@ -4,10 +4,10 @@
 //! A tour, following one task:
 //! - [`run`] blocks SIGTERM, SIGINT and SIGHUP, builds an actix system, starts an
 //!   [`Agent`] and reads those signals from a signalfd (`signals`): SIGTERM and SIGINT
-//!   stop it, SIGHUP reloads its configuration file (`config_file`: name, tags, software, GPUs) and
-//!   registers again. Before connecting, the agent kills task processes a previous agent
-//!   process left behind (`orphans`), clears their working directories (`workdir`) and
-//!   loads results the master never acknowledged (`spool`).
+//!   stop it, SIGHUP reloads its configuration file (`config_file`: name, tags, software,
+//!   GPUs) and registers again. Before connecting, the agent kills task processes a
+//!   previous agent process left behind (`orphans`), clears their working directories
+//!   (`workdir`) and loads results the master never acknowledged (`spool`).
 //! - The `MasterLink` actor (`link`) connects, handshakes, registers with the host's
 //!   resources (`resources`: the `ResourceMonitor` actor and /proc), heartbeats, and
 //!   reconnects with jittered exponential backoff. Task messages wait in the `spool`
@@ -17,19 +17,22 @@
 //!   and starts one `TaskRunner` actor per accepted attempt.
 //! - The runner (`runner`) resolves the job type (`jobtypes`, with the built-in
 //!   `command` type and the frame `placeholders`), starts the process in its own process
-//!   group with no signal blocked (`process_group`), reads its output line by line into
-//!   batches, enforces the time limit (`time_limit`), waits for the exit (`exit_wait`),
-//!   and reports.
-//! - `Cancel` and shutdown kill the task's whole process group: SIGTERM, then SIGKILL
-//!   after a grace period.
+//!   group with no signal blocked (`process_group`) and only its assigned GPUs visible
+//!   (`CUDA_VISIBLE_DEVICES`), reads its output line by line into batches, enforces its
+//!   limits (`runner::limits`: time limit, stall timeout, memory limit sampled from /proc
+//!   by `group_memory`), waits for the exit (`exit_wait`), and reports; a result names
+//!   the limit that ended it, if one did.
+//! - `Cancel`, shutdown and the limits kill the task's whole process group: SIGTERM, then
+//!   SIGKILL after a grace period.
 //!
 //! Where the kernel's fd interfaces come in, each through furrow-sysfd and each behind one
 //! small module:
 //! - signals: a signalfd (`signals`), so SIGTERM, SIGINT and SIGHUP are events in the
 //!   actix system rather than handlers; the mask is set before any thread exists;
 //! - task exits: a pidfd per task process (`exit_wait`), which alone reaps it;
-//! - time limits, the SIGTERM → SIGKILL grace and the output drain after an exit: a
-//!   timerfd on `CLOCK_MONOTONIC` per deadline (`time_limit`).
+//! - time limits, stall timeouts, the SIGTERM → SIGKILL grace and the output drain after
+//!   an exit: a timerfd on `CLOCK_MONOTONIC` per deadline; the memory samples: a periodic
+//!   one (`time_limit`).
 //!
 //! State directory layout: see `state`.
 
@@ -40,6 +43,7 @@ mod config;
 mod config_file;
 mod error;
 mod exit_wait;
+mod group_memory;
 mod jobtypes;
 mod link;
 mod orphans;

@@ -1,11 +1,13 @@
-//! Deadlines of running tasks: the task's time limit, the grace between SIGTERM and
-//! SIGKILL, and the time output is still read after the task's exit.
+//! Timers of running tasks: the task's time limit and stall timeout, the grace between
+//! SIGTERM and SIGKILL, the time output is still read after the task's exit ([`Deadline`]),
+//! and the period of its memory samples ([`Ticker`]).
 //!
-//! Each deadline is a timerfd from furrow-sysfd on `CLOCK_MONOTONIC`, so setting the wall
-//! clock neither fires nor delays a time limit. The fd is created up front, before the
-//! task starts (creating it can fail, for instance at the open-file limit), and armed
-//! later. Arming or reading a live timerfd does not fail in practice; if it ever did, the
-//! deadline counts as passed, so a limit may end a task early but never silently vanish.
+//! Each is a timerfd from furrow-sysfd on `CLOCK_MONOTONIC`, so setting the wall clock
+//! neither fires nor delays a time limit. The fd is created up front, before the task
+//! starts (creating it can fail, for instance at the open-file limit), and armed later.
+//! Arming or reading a live timerfd does not fail in practice; if it ever did, a deadline
+//! counts as passed and a ticker falls back to tokio's timer, so a limit may end a task
+//! early but never silently vanish.
 
 use std::time::Duration;
 
@@ -44,8 +46,9 @@ impl Deadline {
         })
     }
 
-    /// Arms the deadline `after` from now, replacing any earlier setting.
-    pub fn arm(&mut self, after: Duration) {
+    /// Arms the deadline `after` from now, replacing any earlier setting. Returns `false`
+    /// when the timer could not be armed: the deadline then counts as passed.
+    pub fn arm(&mut self, after: Duration) -> bool {
         self.state = match self.timer.set_one_shot(after.min(LONGEST)) {
             Ok(_) => State::Armed,
             Err(e) => {
@@ -53,6 +56,7 @@ impl Deadline {
                 State::Broken
             }
         };
+        self.state == State::Armed
     }
 
     /// Time left until the deadline; `None` when it is not armed.
@@ -75,6 +79,53 @@ impl Deadline {
             }
         }
         self.state = State::Disarmed;
+    }
+}
+
+/// A periodic tick on its own timerfd. Waiting on a ticker not yet started never finishes.
+pub(crate) struct Ticker {
+    timer: AsyncTimerFd,
+    period: Duration,
+    state: State,
+}
+
+impl Ticker {
+    /// A ticker every `period` (at least a millisecond), not started. Needs a tokio
+    /// runtime with IO enabled; fails when no timerfd can be created.
+    pub fn new(period: Duration) -> Result<Self, furrow_sysfd::Error> {
+        let timer = AsyncTimerFd::new(TimerFd::new()?)?;
+        Ok(Self {
+            timer,
+            period: period.clamp(Duration::from_millis(1), LONGEST),
+            state: State::Disarmed,
+        })
+    }
+
+    /// Starts ticking: the first tick comes one period from now.
+    pub fn start(&mut self) {
+        self.state = match self.timer.set_periodic(self.period, self.period) {
+            Ok(_) => State::Armed,
+            Err(e) => {
+                error!(error = %e, "cannot arm a task's periodic timer; using tokio's timer instead");
+                State::Broken
+            }
+        };
+    }
+
+    /// Waits for the next tick. Ticks missed while nobody waited collapse into one.
+    /// Cancel-safe.
+    pub async fn tick(&mut self) {
+        match self.state {
+            State::Disarmed => std::future::pending().await,
+            State::Broken => tokio::time::sleep(self.period).await,
+            State::Armed => {
+                if let Err(e) = self.timer.expired().await {
+                    error!(error = %e, "cannot read a task's periodic timer; using tokio's timer instead");
+                    self.state = State::Broken;
+                    tokio::time::sleep(self.period).await;
+                }
+            }
+        }
     }
 }
 
@@ -122,6 +173,21 @@ mod tests {
         assert_eq!(deadline.state, State::Armed);
         let left = deadline.remaining().unwrap();
         assert!(left > Duration::from_secs(99 * 365 * 24 * 3600), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_ticker_ticks_every_period_once_started() {
+        let mut ticker = Ticker::new(Duration::from_millis(30)).unwrap();
+        let not_started = tokio::time::timeout(Duration::from_millis(100), ticker.tick()).await;
+        assert!(not_started.is_err(), "a ticker not started never ticks");
+        let started = Instant::now();
+        ticker.start();
+        for _ in 0..3 {
+            tokio::time::timeout(Duration::from_secs(20), ticker.tick())
+                .await
+                .expect("the ticker did not tick");
+        }
+        assert!(started.elapsed() >= Duration::from_millis(90));
     }
 
     #[tokio::test]

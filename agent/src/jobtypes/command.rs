@@ -10,6 +10,11 @@ const SHELL: &str = "/bin/sh";
 /// Runs [`CommandParams::command`] with the frame placeholders substituted in every
 /// argument: directly (no shell, so no quoting surprises), or through `/bin/sh -c` with
 /// the substituted arguments joined by spaces when `shell` is set.
+///
+/// [`CommandParams::env`] adds variables to the agent's environment, but cannot change the
+/// ones the runner sets for every task (`FURROW_*`, `CUDA_VISIBLE_DEVICES`): a task must
+/// not reach for a GPU it was not given. Such entries are ignored, with a line in the
+/// task's log saying so.
 pub(crate) struct CommandJobType;
 
 impl JobType for CommandJobType {

@@ -3,9 +3,10 @@
 //! A [`JobType`] turns an assignment's parameters into a [`TaskPlan`] (program, arguments,
 //! extra environment) and may supply an [`OutputParser`] that reads progress from the
 //! output lines. The runner owns everything else (process group, working directory,
-//! `FURROW_*` variables, capture, limits), so a job type is small: the built-in `command`
-//! type is one file, and Blender, ffmpeg or declarative job types slot in beside it by
-//! registering in [`JobTypes::builtin`] (or, later, from definition files).
+//! `FURROW_*` variables, the task's GPUs, capture, limits), so a job type is small: the
+//! built-in `command` type is one file, and Blender, ffmpeg or declarative job types slot
+//! in beside it by registering in [`JobTypes::builtin`] (or, later, from definition
+//! files).
 
 mod command;
 
@@ -34,7 +35,8 @@ pub(crate) struct TaskPlan {
     pub program: String,
     /// Its arguments, without the program.
     pub args: Vec<String>,
-    /// Variables added to the agent's environment.
+    /// Variables added to the agent's environment. The runner's own (`FURROW_*`,
+    /// `CUDA_VISIBLE_DEVICES`) are set over these and cannot be changed here.
     pub env: BTreeMap<String, String>,
 }
 

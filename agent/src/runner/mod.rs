@@ -6,16 +6,23 @@
 //! - the process runs in its own process group, in a fresh working directory, with
 //!   stdin from `/dev/null`, the `FURROW_*` variables, PR_SET_PDEATHSIG=SIGKILL and no
 //!   signal blocked; its exit is learned through a pidfd (`exit_wait`);
+//! - it sees only the GPUs assigned to it: `CUDA_VISIBLE_DEVICES` and `FURROW_GPUS` hold
+//!   their indices, comma-separated, and are empty when it has none, so a task never
+//!   grabs a GPU another task holds. These two and the `FURROW_*` variables are set over
+//!   the job type's environment: a job's `env` parameter cannot change them;
 //! - stdout and stderr are read line by line and reported in batches, in order per
 //!   stream, with the agent's own lines (`starting: ...`, `exited with code N`, errors);
-//! - cancel and the time limit send SIGTERM to the whole group, then SIGKILL after a
-//!   grace period, both timed by timerfds (`time_limit`); when the task's process exits,
-//!   whatever it left in its group is killed;
+//! - cancel and the limits ([`limits`]: time limit, stall timeout, memory limit) send
+//!   SIGTERM to the whole group, then SIGKILL after a grace period, both timed by
+//!   timerfds (`time_limit`); a limit ends the attempt with its error and
+//!   [`TaskFinished::limit`] naming it; when the task's process exits, whatever it left
+//!   in its group is killed;
 //! - every path ends in a [`TaskFinished`], never a panic: unknown job types, bad
 //!   parameters and programs that cannot start are reported as the task's error; an
 //!   attempt stopped because the agent shuts down is given back instead
 //!   ([`AttemptEnd::into_message`] turns it into a [`TaskReturned`]).
 
+mod limits;
 mod output;
 #[cfg(test)]
 mod tests;
@@ -26,8 +33,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use furrow_protocol::{
-    AgentMessage, Assignment, LogStream, TaskFinished, TaskProgress, TaskRef, TaskReturned,
-    TaskStarted,
+    AgentMessage, Assignment, LimitHit, LogStream, TaskFinished, TaskProgress, TaskRef,
+    TaskReturned, TaskStarted,
 };
 use furrow_sysfd::ExitStatus;
 use futures::StreamExt;
@@ -43,6 +50,7 @@ use crate::process_group::{self, signal_group, signal_name};
 use crate::state::StateDir;
 use crate::time_limit::Deadline;
 use crate::workdir::{self, Disposal};
+use limits::Limits;
 
 pub(crate) use output::OutputLimits;
 use output::{LineCodec, LogBatcher};
@@ -157,6 +165,8 @@ struct Ending {
     stopped: bool,
     /// The stop request that ended it, when it came before any other interruption.
     stopped_by: Option<StopReason>,
+    /// The limit that ended it, when one did before any other interruption.
+    limit: Option<LimitHit>,
     /// Whether the working directory was created.
     workdir: bool,
 }
@@ -169,15 +179,26 @@ impl Ending {
             error_logged: false,
             stopped: false,
             stopped_by: None,
+            limit: None,
             workdir,
         }
     }
 }
 
-/// The task's `FURROW_*` environment.
-fn furrow_env(assignment: &Assignment) -> [(&'static str, String); 7] {
+/// The environment the runner sets for every task, over the job type's: the `FURROW_*`
+/// variables, and the GPUs the task may use (`CUDA_VISIBLE_DEVICES`, set even when empty,
+/// hides every other GPU from CUDA).
+fn runner_env(assignment: &Assignment) -> [(&'static str, String); 9] {
     let frames = assignment.frames;
+    let gpus = assignment
+        .gpus
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     [
+        ("CUDA_VISIBLE_DEVICES", gpus.clone()),
+        ("FURROW_GPUS", gpus),
         ("FURROW_TASK_ID", assignment.task.task_id.to_string()),
         ("FURROW_ATTEMPT", assignment.task.attempt.to_string()),
         ("FURROW_JOB_ID", assignment.job_id.to_string()),
@@ -213,10 +234,10 @@ async fn execute<R: Reporter>(
     mut stop: oneshot::Receiver<StopReason>,
 ) -> Ending {
     let task = assignment.task;
-    // The deadlines' timers are created before anything starts: a task must not run
-    // without the means to enforce its limit.
-    let (mut limit, mut grace) = match (Deadline::new(), Deadline::new()) {
-        (Ok(limit), Ok(grace)) => (limit, grace),
+    // The timers are created before anything starts: a task must not run without the
+    // means to enforce its limits.
+    let (mut limits, mut grace) = match (Limits::new(assignment), Deadline::new()) {
+        (Ok(limits), Ok(grace)) => (limits, grace),
         (Err(e), _) | (_, Err(e)) => {
             return Ending::without_process(format!("cannot create the task's timers: {e}"), false);
         }
@@ -232,6 +253,7 @@ async fn execute<R: Reporter>(
             return Ending::without_process(error, false);
         }
     };
+    let runner_vars = runner_env(assignment);
     let mut command = std::process::Command::new(&plan.program);
     command
         .args(&plan.args)
@@ -240,11 +262,24 @@ async fn execute<R: Reporter>(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .envs(&plan.env)
-        .envs(furrow_env(assignment));
+        .envs(runner_vars.clone());
     process_group::isolate(&mut command);
     output
         .agent_line(format!("starting: {}", plan.display()))
         .await;
+    let overridden: Vec<&str> = runner_vars
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| plan.env.contains_key(*name))
+        .collect();
+    if !overridden.is_empty() {
+        output
+            .agent_line(format!(
+                "ignoring {} from the job's environment: the agent sets them for every task",
+                overridden.join(", ")
+            ))
+            .await;
+    }
     let Spawned {
         mut process,
         stdout,
@@ -292,15 +327,13 @@ async fn execute<R: Reporter>(
         .map(|line| (LogStream::Stderr, line));
     let mut lines = futures::stream::select(stdout, stderr);
     let mut lines_open = true;
-    let limit_secs = assignment.timeout_secs.filter(|secs| *secs > 0);
-    if let Some(secs) = limit_secs {
-        limit.arm(Duration::from_secs(secs));
-    }
+    limits.start(pgid);
     let mut terminating = false;
     let mut stop_open = true;
     let mut error: Option<String> = None;
     let mut stopped = false;
     let mut stopped_by = None;
+    let mut limit = None;
 
     // One timer for the output batches, moved rather than recreated for every line.
     let mut flush_timer = Box::pin(tokio::time::sleep_until(far_future()));
@@ -316,19 +349,22 @@ async fn execute<R: Reporter>(
         }
         // A stop or limit is logged when it happens and the group gets SIGTERM; the loop
         // goes on reading output until the process is reaped.
-        let mut interrupt: Option<String> = None;
+        let mut interrupt: Option<(String, Option<LimitHit>)> = None;
         tokio::select! {
             status = process.wait() => break status,
             line = lines.next(), if lines_open => match line {
-                Some((stream, Ok(bytes))) => output.line(stream, &bytes).await,
+                Some((stream, Ok(bytes))) => {
+                    limits.activity();
+                    output.line(stream, &bytes).await;
+                }
                 Some((stream, Err(e))) => output.agent_line(format!("cannot read {stream:?}: {e}")).await,
                 None => lines_open = false,
             },
             () = flush_timer.as_mut(), if flush_at.is_some() => {
                 output.flush().await;
             }
-            () = limit.expired() => {
-                interrupt = Some(format!("time limit of {} s exceeded", limit_secs.unwrap_or_default()));
+            hit = limits.hit() => {
+                interrupt = Some((hit.message, Some(hit.limit)));
             }
             reason = &mut stop, if stop_open => {
                 stop_open = false;
@@ -338,7 +374,7 @@ async fn execute<R: Reporter>(
                     if error.is_none() {
                         stopped_by = Some(reason);
                     }
-                    interrupt = Some(reason.error().to_string());
+                    interrupt = Some((reason.error().to_string(), None));
                 }
             }
             () = grace.expired() => {
@@ -349,11 +385,19 @@ async fn execute<R: Reporter>(
                 signal_group(pgid, Signal::SIGKILL);
             }
         }
-        if let Some(message) = interrupt {
+        if let Some((message, hit)) = interrupt {
             output.agent_line(message.clone()).await;
-            error.get_or_insert(message);
+            // The first interruption names the attempt's error (and its limit, if it was
+            // one); later ones are only logged.
+            if error.is_none() {
+                error = Some(message);
+                limit = hit;
+            }
             if !terminating {
                 terminating = true;
+                // The group is on its way out: its limits have done their job, and a
+                // group silent while it exits is no stall.
+                limits.stop();
                 signal_group(pgid, Signal::SIGTERM);
                 grace.arm(env.kill_grace);
             }
@@ -363,8 +407,9 @@ async fn execute<R: Reporter>(
     // Whatever the task started in its group (background jobs) ends with it.
     signal_group(pgid, Signal::SIGKILL);
     guard.armed = false;
-    // The limit's timer is free now (the process is gone): it times the output drain.
-    let mut drain = limit;
+    drop(limits);
+    // The grace timer is free now (the process is gone): it times the output drain.
+    let mut drain = grace;
     drain.arm(OUTPUT_DRAIN_LIMIT);
     while lines_open {
         tokio::select! {
@@ -394,6 +439,7 @@ async fn execute<R: Reporter>(
             error,
             stopped,
             stopped_by,
+            limit,
             workdir: true,
         },
         Err(e) => {
@@ -401,6 +447,7 @@ async fn execute<R: Reporter>(
                 Ending::without_process(format!("cannot wait for the task process: {e}"), true);
             ending.stopped = stopped;
             ending.stopped_by = stopped_by;
+            ending.limit = limit;
             ending
         }
     }
@@ -437,7 +484,7 @@ async fn finish<R: Reporter>(
         exit_code,
         signal,
         error: ending.error,
-        limit: None,
+        limit: ending.limit,
         at: Utc::now(),
     };
     if ending.workdir {
@@ -454,6 +501,7 @@ async fn finish<R: Reporter>(
         exit_code,
         signal,
         error = finished.error.as_deref(),
+        limit = ?finished.limit,
         given_back = ending.stopped_by == Some(StopReason::Shutdown),
         "task finished"
     );

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use furrow_protocol::{AgentMessage, Assignment, FrameBatch, LogStream, TaskFinished};
+use furrow_protocol::{AgentMessage, Assignment, FrameBatch, LimitHit, LogStream, TaskFinished};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
@@ -257,6 +257,7 @@ async fn exit_codes_and_signals_are_reported() {
         (failed.exit_code, failed.signal, failed.error.as_deref()),
         (Some(3), None, None)
     );
+    assert_eq!(failed.limit, None, "no limit ended it");
     assert_eq!(
         stream(&messages, LogStream::Agent).last().unwrap(),
         "exited with code 3"
@@ -336,6 +337,7 @@ async fn cancel_kills_the_whole_process_group() {
         run_and_stop(&h, sh("sleep 1000 & sleep 1000"), 2, StopReason::Cancelled).await;
     assert_eq!(finished.error.as_deref(), Some("cancelled"));
     assert_eq!(finished.signal, Some(libc::SIGTERM));
+    assert_eq!(finished.limit, None);
     assert!(
         group_members(pgid).is_empty(),
         "processes left: {:?}",
@@ -384,6 +386,7 @@ async fn the_time_limit_kills_the_task() {
         finished.error.as_deref(),
         Some("time limit of 1 s exceeded")
     );
+    assert_eq!(finished.limit, Some(LimitHit::Timeout));
     assert_eq!(finished.signal, Some(libc::SIGTERM));
     let agent = stream(&messages, LogStream::Agent);
     assert_eq!(
@@ -393,6 +396,136 @@ async fn the_time_limit_kills_the_task() {
             "killed by signal 15 (SIGTERM)"
         ]
     );
+}
+
+/// Prints the task's GPU variables, `unset` for one not set at all.
+const PRINT_GPUS: &str = "echo \"cuda=${CUDA_VISIBLE_DEVICES-unset} furrow=${FURROW_GPUS-unset}\"";
+
+#[tokio::test]
+async fn the_assigned_gpus_are_the_only_ones_the_task_sees() {
+    let h = harness();
+    let mut task = command(json!({
+        "command": ["sh", "-c", PRINT_GPUS],
+        "env": {"CUDA_VISIBLE_DEVICES": "0,1,2,3", "FURROW_GPUS": "3", "OTHER": "kept"}
+    }));
+    task.gpus = vec![0, 2];
+    let (finished, messages) = run(&h, task).await;
+    assert!(finished.succeeded(), "{finished:?}");
+    assert_eq!(
+        stream(&messages, LogStream::Stdout),
+        ["cuda=0,2 furrow=0,2"],
+        "the job's env does not override the assigned gpus"
+    );
+    assert!(
+        stream(&messages, LogStream::Agent).contains(
+            &"ignoring CUDA_VISIBLE_DEVICES, FURROW_GPUS from the job's environment: the agent \
+              sets them for every task"
+                .to_string()
+        ),
+        "{messages:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_task_without_gpus_sees_none() {
+    let h = harness();
+    let task = sh(PRINT_GPUS);
+    assert!(task.gpus.is_empty());
+    let (finished, messages) = run(&h, task).await;
+    assert!(finished.succeeded(), "{finished:?}");
+    // Set but empty: CUDA then shows no device at all, rather than every one.
+    assert_eq!(stream(&messages, LogStream::Stdout), ["cuda= furrow="]);
+}
+
+#[tokio::test]
+async fn a_silent_task_is_killed_by_its_stall_timeout() {
+    let h = harness();
+    let mut task = sh("echo hi; sleep 30");
+    task.stall_timeout_secs = Some(1);
+    let started = std::time::Instant::now();
+    let (finished, messages) = run(&h, task).await;
+    let took = started.elapsed();
+    assert_eq!(
+        finished.error.as_deref(),
+        Some("no output or progress for 1 s (stall timeout)")
+    );
+    assert_eq!(finished.limit, Some(LimitHit::Stall));
+    assert_eq!(finished.signal, Some(libc::SIGTERM));
+    // Killed a second after its last line, long before its sleep would have ended.
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert_eq!(stream(&messages, LogStream::Stdout), ["hi"]);
+    let agent = stream(&messages, LogStream::Agent);
+    assert_eq!(
+        agent[1..],
+        [
+            "no output or progress for 1 s (stall timeout)",
+            "killed by signal 15 (SIGTERM)"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn steady_output_keeps_the_stall_timeout_away() {
+    let h = harness();
+    // Two seconds of output, a line every 200 ms: never a quiet second.
+    let mut task = sh("for i in 1 2 3 4 5 6 7 8 9 10; do echo line $i; sleep 0.2; done");
+    task.stall_timeout_secs = Some(1);
+    let (finished, messages) = run(&h, task).await;
+    assert!(finished.succeeded(), "{finished:?}");
+    assert_eq!(finished.limit, None);
+    assert_eq!(stream(&messages, LogStream::Stdout).len(), 10);
+}
+
+/// Python allocating (and touching) `mib` MiB in a child of the task's shell, so the
+/// memory sits in a process other than the group leader; then it sleeps 30 s.
+fn allocating_task(mib: u64) -> Assignment {
+    sh(&format!(
+        "python3 -c 'import time; b = bytearray({mib} * 1024 * 1024); time.sleep(30)' & wait"
+    ))
+}
+
+#[tokio::test]
+async fn a_group_over_its_memory_limit_is_killed() {
+    let h = harness();
+    let mut task = allocating_task(200);
+    task.ram_mb = Some(50);
+    let started = std::time::Instant::now();
+    let (finished, messages) = run(&h, task).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "killed before its sleep ended"
+    );
+    let Some(LimitHit::Memory { used_mb }) = finished.limit else {
+        panic!("expected a memory limit hit: {finished:?}");
+    };
+    assert!(used_mb > 50, "{used_mb}");
+    assert_eq!(
+        finished.error,
+        Some(format!("used {used_mb} MiB, over its limit of 50 MiB"))
+    );
+    assert_eq!(finished.signal, Some(libc::SIGTERM));
+    let agent = stream(&messages, LogStream::Agent);
+    assert!(
+        agent.contains(finished.error.as_ref().unwrap()),
+        "{agent:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_group_under_its_memory_limit_runs_to_its_end() {
+    let h = harness();
+    // Several samples (every 500 ms) while 20 MiB are held under a 200 MiB limit.
+    let mut task = sh(
+        "python3 -c 'import time; b = bytearray(20 * 1024 * 1024); time.sleep(1.5)' && echo done",
+    );
+    task.ram_mb = Some(200);
+    let (finished, messages) = run(&h, task).await;
+    assert!(finished.succeeded(), "{finished:?}");
+    assert_eq!(finished.limit, None);
+    assert_eq!(stream(&messages, LogStream::Stdout), ["done"]);
 }
 
 #[tokio::test]

@@ -99,8 +99,7 @@ mod tests {
 
     #[test]
     fn sums_the_resident_memory_of_a_group() {
-        // A shell leading its own group, with a child in it; both idle, so their resident
-        // sizes hold still while they are read.
+        // A shell leading its own group, with a child in it.
         let mut child = Command::new("sh")
             .args(["-c", "sleep 30 & read _"])
             .process_group(0)
@@ -109,29 +108,37 @@ mod tests {
             .spawn()
             .unwrap();
         let pgid = child.id();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let members = loop {
+        let members_sum = || -> (usize, u64) {
             let members = crate::orphans::group_members(pgid);
-            if members.len() == 2 || Instant::now() > deadline {
-                break members;
+            let bytes = members
+                .iter()
+                .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+                .filter_map(|stat| parse_stat(&stat))
+                .map(|stat| stat.rss_pages * page_size())
+                .sum();
+            (members.len(), bytes)
+        };
+        // The child's size moves while it forks and execs `sleep`: compare once the
+        // group holds still (the same members and sizes before and after the sample).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let observed = loop {
+            let before = members_sum();
+            let total = group_resident_bytes(pgid);
+            let after = members_sum();
+            let settled = before == after && before.0 == 2;
+            if (settled && total == before.1) || Instant::now() > deadline {
+                break (before, total);
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        let each: u64 = members
-            .iter()
-            .map(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-                parse_stat(&stat).unwrap().rss_pages * page_size()
-            })
-            .sum();
-        let total = group_resident_bytes(pgid);
         drop(child.stdin.take());
         let _ = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(pgid as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = child.wait();
-        assert_eq!(members.len(), 2, "the shell and its sleep");
+        let ((members, each), total) = observed;
+        assert_eq!(members, 2, "the shell and its sleep");
         assert!(each > 0);
         assert_eq!(
             total, each,

@@ -22,7 +22,11 @@
 //!
 //! Finished results additionally go to disk (`<state_dir>/spool/`) whenever the link is
 //! down, and at shutdown when still unacknowledged, and are loaded again at startup, so a
-//! result survives an agent restart.
+//! result survives an agent restart. They are stored as JSON, so a file written before a
+//! field was added (`limit`, for one) still loads with that field empty. A file that does
+//! not decode (cut short, or from an agent whose result format differs) is logged and
+//! removed, never a reason to stop: its attempt is then not listed in the registration,
+//! and the master queues the task again.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -425,7 +429,7 @@ fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use furrow_protocol::{TaskProgress, TaskStarted};
+    use furrow_protocol::{LimitHit, TaskProgress, TaskStarted};
 
     use super::*;
 
@@ -641,6 +645,66 @@ mod tests {
         assert_eq!(spool.len(), 0);
         assert_eq!(spool.pending_results(), [task(2)]);
         assert!(!spool.result_stored(task(9)), "unknown");
+    }
+
+    #[test]
+    fn a_limit_survives_the_disk_and_older_results_without_one_still_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(tmp.path(), 1 << 20);
+        let limited = TaskFinished {
+            task: task(1),
+            exit_code: None,
+            signal: Some(15),
+            error: Some("used 80 MiB, over its limit of 50 MiB".into()),
+            limit: Some(LimitHit::Memory { used_mb: 80 }),
+            at: Utc::now(),
+        };
+        spool.push(AgentMessage::TaskFinished(limited.clone()), true);
+        // Written by an agent from before `limit` existed.
+        fs::write(
+            tmp.path().join("00000000000000000007-2-1.json"),
+            r#"{"task":{"task_id":2,"attempt":1},"exit_code":0,"signal":null,"error":null,"at":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        let mut reloaded = Spool::open(tmp.path(), 1 << 20);
+        assert_eq!(reloaded.pending_results(), [task(1), task(2)]);
+        let out = drain(&mut reloaded);
+        assert_eq!(out[0], AgentMessage::TaskFinished(limited));
+        let AgentMessage::TaskFinished(old) = &out[1] else {
+            panic!("{:?}", out[1])
+        };
+        assert!(old.succeeded() && old.limit.is_none(), "{old:?}");
+        // New results are numbered after the loaded ones.
+        assert_eq!(reloaded.next_seq, 8);
+    }
+
+    #[test]
+    fn results_that_no_longer_decode_are_skipped_and_the_rest_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(tmp.path(), 1 << 20);
+        spool.push(finished(1), true);
+        // Valid JSON, but not a result this agent understands (a limit it does not know,
+        // a field of another type).
+        let bad = [
+            (
+                "00000000000000000005-2-1.json",
+                r#"{"task":{"task_id":2,"attempt":1},"exit_code":null,"signal":9,"error":"x","limit":"Meltdown","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                "00000000000000000006-3-1.json",
+                r#"{"task":{"task_id":3,"attempt":1},"exit_code":"zero","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+        ];
+        for (name, text) in bad {
+            fs::write(tmp.path().join(name), text).unwrap();
+        }
+        let reloaded = Spool::open(tmp.path(), 1 << 20);
+        assert_eq!(reloaded.pending_results(), [task(1)]);
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "the undecodable files are removed"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use furrow_agent::{Agent, AgentConfig};
-use furrow_protocol::{MasterMessage, Registration};
+use furrow_protocol::{LimitHit, MasterMessage, Registration};
 use furrow_sysfd::SHUTDOWN_SIGNALS;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -248,6 +248,7 @@ async fn signals_reach_the_agent_through_its_signalfd_and_tasks_start_unblocked(
         (finished.signal, finished.error.as_deref()),
         (Some(libc::SIGTERM), Some("time limit of 1 s exceeded"))
     );
+    assert_eq!(finished.limit, Some(LimitHit::Timeout));
     conn.store_result(limited.task).await;
     let exits = shell_task(55, "exit 7");
     conn.send(MasterMessage::Assign(exits.clone())).await;
@@ -268,7 +269,7 @@ async fn reregistration(master: &TestMaster) -> (MasterConn, Registration) {
 }
 
 #[actix_rt::test]
-async fn sighup_registers_again_with_the_name_and_tags_of_the_configuration_file() {
+async fn sighup_registers_again_with_the_name_tags_software_and_gpus_of_the_configuration_file() {
     let master = TestMaster::bind().await;
     let state = tempfile::tempdir().unwrap();
     let config = state.path().join("agent.conf");
@@ -291,6 +292,8 @@ async fn sighup_registers_again_with_the_name_and_tags_of_the_configuration_file
         "# reloaded
 name = renamed
 tags = blender, gpu
+software = blender 4.2.1
+gpus = 92
 ",
     )
     .unwrap();
@@ -300,6 +303,12 @@ tags = blender, gpu
     assert_eq!(again.agent_id, first.agent_id);
     assert_eq!(again.name, "renamed");
     assert_eq!(again.tags, ["blender", "gpu"]);
+    assert_eq!(
+        again.software.get("blender").map(String::as_str),
+        Some("4.2.1")
+    );
+    let gpus: Vec<u32> = again.gpus.iter().map(|gpu| gpu.index).collect();
+    assert_eq!(gpus, [92]);
     assert_eq!(again.running, [task.task], "the running task is kept");
     assert!(group_members(pgid).contains(&pgid));
 

@@ -93,6 +93,85 @@ impl FrameSet {
     }
 }
 
+/// Most frames a set with overlapping ranges of different steps may expand to while it
+/// is merged.
+const MERGE_EXPAND_LIMIT: u64 = 10_000_000;
+
+impl FrameSet {
+    /// The same frames in ascending order with every frame once: ranges are sorted,
+    /// overlapping or adjacent ranges of one step merged (`1-10,5-15` is `1-15`), and
+    /// ranges of different steps that overlap are expanded and cut into runs again.
+    /// Fails only when such an overlap would expand to more than ten million frames.
+    pub fn merged(&self) -> Result<FrameSet, FrameSpecError> {
+        let mut ranges = self.ranges.clone();
+        ranges.sort_by_key(|r| (r.start, r.step, r.end));
+        let mut merged: Vec<FrameRange> = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            if let Some(last) = merged.last_mut()
+                && last.step == range.step
+                && (range.start - last.start) % last.step == 0
+                && range.start <= last_frame(last) + last.step
+            {
+                last.end = last_frame(last).max(last_frame(&range));
+                continue;
+            }
+            merged.push(range);
+        }
+        for r in &mut merged {
+            r.end = last_frame(r);
+        }
+        let overlapping = merged.windows(2).any(|w| w[1].start <= w[0].end);
+        if !overlapping {
+            return Ok(FrameSet { ranges: merged });
+        }
+        let total: u64 = merged.iter().map(FrameRange::count).sum();
+        if total > MERGE_EXPAND_LIMIT {
+            return Err(FrameSpecError {
+                spec: self.to_string(),
+                reason: format!(
+                    "ranges of different steps overlap over more than {MERGE_EXPAND_LIMIT} frames; split them"
+                ),
+            });
+        }
+        let mut frames: Vec<i64> = merged
+            .iter()
+            .flat_map(|r| (0..r.count() as i64).map(move |k| r.start + k * r.step))
+            .collect();
+        frames.sort_unstable();
+        frames.dedup();
+        let mut runs: Vec<FrameRange> = Vec::new();
+        let mut i = 0;
+        while i < frames.len() {
+            let start = frames[i];
+            let Some(&next) = frames.get(i + 1) else {
+                runs.push(FrameRange {
+                    start,
+                    end: start,
+                    step: 1,
+                });
+                break;
+            };
+            let step = next - start;
+            let mut j = i + 1;
+            while frames.get(j + 1).is_some_and(|&f| f - frames[j] == step) {
+                j += 1;
+            }
+            runs.push(FrameRange {
+                start,
+                end: frames[j],
+                step,
+            });
+            i = j + 1;
+        }
+        Ok(FrameSet { ranges: runs })
+    }
+}
+
+/// The last frame a range renders.
+fn last_frame(range: &FrameRange) -> i64 {
+    range.start + (range.count() as i64 - 1) * range.step
+}
+
 impl fmt::Display for FrameSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, r) in self.ranges.iter().enumerate() {
@@ -307,6 +386,43 @@ mod tests {
                 step: 1_000_000_000_000
             }
         );
+    }
+
+    #[test]
+    fn overlapping_ranges_merge() {
+        let merged = |spec: &str| spec.parse::<FrameSet>().unwrap().merged().unwrap().to_string();
+        assert_eq!(merged("1-10,5-15"), "1-15");
+        assert_eq!(merged("20-30,1-10"), "1-10,20-30");
+        assert_eq!(merged("1-10,11-20"), "1-20");
+        assert_eq!(merged("1-9:2,3-15:2"), "1-15:2");
+        assert_eq!(merged("1-10:3,1-10:2"), "1-3:2,4-5,7-9:2,10");
+        assert_eq!(merged("5,5,5"), "5");
+        let huge: FrameSet = "1-100000000:2,2-100000000:3".parse().unwrap();
+        assert!(huge.merged().unwrap_err().reason.contains("overlap"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn merging_keeps_every_frame_once(
+            parts in proptest::collection::vec((-20i64..20, 0i64..20, 1i64..4), 1..5),
+        ) {
+            let spec = parts
+                .iter()
+                .map(|(s, l, st)| format!("{s}-{}:{st}", s + l))
+                .collect::<Vec<_>>()
+                .join(",");
+            let set: FrameSet = spec.parse().unwrap();
+            let mut expected: Vec<i64> = set
+                .ranges()
+                .iter()
+                .flat_map(|r| (r.start..=r.end).step_by(r.step as usize))
+                .collect();
+            expected.sort_unstable();
+            expected.dedup();
+            let merged = set.merged().unwrap();
+            let got: Vec<i64> = merged.batches(1).map(|b| b.start).collect();
+            proptest::prop_assert_eq!(got, expected);
+        }
     }
 
     proptest::proptest! {

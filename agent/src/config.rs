@@ -14,8 +14,12 @@ const MIN_MAX_FRAME: usize = 4096;
 /// Configuration of an agent.
 ///
 /// ```
-/// let config = furrow_agent::AgentConfig::new("127.0.0.1:7420", "/var/lib/furrow-agent");
+/// let mut config = furrow_agent::AgentConfig::new("127.0.0.1:7420", "/var/lib/furrow-agent");
 /// assert_eq!(config.max_frame, furrow_protocol::DEFAULT_MAX_FRAME);
+/// // What `--software` and `--gpus` flags would set, in the configuration file's syntax.
+/// config.software = furrow_agent::parse_software("blender 4.2.1, ffmpeg 5.1")?;
+/// config.gpus = Some(furrow_agent::parse_gpus("0, 1")?);
+/// # Ok::<(), furrow_agent::ListError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {

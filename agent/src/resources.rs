@@ -1,5 +1,7 @@
-//! What the host offers: `HostInfo` once at startup (CPUs, memory, OS, GPUs) and the
-//! `ResourceMonitor` actor answering load samples for heartbeats, all from /proc.
+//! What the host offers: `HostInfo` once at startup (CPUs, memory, OS from /proc; GPUs
+//! with their device indices from `nvidia-smi`, which the configuration may override:
+//! `resolve_gpus`) and the `ResourceMonitor` actor answering load samples for heartbeats
+//! from /proc.
 
 use std::time::Duration;
 

@@ -78,14 +78,8 @@ fn job(title: &str, frames: String, priority: i32) -> Result<JobSubmission> {
         env: Default::default(),
     };
     Ok(JobSubmission {
-        title: title.into(),
-        jobtype: "command".into(),
-        params: Json(serde_json::to_value(params)?),
-        frames,
-        batch: 1,
         priority,
-        retries: 0,
-        timeout_secs: None,
+        ..JobSubmission::new(title, Json(serde_json::to_value(params)?), frames)
     })
 }
 

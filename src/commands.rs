@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use furrow_protocol::{
     Client, ClientError, CommandParams, DEFAULT_LISTEN, JobId, JobSubmission, JobView, Json,
-    TaskView, WorkState,
+    Requirements, TaskView, WorkState,
 };
 
 /// How often `--wait` and `--follow` ask the master for news.
@@ -25,7 +25,8 @@ pub struct ServerArg {
 }
 
 impl ServerArg {
-    async fn connect(&self) -> Result<Client> {
+    /// Connects to the master, saying how to start one when none answers.
+    pub async fn connect(&self) -> Result<Client> {
         Client::connect(&self.server).await.map_err(|e| match e {
             ClientError::Connect { addr, source } => anyhow::anyhow!(
                 "cannot connect to the master at {addr}: {source}; is one running? \
@@ -59,6 +60,38 @@ pub struct SubmitArgs {
     /// Time limit of one task attempt, in seconds.
     #[arg(long)]
     timeout: Option<u64>,
+    /// Kill an attempt that prints nothing and reports no progress for this many seconds.
+    #[arg(long)]
+    stall_timeout: Option<u64>,
+    /// Queue path, e.g. `studio/lighting` (default: the root queue).
+    #[arg(long, default_value = "")]
+    queue: String,
+    /// Share within its queue relative to the other jobs there.
+    #[arg(long, default_value_t = 1)]
+    weight: u32,
+    /// Agents the job gets before jobs without a minimum.
+    #[arg(long, default_value_t = 0)]
+    min_agents: u32,
+    /// Most agents running its tasks at once.
+    #[arg(long)]
+    max_agents: Option<u32>,
+    #[command(flatten)]
+    requirements: RequirementArgs,
+    /// A job that must be done first (repeatable).
+    #[arg(long = "after", value_name = "JOB")]
+    depends_on: Vec<JobId>,
+    /// With --after: frame N waits only for frame N of those jobs.
+    #[arg(long)]
+    per_frame: bool,
+    /// An agent failing this many of its tasks gets no more of them (0: never).
+    #[arg(long, default_value_t = 3)]
+    blocklist_after: u32,
+    /// Free text shown with the job.
+    #[arg(long, default_value = "")]
+    notes: String,
+    /// Who submits it (default: $USER).
+    #[arg(long, env = "USER", default_value = "")]
+    user: String,
     /// Run the command through `/bin/sh -c`.
     #[arg(long)]
     shell: bool,
@@ -71,6 +104,55 @@ pub struct SubmitArgs {
     /// The command and its arguments; `{frame}`, `{start}`, `{end}`, `{step}` are substituted.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+/// What each task needs from an agent.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RequirementArgs {
+    /// CPUs each task reserves.
+    #[arg(long)]
+    cpus: Option<u32>,
+    /// Memory each task reserves, MiB; a task using more is killed and retried.
+    #[arg(long)]
+    ram_mb: Option<u64>,
+    /// GPUs each task gets (named in CUDA_VISIBLE_DEVICES).
+    #[arg(long)]
+    gpus: Option<u32>,
+    /// A tag the agent must have, or `!tag` it must not have (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Software with a version range, `blender='>=3.0, <5'` (repeatable).
+    #[arg(long = "software", value_name = "NAME=RANGE")]
+    software: Vec<String>,
+}
+
+impl RequirementArgs {
+    /// Whether any requirement was given.
+    pub fn given(&self) -> bool {
+        self.cpus.is_some()
+            || self.ram_mb.is_some()
+            || self.gpus.is_some()
+            || !self.tags.is_empty()
+            || !self.software.is_empty()
+    }
+
+    /// The requirements these flags describe.
+    pub fn requirements(&self) -> Result<Requirements> {
+        let mut software = BTreeMap::new();
+        for pair in &self.software {
+            let Some((name, range)) = pair.split_once('=') else {
+                bail!("--software {pair:?}: expected NAME=RANGE, e.g. blender='>=3.0, <5'");
+            };
+            software.insert(name.trim().to_string(), range.trim().to_string());
+        }
+        Ok(Requirements {
+            cpus: self.cpus.unwrap_or(0),
+            ram_mb: self.ram_mb.unwrap_or(0),
+            gpus: self.gpus.unwrap_or(0),
+            tags: self.tags.clone(),
+            software,
+        })
+    }
 }
 
 /// `furrow jobs` and `furrow agents`.
@@ -99,6 +181,9 @@ pub struct JobArgs {
     /// Print JSON (the job and its tasks) instead of tables.
     #[arg(long)]
     json: bool,
+    /// Say why its waiting tasks wait, instead of listing its tasks.
+    #[arg(long)]
+    why: bool,
 }
 
 /// `furrow logs JOB FRAME`.
@@ -132,14 +217,26 @@ pub async fn submit(args: SubmitArgs) -> Result<i32> {
         env,
     };
     let job = JobSubmission {
-        title: args.title,
-        jobtype: "command".into(),
-        params: Json(serde_json::to_value(params)?),
-        frames: args.frames,
         batch: args.batch,
         priority: args.priority,
         retries: args.retries,
         timeout_secs: args.timeout,
+        stall_timeout_secs: args.stall_timeout,
+        queue: args.queue,
+        weight: args.weight,
+        min_agents: args.min_agents,
+        max_agents: args.max_agents,
+        requirements: args.requirements.requirements()?,
+        depends_on: args.depends_on,
+        depends_per_frame: args.per_frame,
+        blocklist_after: args.blocklist_after,
+        notes: args.notes,
+        user: args.user,
+        ..JobSubmission::new(
+            args.title,
+            Json(serde_json::to_value(params)?),
+            args.frames,
+        )
     };
     let client = args.server.connect().await?;
     let view = client.submit_job(job).await?;
@@ -147,7 +244,17 @@ pub async fn submit(args: SubmitArgs) -> Result<i32> {
     if !args.wait {
         return Ok(0);
     }
-    let finished = wait_for(&client, view.id).await?;
+    let id = view.id;
+    let finished = tokio::select! {
+        finished = wait_for(&client, id) => finished?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!();
+            eprintln!(
+                "stopped waiting; job {id} keeps running on the farm (cancel it with `furrow cancel {id}`)"
+            );
+            return Ok(130);
+        }
+    };
     let counts = finished.task_counts;
     eprintln!(
         "job {} {}: {} done, {} failed of {} tasks",
@@ -223,12 +330,15 @@ pub async fn jobs(args: ListArgs) -> Result<i32> {
             format!("{}/{}", j.task_counts.done, j.task_counts.total()),
             j.task_counts.failed.to_string(),
             j.priority.to_string(),
+            j.queue.clone(),
             j.frames.clone(),
             j.title.clone(),
         ]
     });
     print_table(
-        &["ID", "STATE", "DONE", "FAILED", "PRIO", "FRAMES", "TITLE"],
+        &[
+            "ID", "STATE", "DONE", "FAILED", "PRIO", "QUEUE", "FRAMES", "TITLE",
+        ],
         rows,
     );
     println!("{} of {} jobs", page.items.len(), page.total);
@@ -251,6 +361,28 @@ async fn all_tasks(client: &Client, job: JobId) -> Result<Vec<TaskView>> {
 
 pub async fn job(args: JobArgs) -> Result<i32> {
     let client = args.server.connect().await?;
+    if args.why {
+        let why = client.why(args.id).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&why)?);
+            return Ok(0);
+        }
+        println!(
+            "job {}: {} · {} tasks waiting{}",
+            why.job_id,
+            why.state.as_str(),
+            why.waiting,
+            if why.never {
+                " · no agent can ever run it as it stands"
+            } else {
+                ""
+            }
+        );
+        for reason in &why.reasons {
+            println!("  - {reason}");
+        }
+        return Ok(0);
+    }
     let job = client.get_job(args.id).await?;
     let tasks = all_tasks(&client, args.id).await?;
     if args.json {
@@ -263,10 +395,39 @@ pub async fn job(args: JobArgs) -> Result<i32> {
     println!("  state     {}", job.state.as_str());
     println!("  jobtype   {}  {}", job.jobtype, job.params);
     println!("  frames    {} (batch {})", job.frames, job.batch);
-    println!("  priority  {}  retries {}", job.priority, job.retries);
     println!(
-        "  tasks     {} queued · {} running · {} done · {} failed · {} paused",
-        c.queued, c.running, c.done, c.failed, c.paused
+        "  queue     {}  priority {}  weight {}  retries {}",
+        job.queue, job.priority, job.weight, job.retries
+    );
+    if !job.requirements.is_empty() {
+        println!("  needs     {}", serde_json::to_string(&job.requirements)?);
+    }
+    if !job.depends_on.is_empty() {
+        let ids: Vec<String> = job.depends_on.iter().map(|id| id.to_string()).collect();
+        println!(
+            "  after     {}{}",
+            ids.join(", "),
+            if job.depends_per_frame {
+                " (frame by frame)"
+            } else {
+                ""
+            }
+        );
+    }
+    if !job.blocklist.is_empty() {
+        let agents: Vec<String> = job
+            .blocklist
+            .iter()
+            .map(|b| format!("{} ({} failures)", b.agent, b.failures))
+            .collect();
+        println!("  blocked   {}", agents.join(", "));
+    }
+    if !job.notes.is_empty() {
+        println!("  notes     {}", job.notes);
+    }
+    println!(
+        "  tasks     {} queued · {} running · {} done · {} failed · {} paused · {} blocked · {} cancelled",
+        c.queued, c.running, c.done, c.failed, c.paused, c.blocked, c.cancelled
     );
     println!("  created   {}", job.created_at.to_rfc3339());
     println!();
@@ -307,7 +468,11 @@ pub async fn agents(args: ListArgs) -> Result<i32> {
     let rows = page.items.iter().map(|a| {
         vec![
             a.name.clone(),
-            format!("{:?}", a.state).to_lowercase(),
+            if a.enabled {
+                format!("{:?}", a.state).to_lowercase()
+            } else {
+                format!("{:?}, disabled", a.state).to_lowercase()
+            },
             format!("{}/{}", a.running.len(), a.slots),
             a.cpus.to_string(),
             format!("{:.1}", a.ram_mb as f64 / 1024.0),
@@ -380,7 +545,8 @@ pub async fn logs(args: LogsArgs) -> Result<i32> {
     }
 }
 
-fn print_table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+/// Prints rows under headers, columns padded to their widest cell.
+pub fn print_table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) {
     let rows: Vec<Vec<String>> = rows.collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod commands;
+mod control;
 mod up;
 
 use std::path::PathBuf;
@@ -39,6 +40,22 @@ enum Command {
     Agents(commands::ListArgs),
     /// Print the log of a job's frame.
     Logs(commands::LogsArgs),
+    /// Hold a job's waiting tasks back (running ones finish, or with --kill are requeued).
+    Pause(control::ActionArgs),
+    /// Release paused jobs.
+    Resume(control::ActionArgs),
+    /// Kill a job's running tasks and end it cancelled (or one task with --task).
+    Cancel(control::ActionArgs),
+    /// Run a job again: all tasks, the failed ones (--failed), or one (--task).
+    Rerun(control::ActionArgs),
+    /// Delete jobs with their tasks and logs.
+    Delete(control::ActionArgs),
+    /// Change a job's priority, weight, queue, agents, requirements, frames or notes.
+    Edit(control::EditArgs),
+    /// List, add, change and remove queues.
+    Queue(control::QueueArgs),
+    /// Enable or disable an agent, or set its tags.
+    AgentCtl(control::AgentCtlArgs),
     /// Measure a local farm (submission latency, task throughput).
     Bench(bench::BenchArgs),
 }
@@ -104,13 +121,20 @@ struct AgentArgs {
     /// Tags, comma-separated.
     #[arg(long, value_delimiter = ',')]
     tags: Vec<String>,
+    /// GPU device indices to offer, comma-separated (default: detected with nvidia-smi).
+    #[arg(long, value_parser = furrow_agent::parse_gpus)]
+    gpus: Option<Vec<u32>>,
+    /// Software offered, `blender 4.2.1, ffmpeg 5.1` (versions matched by job requirements).
+    #[arg(long, value_parser = furrow_agent::parse_software, default_value = "")]
+    software: std::collections::BTreeMap<String, String>,
     /// Display name (default: the hostname).
     #[arg(long)]
     name: Option<String>,
     /// Directory for the agent id, task working directories and crash-recovery state.
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// File with `name = ...` and `tags = a, b` lines, overriding the flags; re-read on SIGHUP.
+    /// File with `name = ...`, `tags = a, b`, `software = blender 4.2` and `gpus = 0, 1`
+    /// lines, overriding the flags; re-read on SIGHUP.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Largest protocol frame accepted or sent, in bytes.
@@ -188,6 +212,8 @@ fn dispatch(command: Command) -> Result<()> {
                 state_dir: args.state_dir.unwrap_or_else(default_agent_state_dir),
                 max_frame: args.max_frame,
                 config_file: args.config,
+                software: args.software,
+                gpus: args.gpus,
             };
             furrow_agent::run(config)?;
             Ok(())
@@ -197,6 +223,14 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Job(args) => client_command(commands::job(args)),
         Command::Agents(args) => client_command(commands::agents(args)),
         Command::Logs(args) => client_command(commands::logs(args)),
+        Command::Pause(args) => client_command(control::action(control::Verb::Pause, args)),
+        Command::Resume(args) => client_command(control::action(control::Verb::Resume, args)),
+        Command::Cancel(args) => client_command(control::action(control::Verb::Cancel, args)),
+        Command::Rerun(args) => client_command(control::action(control::Verb::Rerun, args)),
+        Command::Delete(args) => client_command(control::action(control::Verb::Delete, args)),
+        Command::Edit(args) => client_command(control::edit(args)),
+        Command::Queue(args) => client_command(control::queue(args)),
+        Command::AgentCtl(args) => client_command(control::agent_ctl(args)),
         Command::Bench(args) => {
             init_tracing("warn");
             bench::run(args)

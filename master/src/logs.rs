@@ -22,10 +22,11 @@ use actix::prelude::*;
 use chrono::{SecondsFormat, TimeZone, Utc};
 use furrow_protocol::{JobId, LogBatch, LogLine, LogStream, TaskRef};
 use tokio::sync::broadcast;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::store::records::LogIndexRow;
-use crate::store::{Store, UpsertLogIndex};
+use crate::scheduler::Write as StoreWrite;
+use crate::store::records::{BulkWrite, LogIndexRow};
+use crate::store::{CommitBatch, Store, UpsertLogIndex};
 
 /// How often buffered lines reach the file at the latest.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
@@ -426,6 +427,45 @@ impl Handler<ReadLog> for LogCollector {
         }
         let path = self.data_dir.join(log_path(msg.job_id, msg.task));
         read_from(&path, msg.offset, msg.max_bytes)
+    }
+}
+
+/// Deletes the logs of a deleted job: its open files are dropped and its directory
+/// removed; lines still arriving for its attempts are not written.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeleteJobLogs(pub JobId);
+
+impl Handler<DeleteJobLogs> for LogCollector {
+    type Result = ();
+
+    fn handle(&mut self, DeleteJobLogs(job_id): DeleteJobLogs, _ctx: &mut Context<Self>) {
+        let dropped: Vec<TaskRef> = self
+            .open
+            .iter()
+            .filter(|(_, attempt)| attempt.job_id == job_id)
+            .map(|(task, _)| *task)
+            .collect();
+        for task in dropped {
+            if let Some(attempt) = self.open.remove(&task)
+                && attempt.writer.is_some()
+            {
+                self.writers = self.writers.saturating_sub(1);
+            }
+        }
+        self.recent.retain(|_, job| *job != job_id);
+        let dir = self.data_dir.join("logs").join(job_id.to_string());
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => info!(job_id, "job logs deleted"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(job_id, error = %e, "cannot delete job logs"),
+        }
+        // Index entries of attempts closed while the job was being deleted may have
+        // reached the store after the deletion; deleting again removes them.
+        self.store.do_send(CommitBatch {
+            writes: vec![StoreWrite::Bulk(BulkWrite::DeleteJob { job_id })],
+            notify: None,
+        });
     }
 }
 

@@ -23,7 +23,7 @@ use crate::http;
 use crate::listener::{Listener, SessionDeps};
 use crate::logs::{FlushLogs, LogCollector, live_logs};
 use crate::registry::Registry;
-use crate::scheduler::{Scheduler, SchedulerStats};
+use crate::scheduler::{Restore, Scheduler, SchedulerStats};
 use crate::service::Service;
 use crate::store::records::{AgentRow, LoadedTask, now_ms};
 use crate::store::{Db, Flush, Store, StoreReader};
@@ -202,6 +202,7 @@ fn placeholder_agent(id: Uuid) -> AgentRow {
         ram_mb: 0,
         gpus: "[]".into(),
         tags: "[]".into(),
+        software: "{}".into(),
         slots: 0,
         version: String::new(),
         last_seen: now_ms(),
@@ -284,9 +285,13 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
     let stats = Arc::new(SchedulerStats::default());
     let scheduler = {
         let (store, logs, stats) = (store.clone(), logs.clone(), stats.clone());
-        let jobs = loaded.jobs;
-        let tasks = loaded.tasks;
-        Supervisor::start(move |_| Scheduler::new(&jobs, tasks, store, logs, stats))
+        let restore = Restore {
+            jobs: loaded.jobs,
+            tasks: loaded.tasks,
+            ended_parents: loaded.ended_parents,
+            queues: loaded.queues,
+        };
+        Supervisor::start(move |_| Scheduler::new(restore, store, logs, stats))
     };
     // Every agent that holds a running task must be known to the registry, or nothing
     // would ever declare it lost and its tasks would wait forever.
@@ -305,9 +310,12 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
             changes.clone(),
         );
         let known = known_agents;
+        let settings = loaded.agent_settings;
         let (interval, timeout) = (config.heartbeat_interval, config.heartbeat_timeout);
         Supervisor::start(move |_| {
-            Registry::new(&known, agents, scheduler, store, interval, timeout, changes)
+            Registry::new(
+                &known, settings, agents, scheduler, store, interval, timeout, changes,
+            )
         })
     };
     let service = Service::new(
@@ -315,6 +323,7 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         store.clone(),
         scheduler.clone(),
         logs.clone(),
+        registry.clone(),
         live,
         agents,
         stats,

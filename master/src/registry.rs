@@ -19,15 +19,17 @@ use actix::prelude::*;
 use chrono::Utc;
 use dashmap::DashMap;
 use furrow_protocol::{
-    AgentState, AgentView, GpuInfo, Heartbeat, Registered, Registration, TaskRef,
+    AgentPatch, AgentState, AgentView, ApiError, Capacity, GpuInfo, Heartbeat, Registered,
+    Registration, TaskRef,
 };
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::changes::ChangeFeed;
-use crate::scheduler::{AgentDown, AgentLost, AgentUp, Scheduler, ToAgent};
-use crate::store::records::{AgentRow, from_ms};
-use crate::store::{Store, UpsertAgent};
+use crate::scheduler::policy::requirements::{Needs, Offer};
+use crate::scheduler::{AgentConfigured, AgentDown, AgentLost, AgentUp, Scheduler, ToAgent, Write};
+use crate::store::records::{AgentRow, AgentSettingsRow, BulkWrite, from_ms};
+use crate::store::{CommitBatch, Store, UpsertAgent};
 
 /// Most slots one agent may announce. Its assignments are queued at once in the
 /// session's outbox, which must hold them (see `session::writer::OUTBOX_CAPACITY`).
@@ -36,8 +38,10 @@ pub const MAX_SLOTS: u32 = 512;
 /// One agent as the registry tracks it.
 #[derive(Debug, Clone)]
 pub struct LiveAgent {
-    /// What the API shows.
+    /// What the API shows (its tags are the ones in effect).
     pub view: AgentView,
+    /// The tags the agent announced itself.
+    own_tags: Vec<String>,
     session_id: Option<u64>,
     last_heartbeat: Instant,
     offline_since: Option<Instant>,
@@ -107,9 +111,21 @@ pub struct Disconnected {
     pub session_id: u64,
 }
 
+/// Enables or disables an agent, or sets its tags, through the API; answers once stored.
+#[derive(Message)]
+#[rtype(result = "Result<AgentView, ApiError>")]
+pub struct EditAgent {
+    /// The agent.
+    pub agent_id: Uuid,
+    /// The changes.
+    pub patch: AgentPatch,
+}
+
 /// The registry actor.
 pub struct Registry {
     table: AgentTable,
+    /// Settings made through the API, which outlive restarts of either side.
+    settings: HashMap<Uuid, AgentSettingsRow>,
     closers: HashMap<Uuid, (u64, Recipient<CloseSession>)>,
     scheduler: Addr<Scheduler>,
     store: Addr<Store>,
@@ -118,7 +134,8 @@ pub struct Registry {
     changes: ChangeFeed,
 }
 
-fn view_of(row: &AgentRow) -> AgentView {
+fn view_of(row: &AgentRow, settings: Option<&AgentSettingsRow>) -> AgentView {
+    let own_tags = serde_json::from_str::<Vec<String>>(&row.tags).unwrap_or_default();
     AgentView {
         id: row.id,
         name: row.name.clone(),
@@ -128,17 +145,20 @@ fn view_of(row: &AgentRow) -> AgentView {
         ram_mb: row.ram_mb,
         free_ram_mb: 0,
         gpus: serde_json::from_str::<Vec<GpuInfo>>(&row.gpus).unwrap_or_default(),
-        tags: serde_json::from_str::<Vec<String>>(&row.tags).unwrap_or_default(),
+        tags: settings.and_then(|s| s.tags.clone()).unwrap_or(own_tags),
+        software: serde_json::from_str(&row.software).unwrap_or_default(),
         slots: row.slots,
         version: row.version.clone(),
         state: AgentState::Offline,
+        enabled: settings.is_none_or(|s| s.enabled),
+        free: Capacity::default(),
         load: 0.0,
         running: Vec::new(),
         last_seen: from_ms(row.last_seen),
     }
 }
 
-fn row_of(view: &AgentView) -> AgentRow {
+fn row_of(view: &AgentView, own_tags: &[String]) -> AgentRow {
     AgentRow {
         id: view.id,
         name: view.name.clone(),
@@ -147,7 +167,8 @@ fn row_of(view: &AgentView) -> AgentRow {
         cpus: view.cpus,
         ram_mb: view.ram_mb,
         gpus: serde_json::to_string(&view.gpus).unwrap_or_else(|_| "[]".into()),
-        tags: serde_json::to_string(&view.tags).unwrap_or_else(|_| "[]".into()),
+        tags: serde_json::to_string(own_tags).unwrap_or_else(|_| "[]".into()),
+        software: serde_json::to_string(&view.software).unwrap_or_else(|_| "{}".into()),
         slots: view.slots,
         version: view.version.clone(),
         last_seen: view.last_seen.timestamp_millis(),
@@ -156,8 +177,10 @@ fn row_of(view: &AgentView) -> AgentRow {
 
 impl Registry {
     /// A registry knowing the agents stored in the database (all offline for now).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         known: &[AgentRow],
+        settings: HashMap<Uuid, AgentSettingsRow>,
         table: AgentTable,
         scheduler: Addr<Scheduler>,
         store: Addr<Store>,
@@ -170,7 +193,8 @@ impl Registry {
             table.insert(
                 row.id,
                 LiveAgent {
-                    view: view_of(row),
+                    view: view_of(row, settings.get(&row.id)),
+                    own_tags: serde_json::from_str(&row.tags).unwrap_or_default(),
                     session_id: None,
                     last_heartbeat: now,
                     offline_since: Some(now),
@@ -180,6 +204,7 @@ impl Registry {
         }
         Self {
             table,
+            settings,
             closers: HashMap::new(),
             scheduler,
             store,
@@ -231,7 +256,8 @@ impl Registry {
             agent.offline_since.get_or_insert_with(Instant::now);
             agent.view.state = AgentState::Offline;
             agent.view.running.clear();
-            self.store.do_send(UpsertAgent(row_of(&agent.view)));
+            self.store
+                .do_send(UpsertAgent(row_of(&agent.view, &agent.own_tags)));
         }
         self.scheduler.do_send(AgentLost { agent_id });
         self.changes.bump();
@@ -280,6 +306,11 @@ impl Handler<Register> for Registry {
         }
         self.closers.insert(agent_id, (msg.session_id, msg.close));
         let now = Utc::now();
+        let settings = self.settings.get(&agent_id).cloned().unwrap_or(AgentSettingsRow {
+            enabled: true,
+            tags: None,
+        });
+        let tags = settings.tags.clone().unwrap_or_else(|| reg.tags.clone());
         let view = AgentView {
             id: agent_id,
             name: if reg.name.is_empty() {
@@ -293,19 +324,23 @@ impl Handler<Register> for Registry {
             ram_mb: reg.ram_mb,
             free_ram_mb: reg.ram_mb,
             gpus: reg.gpus.clone(),
-            tags: reg.tags.clone(),
+            tags: tags.clone(),
+            software: reg.software.clone(),
             slots: reg.slots,
             version: reg.version.clone(),
             state: AgentState::Online,
+            enabled: settings.enabled,
+            free: Capacity::default(),
             load: 0.0,
             running: reg.running.clone(),
             last_seen: now,
         };
-        self.store.do_send(UpsertAgent(row_of(&view)));
+        self.store.do_send(UpsertAgent(row_of(&view, &reg.tags)));
         self.table.insert(
             agent_id,
             LiveAgent {
                 view,
+                own_tags: reg.tags.clone(),
                 session_id: Some(msg.session_id),
                 last_heartbeat: Instant::now(),
                 offline_since: None,
@@ -313,9 +348,18 @@ impl Handler<Register> for Registry {
             },
         );
         info!(agent = %agent_id, name = %reg.name, slots = reg.slots, running = reg.running.len(), "agent registered");
+        let offer = Offer {
+            cpus: reg.cpus,
+            ram_mb: reg.ram_mb,
+            gpus: reg.gpus.iter().map(|g| g.index).collect(),
+            tags,
+            software: reg.software.clone(),
+        };
         self.scheduler.do_send(AgentUp {
             agent_id,
             slots: reg.slots,
+            offer,
+            enabled: settings.enabled,
             running: reg.running,
             link: msg.link,
         });
@@ -397,12 +441,80 @@ impl Handler<Disconnected> for Registry {
         agent.offline_since = Some(Instant::now());
         agent.view.state = AgentState::Offline;
         agent.view.last_seen = Utc::now();
-        self.store.do_send(UpsertAgent(row_of(&agent.view)));
+        self.store
+            .do_send(UpsertAgent(row_of(&agent.view, &agent.own_tags)));
         drop(agent);
         info!(agent = %msg.agent_id, "agent disconnected");
         self.scheduler.do_send(AgentDown {
             agent_id: msg.agent_id,
         });
         self.changes.bump();
+    }
+}
+
+impl Handler<EditAgent> for Registry {
+    type Result = ResponseFuture<Result<AgentView, ApiError>>;
+
+    fn handle(&mut self, msg: EditAgent, _ctx: &mut Context<Self>) -> Self::Result {
+        let agent_id = msg.agent_id;
+        let Some(mut agent) = self.table.get_mut(&agent_id) else {
+            return Box::pin(async move {
+                Err(ApiError::not_found(format!("agent {agent_id} not found")))
+            });
+        };
+        if let Some(tags) = &msg.patch.tags {
+            // The same rules as a job's required tags, so every tag can be asked for.
+            let check = furrow_protocol::Requirements {
+                tags: tags.clone(),
+                ..Default::default()
+            };
+            if let Err(e) = Needs::parse(&check) {
+                let message = e.replace("requirements.tags", "tags");
+                return Box::pin(async move { Err(ApiError::bad_request(message)) });
+            }
+            if tags.iter().any(|t| t.starts_with('!')) {
+                return Box::pin(async move {
+                    Err(ApiError::bad_request("tags: an agent's tag cannot start with '!'"))
+                });
+            }
+        }
+        let settings = self.settings.entry(agent_id).or_insert(AgentSettingsRow {
+            enabled: true,
+            tags: None,
+        });
+        if let Some(enabled) = msg.patch.enabled {
+            settings.enabled = enabled;
+        }
+        if let Some(tags) = msg.patch.tags.clone() {
+            settings.tags = Some(tags);
+        }
+        agent.view.enabled = settings.enabled;
+        if let Some(tags) = &settings.tags {
+            agent.view.tags = tags.clone();
+        }
+        let view = agent.view.clone();
+        drop(agent);
+        info!(agent = %agent_id, enabled = settings.enabled, tags = ?settings.tags, "agent settings changed");
+        let (sender, committed) = tokio::sync::oneshot::channel();
+        self.store.do_send(CommitBatch {
+            writes: vec![Write::Bulk(BulkWrite::AgentSettings {
+                id: agent_id,
+                enabled: settings.enabled,
+                tags: settings.tags.clone(),
+            })],
+            notify: Some(sender),
+        });
+        self.scheduler.do_send(AgentConfigured {
+            agent_id,
+            enabled: settings.enabled,
+            tags: msg.patch.tags,
+        });
+        self.changes.bump();
+        Box::pin(async move {
+            committed
+                .await
+                .unwrap_or_else(|_| Err(ApiError::unavailable("the store stopped")))?;
+            Ok(view)
+        })
     }
 }

@@ -6,18 +6,25 @@ use std::sync::atomic::Ordering;
 
 use actix::Addr;
 use furrow_protocol::{
-    AgentState, AgentView, ApiError, ClientRequest, ClientResponse, CommandParams, FrameSet,
-    HealthView, JobId, JobSubmission, JobView, LogChunk, Page, TaskId, TaskRef, TaskView,
-    WorkState,
+    ActionOutcome, AgentPatch, AgentState, AgentView, ApiError, ClientRequest, ClientResponse,
+    CommandParams, ErrorKind, FrameSet, HealthView, JobAction, JobId, JobPatch, JobSubmission,
+    JobView, LogChunk, Page, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId, TaskRef,
+    TaskView, WhyView, WorkState,
 };
 use tokio::sync::broadcast;
 use tracing::{error, info};
+use uuid::Uuid;
 
-use crate::logs::{LiveChunk, LiveLogs, LogCollector, ReadLog};
-use crate::registry::AgentTable;
-use crate::scheduler::{AddJob, Scheduler, SchedulerStats};
-use crate::store::records::NewJob;
-use crate::store::{InsertJob, Store, StoreReader};
+use crate::logs::{DeleteJobLogs, LiveChunk, LiveLogs, LogCollector, ReadLog};
+use crate::registry::{AgentTable, EditAgent, Registry};
+use crate::scheduler::policy::requirements::Needs;
+use crate::scheduler::queues;
+use crate::scheduler::{
+    AddJob, Change, ControlOutcome, ControlRequest, ListQueues, ParentState, Revived, Scheduler,
+    SchedulerStats, Why, job_spec,
+};
+use crate::store::records::{JobRecord, JobSettings, NewJob};
+use crate::store::{AllocateTaskIds, InsertJob, Store, StoreReader};
 
 /// Default page size of job and agent lists.
 pub const DEFAULT_LIMIT: u64 = 100;
@@ -35,6 +42,20 @@ pub const MAX_TITLE_CHARS: usize = 1_000;
 pub const LOG_CHUNK: usize = 1024 * 1024;
 /// Job types the master accepts.
 pub const JOB_TYPES: &[&str] = &["command"];
+/// Most retries per task.
+pub const MAX_RETRIES: u32 = 1_000;
+/// Longest time limit or stall timeout, in seconds (ten years).
+pub const MAX_TIMEOUT_SECS: u64 = 10 * 365 * 24 * 3600;
+/// Largest weight.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+/// Most jobs one job may depend on.
+pub const MAX_DEPENDENCIES: usize = 100;
+/// Longest notes.
+pub const MAX_NOTES_CHARS: usize = 10_000;
+/// Longest user name.
+pub const MAX_USER_CHARS: usize = 200;
+/// Most jobs in one bulk action.
+pub const MAX_BULK: usize = 1_000;
 
 /// Handles to everything the requests need. Cheap to clone.
 #[derive(Clone)]
@@ -47,6 +68,7 @@ struct Inner {
     store: Addr<Store>,
     scheduler: Addr<Scheduler>,
     logs: Addr<LogCollector>,
+    registry: Addr<Registry>,
     live: LiveLogs,
     agents: AgentTable,
     stats: Arc<SchedulerStats>,
@@ -72,6 +94,55 @@ pub fn check_page(limit: u64, offset: u64) -> Result<(), ApiError> {
         return Err(ApiError::bad_request("offset: too large"));
     }
     Ok(())
+}
+
+fn check_timeout(field: &str, value: Option<u64>) -> Result<(), ApiError> {
+    match value {
+        Some(0) => Err(ApiError::bad_request(format!("{field}: must be at least 1"))),
+        Some(secs) if secs > MAX_TIMEOUT_SECS => Err(ApiError::bad_request(format!(
+            "{field}: must be at most {MAX_TIMEOUT_SECS} (ten years), got {secs}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_weight(weight: u32) -> Result<(), ApiError> {
+    if weight == 0 || weight > MAX_WEIGHT {
+        return Err(ApiError::bad_request(format!(
+            "weight: must be between 1 and {MAX_WEIGHT}, got {weight}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_agents(field: &str, value: Option<u32>) -> Result<(), ApiError> {
+    match value {
+        Some(n) if n > 1_000_000 => Err(ApiError::bad_request(format!(
+            "{field}: must be at most 1000000, got {n}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_text(field: &str, text: &str, max: usize) -> Result<(), ApiError> {
+    if text.chars().count() > max {
+        return Err(ApiError::bad_request(format!(
+            "{field}: must be at most {max} characters"
+        )));
+    }
+    if text.contains('\0') {
+        return Err(ApiError::bad_request(format!(
+            "{field}: must not contain NUL characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses a frame specification and merges overlapping ranges.
+fn parse_frames(spec: &str) -> Result<FrameSet, ApiError> {
+    spec.parse::<FrameSet>()
+        .and_then(|set| set.merged())
+        .map_err(|e| ApiError::bad_request(format!("frames: {e}")))
 }
 
 /// Validates a submission and expands its frames into tasks. Messages name the field.
@@ -103,7 +174,7 @@ pub fn validate(submission: JobSubmission) -> Result<NewJob, ApiError> {
             "params: must not contain NUL characters",
         ));
     }
-    let params = submission.params.0;
+    let params = submission.params.0.clone();
     let command_ok = params
         .get("command")
         .and_then(|c| c.as_array())
@@ -129,19 +200,58 @@ pub fn validate(submission: JobSubmission) -> Result<NewJob, ApiError> {
             "batch: must be at most {MAX_BATCH}"
         )));
     }
-    if submission.timeout_secs == Some(0) {
-        return Err(ApiError::bad_request("timeout_secs: must be at least 1"));
+    check_timeout("timeout_secs", submission.timeout_secs)?;
+    check_timeout("stall_timeout_secs", submission.stall_timeout_secs)?;
+    if submission.retries > MAX_RETRIES {
+        return Err(ApiError::bad_request(format!(
+            "retries: must be at most {MAX_RETRIES}, got {}",
+            submission.retries
+        )));
     }
-    let frames: FrameSet = submission
-        .frames
-        .parse()
-        .map_err(|e| ApiError::bad_request(format!("frames: {e}")))?;
+    if submission.blocklist_after > MAX_RETRIES {
+        return Err(ApiError::bad_request(format!(
+            "blocklist_after: must be at most {MAX_RETRIES} (0 never blocklists), got {}",
+            submission.blocklist_after
+        )));
+    }
+    check_weight(submission.weight)?;
+    check_agents("min_agents", Some(submission.min_agents))?;
+    check_agents("max_agents", submission.max_agents)?;
+    let queue = queues::normalize(&submission.queue)
+        .map_err(|e| ApiError::bad_request(format!("queue: {e}")))?;
+    Needs::parse(&submission.requirements).map_err(ApiError::bad_request)?;
+    check_text("notes", &submission.notes, MAX_NOTES_CHARS)?;
+    check_text("user", &submission.user, MAX_USER_CHARS)?;
+    if submission.depends_on.len() > MAX_DEPENDENCIES {
+        return Err(ApiError::bad_request(format!(
+            "depends_on: at most {MAX_DEPENDENCIES} jobs"
+        )));
+    }
+    let mut depends_on = submission.depends_on.clone();
+    depends_on.sort_unstable();
+    depends_on.dedup();
+    if let Some(bad) = depends_on.iter().find(|id| **id <= 0) {
+        return Err(ApiError::bad_request(format!(
+            "depends_on: {bad} is not a job id"
+        )));
+    }
+    if submission.depends_per_frame && depends_on.is_empty() {
+        return Err(ApiError::bad_request(
+            "depends_per_frame: needs at least one job in depends_on",
+        ));
+    }
+    let frames = parse_frames(&submission.frames)?;
     let tasks = frames.task_count(submission.batch);
     if tasks > MAX_TASKS_PER_JOB {
         return Err(ApiError::bad_request(format!(
             "frames: {tasks} tasks exceed the limit of {MAX_TASKS_PER_JOB} per job (raise batch or split the job)"
         )));
     }
+    let mut settings = JobSettings::of(&submission);
+    settings.queue = queue;
+    settings.depends_on = depends_on;
+    settings.notes = settings.notes.trim().to_string();
+    settings.user = settings.user.trim().to_string();
     Ok(NewJob {
         title,
         jobtype: submission.jobtype,
@@ -151,6 +261,7 @@ pub fn validate(submission: JobSubmission) -> Result<NewJob, ApiError> {
         priority: submission.priority,
         retries: submission.retries,
         timeout_secs: submission.timeout_secs,
+        settings,
         ranges: frames.ranges().to_vec(),
         batches: frames.batches(submission.batch).collect(),
     })
@@ -163,6 +274,7 @@ impl Service {
         store: Addr<Store>,
         scheduler: Addr<Scheduler>,
         logs: Addr<LogCollector>,
+        registry: Addr<Registry>,
         live: LiveLogs,
         agents: AgentTable,
         stats: Arc<SchedulerStats>,
@@ -173,6 +285,7 @@ impl Service {
                 store,
                 scheduler,
                 logs,
+                registry,
                 live,
                 agents,
                 stats,
@@ -183,6 +296,33 @@ impl Service {
     /// Validates and stores a job; answers once it is committed, then schedules it.
     pub async fn submit_job(&self, submission: JobSubmission) -> Result<JobView, ApiError> {
         let job = validate(submission)?;
+        let queue = job.settings.queue.clone();
+        let known = self.list_queues().await?;
+        if !known.iter().any(|q| q.path == queues::display(&queue)) {
+            return Err(ApiError::bad_request(format!(
+                "queue: no queue {} (create it first: POST /api/v1/queues/)",
+                queues::display(&queue)
+            )));
+        }
+        let mut parents = Vec::with_capacity(job.settings.depends_on.len());
+        for &parent in &job.settings.depends_on {
+            let record = self
+                .inner
+                .reader
+                .get_job(parent)
+                .await
+                .map_err(storage_error)?
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("depends_on: job {parent} not found"))
+                })?;
+            let state = record.counts.job_state();
+            let stood = if record.finished_at.is_some() && state.is_finished() {
+                ParentState::Ended(state)
+            } else {
+                ParentState::Unfinished
+            };
+            parents.push((parent, stood));
+        }
         let tasks = job.batches.len();
         let inserted = self
             .inner
@@ -192,7 +332,345 @@ impl Service {
             .map_err(mailbox_error)??;
         let view = inserted.record.view();
         info!(job_id = view.id, tasks, title = %view.title, "job submitted");
-        self.inner.scheduler.do_send(AddJob(inserted));
+        self.inner.scheduler.do_send(AddJob { inserted, parents });
+        Ok(view)
+    }
+
+    /// A job that must exist.
+    async fn job_record(&self, job_id: JobId) -> Result<JobRecord, ApiError> {
+        self.inner
+            .reader
+            .get_job(job_id)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| ApiError::not_found(format!("job {job_id} not found")))
+    }
+
+    /// A finished job, loaded to run again.
+    async fn revived(&self, record: &JobRecord) -> Result<Revived, ApiError> {
+        let tasks = self
+            .inner
+            .reader
+            .job_tasks(record)
+            .await
+            .map_err(storage_error)?;
+        let first_task_id = tasks.first().map(|t| t.id).ok_or_else(|| {
+            ApiError::internal(format!("job {} has no tasks in the store", record.id))
+        })?;
+        Ok(Revived {
+            spec: job_spec(record),
+            first_task_id,
+            tasks: tasks
+                .iter()
+                .map(|t| (t.frames, t.state, t.attempt))
+                .collect(),
+        })
+    }
+
+    async fn change(&self, request: ControlRequest) -> Result<ControlOutcome, ApiError> {
+        self.inner
+            .scheduler
+            .send(Change(request))
+            .await
+            .map_err(mailbox_error)?
+    }
+
+    /// Applies an action to a job; answers once its changes are stored.
+    pub async fn job_action(
+        &self,
+        job_id: JobId,
+        action: JobAction,
+        kill: bool,
+    ) -> Result<JobView, ApiError> {
+        let first = self
+            .change(ControlRequest::JobAction {
+                job_id,
+                action,
+                kill,
+                revive: None,
+            })
+            .await;
+        match first {
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                // Not in the scheduler: unknown, or finished.
+                let record = self.job_record(job_id).await?;
+                let state = record.view().state;
+                if !matches!(action, JobAction::Rerun | JobAction::RerunFailed) {
+                    return Err(ApiError::conflict(format!(
+                        "job {job_id} is {}; it cannot be {}",
+                        state.as_str(),
+                        match action {
+                            JobAction::Pause => "paused",
+                            JobAction::Resume => "resumed",
+                            JobAction::Cancel => "cancelled",
+                            _ => "changed that way",
+                        }
+                    )));
+                }
+                let revive = Some(self.revived(&record).await?);
+                self.change(ControlRequest::JobAction {
+                    job_id,
+                    action,
+                    kill,
+                    revive,
+                })
+                .await?;
+            }
+            other => {
+                other?;
+            }
+        }
+        info!(job_id, action = action.as_str(), kill, "job action");
+        self.get_job(job_id).await
+    }
+
+    /// Applies one action to many jobs; each job's outcome is reported.
+    pub async fn jobs_action(
+        &self,
+        action: JobAction,
+        ids: &[JobId],
+        kill: bool,
+    ) -> Result<Vec<ActionOutcome>, ApiError> {
+        if ids.is_empty() || ids.len() > MAX_BULK {
+            return Err(ApiError::bad_request(format!(
+                "ids: between 1 and {MAX_BULK} job ids, got {}",
+                ids.len()
+            )));
+        }
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let result = self.job_action(id, action, kill).await;
+            outcomes.push(ActionOutcome {
+                id,
+                ok: result.is_ok(),
+                error: result.err().map(|e| e.message),
+            });
+        }
+        Ok(outcomes)
+    }
+
+    /// Reruns or cancels one task; answers with the task once stored.
+    pub async fn task_action(
+        &self,
+        job_id: JobId,
+        task_id: TaskId,
+        action: TaskAction,
+    ) -> Result<TaskView, ApiError> {
+        let first = self
+            .change(ControlRequest::TaskAction {
+                job_id,
+                task_id,
+                action,
+                revive: None,
+            })
+            .await;
+        match first {
+            Err(e) if e.kind == ErrorKind::NotFound && e.message.contains("is not unfinished") => {
+                let record = self.job_record(job_id).await?;
+                self.task_of(job_id, task_id).await?;
+                if action == TaskAction::Cancel {
+                    return Err(ApiError::conflict(format!(
+                        "job {job_id} is {}; its tasks cannot be cancelled",
+                        record.view().state.as_str()
+                    )));
+                }
+                let revive = Some(self.revived(&record).await?);
+                self.change(ControlRequest::TaskAction {
+                    job_id,
+                    task_id,
+                    action,
+                    revive,
+                })
+                .await?;
+            }
+            other => {
+                other?;
+            }
+        }
+        self.task_of(job_id, task_id).await
+    }
+
+    async fn task_of(&self, job_id: JobId, task_id: TaskId) -> Result<TaskView, ApiError> {
+        let row = self
+            .inner
+            .reader
+            .get_task(task_id)
+            .await
+            .map_err(storage_error)?
+            .filter(|t| t.job_id == job_id)
+            .ok_or_else(|| {
+                ApiError::not_found(format!("task {task_id} of job {job_id} not found"))
+            })?;
+        crate::store::task_view(&row).map_err(storage_error)
+    }
+
+    /// Changes a job's settings (or its frames, while nothing ran).
+    pub async fn edit_job(&self, job_id: JobId, patch: JobPatch) -> Result<JobView, ApiError> {
+        if patch == JobPatch::default() {
+            return Err(ApiError::bad_request("nothing to change: give at least one field"));
+        }
+        let record = self.job_record(job_id).await?;
+        if record.finished_at.is_some() {
+            return Err(ApiError::conflict(format!(
+                "job {job_id} is {}; only queued or running jobs can be changed",
+                record.view().state.as_str()
+            )));
+        }
+        if let Some(weight) = patch.weight {
+            check_weight(weight)?;
+        }
+        check_agents("min_agents", patch.min_agents)?;
+        check_agents("max_agents", patch.max_agents)?;
+        if let Some(notes) = &patch.notes {
+            check_text("notes", notes, MAX_NOTES_CHARS)?;
+        }
+        let needs = patch
+            .requirements
+            .as_ref()
+            .map(Needs::parse)
+            .transpose()
+            .map_err(ApiError::bad_request)?;
+        let frames = patch.frames.as_deref().map(parse_frames).transpose()?;
+        let mut settings = patch.clone();
+        settings.frames = None;
+        if settings != JobPatch::default() {
+            self.change(ControlRequest::EditJob {
+                job_id,
+                patch: settings,
+                needs,
+            })
+            .await?;
+        }
+        if let Some(frames) = frames {
+            let batch = record.batch;
+            let count = frames.task_count(batch);
+            if count > MAX_TASKS_PER_JOB {
+                return Err(ApiError::bad_request(format!(
+                    "frames: {count} tasks exceed the limit of {MAX_TASKS_PER_JOB} per job"
+                )));
+            }
+            let first_task_id = self
+                .inner
+                .store
+                .send(AllocateTaskIds(count))
+                .await
+                .map_err(mailbox_error)?;
+            self.change(ControlRequest::ReplaceFrames {
+                job_id,
+                frames: frames.to_string(),
+                batch,
+                first_task_id,
+                ranges: frames.ranges().to_vec(),
+                batches: frames.batches(batch).collect(),
+            })
+            .await?;
+        }
+        info!(job_id, "job changed");
+        self.get_job(job_id).await
+    }
+
+    /// Deletes a job with its tasks and logs (running tasks are killed).
+    pub async fn delete_job(&self, job_id: JobId) -> Result<(), ApiError> {
+        self.job_record(job_id).await?;
+        self.change(ControlRequest::DeleteJob { job_id }).await?;
+        self.inner.logs.do_send(DeleteJobLogs(job_id));
+        info!(job_id, "job deleted");
+        Ok(())
+    }
+
+    /// Why a job's tasks wait.
+    pub async fn why(&self, job_id: JobId) -> Result<WhyView, ApiError> {
+        let live = self
+            .inner
+            .scheduler
+            .send(Why(job_id))
+            .await
+            .map_err(mailbox_error)?;
+        if let Some(view) = live {
+            return Ok(view);
+        }
+        let record = self.job_record(job_id).await?;
+        let state = record.view().state;
+        Ok(WhyView {
+            job_id,
+            state,
+            waiting: 0,
+            reasons: vec![format!("nothing waits: the job is {}", state.as_str())],
+            never: false,
+        })
+    }
+
+    /// The queue tree.
+    pub async fn list_queues(&self) -> Result<Vec<QueueView>, ApiError> {
+        self.inner
+            .scheduler
+            .send(ListQueues)
+            .await
+            .map_err(mailbox_error)
+    }
+
+    /// One queue.
+    pub async fn get_queue(&self, path: &str) -> Result<QueueView, ApiError> {
+        let path = queues::normalize(path).map_err(ApiError::bad_request)?;
+        let shown = queues::display(&path);
+        self.list_queues()
+            .await?
+            .into_iter()
+            .find(|q| q.path == shown)
+            .ok_or_else(|| ApiError::not_found(format!("no queue {shown}")))
+    }
+
+    /// Creates a queue.
+    pub async fn create_queue(&self, spec: QueueSpec) -> Result<QueueView, ApiError> {
+        let outcome = self.change(ControlRequest::CreateQueue(spec)).await?;
+        let ControlOutcome::Queue(queue) = outcome else {
+            return Err(ApiError::internal("the scheduler did not return the queue"));
+        };
+        info!(queue = %queues::display(&queue.path), "queue created");
+        self.get_queue(&queue.path).await
+    }
+
+    /// Changes a queue.
+    pub async fn edit_queue(&self, path: &str, patch: QueuePatch) -> Result<QueueView, ApiError> {
+        if patch == QueuePatch::default() {
+            return Err(ApiError::bad_request("nothing to change: give at least one field"));
+        }
+        let outcome = self
+            .change(ControlRequest::EditQueue {
+                path: path.to_string(),
+                patch,
+            })
+            .await?;
+        let ControlOutcome::Queue(queue) = outcome else {
+            return Err(ApiError::internal("the scheduler did not return the queue"));
+        };
+        self.get_queue(&queue.path).await
+    }
+
+    /// Deletes an empty queue.
+    pub async fn delete_queue(&self, path: &str) -> Result<(), ApiError> {
+        self.change(ControlRequest::DeleteQueue {
+            path: path.to_string(),
+        })
+        .await?;
+        info!(queue = path, "queue deleted");
+        Ok(())
+    }
+
+    /// Enables or disables an agent, or sets its tags.
+    pub async fn edit_agent(&self, agent_id: Uuid, patch: AgentPatch) -> Result<AgentView, ApiError> {
+        if patch == AgentPatch::default() {
+            return Err(ApiError::bad_request("nothing to change: give enabled or tags"));
+        }
+        let mut view = self
+            .inner
+            .registry
+            .send(EditAgent { agent_id, patch })
+            .await
+            .map_err(mailbox_error)??;
+        if let Some(free) = self.inner.stats.free.get(&agent_id) {
+            view.free = free.clone();
+        }
         Ok(view)
     }
 
@@ -250,7 +728,13 @@ impl Service {
             .inner
             .agents
             .iter()
-            .map(|entry| entry.value().view.clone())
+            .map(|entry| {
+                let mut view = entry.value().view.clone();
+                if let Some(free) = self.inner.stats.free.get(&view.id) {
+                    view.free = free.clone();
+                }
+                view
+            })
             .collect();
         agents.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         let total = agents.len() as u64;
@@ -377,6 +861,42 @@ impl Service {
                 .task_log(job_id, task_id, attempt, offset)
                 .await
                 .map(ClientResponse::Log),
+            ClientRequest::JobsAction { action, ids, kill } => self
+                .jobs_action(action, &ids, kill)
+                .await
+                .map(ClientResponse::Actions),
+            ClientRequest::TaskAction {
+                job_id,
+                task_id,
+                action,
+            } => self
+                .task_action(job_id, task_id, action)
+                .await
+                .map(ClientResponse::Task),
+            ClientRequest::EditJob { job_id, patch } => {
+                self.edit_job(job_id, patch).await.map(ClientResponse::Job)
+            }
+            ClientRequest::DeleteJob { job_id } => self
+                .delete_job(job_id)
+                .await
+                .map(|()| ClientResponse::Deleted),
+            ClientRequest::Why { job_id } => self.why(job_id).await.map(ClientResponse::Why),
+            ClientRequest::ListQueues => self.list_queues().await.map(ClientResponse::Queues),
+            ClientRequest::CreateQueue(spec) => {
+                self.create_queue(spec).await.map(ClientResponse::Queue)
+            }
+            ClientRequest::EditQueue { path, patch } => self
+                .edit_queue(&path, patch)
+                .await
+                .map(ClientResponse::Queue),
+            ClientRequest::DeleteQueue { path } => self
+                .delete_queue(&path)
+                .await
+                .map(|()| ClientResponse::Deleted),
+            ClientRequest::EditAgent { agent_id, patch } => self
+                .edit_agent(agent_id, patch)
+                .await
+                .map(ClientResponse::Agent),
         };
         result.unwrap_or_else(ClientResponse::Error)
     }
@@ -388,16 +908,7 @@ mod tests {
     use furrow_protocol::Json;
 
     fn submission(params: serde_json::Value, frames: &str) -> JobSubmission {
-        JobSubmission {
-            title: "t".into(),
-            jobtype: "command".into(),
-            params: Json(params),
-            frames: frames.into(),
-            batch: 1,
-            priority: 0,
-            retries: 0,
-            timeout_secs: None,
-        }
+        JobSubmission::new("t", Json(params), frames)
     }
 
     fn message(result: Result<NewJob, ApiError>) -> String {

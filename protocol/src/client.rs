@@ -14,7 +14,9 @@ use crate::codec::{DEFAULT_MAX_FRAME, FrameCodec};
 use crate::handshake::{self, Hello, Role};
 use crate::messages::{ApiError, ClientEnvelope, ClientRequest, ClientResponse, ServerEnvelope};
 use crate::model::{
-    AgentView, HealthView, JobId, JobSubmission, JobView, LogChunk, Page, TaskId, TaskView,
+    ActionOutcome, AgentPatch, AgentView, HealthView, JobAction, JobId, JobPatch, JobSubmission,
+    JobView, LogChunk, Page, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId, TaskView,
+    WhyView,
 };
 
 /// Why a client call failed.
@@ -226,6 +228,106 @@ impl Client {
         {
             ClientResponse::Log(l) => Ok(l),
             _ => Err(ClientError::UnexpectedReply("task log")),
+        }
+    }
+
+    /// Applies `action` to each of `ids`; one outcome per job.
+    pub async fn jobs_action(
+        &self,
+        action: JobAction,
+        ids: Vec<JobId>,
+        kill: bool,
+    ) -> Result<Vec<ActionOutcome>, ClientError> {
+        match self
+            .request(ClientRequest::JobsAction { action, ids, kill })
+            .await?
+        {
+            ClientResponse::Actions(outcomes) => Ok(outcomes),
+            _ => Err(ClientError::UnexpectedReply("jobs action")),
+        }
+    }
+
+    /// Reruns or cancels one task.
+    pub async fn task_action(
+        &self,
+        job_id: JobId,
+        task_id: TaskId,
+        action: TaskAction,
+    ) -> Result<TaskView, ClientError> {
+        match self
+            .request(ClientRequest::TaskAction {
+                job_id,
+                task_id,
+                action,
+            })
+            .await?
+        {
+            ClientResponse::Task(t) => Ok(t),
+            _ => Err(ClientError::UnexpectedReply("task action")),
+        }
+    }
+
+    /// Changes a job's settings.
+    pub async fn edit_job(&self, job_id: JobId, patch: JobPatch) -> Result<JobView, ClientError> {
+        match self.request(ClientRequest::EditJob { job_id, patch }).await? {
+            ClientResponse::Job(j) => Ok(j),
+            _ => Err(ClientError::UnexpectedReply("edit job")),
+        }
+    }
+
+    /// Deletes a job with its logs.
+    pub async fn delete_job(&self, job_id: JobId) -> Result<(), ClientError> {
+        match self.request(ClientRequest::DeleteJob { job_id }).await? {
+            ClientResponse::Deleted => Ok(()),
+            _ => Err(ClientError::UnexpectedReply("delete job")),
+        }
+    }
+
+    /// Why a job's tasks wait.
+    pub async fn why(&self, job_id: JobId) -> Result<WhyView, ClientError> {
+        match self.request(ClientRequest::Why { job_id }).await? {
+            ClientResponse::Why(w) => Ok(w),
+            _ => Err(ClientError::UnexpectedReply("why")),
+        }
+    }
+
+    /// The queue tree.
+    pub async fn list_queues(&self) -> Result<Vec<QueueView>, ClientError> {
+        match self.request(ClientRequest::ListQueues).await? {
+            ClientResponse::Queues(q) => Ok(q),
+            _ => Err(ClientError::UnexpectedReply("list queues")),
+        }
+    }
+
+    /// Creates a queue.
+    pub async fn create_queue(&self, spec: QueueSpec) -> Result<QueueView, ClientError> {
+        match self.request(ClientRequest::CreateQueue(spec)).await? {
+            ClientResponse::Queue(q) => Ok(q),
+            _ => Err(ClientError::UnexpectedReply("create queue")),
+        }
+    }
+
+    /// Changes a queue.
+    pub async fn edit_queue(&self, path: String, patch: QueuePatch) -> Result<QueueView, ClientError> {
+        match self.request(ClientRequest::EditQueue { path, patch }).await? {
+            ClientResponse::Queue(q) => Ok(q),
+            _ => Err(ClientError::UnexpectedReply("edit queue")),
+        }
+    }
+
+    /// Deletes an empty queue.
+    pub async fn delete_queue(&self, path: String) -> Result<(), ClientError> {
+        match self.request(ClientRequest::DeleteQueue { path }).await? {
+            ClientResponse::Deleted => Ok(()),
+            _ => Err(ClientError::UnexpectedReply("delete queue")),
+        }
+    }
+
+    /// Enables or disables an agent, or sets its tags.
+    pub async fn edit_agent(&self, agent_id: Uuid, patch: AgentPatch) -> Result<AgentView, ClientError> {
+        match self.request(ClientRequest::EditAgent { agent_id, patch }).await? {
+            ClientResponse::Agent(a) => Ok(a),
+            _ => Err(ClientError::UnexpectedReply("edit agent")),
         }
     }
 }

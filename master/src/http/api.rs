@@ -5,7 +5,11 @@ use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use furrow_protocol::{ApiError, JobId, JobSubmission, TaskId};
+use furrow_protocol::{
+    AgentPatch, ApiError, JobActionRequest, JobId, JobPatch, JobSubmission, JobsActionRequest,
+    QueuePatch, QueueSpec, TaskActionRequest, TaskId,
+};
+use uuid::Uuid;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -18,18 +22,6 @@ pub type Query = web::Query<HashMap<String, String>>;
 /// Most log text one REST read returns; larger logs are read with `?offset=`.
 const REST_LOG_LIMIT: usize = 16 * 1024 * 1024;
 
-/// Fields of a submission and whether they are required.
-const SUBMISSION_FIELDS: &[(&str, bool)] = &[
-    ("title", true),
-    ("jobtype", false),
-    ("params", false),
-    ("frames", true),
-    ("batch", false),
-    ("priority", false),
-    ("retries", false),
-    ("timeout_secs", false),
-];
-
 /// Registers the API routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -41,8 +33,30 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
+                web::resource(["/jobs/actions", "/jobs/actions/"])
+                    .route(web::post().to(jobs_action))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
                 web::resource("/jobs/{id}")
                     .route(web::get().to(get_job))
+                    .route(web::patch().to(edit_job))
+                    .route(web::delete().to(delete_job))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/jobs/{id}/actions")
+                    .route(web::post().to(job_action))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/jobs/{id}/why")
+                    .route(web::get().to(why))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/jobs/{id}/tasks/{task_id}/actions")
+                    .route(web::post().to(task_action))
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
@@ -63,6 +77,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource(["/agents/", "/agents"])
                     .route(web::get().to(list_agents))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/agents/{id}")
+                    .route(web::patch().to(edit_agent))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource(["/queues/", "/queues"])
+                    .route(web::get().to(list_queues))
+                    .route(web::post().to(create_queue))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/queues/{path:.+}")
+                    .route(web::get().to(get_queue))
+                    .route(web::patch().to(edit_queue))
+                    .route(web::delete().to(delete_queue))
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
@@ -133,45 +165,34 @@ fn page(query: &Query, default_limit: u64) -> Result<(u64, u64), HttpError> {
     Ok((limit, offset))
 }
 
-fn field<T: DeserializeOwned>(
-    object: &serde_json::Map<String, Value>,
-    name: &str,
-) -> Result<(), HttpError> {
-    match object.get(name) {
-        Some(value) => serde_json::from_value::<T>(value.clone())
-            .map(|_| ())
-            .map_err(|e| bad(format!("{name}: {e}"))),
-        None => Ok(()),
+/// Decodes a JSON body into `T`, naming the offending field (its path, like
+/// `requirements.software`) in every error.
+pub fn decode<T: DeserializeOwned>(body: Value) -> Result<T, HttpError> {
+    if !body.is_object() {
+        return Err(bad("body: must be a JSON object".into()));
     }
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path == "." || path.is_empty() {
+            // A missing or unknown field: serde names it in backquotes.
+            match inner.split('`').nth(1) {
+                Some(name) if inner.starts_with("missing field") => bad(format!("{name}: missing")),
+                Some(name) if inner.starts_with("unknown field") => {
+                    let known = inner.split_once("expected").map_or("", |(_, k)| k);
+                    bad(format!("{name}: unknown field (expected{known})"))
+                }
+                _ => bad(format!("body: {inner}")),
+            }
+        } else {
+            bad(format!("{path}: {inner}"))
+        }
+    })
 }
 
 /// Decodes a submission from JSON, naming the offending field in every error.
 pub fn decode_submission(body: Value) -> Result<JobSubmission, HttpError> {
-    let Value::Object(object) = &body else {
-        return Err(bad("body: must be a JSON object".into()));
-    };
-    for key in object.keys() {
-        if !SUBMISSION_FIELDS.iter().any(|(name, _)| name == key) {
-            let known: Vec<&str> = SUBMISSION_FIELDS.iter().map(|(name, _)| *name).collect();
-            return Err(bad(format!(
-                "{key}: unknown field (known: {})",
-                known.join(", ")
-            )));
-        }
-    }
-    for (name, required) in SUBMISSION_FIELDS {
-        if *required && !object.contains_key(*name) {
-            return Err(bad(format!("{name}: missing")));
-        }
-    }
-    field::<String>(object, "title")?;
-    field::<String>(object, "jobtype")?;
-    field::<String>(object, "frames")?;
-    field::<u32>(object, "batch")?;
-    field::<i32>(object, "priority")?;
-    field::<u32>(object, "retries")?;
-    field::<Option<u64>>(object, "timeout_secs")?;
-    serde_json::from_value(body).map_err(|e| bad(format!("body: {e}")))
+    decode(body)
 }
 
 async fn submit_job(
@@ -231,6 +252,116 @@ async fn list_agents(service: web::Data<Service>, query: Query) -> Result<HttpRe
 
 async fn health(service: web::Data<Service>) -> Result<HttpResponse, HttpError> {
     Ok(HttpResponse::Ok().json(service.health().await?))
+}
+
+async fn job_action(
+    service: web::Data<Service>,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, HttpError> {
+    let job_id = parse_id("job id", &path)?;
+    let request: JobActionRequest = decode(body.into_inner())?;
+    let job = service
+        .job_action(job_id, request.action, request.kill)
+        .await?;
+    Ok(HttpResponse::Ok().json(job))
+}
+
+async fn jobs_action(
+    service: web::Data<Service>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, HttpError> {
+    let request: JobsActionRequest = decode(body.into_inner())?;
+    let outcomes = service
+        .jobs_action(request.action, &request.ids, request.kill)
+        .await?;
+    Ok(HttpResponse::Ok().json(outcomes))
+}
+
+async fn task_action(
+    service: web::Data<Service>,
+    path: web::Path<(String, String)>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, HttpError> {
+    let (job, task) = path.into_inner();
+    let job_id = parse_id("job id", &job)?;
+    let task_id = parse_id("task id", &task)?;
+    let request: TaskActionRequest = decode(body.into_inner())?;
+    Ok(HttpResponse::Ok().json(service.task_action(job_id, task_id, request.action).await?))
+}
+
+async fn edit_job(
+    service: web::Data<Service>,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, HttpError> {
+    let job_id = parse_id("job id", &path)?;
+    let patch: JobPatch = decode(body.into_inner())?;
+    Ok(HttpResponse::Ok().json(service.edit_job(job_id, patch).await?))
+}
+
+async fn delete_job(
+    service: web::Data<Service>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let job_id = parse_id("job id", &path)?;
+    service.delete_job(job_id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn why(
+    service: web::Data<Service>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let job_id = parse_id("job id", &path)?;
+    Ok(HttpResponse::Ok().json(service.why(job_id).await?))
+}
+
+async fn edit_agent(
+    service: web::Data<Service>,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, HttpError> {
+    let agent_id = Uuid::parse_str(path.trim())
+        .map_err(|_| bad(format!("agent id: {:?} is not a UUID", path.as_str())))?;
+    let patch: AgentPatch = decode(body.into_inner())?;
+    Ok(HttpResponse::Ok().json(service.edit_agent(agent_id, patch).await?))
+}
+
+async fn list_queues(service: web::Data<Service>) -> Result<HttpResponse, HttpError> {
+    Ok(HttpResponse::Ok().json(service.list_queues().await?))
+}
+
+async fn create_queue(
+    service: web::Data<Service>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, HttpError> {
+    let spec: QueueSpec = decode(body.into_inner())?;
+    Ok(HttpResponse::Created().json(service.create_queue(spec).await?))
+}
+
+async fn get_queue(
+    service: web::Data<Service>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    Ok(HttpResponse::Ok().json(service.get_queue(&path).await?))
+}
+
+async fn edit_queue(
+    service: web::Data<Service>,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, HttpError> {
+    let patch: QueuePatch = decode(body.into_inner())?;
+    Ok(HttpResponse::Ok().json(service.edit_queue(&path, patch).await?))
+}
+
+async fn delete_queue(
+    service: web::Data<Service>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    service.delete_queue(&path).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 async fn openapi() -> HttpResponse {

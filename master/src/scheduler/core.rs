@@ -1,104 +1,73 @@
 //! The scheduling state machine, free of actors and I/O so it can be tested directly.
 //!
-//! It holds only unfinished work: per job, a map of its queued tasks in frame order; one
-//! map of running attempts; and per agent, its slots and running tasks. A finished task
-//! leaves memory, and a finished job leaves memory, so the cost of a decision depends on
-//! the number of jobs with queued tasks and of agents, never on history.
+//! It holds only unfinished work: the state table of every unfinished job
+//! ([`super::state`]), the agents' capacity ([`super::agents`]) and the queue tree
+//! ([`super::queues`]); the dispatch policy ([`super::policy`]) decides, per free slot,
+//! which job goes next. A finished job leaves memory, so the cost of a decision depends
+//! on the unfinished jobs and the agents, never on history.
 //!
-//! Every call returns nothing and records its consequences: messages for agents and log
-//! files as [`Effect`]s, rows for the store in the pending commit ([`Core::take_commit`]).
+//! Every call returns nothing (or a refusal) and records its consequences: messages for
+//! agents and log files as [`Effect`]s, rows for the store as [`Write`]s in order
+//! ([`Core::take_writes`]).
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-
-use super::slots::Slots;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use furrow_protocol::{
-    Assignment, FrameBatch, JobId, MasterMessage, TaskCounts, TaskFinished, TaskId, TaskRef,
+    Assignment, Capacity, JobId, MasterMessage, TaskCounts, TaskFinished, TaskId, TaskRef,
     TaskReturned, WorkState,
 };
 use uuid::Uuid;
 
-use crate::store::records::{JobRow, TaskRow, to_ms};
+use super::agents::{Agents, Reservation};
+use super::policy::fair_share::Shares;
+use super::policy::requirements::Offer;
+use super::policy::{self};
+use super::queues::Queues;
+use super::state::{Job, Outcome, Run, Stop, Task};
+use crate::store::records::{JobRow, JobSettings, TaskRow, now_ms, to_ms};
 
-pub use super::types::{Effect, JobSpec, Verdict};
+pub use super::types::{Control, Effect, JobSpec, Refusal, Verdict, Write};
 
-#[derive(Debug, Clone)]
-struct Queued {
-    frames: FrameBatch,
-    /// Attempt of the last assignment (0 when never assigned).
-    attempt: u32,
-    failures: u32,
-    exit_code: Option<i32>,
-    last_error: Option<String>,
-}
-
-impl Queued {
-    /// The task's row while it waits in the queue.
-    fn row(&self, id: TaskId) -> TaskRow {
-        TaskRow {
-            id,
-            state: WorkState::Queued,
-            agent: None,
-            attempt: self.attempt,
-            failures: self.failures,
-            exit_code: self.exit_code,
-            progress: 0.0,
-            last_error: self.last_error.clone(),
-            started_at: None,
-            finished_at: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Running {
-    job_id: JobId,
-    frames: FrameBatch,
-    attempt: u32,
-    failures: u32,
-    agent: Uuid,
-    started_at: Option<i64>,
-    progress: f32,
-    exit_code: Option<i32>,
-    last_error: Option<String>,
-}
-
-impl Running {
-    /// The attempt's bookkeeping once it leaves its agent.
-    fn into_queued(self) -> Queued {
-        Queued {
-            frames: self.frames,
-            attempt: self.attempt,
-            failures: self.failures,
-            exit_code: self.exit_code,
-            last_error: self.last_error,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct JobEntry {
-    spec: Arc<JobSpec>,
-    counts: TaskCounts,
-    queued: BTreeMap<TaskId, Queued>,
-}
+/// How many ended jobs the core remembers, for a submission that names a parent which
+/// ended while the submission was being stored.
+const RECENT_ENDS: usize = 4_096;
 
 /// The scheduler's state. See the module documentation.
 #[derive(Debug, Default)]
 pub struct Core {
-    jobs: HashMap<JobId, JobEntry>,
-    /// Jobs with queued tasks, in dispatch order: priority (higher first), then age.
-    ready: BTreeSet<(Reverse<i32>, JobId)>,
-    running: HashMap<TaskId, Running>,
-    /// Queued tasks taken from a lost agent, with their job: a late result for their last
+    jobs: HashMap<JobId, Job>,
+    /// Active jobs with queued tasks.
+    ready: BTreeSet<JobId>,
+    /// Running tasks and their jobs.
+    running: HashMap<TaskId, JobId>,
+    /// Tasks taken from a lost agent, with their job: a late result for their last
     /// attempt is still accepted, and a re-registering agent that lists them adopts them.
     orphans: HashMap<TaskId, JobId>,
-    slots: Slots,
+    agents: Agents,
+    queues: Queues,
+    /// Parent job → unfinished jobs waiting for it.
+    dependents: HashMap<JobId, BTreeSet<JobId>>,
+    /// How recently ended jobs ended.
+    recent_ends: HashMap<JobId, WorkState>,
+    recent_order: VecDeque<JobId>,
     effects: Vec<Effect>,
-    task_rows: Vec<TaskRow>,
-    job_rows: HashMap<JobId, JobRow>,
+    writes: Vec<Write>,
+    /// Jobs whose row must be written at the next commit.
+    dirty_jobs: BTreeSet<JobId>,
+    /// Agents whose free capacity changed since the last call of `take_dirty_agents`.
+    dirty_agents: HashSet<Uuid>,
+}
+
+/// How a parent of a new job stands, as far as the submitter could tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParentState {
+    /// Not finished when the submission was checked.
+    Unfinished,
+    /// Finished in this state (done, failed or cancelled).
+    Ended(WorkState),
+    /// Deleted.
+    Gone,
 }
 
 fn failure_text(finished: &TaskFinished) -> String {
@@ -113,15 +82,51 @@ fn failure_text(finished: &TaskFinished) -> String {
     }
 }
 
+/// The row of a task as it stands.
+fn task_row(job: &Job, task_id: TaskId, agent: Option<Uuid>, finished_at: Option<i64>) -> TaskRow {
+    let Some(task) = job.task(task_id) else {
+        return TaskRow {
+            id: task_id,
+            state: WorkState::Queued,
+            agent: None,
+            attempt: 0,
+            failures: 0,
+            exit_code: None,
+            progress: 0.0,
+            last_error: None,
+            started_at: None,
+            finished_at: None,
+            gpus: Vec::new(),
+        };
+    };
+    let run = task.run.as_deref();
+    TaskRow {
+        id: task_id,
+        state: task.state,
+        agent: run.map(|r| r.agent).or(agent),
+        attempt: task.attempt,
+        failures: task.failures,
+        exit_code: task.last.as_ref().and_then(|l| l.exit_code),
+        progress: match task.state {
+            WorkState::Done => 1.0,
+            _ => run.map_or(0.0, |r| r.progress),
+        },
+        last_error: task.last.as_ref().and_then(|l| l.error.clone()),
+        started_at: run.and_then(|r| r.started_at),
+        finished_at,
+        gpus: run.map(|r| r.gpus.clone()).unwrap_or_default(),
+    }
+}
+
 impl Core {
-    /// An empty scheduler.
+    /// An empty scheduler with only the root queue.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Tasks waiting for a slot.
     pub fn queued_count(&self) -> u64 {
-        self.jobs.values().map(|job| job.queued.len() as u64).sum()
+        self.jobs.values().map(|job| job.counts().queued).sum()
     }
 
     /// Attempts assigned to agents.
@@ -131,12 +136,34 @@ impl Core {
 
     /// The agent and attempt of a running task.
     pub fn running_on(&self, task_id: TaskId) -> Option<(Uuid, u32)> {
-        self.running.get(&task_id).map(|r| (r.agent, r.attempt))
+        let job = self.jobs.get(self.running.get(&task_id)?)?;
+        let task = job.task(task_id)?;
+        Some((task.run.as_ref()?.agent, task.attempt))
     }
 
     /// Counts of an unfinished job.
     pub fn job_counts(&self, job_id: JobId) -> Option<TaskCounts> {
-        self.jobs.get(&job_id).map(|job| job.counts)
+        self.jobs.get(&job_id).map(Job::counts)
+    }
+
+    /// An unfinished job.
+    pub fn job(&self, job_id: JobId) -> Option<&Job> {
+        self.jobs.get(&job_id)
+    }
+
+    /// The queue tree.
+    pub fn queues(&self) -> &Queues {
+        &self.queues
+    }
+
+    /// Every unfinished job.
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    /// Free capacity of an agent the scheduler knows.
+    pub fn free_capacity(&self, agent: Uuid) -> Option<Capacity> {
+        self.agents.get(agent).map(|a| a.free())
     }
 
     /// Effects recorded since the last call.
@@ -144,71 +171,71 @@ impl Core {
         std::mem::take(&mut self.effects)
     }
 
-    /// Task rows and job snapshots recorded since the last call, for one group commit.
-    pub fn take_commit(&mut self) -> (Vec<TaskRow>, Vec<JobRow>) {
-        let jobs = self.job_rows.drain().map(|(_, row)| row).collect();
-        (std::mem::take(&mut self.task_rows), jobs)
+    /// Writes recorded since the last call, in order, for one group commit.
+    pub fn take_writes(&mut self) -> Vec<Write> {
+        let dirty = std::mem::take(&mut self.dirty_jobs);
+        for job_id in dirty {
+            if let Some(job) = self.jobs.get(&job_id) {
+                self.writes.push(Write::Job(job_row(job, None)));
+            }
+        }
+        std::mem::take(&mut self.writes)
+    }
+
+    /// Agents whose free capacity changed since the last call.
+    pub fn take_dirty_agents(&mut self) -> Vec<Uuid> {
+        self.dirty_agents.drain().collect()
     }
 
     /// Adds a committed job whose tasks have ids `first_task_id..` in frame order.
-    pub fn add_job(&mut self, spec: JobSpec, first_task_id: TaskId, batches: &[FrameBatch]) {
+    /// `parents` says how each job of `depends_on` stood when the submission was checked.
+    pub fn add_job(
+        &mut self,
+        spec: JobSpec,
+        first_task_id: TaskId,
+        batches: &[furrow_protocol::FrameBatch],
+        parents: &[(JobId, ParentState)],
+    ) {
         let id = spec.id;
-        let queued: BTreeMap<TaskId, Queued> = batches
+        let tasks = batches
             .iter()
-            .enumerate()
-            .map(|(i, frames)| {
-                (
-                    first_task_id + i as i64,
-                    Queued {
-                        frames: *frames,
-                        attempt: 0,
-                        failures: 0,
-                        exit_code: None,
-                        last_error: None,
-                    },
-                )
-            })
+            .map(|frames| Task::new(*frames, WorkState::Queued))
             .collect();
-        let counts = TaskCounts {
-            queued: queued.len() as u64,
-            ..TaskCounts::default()
-        };
-        self.jobs.insert(
-            id,
-            JobEntry {
-                spec: Arc::new(spec),
-                counts,
-                queued,
-            },
-        );
+        let job = Job::new(Arc::new(spec), first_task_id, tasks, Control::Active);
+        self.jobs.insert(id, job);
+        self.link_parents(id, parents);
         self.refresh_ready(id);
-        self.finish_job_if_done(id, chrono::Utc::now().timestamp_millis());
+        self.dirty_jobs.insert(id);
+        self.finish_job_if_done(id, now_ms());
         self.dispatch();
     }
 
-    /// An agent (re)registered with `slots` slots, running `running` (attempts still
-    /// running there and attempts whose result it has not seen acknowledged). Tasks
-    /// believed to run there but not listed are requeued at once; listed attempts that
-    /// were requeued after the agent was lost are taken back; listed attempts that are no
-    /// longer current are cancelled and acknowledged.
-    pub fn agent_registered(&mut self, agent: Uuid, slots: u32, running: &[TaskRef]) {
+    /// An agent (re)registered, running `running` (attempts still running there and
+    /// attempts whose result it has not seen acknowledged). Tasks believed to run there
+    /// but not listed are requeued at once; listed attempts that were requeued after the
+    /// agent was lost are taken back; listed attempts that are no longer current are
+    /// cancelled and acknowledged.
+    pub fn agent_registered(
+        &mut self,
+        agent: Uuid,
+        slots: u32,
+        offer: Offer,
+        enabled: bool,
+        running: &[TaskRef],
+    ) {
         let listed: HashSet<TaskRef> = running.iter().copied().collect();
-        let believed = self.slots.tasks_of(agent);
-        for task_id in believed {
-            let Some(attempt) = self.running.get(&task_id).map(|r| r.attempt) else {
+        for task_id in self.agents.tasks_of(agent) {
+            let Some((_, attempt)) = self.running_on(task_id) else {
                 continue;
             };
             if !listed.contains(&TaskRef { task_id, attempt }) {
                 self.requeue(task_id);
             }
         }
-        self.slots.online(agent, slots);
+        self.agents.online(agent, slots, offer, enabled);
+        self.dirty_agents.insert(agent);
         for task in running {
-            let current = self
-                .running
-                .get(&task.task_id)
-                .is_some_and(|r| r.attempt == task.attempt && r.agent == agent);
-            if current {
+            if self.running_on(task.task_id) == Some((agent, task.attempt)) {
                 continue;
             }
             if !self.adopt(agent, *task) {
@@ -228,33 +255,42 @@ impl Core {
         self.dispatch();
     }
 
+    /// Whether the agent gets new work, and its tags, changed.
+    pub fn agent_configured(&mut self, agent: Uuid, enabled: bool, tags: Option<Vec<String>>) {
+        self.agents.configure(agent, enabled, tags);
+        self.dirty_agents.insert(agent);
+        self.dispatch();
+    }
+
     /// An agent's connection dropped: no new work for it, its tasks stay assigned.
     pub fn agent_offline(&mut self, agent: Uuid) {
-        self.slots.offline(agent);
+        self.agents.offline(agent);
+        self.dirty_agents.insert(agent);
     }
 
     /// An agent is lost: its tasks go back to the queue.
     pub fn agent_lost(&mut self, agent: Uuid) {
-        for task_id in self.slots.tasks_of(agent) {
+        for task_id in self.agents.tasks_of(agent) {
             self.requeue(task_id);
         }
-        self.slots.remove(agent);
+        self.agents.lost(agent);
+        self.dirty_agents.insert(agent);
         self.dispatch();
     }
 
     /// The process of an attempt started.
     pub fn task_started(&mut self, task: TaskRef, at_ms: i64) -> Verdict {
-        let Some(run) = self.current_mut(task) else {
+        let Some(run) = self.current_run(task) else {
             return Verdict::Stale;
         };
         run.started_at = Some(at_ms);
-        self.push_running_row(task.task_id);
+        self.push_task_row(task.task_id);
         Verdict::Applied
     }
 
     /// Progress of an attempt changed.
     pub fn task_progress(&mut self, task: TaskRef, progress: f32) -> Verdict {
-        let Some(run) = self.current_mut(task) else {
+        let Some(run) = self.current_run(task) else {
             return Verdict::Stale;
         };
         run.progress = if progress.is_finite() {
@@ -262,7 +298,7 @@ impl Core {
         } else {
             0.0
         };
-        self.push_running_row(task.task_id);
+        self.push_task_row(task.task_id);
         Verdict::Applied
     }
 
@@ -292,11 +328,7 @@ impl Core {
     /// attempt is ignored. No acknowledgement is needed: the agent does not keep it.
     pub fn task_returned(&mut self, from: Uuid, returned: &TaskReturned) -> Verdict {
         let task = returned.task;
-        let current = self
-            .running
-            .get(&task.task_id)
-            .is_some_and(|run| run.attempt == task.attempt && run.agent == from);
-        if !current {
+        if self.running_on(task.task_id) != Some((from, task.attempt)) {
             return Verdict::Stale;
         }
         self.requeue(task.task_id);
@@ -308,25 +340,19 @@ impl Core {
     /// attempt of a task requeued after its agent was lost.
     fn record_result(&mut self, finished: &TaskFinished) -> Verdict {
         let task = finished.task;
-        if self.current_mut(task).is_some()
-            && let Some(run) = self.running.remove(&task.task_id)
+        if self.current_run(task).is_some()
+            && let Some(&job_id) = self.running.get(&task.task_id)
+            && let Some(run) = self.end_run(job_id, task.task_id)
         {
-            self.slots.release(run.agent, task.task_id);
-            let job_id = run.job_id;
-            if let Some(job) = self.jobs.get_mut(&job_id) {
-                job.counts.running = job.counts.running.saturating_sub(1);
-            }
-            self.effects.push(Effect::CloseLog { task, job_id });
-            let agent = Some(run.agent);
-            self.settle(job_id, task.task_id, run.into_queued(), agent, finished);
+            self.settle(job_id, task.task_id, Some(*run), finished);
             return Verdict::Applied;
         }
         // A result for the last attempt of a task requeued after its agent was lost: the
         // work was done, so take it rather than run the task again.
-        let Some((job_id, queued)) = self.take_orphan(task) else {
+        let Some(job_id) = self.take_orphan(task) else {
             return Verdict::Stale;
         };
-        self.settle(job_id, task.task_id, queued, None, finished);
+        self.settle(job_id, task.task_id, None, finished);
         Verdict::Applied
     }
 
@@ -338,269 +364,360 @@ impl Core {
         });
     }
 
-    /// Records the outcome of an attempt that is no longer running or queued: done,
-    /// queued again for a retry, or failed.
-    fn settle(
-        &mut self,
-        job_id: JobId,
-        task_id: TaskId,
-        attempt: Queued,
-        agent: Option<Uuid>,
-        finished: &TaskFinished,
-    ) {
+    /// Records the outcome of an attempt that is no longer running: done, waiting again
+    /// (a retry, or a stop that asked for it), cancelled or failed.
+    fn settle(&mut self, job_id: JobId, task_id: TaskId, run: Option<Run>, finished: &TaskFinished) {
         let at = to_ms(finished.at);
+        let ready = self.frames_ready_for(job_id, task_id);
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        if finished.succeeded() {
-            job.counts.done += 1;
-            self.task_rows.push(TaskRow {
-                id: task_id,
-                state: WorkState::Done,
-                agent,
-                attempt: attempt.attempt,
-                failures: attempt.failures,
-                exit_code: finished.exit_code,
-                progress: 1.0,
-                last_error: None,
-                started_at: None,
-                finished_at: Some(at),
-            });
-        } else {
-            let failures = attempt.failures.saturating_add(1);
-            let error = failure_text(finished);
-            if failures <= job.spec.retries {
-                job.counts.queued += 1;
-                let queued = Queued {
-                    failures,
-                    exit_code: finished.exit_code,
-                    last_error: Some(error),
-                    ..attempt
-                };
-                self.task_rows.push(queued.row(task_id));
-                job.queued.insert(task_id, queued);
-                self.refresh_ready(job_id);
-            } else {
-                job.counts.failed += 1;
-                self.task_rows.push(TaskRow {
-                    id: task_id,
-                    state: WorkState::Failed,
-                    agent,
-                    attempt: attempt.attempt,
-                    failures,
-                    exit_code: finished.exit_code,
-                    progress: 0.0,
-                    last_error: Some(error),
-                    started_at: None,
-                    finished_at: Some(at),
-                });
+        let stop = run.as_ref().and_then(|r| r.stop);
+        let agent = run.as_ref().map(|r| r.agent);
+        let started_at = run.as_ref().and_then(|r| r.started_at);
+        let mut finished_at = None;
+        let succeeded = finished.succeeded();
+        let state = match stop {
+            Some(Stop::Cancel) => WorkState::Cancelled,
+            Some(Stop::Requeue) => job.waiting_state(ready),
+            Some(Stop::Rerun) => {
+                if let Some(task) = job.task_mut(task_id) {
+                    task.failures = 0;
+                    task.last = None;
+                }
+                job.waiting_state(ready)
             }
+            None if succeeded => WorkState::Done,
+            None => {
+                let retries = job.spec.retries;
+                let Some(task) = job.task_mut(task_id) else {
+                    return;
+                };
+                task.failures = task.failures.saturating_add(1);
+                task.last = Some(Box::new(Outcome {
+                    exit_code: finished.exit_code,
+                    error: Some(failure_text(finished)),
+                }));
+                let failures = task.failures;
+                if let Some(agent) = agent {
+                    *job.failures_on.entry(agent).or_default() += 1;
+                }
+                if failures <= retries {
+                    job.waiting_state(ready)
+                } else {
+                    WorkState::Failed
+                }
+            }
+        };
+        if state == WorkState::Done
+            && let Some(task) = job.task_mut(task_id)
+        {
+            task.last = Some(Box::new(Outcome {
+                exit_code: finished.exit_code,
+                error: None,
+            }));
         }
-        self.snapshot_job(job_id);
+        if state.is_finished() {
+            finished_at = Some(at);
+        }
+        job.set_state(task_id, state);
+        let mut row = task_row(job, task_id, agent, finished_at);
+        row.started_at = started_at;
+        self.writes.push(Write::Task(row));
+        self.dirty_jobs.insert(job_id);
+        self.refresh_ready(job_id);
+        if state == WorkState::Done {
+            self.frames_done(job_id, task_id);
+        }
         self.finish_job_if_done(job_id, at);
     }
 
     /// Takes a task requeued after its agent was lost out of the queue again, if `task`
-    /// is its last attempt.
-    fn take_orphan(&mut self, task: TaskRef) -> Option<(JobId, Queued)> {
+    /// is its last attempt; returns its job.
+    fn take_orphan(&mut self, task: TaskRef) -> Option<JobId> {
         let job_id = *self.orphans.get(&task.task_id)?;
         let job = self.jobs.get_mut(&job_id)?;
-        let matches = job
-            .queued
-            .get(&task.task_id)
-            .is_some_and(|q| q.attempt == task.attempt && task.attempt > 0);
-        if !matches {
+        let waiting = job.task(task.task_id).is_some_and(|t| {
+            t.attempt == task.attempt
+                && task.attempt > 0
+                && matches!(
+                    t.state,
+                    WorkState::Queued | WorkState::Paused | WorkState::Blocked
+                )
+        });
+        if !waiting {
             return None;
         }
-        let queued = job.queued.remove(&task.task_id)?;
-        job.counts.queued = job.counts.queued.saturating_sub(1);
         self.orphans.remove(&task.task_id);
-        self.refresh_ready(job_id);
-        self.snapshot_job(job_id);
-        Some((job_id, queued))
+        Some(job_id)
     }
 
     /// Takes back a listed attempt that was requeued when its agent was lost.
     fn adopt(&mut self, agent: Uuid, task: TaskRef) -> bool {
-        let Some((job_id, queued)) = self.take_orphan(task) else {
+        let Some(job_id) = self.take_orphan(task) else {
             return false;
         };
-        if let Some(job) = self.jobs.get_mut(&job_id) {
-            job.counts.running += 1;
-        }
-        self.running.insert(
-            task.task_id,
-            Running {
-                job_id,
-                frames: queued.frames,
-                attempt: queued.attempt,
-                failures: queued.failures,
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return false;
+        };
+        let reservation = self
+            .agents
+            .get(agent)
+            .and_then(|a| a.reserve(&job.spec.needs))
+            .unwrap_or(Reservation {
+                cpus: job.spec.needs.cpus,
+                ram_mb: job.spec.needs.ram_mb,
+                gpus: Vec::new(),
+            });
+        job.set_state(task.task_id, WorkState::Running);
+        if let Some(t) = job.task_mut(task.task_id) {
+            t.run = Some(Box::new(Run {
                 agent,
                 started_at: None,
                 progress: 0.0,
-                exit_code: queued.exit_code,
-                last_error: queued.last_error,
-            },
-        );
-        self.slots.assign(agent, task.task_id);
+                stop: None,
+                gpus: reservation.gpus.clone(),
+            }));
+        }
+        *job.agents.entry(agent).or_default() += 1;
+        self.running.insert(task.task_id, job_id);
+        self.agents.assign(agent, task.task_id, reservation);
+        self.dirty_agents.insert(agent);
         self.effects.push(Effect::OpenLog { task, job_id });
-        self.push_running_row(task.task_id);
-        self.snapshot_job(job_id);
+        self.push_task_row(task.task_id);
+        self.dirty_jobs.insert(job_id);
+        self.refresh_ready(job_id);
         true
     }
 
-    /// Moves a running task back to its job's queue; its next assignment gets a new
-    /// attempt, which fences off whatever the old one still sends.
-    fn requeue(&mut self, task_id: TaskId) {
-        let Some(run) = self.running.remove(&task_id) else {
-            return;
-        };
-        self.slots.release(run.agent, task_id);
-        let job_id = run.job_id;
+    /// Ends the running attempt of a task on the master's side: frees what it held and
+    /// closes its log. The task's state is the caller's to set.
+    fn end_run(&mut self, job_id: JobId, task_id: TaskId) -> Option<Box<Run>> {
+        let job = self.jobs.get_mut(&job_id)?;
+        let attempt = job.task(task_id)?.attempt;
+        let run = job.task_mut(task_id)?.run.take()?;
+        if let Some(count) = job.agents.get_mut(&run.agent) {
+            *count -= 1;
+            if *count == 0 {
+                job.agents.remove(&run.agent);
+            }
+        }
+        self.running.remove(&task_id);
+        self.agents.release(run.agent, task_id);
+        self.dirty_agents.insert(run.agent);
         self.effects.push(Effect::CloseLog {
-            task: TaskRef {
-                task_id,
-                attempt: run.attempt,
-            },
+            task: TaskRef { task_id, attempt },
             job_id,
         });
+        Some(run)
+    }
+
+    /// Moves a running task back to waiting without counting a failure; its next
+    /// assignment gets a new attempt, which fences off whatever the old one still sends.
+    fn requeue(&mut self, task_id: TaskId) {
+        let Some(&job_id) = self.running.get(&task_id) else {
+            return;
+        };
+        let Some(run) = self.end_run(job_id, task_id) else {
+            return;
+        };
+        let ready = self.frames_ready_for(job_id, task_id);
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        job.counts.running = job.counts.running.saturating_sub(1);
-        job.counts.queued += 1;
-        let queued = run.into_queued();
-        self.task_rows.push(queued.row(task_id));
-        job.queued.insert(task_id, queued);
+        let state = match run.stop {
+            Some(Stop::Cancel) => WorkState::Cancelled,
+            _ => job.waiting_state(ready),
+        };
+        job.set_state(task_id, state);
+        self.writes
+            .push(Write::Task(task_row(job, task_id, None, None)));
         self.orphans.insert(task_id, job_id);
+        self.dirty_jobs.insert(job_id);
         self.refresh_ready(job_id);
-        self.snapshot_job(job_id);
+        self.finish_job_if_done(job_id, now_ms());
     }
 
-    /// Hands one queued task to each free slot, best job first.
+    /// Hands queued tasks to agents with free capacity, best job first per slot.
     fn dispatch(&mut self) {
-        while let (Some(agent), Some(&(_, job_id))) = (self.slots.best_free(), self.ready.first()) {
-            let Some(job) = self.jobs.get_mut(&job_id) else {
-                self.ready.pop_first();
-                continue;
-            };
-            let Some((task_id, queued)) = job.queued.pop_first() else {
-                self.refresh_ready(job_id);
-                continue;
-            };
-            let attempt = queued.attempt.saturating_add(1);
-            job.counts.queued = job.counts.queued.saturating_sub(1);
-            job.counts.running += 1;
-            let spec = job.spec.clone();
-            self.orphans.remove(&task_id);
-            self.running.insert(
-                task_id,
-                Running {
-                    job_id,
-                    frames: queued.frames,
-                    attempt,
-                    failures: queued.failures,
+        if self.ready.is_empty() || !self.agents.any_free() {
+            return;
+        }
+        let mut shares = Shares::build(self.jobs.values(), &self.queues);
+        for agent_id in self.agents.with_free_slots() {
+            while let Some(agent) = self.agents.get(agent_id) {
+                let Some((job_id, reservation)) = policy::pick(
+                    &self.ready,
+                    &self.jobs,
+                    agent_id,
                     agent,
-                    started_at: None,
-                    progress: 0.0,
-                    exit_code: queued.exit_code,
-                    last_error: queued.last_error,
-                },
-            );
-            self.slots.assign(agent, task_id);
-            self.refresh_ready(job_id);
-            let task = TaskRef { task_id, attempt };
-            self.effects.push(Effect::OpenLog { task, job_id });
-            self.effects.push(Effect::Send {
-                agent,
-                message: MasterMessage::Assign(Assignment {
-                    task,
-                    job_id,
-                    title: spec.title.clone(),
-                    jobtype: spec.jobtype.clone(),
-                    params: spec.params.clone(),
-                    frames: queued.frames,
-                    timeout_secs: spec.timeout_secs,
-                }),
-            });
-            self.push_running_row(task_id);
-            self.snapshot_job(job_id);
+                    &shares,
+                    &self.queues,
+                ) else {
+                    break;
+                };
+                self.assign(job_id, agent_id, reservation, &mut shares);
+            }
+            if self.ready.is_empty() {
+                break;
+            }
         }
     }
 
-    fn current_mut(&mut self, task: TaskRef) -> Option<&mut Running> {
-        self.running
-            .get_mut(&task.task_id)
-            .filter(|run| run.attempt == task.attempt)
-    }
-
-    fn push_running_row(&mut self, task_id: TaskId) {
-        let Some(run) = self.running.get(&task_id) else {
+    /// Gives the first queued task of `job_id` to `agent`.
+    fn assign(&mut self, job_id: JobId, agent: Uuid, reservation: Reservation, shares: &mut Shares) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        self.task_rows.push(TaskRow {
-            id: task_id,
-            state: WorkState::Running,
-            agent: Some(run.agent),
-            attempt: run.attempt,
-            failures: run.failures,
-            exit_code: run.exit_code,
-            progress: run.progress,
-            last_error: run.last_error.clone(),
-            started_at: run.started_at,
-            finished_at: None,
+        let Some(task_id) = job.first_queued() else {
+            self.ready.remove(&job_id);
+            return;
+        };
+        job.set_state(task_id, WorkState::Running);
+        let spec = job.spec.clone();
+        let Some(task) = job.task_mut(task_id) else {
+            return;
+        };
+        task.attempt = task.attempt.saturating_add(1);
+        task.run = Some(Box::new(Run {
+            agent,
+            started_at: None,
+            progress: 0.0,
+            stop: None,
+            gpus: reservation.gpus.clone(),
+        }));
+        let frames = task.frames;
+        let attempt = task.attempt;
+        *job.agents.entry(agent).or_default() += 1;
+        shares.assigned(&spec.queue, agent);
+        self.running.insert(task_id, job_id);
+        self.orphans.remove(&task_id);
+        let gpus = reservation.gpus.clone();
+        self.agents.assign(agent, task_id, reservation);
+        self.dirty_agents.insert(agent);
+        let task = TaskRef { task_id, attempt };
+        self.effects.push(Effect::OpenLog { task, job_id });
+        self.effects.push(Effect::Send {
+            agent,
+            message: MasterMessage::Assign(Assignment {
+                task,
+                job_id,
+                title: spec.title.clone(),
+                jobtype: spec.jobtype.clone(),
+                params: spec.params.clone(),
+                frames,
+                timeout_secs: spec.timeout_secs,
+                stall_timeout_secs: spec.stall_timeout_secs,
+                ram_mb: (spec.needs.ram_mb > 0).then_some(spec.needs.ram_mb),
+                gpus,
+            }),
         });
+        self.push_task_row(task_id);
+        self.dirty_jobs.insert(job_id);
+        self.refresh_ready(job_id);
     }
 
-    fn snapshot_job(&mut self, job_id: JobId) {
-        if let Some(job) = self.jobs.get(&job_id) {
-            self.job_rows.insert(
-                job_id,
-                JobRow {
-                    id: job_id,
-                    counts: job.counts,
-                    finished_at: None,
-                },
-            );
+    /// The running attempt `task`, if it is current.
+    fn current_run(&mut self, task: TaskRef) -> Option<&mut Run> {
+        let job_id = *self.running.get(&task.task_id)?;
+        let t = self.jobs.get_mut(&job_id)?.task_mut(task.task_id)?;
+        if t.attempt != task.attempt {
+            return None;
+        }
+        t.run.as_deref_mut()
+    }
+
+    /// Records the current row of a task of an unfinished job.
+    fn push_task_row(&mut self, task_id: TaskId) {
+        let job = self
+            .running
+            .get(&task_id)
+            .or_else(|| self.orphans.get(&task_id))
+            .and_then(|job_id| self.jobs.get(job_id));
+        if let Some(job) = job {
+            self.writes
+                .push(Write::Task(task_row(job, task_id, None, None)));
         }
     }
 
-    /// Drops a job whose tasks have all finished, recording when it finished.
+    /// Drops a job whose tasks have all finished, recording when it finished, and lets
+    /// the jobs waiting for it know.
     fn finish_job_if_done(&mut self, job_id: JobId, at: i64) {
-        let finished = self
-            .jobs
-            .get(&job_id)
-            .is_some_and(|job| job.counts.queued + job.counts.running + job.counts.paused == 0);
-        if !finished {
+        if !self.jobs.get(&job_id).is_some_and(Job::is_finished) {
             return;
         }
-        if let Some(job) = self.jobs.remove(&job_id) {
-            self.job_rows.insert(
-                job_id,
-                JobRow {
-                    id: job_id,
-                    counts: job.counts,
-                    finished_at: Some(at),
-                },
-            );
-            self.ready.remove(&(Reverse(job.spec.priority), job_id));
+        let Some(job) = self.jobs.remove(&job_id) else {
+            return;
+        };
+        self.dirty_jobs.remove(&job_id);
+        self.ready.remove(&job_id);
+        self.writes.push(Write::Job(job_row(&job, Some(at))));
+        for parent in &job.spec.depends_on {
+            if let Some(children) = self.dependents.get_mut(parent) {
+                children.remove(&job_id);
+                if children.is_empty() {
+                    self.dependents.remove(parent);
+                }
+            }
+        }
+        let end = job.counts().job_state();
+        self.remember_end(job_id, end);
+        self.parent_ended(job_id, end, at);
+    }
+
+    fn remember_end(&mut self, job_id: JobId, end: WorkState) {
+        self.recent_ends.insert(job_id, end);
+        self.recent_order.push_back(job_id);
+        while self.recent_order.len() > RECENT_ENDS {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent_ends.remove(&old);
+            }
         }
     }
 
     fn refresh_ready(&mut self, job_id: JobId) {
         let Some(job) = self.jobs.get(&job_id) else {
+            self.ready.remove(&job_id);
             return;
         };
-        let key = (Reverse(job.spec.priority), job_id);
-        if job.queued.is_empty() {
-            self.ready.remove(&key);
+        if job.has_queued() && job.control == Control::Active {
+            self.ready.insert(job_id);
         } else {
-            self.ready.insert(key);
+            self.ready.remove(&job_id);
         }
     }
 }
 
-mod restore;
+/// The row of a job as it stands.
+pub(super) fn job_row(job: &Job, finished_at: Option<i64>) -> JobRow {
+    let spec = &job.spec;
+    JobRow {
+        id: spec.id,
+        counts: job.counts(),
+        finished_at,
+        control: job.control,
+        priority: spec.priority,
+        settings: JobSettings {
+            weight: spec.weight,
+            queue: spec.queue.clone(),
+            min_agents: spec.min_agents,
+            max_agents: spec.max_agents,
+            requirements: spec.requirements.clone(),
+            stall_timeout_secs: spec.stall_timeout_secs,
+            depends_on: spec.depends_on.clone(),
+            depends_per_frame: spec.depends_per_frame,
+            notes: spec.notes.clone(),
+            user: String::new(),
+            blocklist_after: spec.blocklist_after,
+        },
+        blocklist: job.blocklist(),
+    }
+}
+
+pub mod actions;
+mod deps;
+pub mod restore;
+mod why;
 
 #[cfg(test)]
 #[path = "core_tests.rs"]

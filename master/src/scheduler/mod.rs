@@ -10,8 +10,11 @@
 //! connection that carried a result is gone, the agent replays the result after it
 //! reconnects, and the replay is acknowledged.
 
+mod agents;
 pub mod core;
-mod slots;
+pub mod policy;
+pub mod queues;
+mod state;
 mod types;
 
 use std::collections::HashMap;
@@ -19,13 +22,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::prelude::*;
+use dashmap::DashMap;
 use furrow_protocol::{
-    MasterMessage, TaskFinished, TaskProgress, TaskRef, TaskReturned, TaskStarted,
+    ApiError, Capacity, JobAction, JobId, JobPatch, MasterMessage, QueuePatch, QueueSpec,
+    QueueView, TaskAction, TaskFinished, TaskId, TaskProgress, TaskRef, TaskReturned,
+    TaskStarted, WhyView,
 };
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-pub use self::core::{Core, Effect, JobSpec, Verdict};
+pub use self::core::actions::Revived;
+pub use self::core::restore::LoadedJob;
+pub use self::core::{Core, Effect, JobSpec, ParentState, Verdict};
+use self::policy::requirements::{Needs, Offer};
+use self::queues::Queue;
+pub use self::types::{Control, Refusal, Write};
 use crate::logs::{AttemptClosed, AttemptOpened, LogCollector};
 use crate::store::records::{JobRecord, LoadedTask, to_ms};
 use crate::store::{CommitBatch, InsertedJob, Store};
@@ -38,19 +50,26 @@ const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 #[rtype(result = "()")]
 pub struct ToAgent(pub MasterMessage);
 
-/// Numbers the health endpoint reads without asking the actor.
+/// Numbers the health endpoint and the agent list read without asking the actor.
 #[derive(Debug, Default)]
 pub struct SchedulerStats {
     /// Tasks queued.
     pub queued: AtomicU64,
     /// Tasks running.
     pub running: AtomicU64,
+    /// Free capacity per agent.
+    pub free: DashMap<Uuid, Capacity>,
 }
 
-/// A committed job to schedule.
+/// A committed job to schedule, with how its parents stood when it was checked.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct AddJob(pub InsertedJob);
+pub struct AddJob {
+    /// The stored job.
+    pub inserted: InsertedJob,
+    /// Its parents.
+    pub parents: Vec<(JobId, ParentState)>,
+}
 
 /// An agent registered on a session.
 #[derive(Message)]
@@ -60,11 +79,121 @@ pub struct AgentUp {
     pub agent_id: Uuid,
     /// Its slots.
     pub slots: u32,
+    /// What it offers (tags as the API set them, if it did).
+    pub offer: Offer,
+    /// Whether it may get work.
+    pub enabled: bool,
     /// Attempts it says it runs.
     pub running: Vec<TaskRef>,
     /// Its session.
     pub link: Recipient<ToAgent>,
 }
+
+/// An agent was enabled or disabled, or its tags changed, through the API.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AgentConfigured {
+    /// The agent.
+    pub agent_id: Uuid,
+    /// Whether it may get work.
+    pub enabled: bool,
+    /// Its tags now, when they changed.
+    pub tags: Option<Vec<String>>,
+}
+
+/// A request that changes jobs, tasks or queues; answered once its writes are committed.
+#[derive(Debug)]
+pub enum ControlRequest {
+    /// An action on a job (a finished one must come with `revive` to be rerun).
+    JobAction {
+        /// The job.
+        job_id: JobId,
+        /// The action.
+        action: JobAction,
+        /// Stop running tasks (pause).
+        kill: bool,
+        /// The finished job, loaded from the store.
+        revive: Option<Revived>,
+    },
+    /// An action on a task.
+    TaskAction {
+        /// The job.
+        job_id: JobId,
+        /// The task.
+        task_id: TaskId,
+        /// The action.
+        action: TaskAction,
+        /// The finished job, loaded from the store.
+        revive: Option<Revived>,
+    },
+    /// New settings for a job (requirements already parsed).
+    EditJob {
+        /// The job.
+        job_id: JobId,
+        /// The changes.
+        patch: JobPatch,
+        /// The new requirements, parsed.
+        needs: Option<Needs>,
+    },
+    /// New frames for a job none of whose tasks has run.
+    ReplaceFrames {
+        /// The job.
+        job_id: JobId,
+        /// Normalised specification.
+        frames: String,
+        /// Frames per task.
+        batch: u32,
+        /// First id of the new tasks.
+        first_task_id: TaskId,
+        /// Ranges.
+        ranges: Vec<furrow_protocol::FrameRange>,
+        /// Tasks.
+        batches: Vec<furrow_protocol::FrameBatch>,
+    },
+    /// Deletes a job.
+    DeleteJob {
+        /// The job.
+        job_id: JobId,
+    },
+    /// Creates a queue.
+    CreateQueue(QueueSpec),
+    /// Changes a queue.
+    EditQueue {
+        /// The queue.
+        path: String,
+        /// The changes.
+        patch: QueuePatch,
+    },
+    /// Deletes a queue.
+    DeleteQueue {
+        /// The queue.
+        path: String,
+    },
+}
+
+/// What a control request did.
+#[derive(Debug)]
+pub enum ControlOutcome {
+    /// Applied.
+    Done,
+    /// The queue as it is now.
+    Queue(Queue),
+}
+
+/// A control request for the scheduler.
+#[derive(Message)]
+#[rtype(result = "Result<ControlOutcome, ApiError>")]
+pub struct Change(pub ControlRequest);
+
+/// Why a job waits; `None` when it is not unfinished.
+#[derive(Message)]
+#[rtype(result = "Option<WhyView>")]
+pub struct Why(pub JobId);
+
+/// The queue tree with running and waiting counts.
+#[derive(Message)]
+#[rtype(result = "Vec<QueueView>")]
+pub struct ListQueues;
 
 /// An agent's connection dropped.
 #[derive(Message)]
@@ -130,8 +259,10 @@ pub struct Scheduler {
     stats: Arc<SchedulerStats>,
 }
 
-/// The scheduling view of a stored job.
+/// The scheduling view of a stored job (requirements that no longer parse, which
+/// validation prevents, count as none).
 pub fn job_spec(record: &JobRecord) -> JobSpec {
+    let settings = &record.settings;
     JobSpec {
         id: record.id,
         title: record.title.clone(),
@@ -140,21 +271,55 @@ pub fn job_spec(record: &JobRecord) -> JobSpec {
         timeout_secs: record.timeout_secs,
         priority: record.priority,
         retries: record.retries,
+        weight: settings.weight.max(1),
+        queue: settings.queue.clone(),
+        min_agents: settings.min_agents,
+        max_agents: settings.max_agents,
+        requirements: settings.requirements.clone(),
+        needs: Needs::parse(&settings.requirements).unwrap_or_default(),
+        stall_timeout_secs: settings.stall_timeout_secs,
+        depends_on: settings.depends_on.clone(),
+        depends_per_frame: settings.depends_per_frame,
+        blocklist_after: settings.blocklist_after,
+        notes: settings.notes.clone(),
     }
+}
+
+/// The stored state the scheduler is rebuilt from.
+pub struct Restore {
+    /// Unfinished jobs.
+    pub jobs: Vec<JobRecord>,
+    /// Their tasks.
+    pub tasks: Vec<LoadedTask>,
+    /// How the finished parents of those jobs ended.
+    pub ended_parents: HashMap<JobId, furrow_protocol::WorkState>,
+    /// The queues.
+    pub queues: Vec<Queue>,
 }
 
 impl Scheduler {
     /// A scheduler restored from the unfinished work in the store.
     pub fn new(
-        jobs: &[JobRecord],
-        tasks: Vec<LoadedTask>,
+        restore: Restore,
         store: Addr<Store>,
         logs: Addr<LogCollector>,
         stats: Arc<SchedulerStats>,
     ) -> Self {
         let mut core = Core::new();
-        let specs = jobs.iter().map(|j| (job_spec(j), j.counts)).collect();
-        core.load(specs, tasks);
+        let jobs = restore
+            .jobs
+            .iter()
+            .map(|record| LoadedJob {
+                spec: job_spec(record),
+                control: record.control,
+                failures_on: record
+                    .blocklist
+                    .iter()
+                    .map(|b| (b.agent, b.failures))
+                    .collect(),
+            })
+            .collect();
+        core.load(restore.queues, jobs, restore.tasks, &restore.ended_parents);
         info!(
             queued = core.queued_count(),
             running = core.running_count(),
@@ -172,9 +337,10 @@ impl Scheduler {
     /// Carries out what the core decided.
     ///
     /// Messages that tell an agent something is durable go out only once the rows
-    /// recorded before them are committed (see [`waits_for_commit`]). Waiting costs one
-    /// group commit of latency, never a database round trip per decision.
-    fn apply(&mut self, ctx: &mut Context<Self>) {
+    /// recorded before them are committed (see [`waits_for_commit`]), and so does the
+    /// answer to a control request (`done`). Waiting costs one group commit of latency,
+    /// never a database round trip per decision.
+    fn apply(&mut self, ctx: &mut Context<Self>, done: Option<oneshot::Sender<Result<(), ApiError>>>) {
         let mut after_commit = Vec::new();
         for effect in self.core.take_effects() {
             match effect {
@@ -190,53 +356,64 @@ impl Scheduler {
                 }
             }
         }
-        let (tasks, jobs) = self.core.take_commit();
-        if after_commit.is_empty() {
-            if !tasks.is_empty() || !jobs.is_empty() {
+        for agent in self.core.take_dirty_agents() {
+            match self.core.free_capacity(agent) {
+                Some(free) => {
+                    self.stats.free.insert(agent, free);
+                }
+                None => {
+                    self.stats.free.remove(&agent);
+                }
+            }
+        }
+        let writes = self.core.take_writes();
+        if after_commit.is_empty() && done.is_none() {
+            if !writes.is_empty() {
                 self.store.do_send(CommitBatch {
-                    tasks,
-                    jobs,
-                    durable: false,
+                    writes,
+                    notify: None,
                 });
             }
-        } else {
-            // Rows are committed in the order they reach the store, so once this batch
-            // is durable so is every row the core recorded before it, including those
-            // of earlier events that were still in the group-commit window.
-            let committed = self.store.send(CommitBatch {
-                tasks,
-                jobs,
-                durable: true,
-            });
-            ctx.spawn(committed.into_actor(self).map(move |result, act, _| {
-                match result {
-                    Ok(Ok(())) => {
-                        for (agent, message) in after_commit {
-                            // The agent may have re-registered during the commit without
-                            // listing this attempt, which requeued it: an assignment that
-                            // is no longer current must not reach the new session.
-                            if let MasterMessage::Assign(assign) = &message
-                                && act.core.running_on(assign.task.task_id)
-                                    != Some((agent, assign.task.attempt))
-                            {
-                                debug!(task = assign.task.task_id, attempt = assign.task.attempt, "assignment superseded before its commit; not sent");
-                                continue;
-                            }
-                            act.send(agent, message);
+            return;
+        }
+        // Batches reach the store in the order they are sent (always `do_send`), and
+        // rows are committed in that order, so once this batch is durable so is every
+        // row the core recorded before it, including those of earlier events that were
+        // still waiting for their group commit.
+        let (sender, committed) = oneshot::channel();
+        self.store.do_send(CommitBatch {
+            writes,
+            notify: Some(sender),
+        });
+        ctx.spawn(async move { committed.await }.into_actor(self).map(move |result, act, _| {
+            let result = result.unwrap_or_else(|_| Err(ApiError::unavailable("the store stopped")));
+            match &result {
+                Ok(()) => {
+                    for (agent, message) in after_commit {
+                        // The agent may have re-registered during the commit without
+                        // listing this attempt, which requeued it: an assignment that
+                        // is no longer current must not reach the new session.
+                        if let MasterMessage::Assign(assign) = &message
+                            && act.core.running_on(assign.task.task_id)
+                                != Some((agent, assign.task.attempt))
+                        {
+                            debug!(task = assign.task.task_id, attempt = assign.task.attempt, "assignment superseded before its commit; not sent");
+                            continue;
                         }
-                    }
-                    // The store only answers with an error when it stops. The attempts
-                    // stay assigned and are requeued when their agents are lost; the
-                    // agents keep their results and replay them after reconnecting.
-                    Ok(Err(e)) => {
-                        warn!(error = %e, messages = after_commit.len(), "messages to agents not sent: not committed");
-                    }
-                    Err(e) => {
-                        warn!(error = %e, messages = after_commit.len(), "messages to agents not sent: store unavailable");
+                        act.send(agent, message);
                     }
                 }
-            }));
-        }
+                // The store only answers with an error when it stops. The attempts stay
+                // assigned and are requeued when their agents are lost; the agents keep
+                // their results and replay them after reconnecting.
+                Err(e) => {
+                    warn!(error = %e, messages = after_commit.len(), "messages to agents not sent: not committed");
+                }
+            }
+            if let Some(done) = done {
+                let _ = done.send(result);
+            }
+        }));
     }
 
     /// Publishes the counts the health endpoint reads.
@@ -267,7 +444,7 @@ impl Actor for Scheduler {
         // queued is proportional to the running tasks and the agents, and each event is
         // handled in memory without I/O.
         // Effects of the load (log files of running attempts) go out now.
-        self.apply(ctx);
+        self.apply(ctx, None);
         // Counting queued tasks walks the unfinished jobs, so it runs on a timer rather
         // than after every event.
         self.publish_stats();
@@ -285,13 +462,14 @@ impl Handler<AddJob> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: AddJob, ctx: &mut Context<Self>) {
-        let inserted = msg.0;
+        let inserted = msg.inserted;
         self.core.add_job(
             job_spec(&inserted.record),
             inserted.first_task_id,
             &inserted.batches,
+            &msg.parents,
         );
-        self.apply(ctx);
+        self.apply(ctx, None);
     }
 }
 
@@ -300,9 +478,111 @@ impl Handler<AgentUp> for Scheduler {
 
     fn handle(&mut self, msg: AgentUp, ctx: &mut Context<Self>) {
         self.links.insert(msg.agent_id, msg.link);
+        self.core.agent_registered(
+            msg.agent_id,
+            msg.slots,
+            msg.offer,
+            msg.enabled,
+            &msg.running,
+        );
+        self.apply(ctx, None);
+    }
+}
+
+impl Handler<AgentConfigured> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: AgentConfigured, ctx: &mut Context<Self>) {
         self.core
-            .agent_registered(msg.agent_id, msg.slots, &msg.running);
-        self.apply(ctx);
+            .agent_configured(msg.agent_id, msg.enabled, msg.tags);
+        self.apply(ctx, None);
+    }
+}
+
+impl Handler<Change> for Scheduler {
+    type Result = ResponseFuture<Result<ControlOutcome, ApiError>>;
+
+    fn handle(&mut self, Change(request): Change, ctx: &mut Context<Self>) -> Self::Result {
+        let core = &mut self.core;
+        let outcome: Result<ControlOutcome, Refusal> = match request {
+            ControlRequest::JobAction {
+                job_id,
+                action,
+                kill,
+                revive,
+            } => {
+                if let Some(revived) = revive {
+                    core.revive(revived);
+                }
+                core.job_action(job_id, action, kill)
+                    .map(|()| ControlOutcome::Done)
+            }
+            ControlRequest::TaskAction {
+                job_id,
+                task_id,
+                action,
+                revive,
+            } => {
+                if let Some(revived) = revive {
+                    core.revive(revived);
+                }
+                core.task_action(job_id, task_id, action)
+                    .map(|()| ControlOutcome::Done)
+            }
+            ControlRequest::EditJob {
+                job_id,
+                patch,
+                needs,
+            } => core
+                .edit_job(job_id, &patch, needs)
+                .map(|()| ControlOutcome::Done),
+            ControlRequest::ReplaceFrames {
+                job_id,
+                frames,
+                batch,
+                first_task_id,
+                ranges,
+                batches,
+            } => core
+                .replace_frames(job_id, frames, batch, first_task_id, ranges, batches)
+                .map(|()| ControlOutcome::Done),
+            ControlRequest::DeleteJob { job_id } => {
+                core.delete_job(job_id);
+                Ok(ControlOutcome::Done)
+            }
+            ControlRequest::CreateQueue(spec) => core.create_queue(&spec).map(ControlOutcome::Queue),
+            ControlRequest::EditQueue { path, patch } => {
+                core.edit_queue(&path, &patch).map(ControlOutcome::Queue)
+            }
+            ControlRequest::DeleteQueue { path } => {
+                core.delete_queue(&path).map(|()| ControlOutcome::Done)
+            }
+        };
+        let (sender, committed) = oneshot::channel();
+        self.apply(ctx, Some(sender));
+        Box::pin(async move {
+            let outcome = outcome.map_err(ApiError::from)?;
+            committed
+                .await
+                .unwrap_or_else(|_| Err(ApiError::unavailable("the scheduler stopped")))?;
+            Ok(outcome)
+        })
+    }
+}
+
+impl Handler<Why> for Scheduler {
+    type Result = Option<WhyView>;
+
+    fn handle(&mut self, Why(job_id): Why, _ctx: &mut Context<Self>) -> Self::Result {
+        self.core.why(job_id)
+    }
+}
+
+impl Handler<ListQueues> for Scheduler {
+    type Result = Vec<QueueView>;
+
+    fn handle(&mut self, _msg: ListQueues, _ctx: &mut Context<Self>) -> Self::Result {
+        self.core.queue_views()
     }
 }
 
@@ -312,7 +592,7 @@ impl Handler<AgentDown> for Scheduler {
     fn handle(&mut self, msg: AgentDown, ctx: &mut Context<Self>) {
         self.links.remove(&msg.agent_id);
         self.core.agent_offline(msg.agent_id);
-        self.apply(ctx);
+        self.apply(ctx, None);
     }
 }
 
@@ -322,7 +602,7 @@ impl Handler<AgentLost> for Scheduler {
     fn handle(&mut self, msg: AgentLost, ctx: &mut Context<Self>) {
         self.links.remove(&msg.agent_id);
         self.core.agent_lost(msg.agent_id);
-        self.apply(ctx);
+        self.apply(ctx, None);
     }
 }
 
@@ -374,6 +654,6 @@ impl Handler<FromAgent> for Scheduler {
                 link.do_send(ToAgent(MasterMessage::Cancel(task)));
             }
         }
-        self.apply(ctx);
+        self.apply(ctx, None);
     }
 }

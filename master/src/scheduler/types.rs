@@ -1,9 +1,12 @@
 //! What the scheduler core takes in and gives out.
 
-use furrow_protocol::{JobId, Json, MasterMessage, TaskRef};
+use furrow_protocol::{JobId, Json, MasterMessage, Requirements, TaskRef};
 use uuid::Uuid;
 
-/// What a job contributes to its assignments.
+use super::policy::requirements::Needs;
+use crate::store::records::{BulkWrite, JobRow, TaskRow};
+
+/// A job's settings as the scheduler uses them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSpec {
     /// Job id (allocated in submission order, so it also orders jobs by age).
@@ -20,6 +23,60 @@ pub struct JobSpec {
     pub priority: i32,
     /// Failed attempts retried per task.
     pub retries: u32,
+    /// Weight within its queue.
+    pub weight: u32,
+    /// Queue path (`""` is the root).
+    pub queue: String,
+    /// Agents it gets first.
+    pub min_agents: u32,
+    /// Most agents at once.
+    pub max_agents: Option<u32>,
+    /// Requirements as submitted.
+    pub requirements: Requirements,
+    /// Requirements parsed.
+    pub needs: Needs,
+    /// Stall timeout of an attempt.
+    pub stall_timeout_secs: Option<u64>,
+    /// Jobs it waits for.
+    pub depends_on: Vec<JobId>,
+    /// Frame N waits only for frame N of those jobs.
+    pub depends_per_frame: bool,
+    /// Failures on one agent after which it gets no more of the job's tasks (0: never).
+    pub blocklist_after: u32,
+    /// Free text.
+    pub notes: String,
+}
+
+/// Whether a job runs, is held back, or was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Control {
+    /// Its tasks are dispatched.
+    #[default]
+    Active,
+    /// Its waiting tasks are held back.
+    Paused,
+    /// It was cancelled.
+    Cancelled,
+}
+
+impl Control {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Control::Active => "active",
+            Control::Paused => "paused",
+            Control::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the stored name (unknown names are active).
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "paused" => Control::Paused,
+            "cancelled" => Control::Cancelled,
+            _ => Control::Active,
+        }
+    }
 }
 
 /// Something the actor must do on the core's behalf.
@@ -49,6 +106,17 @@ pub enum Effect {
     },
 }
 
+/// One write for the store, in the order the core made it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// A task's whole mutable state.
+    Task(TaskRow),
+    /// A job's counts and settings.
+    Job(JobRow),
+    /// A statement over many rows (applied after the rows recorded before it).
+    Bulk(BulkWrite),
+}
+
 /// How a task message was judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -56,4 +124,25 @@ pub enum Verdict {
     Applied,
     /// It concerned an attempt that is no longer current (or an unknown task): ignored.
     Stale,
+}
+
+/// A request the core refused, with the kind of refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such job, task or queue (404).
+    NotFound(String),
+    /// Invalid input (400).
+    BadRequest(String),
+    /// Makes no sense in the current state (409).
+    Conflict(String),
+}
+
+impl From<Refusal> for furrow_protocol::ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotFound(m) => Self::not_found(m),
+            Refusal::BadRequest(m) => Self::bad_request(m),
+            Refusal::Conflict(m) => Self::conflict(m),
+        }
+    }
 }

@@ -1,11 +1,13 @@
 //! The `Store` actor: the only writer to the database.
 //!
 //! Submissions run in their own transaction and are answered only after it commits.
-//! Everything else (task transitions, job counts, agents, log index entries) is buffered,
-//! coalesced per row (the newest row wins) and written in one transaction per group
-//! commit: at most [`COMMIT_DELAY`] after the first buffered item, or at once when
-//! [`COMMIT_ITEMS`] rows wait. One group commit runs at a time; rows arriving meanwhile
-//! go into the next one. All writes take one async lock, so SQLite never sees two writers.
+//! Everything else (task transitions, job counts, agents, log index entries, bulk
+//! changes) is buffered, coalesced per row (the newest row wins, bulk writes keep their
+//! place among the rows) and written in one transaction per group commit. An idle store
+//! commits at once; while a commit runs, what arrives waits and goes into the next one
+//! together (leader/follower group commit), so batches grow with the load and a quiet
+//! farm pays no fixed delay. All writes take one async lock, so SQLite never sees two
+//! writers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,15 +21,12 @@ use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use super::Db;
-use super::records::{AgentRow, JobRecord, JobRow, LogIndexRow, NewJob, TaskRow, now_ms};
+use super::records::{
+    AgentRow, BulkWrite, JobRecord, JobRow, LogIndexRow, NewJob, TaskRow, now_ms,
+};
 use super::sql;
 use crate::changes::ChangeFeed;
-
-/// Longest time a transition waits for its group commit.
-pub const COMMIT_DELAY: Duration = Duration::from_millis(5);
-
-/// Buffered rows that trigger a group commit at once.
-pub const COMMIT_ITEMS: usize = 2_000;
+use crate::scheduler::{Control, Write};
 
 /// Pause before retrying a failed group commit.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
@@ -48,18 +47,36 @@ pub struct InsertedJob {
     pub batches: Vec<FrameBatch>,
 }
 
-/// Task transitions and the job counts they produce, committed atomically together.
-/// With `durable`, the answer comes once they are committed (in the next group commit,
-/// which is not hastened); without, at once.
+/// Writes of the scheduler, in the order it made them, committed in that order in one
+/// transaction. With `notify`, the sender learns when they (and everything before them)
+/// are committed, in the next group commit, which is not hastened.
+///
+/// It has no answer of its own and is always sent with `do_send`: a `send` that waits on
+/// a full mailbox could be overtaken by a later `do_send`, and an older row would then
+/// overwrite a newer one. Sent one way only, batches reach the store in order.
 #[derive(Message, Default)]
-#[rtype(result = "Result<(), ApiError>")]
+#[rtype(result = "()")]
 pub struct CommitBatch {
-    /// Task rows.
-    pub tasks: Vec<TaskRow>,
-    /// Job count snapshots.
-    pub jobs: Vec<JobRow>,
-    /// Answer only after the rows are committed.
-    pub durable: bool,
+    /// The writes, oldest first.
+    pub writes: Vec<Write>,
+    /// Told once the writes are committed.
+    pub notify: Option<oneshot::Sender<Result<(), ApiError>>>,
+}
+
+/// Reserves `n` consecutive task ids (for a job whose frames change); answers with the
+/// first.
+#[derive(Message)]
+#[rtype(result = "i64")]
+pub struct AllocateTaskIds(pub u64);
+
+impl Handler<AllocateTaskIds> for Store {
+    type Result = i64;
+
+    fn handle(&mut self, AllocateTaskIds(n): AllocateTaskIds, _ctx: &mut Context<Self>) -> i64 {
+        let first = self.next_task_id;
+        self.next_task_id += i64::try_from(n).unwrap_or(i64::MAX / 4);
+        first
+    }
 }
 
 /// Persists an agent.
@@ -77,41 +94,70 @@ pub struct UpsertLogIndex(pub LogIndexRow);
 #[rtype(result = "Result<(), ApiError>")]
 pub struct Flush;
 
+/// Rows coalesced per key (the newest wins), then the bulk writes made after them. A
+/// bulk write closes its segment: rows made after it go into the next one, so they are
+/// written after it.
 #[derive(Default)]
-struct Pending {
+struct Segment {
     tasks: HashMap<TaskId, TaskRow>,
     jobs: HashMap<JobId, JobRow>,
     agents: HashMap<Uuid, AgentRow>,
     logs: HashMap<(TaskId, u32), LogIndexRow>,
+    bulk: Vec<BulkWrite>,
+}
+
+impl Segment {
+    fn rows(&self) -> usize {
+        self.tasks.len() + self.jobs.len() + self.agents.len() + self.logs.len() + self.bulk.len()
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    segments: Vec<Segment>,
     /// Callers of `Flush`: they want a commit now.
     waiters: Vec<oneshot::Sender<Result<(), ApiError>>>,
-    /// Callers of a durable `CommitBatch`: answered by the next commit, whenever it runs.
+    /// Senders of a `CommitBatch` with `notify`: answered by the next commit, whenever
+    /// it runs.
     notify: Vec<oneshot::Sender<Result<(), ApiError>>>,
 }
 
 impl Pending {
     fn rows(&self) -> usize {
-        self.tasks.len() + self.jobs.len() + self.agents.len() + self.logs.len()
+        self.segments.iter().map(Segment::rows).sum()
     }
 
     fn is_empty(&self) -> bool {
         self.rows() == 0 && self.waiters.is_empty() && self.notify.is_empty()
     }
 
-    /// Puts back the rows of a failed commit under the newer ones buffered since.
-    fn merge_older(&mut self, older: Pending) {
-        for (id, row) in older.tasks {
-            self.tasks.entry(id).or_insert(row);
+    /// The segment rows go into now.
+    fn open(&mut self) -> &mut Segment {
+        if self.segments.last().is_none_or(|s| !s.bulk.is_empty()) {
+            self.segments.push(Segment::default());
         }
-        for (id, row) in older.jobs {
-            self.jobs.entry(id).or_insert(row);
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+
+    fn push(&mut self, write: Write) {
+        match write {
+            Write::Task(row) => {
+                self.open().tasks.insert(row.id, row);
+            }
+            Write::Job(row) => {
+                self.open().jobs.insert(row.id, row);
+            }
+            Write::Bulk(bulk) => {
+                self.open().bulk.push(bulk);
+            }
         }
-        for (id, row) in older.agents {
-            self.agents.entry(id).or_insert(row);
-        }
-        for (key, row) in older.logs {
-            self.logs.entry(key).or_insert(row);
-        }
+    }
+
+    /// Puts back the writes of a failed commit before the newer ones buffered since.
+    fn merge_older(&mut self, mut older: Pending) {
+        older.segments.append(&mut self.segments);
+        self.segments = older.segments;
         self.waiters.extend(older.waiters);
         self.notify.extend(older.notify);
     }
@@ -144,23 +190,14 @@ impl Store {
         }
     }
 
-    /// Starts a group commit now, or soon, or leaves it to the one in flight.
+    /// Starts a group commit now, or leaves it to the one in flight: rows that arrive
+    /// while a commit runs wait for it and go together into the next. An idle store
+    /// commits at once, so a lone transition never waits for company.
     fn schedule_commit(&mut self, ctx: &mut Context<Self>) {
-        if self.committing || self.pending.is_empty() {
+        if self.committing || self.commit_scheduled || self.pending.is_empty() {
             return;
         }
-        let urgent = self.pending.rows() >= COMMIT_ITEMS || !self.pending.waiters.is_empty();
-        if urgent {
-            self.commit_now(ctx);
-        } else if !self.commit_scheduled {
-            self.commit_scheduled = true;
-            ctx.run_later(COMMIT_DELAY, |act, ctx| {
-                act.commit_scheduled = false;
-                if !act.committing {
-                    act.commit_now(ctx);
-                }
-            });
-        }
+        self.commit_now(ctx);
     }
 
     fn commit_now(&mut self, ctx: &mut Context<Self>) {
@@ -216,17 +253,22 @@ async fn commit(db: &Db, lock: &Mutex<()>, batch: &Pending) -> Result<usize, DbE
     }
     let _guard = lock.lock().await;
     let txn = db.conn().begin().await?;
-    let tasks: Vec<&TaskRow> = batch.tasks.values().collect();
-    sql::update_tasks(&txn, &tasks).await?;
-    for row in batch.jobs.values() {
-        sql::update_job(&txn, row).await?;
-    }
-    for row in batch.agents.values() {
-        sql::upsert_agent(&txn, row).await?;
-    }
     let now = now_ms();
-    for row in batch.logs.values() {
-        sql::upsert_log(&txn, row, now).await?;
+    for segment in &batch.segments {
+        let tasks: Vec<&TaskRow> = segment.tasks.values().collect();
+        sql::update_tasks(&txn, &tasks).await?;
+        for row in segment.jobs.values() {
+            sql::update_job(&txn, row).await?;
+        }
+        for row in segment.agents.values() {
+            sql::upsert_agent(&txn, row).await?;
+        }
+        for row in segment.logs.values() {
+            sql::upsert_log(&txn, row, now).await?;
+        }
+        for bulk in &segment.bulk {
+            sql::bulk(&txn, bulk, now).await?;
+        }
     }
     txn.commit().await?;
     Ok(rows)
@@ -313,6 +355,9 @@ impl Handler<InsertJob> for Store {
                 priority: job.priority,
                 retries: job.retries,
                 timeout_secs: job.timeout_secs,
+                settings: job.settings,
+                control: Control::Active,
+                blocklist: Vec::new(),
                 counts,
                 created_at,
                 finished_at: None,
@@ -327,29 +372,16 @@ impl Handler<InsertJob> for Store {
 }
 
 impl Handler<CommitBatch> for Store {
-    type Result = ResponseFuture<Result<(), ApiError>>;
+    type Result = ();
 
-    fn handle(&mut self, msg: CommitBatch, ctx: &mut Context<Self>) -> Self::Result {
-        for row in msg.tasks {
-            self.pending.tasks.insert(row.id, row);
+    fn handle(&mut self, msg: CommitBatch, ctx: &mut Context<Self>) {
+        for write in msg.writes {
+            self.pending.push(write);
         }
-        for row in msg.jobs {
-            self.pending.jobs.insert(row.id, row);
+        if let Some(notify) = msg.notify {
+            self.pending.notify.push(notify);
         }
-        let receiver = msg.durable.then(|| {
-            let (sender, receiver) = oneshot::channel();
-            self.pending.notify.push(sender);
-            receiver
-        });
         self.schedule_commit(ctx);
-        Box::pin(async move {
-            match receiver {
-                Some(receiver) => receiver
-                    .await
-                    .unwrap_or_else(|_| Err(ApiError::unavailable("the store stopped"))),
-                None => Ok(()),
-            }
-        })
     }
 }
 
@@ -357,7 +389,7 @@ impl Handler<UpsertAgent> for Store {
     type Result = ();
 
     fn handle(&mut self, msg: UpsertAgent, ctx: &mut Context<Self>) {
-        self.pending.agents.insert(msg.0.id, msg.0);
+        self.pending.open().agents.insert(msg.0.id, msg.0);
         self.schedule_commit(ctx);
     }
 }
@@ -367,7 +399,7 @@ impl Handler<UpsertLogIndex> for Store {
 
     fn handle(&mut self, msg: UpsertLogIndex, ctx: &mut Context<Self>) {
         let key = (msg.0.task_id, msg.0.attempt);
-        self.pending.logs.insert(key, msg.0);
+        self.pending.open().logs.insert(key, msg.0);
         self.schedule_commit(ctx);
     }
 }

@@ -44,6 +44,36 @@ pub mod job {
         pub created_at: i64,
         /// Completion time, ms since the epoch.
         pub finished_at: Option<i64>,
+        /// Weight in its queue.
+        pub weight: i64,
+        /// Queue path (`""` is the root).
+        pub queue: String,
+        /// Agents it gets first.
+        pub min_agents: i64,
+        /// Most agents at once.
+        pub max_agents: Option<i64>,
+        /// Requirements as JSON text.
+        pub requirements: String,
+        /// Stall timeout in seconds.
+        pub stall_timeout_secs: Option<i64>,
+        /// Job ids it depends on, as JSON text.
+        pub depends_on: String,
+        /// Frame-by-frame dependency (0 or 1).
+        pub depends_per_frame: i64,
+        /// Free text.
+        pub notes: String,
+        /// Who submitted it.
+        pub user_name: String,
+        /// Failures after which an agent is blocklisted.
+        pub blocklist_after: i64,
+        /// `active`, `paused` or `cancelled`.
+        pub control: String,
+        /// Blocked tasks.
+        pub blocked: i64,
+        /// Cancelled tasks.
+        pub cancelled: i64,
+        /// Blocklisted agents as JSON text.
+        pub blocklist: String,
     }
 
     /// No relations are navigated through sea-orm.
@@ -92,6 +122,8 @@ pub mod task {
         pub started_at: Option<i64>,
         /// Completion time, ms.
         pub finished_at: Option<i64>,
+        /// GPU indices of the current attempt (`0,2`).
+        pub gpus: Option<String>,
     }
 
     /// No relations are navigated through sea-orm.
@@ -134,6 +166,12 @@ pub mod agent {
         pub created_at: i64,
         /// Last time heard from, ms (written on state changes, not per heartbeat).
         pub last_seen: i64,
+        /// Whether it gets work (0 or 1; set through the API).
+        pub enabled: i64,
+        /// Tags set through the API, overriding its own, as JSON text.
+        pub tags_override: Option<String>,
+        /// Software as JSON text.
+        pub software: String,
     }
 
     /// No relations are navigated through sea-orm.
@@ -165,6 +203,36 @@ pub mod task_log {
         pub size: i64,
         /// When last indexed, ms.
         pub updated_at: i64,
+    }
+
+    /// No relations are navigated through sea-orm.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `queues`: the queue tree (the root is implicit).
+pub mod queue {
+    use sea_orm::entity::prelude::*;
+
+    /// A queue row.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "queues")]
+    pub struct Model {
+        /// Path without leading slash.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub path: String,
+        /// Priority.
+        pub priority: i32,
+        /// Weight.
+        pub weight: i64,
+        /// Minimum of agents.
+        pub min_agents: i64,
+        /// Maximum of agents.
+        pub max_agents: Option<i64>,
+        /// Creation time, ms.
+        pub created_at: i64,
     }
 
     /// No relations are navigated through sea-orm.

@@ -12,7 +12,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial)]
+        vec![Box::new(M0001Initial), Box::new(M0002Scheduling)]
     }
 }
 
@@ -73,6 +73,17 @@ enum Agents {
     Version,
     CreatedAt,
     LastSeen,
+}
+
+#[derive(DeriveIden)]
+enum Queues {
+    Table,
+    Path,
+    Priority,
+    Weight,
+    MinAgents,
+    MaxAgents,
+    CreatedAt,
 }
 
 #[derive(DeriveIden)]
@@ -231,5 +242,109 @@ impl MigrationTrait for M0001Initial {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Job scheduling fields (queues, weights, requirements, dependencies, control,
+/// blocklists), GPU indices of running tasks, agent settings made through the API, and
+/// the queue tree.
+struct M0002Scheduling;
+
+impl MigrationName for M0002Scheduling {
+    fn name(&self) -> &str {
+        "m0002_scheduling"
+    }
+}
+
+/// Adds one column (SQLite takes one per `ALTER TABLE`).
+async fn add_column(
+    manager: &SchemaManager<'_>,
+    table: DynIden,
+    column: &mut ColumnDef,
+) -> Result<(), DbErr> {
+    manager
+        .alter_table(
+            Table::alter()
+                .table(table)
+                .add_column(column.to_owned())
+                .to_owned(),
+        )
+        .await
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002Scheduling {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let jobs = || Jobs::Table.into_iden();
+        let text = |name: &str, default: &str| {
+            ColumnDef::new(Alias::new(name))
+                .text()
+                .not_null()
+                .default(default)
+                .to_owned()
+        };
+        let int = |name: &str, default: i64| {
+            ColumnDef::new(Alias::new(name))
+                .big_integer()
+                .not_null()
+                .default(default)
+                .to_owned()
+        };
+        let nullable = |name: &str| ColumnDef::new(Alias::new(name)).big_integer().null().to_owned();
+        for mut column in [
+            int("weight", 1),
+            text("queue", ""),
+            int("min_agents", 0),
+            nullable("max_agents"),
+            text("requirements", "{}"),
+            nullable("stall_timeout_secs"),
+            text("depends_on", "[]"),
+            int("depends_per_frame", 0),
+            text("notes", ""),
+            text("user_name", ""),
+            int("blocklist_after", 3),
+            text("control", "active"),
+            int("blocked", 0),
+            int("cancelled", 0),
+            text("blocklist", "[]"),
+        ] {
+            add_column(manager, jobs(), &mut column).await?;
+        }
+        add_column(
+            manager,
+            Tasks::Table.into_iden(),
+            &mut ColumnDef::new(Alias::new("gpus")).text().null().to_owned(),
+        )
+        .await?;
+        for mut column in [
+            int("enabled", 1),
+            ColumnDef::new(Alias::new("tags_override"))
+                .text()
+                .null()
+                .to_owned(),
+            text("software", "{}"),
+        ] {
+            add_column(manager, Agents::Table.into_iden(), &mut column).await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table(Queues::Table)
+                    .col(ColumnDef::new(Queues::Path).text().not_null().primary_key())
+                    .col(ColumnDef::new(Queues::Priority).integer().not_null())
+                    .col(ColumnDef::new(Queues::Weight).big_integer().not_null())
+                    .col(ColumnDef::new(Queues::MinAgents).big_integer().not_null())
+                    .col(ColumnDef::new(Queues::MaxAgents).big_integer().null())
+                    .col(ColumnDef::new(Queues::CreatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Queues::Table).to_owned())
+            .await
     }
 }

@@ -22,8 +22,11 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 use sea_orm_migration::MigratorTrait;
 use tracing::info;
 
-pub use actor::{CommitBatch, Flush, InsertJob, InsertedJob, Store, UpsertAgent, UpsertLogIndex};
-pub use reads::{LoadedState, StoreReader};
+pub use actor::{
+    AllocateTaskIds, CommitBatch, Flush, InsertJob, InsertedJob, Store, UpsertAgent,
+    UpsertLogIndex,
+};
+pub use reads::{LoadedState, StoreReader, task_view};
 
 /// An open database with its migrations applied.
 #[derive(Clone, Debug)]

@@ -3,16 +3,23 @@
 //! Reads go straight to the pool (WAL lets them run beside the store's commits); they may
 //! trail the newest transitions by one group-commit interval.
 
-use furrow_protocol::{FrameBatch, FrameSet, JobId, Json, TaskCounts, TaskId, TaskView, WorkState};
+use std::collections::HashMap;
+
+use furrow_protocol::{
+    BlockedAgent, FrameBatch, FrameSet, JobId, Json, Requirements, TaskCounts, TaskId, TaskView,
+    WorkState,
+};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
 use super::Db;
-use super::entities::{agent, job, task, task_log};
-use super::records::{AgentRow, JobRecord, LoadedTask, from_ms};
+use super::entities::{agent, job, queue, task, task_log};
+use super::records::{AgentRow, AgentSettingsRow, JobRecord, JobSettings, LoadedTask, from_ms};
+use crate::scheduler::Control;
+use crate::scheduler::queues::Queue;
 use super::sql::statement;
 
 /// Read access to the database, shared by the service layer.
@@ -26,10 +33,16 @@ pub struct StoreReader {
 pub struct LoadedState {
     /// Unfinished jobs.
     pub jobs: Vec<JobRecord>,
-    /// Their unfinished tasks, in id order.
+    /// All their tasks, in id order.
     pub tasks: Vec<LoadedTask>,
+    /// How the finished jobs that unfinished ones depend on ended.
+    pub ended_parents: HashMap<JobId, WorkState>,
+    /// The queues (without the implicit root unless it was changed).
+    pub queues: Vec<Queue>,
     /// Every known agent.
     pub agents: Vec<AgentRow>,
+    /// Settings made through the API, per agent.
+    pub agent_settings: HashMap<Uuid, AgentSettingsRow>,
     /// Largest job id in use.
     pub max_job_id: JobId,
     /// Largest task id in use.
@@ -37,7 +50,32 @@ pub struct LoadedState {
 }
 
 /// The columns the startup load reads from a task.
-type LoadRow = (i64, i64, i64, i64, i64, String, Option<String>, i32, i32);
+#[derive(Debug, FromQueryResult)]
+struct LoadRow {
+    id: i64,
+    job_id: i64,
+    frame: i64,
+    frame_end: i64,
+    step: i64,
+    state: String,
+    agent: Option<String>,
+    attempt: i32,
+    failures: i32,
+    exit_code: Option<i32>,
+    last_error: Option<String>,
+    started_at: Option<i64>,
+    gpus: Option<String>,
+}
+
+/// States a task can wait in; untouched tasks in them are rebuilt from the frame
+/// specification rather than read row by row.
+const WAITING: [&str; 3] = ["queued", "paused", "blocked"];
+
+/// GPU indices from their stored text.
+fn parse_gpus(text: Option<&str>) -> Vec<u32> {
+    text.map(|t| t.split(',').filter_map(|g| g.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
 
 fn state_of(name: &str) -> Result<WorkState, DbErr> {
     WorkState::parse(name).ok_or_else(|| DbErr::Custom(format!("unknown state {name:?} in store")))
@@ -58,12 +96,30 @@ fn job_record(row: job::Model) -> JobRecord {
         priority: row.priority,
         retries: u32::try_from(row.retries).unwrap_or(0),
         timeout_secs: row.timeout_secs.map(non_negative),
+        settings: JobSettings {
+            weight: u32::try_from(row.weight).unwrap_or(1),
+            queue: row.queue,
+            min_agents: u32::try_from(row.min_agents).unwrap_or(0),
+            max_agents: row.max_agents.and_then(|m| u32::try_from(m).ok()),
+            requirements: serde_json::from_str::<Requirements>(&row.requirements)
+                .unwrap_or_default(),
+            stall_timeout_secs: row.stall_timeout_secs.map(non_negative),
+            depends_on: serde_json::from_str(&row.depends_on).unwrap_or_default(),
+            depends_per_frame: row.depends_per_frame != 0,
+            notes: row.notes,
+            user: row.user_name,
+            blocklist_after: u32::try_from(row.blocklist_after).unwrap_or(0),
+        },
+        control: Control::parse(&row.control),
+        blocklist: serde_json::from_str::<Vec<BlockedAgent>>(&row.blocklist).unwrap_or_default(),
         counts: TaskCounts {
             queued: non_negative(row.queued),
             running: non_negative(row.running),
             done: non_negative(row.done),
             failed: non_negative(row.failed),
             paused: non_negative(row.paused),
+            blocked: non_negative(row.blocked),
+            cancelled: non_negative(row.cancelled),
         },
         created_at: row.created_at,
         finished_at: row.finished_at,
@@ -187,9 +243,10 @@ impl StoreReader {
         let runs = conn
             .query_all_raw(statement(
                 backend,
-                "SELECT MIN(id), MAX(id) FROM (SELECT id, id - ROW_NUMBER() OVER (ORDER BY id) \
-                 AS run FROM tasks WHERE job_id = ? AND state = 'queued' AND attempt = 0) \
-                 AS untouched GROUP BY run",
+                "SELECT MIN(id), MAX(id), state FROM (SELECT id, state, id - ROW_NUMBER() OVER \
+                 (PARTITION BY state ORDER BY id) AS run FROM tasks WHERE job_id = ? AND \
+                 state IN ('queued', 'paused', 'blocked') AND attempt = 0 AND failures = 0 \
+                 AND last_error IS NULL) AS untouched GROUP BY state, run",
                 vec![job.id.into()],
             ))
             .await?;
@@ -197,6 +254,8 @@ impl StoreReader {
         for run in runs {
             let low: i64 = run.try_get_by_index(0)?;
             let high: i64 = run.try_get_by_index(1)?;
+            let state: String = run.try_get_by_index(2)?;
+            let state = state_of(&state)?;
             for id in low..=high {
                 let Some(frames) = usize::try_from(id - first_id)
                     .ok()
@@ -210,10 +269,14 @@ impl StoreReader {
                     id,
                     job_id: job.id,
                     frames: *frames,
-                    state: WorkState::Queued,
+                    state,
                     agent: None,
                     attempt: 0,
                     failures: 0,
+                    exit_code: None,
+                    last_error: None,
+                    started_at: None,
+                    gpus: Vec::new(),
                 });
             }
         }
@@ -222,19 +285,14 @@ impl StoreReader {
         Ok(())
     }
 
-    /// Appends the unfinished tasks of a job read row by row; only those assigned at
-    /// least once when `touched_only`.
+    /// Appends the tasks of a job read row by row; with `touched_only`, all but the
+    /// untouched waiting ones (which the caller rebuilt).
     async fn load_rows(
         &self,
         job_id: JobId,
         touched_only: bool,
         tasks: &mut Vec<LoadedTask>,
     ) -> Result<(), DbErr> {
-        let unfinished = [
-            WorkState::Queued.as_str(),
-            WorkState::Running.as_str(),
-            WorkState::Paused.as_str(),
-        ];
         let mut query = task::Entity::find()
             .select_only()
             .columns([
@@ -247,23 +305,43 @@ impl StoreReader {
                 task::Column::Agent,
                 task::Column::Attempt,
                 task::Column::Failures,
+                task::Column::ExitCode,
+                task::Column::LastError,
+                task::Column::StartedAt,
+                task::Column::Gpus,
             ])
-            .filter(task::Column::JobId.eq(job_id))
-            .filter(task::Column::State.is_in(unfinished));
+            .filter(task::Column::JobId.eq(job_id));
         if touched_only {
             query = query.filter(
                 Condition::any()
-                    .add(task::Column::State.ne(WorkState::Queued.as_str()))
-                    .add(task::Column::Attempt.gt(0)),
+                    .add(task::Column::State.is_not_in(WAITING))
+                    .add(task::Column::Attempt.gt(0))
+                    .add(task::Column::Failures.gt(0))
+                    .add(task::Column::LastError.is_not_null()),
             );
         }
         let rows: Vec<LoadRow> = query
             .order_by_asc(task::Column::Id)
-            .into_tuple()
+            .into_model()
             .all(self.db.conn())
             .await?;
         tasks.reserve(rows.len());
-        for (id, job_id, frame, frame_end, step, state, agent, attempt, failures) in rows {
+        for LoadRow {
+            id,
+            job_id,
+            frame,
+            frame_end,
+            step,
+            state,
+            agent,
+            attempt,
+            failures,
+            exit_code,
+            last_error,
+            started_at,
+            gpus,
+        } in rows
+        {
             tasks.push(LoadedTask {
                 id,
                 job_id,
@@ -276,15 +354,30 @@ impl StoreReader {
                 agent: agent.as_deref().and_then(|a| Uuid::parse_str(a).ok()),
                 attempt: u32::try_from(attempt).unwrap_or(0),
                 failures: u32::try_from(failures).unwrap_or(0),
+                exit_code,
+                last_error,
+                started_at,
+                gpus: parse_gpus(gpus.as_deref()),
             });
         }
         Ok(())
     }
 
+    /// Every task of a job (to bring a finished job back for a rerun), in id order.
+    pub async fn job_tasks(&self, job: &JobRecord) -> Result<Vec<LoadedTask>, DbErr> {
+        let mut tasks = Vec::new();
+        self.load_job_tasks(job, &mut tasks).await?;
+        Ok(tasks)
+    }
+
     /// Unfinished jobs and tasks, every agent, and the largest ids in use.
     pub async fn load(&self) -> Result<LoadedState, DbErr> {
         let conn = self.db.conn();
-        let finished = [WorkState::Done.as_str(), WorkState::Failed.as_str()];
+        let finished = [
+            WorkState::Done.as_str(),
+            WorkState::Failed.as_str(),
+            WorkState::Cancelled.as_str(),
+        ];
         let jobs: Vec<JobRecord> = job::Entity::find()
             .filter(job::Column::State.is_not_in(finished))
             .order_by_asc(job::Column::Id)
@@ -297,14 +390,50 @@ impl StoreReader {
         for job in &jobs {
             self.load_job_tasks(job, &mut tasks).await?;
         }
+        let mut ended_parents = HashMap::new();
+        for job in &jobs {
+            for parent in &job.settings.depends_on {
+                if jobs.iter().any(|j| j.id == *parent) || ended_parents.contains_key(parent) {
+                    continue;
+                }
+                if let Some(record) = self.get_job(*parent).await? {
+                    ended_parents.insert(*parent, record.counts.job_state());
+                }
+            }
+        }
+        let queues = queue::Entity::find()
+            .order_by_asc(queue::Column::Path)
+            .all(conn)
+            .await?
+            .into_iter()
+            .map(|row| Queue {
+                path: row.path,
+                priority: row.priority,
+                weight: u32::try_from(row.weight).unwrap_or(1).max(1),
+                min_agents: u32::try_from(row.min_agents).unwrap_or(0),
+                max_agents: row.max_agents.and_then(|m| u32::try_from(m).ok()),
+            })
+            .collect();
+        let mut agent_settings = HashMap::new();
         let agents = agent::Entity::find()
             .order_by_asc(agent::Column::Name)
             .all(conn)
             .await?
             .into_iter()
             .filter_map(|row| {
+                let id = Uuid::parse_str(&row.id).ok()?;
+                agent_settings.insert(
+                    id,
+                    AgentSettingsRow {
+                        enabled: row.enabled != 0,
+                        tags: row
+                            .tags_override
+                            .as_deref()
+                            .and_then(|t| serde_json::from_str(t).ok()),
+                    },
+                );
                 Some(AgentRow {
-                    id: Uuid::parse_str(&row.id).ok()?,
+                    id,
                     name: row.name,
                     hostname: row.hostname,
                     os: row.os,
@@ -312,6 +441,7 @@ impl StoreReader {
                     ram_mb: non_negative(row.ram_mb),
                     gpus: row.gpus,
                     tags: row.tags,
+                    software: row.software,
                     slots: u32::try_from(row.slots).unwrap_or(0),
                     version: row.version,
                     last_seen: row.last_seen,
@@ -337,7 +467,10 @@ impl StoreReader {
         Ok(LoadedState {
             jobs,
             tasks,
+            ended_parents,
+            queues,
             agents,
+            agent_settings,
             max_job_id,
             max_task_id,
         })

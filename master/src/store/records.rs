@@ -2,9 +2,13 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use furrow_protocol::{
-    FrameBatch, FrameRange, JobId, JobView, Json, TaskCounts, TaskId, WorkState,
+    BlockedAgent, FrameBatch, FrameRange, JobId, JobSubmission, JobView, Json, Requirements,
+    TaskCounts, TaskId, WorkState,
 };
 use uuid::Uuid;
+
+use crate::scheduler::Control;
+use crate::scheduler::queues::{self, Queue};
 
 /// Milliseconds since the epoch of `at`.
 pub fn to_ms(at: DateTime<Utc>) -> i64 {
@@ -40,10 +44,58 @@ pub struct NewJob {
     pub retries: u32,
     /// Attempt time limit.
     pub timeout_secs: Option<u64>,
-    /// The frame ranges, in the order given.
+    /// Scheduling settings and metadata (validated).
+    pub settings: JobSettings,
+    /// The frame ranges, in frame order.
     pub ranges: Vec<FrameRange>,
     /// One entry per task, in frame order (the ranges cut into batches).
     pub batches: Vec<FrameBatch>,
+}
+
+/// The fields of a job beyond its command: scheduling, dependencies, metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSettings {
+    /// Weight in its queue.
+    pub weight: u32,
+    /// Queue path (`""` is the root).
+    pub queue: String,
+    /// Agents it gets first.
+    pub min_agents: u32,
+    /// Most agents at once.
+    pub max_agents: Option<u32>,
+    /// Requirements per task.
+    pub requirements: Requirements,
+    /// Stall timeout.
+    pub stall_timeout_secs: Option<u64>,
+    /// Jobs it waits for.
+    pub depends_on: Vec<JobId>,
+    /// Frame N waits only for frame N of those jobs.
+    pub depends_per_frame: bool,
+    /// Free text.
+    pub notes: String,
+    /// Who submitted it.
+    pub user: String,
+    /// Failures after which an agent is blocklisted (0: never).
+    pub blocklist_after: u32,
+}
+
+impl JobSettings {
+    /// The settings of a submission, as given (validation is the service's).
+    pub fn of(submission: &JobSubmission) -> Self {
+        Self {
+            weight: submission.weight,
+            queue: submission.queue.clone(),
+            min_agents: submission.min_agents,
+            max_agents: submission.max_agents.filter(|&m| m > 0),
+            requirements: submission.requirements.clone(),
+            stall_timeout_secs: submission.stall_timeout_secs,
+            depends_on: submission.depends_on.clone(),
+            depends_per_frame: submission.depends_per_frame,
+            notes: submission.notes.clone(),
+            user: submission.user.clone(),
+            blocklist_after: submission.blocklist_after,
+        }
+    }
 }
 
 /// A job as stored.
@@ -67,6 +119,12 @@ pub struct JobRecord {
     pub retries: u32,
     /// Attempt time limit.
     pub timeout_secs: Option<u64>,
+    /// Scheduling settings and metadata.
+    pub settings: JobSettings,
+    /// Paused or cancelled by request.
+    pub control: Control,
+    /// Agents blocklisted for this job, with their failures.
+    pub blocklist: Vec<BlockedAgent>,
     /// Task counts.
     pub counts: TaskCounts,
     /// Submission time, ms.
@@ -88,11 +146,34 @@ impl JobRecord {
             priority: self.priority,
             retries: self.retries,
             timeout_secs: self.timeout_secs,
-            state: self.counts.job_state(),
+            weight: self.settings.weight,
+            queue: queues::display(&self.settings.queue),
+            min_agents: self.settings.min_agents,
+            max_agents: self.settings.max_agents,
+            requirements: self.settings.requirements.clone(),
+            stall_timeout_secs: self.settings.stall_timeout_secs,
+            depends_on: self.settings.depends_on.clone(),
+            depends_per_frame: self.settings.depends_per_frame,
+            notes: self.settings.notes.clone(),
+            user: self.settings.user.clone(),
+            blocklist_after: self.settings.blocklist_after,
+            blocklist: self.blocklist.clone(),
+            paused: self.control == Control::Paused,
+            state: job_state(self.counts, self.control),
             task_counts: self.counts,
             created_at: from_ms(self.created_at),
             finished_at: self.finished_at.map(from_ms),
         }
+    }
+}
+
+/// A job's state from its counts and its control: a paused job with nothing running is
+/// paused; a cancelled one still running its last tasks is running until they stop.
+pub fn job_state(counts: TaskCounts, control: Control) -> WorkState {
+    let state = counts.job_state();
+    match control {
+        Control::Paused if counts.unfinished() > 0 && counts.running == 0 => WorkState::Paused,
+        _ => state,
     }
 }
 
@@ -120,10 +201,12 @@ pub struct TaskRow {
     pub started_at: Option<i64>,
     /// Completion, ms.
     pub finished_at: Option<i64>,
+    /// GPU indices the current attempt holds.
+    pub gpus: Vec<u32>,
 }
 
-/// A job's counts after transitions (a snapshot, the latest wins).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A job's counts and changeable settings after transitions (a snapshot, the latest wins).
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobRow {
     /// Job id.
     pub id: JobId,
@@ -131,6 +214,64 @@ pub struct JobRow {
     pub counts: TaskCounts,
     /// Completion time once finished, ms.
     pub finished_at: Option<i64>,
+    /// Paused or cancelled.
+    pub control: Control,
+    /// Priority.
+    pub priority: i32,
+    /// Settings that can change after submission.
+    pub settings: JobSettings,
+    /// Blocklisted agents.
+    pub blocklist: Vec<BlockedAgent>,
+}
+
+/// A write over many rows at once, applied in order with the rows around it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BulkWrite {
+    /// Moves a job's tasks that are in one of `from` to `to`; with `reset`, also clears
+    /// their failures, exit code, error, progress, agent and times (a rerun).
+    TaskStates {
+        /// The job.
+        job_id: JobId,
+        /// States moved.
+        from: Vec<WorkState>,
+        /// New state.
+        to: WorkState,
+        /// Clear the outcome of earlier attempts.
+        reset: bool,
+    },
+    /// Deletes a job, its tasks and its log index.
+    DeleteJob {
+        /// The job.
+        job_id: JobId,
+    },
+    /// Replaces every task of a job that has not run yet (a new frame range).
+    ReplaceTasks {
+        /// The job.
+        job_id: JobId,
+        /// The new normalised frame specification.
+        frames: String,
+        /// Frames per task.
+        batch: u32,
+        /// First id of the new tasks.
+        first_task_id: TaskId,
+        /// The new ranges.
+        ranges: Vec<FrameRange>,
+        /// The new tasks.
+        batches: Vec<FrameBatch>,
+    },
+    /// Creates or changes a queue.
+    PutQueue(Queue),
+    /// Deletes a queue.
+    DeleteQueue(String),
+    /// Changes whether an agent gets work, and its tags set through the API.
+    AgentSettings {
+        /// The agent.
+        id: Uuid,
+        /// Enabled.
+        enabled: bool,
+        /// Tags overriding the agent's own.
+        tags: Option<Vec<String>>,
+    },
 }
 
 /// An agent's identity and resources (persisted on registration and state changes).
@@ -150,8 +291,10 @@ pub struct AgentRow {
     pub ram_mb: u64,
     /// GPUs as JSON.
     pub gpus: String,
-    /// Tags as JSON.
+    /// Tags as JSON (as the agent announced them).
     pub tags: String,
+    /// Software as JSON.
+    pub software: String,
     /// Slots.
     pub slots: u32,
     /// Software version.
@@ -192,4 +335,21 @@ pub struct LoadedTask {
     pub attempt: u32,
     /// Failures so far.
     pub failures: u32,
+    /// Exit code of the last finished attempt.
+    pub exit_code: Option<i32>,
+    /// Error of the last failed attempt.
+    pub last_error: Option<String>,
+    /// Start of the current attempt, ms.
+    pub started_at: Option<i64>,
+    /// GPU indices of a running task.
+    pub gpus: Vec<u32>,
+}
+
+/// An agent's settings made through the API, which outlive restarts of either side.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AgentSettingsRow {
+    /// Whether it gets work.
+    pub enabled: bool,
+    /// Tags overriding the agent's own.
+    pub tags: Option<Vec<String>>,
 }

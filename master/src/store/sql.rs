@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use furrow_protocol::{FrameBatch, FrameRange, TaskId, WorkState};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
-use super::records::{AgentRow, JobRow, LogIndexRow, NewJob, TaskRow};
+use super::records::{AgentRow, BulkWrite, JobRow, LogIndexRow, NewJob, TaskRow};
 
 /// Tasks per multi-row `INSERT` statement; about 60 bytes of SQL each.
 const TASK_CHUNK: usize = 5_000;
@@ -38,6 +38,21 @@ fn opt_i64(value: Option<i64>) -> Value {
     Value::BigInt(value)
 }
 
+/// A value as JSON text (the types written here always serialise).
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+/// GPU indices as stored: `0,2`, or NULL for none.
+fn gpus_text(gpus: &[u32]) -> Option<String> {
+    (!gpus.is_empty()).then(|| {
+        gpus.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
 /// Inserts the job row.
 pub async fn insert_job<C: ConnectionTrait>(
     db: &C,
@@ -46,11 +61,16 @@ pub async fn insert_job<C: ConnectionTrait>(
     created_at: i64,
 ) -> Result<(), DbErr> {
     let sql = "INSERT INTO jobs (id, title, jobtype, params, frames, batch, priority, retries, \
-               timeout_secs, state, queued, running, done, failed, paused, created_at, finished_at) \
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, ?, NULL)";
+               timeout_secs, state, queued, running, done, failed, paused, created_at, finished_at, \
+               weight, queue, min_agents, max_agents, requirements, stall_timeout_secs, depends_on, \
+               depends_per_frame, notes, user_name, blocklist_after, control, blocked, cancelled, \
+               blocklist) \
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, ?, NULL, \
+               ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', 0, 0, '[]')";
     let timeout = job
         .timeout_secs
         .map(|secs| i64::try_from(secs).unwrap_or(i64::MAX));
+    let settings = &job.settings;
     let values = vec![
         id.into(),
         job.title.clone().into(),
@@ -64,6 +84,21 @@ pub async fn insert_job<C: ConnectionTrait>(
         WorkState::Queued.as_str().into(),
         (job.batches.len() as i64).into(),
         created_at.into(),
+        i64::from(settings.weight).into(),
+        settings.queue.clone().into(),
+        i64::from(settings.min_agents).into(),
+        opt_i64(settings.max_agents.map(i64::from)),
+        json_text(&settings.requirements).into(),
+        opt_i64(
+            settings
+                .stall_timeout_secs
+                .map(|secs| i64::try_from(secs).unwrap_or(i64::MAX)),
+        ),
+        json_text(&settings.depends_on).into(),
+        i64::from(settings.depends_per_frame).into(),
+        settings.notes.clone().into(),
+        settings.user.clone().into(),
+        i64::from(settings.blocklist_after).into(),
     ];
     db.execute_raw(statement(db.get_database_backend(), sql, values))
         .await?;
@@ -183,7 +218,7 @@ impl ValuesChunk {
     }
 }
 
-/// Task rows per `UPDATE` statement (10 parameters each, well inside both backends'
+/// Task rows per `UPDATE` statement (11 parameters each, well inside both backends'
 /// parameter limits).
 const UPDATE_CHUNK: usize = 500;
 
@@ -195,14 +230,14 @@ pub async fn update_tasks<C: ConnectionTrait>(db: &C, rows: &[&TaskRow]) -> Resu
         let mut sql = String::with_capacity(512 + chunk.len() * 24);
         sql.push_str(
             "WITH v(id, state, agent, attempt, failures, exit_code, progress, last_error, \
-             started_at, finished_at) AS (VALUES ",
+             started_at, finished_at, gpus) AS (VALUES ",
         );
-        let mut values = Vec::with_capacity(chunk.len() * 10);
+        let mut values = Vec::with_capacity(chunk.len() * 11);
         for (i, row) in chunk.iter().enumerate() {
             if i > 0 {
                 sql.push(',');
             }
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
             values.extend([
                 row.id.into(),
                 row.state.as_str().into(),
@@ -214,32 +249,47 @@ pub async fn update_tasks<C: ConnectionTrait>(db: &C, rows: &[&TaskRow]) -> Resu
                 Value::String(row.last_error.clone()),
                 opt_i64(row.started_at),
                 opt_i64(row.finished_at),
+                Value::String(gpus_text(&row.gpus)),
             ]);
         }
         sql.push_str(
             ") UPDATE tasks SET state = v.state, agent = v.agent, attempt = v.attempt, \
              failures = v.failures, exit_code = v.exit_code, progress = v.progress, \
              last_error = v.last_error, started_at = v.started_at, \
-             finished_at = v.finished_at FROM v WHERE tasks.id = v.id",
+             finished_at = v.finished_at, gpus = v.gpus FROM v WHERE tasks.id = v.id",
         );
         db.execute_raw(statement(backend, &sql, values)).await?;
     }
     Ok(())
 }
 
-/// Writes a job's counts and derived state.
+/// Writes a job's counts, derived state and changeable settings.
 pub async fn update_job<C: ConnectionTrait>(db: &C, row: &JobRow) -> Result<(), DbErr> {
     let sql = "UPDATE jobs SET state = ?, queued = ?, running = ?, done = ?, failed = ?, \
-               paused = ?, finished_at = ? WHERE id = ?";
+               paused = ?, blocked = ?, cancelled = ?, finished_at = ?, control = ?, \
+               priority = ?, weight = ?, queue = ?, min_agents = ?, max_agents = ?, \
+               requirements = ?, notes = ?, blocklist = ? WHERE id = ?";
     let c = row.counts;
+    let s = &row.settings;
     let values = vec![
-        c.job_state().as_str().into(),
+        super::records::job_state(c, row.control).as_str().into(),
         (c.queued as i64).into(),
         (c.running as i64).into(),
         (c.done as i64).into(),
         (c.failed as i64).into(),
         (c.paused as i64).into(),
+        (c.blocked as i64).into(),
+        (c.cancelled as i64).into(),
         opt_i64(row.finished_at),
+        row.control.as_str().into(),
+        row.priority.into(),
+        i64::from(s.weight).into(),
+        s.queue.clone().into(),
+        i64::from(s.min_agents).into(),
+        opt_i64(s.max_agents.map(i64::from)),
+        json_text(&s.requirements).into(),
+        s.notes.clone().into(),
+        json_text(&row.blocklist).into(),
         row.id.into(),
     ];
     db.execute_raw(statement(db.get_database_backend(), sql, values))
@@ -250,11 +300,13 @@ pub async fn update_job<C: ConnectionTrait>(db: &C, row: &JobRow) -> Result<(), 
 /// Inserts or refreshes an agent.
 pub async fn upsert_agent<C: ConnectionTrait>(db: &C, row: &AgentRow) -> Result<(), DbErr> {
     let sql = "INSERT INTO agents (id, name, hostname, os, cpus, ram_mb, gpus, tags, slots, \
-               version, created_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+               version, created_at, last_seen, software) \
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                ON CONFLICT (id) DO UPDATE SET name = excluded.name, hostname = excluded.hostname, \
                os = excluded.os, cpus = excluded.cpus, ram_mb = excluded.ram_mb, \
                gpus = excluded.gpus, tags = excluded.tags, slots = excluded.slots, \
-               version = excluded.version, last_seen = excluded.last_seen";
+               version = excluded.version, last_seen = excluded.last_seen, \
+               software = excluded.software";
     let values = vec![
         row.id.to_string().into(),
         row.name.clone().into(),
@@ -268,6 +320,7 @@ pub async fn upsert_agent<C: ConnectionTrait>(db: &C, row: &AgentRow) -> Result<
         row.version.clone().into(),
         row.last_seen.into(),
         row.last_seen.into(),
+        row.software.clone().into(),
     ];
     db.execute_raw(statement(db.get_database_backend(), sql, values))
         .await?;
@@ -293,5 +346,108 @@ pub async fn upsert_log<C: ConnectionTrait>(
     ];
     db.execute_raw(statement(db.get_database_backend(), sql, values))
         .await?;
+    Ok(())
+}
+
+/// Applies one bulk write.
+pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    match write {
+        BulkWrite::TaskStates {
+            job_id,
+            from,
+            to,
+            reset,
+        } => {
+            let marks = vec!["?"; from.len()].join(", ");
+            let mut sql = String::from("UPDATE tasks SET state = ?");
+            if *reset {
+                sql.push_str(
+                    ", failures = 0, exit_code = NULL, last_error = NULL, progress = 0.0, \
+                     agent = NULL, started_at = NULL, finished_at = NULL, gpus = NULL",
+                );
+            } else if !to.is_finished() {
+                sql.push_str(", finished_at = NULL");
+            } else {
+                let _ = write!(sql, ", finished_at = {now}");
+            }
+            let _ = write!(sql, " WHERE job_id = ? AND state IN ({marks})");
+            let mut values: Vec<Value> = vec![to.as_str().into(), (*job_id).into()];
+            values.extend(from.iter().map(|s| Value::from(s.as_str())));
+            db.execute_raw(statement(backend, &sql, values)).await?;
+        }
+        BulkWrite::DeleteJob { job_id } => {
+            for sql in [
+                "DELETE FROM task_logs WHERE job_id = ?",
+                "DELETE FROM tasks WHERE job_id = ?",
+                "DELETE FROM jobs WHERE id = ?",
+            ] {
+                db.execute_raw(statement(backend, sql, vec![(*job_id).into()]))
+                    .await?;
+            }
+        }
+        BulkWrite::ReplaceTasks {
+            job_id,
+            frames,
+            batch,
+            first_task_id,
+            ranges,
+            batches,
+        } => {
+            db.execute_raw(statement(
+                backend,
+                "DELETE FROM tasks WHERE job_id = ?",
+                vec![(*job_id).into()],
+            ))
+            .await?;
+            db.execute_raw(statement(
+                backend,
+                "UPDATE jobs SET frames = ?, batch = ? WHERE id = ?",
+                vec![
+                    frames.clone().into(),
+                    i64::from(*batch).into(),
+                    (*job_id).into(),
+                ],
+            ))
+            .await?;
+            insert_tasks(db, *job_id, *first_task_id, (ranges, *batch, batches), now).await?;
+        }
+        BulkWrite::PutQueue(queue) => {
+            let sql = "INSERT INTO queues (path, priority, weight, min_agents, max_agents, \
+                       created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET \
+                       priority = excluded.priority, weight = excluded.weight, \
+                       min_agents = excluded.min_agents, max_agents = excluded.max_agents";
+            let values = vec![
+                queue.path.clone().into(),
+                queue.priority.into(),
+                i64::from(queue.weight).into(),
+                i64::from(queue.min_agents).into(),
+                opt_i64(queue.max_agents.map(i64::from)),
+                now.into(),
+            ];
+            db.execute_raw(statement(backend, sql, values)).await?;
+        }
+        BulkWrite::DeleteQueue(path) => {
+            db.execute_raw(statement(
+                backend,
+                "DELETE FROM queues WHERE path = ?",
+                vec![path.clone().into()],
+            ))
+            .await?;
+        }
+        BulkWrite::AgentSettings { id, enabled, tags } => {
+            let tags = tags.as_ref().map(json_text);
+            db.execute_raw(statement(
+                backend,
+                "UPDATE agents SET enabled = ?, tags_override = ? WHERE id = ?",
+                vec![
+                    i64::from(*enabled).into(),
+                    Value::String(tags),
+                    id.to_string().into(),
+                ],
+            ))
+            .await?;
+        }
+    }
     Ok(())
 }

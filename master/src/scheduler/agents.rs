@@ -1,0 +1,203 @@
+//! Agents as the scheduler sees them: what each offers (slots, cpus, memory, GPUs, tags,
+//! software), whether it may take work, and what its running tasks reserve. Free capacity
+//! is derived from the reservations, never patched; an index of the agents that can take
+//! work (online, enabled, a free slot; most free slots first) makes finding candidates a
+//! walk over those agents only.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
+
+use furrow_protocol::{Capacity, TaskId};
+use uuid::Uuid;
+
+use super::policy::requirements::{Needs, Offer};
+
+/// What one running task holds on its agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reservation {
+    /// CPUs.
+    pub cpus: u32,
+    /// Memory, MiB.
+    pub ram_mb: u64,
+    /// GPU indices.
+    pub gpus: Vec<u32>,
+}
+
+/// One agent.
+#[derive(Debug, Default)]
+pub struct AgentEntry {
+    /// Task slots.
+    pub slots: u32,
+    /// What it offers.
+    pub offer: Offer,
+    /// Connected and registered.
+    pub online: bool,
+    /// May get new tasks.
+    pub enabled: bool,
+    /// Running tasks and what they hold.
+    pub tasks: HashMap<TaskId, Reservation>,
+    /// The free-slot count under which the agent sits in the index, if it does.
+    indexed_free: Option<u32>,
+}
+
+impl AgentEntry {
+    /// Capacity not reserved by running tasks.
+    pub fn free(&self) -> Capacity {
+        let used_slots = u32::try_from(self.tasks.len()).unwrap_or(u32::MAX);
+        let used_cpus: u32 = self.tasks.values().map(|r| r.cpus).sum();
+        let used_ram: u64 = self.tasks.values().map(|r| r.ram_mb).sum();
+        let held: BTreeSet<u32> = self
+            .tasks
+            .values()
+            .flat_map(|r| r.gpus.iter().copied())
+            .collect();
+        Capacity {
+            slots: self.slots.saturating_sub(used_slots),
+            cpus: self.offer.cpus.saturating_sub(used_cpus),
+            ram_mb: self.offer.ram_mb.saturating_sub(used_ram),
+            gpus: self
+                .offer
+                .gpus
+                .iter()
+                .copied()
+                .filter(|g| !held.contains(g))
+                .collect(),
+        }
+    }
+
+    /// Whether it may take new work at all.
+    pub fn takes_work(&self) -> bool {
+        self.online && self.enabled
+    }
+
+    /// What a task with `needs` would reserve here now, if it fits in the free capacity.
+    pub fn reserve(&self, needs: &Needs) -> Option<Reservation> {
+        let free = self.free();
+        if free.slots == 0
+            || needs.cpus > free.cpus
+            || needs.ram_mb > free.ram_mb
+            || needs.gpus as usize > free.gpus.len()
+        {
+            return None;
+        }
+        Some(Reservation {
+            cpus: needs.cpus,
+            ram_mb: needs.ram_mb,
+            gpus: free.gpus[..needs.gpus as usize].to_vec(),
+        })
+    }
+}
+
+/// Every agent known to the scheduler.
+#[derive(Debug, Default)]
+pub struct Agents {
+    agents: HashMap<Uuid, AgentEntry>,
+    free: BTreeSet<(Reverse<u32>, Uuid)>,
+}
+
+impl Agents {
+    /// The agents that can take work now, most free slots first.
+    pub fn with_free_slots(&self) -> Vec<Uuid> {
+        self.free.iter().map(|&(_, agent)| agent).collect()
+    }
+
+    /// Whether any agent can take work now.
+    pub fn any_free(&self) -> bool {
+        !self.free.is_empty()
+    }
+
+    /// One agent.
+    pub fn get(&self, agent: Uuid) -> Option<&AgentEntry> {
+        self.agents.get(&agent)
+    }
+
+    /// Every agent.
+    pub fn iter(&self) -> impl Iterator<Item = (&Uuid, &AgentEntry)> {
+        self.agents.iter()
+    }
+
+    /// The tasks `agent` is believed to run.
+    pub fn tasks_of(&self, agent: Uuid) -> Vec<TaskId> {
+        let mut tasks: Vec<TaskId> = self
+            .agents
+            .get(&agent)
+            .map(|entry| entry.tasks.keys().copied().collect())
+            .unwrap_or_default();
+        tasks.sort_unstable();
+        tasks
+    }
+
+    /// The agent is online with these slots and this offer.
+    pub fn online(&mut self, agent: Uuid, slots: u32, offer: Offer, enabled: bool) {
+        let entry = self.agents.entry(agent).or_default();
+        entry.slots = slots;
+        entry.offer = offer;
+        entry.online = true;
+        entry.enabled = enabled;
+        self.reindex(agent);
+    }
+
+    /// Changes whether the agent gets work and, when given, its tags.
+    pub fn configure(&mut self, agent: Uuid, enabled: bool, tags: Option<Vec<String>>) {
+        let entry = self.agents.entry(agent).or_default();
+        entry.enabled = enabled;
+        if let Some(tags) = tags {
+            entry.offer.tags = tags;
+        }
+        self.reindex(agent);
+    }
+
+    /// The agent is offline: it keeps its tasks but gets no new ones.
+    pub fn offline(&mut self, agent: Uuid) {
+        if let Some(entry) = self.agents.get_mut(&agent) {
+            entry.online = false;
+        }
+        self.reindex(agent);
+    }
+
+    /// Forgets the agent's tasks and connection (it keeps its settings).
+    pub fn lost(&mut self, agent: Uuid) {
+        if let Some(entry) = self.agents.get_mut(&agent) {
+            entry.online = false;
+            entry.tasks.clear();
+        }
+        self.reindex(agent);
+    }
+
+    /// `task` runs on `agent` holding `reservation` (an unknown agent is added offline
+    /// and enabled, as after a restart).
+    pub fn assign(&mut self, agent: Uuid, task: TaskId, reservation: Reservation) {
+        self.agents
+            .entry(agent)
+            .or_insert_with(|| AgentEntry {
+                enabled: true,
+                ..AgentEntry::default()
+            })
+            .tasks
+            .insert(task, reservation);
+        self.reindex(agent);
+    }
+
+    /// `task` no longer runs on `agent`.
+    pub fn release(&mut self, agent: Uuid, task: TaskId) {
+        if let Some(entry) = self.agents.get_mut(&agent) {
+            entry.tasks.remove(&task);
+        }
+        self.reindex(agent);
+    }
+
+    fn reindex(&mut self, agent: Uuid) {
+        let Some(entry) = self.agents.get_mut(&agent) else {
+            return;
+        };
+        if let Some(old) = entry.indexed_free.take() {
+            self.free.remove(&(Reverse(old), agent));
+        }
+        let used = u32::try_from(entry.tasks.len()).unwrap_or(u32::MAX);
+        if entry.takes_work() && entry.slots > used {
+            let free = entry.slots - used;
+            entry.indexed_free = Some(free);
+            self.free.insert((Reverse(free), agent));
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The dispatch policy: given an agent's free capacity, which job's task goes there next.
+//!
+//! - [`requirements`]: what a task needs and whether an agent offers it.
+//! - [`fair_share`]: the order of jobs (minimums, priority tiers, weighted fair share down
+//!   the queue tree, age).
+//!
+//! The core asks [`pick`] once per free slot; it walks the jobs with queued tasks and keeps
+//! the first in order among those the agent can take.
+
+pub mod fair_share;
+pub mod requirements;
+
+use std::collections::{BTreeSet, HashMap};
+
+use furrow_protocol::JobId;
+use uuid::Uuid;
+
+use self::fair_share::{OrderKey, Shares};
+use super::agents::{AgentEntry, Reservation};
+use super::queues::Queues;
+use super::state::Job;
+
+/// Why a job cannot go to an agent now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// Blocklisted after failures.
+    Blocklisted,
+    /// The agent lacks something the job requires, even idle.
+    Unfit,
+    /// Not enough free capacity now.
+    Busy,
+    /// The job runs on its `max_agents` already.
+    JobFull,
+    /// A queue on its path runs on its `max_agents` already.
+    QueueFull(String),
+}
+
+/// Whether `job` may run a task on `agent` now, and what the task would reserve.
+pub fn admit(
+    job: &Job,
+    agent_id: Uuid,
+    agent: &AgentEntry,
+    shares: &Shares,
+    tree: &Queues,
+) -> Result<Reservation, Skip> {
+    if job.blocklisted(agent_id) {
+        return Err(Skip::Blocklisted);
+    }
+    if !job.spec.needs.fits(&agent.offer) {
+        return Err(Skip::Unfit);
+    }
+    if let Some(max) = job.spec.max_agents
+        && job.agents.len() >= max as usize
+        && !job.agents.contains_key(&agent_id)
+    {
+        return Err(Skip::JobFull);
+    }
+    if let Some(queue) = shares.queue_full(job, agent_id, tree) {
+        return Err(Skip::QueueFull(queue.to_string()));
+    }
+    agent.reserve(&job.spec.needs).ok_or(Skip::Busy)
+}
+
+/// The job whose next task should go to `agent`, with what it would reserve.
+pub fn pick(
+    ready: &BTreeSet<JobId>,
+    jobs: &HashMap<JobId, Job>,
+    agent_id: Uuid,
+    agent: &AgentEntry,
+    shares: &Shares,
+    tree: &Queues,
+) -> Option<(JobId, Reservation)> {
+    if !agent.takes_work() {
+        return None;
+    }
+    let mut best: Option<(OrderKey, JobId, Reservation)> = None;
+    for job_id in ready {
+        let Some(job) = jobs.get(job_id) else {
+            continue;
+        };
+        let Ok(reservation) = admit(job, agent_id, agent, shares, tree) else {
+            continue;
+        };
+        let key = shares.key(job, tree);
+        if best.as_ref().is_none_or(|(best_key, _, _)| key < *best_key) {
+            best = Some((key, *job_id, reservation));
+        }
+    }
+    best.map(|(_, job_id, reservation)| (job_id, reservation))
+}

@@ -232,11 +232,7 @@ pub async fn submit(args: SubmitArgs) -> Result<i32> {
         blocklist_after: args.blocklist_after,
         notes: args.notes,
         user: args.user,
-        ..JobSubmission::new(
-            args.title,
-            Json(serde_json::to_value(params)?),
-            args.frames,
-        )
+        ..JobSubmission::new(args.title, Json(serde_json::to_value(params)?), args.frames)
     };
     let client = args.server.connect().await?;
     let view = client.submit_job(job).await?;

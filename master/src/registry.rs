@@ -306,10 +306,14 @@ impl Handler<Register> for Registry {
         }
         self.closers.insert(agent_id, (msg.session_id, msg.close));
         let now = Utc::now();
-        let settings = self.settings.get(&agent_id).cloned().unwrap_or(AgentSettingsRow {
-            enabled: true,
-            tags: None,
-        });
+        let settings = self
+            .settings
+            .get(&agent_id)
+            .cloned()
+            .unwrap_or(AgentSettingsRow {
+                enabled: true,
+                tags: None,
+            });
         let tags = settings.tags.clone().unwrap_or_else(|| reg.tags.clone());
         let view = AgentView {
             id: agent_id,
@@ -474,7 +478,9 @@ impl Handler<EditAgent> for Registry {
             }
             if tags.iter().any(|t| t.starts_with('!')) {
                 return Box::pin(async move {
-                    Err(ApiError::bad_request("tags: an agent's tag cannot start with '!'"))
+                    Err(ApiError::bad_request(
+                        "tags: an agent's tag cannot start with '!'",
+                    ))
                 });
             }
         }

@@ -98,7 +98,9 @@ pub fn check_page(limit: u64, offset: u64) -> Result<(), ApiError> {
 
 fn check_timeout(field: &str, value: Option<u64>) -> Result<(), ApiError> {
     match value {
-        Some(0) => Err(ApiError::bad_request(format!("{field}: must be at least 1"))),
+        Some(0) => Err(ApiError::bad_request(format!(
+            "{field}: must be at least 1"
+        ))),
         Some(secs) if secs > MAX_TIMEOUT_SECS => Err(ApiError::bad_request(format!(
             "{field}: must be at most {MAX_TIMEOUT_SECS} (ten years), got {secs}"
         ))),
@@ -507,7 +509,9 @@ impl Service {
     /// Changes a job's settings (or its frames, while nothing ran).
     pub async fn edit_job(&self, job_id: JobId, patch: JobPatch) -> Result<JobView, ApiError> {
         if patch == JobPatch::default() {
-            return Err(ApiError::bad_request("nothing to change: give at least one field"));
+            return Err(ApiError::bad_request(
+                "nothing to change: give at least one field",
+            ));
         }
         let record = self.job_record(job_id).await?;
         if record.finished_at.is_some() {
@@ -633,7 +637,9 @@ impl Service {
     /// Changes a queue.
     pub async fn edit_queue(&self, path: &str, patch: QueuePatch) -> Result<QueueView, ApiError> {
         if patch == QueuePatch::default() {
-            return Err(ApiError::bad_request("nothing to change: give at least one field"));
+            return Err(ApiError::bad_request(
+                "nothing to change: give at least one field",
+            ));
         }
         let outcome = self
             .change(ControlRequest::EditQueue {
@@ -658,9 +664,15 @@ impl Service {
     }
 
     /// Enables or disables an agent, or sets its tags.
-    pub async fn edit_agent(&self, agent_id: Uuid, patch: AgentPatch) -> Result<AgentView, ApiError> {
+    pub async fn edit_agent(
+        &self,
+        agent_id: Uuid,
+        patch: AgentPatch,
+    ) -> Result<AgentView, ApiError> {
         if patch == AgentPatch::default() {
-            return Err(ApiError::bad_request("nothing to change: give enabled or tags"));
+            return Err(ApiError::bad_request(
+                "nothing to change: give enabled or tags",
+            ));
         }
         let mut view = self
             .inner

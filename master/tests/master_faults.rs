@@ -140,6 +140,7 @@ async fn oversized_slot_counts_are_refused_and_busy_resources_fail_startup() {
                 ram_mb: 1,
                 gpus: Vec::new(),
                 tags: Vec::new(),
+                software: Default::default(),
                 slots: u32::MAX,
                 version: "test".into(),
                 running: Vec::new(),

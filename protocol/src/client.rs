@@ -269,7 +269,10 @@ impl Client {
 
     /// Changes a job's settings.
     pub async fn edit_job(&self, job_id: JobId, patch: JobPatch) -> Result<JobView, ClientError> {
-        match self.request(ClientRequest::EditJob { job_id, patch }).await? {
+        match self
+            .request(ClientRequest::EditJob { job_id, patch })
+            .await?
+        {
             ClientResponse::Job(j) => Ok(j),
             _ => Err(ClientError::UnexpectedReply("edit job")),
         }
@@ -308,8 +311,15 @@ impl Client {
     }
 
     /// Changes a queue.
-    pub async fn edit_queue(&self, path: String, patch: QueuePatch) -> Result<QueueView, ClientError> {
-        match self.request(ClientRequest::EditQueue { path, patch }).await? {
+    pub async fn edit_queue(
+        &self,
+        path: String,
+        patch: QueuePatch,
+    ) -> Result<QueueView, ClientError> {
+        match self
+            .request(ClientRequest::EditQueue { path, patch })
+            .await?
+        {
             ClientResponse::Queue(q) => Ok(q),
             _ => Err(ClientError::UnexpectedReply("edit queue")),
         }
@@ -324,8 +334,15 @@ impl Client {
     }
 
     /// Enables or disables an agent, or sets its tags.
-    pub async fn edit_agent(&self, agent_id: Uuid, patch: AgentPatch) -> Result<AgentView, ClientError> {
-        match self.request(ClientRequest::EditAgent { agent_id, patch }).await? {
+    pub async fn edit_agent(
+        &self,
+        agent_id: Uuid,
+        patch: AgentPatch,
+    ) -> Result<AgentView, ClientError> {
+        match self
+            .request(ClientRequest::EditAgent { agent_id, patch })
+            .await?
+        {
             ClientResponse::Agent(a) => Ok(a),
             _ => Err(ClientError::UnexpectedReply("edit agent")),
         }

@@ -390,7 +390,13 @@ mod tests {
 
     #[test]
     fn overlapping_ranges_merge() {
-        let merged = |spec: &str| spec.parse::<FrameSet>().unwrap().merged().unwrap().to_string();
+        let merged = |spec: &str| {
+            spec.parse::<FrameSet>()
+                .unwrap()
+                .merged()
+                .unwrap()
+                .to_string()
+        };
         assert_eq!(merged("1-10,5-15"), "1-15");
         assert_eq!(merged("20-30,1-10"), "1-10,20-30");
         assert_eq!(merged("1-10,11-20"), "1-20");

@@ -9,9 +9,9 @@ use furrow_protocol::{
     AgentPatch, ApiError, JobActionRequest, JobId, JobPatch, JobSubmission, JobsActionRequest,
     QueuePatch, QueueSpec, TaskActionRequest, TaskId,
 };
-use uuid::Uuid;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use uuid::Uuid;
 
 use super::{HttpError, method_not_allowed, not_found};
 use crate::service::{DEFAULT_LIMIT, DEFAULT_TASK_LIMIT, Service};

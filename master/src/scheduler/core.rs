@@ -366,7 +366,13 @@ impl Core {
 
     /// Records the outcome of an attempt that is no longer running: done, waiting again
     /// (a retry, or a stop that asked for it), cancelled or failed.
-    fn settle(&mut self, job_id: JobId, task_id: TaskId, run: Option<Run>, finished: &TaskFinished) {
+    fn settle(
+        &mut self,
+        job_id: JobId,
+        task_id: TaskId,
+        run: Option<Run>,
+        finished: &TaskFinished,
+    ) {
         let at = to_ms(finished.at);
         let ready = self.frames_ready_for(job_id, task_id);
         let Some(job) = self.jobs.get_mut(&job_id) else {
@@ -565,7 +571,13 @@ impl Core {
     }
 
     /// Gives the first queued task of `job_id` to `agent`.
-    fn assign(&mut self, job_id: JobId, agent: Uuid, reservation: Reservation, shares: &mut Shares) {
+    fn assign(
+        &mut self,
+        job_id: JobId,
+        agent: Uuid,
+        reservation: Reservation,
+        shares: &mut Shares,
+    ) {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };

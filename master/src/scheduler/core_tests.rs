@@ -2,10 +2,12 @@ use chrono::Utc;
 use furrow_protocol::{FrameSet, MasterMessage, TaskFinished, TaskRef, TaskReturned, WorkState};
 use uuid::Uuid;
 
-use super::{Core, Effect, JobSpec, Verdict};
-use crate::store::records::LoadedTask;
+use super::restore::LoadedJob;
+use super::{Control, Core, Effect, JobSpec, Verdict, Write};
+use crate::scheduler::policy::requirements::Offer;
+use crate::store::records::{JobRow, LoadedTask, TaskRow};
 
-fn spec(id: i64, priority: i32, retries: u32) -> JobSpec {
+pub(super) fn spec(id: i64, priority: i32, retries: u32) -> JobSpec {
     JobSpec {
         id,
         title: format!("job {id}"),
@@ -14,6 +16,17 @@ fn spec(id: i64, priority: i32, retries: u32) -> JobSpec {
         timeout_secs: None,
         priority,
         retries,
+        weight: 1,
+        queue: String::new(),
+        min_agents: 0,
+        max_agents: None,
+        requirements: Default::default(),
+        needs: Default::default(),
+        stall_timeout_secs: None,
+        depends_on: Vec::new(),
+        depends_per_frame: false,
+        blocklist_after: 0,
+        notes: String::new(),
     }
 }
 
@@ -21,7 +34,31 @@ fn spec(id: i64, priority: i32, retries: u32) -> JobSpec {
 fn add(core: &mut Core, id: i64, priority: i32, retries: u32, frames: &str, first: i64) {
     let set: FrameSet = frames.parse().unwrap();
     let batches: Vec<_> = set.batches(1).collect();
-    core.add_job(spec(id, priority, retries), first, &batches);
+    core.add_job(spec(id, priority, retries), first, &batches, &[]);
+}
+
+/// A plain agent with `slots` slots and plenty of everything else registers.
+pub(super) fn register(core: &mut Core, agent: Uuid, slots: u32, running: &[TaskRef]) {
+    let offer = Offer {
+        cpus: 64,
+        ram_mb: 1 << 20,
+        ..Offer::default()
+    };
+    core.agent_registered(agent, slots, offer, true, running);
+}
+
+/// The task rows and job rows written since the last call.
+pub(super) fn commit(core: &mut Core) -> (Vec<TaskRow>, Vec<JobRow>) {
+    let mut tasks = Vec::new();
+    let mut jobs = Vec::new();
+    for write in core.take_writes() {
+        match write {
+            Write::Task(row) => tasks.push(row),
+            Write::Job(row) => jobs.push(row),
+            Write::Bulk(_) => {}
+        }
+    }
+    (tasks, jobs)
 }
 
 fn assignments(effects: &[Effect]) -> Vec<(Uuid, TaskRef, i64)> {
@@ -70,25 +107,27 @@ fn finished(task: TaskRef, exit_code: i32) -> TaskFinished {
         exit_code: Some(exit_code),
         signal: None,
         error: None,
+        limit: None,
         at: Utc::now(),
     }
 }
 
 #[test]
-fn dispatches_by_priority_then_age_then_frame() {
+fn dispatches_by_priority_then_fair_share_then_age_then_frame() {
     let mut core = Core::new();
     add(&mut core, 1, 0, 0, "1-2", 100);
     add(&mut core, 2, 5, 0, "10-11", 200);
     add(&mut core, 3, 5, 0, "20", 300);
     assert!(core.take_effects().is_empty(), "no agent, no assignment");
     let agent = Uuid::new_v4();
-    core.agent_registered(agent, 5, &[]);
+    register(&mut core, agent, 5, &[]);
     let order: Vec<i64> = assignments(&core.take_effects())
         .iter()
         .map(|(_, t, _)| t.task_id)
         .collect();
-    // Priority 5 first (job 2 older than job 3), then priority 0 in frame order.
-    assert_eq!(order, vec![200, 201, 300, 100, 101]);
+    // Priority 5 first, shared between jobs 2 and 3 (the older first while they run
+    // equally many), then priority 0 in frame order.
+    assert_eq!(order, vec![200, 300, 201, 100, 101]);
 }
 
 #[test]
@@ -97,8 +136,8 @@ fn one_task_per_free_slot() {
     add(&mut core, 1, 0, 0, "1-10", 1);
     let a = Uuid::new_v4();
     let b = Uuid::new_v4();
-    core.agent_registered(a, 2, &[]);
-    core.agent_registered(b, 1, &[]);
+    register(&mut core, a, 2, &[]);
+    register(&mut core, b, 1, &[]);
     let assigned = assignments(&core.take_effects());
     assert_eq!(assigned.iter().filter(|(ag, _, _)| *ag == a).count(), 2);
     assert_eq!(assigned.iter().filter(|(ag, _, _)| *ag == b).count(), 1);
@@ -123,12 +162,12 @@ fn stale_attempts_are_fenced() {
     let mut core = Core::new();
     add(&mut core, 1, 0, 0, "1", 1);
     let a = Uuid::new_v4();
-    core.agent_registered(a, 1, &[]);
+    register(&mut core, a, 1, &[]);
     let (_, task, _) = assignments(&core.take_effects())[0];
     assert_eq!(task.attempt, 1);
     core.agent_lost(a);
     let b = Uuid::new_v4();
-    core.agent_registered(b, 1, &[]);
+    register(&mut core, b, 1, &[]);
     let (agent, second, _) = assignments(&core.take_effects())[0];
     assert_eq!(agent, b);
     assert_eq!(second.attempt, 2);
@@ -148,7 +187,7 @@ fn stale_attempts_are_fenced() {
         Verdict::Applied
     );
     assert_eq!(core.job_counts(1), None, "a finished job leaves memory");
-    let (_, jobs) = core.take_commit();
+    let (_, jobs) = commit(&mut core);
     let row = jobs.iter().find(|r| r.id == 1).unwrap();
     assert_eq!(row.counts.done, 1);
     assert!(row.finished_at.is_some());
@@ -159,14 +198,14 @@ fn lost_agent_tasks_are_requeued_with_a_new_attempt() {
     let mut core = Core::new();
     add(&mut core, 1, 0, 0, "1-3", 1);
     let a = Uuid::new_v4();
-    core.agent_registered(a, 3, &[]);
+    register(&mut core, a, 3, &[]);
     assert_eq!(assignments(&core.take_effects()).len(), 3);
     core.agent_offline(a);
     assert_eq!(core.running_count(), 3, "offline keeps tasks until lost");
     core.agent_lost(a);
     assert_eq!(core.running_count(), 0);
     assert_eq!(core.queued_count(), 3);
-    let (tasks, _) = core.take_commit();
+    let (tasks, _) = commit(&mut core);
     assert!(
         tasks
             .iter()
@@ -175,7 +214,7 @@ fn lost_agent_tasks_are_requeued_with_a_new_attempt() {
             >= 3
     );
     let b = Uuid::new_v4();
-    core.agent_registered(b, 3, &[]);
+    register(&mut core, b, 3, &[]);
     let again = assignments(&core.take_effects());
     assert_eq!(again.len(), 3);
     assert!(again.iter().all(|(ag, t, _)| *ag == b && t.attempt == 2));
@@ -186,7 +225,7 @@ fn reregistration_requeues_unlisted_tasks_and_cancels_stale_ones() {
     let mut core = Core::new();
     add(&mut core, 1, 0, 0, "1-2", 1);
     let a = Uuid::new_v4();
-    core.agent_registered(a, 2, &[]);
+    register(&mut core, a, 2, &[]);
     let assigned = assignments(&core.take_effects());
     let (_, kept, _) = assigned[0];
     let (_, dropped, _) = assigned[1];
@@ -196,7 +235,7 @@ fn reregistration_requeues_unlisted_tasks_and_cancels_stale_ones() {
         task_id: 999,
         attempt: 4,
     };
-    core.agent_registered(a, 1, &[kept, bogus]);
+    register(&mut core, a, 1, &[kept, bogus]);
     let effects = core.take_effects();
     assert_eq!(cancels(&effects), vec![bogus]);
     assert_eq!(core.running_on(kept.task_id), Some((a, 1)));
@@ -211,9 +250,9 @@ fn restarted_agent_with_empty_list_gets_tasks_requeued_at_once() {
     let mut core = Core::new();
     add(&mut core, 1, 0, 0, "1", 1);
     let a = Uuid::new_v4();
-    core.agent_registered(a, 1, &[]);
+    register(&mut core, a, 1, &[]);
     let (_, first, _) = assignments(&core.take_effects())[0];
-    core.agent_registered(a, 1, &[]);
+    register(&mut core, a, 1, &[]);
     let again = assignments(&core.take_effects());
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].1.task_id, first.task_id);
@@ -225,7 +264,7 @@ fn failures_are_retried_then_fail_the_task() {
     let mut core = Core::new();
     add(&mut core, 1, 0, 2, "1", 1);
     let a = Uuid::new_v4();
-    core.agent_registered(a, 1, &[]);
+    register(&mut core, a, 1, &[]);
     for attempt in 1..=3 {
         let assigned = assignments(&core.take_effects());
         assert_eq!(assigned.len(), 1, "attempt {attempt}");
@@ -236,7 +275,7 @@ fn failures_are_retried_then_fail_the_task() {
         );
     }
     assert!(assignments(&core.take_effects()).is_empty());
-    let (tasks, jobs) = core.take_commit();
+    let (tasks, jobs) = commit(&mut core);
     let last = tasks.iter().rfind(|r| r.id == 1).unwrap();
     assert_eq!(last.state, WorkState::Failed);
     assert_eq!(last.failures, 3);
@@ -258,15 +297,15 @@ fn a_returned_attempt_is_requeued_without_a_failure() {
     let mut core = Core::new();
     add(&mut core, 1, 0, 0, "1", 1);
     let a = Uuid::new_v4();
-    core.agent_registered(a, 1, &[]);
+    register(&mut core, a, 1, &[]);
     let (_, first, _) = assignments(&core.take_effects())[0];
     assert_eq!(first.attempt, 1);
     // The agent is going away: it takes no new work, then gives its attempt back.
     core.agent_offline(a);
     let b = Uuid::new_v4();
-    core.agent_registered(b, 1, &[]);
+    register(&mut core, b, 1, &[]);
     assert!(assignments(&core.take_effects()).is_empty());
-    core.take_commit();
+    commit(&mut core);
 
     // Only the agent running the current attempt can give it back.
     assert_eq!(core.task_returned(b, &returned(first)), Verdict::Stale);
@@ -284,7 +323,7 @@ fn a_returned_attempt_is_requeued_without_a_failure() {
     assert_eq!(again[0].0, b);
     assert_eq!(again[0].1.task_id, first.task_id);
     assert_eq!(again[0].1.attempt, 2);
-    let (tasks, jobs) = core.take_commit();
+    let (tasks, jobs) = commit(&mut core);
     assert!(tasks.iter().any(|r| r.state == WorkState::Queued));
     assert!(
         tasks
@@ -305,7 +344,7 @@ fn a_returned_attempt_is_requeued_without_a_failure() {
         core.task_finished(b, &finished(again[0].1, 0)),
         Verdict::Applied
     );
-    let (tasks, jobs) = core.take_commit();
+    let (tasks, jobs) = commit(&mut core);
     let last = tasks.iter().rfind(|r| r.id == first.task_id).unwrap();
     assert_eq!(
         (last.state, last.attempt, last.failures),
@@ -321,7 +360,7 @@ fn a_returned_attempt_may_go_back_to_the_same_agent() {
     let mut core = Core::new();
     add(&mut core, 1, 0, 0, "1", 1);
     let a = Uuid::new_v4();
-    core.agent_registered(a, 1, &[]);
+    register(&mut core, a, 1, &[]);
     let (_, first, _) = assignments(&core.take_effects())[0];
     assert_eq!(core.task_returned(a, &returned(first)), Verdict::Applied);
     let again = assignments(&core.take_effects());
@@ -335,7 +374,7 @@ fn late_result_of_a_requeued_attempt_is_accepted() {
     let mut core = Core::new();
     add(&mut core, 1, 0, 0, "1-2", 1);
     let a = Uuid::new_v4();
-    core.agent_registered(a, 1, &[]);
+    register(&mut core, a, 1, &[]);
     let (_, task, _) = assignments(&core.take_effects())[0];
     core.agent_lost(a);
     assert_eq!(core.task_finished(a, &finished(task, 0)), Verdict::Applied);
@@ -362,6 +401,10 @@ fn restart_keeps_running_tasks_until_their_agent_is_lost() {
             agent: Some(a),
             attempt: 3,
             failures: 0,
+            exit_code: None,
+            last_error: None,
+            started_at: None,
+            gpus: Vec::new(),
         },
         LoadedTask {
             id: 71,
@@ -375,16 +418,25 @@ fn restart_keeps_running_tasks_until_their_agent_is_lost() {
             agent: None,
             attempt: 0,
             failures: 0,
+            exit_code: None,
+            last_error: None,
+            started_at: None,
+            gpus: Vec::new(),
         },
     ];
-    core.load(vec![(s, furrow_protocol::TaskCounts::default())], tasks);
+    let job = LoadedJob {
+        spec: s,
+        control: Control::Active,
+        failures_on: Vec::new(),
+    };
+    core.load(Vec::new(), vec![job], tasks, &Default::default());
     assert_eq!(core.running_on(70), Some((a, 3)));
     assert_eq!(core.queued_count(), 1);
     core.agent_lost(a);
     assert_eq!(core.running_on(70), None);
     assert_eq!(core.queued_count(), 2);
     let b = Uuid::new_v4();
-    core.agent_registered(b, 2, &[]);
+    register(&mut core, b, 2, &[]);
     let assigned = assignments(&core.take_effects());
     let attempt_of_70 = assigned.iter().find(|(_, t, _)| t.task_id == 70).unwrap().1;
     assert_eq!(attempt_of_70.attempt, 4);
@@ -395,7 +447,7 @@ fn a_result_is_acknowledged_before_the_freed_slot_is_reassigned() {
     let mut core = Core::new();
     add(&mut core, 1, 0, 0, "1-2", 1);
     let a = Uuid::new_v4();
-    core.agent_registered(a, 1, &[]);
+    register(&mut core, a, 1, &[]);
     let (_, first, _) = assignments(&core.take_effects())[0];
     assert_eq!(core.task_finished(a, &finished(first, 0)), Verdict::Applied);
     let effects = core.take_effects();
@@ -410,7 +462,7 @@ fn a_result_is_acknowledged_before_the_freed_slot_is_reassigned() {
         matches!(sends[..], [MasterMessage::ResultStored(t), MasterMessage::Assign(_)] if *t == first),
         "{sends:?}"
     );
-    let (tasks, _) = core.take_commit();
+    let (tasks, _) = commit(&mut core);
     assert!(
         tasks
             .iter()
@@ -424,7 +476,7 @@ fn a_replayed_result_changes_nothing_and_is_acknowledged_again() {
     let mut core = Core::new();
     add(&mut core, 1, 0, 1, "1-3", 1);
     let a = Uuid::new_v4();
-    core.agent_registered(a, 2, &[]);
+    register(&mut core, a, 2, &[]);
     let assigned = assignments(&core.take_effects());
     let (done, failed) = (assigned[0].1, assigned[1].1);
     assert_eq!(core.task_finished(a, &finished(done, 0)), Verdict::Applied);
@@ -434,7 +486,7 @@ fn a_replayed_result_changes_nothing_and_is_acknowledged_again() {
         Verdict::Applied
     );
     core.take_effects();
-    core.take_commit();
+    commit(&mut core);
     let counts = core.job_counts(1).unwrap();
     let running = core.running_count();
     let queued = core.queued_count();
@@ -446,7 +498,7 @@ fn a_replayed_result_changes_nothing_and_is_acknowledged_again() {
             Verdict::Stale
         );
         assert_eq!(acks(&core.take_effects()), [(a, task)]);
-        let (tasks, jobs) = core.take_commit();
+        let (tasks, jobs) = commit(&mut core);
         assert!(tasks.is_empty() && jobs.is_empty(), "{tasks:?} {jobs:?}");
         assert_eq!(core.job_counts(1), Some(counts));
         assert_eq!(
@@ -464,10 +516,10 @@ fn a_replayed_result_changes_nothing_and_is_acknowledged_again() {
     }
     assert_eq!(core.job_counts(1), None, "the job is over");
     core.take_effects();
-    core.take_commit();
+    commit(&mut core);
     assert_eq!(core.task_finished(a, &finished(done, 0)), Verdict::Stale);
     assert_eq!(acks(&core.take_effects()), [(a, done)]);
-    let (tasks, jobs) = core.take_commit();
+    let (tasks, jobs) = commit(&mut core);
     assert!(tasks.is_empty() && jobs.is_empty(), "{tasks:?} {jobs:?}");
 }
 
@@ -476,7 +528,7 @@ fn registration_acknowledges_listed_attempts_already_settled() {
     let mut core = Core::new();
     add(&mut core, 1, 0, 0, "1-2", 1);
     let a = Uuid::new_v4();
-    core.agent_registered(a, 2, &[]);
+    register(&mut core, a, 2, &[]);
     let assigned = assignments(&core.take_effects());
     let (settled, running) = (assigned[0].1, assigned[1].1);
     assert_eq!(
@@ -485,11 +537,11 @@ fn registration_acknowledges_listed_attempts_already_settled() {
     );
     core.agent_offline(a);
     core.take_effects();
-    core.take_commit();
+    commit(&mut core);
     let counts = core.job_counts(1).unwrap();
 
     // The acknowledgement was lost with the connection: the agent lists the attempt.
-    core.agent_registered(a, 2, &[settled, running]);
+    register(&mut core, a, 2, &[settled, running]);
     let effects = core.take_effects();
     assert_eq!(acks(&effects), [(a, settled)]);
     // Whether the attempt still runs there cannot be told apart from this; a cancel of a
@@ -499,7 +551,7 @@ fn registration_acknowledges_listed_attempts_already_settled() {
     assert_eq!(core.running_on(running.task_id), Some((a, 1)));
     assert_eq!(core.running_on(settled.task_id), None);
     assert_eq!(core.job_counts(1), Some(counts));
-    let (tasks, _) = core.take_commit();
+    let (tasks, _) = commit(&mut core);
     assert!(
         tasks.iter().all(|r| r.id != settled.task_id),
         "the settled task is not touched: {tasks:?}"

@@ -25,8 +25,8 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use furrow_protocol::{
     ApiError, Capacity, JobAction, JobId, JobPatch, MasterMessage, QueuePatch, QueueSpec,
-    QueueView, TaskAction, TaskFinished, TaskId, TaskProgress, TaskRef, TaskReturned,
-    TaskStarted, WhyView,
+    QueueView, TaskAction, TaskFinished, TaskId, TaskProgress, TaskRef, TaskReturned, TaskStarted,
+    WhyView,
 };
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
@@ -340,7 +340,11 @@ impl Scheduler {
     /// recorded before them are committed (see [`waits_for_commit`]), and so does the
     /// answer to a control request (`done`). Waiting costs one group commit of latency,
     /// never a database round trip per decision.
-    fn apply(&mut self, ctx: &mut Context<Self>, done: Option<oneshot::Sender<Result<(), ApiError>>>) {
+    fn apply(
+        &mut self,
+        ctx: &mut Context<Self>,
+        done: Option<oneshot::Sender<Result<(), ApiError>>>,
+    ) {
         let mut after_commit = Vec::new();
         for effect in self.core.take_effects() {
             match effect {
@@ -550,7 +554,9 @@ impl Handler<Change> for Scheduler {
                 core.delete_job(job_id);
                 Ok(ControlOutcome::Done)
             }
-            ControlRequest::CreateQueue(spec) => core.create_queue(&spec).map(ControlOutcome::Queue),
+            ControlRequest::CreateQueue(spec) => {
+                core.create_queue(&spec).map(ControlOutcome::Queue)
+            }
             ControlRequest::EditQueue { path, patch } => {
                 core.edit_queue(&path, &patch).map(ControlOutcome::Queue)
             }

@@ -139,8 +139,8 @@ impl Queues {
     /// Checks a new queue; returns it without adding it.
     pub fn check_new(&self, spec: &QueueSpec) -> Result<Queue, String> {
         check_name(spec.name.trim()).map_err(|e| format!("name: {e}"))?;
-        let parent = normalize(spec.parent.as_deref().unwrap_or(""))
-            .map_err(|e| format!("parent: {e}"))?;
+        let parent =
+            normalize(spec.parent.as_deref().unwrap_or("")).map_err(|e| format!("parent: {e}"))?;
         if !self.queues.contains_key(&parent) {
             return Err(format!("parent: no queue {}", display(&parent)));
         }

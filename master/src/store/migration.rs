@@ -290,7 +290,12 @@ impl MigrationTrait for M0002Scheduling {
                 .default(default)
                 .to_owned()
         };
-        let nullable = |name: &str| ColumnDef::new(Alias::new(name)).big_integer().null().to_owned();
+        let nullable = |name: &str| {
+            ColumnDef::new(Alias::new(name))
+                .big_integer()
+                .null()
+                .to_owned()
+        };
         for mut column in [
             int("weight", 1),
             text("queue", ""),

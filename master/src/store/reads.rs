@@ -18,9 +18,9 @@ use uuid::Uuid;
 use super::Db;
 use super::entities::{agent, job, queue, task, task_log};
 use super::records::{AgentRow, AgentSettingsRow, JobRecord, JobSettings, LoadedTask, from_ms};
+use super::sql::statement;
 use crate::scheduler::Control;
 use crate::scheduler::queues::Queue;
-use super::sql::statement;
 
 /// Read access to the database, shared by the service layer.
 #[derive(Clone, Debug)]

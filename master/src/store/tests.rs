@@ -9,9 +9,10 @@ use furrow_protocol::{FrameBatch, FrameSet, TaskCounts, WorkState};
 use sea_orm::{ConnectionTrait, Database, DbBackend};
 use uuid::Uuid;
 
-use super::records::{AgentRow, JobRow, LogIndexRow, NewJob, TaskRow};
+use super::records::{AgentRow, JobRow, JobSettings, LogIndexRow, NewJob, TaskRow};
 use super::{CommitBatch, Db, Flush, InsertJob, Store, StoreReader, UpsertAgent, UpsertLogIndex};
 use crate::changes::ChangeFeed;
+use crate::scheduler::{Control, Write};
 
 const DEFAULT_POSTGRES: &str = "postgres://furrow:furrow@127.0.0.1:5432/postgres";
 
@@ -77,6 +78,11 @@ fn new_job(title: &str, frames: &str, priority: i32) -> NewJob {
         priority,
         retries: 1,
         timeout_secs: Some(60),
+        settings: JobSettings::of(&furrow_protocol::JobSubmission::new(
+            title,
+            furrow_protocol::Json(serde_json::Value::Null),
+            frames,
+        )),
         ranges: set.ranges().to_vec(),
         batches: set.batches(1).collect(),
     }
@@ -94,6 +100,40 @@ fn running_row(id: i64, agent: Uuid) -> TaskRow {
         last_error: None,
         started_at: Some(1_000),
         finished_at: None,
+        gpus: vec![0],
+    }
+}
+
+fn writes(tasks: Vec<TaskRow>, jobs: Vec<JobRow>) -> Vec<Write> {
+    tasks
+        .into_iter()
+        .map(Write::Task)
+        .chain(jobs.into_iter().map(Write::Job))
+        .collect()
+}
+
+async fn commit_durable(store: &actix::Addr<Store>, writes: Vec<Write>) {
+    let (sender, committed) = tokio::sync::oneshot::channel();
+    store.do_send(CommitBatch {
+        writes,
+        notify: Some(sender),
+    });
+    committed.await.unwrap().unwrap();
+}
+
+fn job_row(id: i64, counts: TaskCounts, finished_at: Option<i64>) -> JobRow {
+    JobRow {
+        id,
+        counts,
+        finished_at,
+        control: Control::Active,
+        priority: 0,
+        settings: JobSettings::of(&furrow_protocol::JobSubmission::new(
+            "",
+            furrow_protocol::Json(serde_json::Value::Null),
+            "",
+        )),
+        blocklist: Vec::new(),
     }
 }
 
@@ -110,7 +150,7 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
         .iter()
         .map(|row| row.try_get_by_index::<String>(0).unwrap())
         .collect();
-    assert_eq!(applied, vec!["m0001_initial".to_string()]);
+    assert_eq!(applied, vec!["m0001_initial", "m0002_scheduling"]);
     let reader = StoreReader::new(db.clone());
     let empty = reader.load().await.unwrap();
     assert!(empty.jobs.is_empty() && empty.tasks.is_empty());
@@ -156,23 +196,22 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
 
     // Transitions go through group commits; a durable batch is answered once committed.
     let agent = Uuid::new_v4();
-    store
-        .send(CommitBatch {
-            tasks: vec![running_row(1, agent), running_row(2, agent)],
-            jobs: vec![JobRow {
-                id: 1,
-                counts: TaskCounts {
+    commit_durable(
+        &store,
+        writes(
+            vec![running_row(1, agent), running_row(2, agent)],
+            vec![job_row(
+                1,
+                TaskCounts {
                     queued: 8,
                     running: 2,
                     ..TaskCounts::default()
                 },
-                finished_at: None,
-            }],
-            durable: true,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+                None,
+            )],
+        ),
+    )
+    .await;
     let running = reader.get_task(2).await.unwrap().unwrap();
     assert_eq!((running.state.as_str(), running.attempt), ("running", 1));
     assert_eq!(reader.get_job(1).await.unwrap().unwrap().counts.running, 2);
@@ -184,18 +223,20 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
     done.progress = 1.0;
     done.finished_at = Some(2_000);
     store.do_send(CommitBatch {
-        tasks: vec![done],
-        jobs: vec![JobRow {
-            id: 1,
-            counts: TaskCounts {
-                queued: 8,
-                running: 1,
-                done: 1,
-                ..TaskCounts::default()
-            },
-            finished_at: None,
-        }],
-        durable: false,
+        writes: writes(
+            vec![done],
+            vec![job_row(
+                1,
+                TaskCounts {
+                    queued: 8,
+                    running: 1,
+                    done: 1,
+                    ..TaskCounts::default()
+                },
+                None,
+            )],
+        ),
+        notify: None,
     });
     store.do_send(UpsertAgent(AgentRow {
         id: agent,
@@ -206,6 +247,7 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
         ram_mb: 16_000,
         gpus: "[]".into(),
         tags: "[\"gpu\"]".into(),
+        software: "{\"blender\":\"4.2\"}".into(),
         slots: 4,
         version: "0.1.0".into(),
         last_seen: 5_000,
@@ -241,18 +283,19 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
     requeued.agent = None;
     requeued.failures = 1;
     store.do_send(CommitBatch {
-        tasks: vec![requeued],
-        jobs: Vec::new(),
-        durable: false,
+        writes: writes(vec![requeued], Vec::new()),
+        notify: None,
     });
     store.send(Flush).await.unwrap().unwrap();
 
-    // Reload: only unfinished tasks, the running one with its agent, the requeued one
-    // with its attempt, the untouched ones rebuilt with their frames.
+    // Reload: every task of the unfinished jobs, the done one too, the running one with
+    // its agent and GPUs, the requeued one with its attempt, the untouched ones rebuilt
+    // with their frames.
     let loaded = reader.load().await.unwrap();
     let ids: Vec<i64> = loaded.tasks.iter().map(|t| t.id).collect();
-    assert_eq!(ids, (2..=13).collect::<Vec<_>>());
-    let fifth = &loaded.tasks[3];
+    assert_eq!(ids, (1..=13).collect::<Vec<_>>());
+    assert_eq!(loaded.tasks[0].state, WorkState::Done);
+    let fifth = &loaded.tasks[4];
     assert_eq!(
         (fifth.state, fifth.attempt, fifth.failures),
         (WorkState::Queued, 1, 1)
@@ -271,12 +314,16 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
         );
     }
     assert_eq!(loaded.jobs.len(), 2);
-    assert_eq!(loaded.tasks.len(), 12, "13 tasks minus the done one");
-    assert!(loaded.tasks.iter().all(|t| t.id != 1));
+    assert_eq!(loaded.tasks.len(), 13);
     let running = loaded.tasks.iter().find(|t| t.id == 2).unwrap();
     assert_eq!(
-        (running.state, running.agent, running.attempt),
-        (WorkState::Running, Some(agent), 1)
+        (
+            running.state,
+            running.agent,
+            running.attempt,
+            running.gpus.clone()
+        ),
+        (WorkState::Running, Some(agent), 1, vec![0])
     );
     assert_eq!((loaded.max_job_id, loaded.max_task_id), (2, 13));
     assert_eq!(loaded.agents.len(), 1);
@@ -284,16 +331,18 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
 
     // A finished job is no longer loaded.
     store.do_send(CommitBatch {
-        tasks: Vec::new(),
-        jobs: vec![JobRow {
-            id: 2,
-            counts: TaskCounts {
-                done: 3,
-                ..TaskCounts::default()
-            },
-            finished_at: Some(9_000),
-        }],
-        durable: false,
+        writes: writes(
+            Vec::new(),
+            vec![job_row(
+                2,
+                TaskCounts {
+                    done: 3,
+                    ..TaskCounts::default()
+                },
+                Some(9_000),
+            )],
+        ),
+        notify: None,
     });
     store.send(Flush).await.unwrap().unwrap();
     let job = reader.get_job(2).await.unwrap().unwrap();
@@ -345,15 +394,7 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
             row
         })
         .collect();
-    store
-        .send(CommitBatch {
-            tasks: rows,
-            jobs: Vec::new(),
-            durable: true,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    commit_durable(&store, writes(rows, Vec::new())).await;
     let stored = reader
         .list_tasks(chunked.record.id, 10_000, 0)
         .await

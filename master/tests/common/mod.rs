@@ -83,6 +83,7 @@ impl TestAgent {
                 ram_mb: 1024,
                 gpus: Vec::new(),
                 tags: Vec::new(),
+                software: Default::default(),
                 slots,
                 version: "test".into(),
                 running,
@@ -223,6 +224,7 @@ impl TestAgent {
             exit_code: Some(exit_code),
             signal: None,
             error: None,
+            limit: None,
             at: chrono::Utc::now(),
         }))
         .await;
@@ -270,14 +272,9 @@ pub fn post(base: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
 
 /// A command job over `frames`.
 pub fn job(title: &str, frames: &str) -> furrow_protocol::JobSubmission {
-    furrow_protocol::JobSubmission {
-        title: title.into(),
-        jobtype: "command".into(),
-        params: serde_json::json!({"command": ["sh", "-c", "echo {frame}"]}).into(),
-        frames: frames.into(),
-        batch: 1,
-        priority: 0,
-        retries: 0,
-        timeout_secs: None,
-    }
+    furrow_protocol::JobSubmission::new(
+        title,
+        serde_json::json!({"command": ["sh", "-c", "echo {frame}"]}).into(),
+        frames,
+    )
 }

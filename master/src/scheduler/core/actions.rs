@@ -55,7 +55,12 @@ impl Core {
     }
 
     /// Applies `action` to an unfinished (or revived) job.
-    pub fn job_action(&mut self, job_id: JobId, action: JobAction, kill: bool) -> Result<(), Refusal> {
+    pub fn job_action(
+        &mut self,
+        job_id: JobId,
+        action: JobAction,
+        kill: bool,
+    ) -> Result<(), Refusal> {
         let Some(job) = self.jobs.get(&job_id) else {
             return Err(Refusal::NotFound(format!("job {job_id} is not unfinished")));
         };
@@ -89,7 +94,9 @@ impl Core {
             }
             JobAction::Cancel => {
                 if control == Control::Cancelled {
-                    return Err(Refusal::Conflict(format!("job {job_id} is already cancelled")));
+                    return Err(Refusal::Conflict(format!(
+                        "job {job_id} is already cancelled"
+                    )));
                 }
                 self.set_control(job_id, Control::Cancelled);
                 self.move_all(job_id, &WAITING, WorkState::Cancelled, false);
@@ -149,12 +156,19 @@ impl Core {
     }
 
     /// Applies `action` to one task of an unfinished (or revived) job.
-    pub fn task_action(&mut self, job_id: JobId, task_id: TaskId, action: TaskAction) -> Result<(), Refusal> {
+    pub fn task_action(
+        &mut self,
+        job_id: JobId,
+        task_id: TaskId,
+        action: TaskAction,
+    ) -> Result<(), Refusal> {
         let Some(job) = self.jobs.get(&job_id) else {
             return Err(Refusal::NotFound(format!("job {job_id} is not unfinished")));
         };
         let Some(task) = job.task(task_id) else {
-            return Err(Refusal::NotFound(format!("task {task_id} of job {job_id} not found")));
+            return Err(Refusal::NotFound(format!(
+                "task {task_id} of job {job_id} not found"
+            )));
         };
         let state = task.state;
         match (action, state) {
@@ -193,15 +207,24 @@ impl Core {
 
     /// Changes an unfinished job's settings. The frame range is changed by the store
     /// (new task ids), not here.
-    pub fn edit_job(&mut self, job_id: JobId, patch: &JobPatch, needs: Option<Needs>) -> Result<(), Refusal> {
+    pub fn edit_job(
+        &mut self,
+        job_id: JobId,
+        patch: &JobPatch,
+        needs: Option<Needs>,
+    ) -> Result<(), Refusal> {
         let Some(job) = self.jobs.get(&job_id) else {
             return Err(Refusal::NotFound(format!("job {job_id} is not unfinished")));
         };
         let queue = match &patch.queue {
             Some(queue) => {
-                let path = queues::normalize(queue).map_err(|e| Refusal::BadRequest(format!("queue: {e}")))?;
+                let path = queues::normalize(queue)
+                    .map_err(|e| Refusal::BadRequest(format!("queue: {e}")))?;
                 if self.queues.get(&path).is_none() {
-                    return Err(Refusal::BadRequest(format!("queue: no queue {}", queues::display(&path))));
+                    return Err(Refusal::BadRequest(format!(
+                        "queue: no queue {}",
+                        queues::display(&path)
+                    )));
                 }
                 Some(path)
             }
@@ -301,13 +324,20 @@ impl Core {
         if let Some(job) = self.jobs.get(&job_id) {
             let running = job.ids_in(&[WorkState::Running]);
             for task_id in running {
-                let attempt = self.jobs.get(&job_id).and_then(|j| j.task(task_id)).map(|t| t.attempt);
+                let attempt = self
+                    .jobs
+                    .get(&job_id)
+                    .and_then(|j| j.task(task_id))
+                    .map(|t| t.attempt);
                 if let Some(run) = self.end_run(job_id, task_id)
                     && let Some(attempt) = attempt
                 {
                     self.effects.push(Effect::Send {
                         agent: run.agent,
-                        message: furrow_protocol::MasterMessage::Cancel(TaskRef { task_id, attempt }),
+                        message: furrow_protocol::MasterMessage::Cancel(TaskRef {
+                            task_id,
+                            attempt,
+                        }),
                     });
                 }
             }
@@ -319,7 +349,8 @@ impl Core {
                 children.remove(&job_id);
             }
         }
-        self.writes.push(Write::Bulk(BulkWrite::DeleteJob { job_id }));
+        self.writes
+            .push(Write::Bulk(BulkWrite::DeleteJob { job_id }));
         self.parent_deleted(job_id, now_ms());
         self.dispatch();
     }
@@ -334,7 +365,8 @@ impl Core {
             )));
         }
         self.queues.put(queue.clone());
-        self.writes.push(Write::Bulk(BulkWrite::PutQueue(queue.clone())));
+        self.writes
+            .push(Write::Bulk(BulkWrite::PutQueue(queue.clone())));
         Ok(queue)
     }
 
@@ -342,11 +374,18 @@ impl Core {
     pub fn edit_queue(&mut self, path: &str, patch: &QueuePatch) -> Result<Queue, Refusal> {
         let path = queues::normalize(path).map_err(Refusal::BadRequest)?;
         if self.queues.get(&path).is_none() {
-            return Err(Refusal::NotFound(format!("no queue {}", queues::display(&path))));
+            return Err(Refusal::NotFound(format!(
+                "no queue {}",
+                queues::display(&path)
+            )));
         }
-        let queue = self.queues.patched(&path, patch).map_err(Refusal::BadRequest)?;
+        let queue = self
+            .queues
+            .patched(&path, patch)
+            .map_err(Refusal::BadRequest)?;
         self.queues.put(queue.clone());
-        self.writes.push(Write::Bulk(BulkWrite::PutQueue(queue.clone())));
+        self.writes
+            .push(Write::Bulk(BulkWrite::PutQueue(queue.clone())));
         self.dispatch();
         Ok(queue)
     }
@@ -358,7 +397,10 @@ impl Core {
             return Err(Refusal::Conflict("the root queue cannot be deleted".into()));
         }
         if self.queues.get(&path).is_none() {
-            return Err(Refusal::NotFound(format!("no queue {}", queues::display(&path))));
+            return Err(Refusal::NotFound(format!(
+                "no queue {}",
+                queues::display(&path)
+            )));
         }
         if self.queues.has_children(&path) {
             return Err(Refusal::Conflict(format!(
@@ -457,7 +499,10 @@ impl Core {
             }
             self.effects.push(Effect::Send {
                 agent: run.agent,
-                message: furrow_protocol::MasterMessage::Cancel(TaskRef { task_id: id, attempt }),
+                message: furrow_protocol::MasterMessage::Cancel(TaskRef {
+                    task_id: id,
+                    attempt,
+                }),
             });
         }
     }

@@ -92,25 +92,25 @@ impl Core {
         let from = job.task(moves[0].0).map(|t| t.state);
         let to = moves[0].1;
         let uniform = moves.len() > 64
-            && moves.iter().all(|(id, target)| {
-                *target == to && job.task(*id).map(|t| t.state) == from
-            })
+            && moves
+                .iter()
+                .all(|(id, target)| *target == to && job.task(*id).map(|t| t.state) == from)
             && from.is_some_and(|from| job.counts().get(from) == moves.len() as u64);
         for (id, target) in &moves {
             job.set_state(*id, *target);
         }
         if let (true, Some(from)) = (uniform, from) {
-            self.writes.push(Write::Bulk(
-                crate::store::records::BulkWrite::TaskStates {
+            self.writes
+                .push(Write::Bulk(crate::store::records::BulkWrite::TaskStates {
                     job_id,
                     from: vec![from],
                     to,
                     reset: false,
-                },
-            ));
+                }));
         } else {
             for (id, _) in &moves {
-                self.writes.push(Write::Task(task_row(job, *id, None, None)));
+                self.writes
+                    .push(Write::Task(task_row(job, *id, None, None)));
             }
         }
         self.dirty_jobs.insert(job_id);
@@ -163,7 +163,9 @@ impl Core {
             let mut frame = frames.start;
             while frame <= frames.end {
                 if let Some(id) = child.tasks_with_frame(frame)
-                    && child.task(id).is_some_and(|t| t.state == WorkState::Blocked)
+                    && child
+                        .task(id)
+                        .is_some_and(|t| t.state == WorkState::Blocked)
                     && !candidates.contains(&id)
                 {
                     candidates.push(id);

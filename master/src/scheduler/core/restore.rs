@@ -53,7 +53,10 @@ impl Core {
                 .enumerate()
                 .all(|(i, t)| t.id == first + i as i64);
             if !contiguous {
-                tracing::error!(job_id = id, "stored tasks of a job are not contiguous; the job is not scheduled");
+                tracing::error!(
+                    job_id = id,
+                    "stored tasks of a job are not contiguous; the job is not scheduled"
+                );
                 continue;
             }
             let needs = loaded.spec.needs.clone();

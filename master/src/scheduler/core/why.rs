@@ -104,14 +104,24 @@ impl Core {
                 }
                 Miss::Ram if *excluded == total => {
                     let largest = all.iter().map(|(_, a)| a.offer.ram_mb).max().unwrap_or(0);
-                    format!("no agent has {} MiB of memory (largest: {largest})", needs.ram_mb)
+                    format!(
+                        "no agent has {} MiB of memory (largest: {largest})",
+                        needs.ram_mb
+                    )
                 }
                 Miss::Gpus if *excluded == total => {
-                    let largest = all.iter().map(|(_, a)| a.offer.gpus.len()).max().unwrap_or(0);
+                    let largest = all
+                        .iter()
+                        .map(|(_, a)| a.offer.gpus.len())
+                        .max()
+                        .unwrap_or(0);
                     format!("no agent has {} GPUs (largest: {largest})", needs.gpus)
                 }
                 Miss::Cpus => format!("{} cpus exclude {excluded} of {total} agents", needs.cpus),
-                Miss::Ram => format!("{} MiB of memory exclude {excluded} of {total} agents", needs.ram_mb),
+                Miss::Ram => format!(
+                    "{} MiB of memory exclude {excluded} of {total} agents",
+                    needs.ram_mb
+                ),
                 Miss::Gpus => format!("{} GPUs exclude {excluded} of {total} agents", needs.gpus),
                 Miss::Tag(tag) => format!("tag {tag} is missing on {excluded} of {total} agents"),
                 Miss::NotTag(tag) => format!("tag !{tag} excludes {excluded} of {total} agents"),
@@ -128,7 +138,9 @@ impl Core {
             reasons.push(text);
         }
         if fitting == 0 {
-            reasons.push(format!("no agent of {total} can run its tasks as they stand"));
+            reasons.push(format!(
+                "no agent of {total} can run its tasks as they stand"
+            ));
             return (reasons, true);
         }
         // The agents that fit: why none of them takes a task now.
@@ -162,10 +174,14 @@ impl Core {
             }
         }
         if offline > 0 {
-            reasons.push(format!("{offline} of {fitting} matching agents are offline"));
+            reasons.push(format!(
+                "{offline} of {fitting} matching agents are offline"
+            ));
         }
         if disabled > 0 {
-            reasons.push(format!("{disabled} of {fitting} matching agents are disabled"));
+            reasons.push(format!(
+                "{disabled} of {fitting} matching agents are disabled"
+            ));
         }
         if blocklisted > 0 {
             reasons.push(format!(
@@ -179,7 +195,11 @@ impl Core {
             reasons.push(format!("max_agents {max} reached"));
         }
         for queue in queue_full.keys() {
-            let max = self.queues.get(queue).and_then(|q| q.max_agents).unwrap_or(0);
+            let max = self
+                .queues
+                .get(queue)
+                .and_then(|q| q.max_agents)
+                .unwrap_or(0);
             reasons.push(format!(
                 "queue {} is at its max_agents {max}",
                 queues::display(queue)

@@ -112,12 +112,14 @@ impl Shares {
 
     /// The queue on `job`'s path whose `max_agents` keeps it off `agent`, if one does.
     pub fn queue_full<'t>(&self, job: &Job, agent: Uuid, tree: &'t Queues) -> Option<&'t str> {
-        queues::lineage(&job.spec.queue).into_iter().find_map(|path| {
-            let queue = tree.get(path)?;
-            let max = queue.max_agents?;
-            let full = self.agents(path) >= max as usize && !self.runs_on(path, agent);
-            full.then_some(queue.path.as_str())
-        })
+        queues::lineage(&job.spec.queue)
+            .into_iter()
+            .find_map(|path| {
+                let queue = tree.get(path)?;
+                let max = queue.max_agents?;
+                let full = self.agents(path) >= max as usize && !self.runs_on(path, agent);
+                full.then_some(queue.path.as_str())
+            })
     }
 
     /// Where `job` stands now.

@@ -27,7 +27,7 @@ fn every_frame_runs_exactly_once_and_logs_its_output() {
     assert_eq!(job["state"], "done", "{job}");
     assert_eq!(
         job["task_counts"],
-        json!({"queued": 0, "running": 0, "done": 50, "failed": 0, "paused": 0})
+        json!({"queued": 0, "running": 0, "done": 50, "failed": 0, "paused": 0, "blocked": 0, "cancelled": 0})
     );
 
     let recorded = std::fs::read_to_string(&record).unwrap();

@@ -20,7 +20,7 @@ use furrow_protocol::{
 use uuid::Uuid;
 
 use super::agents::{Agents, Reservation};
-use super::policy::fair_share::Shares;
+use super::policy::fair_share::{FairClock, Shares};
 use super::policy::requirements::Offer;
 use super::policy::{self};
 use super::queues::Queues;
@@ -46,6 +46,8 @@ pub struct Core {
     orphans: HashMap<TaskId, JobId>,
     agents: Agents,
     queues: Queues,
+    /// Virtual clocks of fair share, kept across dispatch rounds.
+    clock: FairClock,
     /// Parent job → unfinished jobs waiting for it.
     dependents: HashMap<JobId, BTreeSet<JobId>>,
     /// How recently ended jobs ended.
@@ -549,7 +551,8 @@ impl Core {
         if self.ready.is_empty() || !self.agents.any_free() {
             return;
         }
-        let mut shares = Shares::build(self.jobs.values(), &self.queues);
+        let mut shares = Shares::build(self.jobs.values());
+        self.clock.refresh(self.jobs.values());
         for agent_id in self.agents.with_free_slots() {
             while let Some(agent) = self.agents.get(agent_id) {
                 let Some((job_id, reservation)) = policy::pick(
@@ -559,6 +562,7 @@ impl Core {
                     agent,
                     &shares,
                     &self.queues,
+                    &self.clock,
                 ) else {
                     break;
                 };
@@ -602,6 +606,7 @@ impl Core {
         let attempt = task.attempt;
         *job.agents.entry(agent).or_default() += 1;
         shares.assigned(&spec.queue, agent);
+        self.clock.charge(job, &self.queues);
         self.running.insert(task_id, job_id);
         self.orphans.remove(&task_id);
         let gpus = reservation.gpus.clone();
@@ -733,4 +738,4 @@ mod why;
 
 #[cfg(test)]
 #[path = "core_tests.rs"]
-mod tests;
+pub(crate) mod tests;

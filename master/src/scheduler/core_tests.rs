@@ -7,7 +7,7 @@ use super::{Control, Core, Effect, JobSpec, Verdict, Write};
 use crate::scheduler::policy::requirements::Offer;
 use crate::store::records::{JobRow, LoadedTask, TaskRow};
 
-pub(super) fn spec(id: i64, priority: i32, retries: u32) -> JobSpec {
+pub(crate) fn spec(id: i64, priority: i32, retries: u32) -> JobSpec {
     JobSpec {
         id,
         title: format!("job {id}"),
@@ -38,7 +38,7 @@ fn add(core: &mut Core, id: i64, priority: i32, retries: u32, frames: &str, firs
 }
 
 /// A plain agent with `slots` slots and plenty of everything else registers.
-pub(super) fn register(core: &mut Core, agent: Uuid, slots: u32, running: &[TaskRef]) {
+pub(crate) fn register(core: &mut Core, agent: Uuid, slots: u32, running: &[TaskRef]) {
     let offer = Offer {
         cpus: 64,
         ram_mb: 1 << 20,
@@ -48,7 +48,7 @@ pub(super) fn register(core: &mut Core, agent: Uuid, slots: u32, running: &[Task
 }
 
 /// The task rows and job rows written since the last call.
-pub(super) fn commit(core: &mut Core) -> (Vec<TaskRow>, Vec<JobRow>) {
+pub(crate) fn commit(core: &mut Core) -> (Vec<TaskRow>, Vec<JobRow>) {
     let mut tasks = Vec::new();
     let mut jobs = Vec::new();
     for write in core.take_writes() {

@@ -17,6 +17,11 @@ pub mod queues;
 mod state;
 mod types;
 
+#[cfg(test)]
+use self::core::tests as core_tests_support;
+#[cfg(test)]
+mod policy_tests;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

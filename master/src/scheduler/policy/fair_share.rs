@@ -1,12 +1,18 @@
-//! Weighted fair share down the queue tree, PyFarm's rule at every level: among siblings
-//! with work, the one with the smallest `(running_i / running_all) / (weight_i /
-//! weight_sum)` goes first, so each sibling's share of running slots tracks its weight and
-//! a sibling with nothing running always comes first. Jobs directly in a queue are
-//! siblings of its child queues, with their own weights.
+//! Weighted fair share down the queue tree. Among siblings with work (child queues, and
+//! the jobs directly in their parent queue), the one furthest behind its weight goes
+//! first: every assignment advances the virtual clock of the job and of each queue on its
+//! path by `1 / weight` (stride scheduling), and the sibling with the smallest clock is
+//! next. Over any run of assignments each sibling's part thus tracks `weight_i /
+//! weight_sum` (PyFarm's `(assigned_i/total)/(weight_i/sum)` held at 1), whatever the
+//! number of slots: with one slot and weights 3:1, three of every four assignments go to
+//! the heavier queue. A sibling that gets work after being idle starts at the clock of
+//! its busiest sibling, so idleness is not saved up and a queue with work never starves
+//! because another has more jobs.
 //!
-//! [`Shares`] is built from the unfinished jobs at the start of a dispatch round and
-//! updated as the round assigns, so a round costs the number of jobs times the depth of
-//! the tree, not a query.
+//! [`Shares`] (running tasks and agents per queue, for minimums, maximums and "why") is
+//! built from the unfinished jobs at the start of a dispatch round and updated as the
+//! round assigns, so a round costs the number of jobs times the depth of the tree, not a
+//! query. [`FairClock`] lives across rounds.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{HashMap, HashSet};
@@ -49,47 +55,102 @@ pub struct OrderKey {
     job_id: JobId,
 }
 
-/// Running counts and weights of one dispatch round.
+/// Running counts of one dispatch round.
 #[derive(Debug, Default)]
 pub struct Shares {
     /// Running tasks in each queue's subtree.
     running: HashMap<String, u64>,
-    /// Per parent queue: the weights of its children with work (queues and jobs).
-    weight_sum: HashMap<String, f64>,
     /// Distinct agents running each queue's subtree.
     agents: HashMap<String, HashSet<Uuid>>,
 }
 
-fn ratio(running: u64, parent_running: u64, weight: f64, weight_sum: f64) -> Ratio {
-    if parent_running == 0 || weight <= 0.0 || weight_sum <= 0.0 {
-        return Ratio(running as f64);
-    }
-    Ratio((running as f64 / parent_running as f64) / (weight / weight_sum))
+/// A sibling in the fair-share tree: a queue or a job.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Node {
+    Queue(String),
+    Job(JobId),
 }
 
-impl Shares {
-    /// The shares of `jobs` (those with work count) in `tree`.
-    pub fn build<'a>(jobs: impl Iterator<Item = &'a Job>, tree: &Queues) -> Self {
-        let mut shares = Shares::default();
-        let mut active: HashSet<String> = HashSet::new();
+/// The virtual clocks of the fair-share tree. See the module documentation.
+#[derive(Debug, Default)]
+pub struct FairClock {
+    clock: HashMap<Node, f64>,
+    /// Nodes with work at the last refresh.
+    active: HashSet<Node>,
+}
+
+impl FairClock {
+    /// Brings the clocks up to date with which queues and jobs have work: a node that
+    /// just got work starts at the largest clock among its busy siblings; nodes without
+    /// work are forgotten when they are jobs.
+    pub fn refresh<'a>(&mut self, jobs: impl Iterator<Item = &'a Job>) {
+        let mut active: HashSet<Node> = HashSet::new();
+        let mut parent_of: HashMap<Node, String> = HashMap::new();
         for job in jobs {
             let counts = job.counts();
             if counts.queued == 0 && counts.running == 0 {
                 continue;
             }
-            *shares.weight_sum.entry(job.spec.queue.clone()).or_default() +=
-                f64::from(job.spec.weight.max(1));
-            for path in queues::lineage(&job.spec.queue) {
-                *shares.running.entry(path.to_string()).or_default() += counts.running;
-                active.insert(path.to_string());
-                let agents = shares.agents.entry(path.to_string()).or_default();
-                agents.extend(job.agents.keys().copied());
+            let node = Node::Job(job.spec.id);
+            parent_of.insert(node.clone(), job.spec.queue.clone());
+            active.insert(node);
+            for path in queues::lineage(&job.spec.queue).into_iter().skip(1) {
+                let node = Node::Queue(path.to_string());
+                if let Some(parent) = queues::parent(path) {
+                    parent_of.insert(node.clone(), parent.to_string());
+                }
+                active.insert(node);
             }
         }
-        for path in &active {
-            if let Some(parent) = queues::parent(path) {
-                let weight = tree.get(path).map_or(1, |q| q.weight.max(1));
-                *shares.weight_sum.entry(parent.to_string()).or_default() += f64::from(weight);
+        let newcomers: Vec<Node> = active.difference(&self.active).cloned().collect();
+        for node in newcomers {
+            let Some(parent) = parent_of.get(&node) else {
+                continue;
+            };
+            let busiest = self
+                .active
+                .iter()
+                .filter(|other| active.contains(*other) && parent_of.get(*other) == Some(parent))
+                .filter_map(|other| self.clock.get(other))
+                .fold(f64::NEG_INFINITY, |a, b| a.max(*b));
+            let clock = self.clock.entry(node).or_insert(0.0);
+            if busiest.is_finite() && *clock < busiest {
+                *clock = busiest;
+            }
+        }
+        self.clock
+            .retain(|node, _| matches!(node, Node::Queue(_)) || active.contains(node));
+        self.active = active;
+    }
+
+    fn get(&self, node: &Node) -> Ratio {
+        Ratio(self.clock.get(node).copied().unwrap_or(0.0))
+    }
+
+    /// Advances the clocks of `job` and of every queue on its path.
+    pub fn charge(&mut self, job: &Job, tree: &Queues) {
+        let weight = f64::from(job.spec.weight.max(1));
+        *self.clock.entry(Node::Job(job.spec.id)).or_default() += 1.0 / weight;
+        for path in queues::lineage(&job.spec.queue).into_iter().skip(1) {
+            let weight = f64::from(tree.get(path).map_or(1, |q| q.weight.max(1)));
+            *self.clock.entry(Node::Queue(path.to_string())).or_default() += 1.0 / weight;
+        }
+    }
+}
+
+impl Shares {
+    /// The running counts of `jobs` (those with work count).
+    pub fn build<'a>(jobs: impl Iterator<Item = &'a Job>) -> Self {
+        let mut shares = Shares::default();
+        for job in jobs {
+            let counts = job.counts();
+            if counts.queued == 0 && counts.running == 0 {
+                continue;
+            }
+            for path in queues::lineage(&job.spec.queue) {
+                *shares.running.entry(path.to_string()).or_default() += counts.running;
+                let agents = shares.agents.entry(path.to_string()).or_default();
+                agents.extend(job.agents.keys().copied());
             }
         }
         shares
@@ -123,27 +184,17 @@ impl Shares {
     }
 
     /// Where `job` stands now.
-    pub fn key(&self, job: &Job, tree: &Queues) -> OrderKey {
+    pub fn key(&self, job: &Job, tree: &Queues, clock: &FairClock) -> OrderKey {
         let lineage = queues::lineage(&job.spec.queue);
         let mut urgent = (job.agents.len() as u64) < u64::from(job.spec.min_agents);
         let mut levels = Vec::with_capacity(lineage.len());
-        for pair in lineage.windows(2) {
-            let (parent, path) = (pair[0], pair[1]);
+        for path in lineage.iter().skip(1) {
             let queue = tree.get(path);
-            let weight = f64::from(queue.map_or(1, |q| q.weight.max(1)));
             let priority = queue.map_or(0, |q| q.priority);
             if queue.is_some_and(|q| (self.agents(path) as u64) < u64::from(q.min_agents)) {
                 urgent = true;
             }
-            levels.push((
-                Reverse(priority),
-                ratio(
-                    self.running(path),
-                    self.running(parent),
-                    weight,
-                    self.weight_sum.get(parent).copied().unwrap_or(weight),
-                ),
-            ));
+            levels.push((Reverse(priority), clock.get(&Node::Queue(path.to_string()))));
         }
         if tree
             .get("")
@@ -151,19 +202,7 @@ impl Shares {
         {
             urgent = true;
         }
-        let weight = f64::from(job.spec.weight.max(1));
-        levels.push((
-            Reverse(0),
-            ratio(
-                job.counts().running,
-                self.running(&job.spec.queue),
-                weight,
-                self.weight_sum
-                    .get(&job.spec.queue)
-                    .copied()
-                    .unwrap_or(weight),
-            ),
-        ));
+        levels.push((Reverse(0), clock.get(&Node::Job(job.spec.id))));
         OrderKey {
             urgency: u8::from(!urgent),
             priority: Reverse(job.spec.priority),

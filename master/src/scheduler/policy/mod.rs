@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use furrow_protocol::JobId;
 use uuid::Uuid;
 
-use self::fair_share::{OrderKey, Shares};
+use self::fair_share::{FairClock, OrderKey, Shares};
 use super::agents::{AgentEntry, Reservation};
 use super::queues::Queues;
 use super::state::Job;
@@ -69,6 +69,7 @@ pub fn pick(
     agent: &AgentEntry,
     shares: &Shares,
     tree: &Queues,
+    clock: &FairClock,
 ) -> Option<(JobId, Reservation)> {
     if !agent.takes_work() {
         return None;
@@ -81,7 +82,7 @@ pub fn pick(
         let Ok(reservation) = admit(job, agent_id, agent, shares, tree) else {
             continue;
         };
-        let key = shares.key(job, tree);
+        let key = shares.key(job, tree, clock);
         if best.as_ref().is_none_or(|(best_key, _, _)| key < *best_key) {
             best = Some((key, *job_id, reservation));
         }

@@ -225,7 +225,7 @@ impl Farm {
         loop {
             let (status, job) = self.get(&path);
             assert_eq!(status, 200, "{job}");
-            if job["state"] == "done" || job["state"] == "failed" {
+            if job["state"] == "done" || job["state"] == "failed" || job["state"] == "cancelled" {
                 return job;
             }
             assert!(
@@ -235,6 +235,40 @@ impl Farm {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Waits until `check` holds for the job and returns it.
+    pub fn wait_job_until(
+        &self,
+        id: i64,
+        what: &str,
+        deadline: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let path = format!("/api/v1/jobs/{id}");
+        wait_until(what, deadline, || {
+            let (status, job) = self.get(&path);
+            (status == 200 && check(&job)).then_some(job)
+        })
+    }
+
+    /// Sends a JSON body with `method` (PATCH, DELETE...); returns the status and body
+    /// (`null` when empty).
+    pub fn send(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let url = self.url(path);
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("content-type", "application/json");
+        let text = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut response = self
+            .http_agent
+            .run(request.body(text).expect("request"))
+            .expect("http request");
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, value)
     }
 
     /// All tasks of a job.

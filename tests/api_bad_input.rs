@@ -55,6 +55,34 @@ fn bad_submissions_are_refused_with_the_field_named() {
             "params",
         ),
         (job(json!({"priority": "high"})).to_string(), "priority"),
+        (job(json!({"retries": 2147483648u64})).to_string(), "retries"),
+        (job(json!({"timeout_secs": u64::MAX})).to_string(), "timeout_secs"),
+        (job(json!({"weight": 0})).to_string(), "weight"),
+        (job(json!({"queue": "nope"})).to_string(), "queue"),
+        (job(json!({"queue": "a b"})).to_string(), "queue"),
+        (job(json!({"depends_on": [999]})).to_string(), "depends_on"),
+        (job(json!({"depends_on": [-3]})).to_string(), "depends_on"),
+        (job(json!({"depends_per_frame": true})).to_string(), "depends_per_frame"),
+        (
+            job(json!({"requirements": {"cpus": -1}})).to_string(),
+            "requirements.cpus",
+        ),
+        (
+            job(json!({"requirements": {"ram_mb": "lots"}})).to_string(),
+            "requirements.ram_mb",
+        ),
+        (
+            job(json!({"requirements": {"software": {"blender": ">=three"}}})).to_string(),
+            "requirements.software.blender",
+        ),
+        (
+            job(json!({"requirements": {"tags": ["a", "!a"]}})).to_string(),
+            "requirements.tags",
+        ),
+        (
+            job(json!({"requirements": {"colour": 1}})).to_string(),
+            "requirements.colour",
+        ),
     ];
     for (body, field) in cases {
         let (status, answer) = farm.post_raw("/api/v1/jobs/", &body);
@@ -69,6 +97,60 @@ fn bad_submissions_are_refused_with_the_field_named() {
         );
     }
 
+    // Impossible requirements are accepted, and "why" says no agent can run them.
+    let (status, gpu) = farm.post(
+        "/api/v1/jobs/",
+        &job(json!({"title": "gpu", "requirements": {"gpus": 4, "software": {"houdini": ">=20"}}})),
+    );
+    assert_eq!(status, 201, "{gpu}");
+    let (status, why) = farm.get(&format!("/api/v1/jobs/{}/why", gpu["id"]));
+    assert_eq!(status, 200);
+    assert_eq!(why["never"], true, "{why}");
+    // Bad edits, actions and queue requests name what is wrong.
+    let id = accepted["id"].as_i64().unwrap();
+    for (method, path, body, status, needle) in [
+        ("PATCH", format!("/api/v1/jobs/{id}"), json!({"weight": 0}), 400, "weight"),
+        ("PATCH", format!("/api/v1/jobs/{id}"), json!({"queue": "ghost"}), 400, "queue"),
+        ("PATCH", format!("/api/v1/jobs/{id}"), json!({"colour": 1}), 400, "colour"),
+        ("PATCH", format!("/api/v1/jobs/{id}"), json!({}), 400, "nothing to change"),
+        ("PATCH", "/api/v1/jobs/999999".to_string(), json!({"priority": 1}), 404, "999999"),
+        ("POST", "/api/v1/jobs/999999/actions".to_string(), json!({"action": "pause"}), 404, "999999"),
+        ("POST", format!("/api/v1/jobs/{id}/actions"), json!({"action": "resume"}), 409, "not paused"),
+        ("POST", "/api/v1/jobs/actions".to_string(), json!({"action": "pause", "ids": []}), 400, "ids"),
+        ("POST", "/api/v1/queues/".to_string(), json!({"name": "../x"}), 400, "name"),
+        ("POST", "/api/v1/queues/".to_string(), json!({"name": "q", "weight": 0}), 400, "weight"),
+        ("DELETE", "/api/v1/queues/ghost".to_string(), json!({}), 404, "ghost"),
+        ("DELETE", "/api/v1/queues/".to_string(), json!({}), 405, ""),
+        ("PATCH", "/api/v1/agents/not-a-uuid".to_string(), json!({"enabled": false}), 400, "agent id"),
+        (
+            "PATCH",
+            "/api/v1/agents/00000000-0000-4000-8000-000000000000".to_string(),
+            json!({"enabled": false}),
+            404,
+            "not found",
+        ),
+    ] {
+        let (got, answer) = farm.send(method, &path, Some(&body));
+        assert_eq!(got, status, "{method} {path} {body} → {answer}");
+        if !needle.is_empty() {
+            assert!(
+                answer["error"].as_str().is_some_and(|e| e.contains(needle)),
+                "{method} {path} {body} → {answer} must name {needle:?}"
+            );
+        }
+    }
+    // The root queue cannot be deleted; a queue with work neither.
+    let (status, body) = farm.post("/api/v1/queues/", &json!({"name": "busy"}));
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = farm.post(
+        "/api/v1/jobs/",
+        &job(json!({"title": "queued", "queue": "/busy", "params": {"command": ["sleep", "600"]}})),
+    );
+    assert_eq!(status, 201);
+    let (status, body) = farm.send("DELETE", "/api/v1/queues/busy", None);
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("unfinished jobs"));
+
     // A million tasks is the limit, and is accepted.
     let (status, _) = farm.get("/api/v1/jobs/abc");
     assert_eq!(status, 400);
@@ -79,8 +161,14 @@ fn bad_submissions_are_refused_with_the_field_named() {
 
     // Nothing accepted was lost, and nothing refused was stored.
     let (_, jobs) = farm.get("/api/v1/jobs/");
-    assert_eq!(jobs["total"], 1, "{jobs}");
-    assert_eq!(jobs["items"][0]["title"], "good one");
+    assert_eq!(jobs["total"], 3, "{jobs}");
+    let titles: Vec<&str> = jobs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["queued", "gpu", "good one"]);
     let (status, health) = farm.get("/api/v1/health");
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");

@@ -31,7 +31,10 @@ fn pause_resume_cancel_rerun_and_delete() {
     let farm = Farm::up_in(root.path().join("data"), 1, &["--slots", "2"]);
     let marks = root.path().join("marks");
     std::fs::create_dir_all(&marks).unwrap();
-    let script = format!("sleep 0.5; touch {}/{{frame}}.$FURROW_ATTEMPT", marks.display());
+    let script = format!(
+        "sleep 0.5; touch {}/{{frame}}.$FURROW_ATTEMPT",
+        marks.display()
+    );
     let id = submit(
         &farm,
         json!({"title": "ctl", "params": {"command": ["sh", "-c", script]}, "frames": "1-8"}),
@@ -39,13 +42,20 @@ fn pause_resume_cancel_rerun_and_delete() {
 
     // Pause (CLI): running tasks finish, the rest are held back.
     let out = farm.cli(&["pause", &id.to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let paused = farm.wait_job_until(id, "job paused", LONG, |j| j["state"] == "paused");
     assert!(paused["paused"].as_bool().unwrap());
     let held = counts(&paused, "paused");
     assert!(held >= 6, "{paused}");
     let (_, why) = farm.get(&format!("/api/v1/jobs/{id}/why"));
-    assert!(why["reasons"][0].as_str().unwrap().starts_with("paused"), "{why}");
+    assert!(
+        why["reasons"][0].as_str().unwrap().starts_with("paused"),
+        "{why}"
+    );
     let out = farm.cli(&["pause", &id.to_string()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already paused"));
@@ -65,7 +75,10 @@ fn pause_resume_cancel_rerun_and_delete() {
     assert_eq!(status, 409, "{body}");
     let (status, body) = action(&farm, id, json!({"action": "explode"}));
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().starts_with("action: "), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().starts_with("action: "),
+        "{body}"
+    );
 
     // Rerun of a finished job runs every frame again with a new attempt.
     let (status, body) = action(&farm, id, json!({"action": "rerun"}));
@@ -73,13 +86,20 @@ fn pause_resume_cancel_rerun_and_delete() {
     let again = farm.wait_job(id, LONG);
     assert_eq!(again["state"], "done", "{again}");
     for frame in 1..=8 {
-        assert!(marks.join(format!("{frame}.2")).exists(), "frame {frame} ran again");
+        assert!(
+            marks.join(format!("{frame}.2")).exists(),
+            "frame {frame} ran again"
+        );
     }
 
     // Rerun of one task.
     let task = farm.tasks(id)[2]["id"].as_i64().unwrap();
     let out = farm.cli(&["rerun", &id.to_string(), "--task", &task.to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     farm.wait_job(id, LONG);
     assert!(marks.join("3.3").exists());
     assert!(!marks.join("4.3").exists());
@@ -89,9 +109,15 @@ fn pause_resume_cancel_rerun_and_delete() {
         &farm,
         json!({"title": "slow", "params": {"command": ["sleep", "600"]}, "frames": "1-4"}),
     );
-    farm.wait_job_until(slow, "slow job running", LONG, |j| counts(j, "running") == 2);
+    farm.wait_job_until(slow, "slow job running", LONG, |j| {
+        counts(j, "running") == 2
+    });
     let out = farm.cli(&["cancel", &slow.to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cancelled = farm.wait_job(slow, Duration::from_secs(60));
     assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
     assert_eq!(counts(&cancelled, "cancelled"), 4);
@@ -101,7 +127,11 @@ fn pause_resume_cancel_rerun_and_delete() {
     let logs = farm.data_dir.join("logs").join(id.to_string());
     assert!(logs.exists());
     let out = farm.cli(&["delete", &id.to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (status, _) = farm.get(&format!("/api/v1/jobs/{id}"));
     assert_eq!(status, 404);
     wait_until("logs deleted", Duration::from_secs(10), || {
@@ -149,7 +179,13 @@ fn dependencies_per_job_and_per_frame() {
         }),
     );
     let (_, why) = farm.get(&format!("/api/v1/jobs/{movie}/why"));
-    assert!(why["reasons"][0].as_str().unwrap().starts_with(&format!("waits for job {comp}")), "{why}");
+    assert!(
+        why["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("waits for job {comp}")),
+        "{why}"
+    );
     for id in [render, comp, movie] {
         let job = farm.wait_job(id, LONG);
         assert_eq!(job["state"], "done", "{job}\n{}", farm.logs());
@@ -159,7 +195,10 @@ fn dependencies_per_job_and_per_frame() {
     let render_tasks = farm.tasks(render);
     let first_comp = comp_tasks[0]["started_at"].as_str().unwrap().to_string();
     let last_render = render_tasks[5]["finished_at"].as_str().unwrap().to_string();
-    assert!(first_comp < last_render, "comp frame 1 at {first_comp}, render end {last_render}");
+    assert!(
+        first_comp < last_render,
+        "comp frame 1 at {first_comp}, render end {last_render}"
+    );
 
     // A parent that fails fails its dependants with a reason naming it.
     let broken = submit(
@@ -213,9 +252,16 @@ fn a_failing_agent_is_blocklisted_and_a_silent_task_is_stalled() {
     let failures_on_1: usize = farm
         .tasks(id)
         .iter()
-        .filter(|t| t["last_error"].as_str().is_some_and(|e| e.contains("code 7")))
+        .filter(|t| {
+            t["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("code 7"))
+        })
         .count();
-    assert!(failures_on_1 <= 1, "agent 1 got no task after its first failure");
+    assert!(
+        failures_on_1 <= 1,
+        "agent 1 got no task after its first failure"
+    );
 
     // A task that goes silent is killed by its stall timeout and counts as failed.
     let stalled = submit(
@@ -249,7 +295,11 @@ fn queues_agents_and_paused_jobs_survive_a_master_restart() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "parent: no queue /nope");
     let out = farm.cli(&["queue", "add", "lighting/keys", "--weight", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let (_, agents) = farm.get("/api/v1/agents/");
     let names: Vec<String> = agents["items"]
@@ -259,9 +309,17 @@ fn queues_agents_and_paused_jobs_survive_a_master_restart() {
         .map(|a| a["name"].as_str().unwrap().to_string())
         .collect();
     let out = farm.cli(&["agent-ctl", "disable", &names[1]]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = farm.cli(&["agent-ctl", "tags", &names[0], "linux,fast"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let paused = submit(
         &farm,

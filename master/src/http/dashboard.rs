@@ -69,17 +69,19 @@ impl Feed {
     }
 }
 
-/// Builds a snapshot: `{"agents": Page, "jobs": Page, "health": HealthView}`.
+/// Builds a snapshot: `{"agents": Page, "jobs": Page, "health": HealthView, "queues":
+/// [QueueView]}`.
 pub async fn snapshot(service: &Service) -> String {
     let agents = service.list_agents(SNAPSHOT_AGENTS, 0).await;
     let jobs = service.list_jobs(SNAPSHOT_JOBS, 0).await;
     let health = service.health().await;
-    let value = match (agents, jobs, health) {
-        (Ok(agents), Ok(jobs), Ok(health)) => {
-            serde_json::json!({ "agents": agents, "jobs": jobs, "health": health })
+    let queues = service.list_queues().await;
+    let value = match (agents, jobs, health, queues) {
+        (Ok(agents), Ok(jobs), Ok(health), Ok(queues)) => {
+            serde_json::json!({ "agents": agents, "jobs": jobs, "health": health, "queues": queues })
         }
-        (agents, jobs, health) => {
-            let error = [agents.err(), jobs.err(), health.err()]
+        (agents, jobs, health, queues) => {
+            let error = [agents.err(), jobs.err(), health.err(), queues.err()]
                 .into_iter()
                 .flatten()
                 .map(|e| e.message)

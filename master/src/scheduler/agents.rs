@@ -70,19 +70,22 @@ impl AgentEntry {
         self.online && self.enabled
     }
 
-    /// What a task with `needs` would reserve here now, if it fits in the free capacity.
-    pub fn reserve(&self, needs: &Needs) -> Option<Reservation> {
+    /// What a task with `needs` (and `ram_mb` of memory, when it was raised above the
+    /// job's after the task ran out) would reserve here now, if it fits in the free
+    /// capacity.
+    pub fn reserve(&self, needs: &Needs, ram_mb: u64) -> Option<Reservation> {
+        let ram_mb = ram_mb.max(needs.ram_mb);
         let free = self.free();
         if free.slots == 0
             || needs.cpus > free.cpus
-            || needs.ram_mb > free.ram_mb
+            || ram_mb > free.ram_mb
             || needs.gpus as usize > free.gpus.len()
         {
             return None;
         }
         Some(Reservation {
             cpus: needs.cpus,
-            ram_mb: needs.ram_mb,
+            ram_mb,
             gpus: free.gpus[..needs.gpus as usize].to_vec(),
         })
     }

@@ -14,8 +14,8 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use furrow_protocol::{
-    Assignment, Capacity, JobId, MasterMessage, TaskCounts, TaskFinished, TaskId, TaskRef,
-    TaskReturned, WorkState,
+    Assignment, Capacity, JobId, LimitHit, MasterMessage, TaskCounts, TaskFinished, TaskId,
+    TaskRef, TaskReturned, WorkState,
 };
 use uuid::Uuid;
 
@@ -99,6 +99,7 @@ fn task_row(job: &Job, task_id: TaskId, agent: Option<Uuid>, finished_at: Option
             started_at: None,
             finished_at: None,
             gpus: Vec::new(),
+            ram_mb: 0,
         };
     };
     let run = task.run.as_deref();
@@ -117,6 +118,7 @@ fn task_row(job: &Job, task_id: TaskId, agent: Option<Uuid>, finished_at: Option
         started_at: run.and_then(|r| r.started_at),
         finished_at,
         gpus: run.map(|r| r.gpus.clone()).unwrap_or_default(),
+        ram_mb: task.ram_mb,
     }
 }
 
@@ -377,6 +379,7 @@ impl Core {
     ) {
         let at = to_ms(finished.at);
         let ready = self.frames_ready_for(job_id, task_id);
+        let raised_ram = self.raised_ram(job_id, task_id, finished);
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
@@ -396,6 +399,21 @@ impl Core {
                 job.waiting_state(ready)
             }
             None if succeeded => WorkState::Done,
+            None if raised_ram.is_some() => {
+                let Some(task) = job.task_mut(task_id) else {
+                    return;
+                };
+                let (from, to) = raised_ram.unwrap_or_default();
+                task.ram_mb = to;
+                task.last = Some(Box::new(Outcome {
+                    exit_code: finished.exit_code,
+                    error: Some(format!(
+                        "{}; retried with {to} MiB instead of {from} MiB",
+                        failure_text(finished)
+                    )),
+                }));
+                job.waiting_state(ready)
+            }
             None => {
                 let retries = job.spec.retries;
                 let Some(task) = job.task_mut(task_id) else {
@@ -440,6 +458,22 @@ impl Core {
         self.finish_job_if_done(job_id, at);
     }
 
+    /// For an attempt killed for using more memory than its limit: the limit it had and
+    /// the one its next attempt gets (twice as much, at least half again what it used, at
+    /// most what the largest agent has). `None` when the limit cannot grow: then the kill
+    /// is an ordinary failure.
+    fn raised_ram(&self, job_id: JobId, task_id: TaskId, finished: &TaskFinished) -> Option<(u64, u64)> {
+        let Some(LimitHit::Memory { used_mb }) = finished.limit else {
+            return None;
+        };
+        let job = self.jobs.get(&job_id)?;
+        let current = job.task(task_id)?.ram_mb.max(job.spec.needs.ram_mb);
+        let largest = self.agents.iter().map(|(_, a)| a.offer.ram_mb).max()?;
+        let wanted = current.saturating_mul(2).max(used_mb.saturating_add(used_mb / 2));
+        let next = wanted.min(largest);
+        (next > current).then_some((current, next))
+    }
+
     /// Takes a task requeued after its agent was lost out of the queue again, if `task`
     /// is its last attempt; returns its job.
     fn take_orphan(&mut self, task: TaskRef) -> Option<JobId> {
@@ -471,7 +505,10 @@ impl Core {
         let reservation = self
             .agents
             .get(agent)
-            .and_then(|a| a.reserve(&job.spec.needs))
+            .and_then(|a| {
+                let ram_mb = job.task(task.task_id).map_or(0, |t| t.ram_mb);
+                a.reserve(&job.spec.needs, ram_mb)
+            })
             .unwrap_or(Reservation {
                 cpus: job.spec.needs.cpus,
                 ram_mb: job.spec.needs.ram_mb,
@@ -604,6 +641,7 @@ impl Core {
         }));
         let frames = task.frames;
         let attempt = task.attempt;
+        let ram_mb = task.ram_mb.max(spec.needs.ram_mb);
         *job.agents.entry(agent).or_default() += 1;
         shares.assigned(&spec.queue, agent);
         self.clock.charge(job, &self.queues);
@@ -625,7 +663,7 @@ impl Core {
                 frames,
                 timeout_secs: spec.timeout_secs,
                 stall_timeout_secs: spec.stall_timeout_secs,
-                ram_mb: (spec.needs.ram_mb > 0).then_some(spec.needs.ram_mb),
+                ram_mb: (ram_mb > 0).then_some(ram_mb),
                 gpus,
             }),
         });

@@ -405,6 +405,7 @@ fn restart_keeps_running_tasks_until_their_agent_is_lost() {
             last_error: None,
             started_at: None,
             gpus: Vec::new(),
+            ram_mb: 0,
         },
         LoadedTask {
             id: 71,
@@ -422,6 +423,7 @@ fn restart_keeps_running_tasks_until_their_agent_is_lost() {
             last_error: None,
             started_at: None,
             gpus: Vec::new(),
+            ram_mb: 0,
         },
     ];
     let job = LoadedJob {

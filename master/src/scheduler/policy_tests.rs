@@ -593,3 +593,65 @@ fn max_agents_and_disabled_agents_hold_work_back() {
         "a disabled agent gets nothing"
     );
 }
+
+#[test]
+fn a_task_killed_for_memory_runs_again_with_more_up_to_the_largest_agent() {
+    let mut core = Core::new();
+    add_job(
+        &mut core,
+        needing(
+            1,
+            Requirements {
+                ram_mb: 512,
+                ..Requirements::default()
+            },
+        ),
+        "1",
+        1,
+    );
+    let small = Uuid::new_v4();
+    let offer = |ram_mb| Offer {
+        cpus: 8,
+        ram_mb,
+        ..Offer::default()
+    };
+    let big = Uuid::new_v4();
+    core.agent_registered(small, 1, offer(1024), true, &[]);
+    core.agent_registered(big, 1, offer(8192), false, &[]);
+    let killed = |task: TaskRef, used_mb| TaskFinished {
+        task,
+        exit_code: None,
+        signal: Some(9),
+        error: Some(format!("used {used_mb} MiB, over its limit")),
+        limit: Some(furrow_protocol::LimitHit::Memory { used_mb }),
+        at: Utc::now(),
+    };
+    let limit_of = |effects: &[Effect]| {
+        effects.iter().find_map(|e| match e {
+            Effect::Send {
+                message: MasterMessage::Assign(a),
+                ..
+            } => Some((a.task, a.ram_mb)),
+            _ => None,
+        })
+    };
+    let (first, limit) = limit_of(&core.take_effects()).unwrap();
+    assert_eq!(limit, Some(512));
+    // The small agent cannot hold what the task needs next; a larger one takes it.
+    core.task_finished(small, &killed(first, 900));
+    assert!(limit_of(&core.take_effects()).is_none(), "1350 MiB do not fit in 1024");
+    assert_eq!(core.job_counts(1).unwrap().failed, 0, "not counted as a failure");
+    core.agent_configured(big, true, None);
+    let (second, limit) = limit_of(&core.take_effects()).unwrap();
+    assert_eq!(limit, Some(1350));
+    core.task_finished(big, &killed(second, 9000));
+    let (third, limit) = limit_of(&core.take_effects()).unwrap();
+    assert_eq!(limit, Some(8192), "at most the largest agent");
+    // At the largest agent's memory the limit cannot grow: an ordinary failure.
+    core.task_finished(big, &killed(third, 9000));
+    assert_eq!(core.job_counts(1), None);
+    let (tasks, _) = commit(&mut core);
+    let last = tasks.iter().rev().find(|t| t.id == 1).unwrap();
+    assert_eq!(last.state, WorkState::Failed);
+    assert_eq!(last.ram_mb, 8192);
+}

@@ -65,6 +65,8 @@ pub struct Task {
     pub last: Option<Box<Outcome>>,
     /// The running attempt.
     pub run: Option<Box<Run>>,
+    /// Memory limit raised after an attempt ran out (0: the job's).
+    pub ram_mb: u64,
 }
 
 impl Task {
@@ -77,6 +79,7 @@ impl Task {
             failures: 0,
             last: None,
             run: None,
+            ram_mb: 0,
         }
     }
 }
@@ -141,6 +144,15 @@ impl Job {
     /// The id of the first queued task, in frame order.
     pub fn first_queued(&self) -> Option<TaskId> {
         self.queued.first().copied()
+    }
+
+    /// The memory the next queued task reserves.
+    pub fn next_ram_mb(&self) -> u64 {
+        let raised = self
+            .first_queued()
+            .and_then(|id| self.task(id))
+            .map_or(0, |t| t.ram_mb);
+        raised.max(self.spec.needs.ram_mb)
     }
 
     /// Whether any task waits for an agent.

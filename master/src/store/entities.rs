@@ -124,6 +124,8 @@ pub mod task {
         pub finished_at: Option<i64>,
         /// GPU indices of the current attempt (`0,2`).
         pub gpus: Option<String>,
+        /// Memory limit raised after an attempt ran out (0: the job's).
+        pub ram_mb: i64,
     }
 
     /// No relations are navigated through sea-orm.

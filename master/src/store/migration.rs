@@ -321,6 +321,7 @@ impl MigrationTrait for M0002Scheduling {
             &mut ColumnDef::new(Alias::new("gpus")).text().null().to_owned(),
         )
         .await?;
+        add_column(manager, Tasks::Table.into_iden(), &mut int("ram_mb", 0)).await?;
         for mut column in [
             int("enabled", 1),
             ColumnDef::new(Alias::new("tags_override"))

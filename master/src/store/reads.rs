@@ -65,6 +65,7 @@ struct LoadRow {
     last_error: Option<String>,
     started_at: Option<i64>,
     gpus: Option<String>,
+    ram_mb: i64,
 }
 
 /// States a task can wait in; untouched tasks in them are rebuilt from the frame
@@ -277,6 +278,7 @@ impl StoreReader {
                     last_error: None,
                     started_at: None,
                     gpus: Vec::new(),
+                    ram_mb: 0,
                 });
             }
         }
@@ -309,6 +311,7 @@ impl StoreReader {
                 task::Column::LastError,
                 task::Column::StartedAt,
                 task::Column::Gpus,
+                task::Column::RamMb,
             ])
             .filter(task::Column::JobId.eq(job_id));
         if touched_only {
@@ -340,6 +343,7 @@ impl StoreReader {
             last_error,
             started_at,
             gpus,
+            ram_mb,
         } in rows
         {
             tasks.push(LoadedTask {
@@ -358,6 +362,7 @@ impl StoreReader {
                 last_error,
                 started_at,
                 gpus: parse_gpus(gpus.as_deref()),
+                ram_mb: u64::try_from(ram_mb).unwrap_or(0),
             });
         }
         Ok(())

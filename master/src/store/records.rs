@@ -203,6 +203,8 @@ pub struct TaskRow {
     pub finished_at: Option<i64>,
     /// GPU indices the current attempt holds.
     pub gpus: Vec<u32>,
+    /// Memory limit raised after an attempt ran out (0: the job's).
+    pub ram_mb: u64,
 }
 
 /// A job's counts and changeable settings after transitions (a snapshot, the latest wins).
@@ -343,6 +345,8 @@ pub struct LoadedTask {
     pub started_at: Option<i64>,
     /// GPU indices of a running task.
     pub gpus: Vec<u32>,
+    /// Memory limit raised after an attempt ran out (0: the job's).
+    pub ram_mb: u64,
 }
 
 /// An agent's settings made through the API, which outlive restarts of either side.

@@ -218,7 +218,7 @@ impl ValuesChunk {
     }
 }
 
-/// Task rows per `UPDATE` statement (11 parameters each, well inside both backends'
+/// Task rows per `UPDATE` statement (12 parameters each, well inside both backends'
 /// parameter limits).
 const UPDATE_CHUNK: usize = 500;
 
@@ -230,14 +230,14 @@ pub async fn update_tasks<C: ConnectionTrait>(db: &C, rows: &[&TaskRow]) -> Resu
         let mut sql = String::with_capacity(512 + chunk.len() * 24);
         sql.push_str(
             "WITH v(id, state, agent, attempt, failures, exit_code, progress, last_error, \
-             started_at, finished_at, gpus) AS (VALUES ",
+             started_at, finished_at, gpus, ram_mb) AS (VALUES ",
         );
-        let mut values = Vec::with_capacity(chunk.len() * 11);
+        let mut values = Vec::with_capacity(chunk.len() * 12);
         for (i, row) in chunk.iter().enumerate() {
             if i > 0 {
                 sql.push(',');
             }
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
             values.extend([
                 row.id.into(),
                 row.state.as_str().into(),
@@ -250,13 +250,15 @@ pub async fn update_tasks<C: ConnectionTrait>(db: &C, rows: &[&TaskRow]) -> Resu
                 opt_i64(row.started_at),
                 opt_i64(row.finished_at),
                 Value::String(gpus_text(&row.gpus)),
+                i64::try_from(row.ram_mb).unwrap_or(i64::MAX).into(),
             ]);
         }
         sql.push_str(
             ") UPDATE tasks SET state = v.state, agent = v.agent, attempt = v.attempt, \
              failures = v.failures, exit_code = v.exit_code, progress = v.progress, \
              last_error = v.last_error, started_at = v.started_at, \
-             finished_at = v.finished_at, gpus = v.gpus FROM v WHERE tasks.id = v.id",
+             finished_at = v.finished_at, gpus = v.gpus, ram_mb = v.ram_mb FROM v \
+             WHERE tasks.id = v.id",
         );
         db.execute_raw(statement(backend, &sql, values)).await?;
     }

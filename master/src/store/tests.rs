@@ -101,6 +101,7 @@ fn running_row(id: i64, agent: Uuid) -> TaskRow {
         started_at: Some(1_000),
         finished_at: None,
         gpus: vec![0],
+        ram_mb: 0,
     }
 }
 

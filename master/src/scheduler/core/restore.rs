@@ -66,6 +66,7 @@ impl Core {
                 let mut task = Task::new(t.frames, t.state);
                 task.attempt = t.attempt;
                 task.failures = t.failures;
+                task.ram_mb = t.ram_mb;
                 if t.exit_code.is_some() || t.last_error.is_some() {
                     task.last = Some(Box::new(Outcome {
                         exit_code: t.exit_code,
@@ -89,6 +90,7 @@ impl Core {
                 }
                 table.push(task);
             }
+            let ram_of: HashMap<_, _> = tasks.iter().map(|t| (t.id, t.ram_mb)).collect();
             let mut job = Job::new(Arc::new(loaded.spec), first, table, loaded.control);
             job.failures_on = loaded.failures_on.into_iter().collect();
             for (task_id, attempt, agent, gpus) in runs {
@@ -99,7 +101,7 @@ impl Core {
                     task_id,
                     Reservation {
                         cpus: needs.cpus,
-                        ram_mb: needs.ram_mb,
+                        ram_mb: needs.ram_mb.max(ram_of.get(&task_id).copied().unwrap_or(0)),
                         gpus,
                     },
                 );

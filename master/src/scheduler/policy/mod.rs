@@ -49,6 +49,11 @@ pub fn admit(
     if !job.spec.needs.fits(&agent.offer) {
         return Err(Skip::Unfit);
     }
+    // A task whose memory was raised after it ran out needs an agent that large.
+    let ram_mb = job.next_ram_mb();
+    if ram_mb > agent.offer.ram_mb {
+        return Err(Skip::Unfit);
+    }
     if let Some(max) = job.spec.max_agents
         && job.agents.len() >= max as usize
         && !job.agents.contains_key(&agent_id)
@@ -58,7 +63,7 @@ pub fn admit(
     if let Some(queue) = shares.queue_full(job, agent_id, tree) {
         return Err(Skip::QueueFull(queue.to_string()));
     }
-    agent.reserve(&job.spec.needs).ok_or(Skip::Busy)
+    agent.reserve(&job.spec.needs, ram_mb).ok_or(Skip::Busy)
 }
 
 /// The job whose next task should go to `agent`, with what it would reserve.

@@ -201,6 +201,9 @@ pub struct LogsArgs {
     /// Keep printing new output until the task ends.
     #[arg(long, short)]
     follow: bool,
+    /// List the frame's attempts (agent, start, end, exit code, outcome) instead.
+    #[arg(long, conflicts_with = "follow")]
+    attempts: bool,
 }
 
 pub async fn submit(args: SubmitArgs) -> Result<i32> {
@@ -506,6 +509,30 @@ pub async fn logs(args: LogsArgs) -> Result<i32> {
         );
     };
     let mut task = tasks[position].clone();
+    if args.attempts {
+        let attempts = client.task_attempts(job.id, task.id).await?;
+        let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map_or("-".to_string(), |t| t.format("%H:%M:%S%.3f").to_string())
+        };
+        print_table(
+            &[
+                "TRY", "AGENT", "STARTED", "ENDED", "EXIT", "OUTCOME", "ERROR",
+            ],
+            attempts.iter().map(|a| {
+                vec![
+                    a.attempt.to_string(),
+                    a.agent
+                        .map_or("-".into(), |id| id.to_string()[..8].to_string()),
+                    time(a.started_at),
+                    time(a.finished_at),
+                    a.exit_code.map_or("-".into(), |c| c.to_string()),
+                    a.outcome.clone(),
+                    a.error.clone().unwrap_or_default(),
+                ]
+            }),
+        );
+        return Ok(0);
+    }
     let mut offset = 0;
     let mut stdout = std::io::stdout().lock();
     loop {

@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 
 use actix::Addr;
 use furrow_protocol::{
-    ActionOutcome, AgentPatch, AgentState, AgentView, ApiError, ClientRequest, ClientResponse,
-    CommandParams, ErrorKind, FrameSet, HealthView, JobAction, JobId, JobPatch, JobSubmission,
-    JobView, LogChunk, Page, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId, TaskRef,
-    TaskView, WhyView, WorkState,
+    ActionOutcome, AgentPatch, AgentState, AgentView, ApiError, AttemptView, ClientRequest,
+    ClientResponse, CommandParams, ErrorKind, FrameSet, HealthView, JobAction, JobId, JobPatch,
+    JobSubmission, JobView, LogChunk, Page, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId,
+    TaskRef, TaskView, WhyView, WorkState,
 };
 use tokio::sync::broadcast;
 use tracing::{error, info};
@@ -819,6 +819,33 @@ impl Service {
         })
     }
 
+    /// Every attempt of a task, oldest first; the running one last, without an end.
+    pub async fn task_attempts(
+        &self,
+        job_id: JobId,
+        task_id: TaskId,
+    ) -> Result<Vec<AttemptView>, ApiError> {
+        let task = self.task_of(job_id, task_id).await?;
+        let mut attempts = self
+            .inner
+            .reader
+            .attempts(task_id)
+            .await
+            .map_err(storage_error)?;
+        if task.state == WorkState::Running && attempts.iter().all(|a| a.attempt != task.attempt) {
+            attempts.push(AttemptView {
+                attempt: task.attempt,
+                agent: task.agent,
+                started_at: task.started_at,
+                finished_at: None,
+                exit_code: None,
+                outcome: "running".into(),
+                error: None,
+            });
+        }
+        Ok(attempts)
+    }
+
     /// Log text of every attempt as it is written (see [`crate::logs::LiveChunk`]).
     pub fn subscribe_logs(&self) -> broadcast::Receiver<LiveChunk> {
         self.inner.live.subscribe()
@@ -905,6 +932,10 @@ impl Service {
                 .delete_queue(&path)
                 .await
                 .map(|()| ClientResponse::Deleted),
+            ClientRequest::TaskAttempts { job_id, task_id } => self
+                .task_attempts(job_id, task_id)
+                .await
+                .map(ClientResponse::Attempts),
             ClientRequest::EditAgent { agent_id, patch } => self
                 .edit_agent(agent_id, patch)
                 .await

@@ -14,9 +14,9 @@ use crate::codec::{DEFAULT_MAX_FRAME, FrameCodec};
 use crate::handshake::{self, Hello, Role};
 use crate::messages::{ApiError, ClientEnvelope, ClientRequest, ClientResponse, ServerEnvelope};
 use crate::model::{
-    ActionOutcome, AgentPatch, AgentView, HealthView, JobAction, JobId, JobPatch, JobSubmission,
-    JobView, LogChunk, Page, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId, TaskView,
-    WhyView,
+    ActionOutcome, AgentPatch, AgentView, AttemptView, HealthView, JobAction, JobId, JobPatch,
+    JobSubmission, JobView, LogChunk, Page, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId,
+    TaskView, WhyView,
 };
 
 /// Why a client call failed.
@@ -345,6 +345,21 @@ impl Client {
         {
             ClientResponse::Agent(a) => Ok(a),
             _ => Err(ClientError::UnexpectedReply("edit agent")),
+        }
+    }
+
+    /// Every attempt of a task, oldest first.
+    pub async fn task_attempts(
+        &self,
+        job_id: JobId,
+        task_id: TaskId,
+    ) -> Result<Vec<AttemptView>, ClientError> {
+        match self
+            .request(ClientRequest::TaskAttempts { job_id, task_id })
+            .await?
+        {
+            ClientResponse::Attempts(a) => Ok(a),
+            _ => Err(ClientError::UnexpectedReply("task attempts")),
         }
     }
 }

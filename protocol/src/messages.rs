@@ -10,9 +10,9 @@ use uuid::Uuid;
 use crate::Json;
 use crate::frames::FrameBatch;
 use crate::model::{
-    ActionOutcome, AgentPatch, AgentView, GpuInfo, HealthView, JobAction, JobId, JobPatch,
-    JobSubmission, JobView, LogChunk, Page, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId,
-    TaskRef, TaskView, WhyView,
+    ActionOutcome, AgentPatch, AgentView, AttemptView, GpuInfo, HealthView, JobAction, JobId,
+    JobPatch, JobSubmission, JobView, LogChunk, Page, QueuePatch, QueueSpec, QueueView, TaskAction,
+    TaskId, TaskRef, TaskView, WhyView,
 };
 
 /// Agent → master.
@@ -344,6 +344,13 @@ pub enum ClientRequest {
         /// The changes.
         patch: AgentPatch,
     },
+    /// `GET /api/v1/jobs/{id}/tasks/{task_id}/attempts`.
+    TaskAttempts {
+        /// The job.
+        job_id: JobId,
+        /// The task.
+        task_id: TaskId,
+    },
 }
 
 /// Answers to [`ClientRequest`]s.
@@ -377,6 +384,8 @@ pub enum ClientResponse {
     Agent(AgentView),
     /// Answer to `DeleteJob` and `DeleteQueue`.
     Deleted,
+    /// Answer to `TaskAttempts`.
+    Attempts(Vec<AttemptView>),
 }
 
 /// What kind of failure an [`ApiError`] is; the REST API maps it to a status code.

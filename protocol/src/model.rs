@@ -431,6 +431,25 @@ pub struct TaskView {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// One attempt of a task: where and when it ran and how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptView {
+    /// Attempt number.
+    pub attempt: u32,
+    /// The agent it ran on.
+    pub agent: Option<Uuid>,
+    /// When its process started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended (or was taken back).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// How it ended: `done`, `failed`, `cancelled` or `requeued`.
+    pub outcome: String,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
 /// Connection state of an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -55,6 +55,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
+                web::resource("/jobs/{id}/tasks/{task_id}/attempts")
+                    .route(web::get().to(task_attempts))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
                 web::resource("/jobs/{id}/tasks/{task_id}/actions")
                     .route(web::post().to(task_action))
                     .default_service(web::to(method_not_allowed)),
@@ -288,6 +293,16 @@ async fn task_action(
     let task_id = parse_id("task id", &task)?;
     let request: TaskActionRequest = decode(body.into_inner())?;
     Ok(HttpResponse::Ok().json(service.task_action(job_id, task_id, request.action).await?))
+}
+
+async fn task_attempts(
+    service: web::Data<Service>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, HttpError> {
+    let (job, task) = path.into_inner();
+    let job_id = parse_id("job id", &job)?;
+    let task_id = parse_id("task id", &task)?;
+    Ok(HttpResponse::Ok().json(service.task_attempts(job_id, task_id).await?))
 }
 
 async fn edit_job(

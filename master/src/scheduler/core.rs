@@ -25,7 +25,7 @@ use super::policy::requirements::Offer;
 use super::policy::{self};
 use super::queues::Queues;
 use super::state::{Job, Outcome, Run, Stop, Task};
-use crate::store::records::{JobRow, JobSettings, TaskRow, now_ms, to_ms};
+use crate::store::records::{AttemptRow, JobRow, JobSettings, TaskRow, now_ms, to_ms};
 
 pub use super::types::{Control, Effect, JobSpec, Refusal, Verdict, Write};
 
@@ -449,6 +449,23 @@ impl Core {
         job.set_state(task_id, state);
         let mut row = task_row(job, task_id, agent, finished_at);
         row.started_at = started_at;
+        let outcome = match (stop, state) {
+            (Some(Stop::Cancel), _) => "cancelled",
+            (Some(_), _) => "requeued",
+            (None, WorkState::Done) => "done",
+            _ => "failed",
+        };
+        self.writes.push(Write::Attempt(AttemptRow {
+            task_id,
+            attempt: finished.task.attempt,
+            job_id,
+            agent,
+            started_at,
+            finished_at: at,
+            exit_code: finished.exit_code,
+            outcome,
+            error: (!succeeded || stop.is_some()).then(|| failure_text(finished)),
+        }));
         self.writes.push(Write::Task(row));
         self.dirty_jobs.insert(job_id);
         self.refresh_ready(job_id);
@@ -462,14 +479,21 @@ impl Core {
     /// the one its next attempt gets (twice as much, at least half again what it used, at
     /// most what the largest agent has). `None` when the limit cannot grow: then the kill
     /// is an ordinary failure.
-    fn raised_ram(&self, job_id: JobId, task_id: TaskId, finished: &TaskFinished) -> Option<(u64, u64)> {
+    fn raised_ram(
+        &self,
+        job_id: JobId,
+        task_id: TaskId,
+        finished: &TaskFinished,
+    ) -> Option<(u64, u64)> {
         let Some(LimitHit::Memory { used_mb }) = finished.limit else {
             return None;
         };
         let job = self.jobs.get(&job_id)?;
         let current = job.task(task_id)?.ram_mb.max(job.spec.needs.ram_mb);
         let largest = self.agents.iter().map(|(_, a)| a.offer.ram_mb).max()?;
-        let wanted = current.saturating_mul(2).max(used_mb.saturating_add(used_mb / 2));
+        let wanted = current
+            .saturating_mul(2)
+            .max(used_mb.saturating_add(used_mb / 2));
         let next = wanted.min(largest);
         (next > current).then_some((current, next))
     }
@@ -574,6 +598,21 @@ impl Core {
             Some(Stop::Cancel) => WorkState::Cancelled,
             _ => job.waiting_state(ready),
         };
+        self.writes.push(Write::Attempt(AttemptRow {
+            task_id,
+            attempt: job.task(task_id).map_or(0, |t| t.attempt),
+            job_id,
+            agent: Some(run.agent),
+            started_at: run.started_at,
+            finished_at: now_ms(),
+            exit_code: None,
+            outcome: if state == WorkState::Cancelled {
+                "cancelled"
+            } else {
+                "requeued"
+            },
+            error: Some("taken back from its agent (lost, stopping or refusing work)".into()),
+        }));
         job.set_state(task_id, state);
         self.writes
             .push(Write::Task(task_row(job, task_id, None, None)));

@@ -55,7 +55,7 @@ pub(crate) fn commit(core: &mut Core) -> (Vec<TaskRow>, Vec<JobRow>) {
         match write {
             Write::Task(row) => tasks.push(row),
             Write::Job(row) => jobs.push(row),
-            Write::Bulk(_) => {}
+            Write::Bulk(_) | Write::Attempt(_) => {}
         }
     }
     (tasks, jobs)

@@ -639,8 +639,15 @@ fn a_task_killed_for_memory_runs_again_with_more_up_to_the_largest_agent() {
     assert_eq!(limit, Some(512));
     // The small agent cannot hold what the task needs next; a larger one takes it.
     core.task_finished(small, &killed(first, 900));
-    assert!(limit_of(&core.take_effects()).is_none(), "1350 MiB do not fit in 1024");
-    assert_eq!(core.job_counts(1).unwrap().failed, 0, "not counted as a failure");
+    assert!(
+        limit_of(&core.take_effects()).is_none(),
+        "1350 MiB do not fit in 1024"
+    );
+    assert_eq!(
+        core.job_counts(1).unwrap().failed,
+        0,
+        "not counted as a failure"
+    );
     core.agent_configured(big, true, None);
     let (second, limit) = limit_of(&core.take_effects()).unwrap();
     assert_eq!(limit, Some(1350));

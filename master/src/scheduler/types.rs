@@ -4,7 +4,7 @@ use furrow_protocol::{JobId, Json, MasterMessage, Requirements, TaskRef};
 use uuid::Uuid;
 
 use super::policy::requirements::Needs;
-use crate::store::records::{BulkWrite, JobRow, TaskRow};
+use crate::store::records::{AttemptRow, BulkWrite, JobRow, TaskRow};
 
 /// A job's settings as the scheduler uses them.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +115,8 @@ pub enum Write {
     Job(JobRow),
     /// A statement over many rows (applied after the rows recorded before it).
     Bulk(BulkWrite),
+    /// How an attempt ended.
+    Attempt(AttemptRow),
 }
 
 /// How a task message was judged.

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::Db;
 use super::records::{
-    AgentRow, BulkWrite, JobRecord, JobRow, LogIndexRow, NewJob, TaskRow, now_ms,
+    AgentRow, AttemptRow, BulkWrite, JobRecord, JobRow, LogIndexRow, NewJob, TaskRow, now_ms,
 };
 use super::sql;
 use crate::changes::ChangeFeed;
@@ -103,12 +103,18 @@ struct Segment {
     jobs: HashMap<JobId, JobRow>,
     agents: HashMap<Uuid, AgentRow>,
     logs: HashMap<(TaskId, u32), LogIndexRow>,
+    attempts: Vec<AttemptRow>,
     bulk: Vec<BulkWrite>,
 }
 
 impl Segment {
     fn rows(&self) -> usize {
-        self.tasks.len() + self.jobs.len() + self.agents.len() + self.logs.len() + self.bulk.len()
+        self.tasks.len()
+            + self.jobs.len()
+            + self.agents.len()
+            + self.logs.len()
+            + self.attempts.len()
+            + self.bulk.len()
     }
 }
 
@@ -150,6 +156,9 @@ impl Pending {
             }
             Write::Bulk(bulk) => {
                 self.open().bulk.push(bulk);
+            }
+            Write::Attempt(row) => {
+                self.open().attempts.push(row);
             }
         }
     }
@@ -266,6 +275,7 @@ async fn commit(db: &Db, lock: &Mutex<()>, batch: &Pending) -> Result<usize, DbE
         for row in segment.logs.values() {
             sql::upsert_log(&txn, row, now).await?;
         }
+        sql::upsert_attempts(&txn, &segment.attempts).await?;
         for bulk in &segment.bulk {
             sql::bulk(&txn, bulk, now).await?;
         }

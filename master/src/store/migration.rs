@@ -335,6 +335,52 @@ impl MigrationTrait for M0002Scheduling {
         manager
             .create_table(
                 Table::create()
+                    .table(Alias::new("attempts"))
+                    .col(
+                        ColumnDef::new(Alias::new("task_id"))
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Alias::new("attempt")).integer().not_null())
+                    .col(
+                        ColumnDef::new(Alias::new("job_id"))
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Alias::new("agent")).text().null())
+                    .col(
+                        ColumnDef::new(Alias::new("started_at"))
+                            .big_integer()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("finished_at"))
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Alias::new("exit_code")).integer().null())
+                    .col(ColumnDef::new(Alias::new("outcome")).text().not_null())
+                    .col(ColumnDef::new(Alias::new("error")).text().null())
+                    .primary_key(
+                        Index::create()
+                            .col(Alias::new("task_id"))
+                            .col(Alias::new("attempt")),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("attempts_job")
+                    .table(Alias::new("attempts"))
+                    .col(Alias::new("job_id"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
                     .table(Queues::Table)
                     .col(ColumnDef::new(Queues::Path).text().not_null().primary_key())
                     .col(ColumnDef::new(Queues::Priority).integer().not_null())
@@ -349,6 +395,9 @@ impl MigrationTrait for M0002Scheduling {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Alias::new("attempts")).to_owned())
+            .await?;
         manager
             .drop_table(Table::drop().table(Queues::Table).to_owned())
             .await

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use furrow_protocol::{
-    BlockedAgent, FrameBatch, FrameSet, JobId, Json, Requirements, TaskCounts, TaskId, TaskView,
-    WorkState,
+    AttemptView, BlockedAgent, FrameBatch, FrameSet, JobId, Json, Requirements, TaskCounts, TaskId,
+    TaskView, WorkState,
 };
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, PaginatorTrait,
@@ -366,6 +366,37 @@ impl StoreReader {
             });
         }
         Ok(())
+    }
+
+    /// Every recorded attempt of a task, oldest first.
+    pub async fn attempts(&self, task_id: TaskId) -> Result<Vec<AttemptView>, DbErr> {
+        let rows = self
+            .db
+            .conn()
+            .query_all_raw(statement(
+                self.db.backend(),
+                "SELECT attempt, agent, started_at, finished_at, exit_code, outcome, error \
+                 FROM attempts WHERE task_id = ? ORDER BY attempt",
+                vec![task_id.into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let attempt: i32 = row.try_get_by_index(0)?;
+                let agent: Option<String> = row.try_get_by_index(1)?;
+                let started_at: Option<i64> = row.try_get_by_index(2)?;
+                let finished_at: i64 = row.try_get_by_index(3)?;
+                Ok(AttemptView {
+                    attempt: u32::try_from(attempt).unwrap_or(0),
+                    agent: agent.as_deref().and_then(|a| Uuid::parse_str(a).ok()),
+                    started_at: started_at.map(from_ms),
+                    finished_at: Some(from_ms(finished_at)),
+                    exit_code: row.try_get_by_index(4)?,
+                    outcome: row.try_get_by_index(5)?,
+                    error: row.try_get_by_index(6)?,
+                })
+            })
+            .collect()
     }
 
     /// Every task of a job (to bring a finished job back for a rerun), in id order.

@@ -226,6 +226,29 @@ pub struct JobRow {
     pub blocklist: Vec<BlockedAgent>,
 }
 
+/// How one attempt of a task went, recorded when it ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    /// Task.
+    pub task_id: TaskId,
+    /// Attempt.
+    pub attempt: u32,
+    /// Job.
+    pub job_id: JobId,
+    /// Agent it ran on.
+    pub agent: Option<Uuid>,
+    /// Start, ms.
+    pub started_at: Option<i64>,
+    /// End, ms.
+    pub finished_at: i64,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// `done`, `failed`, `cancelled` or `requeued`.
+    pub outcome: &'static str,
+    /// What went wrong.
+    pub error: Option<String>,
+}
+
 /// A write over many rows at once, applied in order with the rows around it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BulkWrite {

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use furrow_protocol::{FrameBatch, FrameRange, TaskId, WorkState};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
-use super::records::{AgentRow, BulkWrite, JobRow, LogIndexRow, NewJob, TaskRow};
+use super::records::{AgentRow, AttemptRow, BulkWrite, JobRow, LogIndexRow, NewJob, TaskRow};
 
 /// Tasks per multi-row `INSERT` statement; about 60 bytes of SQL each.
 const TASK_CHUNK: usize = 5_000;
@@ -351,6 +351,45 @@ pub async fn upsert_log<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Attempt rows per statement (9 parameters each).
+const ATTEMPT_CHUNK: usize = 500;
+
+/// Records ended attempts (a replayed one overwrites its row).
+pub async fn upsert_attempts<C: ConnectionTrait>(db: &C, rows: &[AttemptRow]) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    for chunk in rows.chunks(ATTEMPT_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO attempts (task_id, attempt, job_id, agent, started_at, finished_at, \
+             exit_code, outcome, error) VALUES ",
+        );
+        let mut values = Vec::with_capacity(chunk.len() * 9);
+        for (i, row) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            values.extend([
+                row.task_id.into(),
+                i64::from(row.attempt).into(),
+                row.job_id.into(),
+                Value::String(row.agent.map(|a| a.to_string())),
+                opt_i64(row.started_at),
+                row.finished_at.into(),
+                Value::Int(row.exit_code),
+                row.outcome.into(),
+                Value::String(row.error.clone()),
+            ]);
+        }
+        sql.push_str(
+            " ON CONFLICT (task_id, attempt) DO UPDATE SET agent = excluded.agent, \
+             started_at = excluded.started_at, finished_at = excluded.finished_at, \
+             exit_code = excluded.exit_code, outcome = excluded.outcome, error = excluded.error",
+        );
+        db.execute_raw(statement(backend, &sql, values)).await?;
+    }
+    Ok(())
+}
+
 /// Applies one bulk write.
 pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
@@ -381,6 +420,7 @@ pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Re
         BulkWrite::DeleteJob { job_id } => {
             for sql in [
                 "DELETE FROM task_logs WHERE job_id = ?",
+                "DELETE FROM attempts WHERE job_id = ?",
                 "DELETE FROM tasks WHERE job_id = ?",
                 "DELETE FROM jobs WHERE id = ?",
             ] {

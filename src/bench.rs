@@ -25,6 +25,8 @@ pub struct BenchArgs {
 enum BenchTarget {
     /// Submission latency and task throughput of a local farm.
     Farm(FarmArgs),
+    /// Scheduler and store throughput with simulated agents on a real master.
+    Dispatch(crate::bench_dispatch::DispatchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -47,11 +49,20 @@ struct FarmArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let BenchTarget::Farm(args) = args.what;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(farm(args))
+    match args.what {
+        BenchTarget::Farm(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(farm(args))
+        }
+        BenchTarget::Dispatch(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::bench_dispatch::run(args))
+        }
+    }
 }
 
 /// A `furrow up` child that is stopped when dropped.

@@ -2,6 +2,7 @@
 //! the work lives in the `furrow-master`, `furrow-agent` and `furrow-protocol` crates.
 
 mod bench;
+mod bench_dispatch;
 mod commands;
 mod control;
 mod up;

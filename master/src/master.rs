@@ -24,7 +24,7 @@ use crate::listener::{Listener, SessionDeps};
 use crate::logs::{FlushLogs, LogCollector, live_logs};
 use crate::registry::Registry;
 use crate::scheduler::{Restore, Scheduler, SchedulerStats};
-use crate::service::Service;
+use crate::service::{Actors, Service};
 use crate::store::records::{AgentRow, LoadedTask, now_ms};
 use crate::store::{Db, Flush, Store, StoreReader};
 
@@ -320,10 +320,12 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
     };
     let service = Service::new(
         reader,
-        store.clone(),
-        scheduler.clone(),
-        logs.clone(),
-        registry.clone(),
+        Actors {
+            store: store.clone(),
+            scheduler: scheduler.clone(),
+            logs: logs.clone(),
+            registry: registry.clone(),
+        },
         live,
         agents,
         stats,

@@ -508,7 +508,7 @@ impl Handler<EditAgent> for Registry {
                 enabled: settings.enabled,
                 tags: settings.tags.clone(),
             })],
-            notify: Some(sender),
+            notify: Some(sender.into()),
         });
         self.scheduler.do_send(AgentConfigured {
             agent_id,

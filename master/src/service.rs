@@ -57,6 +57,18 @@ pub const MAX_USER_CHARS: usize = 200;
 /// Most jobs in one bulk action.
 pub const MAX_BULK: usize = 1_000;
 
+/// The actors a service sends its requests to.
+pub struct Actors {
+    /// The only writer to the database.
+    pub store: Addr<Store>,
+    /// Scheduling and job control.
+    pub scheduler: Addr<Scheduler>,
+    /// Task logs.
+    pub logs: Addr<LogCollector>,
+    /// Agents and their settings.
+    pub registry: Addr<Registry>,
+}
+
 /// Handles to everything the requests need. Cheap to clone.
 #[derive(Clone)]
 pub struct Service {
@@ -273,10 +285,7 @@ impl Service {
     /// A service over the master's actors.
     pub fn new(
         reader: StoreReader,
-        store: Addr<Store>,
-        scheduler: Addr<Scheduler>,
-        logs: Addr<LogCollector>,
-        registry: Addr<Registry>,
+        actors: Actors,
         live: LiveLogs,
         agents: AgentTable,
         stats: Arc<SchedulerStats>,
@@ -284,10 +293,10 @@ impl Service {
         Self {
             inner: Arc::new(Inner {
                 reader,
-                store,
-                scheduler,
-                logs,
-                registry,
+                store: actors.store,
+                scheduler: actors.scheduler,
+                logs: actors.logs,
+                registry: actors.registry,
                 live,
                 agents,
                 stats,

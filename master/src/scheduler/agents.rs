@@ -38,6 +38,8 @@ pub struct AgentEntry {
     pub tasks: HashMap<TaskId, Reservation>,
     /// The free-slot count under which the agent sits in the index, if it does.
     indexed_free: Option<u32>,
+    /// Changes whenever `offer` does, so matches computed against it can be cached.
+    pub generation: u64,
 }
 
 impl AgentEntry {
@@ -75,18 +77,34 @@ impl AgentEntry {
     /// capacity.
     pub fn reserve(&self, needs: &Needs, ram_mb: u64) -> Option<Reservation> {
         let ram_mb = ram_mb.max(needs.ram_mb);
-        let free = self.free();
-        if free.slots == 0
-            || needs.cpus > free.cpus
-            || ram_mb > free.ram_mb
-            || needs.gpus as usize > free.gpus.len()
+        let used_slots = u32::try_from(self.tasks.len()).unwrap_or(u32::MAX);
+        if used_slots >= self.slots {
+            return None;
+        }
+        // Cheap sums first; the GPU list is built only for tasks that take GPUs.
+        let (mut cpus, mut ram) = (0u32, 0u64);
+        for r in self.tasks.values() {
+            cpus = cpus.saturating_add(r.cpus);
+            ram = ram.saturating_add(r.ram_mb);
+        }
+        if needs.cpus > self.offer.cpus.saturating_sub(cpus)
+            || ram_mb > self.offer.ram_mb.saturating_sub(ram)
         {
             return None;
         }
+        let gpus = if needs.gpus == 0 {
+            Vec::new()
+        } else {
+            let free = self.free().gpus;
+            if needs.gpus as usize > free.len() {
+                return None;
+            }
+            free[..needs.gpus as usize].to_vec()
+        };
         Some(Reservation {
             cpus: needs.cpus,
             ram_mb,
-            gpus: free.gpus[..needs.gpus as usize].to_vec(),
+            gpus,
         })
     }
 }
@@ -95,6 +113,8 @@ impl AgentEntry {
 #[derive(Debug, Default)]
 pub struct Agents {
     agents: HashMap<Uuid, AgentEntry>,
+    /// Source of `AgentEntry::generation`.
+    generations: u64,
     free: BTreeSet<(Reverse<u32>, Uuid)>,
 }
 
@@ -132,7 +152,9 @@ impl Agents {
 
     /// The agent is online with these slots and this offer.
     pub fn online(&mut self, agent: Uuid, slots: u32, offer: Offer, enabled: bool) {
+        self.generations += 1;
         let entry = self.agents.entry(agent).or_default();
+        entry.generation = self.generations;
         entry.slots = slots;
         entry.offer = offer;
         entry.online = true;
@@ -142,7 +164,9 @@ impl Agents {
 
     /// Changes whether the agent gets work and, when given, its tags.
     pub fn configure(&mut self, agent: Uuid, enabled: bool, tags: Option<Vec<String>>) {
+        self.generations += 1;
         let entry = self.agents.entry(agent).or_default();
+        entry.generation = self.generations;
         entry.enabled = enabled;
         if let Some(tags) = tags {
             entry.offer.tags = tags;

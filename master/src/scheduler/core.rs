@@ -627,7 +627,7 @@ impl Core {
         if self.ready.is_empty() || !self.agents.any_free() {
             return;
         }
-        let mut shares = Shares::build(self.jobs.values());
+        let mut shares = Shares::build(self.jobs.values(), &self.queues);
         self.clock.refresh(self.jobs.values());
         for agent_id in self.agents.with_free_slots() {
             while let Some(agent) = self.agents.get(agent_id) {

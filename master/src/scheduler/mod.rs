@@ -22,7 +22,7 @@ use self::core::tests as core_tests_support;
 #[cfg(test)]
 mod policy_tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -33,7 +33,7 @@ use furrow_protocol::{
     QueueView, TaskAction, TaskFinished, TaskId, TaskProgress, TaskRef, TaskReturned, TaskStarted,
     WhyView,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
@@ -45,7 +45,7 @@ use self::queues::Queue;
 pub use self::types::{Control, Refusal, Write};
 use crate::logs::{AttemptClosed, AttemptOpened, LogCollector};
 use crate::store::records::{JobRecord, LoadedTask, to_ms};
-use crate::store::{CommitBatch, InsertedJob, Store};
+use crate::store::{CommitBatch, InsertedJob, Notify, Store};
 
 /// How often the health counts are refreshed.
 const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -262,6 +262,18 @@ pub struct Scheduler {
     store: Addr<Store>,
     logs: Addr<LogCollector>,
     stats: Arc<SchedulerStats>,
+    /// Where the store reports committed tickets (set up when the actor starts).
+    tickets: Option<mpsc::UnboundedSender<u64>>,
+    next_ticket: u64,
+    /// What waits for a commit, by ticket, oldest first.
+    awaiting: VecDeque<Awaiting>,
+}
+
+/// Messages and an answer that wait for the commit of one batch.
+struct Awaiting {
+    ticket: u64,
+    messages: Vec<(Uuid, MasterMessage)>,
+    done: Option<oneshot::Sender<Result<(), ApiError>>>,
 }
 
 /// The scheduling view of a stored job (requirements that no longer parse, which
@@ -336,6 +348,9 @@ impl Scheduler {
             store,
             logs,
             stats,
+            tickets: None,
+            next_ticket: 0,
+            awaiting: VecDeque::new(),
         }
     }
 
@@ -345,11 +360,7 @@ impl Scheduler {
     /// recorded before them are committed (see [`waits_for_commit`]), and so does the
     /// answer to a control request (`done`). Waiting costs one group commit of latency,
     /// never a database round trip per decision.
-    fn apply(
-        &mut self,
-        ctx: &mut Context<Self>,
-        done: Option<oneshot::Sender<Result<(), ApiError>>>,
-    ) {
+    fn apply(&mut self, done: Option<oneshot::Sender<Result<(), ApiError>>>) {
         let mut after_commit = Vec::new();
         for effect in self.core.take_effects() {
             match effect {
@@ -388,41 +399,23 @@ impl Scheduler {
         // Batches reach the store in the order they are sent (always `do_send`), and
         // rows are committed in that order, so once this batch is durable so is every
         // row the core recorded before it, including those of earlier events that were
-        // still waiting for their group commit.
-        let (sender, committed) = oneshot::channel();
+        // still waiting for their group commit. The store reports the batch's ticket on
+        // one stream ([`StreamHandler<u64>`]), in commit order.
+        let Some(tickets) = self.tickets.clone() else {
+            warn!("scheduler not started; messages dropped");
+            return;
+        };
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        self.awaiting.push_back(Awaiting {
+            ticket,
+            messages: after_commit,
+            done,
+        });
         self.store.do_send(CommitBatch {
             writes,
-            notify: Some(sender),
+            notify: Some(Notify::Ticket(tickets, ticket)),
         });
-        ctx.spawn(async move { committed.await }.into_actor(self).map(move |result, act, _| {
-            let result = result.unwrap_or_else(|_| Err(ApiError::unavailable("the store stopped")));
-            match &result {
-                Ok(()) => {
-                    for (agent, message) in after_commit {
-                        // The agent may have re-registered during the commit without
-                        // listing this attempt, which requeued it: an assignment that
-                        // is no longer current must not reach the new session.
-                        if let MasterMessage::Assign(assign) = &message
-                            && act.core.running_on(assign.task.task_id)
-                                != Some((agent, assign.task.attempt))
-                        {
-                            debug!(task = assign.task.task_id, attempt = assign.task.attempt, "assignment superseded before its commit; not sent");
-                            continue;
-                        }
-                        act.send(agent, message);
-                    }
-                }
-                // The store only answers with an error when it stops. The attempts stay
-                // assigned and are requeued when their agents are lost; the agents keep
-                // their results and replay them after reconnecting.
-                Err(e) => {
-                    warn!(error = %e, messages = after_commit.len(), "messages to agents not sent: not committed");
-                }
-            }
-            if let Some(done) = done {
-                let _ = done.send(result);
-            }
-        }));
     }
 
     /// Publishes the counts the health endpoint reads.
@@ -447,17 +440,58 @@ impl Actor for Scheduler {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // One entry per batch sent with a ticket, so bounded like the batches themselves.
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.tickets = Some(sender);
+        ctx.add_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(
+            receiver,
+        ));
         // Senders use `do_send`, which bypasses the mailbox capacity. The inflow is
         // bounded all the same: sessions send a handful of events per attempt (started,
         // progress, finished) and the registry one per agent state change, so what can be
         // queued is proportional to the running tasks and the agents, and each event is
         // handled in memory without I/O.
         // Effects of the load (log files of running attempts) go out now.
-        self.apply(ctx, None);
+        self.apply(None);
         // Counting queued tasks walks the unfinished jobs, so it runs on a timer rather
         // than after every event.
         self.publish_stats();
         ctx.run_interval(STATS_EVERY, |act, _| act.publish_stats());
+    }
+}
+
+impl StreamHandler<u64> for Scheduler {
+    /// Batches up to `ticket` are committed: their messages go out, their answers too.
+    fn handle(&mut self, ticket: u64, _ctx: &mut Context<Self>) {
+        while self.awaiting.front().is_some_and(|a| a.ticket <= ticket) {
+            let Some(awaiting) = self.awaiting.pop_front() else {
+                break;
+            };
+            for (agent, message) in awaiting.messages {
+                // The agent may have re-registered during the commit without listing
+                // this attempt, which requeued it: an assignment that is no longer
+                // current must not reach the new session.
+                if let MasterMessage::Assign(assign) = &message
+                    && self.core.running_on(assign.task.task_id)
+                        != Some((agent, assign.task.attempt))
+                {
+                    debug!(
+                        task = assign.task.task_id,
+                        attempt = assign.task.attempt,
+                        "assignment superseded before its commit; not sent"
+                    );
+                    continue;
+                }
+                self.send(agent, message);
+            }
+            if let Some(done) = awaiting.done {
+                let _ = done.send(Ok(()));
+            }
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        warn!("the store's commit stream ended");
     }
 }
 
@@ -470,7 +504,7 @@ impl Supervised for Scheduler {
 impl Handler<AddJob> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, msg: AddJob, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: AddJob, _ctx: &mut Context<Self>) {
         let inserted = msg.inserted;
         self.core.add_job(
             job_spec(&inserted.record),
@@ -478,14 +512,14 @@ impl Handler<AddJob> for Scheduler {
             &inserted.batches,
             &msg.parents,
         );
-        self.apply(ctx, None);
+        self.apply(None);
     }
 }
 
 impl Handler<AgentUp> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, msg: AgentUp, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: AgentUp, _ctx: &mut Context<Self>) {
         self.links.insert(msg.agent_id, msg.link);
         self.core.agent_registered(
             msg.agent_id,
@@ -494,24 +528,24 @@ impl Handler<AgentUp> for Scheduler {
             msg.enabled,
             &msg.running,
         );
-        self.apply(ctx, None);
+        self.apply(None);
     }
 }
 
 impl Handler<AgentConfigured> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, msg: AgentConfigured, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: AgentConfigured, _ctx: &mut Context<Self>) {
         self.core
             .agent_configured(msg.agent_id, msg.enabled, msg.tags);
-        self.apply(ctx, None);
+        self.apply(None);
     }
 }
 
 impl Handler<Change> for Scheduler {
     type Result = ResponseFuture<Result<ControlOutcome, ApiError>>;
 
-    fn handle(&mut self, Change(request): Change, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Change(request): Change, _ctx: &mut Context<Self>) -> Self::Result {
         let core = &mut self.core;
         let outcome: Result<ControlOutcome, Refusal> = match request {
             ControlRequest::JobAction {
@@ -570,7 +604,7 @@ impl Handler<Change> for Scheduler {
             }
         };
         let (sender, committed) = oneshot::channel();
-        self.apply(ctx, Some(sender));
+        self.apply(Some(sender));
         Box::pin(async move {
             let outcome = outcome.map_err(ApiError::from)?;
             committed
@@ -600,27 +634,27 @@ impl Handler<ListQueues> for Scheduler {
 impl Handler<AgentDown> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, msg: AgentDown, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: AgentDown, _ctx: &mut Context<Self>) {
         self.links.remove(&msg.agent_id);
         self.core.agent_offline(msg.agent_id);
-        self.apply(ctx, None);
+        self.apply(None);
     }
 }
 
 impl Handler<AgentLost> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, msg: AgentLost, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: AgentLost, _ctx: &mut Context<Self>) {
         self.links.remove(&msg.agent_id);
         self.core.agent_lost(msg.agent_id);
-        self.apply(ctx, None);
+        self.apply(None);
     }
 }
 
 impl Handler<FromAgent> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, msg: FromAgent, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: FromAgent, _ctx: &mut Context<Self>) {
         let (task, verdict) = match &msg.event {
             TaskEvent::Started(started) => (
                 started.task,
@@ -665,6 +699,6 @@ impl Handler<FromAgent> for Scheduler {
                 link.do_send(ToAgent(MasterMessage::Cancel(task)));
             }
         }
-        self.apply(ctx, None);
+        self.apply(None);
     }
 }

@@ -6,12 +6,14 @@
 //! dependencies are binary searches. Finished tasks stay until their job finishes (a
 //! rerun or a dependent frame may need them); a finished job leaves memory.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use furrow_protocol::{BlockedAgent, FrameBatch, JobId, TaskCounts, TaskId, WorkState};
 use uuid::Uuid;
 
+use super::agents::AgentEntry;
 use super::types::{Control, JobSpec};
 
 /// Why a running attempt was asked to stop, which decides where its task goes when the
@@ -105,6 +107,9 @@ pub struct Job {
     pub agents: HashMap<Uuid, u32>,
     /// Parents not yet done.
     pub waiting_on: BTreeSet<JobId>,
+    /// Whether each agent (at its offer's generation) meets the requirements: matching
+    /// tags and version ranges once per agent, not once per decision.
+    fits: RefCell<HashMap<Uuid, (u64, bool)>>,
 }
 
 impl Job {
@@ -125,6 +130,7 @@ impl Job {
             failures_on: BTreeMap::new(),
             agents: HashMap::new(),
             waiting_on: BTreeSet::new(),
+            fits: RefCell::new(HashMap::new()),
         };
         for (i, task) in tasks.iter().enumerate() {
             job.counts.add(task.state, 1);
@@ -240,6 +246,26 @@ impl Job {
             frame += step;
         }
         true
+    }
+
+    /// Whether the agent could run this job's tasks when idle (cached per offer).
+    pub fn fits(&self, agent_id: Uuid, agent: &AgentEntry) -> bool {
+        if let Some(&(generation, fits)) = self.fits.borrow().get(&agent_id)
+            && generation == agent.generation
+        {
+            return fits;
+        }
+        let fits = self.spec.needs.fits(&agent.offer);
+        self.fits
+            .borrow_mut()
+            .insert(agent_id, (agent.generation, fits));
+        fits
+    }
+
+    /// Replaces the job's settings (and forgets matches made against the old ones).
+    pub fn set_spec(&mut self, spec: Arc<JobSpec>) {
+        self.spec = spec;
+        self.fits.borrow_mut().clear();
     }
 
     /// Whether an agent is blocklisted for this job.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use furrow_protocol::{ApiError, FrameBatch, JobId, TaskCounts, TaskId};
 use sea_orm::{DbErr, TransactionTrait};
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
@@ -60,7 +60,40 @@ pub struct CommitBatch {
     /// The writes, oldest first.
     pub writes: Vec<Write>,
     /// Told once the writes are committed.
-    pub notify: Option<oneshot::Sender<Result<(), ApiError>>>,
+    pub notify: Option<Notify>,
+}
+
+/// Who learns that a batch was committed.
+#[derive(Debug)]
+pub enum Notify {
+    /// One waiter.
+    Once(oneshot::Sender<Result<(), ApiError>>),
+    /// A numbered ticket on a channel: a sender with many batches in flight reads the
+    /// numbers in commit order from one stream instead of waiting on each.
+    Ticket(mpsc::UnboundedSender<u64>, u64),
+}
+
+impl Notify {
+    fn send(self, result: Result<(), ApiError>) {
+        match self {
+            Notify::Once(sender) => {
+                let _ = sender.send(result);
+            }
+            // A ticket is only sent once committed; a failed commit is retried, and
+            // a store that stops drops the channel, which its reader sees.
+            Notify::Ticket(sender, ticket) => {
+                if result.is_ok() {
+                    let _ = sender.send(ticket);
+                }
+            }
+        }
+    }
+}
+
+impl From<oneshot::Sender<Result<(), ApiError>>> for Notify {
+    fn from(sender: oneshot::Sender<Result<(), ApiError>>) -> Self {
+        Notify::Once(sender)
+    }
 }
 
 /// Reserves `n` consecutive task ids (for a job whose frames change); answers with the
@@ -125,7 +158,7 @@ struct Pending {
     waiters: Vec<oneshot::Sender<Result<(), ApiError>>>,
     /// Senders of a `CommitBatch` with `notify`: answered by the next commit, whenever
     /// it runs.
-    notify: Vec<oneshot::Sender<Result<(), ApiError>>>,
+    notify: Vec<Notify>,
 }
 
 impl Pending {
@@ -215,9 +248,8 @@ impl Store {
         }
         self.committing = true;
         let mut batch = std::mem::take(&mut self.pending);
-        let mut waiters = std::mem::take(&mut batch.waiters);
-        let notify_count = batch.notify.len();
-        waiters.append(&mut batch.notify);
+        let waiters = std::mem::take(&mut batch.waiters);
+        let notify = std::mem::take(&mut batch.notify);
         let db = self.db.clone();
         let lock = self.write_lock.clone();
         let work = async move {
@@ -232,6 +264,9 @@ impl Store {
                     for waiter in waiters {
                         let _ = waiter.send(Ok(()));
                     }
+                    for notify in notify {
+                        notify.send(Ok(()));
+                    }
                     if rows > 0 {
                         act.changes.bump();
                     }
@@ -240,8 +275,7 @@ impl Store {
                 Err(e) => {
                     error!(error = %e, rows = batch.rows(), "group commit failed; retrying");
                     let mut batch = batch;
-                    let flushers = waiters.len() - notify_count;
-                    batch.notify = waiters.split_off(flushers);
+                    batch.notify = notify;
                     batch.waiters = waiters;
                     act.pending.merge_older(batch);
                     act.commit_scheduled = true;

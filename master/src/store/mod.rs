@@ -23,7 +23,8 @@ use sea_orm_migration::MigratorTrait;
 use tracing::info;
 
 pub use actor::{
-    AllocateTaskIds, CommitBatch, Flush, InsertJob, InsertedJob, Store, UpsertAgent, UpsertLogIndex,
+    AllocateTaskIds, CommitBatch, Flush, InsertJob, InsertedJob, Notify, Store, UpsertAgent,
+    UpsertLogIndex,
 };
 pub use reads::{LoadedState, StoreReader, task_view};
 

@@ -117,7 +117,7 @@ async fn commit_durable(store: &actix::Addr<Store>, writes: Vec<Write>) {
     let (sender, committed) = tokio::sync::oneshot::channel();
     store.do_send(CommitBatch {
         writes,
-        notify: Some(sender),
+        notify: Some(sender.into()),
     });
     committed.await.unwrap().unwrap();
 }

@@ -254,7 +254,7 @@ impl Core {
             spec.notes = notes.clone();
         }
         if let Some(job) = self.jobs.get_mut(&job_id) {
-            job.spec = Arc::new(spec);
+            job.set_spec(Arc::new(spec));
         }
         self.dirty_jobs.insert(job_id);
         self.refresh_ready(job_id);

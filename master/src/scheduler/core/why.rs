@@ -144,7 +144,7 @@ impl Core {
             return (reasons, true);
         }
         // The agents that fit: why none of them takes a task now.
-        let shares = Shares::build(self.jobs.values());
+        let shares = Shares::build(self.jobs.values(), &self.queues);
         let mut offline = 0;
         let mut disabled = 0;
         let mut blocklisted = 0;
@@ -229,7 +229,7 @@ impl Core {
 impl Core {
     /// Every queue with what runs and waits in it and below it.
     pub fn queue_views(&self) -> Vec<furrow_protocol::QueueView> {
-        let shares = Shares::build(self.jobs.values());
+        let shares = Shares::build(self.jobs.values(), &self.queues);
         let total = shares.running("");
         let mut waiting: BTreeMap<&str, u64> = BTreeMap::new();
         let mut direct: BTreeMap<&str, u64> = BTreeMap::new();

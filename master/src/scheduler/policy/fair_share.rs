@@ -64,84 +64,121 @@ pub struct Shares {
     agents: HashMap<String, HashSet<Uuid>>,
 }
 
-/// A sibling in the fair-share tree: a queue or a job.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Node {
-    Queue(String),
-    Job(JobId),
-}
-
 /// The virtual clocks of the fair-share tree. See the module documentation.
 #[derive(Debug, Default)]
 pub struct FairClock {
-    clock: HashMap<Node, f64>,
-    /// Nodes with work at the last refresh.
-    active: HashSet<Node>,
+    queues: HashMap<String, f64>,
+    jobs: HashMap<JobId, f64>,
+    /// Queues and jobs with work at the last refresh.
+    active_queues: HashSet<String>,
+    active_jobs: HashSet<JobId>,
 }
 
 impl FairClock {
-    /// Brings the clocks up to date with which queues and jobs have work: a node that
-    /// just got work starts at the largest clock among its busy siblings; nodes without
-    /// work are forgotten when they are jobs.
+    /// Brings the clocks up to date with which queues and jobs have work: a queue or job
+    /// that just got work starts at the largest clock among its busy siblings; jobs
+    /// without work are forgotten.
     pub fn refresh<'a>(&mut self, jobs: impl Iterator<Item = &'a Job>) {
-        let mut active: HashSet<Node> = HashSet::new();
-        let mut parent_of: HashMap<Node, String> = HashMap::new();
+        let mut active_queues: HashSet<String> = HashSet::new();
+        let mut active_jobs: HashMap<JobId, &str> = HashMap::new();
         for job in jobs {
             let counts = job.counts();
             if counts.queued == 0 && counts.running == 0 {
                 continue;
             }
-            let node = Node::Job(job.spec.id);
-            parent_of.insert(node.clone(), job.spec.queue.clone());
-            active.insert(node);
+            active_jobs.insert(job.spec.id, job.spec.queue.as_str());
             for path in queues::lineage(&job.spec.queue).into_iter().skip(1) {
-                let node = Node::Queue(path.to_string());
-                if let Some(parent) = queues::parent(path) {
-                    parent_of.insert(node.clone(), parent.to_string());
+                if !active_queues.contains(path) {
+                    active_queues.insert(path.to_string());
                 }
-                active.insert(node);
             }
         }
-        let newcomers: Vec<Node> = active.difference(&self.active).cloned().collect();
-        for node in newcomers {
-            let Some(parent) = parent_of.get(&node) else {
+        // The busiest clock among the siblings under each parent that had work before.
+        let mut busiest: HashMap<&str, f64> = HashMap::new();
+        for path in self
+            .active_queues
+            .iter()
+            .filter(|p| active_queues.contains(*p))
+        {
+            if let (Some(parent), Some(clock)) = (queues::parent(path), self.queues.get(path)) {
+                let entry = busiest.entry(parent).or_insert(f64::NEG_INFINITY);
+                *entry = entry.max(*clock);
+            }
+        }
+        for (id, queue) in &active_jobs {
+            if self.active_jobs.contains(id)
+                && let Some(clock) = self.jobs.get(id)
+            {
+                let entry = busiest.entry(queue).or_insert(f64::NEG_INFINITY);
+                *entry = entry.max(*clock);
+            }
+        }
+        for path in active_queues
+            .iter()
+            .filter(|p| !self.active_queues.contains(*p))
+        {
+            let floor = queues::parent(path)
+                .and_then(|parent| busiest.get(parent))
+                .copied()
+                .unwrap_or(f64::NEG_INFINITY);
+            let clock = self.queues.entry(path.clone()).or_insert(0.0);
+            if floor.is_finite() && *clock < floor {
+                *clock = floor;
+            }
+        }
+        for (id, queue) in &active_jobs {
+            if self.active_jobs.contains(id) {
                 continue;
-            };
-            let busiest = self
-                .active
-                .iter()
-                .filter(|other| active.contains(*other) && parent_of.get(*other) == Some(parent))
-                .filter_map(|other| self.clock.get(other))
-                .fold(f64::NEG_INFINITY, |a, b| a.max(*b));
-            let clock = self.clock.entry(node).or_insert(0.0);
-            if busiest.is_finite() && *clock < busiest {
-                *clock = busiest;
+            }
+            let floor = busiest.get(queue).copied().unwrap_or(f64::NEG_INFINITY);
+            let clock = self.jobs.entry(*id).or_insert(0.0);
+            if floor.is_finite() && *clock < floor {
+                *clock = floor;
             }
         }
-        self.clock
-            .retain(|node, _| matches!(node, Node::Queue(_)) || active.contains(node));
-        self.active = active;
+        self.jobs.retain(|id, _| active_jobs.contains_key(id));
+        self.active_jobs = active_jobs.into_keys().collect();
+        self.active_queues = active_queues;
     }
 
-    fn get(&self, node: &Node) -> Ratio {
-        Ratio(self.clock.get(node).copied().unwrap_or(0.0))
+    fn queue(&self, path: &str) -> Ratio {
+        Ratio(self.queues.get(path).copied().unwrap_or(0.0))
+    }
+
+    fn job(&self, id: JobId) -> Ratio {
+        Ratio(self.jobs.get(&id).copied().unwrap_or(0.0))
     }
 
     /// Advances the clocks of `job` and of every queue on its path.
     pub fn charge(&mut self, job: &Job, tree: &Queues) {
         let weight = f64::from(job.spec.weight.max(1));
-        *self.clock.entry(Node::Job(job.spec.id)).or_default() += 1.0 / weight;
+        *self.jobs.entry(job.spec.id).or_default() += 1.0 / weight;
         for path in queues::lineage(&job.spec.queue).into_iter().skip(1) {
             let weight = f64::from(tree.get(path).map_or(1, |q| q.weight.max(1)));
-            *self.clock.entry(Node::Queue(path.to_string())).or_default() += 1.0 / weight;
+            match self.queues.get_mut(path) {
+                Some(clock) => *clock += 1.0 / weight,
+                None => {
+                    self.queues.insert(path.to_string(), 1.0 / weight);
+                }
+            }
         }
     }
 }
 
 impl Shares {
-    /// The running counts of `jobs` (those with work count).
-    pub fn build<'a>(jobs: impl Iterator<Item = &'a Job>) -> Self {
+    /// The running counts of `jobs` (those with work count). Distinct agents are
+    /// gathered only for the queues whose minimum or maximum of agents needs them, so a
+    /// round does not walk every agent of every job.
+    pub fn build<'a>(jobs: impl Iterator<Item = &'a Job>, tree: &Queues) -> Self {
+        let limited: HashSet<&str> = tree
+            .iter()
+            .filter(|q| q.min_agents > 0 || q.max_agents.is_some())
+            .map(|q| q.path.as_str())
+            .collect();
         let mut shares = Shares::default();
+        for path in &limited {
+            shares.agents.insert(path.to_string(), HashSet::new());
+        }
         for job in jobs {
             let counts = job.counts();
             if counts.queued == 0 && counts.running == 0 {
@@ -149,8 +186,10 @@ impl Shares {
             }
             for path in queues::lineage(&job.spec.queue) {
                 *shares.running.entry(path.to_string()).or_default() += counts.running;
-                let agents = shares.agents.entry(path.to_string()).or_default();
-                agents.extend(job.agents.keys().copied());
+                if limited.contains(path) {
+                    let agents = shares.agents.entry(path.to_string()).or_default();
+                    agents.extend(job.agents.keys().copied());
+                }
             }
         }
         shares
@@ -173,6 +212,10 @@ impl Shares {
 
     /// The queue on `job`'s path whose `max_agents` keeps it off `agent`, if one does.
     pub fn queue_full<'t>(&self, job: &Job, agent: Uuid, tree: &'t Queues) -> Option<&'t str> {
+        if self.agents.is_empty() {
+            // No queue has a minimum or maximum of agents.
+            return None;
+        }
         queues::lineage(&job.spec.queue)
             .into_iter()
             .find_map(|path| {
@@ -194,7 +237,7 @@ impl Shares {
             if queue.is_some_and(|q| (self.agents(path) as u64) < u64::from(q.min_agents)) {
                 urgent = true;
             }
-            levels.push((Reverse(priority), clock.get(&Node::Queue(path.to_string()))));
+            levels.push((Reverse(priority), clock.queue(path)));
         }
         if tree
             .get("")
@@ -202,7 +245,7 @@ impl Shares {
         {
             urgent = true;
         }
-        levels.push((Reverse(0), clock.get(&Node::Job(job.spec.id))));
+        levels.push((Reverse(0), clock.job(job.spec.id)));
         OrderKey {
             urgency: u8::from(!urgent),
             priority: Reverse(job.spec.priority),
@@ -215,10 +258,9 @@ impl Shares {
     pub fn assigned(&mut self, queue: &str, agent: Uuid) {
         for path in queues::lineage(queue) {
             *self.running.entry(path.to_string()).or_default() += 1;
-            self.agents
-                .entry(path.to_string())
-                .or_default()
-                .insert(agent);
+            if let Some(agents) = self.agents.get_mut(path) {
+                agents.insert(agent);
+            }
         }
     }
 }

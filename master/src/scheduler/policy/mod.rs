@@ -46,7 +46,7 @@ pub fn admit(
     if job.blocklisted(agent_id) {
         return Err(Skip::Blocklisted);
     }
-    if !job.spec.needs.fits(&agent.offer) {
+    if !job.fits(agent_id, agent) {
         return Err(Skip::Unfit);
     }
     // A task whose memory was raised after it ran out needs an agent that large.

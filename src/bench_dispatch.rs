@@ -1,0 +1,382 @@
+//! `furrow bench dispatch`: the scheduler and store under load. A real master (its own
+//! process, its real store) serves simulated agents that live in this process and speak
+//! the real protocol: they register with tags, software and resources, heartbeat every
+//! two seconds, and finish each task the moment it arrives. Jobs are spread over ten
+//! weighted queues with requirements, so fair share and matching are on the measured
+//! path. It prints tasks assigned, started, finished and durably stored per second, the
+//! submit-to-assign latency on an idle farm, and the master's peak memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use furrow_protocol::handshake::{self, Hello, Role};
+use furrow_protocol::{
+    AgentMessage, Client, CommandParams, FrameCodec, GpuInfo, Heartbeat, JobId, JobSubmission,
+    Json, MasterMessage, QueueSpec, Registration, Requirements, TaskFinished, TaskStarted,
+};
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::Framed;
+use uuid::Uuid;
+
+use crate::up::concrete_addr;
+
+/// `furrow bench dispatch`.
+#[derive(Debug, Args)]
+pub struct DispatchArgs {
+    /// Simulated agents.
+    #[arg(long, default_value_t = 1_000)]
+    agents: u32,
+    /// Slots per agent.
+    #[arg(long, default_value_t = 8)]
+    slots: u32,
+    /// Tasks, spread over twenty jobs in ten queues.
+    #[arg(long, default_value_t = 200_000)]
+    tasks: u64,
+    /// Single-task jobs submitted one at a time on the idle farm for the latency figures.
+    #[arg(long, default_value_t = 200)]
+    probes: u32,
+    /// Data directory of the master; reuse one to measure a store that holds history
+    /// (default: a fresh temporary one, removed afterwards).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Database URL (default: SQLite in the data directory).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+/// The master process, stopped when dropped.
+struct MasterProcess {
+    child: Child,
+    data_dir: PathBuf,
+    temporary: bool,
+}
+
+impl MasterProcess {
+    /// Peak resident memory of the master, MiB.
+    fn peak_rss_mb(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024)
+    }
+}
+
+impl Drop for MasterProcess {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+/// What the simulated agents report to the benchmark.
+struct Tally {
+    /// Results the master acknowledged as durably stored.
+    stored: AtomicU64,
+    /// Assignments as they arrive: job and when.
+    assigned: mpsc::UnboundedSender<(JobId, Instant)>,
+}
+
+/// One simulated agent: registers, heartbeats, finishes each task at once.
+async fn agent(
+    addr: String,
+    index: u32,
+    slots: u32,
+    tally: Arc<Tally>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let id = Uuid::new_v4();
+    let mut stream = TcpStream::connect(&addr).await?;
+    stream.set_nodelay(true)?;
+    handshake::connect(&mut stream, &Hello::new(Role::Agent, id)).await?;
+    let mut framed: Framed<TcpStream, FrameCodec<AgentMessage, MasterMessage>> =
+        Framed::new(stream, FrameCodec::new(furrow_protocol::DEFAULT_MAX_FRAME));
+    // One agent in ten is a laptop; every one has blender and a GPU.
+    let mut tags = vec!["linux".to_string()];
+    if index.is_multiple_of(10) {
+        tags.push("laptop".into());
+    }
+    framed
+        .send(AgentMessage::Register(Registration {
+            agent_id: id,
+            name: format!("sim-{index:05}"),
+            hostname: format!("sim-{index:05}"),
+            os: "linux".into(),
+            cpus: 16,
+            ram_mb: 65_536,
+            gpus: vec![GpuInfo {
+                index: 0,
+                name: "sim".into(),
+                memory_mb: 8_192,
+            }],
+            tags,
+            software: BTreeMap::from([("blender".to_string(), "4.2.1".to_string())]),
+            slots,
+            version: env!("CARGO_PKG_VERSION").into(),
+            running: Vec::new(),
+        }))
+        .await?;
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            frame = framed.next() => {
+                let Some(frame) = frame else { return Ok(()) };
+                match frame? {
+                    MasterMessage::Assign(assign) => {
+                        let now = chrono::Utc::now();
+                        let _ = tally.assigned.send((assign.job_id, Instant::now()));
+                        framed
+                            .feed(AgentMessage::TaskStarted(TaskStarted { task: assign.task, pid: 1, at: now }))
+                            .await?;
+                        framed
+                            .send(AgentMessage::TaskFinished(TaskFinished {
+                                task: assign.task,
+                                exit_code: Some(0),
+                                signal: None,
+                                error: None,
+                                limit: None,
+                                at: now,
+                            }))
+                            .await?;
+                    }
+                    MasterMessage::ResultStored(_) => {
+                        tally.stored.fetch_add(1, Ordering::Relaxed);
+                    }
+                    MasterMessage::Registered(_) | MasterMessage::Cancel(_) => {}
+                }
+            }
+            _ = heartbeat.tick() => {
+                framed
+                    .send(AgentMessage::Heartbeat(Heartbeat { free_ram_mb: 60_000, load: 0.0, running: Vec::new() }))
+                    .await?;
+            }
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
+
+fn command_job(title: String, frames: String) -> Result<JobSubmission> {
+    let params = CommandParams {
+        command: vec!["true".into()],
+        shell: false,
+        env: Default::default(),
+    };
+    Ok(JobSubmission::new(
+        title,
+        Json(serde_json::to_value(params)?),
+        frames,
+    ))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Runs the benchmark.
+pub async fn run(args: DispatchArgs) -> Result<()> {
+    if args.agents == 0 || args.slots == 0 || args.tasks < 20 {
+        bail!("--agents and --slots must be at least 1, --tasks at least 20");
+    }
+    let (data_dir, temporary) = match &args.data_dir {
+        Some(dir) => (dir.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("furrow-bench-dispatch-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&data_dir)?;
+    let listen = concrete_addr("127.0.0.1:0")?;
+    let http = concrete_addr("127.0.0.1:0")?;
+    let log = std::fs::File::create(data_dir.join("master.log"))?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args(["master", "--listen", &listen, "--http", &http])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--heartbeat-timeout", "60"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if let Some(url) = &args.database_url {
+        command.env("FURROW_DATABASE_URL", url);
+    }
+    let master = MasterProcess {
+        child: command.spawn().context("cannot start furrow master")?,
+        data_dir: data_dir.clone(),
+        temporary,
+    };
+    let start = Instant::now();
+    let client = loop {
+        if let Ok(client) = Client::connect(&listen).await {
+            break client;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "the master did not start; see {}",
+                data_dir.join("master.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let health = client.health().await?;
+
+    let (assigned_tx, mut assigned) = mpsc::unbounded_channel();
+    let tally = Arc::new(Tally {
+        stored: AtomicU64::new(0),
+        assigned: assigned_tx,
+    });
+    let (stop_tx, stop) = watch::channel(false);
+    let mut agents = Vec::with_capacity(args.agents as usize);
+    for index in 0..args.agents {
+        agents.push(tokio::spawn(agent(
+            listen.clone(),
+            index,
+            args.slots,
+            tally.clone(),
+            stop.clone(),
+        )));
+    }
+    let online = loop {
+        let health = client.health().await?;
+        if health.agents_online >= u64::from(args.agents) {
+            break health.agents_online;
+        }
+        if let Some(failed) = agents.iter().position(|a| a.is_finished()) {
+            bail!("simulated agent {failed} stopped before registering");
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!(
+                "only {} of {} agents registered",
+                health.agents_online,
+                args.agents
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "dispatch bench: {online} simulated agents x {} slots, {} database, {} cpus",
+        args.slots,
+        health.database,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+
+    // Ten queues weighted 1..10 (kept when the data directory is reused).
+    let existing: Vec<String> = client
+        .list_queues()
+        .await?
+        .into_iter()
+        .map(|q| q.path)
+        .collect();
+    for q in 0..10u32 {
+        if !existing.contains(&format!("/bench-{q}")) {
+            client
+                .create_queue(QueueSpec {
+                    name: format!("bench-{q}"),
+                    parent: None,
+                    priority: 0,
+                    weight: q + 1,
+                    min_agents: 0,
+                    max_agents: None,
+                })
+                .await?;
+        }
+    }
+    // Twenty jobs, two per queue, half matched by tags and cpus, half by software.
+    let per_job = args.tasks / 20;
+    let total = per_job * 20;
+    let before = tally.stored.load(Ordering::Relaxed);
+    let began = Instant::now();
+    for j in 0..20u64 {
+        let mut job = command_job(format!("bench-{j}"), format!("1-{per_job}"))?;
+        job.queue = format!("bench-{}", j % 10);
+        job.requirements = if j.is_multiple_of(2) {
+            Requirements {
+                cpus: 1,
+                tags: vec!["linux".into(), "!laptop".into()],
+                ..Requirements::default()
+            }
+        } else {
+            Requirements {
+                ram_mb: 512,
+                software: BTreeMap::from([("blender".to_string(), ">=3.0, <5".to_string())]),
+                ..Requirements::default()
+            }
+        };
+        client.submit_job(job).await?;
+    }
+    loop {
+        let stored = tally.stored.load(Ordering::Relaxed) - before;
+        if stored >= total {
+            break;
+        }
+        if let Some(failed) = agents.iter().position(|a| a.is_finished()) {
+            bail!("simulated agent {failed} stopped during the run ({stored} of {total} stored)");
+        }
+        if began.elapsed() > Duration::from_secs(1800) {
+            bail!("only {stored} of {total} tasks stored after 30 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = began.elapsed();
+    let rate = total as f64 / elapsed.as_secs_f64();
+    println!(
+        "throughput: {total} tasks assigned, started, finished and stored in {:.2} s",
+        elapsed.as_secs_f64()
+    );
+
+    // Latency on the idle farm: one single-task job at a time.
+    while assigned.try_recv().is_ok() {}
+    let mut latencies = Vec::with_capacity(args.probes as usize);
+    let mut pending: HashMap<JobId, Instant> = HashMap::new();
+    for p in 0..args.probes {
+        let sent = Instant::now();
+        let view = client
+            .submit_job(command_job(format!("probe-{p}"), "1".into())?)
+            .await?;
+        pending.insert(view.id, sent);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pending.contains_key(&view.id) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(Some((job, at))) = tokio::time::timeout(left, assigned.recv()).await else {
+                bail!("probe job {} was not assigned within 10 s", view.id);
+            };
+            if let Some(sent) = pending.remove(&job) {
+                latencies.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let rss = master.peak_rss_mb().unwrap_or(0);
+    let _ = stop_tx.send(true);
+    for handle in agents {
+        let _ = handle.await;
+    }
+    drop(client);
+    drop(master);
+    println!(
+        "dispatch: {rate:.0} tasks/s, p50 {:.2} ms, p99 {:.2} ms, rss {rss} MB",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99)
+    );
+    Ok(())
+}

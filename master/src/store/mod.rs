@@ -75,8 +75,12 @@ impl Db {
             .min_connections(1)
             .sqlx_logging(false)
             .map_sqlx_sqlite_opts(|opts| {
+                // A 64 MiB page cache per connection keeps the hot parts of the task,
+                // attempt and index b-trees in memory as history grows (the default is
+                // 2 MiB).
                 opts.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
+                    .pragma("cache_size", "-65536")
                     .busy_timeout(Duration::from_secs(60))
                     .create_if_missing(true)
                     .foreign_keys(false)

@@ -662,3 +662,29 @@ fn a_task_killed_for_memory_runs_again_with_more_up_to_the_largest_agent() {
     assert_eq!(last.state, WorkState::Failed);
     assert_eq!(last.ram_mb, 8192);
 }
+
+#[test]
+fn a_waiting_job_no_agent_can_run_says_so_at_once() {
+    let mut core = Core::new();
+    add_job(&mut core, spec(1, 0, 0), "1", 1);
+    let mut child = needing(
+        2,
+        Requirements {
+            gpus: 1,
+            ..Requirements::default()
+        },
+    );
+    child.depends_on = vec![1];
+    add_job(&mut core, child, "1-2", 10);
+    register(&mut core, Uuid::new_v4(), 1, &[]);
+    let why = core.why(2).unwrap();
+    assert!(why.never, "{:?}", why.reasons);
+    assert_eq!(
+        why.reasons,
+        vec![
+            "waits for job 1 (0/1 done)".to_string(),
+            "no agent has 1 GPU (largest: 0)".to_string(),
+            "no agent of 1 can run its tasks as they stand".to_string(),
+        ]
+    );
+}

@@ -53,11 +53,11 @@ impl Core {
                 None => reasons.push(format!("waits for job {parent}")),
             }
         }
-        if counts.queued > 0 || (counts.blocked == 0 && job.control == Control::Paused) {
-            let (agent_reasons, no_agent) = self.agent_reasons(job_id);
-            reasons.extend(agent_reasons);
-            never = no_agent;
-        }
+        // Requirements no agent meets are said at once, whatever else holds the job back;
+        // why matching agents are not taking its tasks only matters for queued tasks.
+        let (agent_reasons, no_agent) = self.agent_reasons(job_id, counts.queued > 0);
+        reasons.extend(agent_reasons);
+        never = no_agent;
         if reasons.is_empty() {
             reasons.push("about to be dispatched".to_string());
         }
@@ -72,7 +72,7 @@ impl Core {
 
     /// Reasons found by trying the job on every agent, and whether no known agent could
     /// ever run it.
-    fn agent_reasons(&self, job_id: JobId) -> (Vec<String>, bool) {
+    fn agent_reasons(&self, job_id: JobId, queued: bool) -> (Vec<String>, bool) {
         let mut reasons = Vec::new();
         let Some(job) = self.jobs.get(&job_id) else {
             return (reasons, false);
@@ -100,7 +100,10 @@ impl Core {
             let text = match miss {
                 Miss::Cpus if *excluded == total => {
                     let largest = all.iter().map(|(_, a)| a.offer.cpus).max().unwrap_or(0);
-                    format!("no agent has {} cpus (largest: {largest})", needs.cpus)
+                    format!(
+                        "no agent has {} (largest: {largest})",
+                        plural(needs.cpus, "cpu")
+                    )
                 }
                 Miss::Ram if *excluded == total => {
                     let largest = all.iter().map(|(_, a)| a.offer.ram_mb).max().unwrap_or(0);
@@ -115,14 +118,23 @@ impl Core {
                         .map(|(_, a)| a.offer.gpus.len())
                         .max()
                         .unwrap_or(0);
-                    format!("no agent has {} GPUs (largest: {largest})", needs.gpus)
+                    format!(
+                        "no agent has {} (largest: {largest})",
+                        plural(needs.gpus, "GPU")
+                    )
                 }
-                Miss::Cpus => format!("{} cpus exclude {excluded} of {total} agents", needs.cpus),
+                Miss::Cpus => format!(
+                    "{} exclude {excluded} of {total} agents",
+                    plural(needs.cpus, "cpu")
+                ),
                 Miss::Ram => format!(
                     "{} MiB of memory exclude {excluded} of {total} agents",
                     needs.ram_mb
                 ),
-                Miss::Gpus => format!("{} GPUs exclude {excluded} of {total} agents", needs.gpus),
+                Miss::Gpus => format!(
+                    "{} exclude {excluded} of {total} agents",
+                    plural(needs.gpus, "GPU")
+                ),
                 Miss::Tag(tag) => format!("tag {tag} is missing on {excluded} of {total} agents"),
                 Miss::NotTag(tag) => format!("tag !{tag} excludes {excluded} of {total} agents"),
                 Miss::Software(name) => {
@@ -142,6 +154,9 @@ impl Core {
                 "no agent of {total} can run its tasks as they stand"
             ));
             return (reasons, true);
+        }
+        if !queued {
+            return (reasons, false);
         }
         // The agents that fit: why none of them takes a task now.
         let shares = Shares::build(self.jobs.values(), &self.queues);
@@ -262,5 +277,14 @@ impl Core {
                 }
             })
             .collect()
+    }
+}
+
+/// `1 GPU`, `2 GPUs`.
+fn plural(n: u32, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }

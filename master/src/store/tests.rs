@@ -9,7 +9,11 @@ use furrow_protocol::{FrameBatch, FrameSet, TaskCounts, WorkState};
 use sea_orm::{ConnectionTrait, Database, DbBackend};
 use uuid::Uuid;
 
-use super::records::{AgentRow, JobRow, JobSettings, LogIndexRow, NewJob, TaskRow};
+use super::records::{
+    AgentRow, AgentSettingsRow, AttemptRow, BulkWrite, JobRow, JobSettings, LogIndexRow, NewJob,
+    TaskRow,
+};
+use crate::scheduler::queues::Queue;
 use super::{CommitBatch, Db, Flush, InsertJob, Store, StoreReader, UpsertAgent, UpsertLogIndex};
 use crate::changes::ChangeFeed;
 use crate::scheduler::{Control, Write};
@@ -408,6 +412,142 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
     );
     assert_eq!(stored[10].last_error.as_deref(), Some("it's error 10"));
     assert_eq!(stored[11].last_error, None);
+
+    // Bulk writes keep their place among the rows: a row made after a bulk write lands
+    // after it, one made before lands before it.
+    let bulk_job = store
+        .send(InsertJob(new_job("bulk", "1-6", 0)))
+        .await
+        .unwrap()
+        .unwrap();
+    let (job_id, first) = (bulk_job.record.id, bulk_job.first_task_id);
+    let mut early = running_row(first, agent);
+    early.state = WorkState::Queued;
+    early.agent = None;
+    early.last_error = Some("before the pause".into());
+    let mut late = running_row(first + 1, agent);
+    late.state = WorkState::Queued;
+    late.agent = None;
+    commit_durable(
+        &store,
+        vec![
+            Write::Task(early),
+            Write::Bulk(BulkWrite::TaskStates {
+                job_id,
+                from: vec![WorkState::Queued],
+                to: WorkState::Paused,
+                reset: false,
+            }),
+            Write::Task(late),
+            Write::Attempt(AttemptRow {
+                task_id: first + 2,
+                attempt: 1,
+                job_id,
+                agent: Some(agent),
+                started_at: Some(1_000),
+                finished_at: 2_000,
+                exit_code: Some(3),
+                outcome: "failed",
+                error: Some("exited with code 3".into()),
+            }),
+            Write::Bulk(BulkWrite::PutQueue(Queue {
+                path: "studio".into(),
+                priority: 2,
+                weight: 3,
+                min_agents: 1,
+                max_agents: Some(4),
+            })),
+            Write::Bulk(BulkWrite::PutQueue(Queue {
+                path: "studio/lighting".into(),
+                priority: 0,
+                weight: 1,
+                min_agents: 0,
+                max_agents: None,
+            })),
+            Write::Bulk(BulkWrite::DeleteQueue("studio/lighting".into())),
+            Write::Bulk(BulkWrite::AgentSettings {
+                id: agent,
+                enabled: false,
+                tags: Some(vec!["fast".into()]),
+            }),
+        ],
+    )
+    .await;
+    let tasks = reader.list_tasks(job_id, 10, 0).await.unwrap();
+    let states: Vec<WorkState> = tasks.iter().map(|t| t.state).collect();
+    assert_eq!(
+        states,
+        [
+            WorkState::Paused,
+            WorkState::Queued,
+            WorkState::Paused,
+            WorkState::Paused,
+            WorkState::Paused,
+            WorkState::Paused
+        ]
+    );
+    assert_eq!(tasks[0].last_error.as_deref(), Some("before the pause"));
+    let attempts = reader.attempts(first + 2).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        (attempts[0].exit_code, attempts[0].outcome.as_str(), attempts[0].agent),
+        (Some(3), "failed", Some(agent))
+    );
+    let loaded = reader.load().await.unwrap();
+    assert_eq!(
+        loaded.queues,
+        vec![Queue {
+            path: "studio".into(),
+            priority: 2,
+            weight: 3,
+            min_agents: 1,
+            max_agents: Some(4),
+        }]
+    );
+    assert_eq!(
+        loaded.agent_settings.get(&agent),
+        Some(&AgentSettingsRow {
+            enabled: false,
+            tags: Some(vec!["fast".into()]),
+        })
+    );
+    // A rerun resets the outcome; a new frame range replaces the tasks; a deletion
+    // removes the job with its tasks and attempts.
+    commit_durable(
+        &store,
+        vec![Write::Bulk(BulkWrite::TaskStates {
+            job_id,
+            from: vec![WorkState::Paused, WorkState::Queued],
+            to: WorkState::Queued,
+            reset: true,
+        })],
+    )
+    .await;
+    let tasks = reader.list_tasks(job_id, 10, 0).await.unwrap();
+    assert!(tasks.iter().all(|t| t.state == WorkState::Queued && t.last_error.is_none()));
+    let set: FrameSet = "10-12".parse().unwrap();
+    commit_durable(
+        &store,
+        vec![Write::Bulk(BulkWrite::ReplaceTasks {
+            job_id,
+            frames: set.to_string(),
+            batch: 1,
+            first_task_id: 90_000,
+            ranges: set.ranges().to_vec(),
+            batches: set.batches(1).collect(),
+        })],
+    )
+    .await;
+    let tasks = reader.list_tasks(job_id, 10, 0).await.unwrap();
+    assert_eq!(
+        tasks.iter().map(|t| (t.id, t.frame)).collect::<Vec<_>>(),
+        [(90_000, 10), (90_001, 11), (90_002, 12)]
+    );
+    assert_eq!(reader.get_job(job_id).await.unwrap().unwrap().frames, "10-12");
+    commit_durable(&store, vec![Write::Bulk(BulkWrite::DeleteJob { job_id })]).await;
+    assert!(reader.get_job(job_id).await.unwrap().is_none());
+    assert!(reader.list_tasks(job_id, 10, 0).await.unwrap().is_empty());
+    assert!(reader.attempts(first + 2).await.unwrap().is_empty());
 
     // Opening again applies no migration twice and sees the same data.
     let again = Db::open(url.as_deref(), data_dir).await.unwrap();

@@ -385,3 +385,68 @@ fn queues_agents_and_paused_jobs_survive_a_master_restart() {
     let job = farm.wait_job(paused, LONG);
     assert_eq!(job["state"], "done", "{job}");
 }
+
+#[test]
+fn edits_while_nothing_ran_and_actions_on_many_jobs() {
+    let root = tempfile::tempdir().unwrap();
+    let farm = Farm::up_in(root.path().join("data"), 1, &["--slots", "2"]);
+    // Nothing can run this until its requirements change.
+    let id = submit(
+        &farm,
+        json!({
+            "title": "edit me",
+            "params": {"command": ["true"]},
+            "frames": "1-3",
+            "requirements": {"gpus": 8},
+        }),
+    );
+    let (status, job) = farm.send(
+        "PATCH",
+        &format!("/api/v1/jobs/{id}"),
+        Some(&json!({"frames": "1-3,2-5", "priority": 7, "notes": "client notes"})),
+    );
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["frames"], "1-5");
+    assert_eq!(job["priority"], 7);
+    assert_eq!(job["notes"], "client notes");
+    assert_eq!(farm.tasks(id).len(), 5);
+    let out = farm.cli(&["edit", &id.to_string(), "--cpus", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = farm.wait_job(id, LONG);
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["requirements"]["cpus"], 1);
+    assert_eq!(done["task_counts"]["done"], 5);
+    let (status, body) = farm.send(
+        "PATCH",
+        &format!("/api/v1/jobs/{id}"),
+        Some(&json!({"priority": 1})),
+    );
+    assert_eq!(status, 409, "{body}");
+
+    // One action on many jobs reports each job's outcome.
+    let held: Vec<i64> = (0..2)
+        .map(|i| {
+            submit(
+                &farm,
+                json!({"title": format!("held {i}"), "params": {"command": ["true"]}, "frames": "1", "requirements": {"gpus": 8}}),
+            )
+        })
+        .collect();
+    let (status, outcomes) = farm.post(
+        "/api/v1/jobs/actions",
+        &json!({"action": "cancel", "ids": [held[0], held[1], 999_999]}),
+    );
+    assert_eq!(status, 200, "{outcomes}");
+    assert_eq!(outcomes[0]["ok"], true);
+    assert_eq!(outcomes[1]["ok"], true);
+    assert_eq!(outcomes[2]["ok"], false);
+    assert_eq!(outcomes[2]["error"], "job 999999 not found");
+    for id in held {
+        let job = farm.wait_job(id, LONG);
+        assert_eq!(job["state"], "cancelled", "{job}");
+    }
+}

@@ -688,3 +688,44 @@ fn a_waiting_job_no_agent_can_run_says_so_at_once() {
         ]
     );
 }
+
+#[test]
+fn minimums_come_first_then_priorities_then_queue_priority() {
+    let mut core = Core::new();
+    // A low-priority job with a minimum of two agents gets them before a high-priority one.
+    let mut needy = spec(1, -10, 0);
+    needy.min_agents = 2;
+    add_job(&mut core, needy, "1-10", 1);
+    add_job(&mut core, spec(2, 10, 0), "1-10", 100);
+    let agents: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    for agent in &agents {
+        register(&mut core, *agent, 1, &[]);
+    }
+    let got = assigned(&core.take_effects());
+    let needy_agents: HashSet<Uuid> = got
+        .iter()
+        .filter(|(_, _, job, _)| *job == 1)
+        .map(|(a, ..)| *a)
+        .collect();
+    assert_eq!(needy_agents.len(), 2, "{got:?}");
+    assert_eq!(got.iter().filter(|(_, _, job, _)| *job == 2).count(), 1);
+
+    // Between sibling queues of equal job priority, the queue's priority decides.
+    let mut core = Core::new();
+    for (name, priority) in [("low", 0), ("high", 5)] {
+        core.create_queue(&QueueSpec {
+            name: name.into(),
+            parent: None,
+            priority,
+            weight: 1,
+            min_agents: 0,
+            max_agents: None,
+        })
+        .unwrap();
+    }
+    add_job(&mut core, in_queue(1, "low"), "1-5", 1);
+    add_job(&mut core, in_queue(2, "high"), "1-5", 100);
+    register(&mut core, Uuid::new_v4(), 5, &[]);
+    let got = assigned(&core.take_effects());
+    assert!(got.iter().all(|(_, _, job, _)| *job == 2), "{got:?}");
+}

@@ -13,9 +13,9 @@ use super::records::{
     AgentRow, AgentSettingsRow, AttemptRow, BulkWrite, JobRow, JobSettings, LogIndexRow, NewJob,
     TaskRow,
 };
-use crate::scheduler::queues::Queue;
 use super::{CommitBatch, Db, Flush, InsertJob, Store, StoreReader, UpsertAgent, UpsertLogIndex};
 use crate::changes::ChangeFeed;
+use crate::scheduler::queues::Queue;
 use crate::scheduler::{Control, Write};
 
 const DEFAULT_POSTGRES: &str = "postgres://furrow:furrow@127.0.0.1:5432/postgres";
@@ -490,7 +490,11 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
     let attempts = reader.attempts(first + 2).await.unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(
-        (attempts[0].exit_code, attempts[0].outcome.as_str(), attempts[0].agent),
+        (
+            attempts[0].exit_code,
+            attempts[0].outcome.as_str(),
+            attempts[0].agent
+        ),
         (Some(3), "failed", Some(agent))
     );
     let loaded = reader.load().await.unwrap();
@@ -524,7 +528,11 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
     )
     .await;
     let tasks = reader.list_tasks(job_id, 10, 0).await.unwrap();
-    assert!(tasks.iter().all(|t| t.state == WorkState::Queued && t.last_error.is_none()));
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.state == WorkState::Queued && t.last_error.is_none())
+    );
     let set: FrameSet = "10-12".parse().unwrap();
     commit_durable(
         &store,
@@ -543,7 +551,10 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
         tasks.iter().map(|t| (t.id, t.frame)).collect::<Vec<_>>(),
         [(90_000, 10), (90_001, 11), (90_002, 12)]
     );
-    assert_eq!(reader.get_job(job_id).await.unwrap().unwrap().frames, "10-12");
+    assert_eq!(
+        reader.get_job(job_id).await.unwrap().unwrap().frames,
+        "10-12"
+    );
     commit_durable(&store, vec![Write::Bulk(BulkWrite::DeleteJob { job_id })]).await;
     assert!(reader.get_job(job_id).await.unwrap().is_none());
     assert!(reader.list_tasks(job_id, 10, 0).await.unwrap().is_empty());

@@ -15,6 +15,7 @@ pub type TaskId = i64;
 /// Identifies one attempt of one task. Every task message carries it; the master ignores
 /// messages about an attempt that is no longer current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskRef {
     /// The task.
     pub task_id: TaskId,
@@ -24,6 +25,7 @@ pub struct TaskRef {
 
 /// State of a job or task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum WorkState {
     /// Waiting for an agent.
@@ -81,6 +83,7 @@ impl WorkState {
 
 /// A job as submitted through `POST /api/v1/jobs/` or [`crate::ClientRequest::SubmitJob`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobSubmission {
     /// Human-readable title.
@@ -179,6 +182,7 @@ fn default_blocklist_after() -> u32 {
 /// What one task of a job needs from an agent. CPUs, memory and GPUs are reserved on the
 /// agent while the task runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Requirements {
     /// Logical CPUs reserved per task.
@@ -215,6 +219,7 @@ fn default_batch() -> u32 {
 
 /// Parameters of the built-in `command` job type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CommandParams {
     /// The argv to run; `{frame}`, `{start}`, `{end}` and `{step}` are substituted in
@@ -230,6 +235,7 @@ pub struct CommandParams {
 
 /// Per-state task counts of a job.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskCounts {
     /// Tasks waiting for an agent.
     pub queued: u64,
@@ -334,6 +340,7 @@ impl TaskCounts {
 
 /// A job as returned by the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobView {
     /// Job id.
     pub id: JobId,
@@ -391,6 +398,7 @@ pub struct JobView {
 
 /// An agent that gets no more tasks of a job because too many failed there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockedAgent {
     /// The agent.
     pub agent: Uuid,
@@ -400,6 +408,7 @@ pub struct BlockedAgent {
 
 /// A task as returned by the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskView {
     /// Task id.
     pub id: TaskId,
@@ -433,6 +442,7 @@ pub struct TaskView {
 
 /// One attempt of a task: where and when it ran and how it ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptView {
     /// Attempt number.
     pub attempt: u32,
@@ -452,6 +462,7 @@ pub struct AttemptView {
 
 /// Connection state of an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AgentState {
     /// Connected and heartbeating.
@@ -462,6 +473,7 @@ pub enum AgentState {
 
 /// A GPU of an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GpuInfo {
     /// Device index (what `CUDA_VISIBLE_DEVICES` names).
     #[serde(default)]
@@ -474,6 +486,7 @@ pub struct GpuInfo {
 
 /// An agent as returned by the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentView {
     /// Agent id (stable across restarts of the agent).
     pub id: Uuid,
@@ -515,6 +528,7 @@ pub struct AgentView {
 
 /// Resources of an agent not reserved by running tasks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Capacity {
     /// Free slots.
     pub slots: u32,
@@ -528,6 +542,7 @@ pub struct Capacity {
 
 /// Changes to an agent through `PATCH /api/v1/agents/{id}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentPatch {
     /// Enable or disable it (sticky across restarts; running tasks finish).
@@ -541,6 +556,7 @@ pub struct AgentPatch {
 
 /// An action on a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobAction {
     /// Hold queued tasks back; running ones finish (or, with `kill`, go back to the queue).
@@ -573,6 +589,7 @@ impl JobAction {
 
 /// `POST /api/v1/jobs/{id}/actions`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobActionRequest {
     /// The action.
@@ -584,6 +601,7 @@ pub struct JobActionRequest {
 
 /// `POST /api/v1/jobs/actions`: one action on many jobs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobsActionRequest {
     /// The action.
@@ -597,6 +615,7 @@ pub struct JobsActionRequest {
 
 /// An action on one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TaskAction {
     /// Run it again (killing the current attempt if it runs).
@@ -607,6 +626,7 @@ pub enum TaskAction {
 
 /// `POST /api/v1/jobs/{id}/tasks/{task_id}/actions`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskActionRequest {
     /// The action.
@@ -615,6 +635,7 @@ pub struct TaskActionRequest {
 
 /// Changes to a job through `PATCH /api/v1/jobs/{id}`; absent fields stay as they are.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobPatch {
     /// New priority.
@@ -645,6 +666,7 @@ pub struct JobPatch {
 
 /// Result of one job's action in a bulk request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActionOutcome {
     /// The job.
     pub id: JobId,
@@ -656,6 +678,7 @@ pub struct ActionOutcome {
 
 /// Why a job's tasks wait: `GET /api/v1/jobs/{id}/why`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WhyView {
     /// The job.
     pub job_id: JobId,
@@ -671,6 +694,7 @@ pub struct WhyView {
 
 /// A queue: a node of the queue tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueView {
     /// Full path (`/` for the root, `/studio/lighting` below it).
     pub path: String,
@@ -698,6 +722,7 @@ pub struct QueueView {
 
 /// `POST /api/v1/queues/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QueueSpec {
     /// Name (letters, digits, `-`, `_`, `.`).
@@ -721,6 +746,7 @@ pub struct QueueSpec {
 
 /// `PATCH /api/v1/queues/{path}`; absent fields stay as they are.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QueuePatch {
     /// New priority.
@@ -739,6 +765,7 @@ pub struct QueuePatch {
 
 /// One page of a collection, with the size of the whole collection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     /// Items of this page.
     pub items: Vec<T>,
@@ -748,6 +775,7 @@ pub struct Page<T> {
 
 /// A piece of a task's log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogChunk {
     /// The attempt the log belongs to.
     pub attempt: u32,
@@ -761,6 +789,7 @@ pub struct LogChunk {
 
 /// Health of the master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthView {
     /// `ok` when the master serves requests.
     pub status: String,

@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use furrow_protocol::{
+    ActionOutcome, AgentView, AttemptView, HealthView, JobView, Page, QueueView, TaskView, WhyView,
+};
+use furrow_protocol::{
     AgentPatch, ApiError, JobActionRequest, JobId, JobPatch, JobSubmission, JobsActionRequest,
     QueuePatch, QueueSpec, TaskActionRequest, TaskId,
 };
@@ -13,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::openapi::{ErrorBody, PageQuery};
 use super::{HttpError, method_not_allowed, not_found};
 use crate::service::{DEFAULT_LIMIT, DEFAULT_TASK_LIMIT, Service};
 
@@ -200,6 +204,10 @@ pub fn decode_submission(body: Value) -> Result<JobSubmission, HttpError> {
     decode(body)
 }
 
+#[utoipa::path(post, path = "/api/v1/jobs/", tag = "jobs",
+    request_body = JobSubmission,
+    responses((status = 201, description = "The job, stored before this answer", body = JobView),
+              (status = 400, description = "A field is wrong; the message names it", body = ErrorBody)))]
 async fn submit_job(
     service: web::Data<Service>,
     body: web::Json<Value>,
@@ -209,11 +217,16 @@ async fn submit_job(
     Ok(HttpResponse::Created().json(job))
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/", tag = "jobs", params(PageQuery),
+    responses((status = 200, description = "Jobs, newest first", body = Page<JobView>),
+              (status = 400, description = "Bad paging", body = ErrorBody)))]
 async fn list_jobs(service: web::Data<Service>, query: Query) -> Result<HttpResponse, HttpError> {
     let (limit, offset) = page(&query, DEFAULT_LIMIT)?;
     Ok(HttpResponse::Ok().json(service.list_jobs(limit, offset).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path, description = "Job id")),
+    responses((status = 200, body = JobView), (status = 404, description = "Unknown job", body = ErrorBody)))]
 async fn get_job(
     service: web::Data<Service>,
     path: web::Path<String>,
@@ -222,6 +235,10 @@ async fn get_job(
     Ok(HttpResponse::Ok().json(service.get_job(job_id).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/tasks/", tag = "tasks",
+    params(("id" = i64, Path, description = "Job id"), PageQuery),
+    responses((status = 200, description = "The job's tasks in frame order", body = Page<TaskView>),
+              (status = 404, description = "Unknown job", body = ErrorBody)))]
 async fn list_tasks(
     service: web::Data<Service>,
     path: web::Path<String>,
@@ -232,6 +249,12 @@ async fn list_tasks(
     Ok(HttpResponse::Ok().json(service.list_tasks(job_id, limit, offset).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/tasks/{task_id}/logs", tag = "tasks",
+    params(("id" = i64, Path, description = "Job id"), ("task_id" = i64, Path, description = "Task id"),
+           ("attempt" = Option<u32>, Query, description = "Attempt (default: the current one)"),
+           ("offset" = Option<u64>, Query, description = "Byte offset to read from")),
+    responses((status = 200, description = "The log as plain text; headers X-Furrow-Attempt, X-Furrow-Next-Offset, X-Furrow-Complete", content_type = "text/plain", body = String),
+              (status = 404, description = "Unknown task or attempt", body = ErrorBody)))]
 async fn task_log(
     service: web::Data<Service>,
     path: web::Path<(String, String)>,
@@ -250,15 +273,24 @@ async fn task_log(
         .body(chunk.text))
 }
 
+#[utoipa::path(get, path = "/api/v1/agents/", tag = "agents", params(PageQuery),
+    responses((status = 200, description = "Agents, online and offline, by name", body = Page<AgentView>)))]
 async fn list_agents(service: web::Data<Service>, query: Query) -> Result<HttpResponse, HttpError> {
     let (limit, offset) = page(&query, DEFAULT_LIMIT)?;
     Ok(HttpResponse::Ok().json(service.list_agents(limit, offset).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/health", tag = "farm", responses((status = 200, body = HealthView)))]
 async fn health(service: web::Data<Service>) -> Result<HttpResponse, HttpError> {
     Ok(HttpResponse::Ok().json(service.health().await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/actions", tag = "jobs", params(("id" = i64, Path, description = "Job id")),
+    request_body = JobActionRequest,
+    responses((status = 200, description = "The job once the action is stored", body = JobView),
+              (status = 400, description = "Unknown action", body = ErrorBody),
+              (status = 404, description = "Unknown job", body = ErrorBody),
+              (status = 409, description = "The action makes no sense in the job's state", body = ErrorBody)))]
 async fn job_action(
     service: web::Data<Service>,
     path: web::Path<String>,
@@ -272,6 +304,9 @@ async fn job_action(
     Ok(HttpResponse::Ok().json(job))
 }
 
+#[utoipa::path(post, path = "/api/v1/jobs/actions", tag = "jobs", request_body = JobsActionRequest,
+    responses((status = 200, description = "One outcome per job, in the order asked", body = Vec<ActionOutcome>),
+              (status = 400, description = "No ids, too many, or an unknown action", body = ErrorBody)))]
 async fn jobs_action(
     service: web::Data<Service>,
     body: web::Json<Value>,
@@ -283,6 +318,11 @@ async fn jobs_action(
     Ok(HttpResponse::Ok().json(outcomes))
 }
 
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/tasks/{task_id}/actions", tag = "tasks",
+    params(("id" = i64, Path, description = "Job id"), ("task_id" = i64, Path, description = "Task id")),
+    request_body = TaskActionRequest,
+    responses((status = 200, body = TaskView), (status = 404, description = "Unknown job or task", body = ErrorBody),
+              (status = 409, description = "The task cannot be cancelled in its state", body = ErrorBody)))]
 async fn task_action(
     service: web::Data<Service>,
     path: web::Path<(String, String)>,
@@ -295,6 +335,10 @@ async fn task_action(
     Ok(HttpResponse::Ok().json(service.task_action(job_id, task_id, request.action).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/tasks/{task_id}/attempts", tag = "tasks",
+    params(("id" = i64, Path, description = "Job id"), ("task_id" = i64, Path, description = "Task id")),
+    responses((status = 200, description = "Every attempt, oldest first", body = Vec<AttemptView>),
+              (status = 404, description = "Unknown job or task", body = ErrorBody)))]
 async fn task_attempts(
     service: web::Data<Service>,
     path: web::Path<(String, String)>,
@@ -305,6 +349,11 @@ async fn task_attempts(
     Ok(HttpResponse::Ok().json(service.task_attempts(job_id, task_id).await?))
 }
 
+#[utoipa::path(patch, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path, description = "Job id")),
+    request_body = JobPatch,
+    responses((status = 200, body = JobView), (status = 400, description = "A field is wrong", body = ErrorBody),
+              (status = 404, description = "Unknown job", body = ErrorBody),
+              (status = 409, description = "The job is finished, or has started (frames)", body = ErrorBody)))]
 async fn edit_job(
     service: web::Data<Service>,
     path: web::Path<String>,
@@ -315,6 +364,8 @@ async fn edit_job(
     Ok(HttpResponse::Ok().json(service.edit_job(job_id, patch).await?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path, description = "Job id")),
+    responses((status = 204, description = "Deleted with its tasks and logs"), (status = 404, description = "Unknown job", body = ErrorBody)))]
 async fn delete_job(
     service: web::Data<Service>,
     path: web::Path<String>,
@@ -324,6 +375,9 @@ async fn delete_job(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/why", tag = "jobs", params(("id" = i64, Path, description = "Job id")),
+    responses((status = 200, description = "Why its waiting tasks wait, with numbers", body = WhyView),
+              (status = 404, description = "Unknown job", body = ErrorBody)))]
 async fn why(
     service: web::Data<Service>,
     path: web::Path<String>,
@@ -332,6 +386,10 @@ async fn why(
     Ok(HttpResponse::Ok().json(service.why(job_id).await?))
 }
 
+#[utoipa::path(patch, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "Agent id (UUID)")),
+    request_body = AgentPatch,
+    responses((status = 200, body = AgentView), (status = 400, description = "Bad id or tags", body = ErrorBody),
+              (status = 404, description = "Unknown agent", body = ErrorBody)))]
 async fn edit_agent(
     service: web::Data<Service>,
     path: web::Path<String>,
@@ -343,10 +401,15 @@ async fn edit_agent(
     Ok(HttpResponse::Ok().json(service.edit_agent(agent_id, patch).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/queues/", tag = "queues",
+    responses((status = 200, description = "The queue tree, parents first", body = Vec<QueueView>)))]
 async fn list_queues(service: web::Data<Service>) -> Result<HttpResponse, HttpError> {
     Ok(HttpResponse::Ok().json(service.list_queues().await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/queues/", tag = "queues", request_body = QueueSpec,
+    responses((status = 201, body = QueueView), (status = 400, description = "Bad name, parent or weight", body = ErrorBody),
+              (status = 409, description = "It exists", body = ErrorBody)))]
 async fn create_queue(
     service: web::Data<Service>,
     body: web::Json<Value>,
@@ -355,6 +418,8 @@ async fn create_queue(
     Ok(HttpResponse::Created().json(service.create_queue(spec).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/queues/{path}", tag = "queues", params(("path" = String, Path, description = "Queue path, e.g. studio/lighting")),
+    responses((status = 200, body = QueueView), (status = 404, description = "Unknown queue", body = ErrorBody)))]
 async fn get_queue(
     service: web::Data<Service>,
     path: web::Path<String>,
@@ -362,6 +427,9 @@ async fn get_queue(
     Ok(HttpResponse::Ok().json(service.get_queue(&path).await?))
 }
 
+#[utoipa::path(patch, path = "/api/v1/queues/{path}", tag = "queues", params(("path" = String, Path, description = "Queue path")),
+    request_body = QueuePatch,
+    responses((status = 200, body = QueueView), (status = 404, description = "Unknown queue", body = ErrorBody)))]
 async fn edit_queue(
     service: web::Data<Service>,
     path: web::Path<String>,
@@ -371,6 +439,9 @@ async fn edit_queue(
     Ok(HttpResponse::Ok().json(service.edit_queue(&path, patch).await?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/queues/{path}", tag = "queues", params(("path" = String, Path, description = "Queue path")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Unknown queue", body = ErrorBody),
+              (status = 409, description = "The root, or a queue with children or unfinished jobs", body = ErrorBody)))]
 async fn delete_queue(
     service: web::Data<Service>,
     path: web::Path<String>,
@@ -379,8 +450,9 @@ async fn delete_queue(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "farm", responses((status = 200, description = "This document")))]
 async fn openapi() -> HttpResponse {
     HttpResponse::build(StatusCode::OK)
         .content_type("application/json")
-        .body(include_str!("openapi.json"))
+        .body(super::openapi::document())
 }

@@ -114,6 +114,8 @@ async fn index() -> HttpResponse {
 }
 
 /// `GET /api/v1/events`: server-sent `snapshot` events, the first one at once.
+#[utoipa::path(get, path = "/api/v1/events", tag = "farm",
+    responses((status = 200, description = "Server-sent `snapshot` events: {agents, jobs, health, queues}, one at once and one per change", content_type = "text/event-stream", body = String)))]
 pub async fn events(service: web::Data<Service>, feed: web::Data<Feed>) -> HttpResponse {
     let mut receiver = feed.subscribe();
     receiver.borrow_and_update();

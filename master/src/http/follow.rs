@@ -137,6 +137,11 @@ impl Follow {
 }
 
 /// The handler. `?attempt=N` follows another attempt than the current one.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/tasks/{task_id}/logs/follow", tag = "tasks",
+    params(("id" = i64, Path, description = "Job id"), ("task_id" = i64, Path, description = "Task id"),
+           ("attempt" = Option<u32>, Query, description = "Attempt (default: the current one)")),
+    responses((status = 200, description = "Server-sent events: `log` with each new line, `end` when the attempt is over", content_type = "text/event-stream", body = String),
+              (status = 404, description = "Unknown task or attempt", body = super::openapi::ErrorBody)))]
 pub async fn follow_log(
     service: web::Data<Service>,
     path: web::Path<(String, String)>,

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod dashboard;
 pub mod follow;
+pub mod openapi;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, web};

@@ -123,8 +123,8 @@ struct AgentArgs {
     #[arg(long, value_delimiter = ',')]
     tags: Vec<String>,
     /// GPU device indices to offer, comma-separated (default: detected with nvidia-smi).
-    #[arg(long, value_parser = furrow_agent::parse_gpus)]
-    gpus: Option<Vec<u32>>,
+    #[arg(long, value_parser = parse_gpu_list)]
+    gpus: Option<GpuList>,
     /// Software offered, `blender 4.2.1, ffmpeg 5.1` (versions matched by job requirements).
     #[arg(long, value_parser = furrow_agent::parse_software, default_value = "")]
     software: std::collections::BTreeMap<String, String>,
@@ -141,6 +141,14 @@ struct AgentArgs {
     /// Largest protocol frame accepted or sent, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME)]
     max_frame: usize,
+}
+
+/// GPU indices from the command line (one value, comma-separated).
+#[derive(Debug, Clone)]
+struct GpuList(Vec<u32>);
+
+fn parse_gpu_list(text: &str) -> Result<GpuList, furrow_agent::ListError> {
+    furrow_agent::parse_gpus(text).map(GpuList)
 }
 
 fn init_tracing(default_level: &str) {
@@ -214,7 +222,7 @@ fn dispatch(command: Command) -> Result<()> {
                 max_frame: args.max_frame,
                 config_file: args.config,
                 software: args.software,
-                gpus: args.gpus,
+                gpus: args.gpus.map(|list| list.0),
             };
             furrow_agent::run(config)?;
             Ok(())

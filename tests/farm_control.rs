@@ -450,3 +450,90 @@ fn edits_while_nothing_ran_and_actions_on_many_jobs() {
         assert_eq!(job["state"], "cancelled", "{job}");
     }
 }
+
+#[test]
+fn gpu_tasks_see_only_the_devices_they_were_given() {
+    let root = tempfile::tempdir().unwrap();
+    let farm = Farm::up_in(root.path().join("data"), 1, &["--slots", "1"]);
+    // A second agent that offers two GPUs (given on the command line, so no detection).
+    let mut gpu_agent = std::process::Command::new(common::furrow_exe())
+        .args([
+            "agent",
+            "--master",
+            &farm.listen,
+            "--name",
+            "gpu-box",
+            "--slots",
+            "4",
+        ])
+        .args(["--gpus", "0,1", "--software", "blender 4.2.1"])
+        .arg("--state-dir")
+        .arg(root.path().join("gpu-agent"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the gpu agent online", LONG, || {
+        let (_, agents) = farm.get("/api/v1/agents/");
+        agents["items"]
+            .as_array()?
+            .iter()
+            .find(|a| a["name"] == "gpu-box" && a["state"] == "online")
+            .cloned()
+    });
+    let out = root.path().join("gpu");
+    std::fs::create_dir_all(&out).unwrap();
+    let script = format!(
+        "echo \"$CUDA_VISIBLE_DEVICES $FURROW_GPUS\" > {}/{{frame}}; sleep 0.5",
+        out.display()
+    );
+    let id = submit(
+        &farm,
+        json!({
+            "title": "gpu",
+            "params": {"command": ["sh", "-c", script]},
+            "frames": "1-6",
+            "requirements": {"gpus": 1, "software": {"blender": ">=4"}},
+        }),
+    );
+    // Two GPUs: never more than two of these tasks at once, each on its own device.
+    let mut most = 0;
+    let job = wait_until("the gpu job to finish", LONG, || {
+        let (_, job) = farm.get(&format!("/api/v1/jobs/{id}"));
+        most = most.max(counts(&job, "running"));
+        let (_, agents) = farm.get("/api/v1/agents/");
+        let gpu_box = agents["items"]
+            .as_array()?
+            .iter()
+            .find(|a| a["name"] == "gpu-box")?
+            .clone();
+        let free = gpu_box["free"]["gpus"].as_array()?.len();
+        assert!(free <= 2);
+        (job["state"] == "done").then_some(job)
+    });
+    assert_eq!(counts(&job, "done"), 6, "{job}");
+    assert!(most <= 2, "{most} tasks ran at once on two GPUs");
+    for frame in 1..=6 {
+        let seen = std::fs::read_to_string(out.join(frame.to_string())).unwrap();
+        let seen = seen.trim();
+        assert!(seen == "0 0" || seen == "1 1", "frame {frame} saw {seen:?}");
+    }
+    // Tasks without GPUs see none, so they cannot take a device another task holds.
+    let plain = submit(
+        &farm,
+        json!({
+            "title": "plain",
+            "params": {"command": ["sh", "-c", format!("echo \"[$CUDA_VISIBLE_DEVICES]\" > {}/plain", out.display())]},
+            "frames": "1",
+            "requirements": {"software": {"blender": ">=4"}},
+        }),
+    );
+    farm.wait_job(plain, LONG);
+    assert_eq!(
+        std::fs::read_to_string(out.join("plain")).unwrap().trim(),
+        "[]"
+    );
+    let _ = gpu_agent.kill();
+    let _ = gpu_agent.wait();
+}

@@ -23,7 +23,7 @@ use crate::scheduler::{
     AddJob, Change, ControlOutcome, ControlRequest, ListQueues, ParentState, Revived, Scheduler,
     SchedulerStats, Why, job_spec,
 };
-use crate::store::records::{JobRecord, JobSettings, NewJob};
+use crate::store::records::{JobRecord, JobSettings, NewFrames, NewJob};
 use crate::store::{AllocateTaskIds, InsertJob, Store, StoreReader};
 
 /// Default page size of job and agent lists.
@@ -568,15 +568,15 @@ impl Service {
                 .send(AllocateTaskIds(count))
                 .await
                 .map_err(mailbox_error)?;
-            self.change(ControlRequest::ReplaceFrames {
-                job_id,
+            let frames = NewFrames {
                 frames: frames.to_string(),
                 batch,
                 first_task_id,
                 ranges: frames.ranges().to_vec(),
                 batches: frames.batches(batch).collect(),
-            })
-            .await?;
+            };
+            self.change(ControlRequest::ReplaceFrames { job_id, frames })
+                .await?;
         }
         info!(job_id, "job changed");
         self.get_job(job_id).await

@@ -5,9 +5,9 @@ use std::sync::atomic::AtomicU64;
 use actix::prelude::*;
 use dashmap::DashMap;
 use furrow_protocol::{
-    ApiError, Capacity, FrameBatch, FrameRange, JobAction, JobId, JobPatch, MasterMessage,
-    QueuePatch, QueueSpec, QueueView, TaskAction, TaskFinished, TaskId, TaskProgress, TaskRef,
-    TaskReturned, TaskStarted, WhyView,
+    ApiError, Capacity, JobAction, JobId, JobPatch, MasterMessage, QueuePatch, QueueSpec,
+    QueueView, TaskAction, TaskFinished, TaskId, TaskProgress, TaskRef, TaskReturned, TaskStarted,
+    WhyView,
 };
 use uuid::Uuid;
 
@@ -16,6 +16,7 @@ use super::core::actions::Revived;
 use super::policy::requirements::{Needs, Offer};
 use super::queues::Queue;
 use crate::store::InsertedJob;
+use crate::store::records::NewFrames;
 
 /// A message for an agent's session.
 #[derive(Message, Debug, Clone)]
@@ -111,16 +112,8 @@ pub enum ControlRequest {
     ReplaceFrames {
         /// The job.
         job_id: JobId,
-        /// Normalised specification.
-        frames: String,
-        /// Frames per task.
-        batch: u32,
-        /// First id of the new tasks.
-        first_task_id: TaskId,
-        /// Ranges.
-        ranges: Vec<FrameRange>,
-        /// Tasks.
-        batches: Vec<FrameBatch>,
+        /// Its new frames and tasks.
+        frames: NewFrames,
     },
     /// Deletes a job.
     DeleteJob {

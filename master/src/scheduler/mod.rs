@@ -387,15 +387,8 @@ impl Handler<Change> for Scheduler {
             } => core
                 .edit_job(job_id, &patch, needs)
                 .map(|()| ControlOutcome::Done),
-            ControlRequest::ReplaceFrames {
-                job_id,
-                frames,
-                batch,
-                first_task_id,
-                ranges,
-                batches,
-            } => core
-                .replace_frames(job_id, frames, batch, first_task_id, ranges, batches)
+            ControlRequest::ReplaceFrames { job_id, frames } => core
+                .replace_frames(job_id, frames)
                 .map(|()| ControlOutcome::Done),
             ControlRequest::DeleteJob { job_id } => {
                 core.delete_job(job_id);

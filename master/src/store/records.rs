@@ -249,6 +249,22 @@ pub struct AttemptRow {
     pub error: Option<String>,
 }
 
+/// A new frame range for a job, cut into its tasks, with the ids the store reserved
+/// for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewFrames {
+    /// The normalised frame specification.
+    pub frames: String,
+    /// Frames per task.
+    pub batch: u32,
+    /// Id of the first task; the others follow in frame order.
+    pub first_task_id: TaskId,
+    /// The ranges.
+    pub ranges: Vec<FrameRange>,
+    /// The tasks.
+    pub batches: Vec<FrameBatch>,
+}
+
 /// A write over many rows at once, applied in order with the rows around it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BulkWrite {
@@ -273,16 +289,8 @@ pub enum BulkWrite {
     ReplaceTasks {
         /// The job.
         job_id: JobId,
-        /// The new normalised frame specification.
-        frames: String,
-        /// Frames per task.
-        batch: u32,
-        /// First id of the new tasks.
-        first_task_id: TaskId,
-        /// The new ranges.
-        ranges: Vec<FrameRange>,
-        /// The new tasks.
-        batches: Vec<FrameBatch>,
+        /// Its new frames and tasks.
+        frames: NewFrames,
     },
     /// Creates or changes a queue.
     PutQueue(Queue),

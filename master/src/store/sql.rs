@@ -428,14 +428,7 @@ pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Re
                     .await?;
             }
         }
-        BulkWrite::ReplaceTasks {
-            job_id,
-            frames,
-            batch,
-            first_task_id,
-            ranges,
-            batches,
-        } => {
+        BulkWrite::ReplaceTasks { job_id, frames } => {
             db.execute_raw(statement(
                 backend,
                 "DELETE FROM tasks WHERE job_id = ?",
@@ -446,13 +439,14 @@ pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Re
                 backend,
                 "UPDATE jobs SET frames = ?, batch = ? WHERE id = ?",
                 vec![
-                    frames.clone().into(),
-                    i64::from(*batch).into(),
+                    frames.frames.clone().into(),
+                    i64::from(frames.batch).into(),
                     (*job_id).into(),
                 ],
             ))
             .await?;
-            insert_tasks(db, *job_id, *first_task_id, (ranges, *batch, batches), now).await?;
+            let tasks = (&frames.ranges[..], frames.batch, &frames.batches[..]);
+            insert_tasks(db, *job_id, frames.first_task_id, tasks, now).await?;
         }
         BulkWrite::PutQueue(queue) => {
             let sql = "INSERT INTO queues (path, priority, weight, min_agents, max_agents, \

@@ -10,8 +10,8 @@ use sea_orm::{ConnectionTrait, Database, DbBackend};
 use uuid::Uuid;
 
 use super::records::{
-    AgentRow, AgentSettingsRow, AttemptRow, BulkWrite, JobRow, JobSettings, LogIndexRow, NewJob,
-    TaskRow,
+    AgentRow, AgentSettingsRow, AttemptRow, BulkWrite, JobRow, JobSettings, LogIndexRow, NewFrames,
+    NewJob, TaskRow,
 };
 use super::{CommitBatch, Db, Flush, InsertJob, Store, StoreReader, UpsertAgent, UpsertLogIndex};
 use crate::changes::ChangeFeed;
@@ -538,11 +538,13 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
         &store,
         vec![Write::Bulk(BulkWrite::ReplaceTasks {
             job_id,
-            frames: set.to_string(),
-            batch: 1,
-            first_task_id: 90_000,
-            ranges: set.ranges().to_vec(),
-            batches: set.batches(1).collect(),
+            frames: NewFrames {
+                frames: set.to_string(),
+                batch: 1,
+                first_task_id: 90_000,
+                ranges: set.ranges().to_vec(),
+                batches: set.batches(1).collect(),
+            },
         })],
     )
     .await;

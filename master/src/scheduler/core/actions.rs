@@ -14,7 +14,7 @@ use crate::scheduler::policy::requirements::Needs;
 use crate::scheduler::queues::{self, Queue};
 use crate::scheduler::state::{Job, Stop, Task};
 use crate::scheduler::types::{Control, JobSpec};
-use crate::store::records::{BulkWrite, now_ms};
+use crate::store::records::{BulkWrite, NewFrames, now_ms};
 
 /// A finished job brought back into memory to run again.
 #[derive(Debug, Clone)]
@@ -264,15 +264,7 @@ impl Core {
 
     /// Replaces the tasks of a job none of whose tasks has run (a new frame range);
     /// refused once any has.
-    pub fn replace_frames(
-        &mut self,
-        job_id: JobId,
-        frames: String,
-        batch: u32,
-        first_task_id: TaskId,
-        ranges: Vec<furrow_protocol::FrameRange>,
-        batches: Vec<FrameBatch>,
-    ) -> Result<(), Refusal> {
+    pub fn replace_frames(&mut self, job_id: JobId, frames: NewFrames) -> Result<(), Refusal> {
         let Some(job) = self.jobs.get(&job_id) else {
             return Err(Refusal::NotFound(format!("job {job_id} is not unfinished")));
         };
@@ -288,20 +280,18 @@ impl Core {
         } else {
             WorkState::Queued
         };
-        let tasks = batches.iter().map(|f| Task::new(*f, state)).collect();
-        let mut new_job = Job::new(spec, first_task_id, tasks, control);
+        let tasks = frames
+            .batches
+            .iter()
+            .map(|f| Task::new(*f, state))
+            .collect();
+        let mut new_job = Job::new(spec, frames.first_task_id, tasks, control);
         if let Some(old) = self.jobs.get(&job_id) {
             new_job.waiting_on = old.waiting_on.clone();
         }
         self.jobs.insert(job_id, new_job);
-        self.writes.push(Write::Bulk(BulkWrite::ReplaceTasks {
-            job_id,
-            frames,
-            batch,
-            first_task_id,
-            ranges,
-            batches,
-        }));
+        self.writes
+            .push(Write::Bulk(BulkWrite::ReplaceTasks { job_id, frames }));
         if state != WorkState::Queued {
             self.writes.push(Write::Bulk(BulkWrite::TaskStates {
                 job_id,

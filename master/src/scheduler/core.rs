@@ -25,7 +25,7 @@ use super::policy::requirements::Offer;
 use super::policy::{self};
 use super::queues::Queues;
 use super::state::{Job, Run, Task};
-use crate::store::records::{JobRow, JobSettings, TaskRow, now_ms};
+use crate::store::records::{JobRow, TaskRow, now_ms};
 
 pub use super::types::{Control, Effect, JobSpec, Refusal, Verdict, Write};
 
@@ -388,7 +388,7 @@ impl Core {
         let attempt = task.attempt;
         let ram_mb = task.ram_mb.max(spec.needs.ram_mb);
         *job.agents.entry(agent).or_default() += 1;
-        shares.assigned(&spec.queue, agent);
+        shares.assigned(&spec.settings.queue, agent);
         self.clock.charge(job, &self.queues);
         self.running.insert(task_id, job_id);
         self.orphans.remove(&task_id);
@@ -407,7 +407,7 @@ impl Core {
                 params: spec.params.clone(),
                 frames,
                 timeout_secs: spec.timeout_secs,
-                stall_timeout_secs: spec.stall_timeout_secs,
+                stall_timeout_secs: spec.settings.stall_timeout_secs,
                 ram_mb: (ram_mb > 0).then_some(ram_mb),
                 gpus,
             }),
@@ -452,7 +452,7 @@ impl Core {
         self.dirty_jobs.remove(&job_id);
         self.ready.remove(&job_id);
         self.writes.push(Write::Job(job_row(&job, Some(at))));
-        for parent in &job.spec.depends_on {
+        for parent in &job.spec.settings.depends_on {
             if let Some(children) = self.dependents.get_mut(parent) {
                 children.remove(&job_id);
                 if children.is_empty() {
@@ -497,19 +497,7 @@ pub(super) fn job_row(job: &Job, finished_at: Option<i64>) -> JobRow {
         finished_at,
         control: job.control,
         priority: spec.priority,
-        settings: JobSettings {
-            weight: spec.weight,
-            queue: spec.queue.clone(),
-            min_agents: spec.min_agents,
-            max_agents: spec.max_agents,
-            requirements: spec.requirements.clone(),
-            stall_timeout_secs: spec.stall_timeout_secs,
-            depends_on: spec.depends_on.clone(),
-            depends_per_frame: spec.depends_per_frame,
-            notes: spec.notes.clone(),
-            user: String::new(),
-            blocklist_after: spec.blocklist_after,
-        },
+        settings: spec.settings.clone(),
         blocklist: job.blocklist(),
     }
 }

@@ -5,7 +5,7 @@ use uuid::Uuid;
 use super::restore::LoadedJob;
 use super::{Control, Core, Effect, JobSpec, Verdict, Write};
 use crate::scheduler::policy::requirements::Offer;
-use crate::store::records::{JobRow, LoadedTask, TaskRow};
+use crate::store::records::{JobRow, JobSettings, LoadedTask, TaskRow};
 
 pub(crate) fn spec(id: i64, priority: i32, retries: u32) -> JobSpec {
     JobSpec {
@@ -16,17 +16,15 @@ pub(crate) fn spec(id: i64, priority: i32, retries: u32) -> JobSpec {
         timeout_secs: None,
         priority,
         retries,
-        weight: 1,
-        queue: String::new(),
-        min_agents: 0,
-        max_agents: None,
-        requirements: Default::default(),
+        settings: JobSettings {
+            blocklist_after: 0,
+            ..JobSettings::of(&furrow_protocol::JobSubmission::new(
+                "",
+                serde_json::Value::Null.into(),
+                "",
+            ))
+        },
         needs: Default::default(),
-        stall_timeout_secs: None,
-        depends_on: Vec::new(),
-        depends_per_frame: false,
-        blocklist_after: 0,
-        notes: String::new(),
     }
 }
 

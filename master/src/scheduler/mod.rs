@@ -41,7 +41,7 @@ use self::policy::requirements::Needs;
 use self::queues::Queue;
 pub use self::types::{Control, Refusal, Write};
 use crate::logs::{AttemptClosed, AttemptOpened, LogCollector};
-use crate::store::records::{JobRecord, LoadedTask, to_ms};
+use crate::store::records::{JobRecord, JobSettings, LoadedTask, to_ms};
 use crate::store::{CommitBatch, Notify, Store};
 
 /// How often the health counts are refreshed.
@@ -96,17 +96,11 @@ pub fn job_spec(record: &JobRecord) -> JobSpec {
         timeout_secs: record.timeout_secs,
         priority: record.priority,
         retries: record.retries,
-        weight: settings.weight.max(1),
-        queue: settings.queue.clone(),
-        min_agents: settings.min_agents,
-        max_agents: settings.max_agents,
-        requirements: settings.requirements.clone(),
+        settings: JobSettings {
+            weight: settings.weight.max(1),
+            ..settings.clone()
+        },
         needs: Needs::parse(&settings.requirements).unwrap_or_default(),
-        stall_timeout_secs: settings.stall_timeout_secs,
-        depends_on: settings.depends_on.clone(),
-        depends_per_frame: settings.depends_per_frame,
-        blocklist_after: settings.blocklist_after,
-        notes: settings.notes.clone(),
     }
 }
 

@@ -71,14 +71,14 @@ fn queue(core: &mut Core, name: &str, weight: u32) {
 
 fn in_queue(id: i64, queue: &str) -> super::JobSpec {
     let mut s = spec(id, 0, 0);
-    s.queue = queue.into();
+    s.settings.queue = queue.into();
     s
 }
 
 fn needing(id: i64, requirements: Requirements) -> super::JobSpec {
     let mut s = spec(id, 0, 0);
     s.needs = Needs::parse(&requirements).unwrap();
-    s.requirements = requirements;
+    s.settings.requirements = requirements;
     s
 }
 
@@ -333,7 +333,7 @@ fn a_job_waits_for_its_parent_and_fails_with_it() {
     let mut core = Core::new();
     add_job(&mut core, spec(1, 0, 0), "1-2", 1);
     let mut child = spec(2, 10, 0);
-    child.depends_on = vec![1];
+    child.settings.depends_on = vec![1];
     add_job(&mut core, child, "1-2", 10);
     assert_eq!(core.job_counts(2).unwrap().blocked, 2);
     let a = Uuid::new_v4();
@@ -355,7 +355,7 @@ fn a_job_waits_for_its_parent_and_fails_with_it() {
     // A parent that fails fails the jobs waiting for it, with a reason.
     add_job(&mut core, spec(3, 0, 0), "1", 20);
     let mut orphan = spec(4, 0, 0);
-    orphan.depends_on = vec![3];
+    orphan.settings.depends_on = vec![3];
     add_job(&mut core, orphan, "1-3", 30);
     let (_, task, ..) = assigned(&core.take_effects())
         .into_iter()
@@ -380,7 +380,7 @@ fn a_job_waits_for_its_parent_and_fails_with_it() {
 fn a_parent_that_ended_before_the_submission_counts_as_it_ended() {
     let mut core = Core::new();
     let mut child = spec(5, 0, 0);
-    child.depends_on = vec![1, 2];
+    child.settings.depends_on = vec![1, 2];
     let set: FrameSet = "1".parse().unwrap();
     let batches: Vec<_> = set.batches(1).collect();
     core.add_job(
@@ -405,8 +405,8 @@ fn frame_n_waits_only_for_frame_n_of_its_parent() {
     let mut core = Core::new();
     add_job(&mut core, spec(1, 0, 0), "1-3", 1);
     let mut comp = spec(2, 100, 0);
-    comp.depends_on = vec![1];
-    comp.depends_per_frame = true;
+    comp.settings.depends_on = vec![1];
+    comp.settings.depends_per_frame = true;
     add_job(&mut core, comp, "1-3", 10);
     let a = Uuid::new_v4();
     register(&mut core, a, 1, &[]);
@@ -539,7 +539,7 @@ fn t1_frames(frame: i64) -> furrow_protocol::FrameBatch {
 fn an_agent_that_fails_a_job_too_often_gets_no_more_of_it() {
     let mut core = Core::new();
     let mut flaky = spec(1, 0, 10);
-    flaky.blocklist_after = 2;
+    flaky.settings.blocklist_after = 2;
     add_job(&mut core, flaky, "1-5", 1);
     let bad = Uuid::new_v4();
     register(&mut core, bad, 1, &[]);
@@ -569,7 +569,7 @@ fn an_agent_that_fails_a_job_too_often_gets_no_more_of_it() {
 fn max_agents_and_disabled_agents_hold_work_back() {
     let mut core = Core::new();
     let mut limited = spec(1, 0, 0);
-    limited.max_agents = Some(1);
+    limited.settings.max_agents = Some(1);
     add_job(&mut core, limited, "1-10", 1);
     let a = Uuid::new_v4();
     let b = Uuid::new_v4();
@@ -674,7 +674,7 @@ fn a_waiting_job_no_agent_can_run_says_so_at_once() {
             ..Requirements::default()
         },
     );
-    child.depends_on = vec![1];
+    child.settings.depends_on = vec![1];
     add_job(&mut core, child, "1-2", 10);
     register(&mut core, Uuid::new_v4(), 1, &[]);
     let why = core.why(2).unwrap();
@@ -694,7 +694,7 @@ fn minimums_come_first_then_priorities_then_queue_priority() {
     let mut core = Core::new();
     // A low-priority job with a minimum of two agents gets them before a high-priority one.
     let mut needy = spec(1, -10, 0);
-    needy.min_agents = 2;
+    needy.settings.min_agents = 2;
     add_job(&mut core, needy, "1-10", 1);
     add_job(&mut core, spec(2, 10, 0), "1-10", 100);
     let agents: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();

@@ -270,13 +270,13 @@ impl Job {
 
     /// Whether an agent is blocklisted for this job.
     pub fn blocklisted(&self, agent: Uuid) -> bool {
-        let limit = self.spec.blocklist_after;
+        let limit = self.spec.settings.blocklist_after;
         limit > 0 && self.failures_on.get(&agent).is_some_and(|&n| n >= limit)
     }
 
     /// The blocklisted agents.
     pub fn blocklist(&self) -> Vec<BlockedAgent> {
-        let limit = self.spec.blocklist_after;
+        let limit = self.spec.settings.blocklist_after;
         if limit == 0 {
             return Vec::new();
         }
@@ -296,29 +296,9 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::policy::requirements::Needs;
 
     fn spec() -> Arc<JobSpec> {
-        Arc::new(JobSpec {
-            id: 1,
-            title: "t".into(),
-            jobtype: "command".into(),
-            params: serde_json::json!({}).into(),
-            timeout_secs: None,
-            priority: 0,
-            retries: 0,
-            weight: 1,
-            queue: String::new(),
-            min_agents: 0,
-            max_agents: None,
-            requirements: Default::default(),
-            needs: Needs::default(),
-            stall_timeout_secs: None,
-            depends_on: Vec::new(),
-            depends_per_frame: false,
-            blocklist_after: 3,
-            notes: String::new(),
-        })
+        Arc::new(crate::scheduler::core::tests::spec(1, 0, 0))
     }
 
     fn batch(start: i64, end: i64) -> FrameBatch {

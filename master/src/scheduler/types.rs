@@ -1,10 +1,10 @@
 //! What the scheduler core takes in and gives out.
 
-use furrow_protocol::{JobId, Json, MasterMessage, Requirements, TaskRef};
+use furrow_protocol::{JobId, Json, MasterMessage, TaskRef};
 use uuid::Uuid;
 
 use super::policy::requirements::Needs;
-use crate::store::records::{AttemptRow, BulkWrite, JobRow, TaskRow};
+use crate::store::records::{AttemptRow, BulkWrite, JobRow, JobSettings, TaskRow};
 
 /// A job's settings as the scheduler uses them.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,28 +23,10 @@ pub struct JobSpec {
     pub priority: i32,
     /// Failed attempts retried per task.
     pub retries: u32,
-    /// Weight within its queue.
-    pub weight: u32,
-    /// Queue path (`""` is the root).
-    pub queue: String,
-    /// Agents it gets first.
-    pub min_agents: u32,
-    /// Most agents at once.
-    pub max_agents: Option<u32>,
-    /// Requirements as submitted.
-    pub requirements: Requirements,
-    /// Requirements parsed.
+    /// Queue, weight, agent limits, requirements, dependencies, blocklisting, notes.
+    pub settings: JobSettings,
+    /// The requirements of `settings`, parsed.
     pub needs: Needs,
-    /// Stall timeout of an attempt.
-    pub stall_timeout_secs: Option<u64>,
-    /// Jobs it waits for.
-    pub depends_on: Vec<JobId>,
-    /// Frame N waits only for frame N of those jobs.
-    pub depends_per_frame: bool,
-    /// Failures on one agent after which it gets no more of the job's tasks (0: never).
-    pub blocklist_after: u32,
-    /// Free text.
-    pub notes: String,
 }
 
 /// Whether a job runs, is held back, or was stopped.

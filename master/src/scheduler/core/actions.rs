@@ -235,23 +235,23 @@ impl Core {
             spec.priority = priority;
         }
         if let Some(weight) = patch.weight {
-            spec.weight = weight;
+            spec.settings.weight = weight;
         }
         if let Some(queue) = queue {
-            spec.queue = queue;
+            spec.settings.queue = queue;
         }
         if let Some(min) = patch.min_agents {
-            spec.min_agents = min;
+            spec.settings.min_agents = min;
         }
         if let Some(max) = patch.max_agents {
-            spec.max_agents = (max > 0).then_some(max);
+            spec.settings.max_agents = (max > 0).then_some(max);
         }
         if let (Some(requirements), Some(needs)) = (&patch.requirements, needs) {
-            spec.requirements = requirements.clone();
+            spec.settings.requirements = requirements.clone();
             spec.needs = needs;
         }
         if let Some(notes) = &patch.notes {
-            spec.notes = notes.clone();
+            spec.settings.notes = notes.clone();
         }
         if let Some(job) = self.jobs.get_mut(&job_id) {
             job.set_spec(Arc::new(spec));
@@ -398,7 +398,11 @@ impl Core {
                 queues::display(&path)
             )));
         }
-        let jobs = self.jobs.values().filter(|j| j.spec.queue == path).count();
+        let jobs = self
+            .jobs
+            .values()
+            .filter(|j| j.spec.settings.queue == path)
+            .count();
         if jobs > 0 {
             return Err(Refusal::Conflict(format!(
                 "queue {} has {jobs} unfinished jobs; move or finish them first",

@@ -16,7 +16,7 @@ impl Core {
         let Some(job) = self.jobs.get(&job_id) else {
             return;
         };
-        let depends_on = job.spec.depends_on.clone();
+        let depends_on = job.spec.settings.depends_on.clone();
         let mut failed = None;
         for parent in depends_on {
             if self.jobs.contains_key(&parent) && parent != job_id {
@@ -125,7 +125,7 @@ impl Core {
         if job.waiting_on.is_empty() {
             return true;
         }
-        if !job.spec.depends_per_frame {
+        if !job.spec.settings.depends_per_frame {
             return false;
         }
         let Some(task) = job.task(task_id) else {
@@ -155,7 +155,7 @@ impl Core {
             let Some(child) = self.jobs.get(&child_id) else {
                 continue;
             };
-            if !child.spec.depends_per_frame {
+            if !child.spec.settings.depends_per_frame {
                 continue;
             }
             let mut candidates = Vec::new();
@@ -225,7 +225,7 @@ impl Core {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        let states: &[WorkState] = if job.spec.depends_per_frame {
+        let states: &[WorkState] = if job.spec.settings.depends_per_frame {
             &[WorkState::Blocked]
         } else {
             &[WorkState::Blocked, WorkState::Queued, WorkState::Paused]

@@ -117,7 +117,7 @@ impl Core {
             let parents: Vec<(JobId, ParentState)> = self
                 .jobs
                 .get(&id)
-                .map(|j| j.spec.depends_on.clone())
+                .map(|j| j.spec.settings.depends_on.clone())
                 .unwrap_or_default()
                 .into_iter()
                 .map(|p| {

@@ -39,7 +39,7 @@ impl Core {
             match self.jobs.get(parent) {
                 Some(p) => {
                     let c = p.counts();
-                    let how = if job.spec.depends_per_frame {
+                    let how = if job.spec.settings.depends_per_frame {
                         " frame by frame"
                     } else {
                         ""
@@ -201,11 +201,11 @@ impl Core {
         if blocklisted > 0 {
             reasons.push(format!(
                 "{blocklisted} matching agents are blocklisted after {} failures of this job",
-                job.spec.blocklist_after
+                job.spec.settings.blocklist_after
             ));
         }
         if job_full > 0
-            && let Some(max) = job.spec.max_agents
+            && let Some(max) = job.spec.settings.max_agents
         {
             reasons.push(format!("max_agents {max} reached"));
         }
@@ -222,7 +222,7 @@ impl Core {
         }
         if busy > 0 && free == 0 {
             let running_total = shares.running("");
-            let queue = &job.spec.queue;
+            let queue = &job.spec.settings.queue;
             if !queue.is_empty() && running_total > 0 {
                 reasons.push(format!(
                     "queue {} has {} of {running_total} running slots",
@@ -249,8 +249,8 @@ impl Core {
         let mut waiting: BTreeMap<&str, u64> = BTreeMap::new();
         let mut direct: BTreeMap<&str, u64> = BTreeMap::new();
         for job in self.jobs.values() {
-            *direct.entry(job.spec.queue.as_str()).or_default() += 1;
-            for path in queues::lineage(&job.spec.queue) {
+            *direct.entry(job.spec.settings.queue.as_str()).or_default() += 1;
+            for path in queues::lineage(&job.spec.settings.queue) {
                 *waiting.entry(path).or_default() += job.counts().queued;
             }
         }

@@ -86,8 +86,11 @@ impl FairClock {
             if counts.queued == 0 && counts.running == 0 {
                 continue;
             }
-            active_jobs.insert(job.spec.id, job.spec.queue.as_str());
-            for path in queues::lineage(&job.spec.queue).into_iter().skip(1) {
+            active_jobs.insert(job.spec.id, job.spec.settings.queue.as_str());
+            for path in queues::lineage(&job.spec.settings.queue)
+                .into_iter()
+                .skip(1)
+            {
                 if !active_queues.contains(path) {
                     active_queues.insert(path.to_string());
                 }
@@ -151,9 +154,12 @@ impl FairClock {
 
     /// Advances the clocks of `job` and of every queue on its path.
     pub fn charge(&mut self, job: &Job, tree: &Queues) {
-        let weight = f64::from(job.spec.weight.max(1));
+        let weight = f64::from(job.spec.settings.weight.max(1));
         *self.jobs.entry(job.spec.id).or_default() += 1.0 / weight;
-        for path in queues::lineage(&job.spec.queue).into_iter().skip(1) {
+        for path in queues::lineage(&job.spec.settings.queue)
+            .into_iter()
+            .skip(1)
+        {
             let weight = f64::from(tree.get(path).map_or(1, |q| q.weight.max(1)));
             match self.queues.get_mut(path) {
                 Some(clock) => *clock += 1.0 / weight,
@@ -184,7 +190,7 @@ impl Shares {
             if counts.queued == 0 && counts.running == 0 {
                 continue;
             }
-            for path in queues::lineage(&job.spec.queue) {
+            for path in queues::lineage(&job.spec.settings.queue) {
                 *shares.running.entry(path.to_string()).or_default() += counts.running;
                 if limited.contains(path) {
                     let agents = shares.agents.entry(path.to_string()).or_default();
@@ -216,7 +222,7 @@ impl Shares {
             // No queue has a minimum or maximum of agents.
             return None;
         }
-        queues::lineage(&job.spec.queue)
+        queues::lineage(&job.spec.settings.queue)
             .into_iter()
             .find_map(|path| {
                 let queue = tree.get(path)?;
@@ -228,8 +234,8 @@ impl Shares {
 
     /// Where `job` stands now.
     pub fn key(&self, job: &Job, tree: &Queues, clock: &FairClock) -> OrderKey {
-        let lineage = queues::lineage(&job.spec.queue);
-        let mut urgent = (job.agents.len() as u64) < u64::from(job.spec.min_agents);
+        let lineage = queues::lineage(&job.spec.settings.queue);
+        let mut urgent = (job.agents.len() as u64) < u64::from(job.spec.settings.min_agents);
         let mut levels = Vec::with_capacity(lineage.len());
         for path in lineage.iter().skip(1) {
             let queue = tree.get(path);

@@ -54,7 +54,7 @@ pub fn admit(
     if ram_mb > agent.offer.ram_mb {
         return Err(Skip::Unfit);
     }
-    if let Some(max) = job.spec.max_agents
+    if let Some(max) = job.spec.settings.max_agents
         && job.agents.len() >= max as usize
         && !job.agents.contains_key(&agent_id)
     {

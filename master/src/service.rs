@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use actix::Addr;
 use furrow_protocol::{
     ActionOutcome, AgentPatch, AgentState, AgentView, ApiError, AttemptView, ClientRequest,
-    ClientResponse, CommandParams, ErrorKind, FrameSet, HealthView, JobAction, JobId, JobPatch,
-    JobSubmission, JobView, LogChunk, Page, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId,
-    TaskRef, TaskView, WhyView, WorkState,
+    ClientResponse, CommandParams, FrameSet, HealthView, JobAction, JobId, JobPatch, JobSubmission,
+    JobView, LogChunk, Page, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId, TaskRef,
+    TaskView, WhyView, WorkState,
 };
 use tokio::sync::broadcast;
 use tracing::{error, info};
@@ -401,8 +401,8 @@ impl Service {
                 revive: None,
             })
             .await;
-        match first {
-            Err(e) if e.kind == ErrorKind::NotFound => {
+        match first? {
+            ControlOutcome::NotLoaded => {
                 // Not in the scheduler: unknown, or finished.
                 let record = self.job_record(job_id).await?;
                 let state = record.view().state;
@@ -427,9 +427,7 @@ impl Service {
                 })
                 .await?;
             }
-            other => {
-                other?;
-            }
+            ControlOutcome::Done | ControlOutcome::Queue(_) => {}
         }
         info!(job_id, action = action.as_str(), kill, "job action");
         self.get_job(job_id).await
@@ -475,8 +473,8 @@ impl Service {
                 revive: None,
             })
             .await;
-        match first {
-            Err(e) if e.kind == ErrorKind::NotFound && e.message.contains("is not unfinished") => {
+        match first? {
+            ControlOutcome::NotLoaded => {
                 let record = self.job_record(job_id).await?;
                 self.task_of(job_id, task_id).await?;
                 if action == TaskAction::Cancel {
@@ -494,9 +492,7 @@ impl Service {
                 })
                 .await?;
             }
-            other => {
-                other?;
-            }
+            ControlOutcome::Done | ControlOutcome::Queue(_) => {}
         }
         self.task_of(job_id, task_id).await
     }
@@ -544,16 +540,12 @@ impl Service {
             .transpose()
             .map_err(ApiError::bad_request)?;
         let frames = patch.frames.as_deref().map(parse_frames).transpose()?;
-        let mut settings = patch.clone();
-        settings.frames = None;
-        if settings != JobPatch::default() {
-            self.change(ControlRequest::EditJob {
-                job_id,
-                patch: settings,
-                needs,
-            })
-            .await?;
-        }
+        let finished = || {
+            ApiError::conflict(format!(
+                "job {job_id} is finished; only queued or running jobs can be changed"
+            ))
+        };
+        // The frames first: a job that has started refuses them, and then nothing changes.
         if let Some(frames) = frames {
             let batch = record.batch;
             let count = frames.task_count(batch);
@@ -575,8 +567,26 @@ impl Service {
                 ranges: frames.ranges().to_vec(),
                 batches: frames.batches(batch).collect(),
             };
-            self.change(ControlRequest::ReplaceFrames { job_id, frames })
+            let outcome = self
+                .change(ControlRequest::ReplaceFrames { job_id, frames })
                 .await?;
+            if matches!(outcome, ControlOutcome::NotLoaded) {
+                return Err(finished());
+            }
+        }
+        let mut settings = patch.clone();
+        settings.frames = None;
+        if settings != JobPatch::default() {
+            let outcome = self
+                .change(ControlRequest::EditJob {
+                    job_id,
+                    patch: settings,
+                    needs,
+                })
+                .await?;
+            if matches!(outcome, ControlOutcome::NotLoaded) {
+                return Err(finished());
+            }
         }
         info!(job_id, "job changed");
         self.get_job(job_id).await

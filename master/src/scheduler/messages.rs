@@ -141,6 +141,8 @@ pub enum ControlRequest {
 pub enum ControlOutcome {
     /// Applied.
     Done,
+    /// The job is not in the scheduler (finished or unknown): nothing was changed.
+    NotLoaded,
     /// The queue as it is now.
     Queue(Queue),
 }

@@ -398,6 +398,10 @@ impl Handler<Change> for Scheduler {
                 core.delete_queue(&path).map(|()| ControlOutcome::Done)
             }
         };
+        let outcome = match outcome {
+            Err(Refusal::NotLoaded) => Ok(ControlOutcome::NotLoaded),
+            other => other,
+        };
         let (sender, committed) = oneshot::channel();
         self.apply(Some(sender));
         Box::pin(async move {

@@ -459,10 +459,11 @@ fn pause_resume_cancel_and_rerun() {
     // Cancel ends the job cancelled.
     core.job_action(1, JobAction::Cancel, false).unwrap();
     assert_eq!(core.job_counts(1), None);
-    assert!(matches!(
+    assert_eq!(
         core.job_action(1, JobAction::Cancel, false),
-        Err(Refusal::NotFound(_))
-    ));
+        Err(Refusal::NotLoaded),
+        "a finished job is no longer the scheduler's"
+    );
 }
 
 #[test]

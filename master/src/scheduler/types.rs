@@ -113,6 +113,8 @@ pub enum Verdict {
 /// A request the core refused, with the kind of refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
+    /// The job is not in the scheduler: it is finished, or unknown.
+    NotLoaded,
     /// No such job, task or queue (404).
     NotFound(String),
     /// Invalid input (400).
@@ -124,6 +126,7 @@ pub enum Refusal {
 impl From<Refusal> for furrow_protocol::ApiError {
     fn from(refusal: Refusal) -> Self {
         match refusal {
+            Refusal::NotLoaded => Self::not_found("the job is neither queued nor running"),
             Refusal::NotFound(m) => Self::not_found(m),
             Refusal::BadRequest(m) => Self::bad_request(m),
             Refusal::Conflict(m) => Self::conflict(m),

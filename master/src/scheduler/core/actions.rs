@@ -62,7 +62,7 @@ impl Core {
         kill: bool,
     ) -> Result<(), Refusal> {
         let Some(job) = self.jobs.get(&job_id) else {
-            return Err(Refusal::NotFound(format!("job {job_id} is not unfinished")));
+            return Err(Refusal::NotLoaded);
         };
         let control = job.control;
         match action {
@@ -163,7 +163,7 @@ impl Core {
         action: TaskAction,
     ) -> Result<(), Refusal> {
         let Some(job) = self.jobs.get(&job_id) else {
-            return Err(Refusal::NotFound(format!("job {job_id} is not unfinished")));
+            return Err(Refusal::NotLoaded);
         };
         let Some(task) = job.task(task_id) else {
             return Err(Refusal::NotFound(format!(
@@ -214,7 +214,7 @@ impl Core {
         needs: Option<Needs>,
     ) -> Result<(), Refusal> {
         let Some(job) = self.jobs.get(&job_id) else {
-            return Err(Refusal::NotFound(format!("job {job_id} is not unfinished")));
+            return Err(Refusal::NotLoaded);
         };
         let queue = match &patch.queue {
             Some(queue) => {
@@ -266,7 +266,7 @@ impl Core {
     /// refused once any has.
     pub fn replace_frames(&mut self, job_id: JobId, frames: NewFrames) -> Result<(), Refusal> {
         let Some(job) = self.jobs.get(&job_id) else {
-            return Err(Refusal::NotFound(format!("job {job_id} is not unfinished")));
+            return Err(Refusal::NotLoaded);
         };
         if job.tasks.iter().any(|t| t.attempt > 0) {
             return Err(Refusal::Conflict(format!(

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::changes::ChangeFeed;
-use crate::scheduler::policy::requirements::{Needs, Offer};
+use crate::scheduler::policy::requirements::{Offer, check_tag};
 use crate::scheduler::{AgentConfigured, AgentDown, AgentLost, AgentUp, Scheduler, ToAgent, Write};
 use crate::store::records::{AgentRow, AgentSettingsRow, BulkWrite, from_ms};
 use crate::store::{CommitBatch, Store, UpsertAgent};
@@ -466,23 +466,15 @@ impl Handler<EditAgent> for Registry {
                 Err(ApiError::not_found(format!("agent {agent_id} not found")))
             });
         };
-        if let Some(tags) = &msg.patch.tags {
-            // The same rules as a job's required tags, so every tag can be asked for.
-            let check = furrow_protocol::Requirements {
-                tags: tags.clone(),
-                ..Default::default()
-            };
-            if let Err(e) = Needs::parse(&check) {
-                let message = e.replace("requirements.tags", "tags");
-                return Box::pin(async move { Err(ApiError::bad_request(message)) });
-            }
-            if tags.iter().any(|t| t.starts_with('!')) {
-                return Box::pin(async move {
-                    Err(ApiError::bad_request(
-                        "tags: an agent's tag cannot start with '!'",
-                    ))
-                });
-            }
+        // The same rules as a job's required tags, so every tag can be asked for.
+        let bad_tag = msg
+            .patch
+            .tags
+            .iter()
+            .flatten()
+            .find_map(|tag| check_tag(tag, "tags").err());
+        if let Some(message) = bad_tag {
+            return Box::pin(async move { Err(ApiError::bad_request(message)) });
         }
         let settings = self.settings.entry(agent_id).or_insert(AgentSettingsRow {
             enabled: true,

@@ -244,6 +244,15 @@ impl Actor for Scheduler {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // One entry per batch sent with a ticket, so bounded like the batches themselves.
         let (sender, receiver) = mpsc::unbounded_channel();
+        // After a restart, batches sent before it report to a stream that is gone: one
+        // empty batch with the newest ticket, committed after all of them, releases what
+        // waits for them.
+        if !self.awaiting.is_empty() {
+            self.store.do_send(CommitBatch {
+                writes: Vec::new(),
+                notify: Some(Notify::Ticket(sender.clone(), self.next_ticket)),
+            });
+        }
         self.tickets = Some(sender);
         ctx.add_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(
             receiver,

@@ -201,7 +201,8 @@ pub enum Miss {
     Software(String),
 }
 
-fn check_tag(tag: &str, field: &str) -> Result<(), String> {
+/// Checks one tag (or software name); the error names `field`.
+pub fn check_tag(tag: &str, field: &str) -> Result<(), String> {
     if tag.is_empty()
         || tag.len() > 64
         || !tag

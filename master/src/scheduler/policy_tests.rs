@@ -730,3 +730,83 @@ fn minimums_come_first_then_priorities_then_queue_priority() {
     let got = assigned(&core.take_effects());
     assert!(got.iter().all(|(_, _, job, _)| *job == 2), "{got:?}");
 }
+
+#[test]
+fn a_restart_restores_pause_blocklist_and_dependencies() {
+    use super::core::restore::LoadedJob;
+    use crate::store::records::LoadedTask;
+    let task = |id: i64, job_id: i64, state: WorkState| LoadedTask {
+        id,
+        job_id,
+        frames: furrow_protocol::FrameBatch {
+            start: id,
+            end: id,
+            step: 1,
+        },
+        state,
+        agent: None,
+        attempt: 0,
+        failures: 0,
+        exit_code: None,
+        last_error: None,
+        started_at: None,
+        gpus: Vec::new(),
+        ram_mb: 0,
+    };
+    let bad = Uuid::new_v4();
+    let mut blocking = spec(1, 0, 5);
+    blocking.settings.blocklist_after = 2;
+    let mut child = spec(2, 0, 0);
+    child.settings.depends_on = vec![1];
+    let mut paused = spec(3, 0, 0);
+    paused.settings.queue = "lighting".into();
+    let jobs = vec![
+        LoadedJob {
+            spec: blocking,
+            control: super::Control::Active,
+            failures_on: vec![(bad, 2)],
+        },
+        LoadedJob {
+            spec: child,
+            control: super::Control::Active,
+            failures_on: Vec::new(),
+        },
+        LoadedJob {
+            spec: paused,
+            control: super::Control::Paused,
+            failures_on: Vec::new(),
+        },
+    ];
+    let tasks = vec![
+        task(1, 1, WorkState::Queued),
+        task(2, 1, WorkState::Done),
+        task(10, 2, WorkState::Blocked),
+        task(20, 3, WorkState::Paused),
+    ];
+    let lighting = super::queues::Queue {
+        path: "lighting".into(),
+        priority: 0,
+        weight: 3,
+        min_agents: 0,
+        max_agents: None,
+    };
+    let mut core = Core::new();
+    core.load(vec![lighting], jobs, tasks, &Default::default());
+    assert!(core.job(1).unwrap().blocklisted(bad));
+    assert_eq!(core.job_counts(1).unwrap().done, 1);
+    assert_eq!(core.job_counts(2).unwrap().blocked, 1);
+    assert_eq!(core.job_counts(3).unwrap().paused, 1);
+    assert!(core.queues().get("lighting").is_some());
+    // The blocklisted agent gets nothing; another takes the parent, then the child.
+    register(&mut core, bad, 2, &[]);
+    assert!(assigned(&core.take_effects()).is_empty());
+    let good = Uuid::new_v4();
+    register(&mut core, good, 2, &[]);
+    let got = assigned(&core.take_effects());
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].0, got[0].2), (good, 1));
+    core.task_finished(good, &result(got[0].1, 0));
+    let next = assigned(&core.take_effects());
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].2, 2, "the child runs once its parent is done");
+}

@@ -334,6 +334,44 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
     assert_eq!(loaded.agents.len(), 1);
     assert_eq!(loaded.agents[0].slots, 4);
 
+    // A job's control, settings and blocklist survive a reload.
+    let mut paused = job_row(
+        1,
+        TaskCounts {
+            queued: 7,
+            running: 1,
+            done: 1,
+            paused: 1,
+            ..TaskCounts::default()
+        },
+        None,
+    );
+    paused.control = Control::Paused;
+    paused.priority = 42;
+    paused.settings.queue = "studio".into();
+    paused.settings.weight = 5;
+    paused.settings.max_agents = Some(3);
+    paused.settings.requirements.gpus = 2;
+    paused.settings.requirements.tags = vec!["!laptop".into()];
+    paused.blocklist = vec![furrow_protocol::BlockedAgent { agent, failures: 3 }];
+    commit_durable(&store, writes(Vec::new(), vec![paused])).await;
+    let record = reader.get_job(1).await.unwrap().unwrap();
+    assert_eq!(record.control, Control::Paused);
+    assert_eq!(record.priority, 42);
+    assert_eq!(
+        (
+            record.settings.queue.as_str(),
+            record.settings.weight,
+            record.settings.max_agents
+        ),
+        ("studio", 5, Some(3))
+    );
+    assert_eq!(record.settings.requirements.gpus, 2);
+    assert_eq!(record.settings.requirements.tags, vec!["!laptop"]);
+    assert_eq!(record.blocklist.len(), 1);
+    assert_eq!(record.blocklist[0].agent, agent);
+    assert_eq!(record.view().state, WorkState::Running);
+
     // A finished job is no longer loaded.
     store.do_send(CommitBatch {
         writes: writes(

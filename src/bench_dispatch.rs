@@ -98,7 +98,9 @@ async fn agent(
     tally: Arc<Tally>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let id = Uuid::new_v4();
+    // Stable ids, as real agents keep theirs in their state directory: a second run on
+    // the same data directory meets the same agents again, not a thousand new ones.
+    let id = Uuid::from_u64_pair(0x6675_7272_6f77_0000, u64::from(index) + 1);
     let mut stream = TcpStream::connect(&addr).await?;
     stream.set_nodelay(true)?;
     handshake::connect(&mut stream, &Hello::new(Role::Agent, id)).await?;

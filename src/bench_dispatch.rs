@@ -131,7 +131,11 @@ async fn agent(
             running: Vec::new(),
         }))
         .await?;
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(2));
+    // Real agents start at different times, so their heartbeats are spread over the
+    // interval; agents started in one loop would all beat in the same millisecond.
+    let period = Duration::from_secs(2);
+    let phase = period.mul_f64(f64::from(index % 1000) / 1000.0);
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
     loop {
         tokio::select! {
             frame = framed.next() => {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use furrow_protocol::{ApiError, FrameBatch, JobId, TaskCounts, TaskId};
-use sea_orm::{DbErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
@@ -215,7 +215,13 @@ pub struct Store {
     next_job_id: JobId,
     next_task_id: TaskId,
     changes: ChangeFeed,
+    /// A WAL checkpoint is running (SQLite only).
+    checkpointing: bool,
 }
+
+/// How often SQLite's write-ahead log is folded back into the database file, off the
+/// commit path (see [`Store::checkpoint`]).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 impl Store {
     /// A store writing to `db`, allocating ids above the given maxima.
@@ -229,7 +235,31 @@ impl Store {
             next_job_id: max_job_id + 1,
             next_task_id: max_task_id + 1,
             changes,
+            checkpointing: false,
         }
+    }
+
+    /// Folds SQLite's write-ahead log back into the database file without waiting for
+    /// readers or writers (a passive checkpoint), on a connection of its own. Left to
+    /// SQLite, the commit that crosses the log's threshold would do it, and that commit
+    /// (and every transition waiting on it) would take several milliseconds longer.
+    fn checkpoint(&mut self, ctx: &mut Context<Self>) {
+        if self.checkpointing || self.db.backend() != sea_orm::DbBackend::Sqlite {
+            return;
+        }
+        self.checkpointing = true;
+        let db = self.db.clone();
+        let work = async move {
+            db.conn()
+                .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+                .await
+        };
+        ctx.spawn(work.into_actor(self).map(|result, act, _| {
+            act.checkpointing = false;
+            if let Err(e) = result {
+                warn!(error = %e, "wal checkpoint failed");
+            }
+        }));
     }
 
     /// Starts a group commit now, or leaves it to the one in flight: rows that arrive
@@ -327,6 +357,7 @@ impl Actor for Store {
         // so the buffer never holds more rows than there are running tasks, unfinished
         // jobs, agents and open log files; submissions wait for their own commit.
         ctx.set_mailbox_capacity(65_536);
+        ctx.run_interval(CHECKPOINT_EVERY, |act, ctx| act.checkpoint(ctx));
         info!(next_job_id = self.next_job_id, "store started");
     }
 

@@ -537,3 +537,42 @@ fn gpu_tasks_see_only_the_devices_they_were_given() {
     let _ = gpu_agent.kill();
     let _ = gpu_agent.wait();
 }
+
+#[test]
+fn ctrl_c_on_submit_wait_leaves_the_job_running_and_says_how_to_cancel() {
+    let root = tempfile::tempdir().unwrap();
+    let farm = Farm::up_in(root.path().join("data"), 1, &["--slots", "1"]);
+    let child = std::process::Command::new(common::furrow_exe())
+        .args([
+            "submit", "--title", "waited", "--frames", "1", "--wait", "--", "sleep", "600",
+        ])
+        .env("FURROW_SERVER", &farm.listen)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = wait_until("the waited job to run", LONG, || {
+        let (_, jobs) = farm.get("/api/v1/jobs/");
+        let job = jobs["items"]
+            .as_array()?
+            .iter()
+            .find(|j| j["title"] == "waited")?
+            .clone();
+        (counts(&job, "running") == 1).then(|| job["id"].as_i64().unwrap())
+    });
+    // SAFETY: kill(2) of a process this test started.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains(&format!("job {id} keeps running"))
+            && stderr.contains(&format!("furrow cancel {id}")),
+        "{stderr}"
+    );
+    let (_, job) = farm.get(&format!("/api/v1/jobs/{id}"));
+    assert_eq!(job["state"], "running", "{job}");
+}

@@ -72,7 +72,7 @@ fn assignments(effects: &[Effect]) -> Vec<(Uuid, TaskRef, i64)> {
         .collect()
 }
 
-fn cancels(effects: &[Effect]) -> Vec<TaskRef> {
+pub(crate) fn cancels(effects: &[Effect]) -> Vec<TaskRef> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -99,7 +99,7 @@ fn acks(effects: &[Effect]) -> Vec<(Uuid, TaskRef)> {
         .collect()
 }
 
-fn finished(task: TaskRef, exit_code: i32) -> TaskFinished {
+pub(crate) fn finished(task: TaskRef, exit_code: i32) -> TaskFinished {
     TaskFinished {
         task,
         exit_code: Some(exit_code),

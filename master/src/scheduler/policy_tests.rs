@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::core::{Core, Effect, ParentState, Refusal};
-use super::core_tests_support::{commit, register, spec};
+use super::core_tests_support::{cancels, commit, finished, register, spec};
 use super::policy::requirements::{Needs, Offer};
 
 fn add_job(core: &mut Core, spec: super::JobSpec, frames: &str, first: i64) {
@@ -31,30 +31,6 @@ fn assigned(effects: &[Effect]) -> Vec<(Uuid, TaskRef, i64, Vec<u32>)> {
             _ => None,
         })
         .collect()
-}
-
-fn cancelled(effects: &[Effect]) -> Vec<TaskRef> {
-    effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Send {
-                message: MasterMessage::Cancel(t),
-                ..
-            } => Some(*t),
-            _ => None,
-        })
-        .collect()
-}
-
-fn result(task: TaskRef, exit_code: i32) -> TaskFinished {
-    TaskFinished {
-        task,
-        exit_code: Some(exit_code),
-        signal: None,
-        error: None,
-        limit: None,
-        at: Utc::now(),
-    }
 }
 
 fn queue(core: &mut Core, name: &str, weight: u32) {
@@ -100,7 +76,7 @@ fn churn(core: &mut Core, rounds: usize, seed: u64) -> HashMap<i64, usize> {
         }
         let pick = (rng() % running.len() as u64) as usize;
         let (agent, task, _) = running.swap_remove(pick);
-        core.task_finished(agent, &result(task, 0));
+        core.task_finished(agent, &finished(task, 0));
     }
     per_job
 }
@@ -223,7 +199,7 @@ proptest! {
             }
             let pick = (rng() % running.len() as u64) as usize;
             let (agent, task, _, _) = running.swap_remove(pick);
-            core.task_finished(agent, &result(task, 0));
+            core.task_finished(agent, &finished(task, 0));
         }
     }
 }
@@ -323,7 +299,7 @@ fn gpu_tasks_get_distinct_devices_and_why_names_the_largest() {
         "{:?}",
         why.reasons
     );
-    core.task_finished(big, &result(got[0].1, 0));
+    core.task_finished(big, &finished(got[0].1, 0));
     let next = assigned(&core.take_effects());
     assert_eq!(next[0].3, vec![0, 1], "the freed devices are given again");
 }
@@ -346,7 +322,7 @@ fn a_job_waits_for_its_parent_and_fails_with_it() {
     let why = core.why(2).unwrap();
     assert_eq!(why.reasons, vec!["waits for job 1 (0/2 done)".to_string()]);
     for (agent, task, ..) in &first {
-        core.task_finished(*agent, &result(*task, 0));
+        core.task_finished(*agent, &finished(*task, 0));
     }
     let second = assigned(&core.take_effects());
     assert_eq!(second.len(), 2);
@@ -361,7 +337,7 @@ fn a_job_waits_for_its_parent_and_fails_with_it() {
         .into_iter()
         .find(|(_, _, job, _)| *job == 3)
         .unwrap();
-    core.task_finished(a, &result(task, 1));
+    core.task_finished(a, &finished(task, 1));
     assert_eq!(core.job_counts(4), None, "the dependent job ended");
     let (tasks, jobs) = commit(&mut core);
     let last: HashMap<i64, &crate::store::records::TaskRow> = tasks
@@ -412,7 +388,7 @@ fn frame_n_waits_only_for_frame_n_of_its_parent() {
     register(&mut core, a, 1, &[]);
     let render1 = assigned(&core.take_effects())[0].1;
     assert_eq!(render1.task_id, 1);
-    core.task_finished(a, &result(render1, 0));
+    core.task_finished(a, &finished(render1, 0));
     // Frame 1 of the comp is released at once and outranks the render by priority.
     let next = assigned(&core.take_effects());
     assert_eq!((next[0].1.task_id, next[0].2), (10, 2));
@@ -435,7 +411,7 @@ fn pause_resume_cancel_and_rerun() {
         Err(Refusal::Conflict(_))
     ));
     // Running tasks finish; nothing new starts while paused.
-    core.task_finished(a, &result(running[0].1, 0));
+    core.task_finished(a, &finished(running[0].1, 0));
     assert!(assigned(&core.take_effects()).is_empty());
     assert!(core.why(1).unwrap().reasons[0].starts_with("paused"));
 
@@ -445,10 +421,10 @@ fn pause_resume_cancel_and_rerun() {
 
     // Pause with kill: running tasks stop and wait again without a failure.
     core.job_action(1, JobAction::Pause, true).unwrap();
-    let stopped = cancelled(&core.take_effects());
+    let stopped = cancels(&core.take_effects());
     assert_eq!(stopped.len(), 2);
     for task in &stopped {
-        let mut ended = result(*task, -1);
+        let mut ended = finished(*task, -1);
         ended.exit_code = None;
         ended.error = Some("cancelled".into());
         core.task_finished(a, &ended);
@@ -473,9 +449,9 @@ fn rerun_failed_and_one_task() {
     let a = Uuid::new_v4();
     register(&mut core, a, 1, &[]);
     let t1 = assigned(&core.take_effects())[0].1;
-    core.task_finished(a, &result(t1, 3));
+    core.task_finished(a, &finished(t1, 3));
     let t2 = assigned(&core.take_effects())[0].1;
-    core.task_finished(a, &result(t2, 0));
+    core.task_finished(a, &finished(t2, 0));
     let t3 = assigned(&core.take_effects())[0].1;
     assert_eq!((t1.task_id, t2.task_id, t3.task_id), (1, 2, 3));
     assert!(
@@ -487,8 +463,8 @@ fn rerun_failed_and_one_task() {
     );
     // Cancelling a running task stops it; it ends cancelled whatever it reports.
     core.task_action(1, 3, TaskAction::Cancel).unwrap();
-    assert_eq!(cancelled(&core.take_effects()), vec![t3]);
-    core.task_finished(a, &result(t3, 0));
+    assert_eq!(cancels(&core.take_effects()), vec![t3]);
+    core.task_finished(a, &finished(t3, 0));
     let c = core.job_counts(1);
     assert_eq!(c, None, "every task has ended: the job is over");
 
@@ -546,7 +522,7 @@ fn an_agent_that_fails_a_job_too_often_gets_no_more_of_it() {
     register(&mut core, bad, 1, &[]);
     for _ in 0..2 {
         let task = assigned(&core.take_effects())[0].1;
-        core.task_finished(bad, &result(task, 1));
+        core.task_finished(bad, &finished(task, 1));
     }
     assert!(assigned(&core.take_effects()).is_empty(), "blocklisted");
     assert_eq!(core.job(1).unwrap().blocklist()[0].failures, 2);
@@ -587,7 +563,7 @@ fn max_agents_and_disabled_agents_hold_work_back() {
     );
     let busy = got[0].0;
     core.agent_configured(busy, false, None);
-    core.task_finished(busy, &result(got[0].1, 0));
+    core.task_finished(busy, &finished(got[0].1, 0));
     let moved = assigned(&core.take_effects());
     assert!(
         moved.iter().all(|(agent, ..)| *agent != busy),
@@ -805,7 +781,7 @@ fn a_restart_restores_pause_blocklist_and_dependencies() {
     let got = assigned(&core.take_effects());
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].0, got[0].2), (good, 1));
-    core.task_finished(good, &result(got[0].1, 0));
+    core.task_finished(good, &finished(got[0].1, 0));
     let next = assigned(&core.take_effects());
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].2, 2, "the child runs once its parent is done");

@@ -32,6 +32,41 @@ pub enum AgentMessage {
     Logs(LogBatch),
     /// A task attempt is given back without an outcome.
     TaskReturned(TaskReturned),
+    /// A small image of a frame a task produced (sent before its `TaskFinished`).
+    Preview(Preview),
+    /// The job-type definition files this agent loaded from its own directory (all of
+    /// them, after each registration and each change); the master adds versions it does
+    /// not have to its catalogue.
+    JobTypes(Vec<String>),
+}
+
+/// A preview image of a frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    /// The attempt that produced the frame.
+    pub task: TaskRef,
+    /// The frame.
+    pub frame: i64,
+    /// `image/jpeg` or `image/png`.
+    pub mime: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The encoded image.
+    pub data: Vec<u8>,
+}
+
+/// A declarative job-type definition the master sends before the first assignment of a
+/// connection that needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobTypeDefinition {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: u32,
+    /// The TOML text.
+    pub source: String,
 }
 
 /// What an agent tells the master about itself.
@@ -109,6 +144,8 @@ pub struct TaskFinished {
     pub limit: Option<LimitHit>,
     /// When it ended.
     pub at: DateTime<Utc>,
+    /// The files it produced (that exist), as its job type reads them from its output.
+    pub outputs: Vec<crate::OutputFile>,
 }
 
 /// A limit the agent enforced on an attempt by killing its process group.
@@ -186,6 +223,9 @@ pub enum MasterMessage {
     /// needs it): the agent may forget the result. Until then the agent keeps it, lists the
     /// attempt in `Registration.running` and replays it after a reconnect.
     ResultStored(TaskRef),
+    /// A declarative job type an assignment on this connection is about to use (sent once
+    /// per connection and version, before that assignment).
+    JobType(JobTypeDefinition),
 }
 
 /// The master accepted a registration.
@@ -208,8 +248,12 @@ pub struct Assignment {
     pub title: String,
     /// The job type that runs it.
     pub jobtype: String,
+    /// The version of the job type the job was submitted with.
+    pub jobtype_version: u32,
     /// Job-type parameters.
     pub params: Json,
+    /// Path rewrites for this agent, longest prefix first.
+    pub path_maps: Vec<crate::PathRule>,
     /// The frames this task covers.
     pub frames: FrameBatch,
     /// Time limit of the attempt in seconds.

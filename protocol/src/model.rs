@@ -804,3 +804,129 @@ pub struct HealthView {
     /// Tasks running.
     pub tasks_running: u64,
 }
+
+/// A parameter of a job type, as `GET /api/v1/jobtypes/` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ParamView {
+    /// Its name in `params`.
+    pub name: String,
+    /// `string`, `int`, `float`, `bool`, `path`, `enum`, `map` or `list<TYPE>`.
+    pub r#type: String,
+    /// Whether a job must give it.
+    pub required: bool,
+    /// Its value when a job gives none.
+    pub default: Option<Json>,
+    /// Smallest number (or length) accepted.
+    pub min: Option<f64>,
+    /// Largest number (or length) accepted.
+    pub max: Option<f64>,
+    /// The words an `enum` accepts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    /// What it is for.
+    pub description: String,
+}
+
+/// A job type (built in, or defined by a TOML file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobTypeView {
+    /// Name jobs refer to it by.
+    pub name: String,
+    /// Version; a job keeps the version it was submitted with.
+    pub version: u32,
+    /// What it does.
+    pub description: String,
+    /// Built into Furrow (no definition file).
+    pub builtin: bool,
+    /// A job runs its whole frame range as one task.
+    pub single_task: bool,
+    /// Its parameters.
+    pub parameters: Vec<ParamView>,
+    /// Software an agent must offer (name → version range).
+    pub software: std::collections::BTreeMap<String, String>,
+    /// The definition file (declarative types).
+    pub source: Option<String>,
+}
+
+/// A job-type definition file, as `POST /api/v1/jobtypes/` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct JobTypeSource {
+    /// The TOML text of the definition.
+    pub source: String,
+}
+
+/// A file a task produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OutputFile {
+    /// Its path on the agent (after path mapping).
+    pub path: String,
+    /// Its size in bytes when the task ended.
+    pub size: u64,
+    /// The frame it belongs to, when known.
+    pub frame: Option<i64>,
+}
+
+/// A file a job produced, as `GET /api/v1/jobs/{id}/outputs` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OutputView {
+    /// The task that produced it.
+    pub task_id: TaskId,
+    /// The frame it belongs to, when known.
+    pub frame: Option<i64>,
+    /// Its path on the agent.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// A preview image is served for its frame.
+    pub preview: bool,
+    /// When the task ended.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One storage location under its prefix on each system (empty: not on that system).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PathMapSpec {
+    /// Prefix on Linux agents, e.g. `/mnt/projects`.
+    #[serde(default)]
+    pub linux: String,
+    /// Prefix on Windows, e.g. `P:\` or `\\nas\projects`.
+    #[serde(default)]
+    pub windows: String,
+    /// Prefix on macOS, e.g. `/Volumes/projects`.
+    #[serde(default)]
+    pub macos: String,
+    /// Applies only to agents with this tag (empty: every agent).
+    #[serde(default)]
+    pub tag: String,
+}
+
+/// A stored path map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PathMapView {
+    /// Its id.
+    pub id: i64,
+    /// The prefixes and tag.
+    pub map: PathMapSpec,
+}
+
+/// A path rewrite an agent applies: a path starting with `from` starts with `to` instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathRule {
+    /// The prefix to replace.
+    pub from: String,
+    /// Its replacement.
+    pub to: String,
+    /// `from` is a Windows prefix (matched case-insensitively, `\` and `/` alike).
+    pub from_windows: bool,
+    /// `to` is a Windows prefix (the rest of the path takes `\`).
+    pub to_windows: bool,
+}

@@ -54,6 +54,7 @@ pub mod changes;
 mod config;
 mod error;
 pub mod http;
+pub mod jobtypes;
 pub mod listener;
 pub mod logs;
 mod master;

@@ -170,6 +170,7 @@ async fn start_session(
                     deps.registry,
                     deps.scheduler,
                     deps.logs,
+                    deps.service.clone(),
                 )
             });
         }

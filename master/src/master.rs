@@ -20,6 +20,7 @@ use crate::changes::ChangeFeed;
 use crate::config::MasterConfig;
 use crate::error::MasterError;
 use crate::http;
+use crate::jobtypes::Catalog;
 use crate::listener::{Listener, SessionDeps};
 use crate::logs::{FlushLogs, LogCollector, live_logs};
 use crate::registry::Registry;
@@ -267,6 +268,10 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
     let db = Db::open(config.database_url.as_deref(), &data_dir).await?;
     let reader = StoreReader::new(db.clone());
     let loaded = reader.load().await?;
+    let catalog = Arc::new(Catalog::new(
+        reader.jobtypes().await?,
+        reader.path_maps().await?,
+    ));
     let changes = ChangeFeed::new();
 
     let store = {
@@ -329,6 +334,7 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         live,
         agents,
         stats,
+        catalog,
     );
 
     let tcp = tokio::net::TcpListener::bind(&config.listen)

@@ -7,14 +7,15 @@ use std::sync::atomic::Ordering;
 use actix::Addr;
 use furrow_protocol::{
     ActionOutcome, AgentPatch, AgentState, AgentView, ApiError, AttemptView, ClientRequest,
-    ClientResponse, CommandParams, FrameSet, HealthView, JobAction, JobId, JobPatch, JobSubmission,
-    JobView, LogChunk, Page, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId, TaskRef,
+    ClientResponse, FrameSet, HealthView, JobAction, JobId, JobPatch, JobSubmission,
+    JobTypeView, JobView, LogChunk, OutputView, Page, PathMapSpec, PathMapView, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId, TaskRef,
     TaskView, WhyView, WorkState,
 };
 use tokio::sync::broadcast;
 use tracing::{error, info};
 use uuid::Uuid;
 
+use crate::jobtypes::{Added, Catalog};
 use crate::logs::{DeleteJobLogs, LiveChunk, LiveLogs, LogCollector, ReadLog};
 use crate::registry::{AgentTable, EditAgent, Registry};
 use crate::scheduler::policy::requirements::Needs;
@@ -40,8 +41,6 @@ pub const MAX_BATCH: u32 = 1_000_000;
 pub const MAX_TITLE_CHARS: usize = 1_000;
 /// Most log text returned by one read.
 pub const LOG_CHUNK: usize = 1024 * 1024;
-/// Job types the master accepts.
-pub const JOB_TYPES: &[&str] = &["command"];
 /// Most retries per task.
 pub const MAX_RETRIES: u32 = 1_000;
 /// Longest time limit or stall timeout, in seconds (ten years).
@@ -84,6 +83,7 @@ struct Inner {
     live: LiveLogs,
     agents: AgentTable,
     stats: Arc<SchedulerStats>,
+    catalog: Arc<Catalog>,
 }
 
 fn storage_error(e: sea_orm::DbErr) -> ApiError {
@@ -159,8 +159,9 @@ fn parse_frames(spec: &str) -> Result<FrameSet, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("frames: {e}")))
 }
 
-/// Validates a submission and expands its frames into tasks. Messages name the field.
-pub fn validate(submission: JobSubmission) -> Result<NewJob, ApiError> {
+/// Validates a submission against its job type and expands its frames into tasks.
+/// Messages name the field.
+pub fn validate(submission: JobSubmission, catalog: &Catalog) -> Result<NewJob, ApiError> {
     let title = submission.title.trim().to_string();
     if title.is_empty() {
         return Err(ApiError::bad_request("title: must not be empty"));
@@ -170,13 +171,9 @@ pub fn validate(submission: JobSubmission) -> Result<NewJob, ApiError> {
             "title: must be at most {MAX_TITLE_CHARS} characters"
         )));
     }
-    if !JOB_TYPES.contains(&submission.jobtype.as_str()) {
-        return Err(ApiError::bad_request(format!(
-            "jobtype: unknown job type {:?} (known: {})",
-            submission.jobtype,
-            JOB_TYPES.join(", ")
-        )));
-    }
+    let jobtype = catalog
+        .resolve(&submission.jobtype, submission.jobtype_version)
+        .map_err(ApiError::bad_request)?;
     // NUL cannot be stored in a PostgreSQL text column, nor passed in an argv.
     if title.contains('\0') {
         return Err(ApiError::bad_request(
@@ -188,23 +185,9 @@ pub fn validate(submission: JobSubmission) -> Result<NewJob, ApiError> {
             "params: must not contain NUL characters",
         ));
     }
-    let params = submission.params.0.clone();
-    let command_ok = params
-        .get("command")
-        .and_then(|c| c.as_array())
-        .is_some_and(|args| !args.is_empty() && args.iter().all(|a| a.is_string()));
-    if !command_ok {
-        return Err(ApiError::bad_request(
-            "params.command: must be a non-empty list of strings",
-        ));
-    }
-    let command: CommandParams = serde_json::from_value(params.clone())
-        .map_err(|e| ApiError::bad_request(format!("params: {e}")))?;
-    if command.command[0].trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "params.command: the program (first element) must not be empty",
-        ));
-    }
+    let params = jobtype
+        .validate(&submission.params.0)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if submission.batch == 0 {
         return Err(ApiError::bad_request("batch: must be at least 1"));
     }
@@ -233,7 +216,14 @@ pub fn validate(submission: JobSubmission) -> Result<NewJob, ApiError> {
     check_agents("max_agents", submission.max_agents)?;
     let queue = queues::normalize(&submission.queue)
         .map_err(|e| ApiError::bad_request(format!("queue: {e}")))?;
-    Needs::parse(&submission.requirements).map_err(ApiError::bad_request)?;
+    let mut requirements = submission.requirements.clone();
+    for (name, range) in &jobtype.software {
+        requirements
+            .software
+            .entry(name.clone())
+            .or_insert_with(|| range.clone());
+    }
+    Needs::parse(&requirements).map_err(ApiError::bad_request)?;
     check_text("notes", &submission.notes, MAX_NOTES_CHARS)?;
     check_text("user", &submission.user, MAX_USER_CHARS)?;
     if submission.depends_on.len() > MAX_DEPENDENCIES {
@@ -255,13 +245,34 @@ pub fn validate(submission: JobSubmission) -> Result<NewJob, ApiError> {
         ));
     }
     let frames = parse_frames(&submission.frames)?;
-    let tasks = frames.task_count(submission.batch);
+    let mut batch = submission.batch;
+    if jobtype.single_task {
+        // The job type runs the whole range at once: one task.
+        if frames.ranges().len() != 1 {
+            return Err(ApiError::bad_request(format!(
+                "frames: job type {} runs its frames as one task: give one range, not {}",
+                jobtype.name,
+                frames.ranges().len()
+            )));
+        }
+        batch = u32::try_from(frames.frame_count())
+            .ok()
+            .filter(|&n| n <= MAX_BATCH)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "frames: job type {} runs its frames as one task, at most {MAX_BATCH} frames",
+                    jobtype.name
+                ))
+            })?;
+    }
+    let tasks = frames.task_count(batch);
     if tasks > MAX_TASKS_PER_JOB {
         return Err(ApiError::bad_request(format!(
             "frames: {tasks} tasks exceed the limit of {MAX_TASKS_PER_JOB} per job (raise batch or split the job)"
         )));
     }
     let mut settings = JobSettings::of(&submission);
+    settings.requirements = requirements;
     settings.queue = queue;
     settings.depends_on = depends_on;
     settings.notes = settings.notes.trim().to_string();
@@ -269,15 +280,16 @@ pub fn validate(submission: JobSubmission) -> Result<NewJob, ApiError> {
     Ok(NewJob {
         title,
         jobtype: submission.jobtype,
+        jobtype_version: jobtype.version,
         params,
         frames: frames.to_string(),
-        batch: submission.batch,
+        batch,
         priority: submission.priority,
         retries: submission.retries,
         timeout_secs: submission.timeout_secs,
         settings,
         ranges: frames.ranges().to_vec(),
-        batches: frames.batches(submission.batch).collect(),
+        batches: frames.batches(batch).collect(),
     })
 }
 
@@ -289,9 +301,11 @@ impl Service {
         live: LiveLogs,
         agents: AgentTable,
         stats: Arc<SchedulerStats>,
+        catalog: Arc<Catalog>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                catalog,
                 reader,
                 store: actors.store,
                 scheduler: actors.scheduler,
@@ -304,9 +318,19 @@ impl Service {
         }
     }
 
+    /// The catalogue of job types and path maps.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.inner.catalog
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Addr<Store> {
+        &self.inner.store
+    }
+
     /// Validates and stores a job; answers once it is committed, then schedules it.
     pub async fn submit_job(&self, submission: JobSubmission) -> Result<JobView, ApiError> {
-        let job = validate(submission)?;
+        let job = validate(submission, &self.inner.catalog)?;
         let queue = job.settings.queue.clone();
         let known = self.list_queues().await?;
         if !known.iter().any(|q| q.path == queues::display(&queue)) {
@@ -865,6 +889,82 @@ impl Service {
         Ok(attempts)
     }
 
+    /// Every version of every job type.
+    pub fn list_jobtypes(&self) -> Vec<JobTypeView> {
+        self.inner.catalog.list()
+    }
+
+    /// One version of a job type, the newest when `version` is `None`.
+    pub fn get_jobtype(&self, name: &str, version: Option<u32>) -> Result<JobTypeView, ApiError> {
+        self.inner
+            .catalog
+            .resolve(name, version)
+            .map(|def| def.view())
+            .map_err(|e| ApiError::not_found(e))
+    }
+
+    /// Stores a job-type definition file: the type, and whether this version is new.
+    pub async fn add_jobtype(&self, source: &str) -> Result<(JobTypeView, bool), ApiError> {
+        match self
+            .inner
+            .catalog
+            .add(&self.inner.store, source)
+            .await?
+        {
+            Added::Created(view) => Ok((view, true)),
+            Added::Unchanged(view) => Ok((view, false)),
+        }
+    }
+
+    /// Every path map.
+    pub fn list_path_maps(&self) -> Vec<PathMapView> {
+        self.inner.catalog.path_maps()
+    }
+
+    /// Adds a path map.
+    pub async fn add_path_map(&self, spec: PathMapSpec) -> Result<PathMapView, ApiError> {
+        self.inner
+            .catalog
+            .add_path_map(&self.inner.store, spec)
+            .await
+    }
+
+    /// Deletes a path map.
+    pub async fn delete_path_map(&self, id: i64) -> Result<(), ApiError> {
+        if self
+            .inner
+            .catalog
+            .delete_path_map(&self.inner.store, id)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("path map {id} not found")))
+        }
+    }
+
+    /// The files a job produced, in frame order.
+    pub async fn job_outputs(&self, job_id: JobId) -> Result<Vec<OutputView>, ApiError> {
+        self.job_record(job_id).await?;
+        self.inner
+            .reader
+            .outputs(job_id)
+            .await
+            .map_err(storage_error)
+    }
+
+    /// The preview image of a frame: its MIME type and bytes.
+    pub async fn preview(&self, job_id: JobId, frame: i64) -> Result<(String, Vec<u8>), ApiError> {
+        self.inner
+            .reader
+            .preview(job_id, frame)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("job {job_id} has no preview of frame {frame}"))
+            })
+    }
+
     /// Log text of every attempt as it is written (see [`crate::logs::LiveChunk`]).
     pub fn subscribe_logs(&self) -> broadcast::Receiver<LiveChunk> {
         self.inner.live.subscribe()
@@ -959,6 +1059,28 @@ impl Service {
                 .edit_agent(agent_id, patch)
                 .await
                 .map(ClientResponse::Agent),
+            ClientRequest::ListJobTypes => Ok(ClientResponse::JobTypes(self.list_jobtypes())),
+            ClientRequest::GetJobType { name, version } => self
+                .get_jobtype(&name, version)
+                .map(|view| ClientResponse::JobType {
+                    view,
+                    created: false,
+                }),
+            ClientRequest::AddJobType(source) => self
+                .add_jobtype(&source.source)
+                .await
+                .map(|(view, created)| ClientResponse::JobType { view, created }),
+            ClientRequest::ListPathMaps => Ok(ClientResponse::PathMaps(self.list_path_maps())),
+            ClientRequest::AddPathMap(spec) => {
+                self.add_path_map(spec).await.map(ClientResponse::PathMap)
+            }
+            ClientRequest::DeletePathMap { id } => self
+                .delete_path_map(id)
+                .await
+                .map(|()| ClientResponse::Deleted),
+            ClientRequest::JobOutputs { job_id } => {
+                self.job_outputs(job_id).await.map(ClientResponse::Outputs)
+            }
         };
         result.unwrap_or_else(ClientResponse::Error)
     }
@@ -981,52 +1103,58 @@ mod tests {
     fn validation_names_the_field() {
         let ok = serde_json::json!({"command": ["echo", "{frame}"]});
         assert_eq!(
-            validate(submission(ok.clone(), "1-10:2"))
+            validate(submission(ok.clone(), "1-10:2"), &Catalog::builtin())
                 .unwrap()
                 .batches
                 .len(),
             5
         );
         assert_eq!(
-            message(validate(submission(ok.clone(), "10-1"))),
+            message(validate(submission(ok.clone(), "10-1"), &Catalog::builtin())),
             "frames: invalid frame range \"10-1\": end frame 1 is before start frame 10"
         );
-        assert!(message(validate(submission(ok.clone(), "a-b"))).starts_with("frames: "));
+        assert!(message(validate(submission(ok.clone(), "a-b"), &Catalog::builtin())).starts_with("frames: "));
         assert_eq!(
             message(validate(submission(
                 serde_json::json!({"command": []}),
                 "1"
-            ))),
-            "params.command: must be a non-empty list of strings"
+            ), &Catalog::builtin())),
+            "params.command: its length must be at least 1, got 0"
         );
         assert_eq!(
-            message(validate(submission(serde_json::Value::Null, "1"))),
-            "params.command: must be a non-empty list of strings"
+            message(validate(submission(serde_json::Value::Null, "1"), &Catalog::builtin())),
+            "params.command: required (list<string> parameter)"
         );
         assert!(
             message(validate(submission(
                 serde_json::json!({"command": ["x"], "bogus": 1}),
                 "1"
-            )))
-            .starts_with("params: unknown field `bogus`")
+            ), &Catalog::builtin()))
+            .starts_with("params.bogus: unknown parameter (known: command, shell, env)")
         );
         let mut s = submission(ok.clone(), "1");
         s.title = "  ".into();
-        assert_eq!(message(validate(s)), "title: must not be empty");
+        assert_eq!(message(validate(s, &Catalog::builtin())), "title: must not be empty");
         let mut s = submission(ok.clone(), "1");
         s.batch = 0;
-        assert_eq!(message(validate(s)), "batch: must be at least 1");
+        assert_eq!(message(validate(s, &Catalog::builtin())), "batch: must be at least 1");
         let mut s = submission(ok.clone(), "1-1000000000000:1000000000000");
         s.batch = u32::MAX;
-        assert_eq!(message(validate(s)), "batch: must be at most 1000000");
+        assert_eq!(message(validate(s, &Catalog::builtin())), "batch: must be at most 1000000");
         let mut s = submission(ok.clone(), "-1000000000000-1000000000000:1000000000000");
         s.batch = MAX_BATCH;
-        assert_eq!(validate(s).unwrap().batches.len(), 1);
+        assert_eq!(validate(s, &Catalog::builtin()).unwrap().batches.len(), 1);
         let mut s = submission(ok.clone(), "1");
+        s.jobtype = "maya".into();
+        assert!(message(validate(s, &Catalog::builtin())).starts_with("jobtype: unknown job type"));
+        let mut s = submission(ok.clone(), "1");
+        s.jobtype_version = Some(2);
+        assert!(message(validate(s, &Catalog::builtin())).starts_with("jobtype_version: "));
+        let mut s = submission(serde_json::json!({"scene": "/s.blend"}), "1");
         s.jobtype = "blender".into();
-        assert!(message(validate(s)).starts_with("jobtype: "));
+        assert_eq!(message(validate(s, &Catalog::builtin())), "params.output: required (path parameter)");
         assert!(
-            message(validate(submission(ok, "1-1000001"))).starts_with("frames: 1000001 tasks")
+            message(validate(submission(ok, "1-1000001"), &Catalog::builtin())).starts_with("frames: 1000001 tasks")
         );
     }
 }

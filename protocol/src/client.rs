@@ -16,7 +16,7 @@ use crate::messages::{ApiError, ClientEnvelope, ClientRequest, ClientResponse, S
 use crate::model::{
     ActionOutcome, AgentPatch, AgentView, AttemptView, HealthView, JobAction, JobId, JobPatch,
     JobSubmission, JobView, LogChunk, Page, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId,
-    TaskView, WhyView,
+    TaskView, WhyView, JobTypeSource, JobTypeView, OutputView, PathMapSpec, PathMapView,
 };
 
 /// Why a client call failed.
@@ -360,6 +360,73 @@ impl Client {
         {
             ClientResponse::Attempts(a) => Ok(a),
             _ => Err(ClientError::UnexpectedReply("task attempts")),
+        }
+    }
+
+    /// Every version of every job type.
+    pub async fn jobtypes(&self) -> Result<Vec<JobTypeView>, ClientError> {
+        match self.request(ClientRequest::ListJobTypes).await? {
+            ClientResponse::JobTypes(t) => Ok(t),
+            _ => Err(ClientError::UnexpectedReply("job types")),
+        }
+    }
+
+    /// One version of a job type (the newest when `version` is `None`).
+    pub async fn jobtype(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<JobTypeView, ClientError> {
+        let request = ClientRequest::GetJobType {
+            name: name.to_string(),
+            version,
+        };
+        match self.request(request).await? {
+            ClientResponse::JobType { view, .. } => Ok(view),
+            _ => Err(ClientError::UnexpectedReply("job type")),
+        }
+    }
+
+    /// Stores a job-type definition file; answers the type and whether it was new.
+    pub async fn add_jobtype(&self, source: String) -> Result<(JobTypeView, bool), ClientError> {
+        match self
+            .request(ClientRequest::AddJobType(JobTypeSource { source }))
+            .await?
+        {
+            ClientResponse::JobType { view, created } => Ok((view, created)),
+            _ => Err(ClientError::UnexpectedReply("add job type")),
+        }
+    }
+
+    /// Every path map.
+    pub async fn path_maps(&self) -> Result<Vec<PathMapView>, ClientError> {
+        match self.request(ClientRequest::ListPathMaps).await? {
+            ClientResponse::PathMaps(m) => Ok(m),
+            _ => Err(ClientError::UnexpectedReply("path maps")),
+        }
+    }
+
+    /// Adds a path map.
+    pub async fn add_path_map(&self, map: PathMapSpec) -> Result<PathMapView, ClientError> {
+        match self.request(ClientRequest::AddPathMap(map)).await? {
+            ClientResponse::PathMap(m) => Ok(m),
+            _ => Err(ClientError::UnexpectedReply("add path map")),
+        }
+    }
+
+    /// Deletes a path map.
+    pub async fn delete_path_map(&self, id: i64) -> Result<(), ClientError> {
+        match self.request(ClientRequest::DeletePathMap { id }).await? {
+            ClientResponse::Deleted => Ok(()),
+            _ => Err(ClientError::UnexpectedReply("delete path map")),
+        }
+    }
+
+    /// The files a job produced.
+    pub async fn job_outputs(&self, job_id: JobId) -> Result<Vec<OutputView>, ClientError> {
+        match self.request(ClientRequest::JobOutputs { job_id }).await? {
+            ClientResponse::Outputs(o) => Ok(o),
+            _ => Err(ClientError::UnexpectedReply("job outputs")),
         }
     }
 }

@@ -12,7 +12,8 @@ use crate::frames::FrameBatch;
 use crate::model::{
     ActionOutcome, AgentPatch, AgentView, AttemptView, GpuInfo, HealthView, JobAction, JobId,
     JobPatch, JobSubmission, JobView, LogChunk, Page, QueuePatch, QueueSpec, QueueView, TaskAction,
-    TaskId, TaskRef, TaskView, WhyView,
+    TaskId, TaskRef, TaskView, WhyView, JobTypeSource, JobTypeView, OutputView, PathMapSpec,
+    PathMapView,
 };
 
 /// Agent → master.
@@ -45,6 +46,8 @@ pub enum AgentMessage {
 pub struct Preview {
     /// The attempt that produced the frame.
     pub task: TaskRef,
+    /// Its job.
+    pub job_id: JobId,
     /// The frame.
     pub frame: i64,
     /// `image/jpeg` or `image/png`.
@@ -395,6 +398,31 @@ pub enum ClientRequest {
         /// The task.
         task_id: TaskId,
     },
+    /// `GET /api/v1/jobtypes/`.
+    ListJobTypes,
+    /// `GET /api/v1/jobtypes/{name}/{version}` (the newest version when `None`).
+    GetJobType {
+        /// The type.
+        name: String,
+        /// Its version.
+        version: Option<u32>,
+    },
+    /// `POST /api/v1/jobtypes/`.
+    AddJobType(JobTypeSource),
+    /// `GET /api/v1/pathmaps/`.
+    ListPathMaps,
+    /// `POST /api/v1/pathmaps/`.
+    AddPathMap(PathMapSpec),
+    /// `DELETE /api/v1/pathmaps/{id}`.
+    DeletePathMap {
+        /// The map.
+        id: i64,
+    },
+    /// `GET /api/v1/jobs/{id}/outputs`.
+    JobOutputs {
+        /// The job.
+        job_id: JobId,
+    },
 }
 
 /// Answers to [`ClientRequest`]s.
@@ -430,6 +458,21 @@ pub enum ClientResponse {
     Deleted,
     /// Answer to `TaskAttempts`.
     Attempts(Vec<AttemptView>),
+    /// Answer to `ListJobTypes`.
+    JobTypes(Vec<JobTypeView>),
+    /// Answer to `GetJobType` and `AddJobType` (`created`: a new version was stored).
+    JobType {
+        /// The type.
+        view: JobTypeView,
+        /// Whether it was stored by this request.
+        created: bool,
+    },
+    /// Answer to `ListPathMaps`.
+    PathMaps(Vec<PathMapView>),
+    /// Answer to `AddPathMap`.
+    PathMap(PathMapView),
+    /// Answer to `JobOutputs`.
+    Outputs(Vec<OutputView>),
 }
 
 /// What kind of failure an [`ApiError`] is; the REST API maps it to a status code.

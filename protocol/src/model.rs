@@ -91,6 +91,9 @@ pub struct JobSubmission {
     /// Job type that runs the tasks; `command` by default.
     #[serde(default = "default_jobtype")]
     pub jobtype: String,
+    /// Version of the job type; its newest when not given.
+    #[serde(default)]
+    pub jobtype_version: Option<u32>,
     /// Job-type parameters; for `command`: [`CommandParams`].
     #[serde(default)]
     pub params: Json,
@@ -150,6 +153,7 @@ impl JobSubmission {
         Self {
             title: title.into(),
             jobtype: default_jobtype(),
+            jobtype_version: None,
             params,
             frames: frames.into(),
             batch: default_batch(),
@@ -348,7 +352,9 @@ pub struct JobView {
     pub title: String,
     /// Job type.
     pub jobtype: String,
-    /// Job-type parameters.
+    /// The version of the job type the job was submitted with.
+    pub jobtype_version: u32,
+    /// Job-type parameters (with the job type's defaults filled in).
     pub params: Json,
     /// Frame specification as normalised by the master.
     pub frames: String,

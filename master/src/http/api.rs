@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use furrow_protocol::{
-    ActionOutcome, AgentView, AttemptView, HealthView, JobView, Page, QueueView, TaskView, WhyView,
+    ActionOutcome, AgentView, AttemptView, HealthView, JobTypeView, JobView, OutputView, Page,
+    PathMapView, QueueView, TaskView, WhyView,
 };
 use furrow_protocol::{
     AgentPatch, ApiError, JobActionRequest, JobId, JobPatch, JobSubmission, JobsActionRequest,
-    QueuePatch, QueueSpec, TaskActionRequest, TaskId,
+    JobTypeSource, PathMapSpec, QueuePatch, QueueSpec, TaskActionRequest, TaskId,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -104,6 +105,43 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(get_queue))
                     .route(web::patch().to(edit_queue))
                     .route(web::delete().to(delete_queue))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/jobs/{id}/outputs")
+                    .route(web::get().to(job_outputs))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/jobs/{id}/outputs/{frame}/preview")
+                    .route(web::get().to(preview))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource(["/jobtypes/", "/jobtypes"])
+                    .route(web::get().to(list_jobtypes))
+                    .route(web::post().to(add_jobtype))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/jobtypes/{name}")
+                    .route(web::get().to(get_jobtype_newest))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/jobtypes/{name}/{version}")
+                    .route(web::get().to(get_jobtype))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource(["/pathmaps/", "/pathmaps"])
+                    .route(web::get().to(list_path_maps))
+                    .route(web::post().to(add_path_map))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/pathmaps/{id}")
+                    .route(web::delete().to(delete_path_map))
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
@@ -447,6 +485,131 @@ async fn delete_queue(
     path: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
     service.delete_queue(&path).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/outputs", tag = "outputs", params(("id" = i64, Path, description = "Job id")),
+    responses((status = 200, description = "The files the job's tasks produced, in frame order", body = Vec<OutputView>),
+              (status = 404, description = "Unknown job", body = ErrorBody)))]
+async fn job_outputs(
+    service: web::Data<Service>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let job_id = parse_id("job id", &path)?;
+    Ok(HttpResponse::Ok().json(service.job_outputs(job_id).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/outputs/{frame}/preview", tag = "outputs",
+    params(("id" = i64, Path, description = "Job id"), ("frame" = i64, Path, description = "Frame number")),
+    responses((status = 200, description = "A small JPEG or PNG image of the frame", content_type = "image/jpeg"),
+              (status = 404, description = "No preview of that frame", body = ErrorBody)))]
+async fn preview(
+    service: web::Data<Service>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, HttpError> {
+    let (job, frame) = path.into_inner();
+    let job_id = parse_id("job id", &job)?;
+    let frame: i64 = frame
+        .parse()
+        .map_err(|_| bad(format!("frame: {frame:?} is not a whole number")))?;
+    let (mime, data) = service.preview(job_id, frame).await?;
+    Ok(HttpResponse::Ok()
+        .content_type(mime)
+        .insert_header(("Cache-Control", "no-cache"))
+        .body(data))
+}
+
+#[utoipa::path(get, path = "/api/v1/jobtypes/", tag = "jobtypes",
+    responses((status = 200, description = "Every version of every job type, by name then version", body = Vec<JobTypeView>)))]
+async fn list_jobtypes(service: web::Data<Service>) -> HttpResponse {
+    HttpResponse::Ok().json(service.list_jobtypes())
+}
+
+/// The body of `POST /api/v1/jobtypes/`: the TOML file itself (any content type but
+/// JSON), or `{"source": "..."}` as JSON.
+fn jobtype_source(request: &HttpRequest, body: &[u8]) -> Result<String, HttpError> {
+    let json = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| bad(format!("body: not JSON: {e}")))?;
+        let source: JobTypeSource = decode(value)?;
+        Ok(source.source)
+    } else {
+        String::from_utf8(body.to_vec()).map_err(|_| bad("body: the definition is not UTF-8 text".into()))
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/jobtypes/", tag = "jobtypes",
+    request_body(content = JobTypeSource, description = "The TOML definition as the body (text/plain or application/toml), or {\"source\": \"...\"} as JSON"),
+    responses((status = 201, description = "A new version was stored", body = JobTypeView),
+              (status = 200, description = "This exact version was stored already", body = JobTypeView),
+              (status = 400, description = "The file is invalid; the message names the field", body = ErrorBody),
+              (status = 409, description = "This version is stored with another text, or the name is a built-in type's", body = ErrorBody)))]
+async fn add_jobtype(
+    service: web::Data<Service>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, HttpError> {
+    let source = jobtype_source(&request, &body)?;
+    let (view, created) = service.add_jobtype(&source).await?;
+    Ok(if created {
+        HttpResponse::Created().json(view)
+    } else {
+        HttpResponse::Ok().json(view)
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/jobtypes/{name}", tag = "jobtypes", params(("name" = String, Path, description = "Job type")),
+    responses((status = 200, description = "Its newest version", body = JobTypeView), (status = 404, description = "Unknown job type", body = ErrorBody)))]
+async fn get_jobtype_newest(
+    service: web::Data<Service>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    Ok(HttpResponse::Ok().json(service.get_jobtype(&path, None)?))
+}
+
+#[utoipa::path(get, path = "/api/v1/jobtypes/{name}/{version}", tag = "jobtypes",
+    params(("name" = String, Path, description = "Job type"), ("version" = u32, Path, description = "Version")),
+    responses((status = 200, body = JobTypeView), (status = 404, description = "Unknown job type or version", body = ErrorBody)))]
+async fn get_jobtype(
+    service: web::Data<Service>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, HttpError> {
+    let (name, version) = path.into_inner();
+    let version: u32 = version
+        .parse()
+        .map_err(|_| bad(format!("version: {version:?} is not a version number")))?;
+    Ok(HttpResponse::Ok().json(service.get_jobtype(&name, Some(version))?))
+}
+
+#[utoipa::path(get, path = "/api/v1/pathmaps/", tag = "pathmaps",
+    responses((status = 200, description = "Every path map", body = Vec<PathMapView>)))]
+async fn list_path_maps(service: web::Data<Service>) -> HttpResponse {
+    HttpResponse::Ok().json(service.list_path_maps())
+}
+
+#[utoipa::path(post, path = "/api/v1/pathmaps/", tag = "pathmaps", request_body = PathMapSpec,
+    responses((status = 201, body = PathMapView), (status = 400, description = "Fewer than two prefixes, or a malformed one", body = ErrorBody)))]
+async fn add_path_map(
+    service: web::Data<Service>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, HttpError> {
+    let spec: PathMapSpec = decode(body.into_inner())?;
+    Ok(HttpResponse::Created().json(service.add_path_map(spec).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/pathmaps/{id}", tag = "pathmaps", params(("id" = i64, Path, description = "Path map id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Unknown path map", body = ErrorBody)))]
+async fn delete_path_map(
+    service: web::Data<Service>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let id = parse_id("path map id", &path)?;
+    service.delete_path_map(id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

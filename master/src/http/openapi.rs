@@ -30,7 +30,7 @@ pub struct PageQuery {
     info(
         title = "Furrow master API",
         version = "1",
-        description = "Jobs, tasks, agents and queues of a Furrow render farm. Errors are {\"error\": \"...\"} with a 4xx status naming the field at fault."
+        description = "Jobs, tasks, agents, queues, job types, path maps and outputs of a Furrow render farm. Errors are {\"error\": \"...\"} with a 4xx status naming the field at fault."
     ),
     paths(
         super::api::submit_job,
@@ -53,6 +53,15 @@ pub struct PageQuery {
         super::api::get_queue,
         super::api::edit_queue,
         super::api::delete_queue,
+        super::api::job_outputs,
+        super::api::preview,
+        super::api::list_jobtypes,
+        super::api::add_jobtype,
+        super::api::get_jobtype_newest,
+        super::api::get_jobtype,
+        super::api::list_path_maps,
+        super::api::add_path_map,
+        super::api::delete_path_map,
         super::api::health,
         super::dashboard::events,
         super::api::openapi,
@@ -93,6 +102,13 @@ mod tests {
             ("/api/v1/agents/{id}", &["patch"]),
             ("/api/v1/queues/", &["get", "post"]),
             ("/api/v1/queues/{path}", &["get", "patch", "delete"]),
+            ("/api/v1/jobs/{id}/outputs", &["get"]),
+            ("/api/v1/jobs/{id}/outputs/{frame}/preview", &["get"]),
+            ("/api/v1/jobtypes/", &["get", "post"]),
+            ("/api/v1/jobtypes/{name}", &["get"]),
+            ("/api/v1/jobtypes/{name}/{version}", &["get"]),
+            ("/api/v1/pathmaps/", &["get", "post"]),
+            ("/api/v1/pathmaps/{id}", &["delete"]),
             ("/api/v1/health", &["get"]),
             ("/api/v1/events", &["get"]),
             ("/api/v1/openapi.json", &["get"]),
@@ -104,7 +120,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(paths.len(), 17, "a documented path without a test entry");
+        assert_eq!(paths.len(), 24, "a documented path without a test entry");
         let schemas = doc["components"]["schemas"].as_object().unwrap();
         for name in [
             "JobSubmission",
@@ -113,6 +129,10 @@ mod tests {
             "QueueSpec",
             "WhyView",
             "ErrorBody",
+            "JobTypeView",
+            "ParamView",
+            "OutputView",
+            "PathMapSpec",
         ] {
             assert!(schemas.contains_key(name), "schema {name} missing");
         }

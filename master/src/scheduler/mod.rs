@@ -92,6 +92,7 @@ pub fn job_spec(record: &JobRecord) -> JobSpec {
         id: record.id,
         title: record.title.clone(),
         jobtype: record.jobtype.clone(),
+        jobtype_version: record.jobtype_version,
         params: record.params.clone(),
         timeout_secs: record.timeout_secs,
         priority: record.priority,

@@ -4,7 +4,9 @@ use furrow_protocol::{JobId, Json, MasterMessage, TaskRef};
 use uuid::Uuid;
 
 use super::policy::requirements::Needs;
-use crate::store::records::{AttemptRow, BulkWrite, JobRow, JobSettings, TaskRow};
+use crate::store::records::{
+    AttemptRow, BulkWrite, JobRow, JobSettings, OutputRows, PreviewRow, TaskRow,
+};
 
 /// A job's settings as the scheduler uses them.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +17,8 @@ pub struct JobSpec {
     pub title: String,
     /// Job type.
     pub jobtype: String,
+    /// Version of the job type.
+    pub jobtype_version: u32,
     /// Parameters.
     pub params: Json,
     /// Attempt time limit.
@@ -99,6 +103,10 @@ pub enum Write {
     Bulk(BulkWrite),
     /// How an attempt ended.
     Attempt(AttemptRow),
+    /// Files an attempt produced.
+    Outputs(OutputRows),
+    /// The preview image of a frame.
+    Preview(PreviewRow),
 }
 
 /// How a task message was judged.

@@ -1,5 +1,6 @@
 //! The session of one agent connection.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use actix::prelude::*;
@@ -8,9 +9,13 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use crate::jobtypes::Added;
 use crate::logs::{AppendLogs, LogCollector};
 use crate::registry::{CloseSession, Disconnected, HeartbeatFrom, Register, Registry, TaskOnAgent};
-use crate::scheduler::{FromAgent, Scheduler, TaskEvent, ToAgent};
+use crate::scheduler::{FromAgent, Scheduler, TaskEvent, ToAgent, Write};
+use crate::service::Service;
+use crate::store::CommitBatch;
+use crate::store::records::PreviewRow;
 
 /// Most attempts an agent may list as running or awaiting acknowledgement: every slot
 /// of the largest agent, running one attempt and holding a few unacknowledged results.
@@ -19,6 +24,14 @@ const MAX_LISTED: usize = 4 * crate::registry::MAX_SLOTS as usize + 64;
 const MAX_NAME: usize = 256;
 /// Longest error text of a task result kept, in bytes.
 const MAX_ERROR: usize = 4096;
+/// Most output files kept from one task result.
+const MAX_OUTPUTS: usize = 100_000;
+/// Longest output path kept, in bytes.
+const MAX_PATH: usize = 4096;
+/// Largest preview image accepted, in bytes.
+const MAX_PREVIEW: usize = 1024 * 1024;
+/// Most job-type files one agent may publish.
+const MAX_PUBLISHED: usize = 100;
 
 /// Makes text from an agent fit for the database: no NUL (PostgreSQL text columns refuse
 /// it) and at most `max` bytes, cut at a character boundary.
@@ -45,6 +58,12 @@ pub struct AgentSession {
     registry: Addr<Registry>,
     scheduler: Addr<Scheduler>,
     logs: Addr<LogCollector>,
+    service: Service,
+    /// The agent's operating system and tags, for its path maps.
+    os: String,
+    tags: Vec<String>,
+    /// Declarative job types already sent on this connection.
+    sent_types: HashSet<(String, u32)>,
 }
 
 impl AgentSession {
@@ -56,6 +75,7 @@ impl AgentSession {
         registry: Addr<Registry>,
         scheduler: Addr<Scheduler>,
         logs: Addr<LogCollector>,
+        service: Service,
     ) -> Self {
         Self {
             id,
@@ -65,7 +85,78 @@ impl AgentSession {
             registry,
             scheduler,
             logs,
+            service,
+            os: String::new(),
+            tags: Vec::new(),
+            sent_types: HashSet::new(),
         }
+    }
+
+    /// Sends an assignment with this agent's path maps, preceded by its job type's
+    /// definition when the type is declarative and not yet sent on this connection.
+    fn assign(&mut self, mut assignment: furrow_protocol::Assignment, ctx: &mut Context<Self>) {
+        let catalog = self.service.catalog().clone();
+        assignment.path_maps = catalog.rules_for(&self.os, &self.tags);
+        let key = (assignment.jobtype.clone(), assignment.jobtype_version);
+        if !furrow_jobtypes::is_builtin(&key.0) && !self.sent_types.contains(&key) {
+            if let Some(source) = catalog
+                .get(&key.0, key.1)
+                .and_then(|def| def.source.clone())
+            {
+                self.send(
+                    MasterMessage::JobType(furrow_protocol::JobTypeDefinition {
+                        name: key.0.clone(),
+                        version: key.1,
+                        source,
+                    }),
+                    ctx,
+                );
+            }
+            self.sent_types.insert(key);
+        }
+        self.send(MasterMessage::Assign(assignment), ctx);
+    }
+
+    /// Stores a frame's preview image.
+    fn preview(&mut self, preview: furrow_protocol::Preview) {
+        let mime_ok = matches!(preview.mime.as_str(), "image/jpeg" | "image/png");
+        if !mime_ok || preview.data.len() > MAX_PREVIEW || preview.data.is_empty() {
+            warn!(peer = %self.peer, mime = preview.mime, bytes = preview.data.len(), "preview refused");
+            return;
+        }
+        self.service.store().do_send(CommitBatch {
+            writes: vec![Write::Preview(PreviewRow {
+                job_id: preview.job_id,
+                frame: preview.frame,
+                task_id: preview.task.task_id,
+                mime: preview.mime,
+                width: preview.width,
+                height: preview.height,
+                data: preview.data,
+            })],
+            notify: None,
+        });
+    }
+
+    /// Adds the job types an agent loaded from its directory to the catalogue.
+    fn publish(&mut self, sources: Vec<String>, ctx: &mut Context<Self>) {
+        let catalog = self.service.catalog().clone();
+        let store = self.service.store().clone();
+        let agent = self.agent_id;
+        let work = async move {
+            for source in sources.into_iter().take(MAX_PUBLISHED) {
+                match catalog.add(&store, &source).await {
+                    Ok(Added::Created(view)) => {
+                        info!(?agent, name = view.name, version = view.version, "job type published by agent");
+                    }
+                    Ok(Added::Unchanged(_)) => {}
+                    Err(e) => {
+                        warn!(?agent, error = %e.message, "job type published by agent refused");
+                    }
+                }
+            }
+        };
+        ctx.spawn(work.into_actor(self));
     }
 
     fn send(&mut self, message: MasterMessage, ctx: &mut Context<Self>) {
@@ -110,6 +201,8 @@ impl AgentSession {
         for tag in &mut registration.tags {
             clean(tag, MAX_NAME);
         }
+        self.os = registration.os.clone();
+        self.tags = registration.tags.clone();
         for gpu in &mut registration.gpus {
             clean(&mut gpu.name, MAX_NAME);
         }
@@ -216,6 +309,10 @@ impl StreamHandler<Result<AgentMessage, ProtocolError>> for AgentSession {
                 if let Some(error) = &mut finished.error {
                     clean(error, MAX_ERROR);
                 }
+                finished.outputs.truncate(MAX_OUTPUTS);
+                for output in &mut finished.outputs {
+                    clean(&mut output.path, MAX_PATH);
+                }
                 self.track(finished.task, false);
                 self.task_event(TaskEvent::Finished(finished), ctx)
             }
@@ -224,6 +321,14 @@ impl StreamHandler<Result<AgentMessage, ProtocolError>> for AgentSession {
                 self.track(returned.task, false);
                 self.task_event(TaskEvent::Returned(returned), ctx)
             }
+            AgentMessage::Preview(preview) => match self.agent_id {
+                Some(_) => self.preview(preview),
+                None => self.close("preview before registration", ctx),
+            },
+            AgentMessage::JobTypes(sources) => match self.agent_id {
+                Some(_) => self.publish(sources, ctx),
+                None => self.close("job types before registration", ctx),
+            },
             AgentMessage::Logs(batch) => {
                 if self.agent_id.is_none() {
                     self.close("logs before registration", ctx);
@@ -253,7 +358,10 @@ impl Handler<ToAgent> for AgentSession {
     type Result = ();
 
     fn handle(&mut self, msg: ToAgent, ctx: &mut Context<Self>) {
-        self.send(msg.0, ctx);
+        match msg.0 {
+            MasterMessage::Assign(assignment) => self.assign(assignment, ctx),
+            message => self.send(message, ctx),
+        }
     }
 }
 

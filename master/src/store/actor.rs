@@ -22,7 +22,8 @@ use uuid::Uuid;
 
 use super::Db;
 use super::records::{
-    AgentRow, AttemptRow, BulkWrite, JobRecord, JobRow, LogIndexRow, NewJob, TaskRow, now_ms,
+    AgentRow, AttemptRow, BulkWrite, JobRecord, JobRow, LogIndexRow, NewJob, OutputRows, PreviewRow,
+    TaskRow, now_ms,
 };
 use super::sql;
 use crate::changes::ChangeFeed;
@@ -137,6 +138,8 @@ struct Segment {
     agents: HashMap<Uuid, AgentRow>,
     logs: HashMap<(TaskId, u32), LogIndexRow>,
     attempts: Vec<AttemptRow>,
+    outputs: Vec<OutputRows>,
+    previews: HashMap<(JobId, i64), PreviewRow>,
     bulk: Vec<BulkWrite>,
 }
 
@@ -147,6 +150,8 @@ impl Segment {
             + self.agents.len()
             + self.logs.len()
             + self.attempts.len()
+            + self.outputs.len()
+            + self.previews.len()
             + self.bulk.len()
     }
 }
@@ -192,6 +197,12 @@ impl Pending {
             }
             Write::Attempt(row) => {
                 self.open().attempts.push(row);
+            }
+            Write::Outputs(rows) => {
+                self.open().outputs.push(rows);
+            }
+            Write::Preview(row) => {
+                self.open().previews.insert((row.job_id, row.frame), row);
             }
         }
     }
@@ -340,6 +351,12 @@ async fn commit(db: &Db, lock: &Mutex<()>, batch: &Pending) -> Result<usize, DbE
             sql::upsert_log(&txn, row, now).await?;
         }
         sql::upsert_attempts(&txn, &segment.attempts).await?;
+        for rows in &segment.outputs {
+            sql::upsert_outputs(&txn, rows).await?;
+        }
+        for row in segment.previews.values() {
+            sql::upsert_preview(&txn, row, now).await?;
+        }
         for bulk in &segment.bulk {
             sql::bulk(&txn, bulk, now).await?;
         }
@@ -424,6 +441,7 @@ impl Handler<InsertJob> for Store {
                 id: job_id,
                 title: job.title,
                 jobtype: job.jobtype,
+                jobtype_version: job.jobtype_version,
                 params: job.params.into(),
                 frames: job.frames,
                 batch: job.batch,

@@ -16,6 +16,8 @@ pub mod job {
         pub title: String,
         /// Job type.
         pub jobtype: String,
+        /// Version of the job type.
+        pub jobtype_version: i64,
         /// Job-type parameters as JSON text.
         pub params: String,
         /// Normalised frame specification.

@@ -12,7 +12,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial), Box::new(M0002Scheduling)]
+        vec![
+            Box::new(M0001Initial),
+            Box::new(M0002Scheduling),
+            Box::new(M0003JobTypes),
+        ]
     }
 }
 
@@ -401,5 +405,105 @@ impl MigrationTrait for M0002Scheduling {
         manager
             .drop_table(Table::drop().table(Queues::Table).to_owned())
             .await
+    }
+}
+
+/// Job types defined by files (versioned), the version each job was submitted with, path
+/// maps, the files tasks produced and the preview images of frames.
+struct M0003JobTypes;
+
+impl MigrationName for M0003JobTypes {
+    fn name(&self) -> &str {
+        "m0003_jobtypes"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003JobTypes {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let col = |name: &str| ColumnDef::new(Alias::new(name));
+        add_column(
+            manager,
+            Jobs::Table.into_iden(),
+            col("jobtype_version").big_integer().not_null().default(1),
+        )
+        .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("jobtypes"))
+                    .col(col("name").text().not_null())
+                    .col(col("version").big_integer().not_null())
+                    .col(col("source").text().not_null())
+                    .col(col("created_at").big_integer().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(Alias::new("name"))
+                            .col(Alias::new("version")),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("path_maps"))
+                    .col(col("id").big_integer().not_null().primary_key())
+                    .col(col("linux").text().not_null())
+                    .col(col("windows").text().not_null())
+                    .col(col("macos").text().not_null())
+                    .col(col("tag").text().not_null())
+                    .col(col("created_at").big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("outputs"))
+                    .col(col("job_id").big_integer().not_null())
+                    .col(col("path").text().not_null())
+                    .col(col("task_id").big_integer().not_null())
+                    .col(col("frame").big_integer().null())
+                    .col(col("size").big_integer().not_null())
+                    .col(col("created_at").big_integer().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(Alias::new("job_id"))
+                            .col(Alias::new("path")),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("previews"))
+                    .col(col("job_id").big_integer().not_null())
+                    .col(col("frame").big_integer().not_null())
+                    .col(col("task_id").big_integer().not_null())
+                    .col(col("mime").text().not_null())
+                    .col(col("width").big_integer().not_null())
+                    .col(col("height").big_integer().not_null())
+                    .col(col("data").binary().not_null())
+                    .col(col("created_at").big_integer().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(Alias::new("job_id"))
+                            .col(Alias::new("frame")),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["previews", "outputs", "path_maps", "jobtypes"] {
+            manager
+                .drop_table(Table::drop().table(Alias::new(table)).to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use furrow_protocol::{
-    AttemptView, BlockedAgent, FrameBatch, FrameSet, JobId, Json, Requirements, TaskCounts, TaskId,
-    TaskView, WorkState,
+    AttemptView, BlockedAgent, FrameBatch, FrameSet, JobId, Json, OutputView, PathMapSpec,
+    PathMapView, Requirements, TaskCounts, TaskId, TaskView, WorkState,
 };
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, PaginatorTrait,
@@ -92,6 +92,7 @@ fn job_record(row: job::Model) -> JobRecord {
         params: Json(serde_json::from_str(&row.params).unwrap_or(serde_json::Value::Null)),
         title: row.title,
         jobtype: row.jobtype,
+        jobtype_version: u32::try_from(row.jobtype_version).unwrap_or(1),
         frames: row.frames,
         batch: u32::try_from(row.batch).unwrap_or(1),
         priority: row.priority,
@@ -397,6 +398,100 @@ impl StoreReader {
                 })
             })
             .collect()
+    }
+
+    /// Every stored version of every declarative job type: (name, version, source).
+    pub async fn jobtypes(&self) -> Result<Vec<(String, u32, String)>, DbErr> {
+        let rows = self
+            .db
+            .conn()
+            .query_all_raw(statement(
+                self.db.backend(),
+                "SELECT name, version, source FROM jobtypes ORDER BY name, version",
+                Vec::new(),
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let version: i64 = row.try_get_by_index(1)?;
+                Ok((
+                    row.try_get_by_index(0)?,
+                    u32::try_from(version).unwrap_or(0),
+                    row.try_get_by_index(2)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Every path map, oldest first.
+    pub async fn path_maps(&self) -> Result<Vec<PathMapView>, DbErr> {
+        let rows = self
+            .db
+            .conn()
+            .query_all_raw(statement(
+                self.db.backend(),
+                "SELECT id, linux, windows, macos, tag FROM path_maps ORDER BY id",
+                Vec::new(),
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PathMapView {
+                    id: row.try_get_by_index(0)?,
+                    map: PathMapSpec {
+                        linux: row.try_get_by_index(1)?,
+                        windows: row.try_get_by_index(2)?,
+                        macos: row.try_get_by_index(3)?,
+                        tag: row.try_get_by_index(4)?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// The files a job produced, in frame order, and whether each frame has a preview.
+    pub async fn outputs(&self, job_id: JobId) -> Result<Vec<OutputView>, DbErr> {
+        let rows = self
+            .db
+            .conn()
+            .query_all_raw(statement(
+                self.db.backend(),
+                "SELECT o.task_id, o.frame, o.path, o.size, o.created_at, \
+                 (SELECT COUNT(*) FROM previews p WHERE p.job_id = o.job_id AND p.frame = o.frame) \
+                 FROM outputs o WHERE o.job_id = ? ORDER BY o.frame, o.path",
+                vec![job_id.into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let size: i64 = row.try_get_by_index(3)?;
+                let created_at: i64 = row.try_get_by_index(4)?;
+                let previews: i64 = row.try_get_by_index(5)?;
+                Ok(OutputView {
+                    task_id: row.try_get_by_index(0)?,
+                    frame: row.try_get_by_index(1)?,
+                    path: row.try_get_by_index(2)?,
+                    size: u64::try_from(size).unwrap_or(0),
+                    preview: previews > 0,
+                    created_at: from_ms(created_at),
+                })
+            })
+            .collect()
+    }
+
+    /// The preview of a frame: its MIME type and bytes.
+    pub async fn preview(&self, job_id: JobId, frame: i64) -> Result<Option<(String, Vec<u8>)>, DbErr> {
+        let row = self
+            .db
+            .conn()
+            .query_one_raw(statement(
+                self.db.backend(),
+                "SELECT mime, data FROM previews WHERE job_id = ? AND frame = ?",
+                vec![job_id.into(), frame.into()],
+            ))
+            .await?;
+        row.map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?)))
+            .transpose()
     }
 
     /// Every task of a job (to bring a finished job back for a rerun), in id order.

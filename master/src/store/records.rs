@@ -32,6 +32,8 @@ pub struct NewJob {
     pub title: String,
     /// Job type.
     pub jobtype: String,
+    /// The version of the job type.
+    pub jobtype_version: u32,
     /// Job-type parameters.
     pub params: serde_json::Value,
     /// Normalised frame specification.
@@ -107,6 +109,8 @@ pub struct JobRecord {
     pub title: String,
     /// Job type.
     pub jobtype: String,
+    /// The version of the job type.
+    pub jobtype_version: u32,
     /// Parameters.
     pub params: Json,
     /// Normalised frames.
@@ -140,6 +144,7 @@ impl JobRecord {
             id: self.id,
             title: self.title.clone(),
             jobtype: self.jobtype.clone(),
+            jobtype_version: self.jobtype_version,
             params: self.params.clone(),
             frames: self.frames.clone(),
             batch: self.batch,
@@ -226,6 +231,38 @@ pub struct JobRow {
     pub blocklist: Vec<BlockedAgent>,
 }
 
+/// The files an attempt produced (a file produced again replaces its row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputRows {
+    /// Job.
+    pub job_id: JobId,
+    /// Task.
+    pub task_id: TaskId,
+    /// When the attempt ended, ms.
+    pub at: i64,
+    /// The files.
+    pub files: Vec<furrow_protocol::OutputFile>,
+}
+
+/// The preview image of a frame (the newest replaces the older).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviewRow {
+    /// Job.
+    pub job_id: JobId,
+    /// Frame.
+    pub frame: i64,
+    /// Task that produced it.
+    pub task_id: TaskId,
+    /// MIME type.
+    pub mime: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The encoded image.
+    pub data: Vec<u8>,
+}
+
 /// How one attempt of a task went, recorded when it ends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRow {
@@ -305,6 +342,19 @@ pub enum BulkWrite {
         /// Tags overriding the agent's own.
         tags: Option<Vec<String>>,
     },
+    /// Stores a version of a declarative job type (an existing version is kept).
+    PutJobType {
+        /// Its name.
+        name: String,
+        /// Its version.
+        version: u32,
+        /// The definition file.
+        source: String,
+    },
+    /// Creates a path map.
+    PutPathMap(furrow_protocol::PathMapView),
+    /// Deletes a path map.
+    DeletePathMap(i64),
 }
 
 /// An agent's identity and resources (persisted on registration and state changes).

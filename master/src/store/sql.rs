@@ -9,7 +9,9 @@ use std::fmt::Write as _;
 use furrow_protocol::{FrameBatch, FrameRange, TaskId, WorkState};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
-use super::records::{AgentRow, AttemptRow, BulkWrite, JobRow, LogIndexRow, NewJob, TaskRow};
+use super::records::{
+    AgentRow, AttemptRow, BulkWrite, JobRow, LogIndexRow, NewJob, OutputRows, PreviewRow, TaskRow,
+};
 
 /// Tasks per multi-row `INSERT` statement; about 60 bytes of SQL each.
 const TASK_CHUNK: usize = 5_000;
@@ -64,9 +66,9 @@ pub async fn insert_job<C: ConnectionTrait>(
                timeout_secs, state, queued, running, done, failed, paused, created_at, finished_at, \
                weight, queue, min_agents, max_agents, requirements, stall_timeout_secs, depends_on, \
                depends_per_frame, notes, user_name, blocklist_after, control, blocked, cancelled, \
-               blocklist) \
+               blocklist, jobtype_version) \
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, ?, NULL, \
-               ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', 0, 0, '[]')";
+               ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', 0, 0, '[]', ?)";
     let timeout = job
         .timeout_secs
         .map(|secs| i64::try_from(secs).unwrap_or(i64::MAX));
@@ -99,6 +101,7 @@ pub async fn insert_job<C: ConnectionTrait>(
         settings.notes.clone().into(),
         settings.user.clone().into(),
         i64::from(settings.blocklist_after).into(),
+        i64::from(job.jobtype_version).into(),
     ];
     db.execute_raw(statement(db.get_database_backend(), sql, values))
         .await?;
@@ -390,6 +393,60 @@ pub async fn upsert_attempts<C: ConnectionTrait>(db: &C, rows: &[AttemptRow]) ->
     Ok(())
 }
 
+/// Output rows per statement (6 parameters each).
+const OUTPUT_CHUNK: usize = 500;
+
+/// Records the files an attempt produced.
+pub async fn upsert_outputs<C: ConnectionTrait>(db: &C, rows: &OutputRows) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    for chunk in rows.files.chunks(OUTPUT_CHUNK) {
+        let mut sql =
+            String::from("INSERT INTO outputs (job_id, path, task_id, frame, size, created_at) VALUES ");
+        let mut values = Vec::with_capacity(chunk.len() * 6);
+        for (i, file) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?, ?, ?, ?, ?, ?)");
+            values.extend([
+                rows.job_id.into(),
+                file.path.clone().into(),
+                rows.task_id.into(),
+                opt_i64(file.frame),
+                i64::try_from(file.size).unwrap_or(i64::MAX).into(),
+                rows.at.into(),
+            ]);
+        }
+        sql.push_str(
+            " ON CONFLICT (job_id, path) DO UPDATE SET task_id = excluded.task_id, \
+             frame = excluded.frame, size = excluded.size, created_at = excluded.created_at",
+        );
+        db.execute_raw(statement(backend, &sql, values)).await?;
+    }
+    Ok(())
+}
+
+/// Records the preview of a frame.
+pub async fn upsert_preview<C: ConnectionTrait>(db: &C, row: &PreviewRow, now: i64) -> Result<(), DbErr> {
+    let sql = "INSERT INTO previews (job_id, frame, task_id, mime, width, height, data, created_at) \
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, frame) DO UPDATE SET \
+               task_id = excluded.task_id, mime = excluded.mime, width = excluded.width, \
+               height = excluded.height, data = excluded.data, created_at = excluded.created_at";
+    let values = vec![
+        row.job_id.into(),
+        row.frame.into(),
+        row.task_id.into(),
+        row.mime.clone().into(),
+        i64::from(row.width).into(),
+        i64::from(row.height).into(),
+        Value::Bytes(Some(row.data.clone())),
+        now.into(),
+    ];
+    db.execute_raw(statement(db.get_database_backend(), sql, values))
+        .await?;
+    Ok(())
+}
+
 /// Applies one bulk write.
 pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
@@ -421,6 +478,8 @@ pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Re
             for sql in [
                 "DELETE FROM task_logs WHERE job_id = ?",
                 "DELETE FROM attempts WHERE job_id = ?",
+                "DELETE FROM outputs WHERE job_id = ?",
+                "DELETE FROM previews WHERE job_id = ?",
                 "DELETE FROM tasks WHERE job_id = ?",
                 "DELETE FROM jobs WHERE id = ?",
             ] {
@@ -447,6 +506,42 @@ pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Re
             .await?;
             let tasks = (&frames.ranges[..], frames.batch, &frames.batches[..]);
             insert_tasks(db, *job_id, frames.first_task_id, tasks, now).await?;
+        }
+        BulkWrite::PutJobType {
+            name,
+            version,
+            source,
+        } => {
+            let sql = "INSERT INTO jobtypes (name, version, source, created_at) VALUES (?, ?, ?, ?) \
+                       ON CONFLICT (name, version) DO NOTHING";
+            let values = vec![
+                name.clone().into(),
+                i64::from(*version).into(),
+                source.clone().into(),
+                now.into(),
+            ];
+            db.execute_raw(statement(backend, sql, values)).await?;
+        }
+        BulkWrite::PutPathMap(map) => {
+            let sql = "INSERT INTO path_maps (id, linux, windows, macos, tag, created_at) \
+                       VALUES (?, ?, ?, ?, ?, ?)";
+            let values = vec![
+                map.id.into(),
+                map.map.linux.clone().into(),
+                map.map.windows.clone().into(),
+                map.map.macos.clone().into(),
+                map.map.tag.clone().into(),
+                now.into(),
+            ];
+            db.execute_raw(statement(backend, sql, values)).await?;
+        }
+        BulkWrite::DeletePathMap(id) => {
+            db.execute_raw(statement(
+                backend,
+                "DELETE FROM path_maps WHERE id = ?",
+                vec![(*id).into()],
+            ))
+            .await?;
         }
         BulkWrite::PutQueue(queue) => {
             let sql = "INSERT INTO queues (path, priority, weight, min_agents, max_agents, \

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{Core, Effect, Verdict, Write, task_row};
 use crate::scheduler::agents::Reservation;
 use crate::scheduler::state::{Outcome, Run, Stop};
-use crate::store::records::{AttemptRow, now_ms, to_ms};
+use crate::store::records::{AttemptRow, OutputRows, now_ms, to_ms};
 
 fn failure_text(finished: &TaskFinished) -> String {
     if let Some(error) = &finished.error {
@@ -147,6 +147,14 @@ impl Core {
             outcome,
             error: (!succeeded || stop.is_some()).then(|| failure_text(finished)),
         }));
+        if !finished.outputs.is_empty() {
+            self.writes.push(Write::Outputs(OutputRows {
+                job_id,
+                task_id,
+                at,
+                files: finished.outputs.clone(),
+            }));
+        }
         self.writes.push(Write::Task(row));
         self.dirty_jobs.insert(job_id);
         self.refresh_ready(job_id);

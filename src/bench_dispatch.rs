@@ -155,13 +155,16 @@ async fn agent(
                                 error: None,
                                 limit: None,
                                 at: now,
+                                outputs: Vec::new(),
                             }))
                             .await?;
                     }
                     MasterMessage::ResultStored(_) => {
                         tally.stored.fetch_add(1, Ordering::Relaxed);
                     }
-                    MasterMessage::Registered(_) | MasterMessage::Cancel(_) => {}
+                    MasterMessage::Registered(_)
+                    | MasterMessage::Cancel(_)
+                    | MasterMessage::JobType(_) => {}
                 }
             }
             _ = heartbeat.tick() => {

@@ -141,6 +141,13 @@ struct AgentArgs {
     /// Largest protocol frame accepted or sent, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME)]
     max_frame: usize,
+    /// Directory of declarative job-type files (`*.toml`) this agent runs; watched, and
+    /// published to the master.
+    #[arg(long)]
+    jobtypes_dir: Option<PathBuf>,
+    /// Do not look for Blender and ffmpeg to offer them as software.
+    #[arg(long)]
+    no_detect_software: bool,
 }
 
 /// GPU indices from the command line (one value, comma-separated).
@@ -223,6 +230,8 @@ fn dispatch(command: Command) -> Result<()> {
                 config_file: args.config,
                 software: args.software,
                 gpus: args.gpus.map(|list| list.0),
+                jobtypes_dir: args.jobtypes_dir,
+                detect_software: !args.no_detect_software,
             };
             furrow_agent::run(config)?;
             Ok(())

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::config::Tuning;
 use crate::config_file::Reloadable;
+use crate::jobtype_dir::JobTypeDir;
 use crate::jobtypes::JobTypes;
 use crate::link::{Identity, LinkSetup, MasterLink, Profile, Reidentify, StopLink};
 use crate::resources::{HostInfo, ResourceMonitor, resolve_gpus};
@@ -82,7 +83,10 @@ impl Agent {
         workdir::clear_leftovers(&state);
         let spool = Spool::open(&state.spool_dir(), tuning.spool_log_bytes);
 
-        let host = HostInfo::probe().await;
+        let mut host = HostInfo::probe().await;
+        if config.detect_software {
+            host.software = crate::resources::detect_software().await;
+        }
         let slots = config.slots.unwrap_or(host.cpus).max(1);
         let profile = profile(settings, &host);
         info!(
@@ -99,8 +103,9 @@ impl Agent {
             "starting agent"
         );
 
+        let jobtypes = Arc::new(JobTypes::builtin());
         let env = Arc::new(RunnerEnv {
-            jobtypes: JobTypes::builtin(),
+            jobtypes: jobtypes.clone(),
             state,
             output: OutputLimits::for_max_frame(config.max_frame),
             kill_grace: tuning.kill_grace,
@@ -116,6 +121,7 @@ impl Agent {
                 profile,
             },
             tuning: tuning.clone(),
+            jobtypes: jobtypes.clone(),
         };
         let monitor = ResourceMonitor.start();
         // The link and the supervisor know each other: create the link's context first
@@ -125,6 +131,9 @@ impl Agent {
         let link = link_context.address();
         let supervisor = TaskSupervisor::new(slots, env, link.clone().recipient()).start();
         link_context.run(MasterLink::new(setup, supervisor.clone(), monitor, spool));
+        if let Some(dir) = &config.jobtypes_dir {
+            JobTypeDir::new(dir.clone(), jobtypes, link.clone()).start();
+        }
         Ok(Self {
             agent_id,
             config,
@@ -196,7 +205,13 @@ fn profile(settings: Reloadable, host: &HostInfo) -> Profile {
         name: settings.display_name(&host.hostname),
         gpus: resolve_gpus(&host.gpus, settings.gpus.as_deref()),
         tags: settings.tags,
-        software: settings.software,
+        // What was found on the host, overridden by what is configured.
+        software: host
+            .software
+            .clone()
+            .into_iter()
+            .chain(settings.software)
+            .collect(),
     }
 }
 

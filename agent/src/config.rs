@@ -60,6 +60,12 @@ pub struct AgentConfig {
     /// gpus = 0, 1
     /// ```
     pub config_file: Option<PathBuf>,
+    /// A directory of declarative job-type files (`*.toml`) this agent runs, watched for
+    /// changes and published to the master; `None` for none.
+    pub jobtypes_dir: Option<PathBuf>,
+    /// Look for Blender and ffmpeg on the `PATH` at start and offer the versions found as
+    /// software (the configured `software` wins over what is found).
+    pub detect_software: bool,
 }
 
 impl AgentConfig {
@@ -76,6 +82,8 @@ impl AgentConfig {
             state_dir: state_dir.into(),
             max_frame: DEFAULT_MAX_FRAME,
             config_file: None,
+            jobtypes_dir: None,
+            detect_software: true,
         }
     }
 

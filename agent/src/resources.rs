@@ -21,6 +21,8 @@ pub(crate) struct HostInfo {
     pub cpus: u32,
     pub ram_mb: u64,
     pub gpus: Vec<GpuInfo>,
+    /// Software found on the host ([`detect_software`]), name → version.
+    pub software: std::collections::BTreeMap<String, String>,
 }
 
 impl HostInfo {
@@ -38,6 +40,7 @@ impl HostInfo {
             cpus,
             ram_mb,
             gpus: probe_gpus().await,
+            software: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -88,6 +91,57 @@ fn parse_loadavg(text: &str) -> Option<f32> {
 }
 
 /// GPUs as `nvidia-smi` reports them; none when it is missing, fails or hangs.
+/// How long `blender --version` or `ffmpeg -version` may take.
+const SOFTWARE_PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The versions of Blender and ffmpeg on the `PATH`, for the job types that need them:
+/// `blender` → `3.4.1`, `ffmpeg` → `5.1.9`. A program that is missing or does not answer
+/// is left out.
+pub(crate) async fn detect_software() -> std::collections::BTreeMap<String, String> {
+    let (blender, ffmpeg) = futures::join!(
+        program_version("blender", "--version", "Blender "),
+        program_version("ffmpeg", "-version", "ffmpeg version "),
+    );
+    [("blender", blender), ("ffmpeg", ffmpeg)]
+        .into_iter()
+        .filter_map(|(name, version)| Some((name.to_string(), version?)))
+        .collect()
+}
+
+async fn program_version(program: &str, flag: &str, prefix: &str) -> Option<String> {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg(flag)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let output = match tokio::time::timeout(SOFTWARE_PROBE_TIMEOUT, command.output()).await {
+        Ok(Ok(output)) if output.status.success() => output,
+        _ => {
+            debug!(program, "not found or no version; not offered as software");
+            return None;
+        }
+    };
+    let version = parse_version(&String::from_utf8_lossy(&output.stdout), prefix);
+    debug!(program, ?version, "software detected");
+    version
+}
+
+/// The dotted version after `prefix` on the first line that has it (`5.1.9` from
+/// `ffmpeg version 5.1.9-0+deb12u1 Copyright...`).
+fn parse_version(text: &str, prefix: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix(prefix)?;
+        let rest = rest.trim_start_matches(|c: char| !c.is_ascii_digit());
+        let version: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let version = version.trim_end_matches('.');
+        (!version.is_empty()).then(|| version.to_string())
+    })
+}
+
 async fn probe_gpus() -> Vec<GpuInfo> {
     let mut command = tokio::process::Command::new("nvidia-smi");
     command
@@ -197,6 +251,27 @@ impl Handler<SampleLoad> for ResourceMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_are_read_from_the_banner() {
+        assert_eq!(
+            parse_version(
+                "ffmpeg version 5.1.9-0+deb12u1 Copyright (c) 2000",
+                "ffmpeg version "
+            )
+            .as_deref(),
+            Some("5.1.9")
+        );
+        assert_eq!(
+            parse_version("Blender 3.4.1\n\tbuild date: x", "Blender ").as_deref(),
+            Some("3.4.1")
+        );
+        assert_eq!(
+            parse_version("ffmpeg version n6.0 Copyright", "ffmpeg version ").as_deref(),
+            Some("6.0")
+        );
+        assert_eq!(parse_version("nothing here", "Blender "), None);
+    }
 
     #[test]
     fn parses_proc_files() {

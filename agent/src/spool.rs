@@ -189,6 +189,23 @@ impl Spool {
                     self.persist_results();
                 }
             }
+            AgentMessage::Preview(ref preview) => {
+                // A convenience: dropped rather than kept past the spool's budget.
+                let bytes = ENTRY_OVERHEAD + preview.data.len();
+                if self.budget_used + bytes > self.budget {
+                    debug!(
+                        task_id = preview.task.task_id,
+                        "dropping a preview: spool full"
+                    );
+                    return;
+                }
+                self.budget_used += bytes;
+                self.entries.push_back(Entry {
+                    message,
+                    budget_bytes: bytes,
+                    file: None,
+                });
+            }
             AgentMessage::TaskReturned(ref returned) => {
                 // The attempt's last message: its count of dropped lines goes before it.
                 // It is not a result: it leaves with the flight that writes it and is
@@ -461,6 +478,7 @@ mod tests {
             error: None,
             limit: None,
             at: Utc::now(),
+            outputs: Vec::new(),
         })
     }
 
@@ -658,6 +676,11 @@ mod tests {
             error: Some("used 80 MiB, over its limit of 50 MiB".into()),
             limit: Some(LimitHit::Memory { used_mb: 80 }),
             at: Utc::now(),
+            outputs: vec![furrow_protocol::OutputFile {
+                path: "/r/f_0001.png".into(),
+                size: 10,
+                frame: Some(1),
+            }],
         };
         spool.push(AgentMessage::TaskFinished(limited.clone()), true);
         // Written by an agent from before `limit` existed.
@@ -673,7 +696,10 @@ mod tests {
         let AgentMessage::TaskFinished(old) = &out[1] else {
             panic!("{:?}", out[1])
         };
-        assert!(old.succeeded() && old.limit.is_none(), "{old:?}");
+        assert!(
+            old.succeeded() && old.limit.is_none() && old.outputs.is_empty(),
+            "{old:?}"
+        );
         // New results are numbered after the loaded ones.
         assert_eq!(reloaded.next_seq, 8);
     }

@@ -298,6 +298,7 @@ impl Drop for TaskRunner {
             error: Some("the agent's task runner stopped unexpectedly".into()),
             limit: None,
             at: Utc::now(),
+            outputs: Vec::new(),
         };
         self.reporter
             .do_send(TaskReport(AgentMessage::TaskFinished(finished)));

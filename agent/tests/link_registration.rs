@@ -18,6 +18,7 @@ async fn registration_describes_the_host_and_keeps_the_id_across_restarts() {
     let mut config = AgentConfig::new(master.addr.clone(), state.path());
     config.tags = vec!["linux".into(), "gpu-free".into()];
     config.slots = Some(3);
+    config.detect_software = false;
     let agent = Agent::start(config.clone()).await.unwrap();
 
     let mut conn = master.accept().await;
@@ -275,6 +276,7 @@ async fn reload_applies_the_files_software_and_gpus() {
     config.software = software(&[("blender", "3.0")]);
     config.gpus = Some(vec![91]);
     config.config_file = Some(file.clone());
+    config.detect_software = false;
     let agent = Agent::start(config).await.unwrap();
     let mut conn = master.accept().await;
     let first = conn.register(100).await;
@@ -303,5 +305,30 @@ async fn reload_applies_the_files_software_and_gpus() {
     for _ in 0..3 {
         assert!(matches!(conn.recv().await, AgentMessage::Heartbeat(_)));
     }
+    agent.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn blender_and_ffmpeg_on_the_path_are_offered_and_configured_versions_win() {
+    // The test script installs Debian's blender and ffmpeg.
+    let master = TestMaster::bind().await;
+    let state = tempfile::tempdir().unwrap();
+    let mut config = AgentConfig::new(master.addr.clone(), state.path());
+    config.software = software(&[("blender", "9.9")]);
+    let agent = Agent::start(config).await.unwrap();
+    let mut conn = master.accept().await;
+    let registration = conn.register(60_000).await;
+    assert_eq!(
+        registration.software.get("blender").map(String::as_str),
+        Some("9.9")
+    );
+    let ffmpeg = registration
+        .software
+        .get("ffmpeg")
+        .expect("ffmpeg detected");
+    assert!(
+        ffmpeg.split('.').all(|part| part.parse::<u32>().is_ok()),
+        "{ffmpeg}"
+    );
     agent.shutdown().await;
 }

@@ -32,6 +32,10 @@ use crate::{BUILTIN_VERSION, Definition, Runner, TaskInput, TaskPlan};
 /// Environment variable carrying the setup script's settings, as JSON.
 pub const CONFIG_VAR: &str = "FURROW_BLENDER_CFG";
 
+/// The error of a traceback cut off before its exception line.
+const UNFINISHED_TRACEBACK: &str =
+    "python error: a traceback without its exception line (see the log)";
+
 /// Highest frame Blender renders (its `MAXFRAME`).
 const MAX_FRAME: i64 = 1_048_574;
 
@@ -81,6 +85,7 @@ if cycles is not None:
         cycles.device = "GPU"
 "#;
 
+/// An enum parameter type of `words`.
 fn words(words: &[&str]) -> ParamType {
     ParamType::Enum(words.iter().map(|w| w.to_string()).collect())
 }
@@ -97,8 +102,12 @@ pub fn definition() -> Definition {
                 "Output path; a run of # is the zero-padded frame number (/renders/shot_####), \
                  without one Blender appends 4 digits. Blender adds the extension.",
             ),
-            ParamSpec::new("engine", words(&["CYCLES", "BLENDER_EEVEE", "BLENDER_WORKBENCH"]), false)
-                .describe("Render engine; the scene's when absent."),
+            ParamSpec::new(
+                "engine",
+                words(&["CYCLES", "BLENDER_EEVEE", "BLENDER_WORKBENCH"]),
+                false,
+            )
+            .describe("Render engine; the scene's when absent."),
             ParamSpec::new("samples", ParamType::Int, false)
                 .range(Some(1.0), Some(1_000_000.0))
                 .describe("Samples per pixel (Cycles and EEVEE); the scene's when absent."),
@@ -110,21 +119,30 @@ pub fn definition() -> Definition {
                 .describe("Name of the camera object to render through; the scene's when absent."),
             ParamSpec::new("scene_name", ParamType::String, false)
                 .range(Some(1.0), None)
-                .describe("Which scene of the file to render (Blender's -S); the active one when absent."),
-            ParamSpec::new("format", words(&["PNG", "OPEN_EXR", "OPEN_EXR_MULTILAYER", "JPEG", "TIFF"]), false)
-                .default(json!("PNG"))
-                .describe("Image format of the frames."),
+                .describe(
+                    "Which scene of the file to render (Blender's -S); the active one when absent.",
+                ),
+            ParamSpec::new(
+                "format",
+                words(&["PNG", "OPEN_EXR", "OPEN_EXR_MULTILAYER", "JPEG", "TIFF"]),
+                false,
+            )
+            .default(json!("PNG"))
+            .describe("Image format of the frames."),
             ParamSpec::new("device", words(&["CPU", "CUDA", "OPTIX", "HIP"]), false)
                 .default(json!("CPU"))
                 .describe("Cycles device; a GPU kind needs GPUs in the job's requirements."),
             ParamSpec::new("denoise", ParamType::Bool, false)
                 .default(json!(false))
-                .describe("Cycles denoising (off unless asked; fails where Blender lacks a denoiser)."),
+                .describe(
+                    "Cycles denoising (off unless asked; fails where Blender lacks a denoiser).",
+                ),
             ParamSpec::new("threads", ParamType::Int, false)
                 .range(Some(0.0), Some(1024.0))
                 .describe("Render threads (Blender's -t); 0 for one per processor."),
-            ParamSpec::new("args", ParamType::List(Box::new(ParamType::String)), false)
-                .describe("Extra Blender arguments, after the scene is loaded and before the render flags."),
+            ParamSpec::new("args", ParamType::List(Box::new(ParamType::String)), false).describe(
+                "Extra Blender arguments, after the scene is loaded and before the render flags.",
+            ),
         ],
         Arc::new(Blender),
     );
@@ -132,6 +150,7 @@ pub fn definition() -> Definition {
     def
 }
 
+/// The runner of the `blender` type.
 struct Blender;
 
 impl Runner for Blender {
@@ -139,9 +158,14 @@ impl Runner for Blender {
         let p = task.params();
         let text = |name: &str| p.str(name).ok_or_else(|| format!("`{name}` is missing"));
         let (scene, output) = (text("scene")?, text("output")?);
-        let (format, device) = (p.str("format").unwrap_or("PNG"), p.str("device").unwrap_or("CPU"));
+        let (format, device) = (
+            p.str("format").unwrap_or("PNG"),
+            p.str("device").unwrap_or("CPU"),
+        );
         if device != "CPU" && task.gpus.is_empty() {
-            return Err(format!("device {device} needs GPUs: submit with requirements.gpus >= 1"));
+            return Err(format!(
+                "device {device} needs GPUs: submit with requirements.gpus >= 1"
+            ));
         }
         let batch = task.frames;
         if batch.start < 0 || batch.end > MAX_FRAME {
@@ -159,7 +183,7 @@ impl Runner for Blender {
             "device": device,
         });
         // A relative scene path starting with `-` would read as an option.
-        let scene = if scene.starts_with('-') { format!("./{scene}") } else { scene.to_string() };
+        let scene = format!("{}{scene}", if scene.starts_with('-') { "./" } else { "" });
         let mut args: Vec<String> = vec!["-b".into(), scene];
         if let Some(name) = p.str("scene_name") {
             args.extend(["-S".into(), name.into()]);
@@ -173,10 +197,12 @@ impl Runner for Blender {
         if let Some(threads) = p.int("threads") {
             args.extend(["-t".into(), threads.to_string()]);
         }
-        for (flag, value) in [("-s", batch.start), ("-e", batch.end), ("-j", batch.step.max(1))] {
-            args.extend([flag.to_string(), value.to_string()]);
-        }
-        args.push("-a".into());
+        let (start, end, step) = (
+            batch.start.to_string(),
+            batch.end.to_string(),
+            batch.step.max(1),
+        );
+        args.extend(["-s", &start, "-e", &end, "-j", &step.to_string(), "-a"].map(String::from));
         Ok(TaskPlan {
             program: "blender".into(),
             args,
@@ -192,13 +218,24 @@ impl Runner for Blender {
     }
 }
 
-static FRA: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^Fra:(-?\d+) ").expect("regex"));
+/// A regex of this file (the patterns are constants).
+fn re(pattern: &str) -> Regex {
+    Regex::new(pattern).expect("a valid pattern")
+}
+
+/// A status line: `Fra:12 Mem:... | ... | <status>`.
+static FRA: LazyLock<Regex> = LazyLock::new(|| re(r"^Fra:(-?\d+) "));
+/// Cycles rendering in tiles.
 static TILES: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^Rendered (\d+)/(\d+) Tiles, Sample (\d+)/(\d+)").expect("regex"));
-static SAMPLE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^Sample (\d+)/(\d+)").expect("regex"));
-static EEVEE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^Rendering (\d+) / (\d+) samples").expect("regex"));
-static SAVED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^Saved: '(.*)'$").expect("regex"));
-static FRAME_TIME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*Time: \S+ \(Saving: ").expect("regex"));
+    LazyLock::new(|| re(r"^Rendered (\d+)/(\d+) Tiles, Sample (\d+)/(\d+)"));
+/// Cycles.
+static SAMPLE: LazyLock<Regex> = LazyLock::new(|| re(r"^Sample (\d+)/(\d+)"));
+/// EEVEE.
+static EEVEE: LazyLock<Regex> = LazyLock::new(|| re(r"^Rendering (\d+) / (\d+) samples"));
+/// A file written.
+static SAVED: LazyLock<Regex> = LazyLock::new(|| re(r"^Saved: '(.*)'$"));
+/// The end of a frame: ` Time: 00:00.14 (Saving: 00:00.08)`.
+static FRAME_TIME: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*Time: \S+ \(Saving: "));
 
 /// `a / b` clamped to 0..=1, from two captured numbers.
 fn ratio(a: &str, b: &str) -> Option<f32> {
@@ -231,10 +268,12 @@ struct BlenderParser {
     traceback: bool,
     /// Files saved per frame.
     saved: BTreeMap<i64, Vec<String>>,
+    /// The first error and the files reported.
     collected: Collected,
 }
 
 impl BlenderParser {
+    /// Reports progress with the current frame `frame_fraction` done, when it moved on.
     fn progress(&mut self, frame_fraction: f32, events: &mut Vec<Event>) {
         let total = self.frames.len().max(1) as f32;
         let progress = ((self.done as f32 + frame_fraction) / total).min(1.0);
@@ -244,6 +283,7 @@ impl BlenderParser {
         }
     }
 
+    /// Reads one line (trailing blanks removed).
     fn read(&mut self, line: &str, events: &mut Vec<Event>) {
         if self.traceback {
             // Frames (`  File ...`) are indented; the exception line is not.
@@ -280,6 +320,21 @@ impl BlenderParser {
             self.current = None;
         }
     }
+
+    /// The first frame of the batch without a saved file that exists.
+    fn unsaved(&self, files: &dyn FileProbe) -> Option<String> {
+        for frame in &self.frames {
+            let Some(paths) = self.saved.get(frame) else {
+                return Some(format!("frame {frame}: no output saved"));
+            };
+            if let Some(path) = paths.iter().find(|path| files.size(path).is_none()) {
+                return Some(format!(
+                    "frame {frame}: output {path} was reported saved but does not exist"
+                ));
+            }
+        }
+        None
+    }
 }
 
 impl OutputParser for BlenderParser {
@@ -294,19 +349,12 @@ impl OutputParser for BlenderParser {
 
     fn finish(&mut self, exit: Exit, files: &dyn FileProbe) -> Verdict {
         let (outputs, _) = self.collected.existing(files);
-        let mut error = self.collected.error.clone();
-        if error.is_none() && self.traceback {
-            error = Some("python error: a traceback without its exception line (see the log)".into());
-        }
-        if error.is_none() && exit.ok() {
-            error = self.frames.iter().find_map(|frame| match self.saved.get(frame) {
-                None => Some(format!("frame {frame}: no output saved")),
-                Some(paths) => paths
-                    .iter()
-                    .find(|path| files.size(path).is_none())
-                    .map(|path| format!("frame {frame}: output {path} was reported saved but does not exist")),
-            });
-        }
+        let error = match &self.collected.error {
+            Some(error) => Some(error.clone()),
+            None if self.traceback => Some(UNFINISHED_TRACEBACK.into()),
+            None if exit.ok() => self.unsaved(files),
+            None => None,
+        };
         Verdict { error, outputs }
     }
 }
@@ -319,29 +367,62 @@ mod tests {
     use super::*;
     use crate::output::tests::{Files, feed};
 
-    fn task<'a>(params: &'a Value, gpus: &'a [u32], files: &'a Files, (start, end, step): (i64, i64, i64)) -> TaskInput<'a> {
+    fn task<'a>(
+        params: &'a Value,
+        gpus: &'a [u32],
+        files: &'a Files,
+        frames: [i64; 3],
+    ) -> TaskInput<'a> {
+        let [start, end, step] = frames;
+        let frames = FrameBatch { start, end, step };
         TaskInput {
             params,
-            frames: FrameBatch { start, end, step },
+            frames,
             gpus,
             files,
         }
     }
 
-    fn plan(params: Value, gpus: &[u32], frames: (i64, i64, i64)) -> Result<TaskPlan, String> {
+    fn plan(params: Value, gpus: &[u32], frames: [i64; 3]) -> Result<TaskPlan, String> {
         let def = definition();
         let params = def.validate(&params).map_err(|e| e.to_string())?;
         def.plan(&task(&params, gpus, &Files::default(), frames))
     }
 
-    fn parser(frames: (i64, i64, i64)) -> Box<dyn OutputParser> {
-        let (params, files) = (json!({"scene": "/s.blend", "output": "/r/x_####"}), Files::default());
-        definition().parser(&task(&params, &[], &files, frames))
+    /// The arguments as one line, the setup script shown as `<setup>`.
+    fn argv(plan: &TaskPlan) -> String {
+        plan.args.join(" ").replace(SETUP, "<setup>")
+    }
+
+    /// A parser fed `output` (real lines, one per line); its events.
+    fn parse(frames: [i64; 3], output: &str) -> (Box<dyn OutputParser>, Vec<Event>) {
+        let (params, files) = (
+            json!({"scene": "/s.blend", "output": "/r/x_####"}),
+            Files::default(),
+        );
+        let mut parser = definition().parser(&task(&params, &[], &files, frames));
+        let events = feed(parser.as_mut(), &output.lines().collect::<Vec<_>>());
+        (parser, events)
     }
 
     fn progress(events: &[Event]) -> Vec<f32> {
-        let round = |p: &f32| (p * 1000.0).round() / 1000.0;
-        events.iter().filter_map(|e| if let Event::Progress(p) = e { Some(round(p)) } else { None }).collect()
+        let round = |p: f32| (p * 1000.0).round() / 1000.0;
+        events
+            .iter()
+            .filter_map(|e| {
+                if let Event::Progress(p) = e {
+                    Some(round(*p))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn error(parser: &mut Box<dyn OutputParser>, code: i32, files: &[&str]) -> Option<String> {
+        parser
+            .finish(Exit { code: Some(code) }, &Files::with(files))
+            .error
     }
 
     #[test]
@@ -349,191 +430,217 @@ mod tests {
         let params = json!({"scene": "/p/shot.blend", "output": "/r/shot_####", "engine": "CYCLES",
             "samples": 16, "resolution_percent": 50, "camera": "Cam \"B\"", "scene_name": "Main",
             "device": "CUDA", "threads": 4, "args": ["--verbose", "1"]});
-        let plan = plan(params, &[0], (10, 18, 2)).unwrap();
-        assert_eq!(plan.program, "blender");
-        let expected = [
-            "-b", "/p/shot.blend", "-S", "Main", "--python-exit-code", "1", "--python-expr", SETUP, "-E", "CYCLES",
-            "--verbose", "1", "-o", "/r/shot_####", "-F", "PNG", "-x", "1", "-t", "4", "-s", "10", "-e", "18",
-            "-j", "2", "-a",
-        ];
-        assert_eq!(plan.args, expected);
-        let config: Value = serde_json::from_str(&plan.env[CONFIG_VAR]).unwrap();
+        let typical = plan(params, &[0], [10, 18, 2]).unwrap();
+        assert_eq!(typical.program, "blender");
         assert_eq!(
-            config,
-            json!({"scene": "Main", "camera": "Cam \"B\"", "resolution_percent": 50, "samples": 16,
-                   "denoise": false, "device": "CUDA"})
+            argv(&typical),
+            "-b /p/shot.blend -S Main --python-exit-code 1 --python-expr <setup> -E CYCLES --verbose 1 \
+             -o /r/shot_#### -F PNG -x 1 -t 4 -s 10 -e 18 -j 2 -a"
         );
-        assert!(!SETUP.contains("Cam"), "values reach the script through the environment only");
-    }
-
-    #[test]
-    fn the_scene_settings_stay_unless_given() {
-        let plan = plan(json!({"scene": "-odd.blend", "output": "/r/f"}), &[], (1, 1, 1)).unwrap();
-        let args: Vec<&str> = plan.args.iter().map(String::as_str).filter(|a| *a != SETUP).collect();
+        let config: Value = serde_json::from_str(&typical.env[CONFIG_VAR]).unwrap();
+        let expected = json!({"scene": "Main", "camera": "Cam \"B\"", "resolution_percent": 50,
+            "samples": 16, "denoise": false, "device": "CUDA"});
+        assert_eq!(config, expected);
+        assert!(
+            !SETUP.contains("Cam"),
+            "values reach the script through the environment only"
+        );
+        // Unset, the scene's own settings stay.
+        let bare = plan(
+            json!({"scene": "-odd.blend", "output": "/r/f"}),
+            &[],
+            [1, 1, 1],
+        )
+        .unwrap();
         assert_eq!(
-            args,
-            ["-b", "./-odd.blend", "--python-exit-code", "1", "--python-expr", "-o", "/r/f", "-F", "PNG", "-x", "1",
-             "-s", "1", "-e", "1", "-j", "1", "-a"]
+            argv(&bare),
+            "-b ./-odd.blend --python-exit-code 1 --python-expr <setup> -o /r/f -F PNG -x 1 -s 1 -e 1 -j 1 -a"
         );
-        let config: Value = serde_json::from_str(&plan.env[CONFIG_VAR]).unwrap();
-        assert_eq!(config["samples"], Value::Null);
-        assert_eq!(config["device"], "CPU");
+        let config: Value = serde_json::from_str(&bare.env[CONFIG_VAR]).unwrap();
+        assert_eq!(
+            (&config["samples"], &config["device"]),
+            (&Value::Null, &json!("CPU"))
+        );
     }
 
     #[test]
     fn tasks_that_cannot_run_are_refused() {
         let gpu = json!({"scene": "/s.blend", "output": "/r/x", "device": "OPTIX"});
-        assert_eq!(plan(gpu, &[], (1, 2, 1)).unwrap_err(), "device OPTIX needs GPUs: submit with requirements.gpus >= 1");
+        let refusal = "device OPTIX needs GPUs: submit with requirements.gpus >= 1";
+        assert_eq!(plan(gpu, &[], [1, 2, 1]).unwrap_err(), refusal);
         let params = json!({"scene": "/s.blend", "output": "/r/x"});
-        assert!(plan(params.clone(), &[], (-2, 3, 1)).unwrap_err().contains("frames -2 to 3 are out of range"));
-        assert!(plan(params, &[], (1, MAX_FRAME + 1, 1)).is_err());
+        let err = plan(params.clone(), &[], [-2, 3, 1]).unwrap_err();
+        assert_eq!(
+            err,
+            "blender renders frames 0 to 1048574: frames -2 to 3 are out of range"
+        );
+        assert!(plan(params, &[], [1, MAX_FRAME + 1, 1]).is_err());
     }
 
     #[test]
     fn parameters_are_checked() {
         let def = definition();
-        let err = |extra: Value| {
+        let one_of = "must be one of";
+        #[rustfmt::skip]
+        let cases = [
+            (json!({"engine": "LUX"}), format!("engine: {one_of} CYCLES, BLENDER_EEVEE, BLENDER_WORKBENCH, got \"LUX\"")),
+            (json!({"samples": 0}), "samples: it must be at least 1, got 0".into()),
+            (json!({"resolution_percent": 1001}), "resolution_percent: it must be at most 1000, got 1001".into()),
+            (json!({"threads": -1}), "threads: it must be at least 0, got -1".into()),
+            (json!({"camera": ""}), "camera: its length must be at least 1, got 0".into()),
+            (json!({"device": "METAL"}), format!("device: {one_of} CPU, CUDA, OPTIX, HIP, got \"METAL\"")),
+            (json!({"format": "BMP"}), format!("format: {one_of} PNG, OPEN_EXR, OPEN_EXR_MULTILAYER, JPEG, TIFF, got \"BMP\"")),
+            (json!({"denoise": "yes"}), "denoise: must be true or false, not a string".into()),
+            (json!({"args": "-y"}), "args: must be a list of strings, not a string".into()),
+        ];
+        for (extra, expected) in cases {
             let mut params = json!({"scene": "/s.blend", "output": "/r/x"});
-            params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-            def.validate(&params).unwrap_err().to_string()
-        };
-        assert_eq!(def.validate(&json!({"output": "/r/x"})).unwrap_err().to_string(), "params.scene: required (path parameter)");
-        assert!(err(json!({"engine": "LUXCORE"})).starts_with("params.engine: must be one of CYCLES,"));
-        assert_eq!(err(json!({"samples": 0})), "params.samples: it must be at least 1, got 0");
-        assert_eq!(err(json!({"resolution_percent": 1001})), "params.resolution_percent: it must be at most 1000, got 1001");
-        assert_eq!(err(json!({"threads": -1})), "params.threads: it must be at least 0, got -1");
-        assert_eq!(err(json!({"camera": ""})), "params.camera: its length must be at least 1, got 0");
-        assert!(err(json!({"device": "METAL"})).starts_with("params.device: must be one of CPU, CUDA, OPTIX, HIP"));
-        assert_eq!(err(json!({"denoise": "yes"})), "params.denoise: must be true or false, not a string");
-        assert!(err(json!({"frames": "1-3"})).starts_with("params.frames: unknown parameter"));
-        let filled = def.validate(&json!({"scene": "/s.blend", "output": "/r/x"})).unwrap();
-        assert_eq!(filled, json!({"scene": "/s.blend", "output": "/r/x", "format": "PNG", "device": "CPU", "denoise": false}));
+            params
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let err = def.validate(&params).unwrap_err().to_string();
+            assert_eq!(err, format!("params.{expected}"));
+        }
+        let err = def
+            .validate(&json!({"output": "/r/x"}))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "params.scene: required (path parameter)");
+        let filled = def
+            .validate(&json!({"scene": "/s.blend", "output": "/r/x"}))
+            .unwrap();
+        let defaults = json!({"scene": "/s.blend", "output": "/r/x", "format": "PNG", "device": "CPU", "denoise": false});
+        assert_eq!(filled, defaults);
         assert_eq!(def.software.get("blender").map(String::as_str), Some("*"));
         assert!(!def.single_task);
     }
 
-    /// Blender 3.4.1, Cycles, 8 samples, frames 1-2 (the lines of frame 1, abridged).
-    const CYCLES: [&str; 14] = [
-        "Blender 3.4.1",
-        "Read blend: /tmp/fj/t.blend",
-        "Fra:1 Mem:9.04M (Peak 10.83M) | Time:00:00.00 | Mem:0.00M, Peak:0.00M | Scene, ViewLayer | Synchronizing object | Cube",
-        "Fra:1 Mem:9.90M (Peak 10.83M) | Time:00:00.03 | Mem:0.76M, Peak:0.76M | Scene, ViewLayer | Sample 0/8",
-        "Fra:1 Mem:10.62M (Peak 10.83M) | Time:00:00.03 | Remaining:00:00.04 | Mem:1.47M, Peak:1.47M | Scene, ViewLayer | Sample 1/8",
-        "Fra:1 Mem:10.94M (Peak 11.57M) | Time:00:00.05 | Mem:1.47M, Peak:1.47M | Scene, ViewLayer | Sample 8/8",
-        "Fra:1 Mem:10.94M (Peak 11.57M) | Time:00:00.05 | Mem:1.47M, Peak:1.47M | Scene, ViewLayer | Finished",
-        "Saved: '/tmp/fj/r/shot_0001.png'",
-        " Time: 00:00.14 (Saving: 00:00.08)",
-        "",
-        "Fra:2 Mem:10.62M (Peak 11.57M) | Time:00:00.00 | Remaining:00:00.03 | Mem:1.47M, Peak:1.47M | Scene, ViewLayer | Sample 1/8",
-        "Saved: '/tmp/fj/r/shot_0002.png'",
-        " Time: 00:00.03 (Saving: 00:00.00)",
-        "Blender quit",
-    ];
+    /// Blender 3.4.1, Cycles, 8 samples, frames 1-2 (abridged).
+    const CYCLES: &str = r"Blender 3.4.1
+Read blend: /tmp/fj/t.blend
+Fra:1 Mem:9.04M (Peak 10.83M) | Time:00:00.00 | Mem:0.00M, Peak:0.00M | Scene, ViewLayer | Synchronizing object | Cube
+Fra:1 Mem:9.90M (Peak 10.83M) | Time:00:00.03 | Mem:0.76M, Peak:0.76M | Scene, ViewLayer | Sample 0/8
+Fra:1 Mem:10.62M (Peak 10.83M) | Time:00:00.03 | Remaining:00:00.04 | Mem:1.47M, Peak:1.47M | Scene, ViewLayer | Sample 1/8
+Fra:1 Mem:10.94M (Peak 11.57M) | Time:00:00.05 | Mem:1.47M, Peak:1.47M | Scene, ViewLayer | Sample 8/8
+Fra:1 Mem:10.94M (Peak 11.57M) | Time:00:00.05 | Mem:1.47M, Peak:1.47M | Scene, ViewLayer | Finished
+Saved: '/tmp/fj/r/shot_0001.png'
+ Time: 00:00.14 (Saving: 00:00.08)
+
+Fra:2 Mem:10.62M (Peak 11.57M) | Time:00:00.00 | Remaining:00:00.03 | Mem:1.47M, Peak:1.47M | Scene, ViewLayer | Sample 1/8
+Saved: '/tmp/fj/r/shot_0002.png'
+ Time: 00:00.03 (Saving: 00:00.00)
+
+Blender quit";
+
+    /// Blender 3.4.1: EEVEE renders frame 1, Cycles with tiles frame 2.
+    const EEVEE_AND_TILES: &str = r"Fra:1 Mem:11.06M (Peak 12.17M) | Time:00:01.54 | Rendering 1 / 4 samples
+Fra:1 Mem:11.06M (Peak 12.17M) | Time:00:03.22 | Rendering 4 / 4 samples
+Saved: '/tmp/fj/r/BLENDER_EEVEE-01.jpg'
+ Time: 00:03.31 (Saving: 00:00.08)
+Fra:2 Mem:10.51M (Peak 10.83M) | Time:00:00.03 | Remaining:00:00.02 | Mem:1.36M, Peak:1.36M | Scene, ViewLayer | Rendered 0/12 Tiles, Sample 1/2
+Fra:2 Mem:10.53M (Peak 11.09M) | Time:00:00.05 | Remaining:00:00.04 | Mem:1.37M, Peak:1.37M | Scene, ViewLayer | Rendered 2/12 Tiles, Sample 1/2
+Fra:2 Mem:10.53M (Peak 11.09M) | Time:00:00.04 | Remaining:00:00.05 | Mem:1.37M, Peak:1.37M | Scene, ViewLayer | Rendered 1/12 Tiles, Sample 1/2";
+
+    /// Blender 3.4.1, Workbench: no `Fra:` lines at all.
+    const WORKBENCH: &str = r"Saved: '/tmp/fj/r/BLENDER_WORKBENCH-07.jpg'
+ Time: 00:00.78 (Saving: 00:00.08)
+Saved: '/tmp/fj/r/BLENDER_WORKBENCH-09.jpg'
+ Time: 00:00.01 (Saving: 00:00.00)";
 
     #[test]
-    fn cycles_samples_give_progress_and_saved_lines_give_outputs() {
-        let mut p = parser((1, 2, 1));
-        let events = feed(p.as_mut(), &CYCLES);
+    fn samples_give_progress_and_saved_lines_give_outputs() {
+        let (mut p, events) = parse([1, 2, 1], CYCLES);
         assert_eq!(progress(&events), [0.063, 0.5, 0.563, 1.0]);
-        let outputs: Vec<_> = events.iter().filter(|e| matches!(e, Event::Output { .. })).collect();
+        let output = |path: &str, frame| Event::Output {
+            path: path.into(),
+            frame: Some(frame),
+        };
+        let outputs: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e, Event::Output { .. }))
+            .cloned()
+            .collect();
         assert_eq!(
             outputs,
             [
-                &Event::Output { path: "/tmp/fj/r/shot_0001.png".into(), frame: Some(1) },
-                &Event::Output { path: "/tmp/fj/r/shot_0002.png".into(), frame: Some(2) },
+                output("/tmp/fj/r/shot_0001.png", 1),
+                output("/tmp/fj/r/shot_0002.png", 2)
             ]
         );
         let files = Files::with(&["/tmp/fj/r/shot_0001.png", "/tmp/fj/r/shot_0002.png"]);
         let verdict = p.finish(Exit { code: Some(0) }, &files);
         assert_eq!(verdict.error, None);
-        assert_eq!(verdict.outputs[1], OutputFile { path: "/tmp/fj/r/shot_0002.png".into(), size: 100, frame: Some(2) });
-    }
-
-    #[test]
-    fn eevee_tiles_and_workbench_are_followed() {
-        let mut p = parser((1, 2, 1));
-        let events = feed(p.as_mut(), &[
-            "Fra:1 Mem:11.06M (Peak 12.17M) | Time:00:01.54 | Rendering 1 / 4 samples",
-            "Fra:1 Mem:11.06M (Peak 12.17M) | Time:00:03.22 | Rendering 4 / 4 samples",
-            "Saved: '/tmp/fj/r/BLENDER_EEVEE-01.jpg'",
-            " Time: 00:03.31 (Saving: 00:00.08)",
-            "Fra:2 Mem:10.51M (Peak 10.83M) | Time:00:00.03 | Remaining:00:00.02 | Mem:1.36M, Peak:1.36M | Scene, ViewLayer | Rendered 0/12 Tiles, Sample 1/2",
-            "Fra:2 Mem:10.53M (Peak 11.09M) | Time:00:00.05 | Remaining:00:00.04 | Mem:1.37M, Peak:1.37M | Scene, ViewLayer | Rendered 2/12 Tiles, Sample 1/2",
-            "Fra:2 Mem:10.53M (Peak 11.09M) | Time:00:00.04 | Remaining:00:00.05 | Mem:1.37M, Peak:1.37M | Scene, ViewLayer | Rendered 1/12 Tiles, Sample 1/2",
-        ]);
-        assert_eq!(progress(&events), [0.125, 0.5, 0.521, 0.604]);
-        // Workbench prints no `Fra:` lines: the frames come from the batch, in order.
-        let mut p = parser((7, 9, 2));
-        let events = feed(p.as_mut(), &[
-            "Saved: '/tmp/fj/r/BLENDER_WORKBENCH-07.jpg'",
-            " Time: 00:00.78 (Saving: 00:00.08)",
-            "Saved: '/tmp/fj/r/BLENDER_WORKBENCH-09.jpg'",
-            " Time: 00:00.01 (Saving: 00:00.00)",
-        ]);
-        let frames: Vec<_> = events.iter().filter_map(|e| if let Event::Output { frame, .. } = e { *frame } else { None }).collect();
-        assert_eq!(frames, [7, 9]);
-        assert_eq!(progress(&events), [0.5, 1.0]);
+        let second = OutputFile {
+            path: "/tmp/fj/r/shot_0002.png".into(),
+            size: 100,
+            frame: Some(2),
+        };
+        assert_eq!(verdict.outputs[1], second);
+        // EEVEE samples, and tiles (which count back a little: progress never goes back).
+        assert_eq!(
+            progress(&parse([1, 2, 1], EEVEE_AND_TILES).1),
+            [0.125, 0.5, 0.521, 0.604]
+        );
+        // Without `Fra:` lines the frames come from the batch, in order.
+        let (_, events) = parse([7, 9, 2], WORKBENCH);
+        let frames: Vec<_> = events
+            .iter()
+            .filter_map(|e| {
+                if let Event::Output { frame, .. } = e {
+                    *frame
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert_eq!((frames, progress(&events)), (vec![7, 9], vec![0.5, 1.0]));
     }
 
     #[test]
     fn frames_without_a_file_fail_a_clean_exit() {
-        let mut p = parser((1, 3, 1));
-        feed(p.as_mut(), &CYCLES);
-        let files = Files::with(&["/tmp/fj/r/shot_0001.png", "/tmp/fj/r/shot_0002.png"]);
-        assert_eq!(p.finish(Exit { code: Some(0) }, &files).error.as_deref(), Some("frame 3: no output saved"));
-        let verdict = p.finish(Exit { code: Some(0) }, &Files::with(&["/tmp/fj/r/shot_0002.png"]));
+        let (mut p, _) = parse([1, 3, 1], CYCLES);
+        let both = ["/tmp/fj/r/shot_0001.png", "/tmp/fj/r/shot_0002.png"];
         assert_eq!(
-            verdict.error.as_deref(),
-            Some("frame 1: output /tmp/fj/r/shot_0001.png was reported saved but does not exist")
+            error(&mut p, 0, &both).as_deref(),
+            Some("frame 3: no output saved")
         );
-        assert_eq!(verdict.outputs.len(), 1);
+        let (mut p, _) = parse([1, 2, 1], CYCLES);
+        let gone = "frame 1: output /tmp/fj/r/shot_0001.png was reported saved but does not exist";
+        assert_eq!(error(&mut p, 0, &both[1..]).as_deref(), Some(gone));
         // A failed exit without an error line is left to the runner.
-        assert_eq!(p.finish(Exit { code: Some(1) }, &files).error, None);
+        assert_eq!(error(&mut p, 1, &both[1..]), None);
     }
 
     #[test]
-    fn error_lines_fail_the_task() {
-        let cases: [(&[&str], &str); 4] = [
-            (&["Blender 3.4.1", "Error: Cannot read file '/tmp/fj/missing.blend': No such file or directory", "Blender quit"],
+    fn error_lines_and_tracebacks_fail_the_task() {
+        #[rustfmt::skip]
+        let cases = [
+            // A missing scene (Blender 3.4 exits 1; older ones go on with the default scene).
+            ("Blender 3.4.1\nError: Cannot read file '/tmp/fj/missing.blend': No such file or directory\nBlender quit",
              "Cannot read file '/tmp/fj/missing.blend': No such file or directory"),
-            (&["Read blend: /tmp/fj/t.blend", "Error: camera \"Cam2\" not found in scene \"Scene\" (cameras: Camera)"],
+            // The setup script's refusals.
+            ("Read blend: /tmp/fj/t.blend\nError: camera \"Cam2\" not found in scene \"Scene\" (cameras: Camera)",
              "camera \"Cam2\" not found in scene \"Scene\" (cameras: Camera)"),
-            (&["Fra:1 Mem:9.90M (Peak 10.83M) | Time:00:00.02 | Mem:0.76M, Peak:0.76M | Scene, ViewLayer | Build without OpenImageDenoiser",
-               "Error: Build without OpenImageDenoiser", "Blender quit"],
+            ("Can't find scene: 'Nope' in file: '/tmp/fj/t.blend'\nError: scene \"Nope\" not found in /tmp/fj/t.blend (scenes: Scene)",
+             "scene \"Nope\" not found in /tmp/fj/t.blend (scenes: Scene)"),
+            ("Read blend: /tmp/fj/t.blend\nError: no CUDA device found (devices: AMD EPYC)", "no CUDA device found (devices: AMD EPYC)"),
+            // Denoising asked of a Blender without OpenImageDenoise.
+            ("Fra:1 Mem:9.90M (Peak 10.83M) | Time:00:00.02 | Mem:0.76M, Peak:0.76M | Scene, ViewLayer | Build without OpenImageDenoiser\nError: Build without OpenImageDenoiser\nBlender quit",
              "Build without OpenImageDenoiser"),
-            (&["imb_savepng: Cannot open file for writing: '/proc/nope/x_1.png'",
-               "Error: Render error (No such file or directory) cannot save: '/proc/nope/x_1.png'",
-               " Time: 00:02.48 (Saving: 00:00.08)"],
+            ("imb_savepng: Cannot open file for writing: '/proc/nope/x_1.png'\nError: Render error (No such file or directory) cannot save: '/proc/nope/x_1.png'\n Time: 00:02.48 (Saving: 00:00.08)",
              "Render error (No such file or directory) cannot save: '/proc/nope/x_1.png'"),
+            // A Python exception: its last line, not Blender's summary after it.
+            ("Error: Python: Traceback (most recent call last):\n  File \"<string>\", line 1, in <module>\nRuntimeError: camera \"X\" not found\n\nError: script failed, expr: 'raise RuntimeError('camera \"X\" not found')', exiting.",
+             "RuntimeError: camera \"X\" not found"),
+            ("Traceback (most recent call last):\n  File \"x.py\", line 3", UNFINISHED_TRACEBACK),
         ];
-        for (lines, expected) in cases {
-            let mut p = parser((1, 1, 1));
-            let events = feed(p.as_mut(), lines);
-            assert!(events.contains(&Event::Error(expected.into())), "{lines:?}");
-            assert_eq!(p.finish(Exit { code: Some(0) }, &Files::default()).error.as_deref(), Some(expected));
+        for (output, expected) in cases {
+            let (mut p, _) = parse([1, 1, 1], output);
+            assert_eq!(error(&mut p, 0, &[]).as_deref(), Some(expected), "{output}");
         }
-        let mut p = parser((1, 1, 1));
-        let mut events = Vec::new();
-        p.line(LogStream::Stderr, "EGL Error (0x3001): EGL_NOT_INITIALIZED: EGL is not initialized", &mut events);
-        p.line(LogStream::Stdout, "Warning: 1 x Image not found", &mut events);
+        let noise = "EGL Error (0x3001): EGL_NOT_INITIALIZED: EGL is not initialized";
+        let (_, events) = parse([1, 1, 1], &format!("{noise}\nWarning: 1 x Image not found"));
         assert_eq!(events, [Event::Warning("1 x Image not found".into())]);
-    }
-
-    #[test]
-    fn a_traceback_fails_with_its_exception_line() {
-        let mut p = parser((1, 1, 1));
-        let events = feed(p.as_mut(), &[
-            "Error: Python: Traceback (most recent call last):",
-            "  File \"<string>\", line 1, in <module>",
-            "RuntimeError: camera \"X\" not found",
-            "",
-            "Error: script failed, expr: 'raise RuntimeError('camera \"X\" not found')', exiting.",
-        ]);
-        assert_eq!(events[0], Event::Error("RuntimeError: camera \"X\" not found".into()));
-        let verdict = p.finish(Exit { code: Some(1) }, &Files::default());
-        assert_eq!(verdict.error.as_deref(), Some("RuntimeError: camera \"X\" not found"));
-        let mut p = parser((1, 1, 1));
-        feed(p.as_mut(), &["Traceback (most recent call last):", "  File \"x.py\", line 3"]);
-        assert!(p.finish(Exit { code: Some(1) }, &Files::default()).error.unwrap().starts_with("python error"));
     }
 }

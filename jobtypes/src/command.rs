@@ -51,7 +51,11 @@ impl Runner for Command {
             name: "command".into(),
             message,
         })?;
-        if command.command.first().is_none_or(|program| program.trim().is_empty()) {
+        if command
+            .command
+            .first()
+            .is_none_or(|program| program.trim().is_empty())
+        {
             return Err(ParamError {
                 name: "command".into(),
                 message: "the program (first element) must not be empty".into(),
@@ -127,8 +131,10 @@ mod tests {
 
     #[test]
     fn shell_joins_substituted_arguments() {
-        let plan = plan(json!({"command": ["echo", "{frame}", "&&", "true"], "shell": true,
-                              "env": {"A": "1"}}))
+        let plan = plan(
+            json!({"command": ["echo", "{frame}", "&&", "true"], "shell": true,
+                              "env": {"A": "1"}}),
+        )
         .unwrap();
         assert_eq!(plan.program, "/bin/sh");
         assert_eq!(plan.args, ["-c", "echo 1 && true"]);
@@ -138,11 +144,26 @@ mod tests {
     #[test]
     fn bad_parameters_are_explained() {
         let cases = [
-            (json!({"command": []}), "params.command: its length must be at least 1, got 0"),
-            (json!({}), "params.command: required (list<string> parameter)"),
-            (json!({"command": ["x"], "shel": true}), "params.shel: unknown parameter (known: command, shell, env)"),
-            (json!({"command": "echo"}), "params.command: must be a list of strings, not a string"),
-            (json!({"command": [" "]}), "params.command: the program (first element) must not be empty"),
+            (
+                json!({"command": []}),
+                "params.command: its length must be at least 1, got 0",
+            ),
+            (
+                json!({}),
+                "params.command: required (list<string> parameter)",
+            ),
+            (
+                json!({"command": ["x"], "shel": true}),
+                "params.shel: unknown parameter (known: command, shell, env)",
+            ),
+            (
+                json!({"command": "echo"}),
+                "params.command: must be a list of strings, not a string",
+            ),
+            (
+                json!({"command": [" "]}),
+                "params.command: the program (first element) must not be empty",
+            ),
         ];
         for (params, expected) in cases {
             assert_eq!(plan(params).unwrap_err(), expected);

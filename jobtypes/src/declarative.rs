@@ -176,22 +176,38 @@ pub fn parse(text: &str) -> Result<Definition, DefinitionError> {
         let ty = ParamType::parse(&p.r#type, p.values.clone(), p.items.as_deref())
             .map_err(|e| err(&format!("{field}.type"), e))?;
         if p.values.is_some() && !matches!(ty, ParamType::Enum(_)) {
-            return Err(err(&format!("{field}.values"), "only an `enum` parameter has values"));
+            return Err(err(
+                &format!("{field}.values"),
+                "only an `enum` parameter has values",
+            ));
         }
         if p.items.is_some() && !matches!(ty, ParamType::List(_)) {
-            return Err(err(&format!("{field}.items"), "only a `list` parameter has items"));
+            return Err(err(
+                &format!("{field}.items"),
+                "only a `list` parameter has items",
+            ));
         }
         if let (Some(min), Some(max)) = (p.min, p.max)
             && min > max
         {
-            return Err(err(&format!("{field}.min"), format!("{min} is more than max {max}")));
+            return Err(err(
+                &format!("{field}.min"),
+                format!("{min} is more than max {max}"),
+            ));
         }
-        let mut spec = ParamSpec::new(&name, ty, p.required).range(p.min, p.max).describe(&p.description);
+        let mut spec = ParamSpec::new(&name, ty, p.required)
+            .range(p.min, p.max)
+            .describe(&p.description);
         if let Some(default) = p.default {
-            let value = serde_json::to_value(default).map_err(|e| err(&format!("{field}.default"), e))?;
-            spec.check(&value).map_err(|e| err(&format!("{field}.default"), e))?;
+            let value =
+                serde_json::to_value(default).map_err(|e| err(&format!("{field}.default"), e))?;
+            spec.check(&value)
+                .map_err(|e| err(&format!("{field}.default"), e))?;
             if p.required {
-                return Err(err(&format!("{field}.default"), "a required parameter has no default"));
+                return Err(err(
+                    &format!("{field}.default"),
+                    "a required parameter has no default",
+                ));
             }
             spec = spec.default(value);
         }
@@ -207,7 +223,11 @@ pub fn parse(text: &str) -> Result<Definition, DefinitionError> {
                     field,
                     format!(
                         "unknown placeholder {{{name}}} (parameters: {}; frames: {})",
-                        if names.is_empty() { "none".to_string() } else { names.join(", ") },
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        },
                         FRAME_NAMES.join(", ")
                     ),
                 ));
@@ -231,7 +251,10 @@ pub fn parse(text: &str) -> Result<Definition, DefinitionError> {
         command.push(group);
     }
     if command[0].len() != 1 || command[0][0].trim().is_empty() {
-        return Err(err("command[0]", "must be the program, one non-empty string"));
+        return Err(err(
+            "command[0]",
+            "must be the program, one non-empty string",
+        ));
     }
     for (name, value) in &file.env {
         check_template(&format!("env.{name}"), value)?;
@@ -241,7 +264,10 @@ pub fn parse(text: &str) -> Result<Definition, DefinitionError> {
     }
     for (name, range) in &file.software {
         if name.trim().is_empty() || range.trim().is_empty() {
-            return Err(err(&format!("software.{name}"), "needs a name and a version range (`*` for any)"));
+            return Err(err(
+                &format!("software.{name}"),
+                "needs a name and a version range (`*` for any)",
+            ));
         }
     }
 
@@ -251,8 +277,14 @@ pub fn parse(text: &str) -> Result<Definition, DefinitionError> {
         .map(|pattern| {
             let regex = compile("progress", pattern)?;
             let names: Vec<&str> = regex.capture_names().flatten().collect();
-            if !["frame", "sample", "percent"].iter().any(|n| names.contains(n)) {
-                return Err(err("progress", "needs a named capture: (?P<frame>...), (?P<sample>...) or (?P<percent>...)"));
+            if !["frame", "sample", "percent"]
+                .iter()
+                .any(|n| names.contains(n))
+            {
+                return Err(err(
+                    "progress",
+                    "needs a named capture: (?P<frame>...), (?P<sample>...) or (?P<percent>...)",
+                ));
             }
             Ok(regex)
         })
@@ -269,7 +301,10 @@ pub fn parse(text: &str) -> Result<Definition, DefinitionError> {
         .map(|pattern| {
             let regex = compile("outputs", pattern)?;
             if !regex.capture_names().flatten().any(|n| n == "path") {
-                return Err(err("outputs", "needs a named capture (?P<path>...) for the file's path"));
+                return Err(err(
+                    "outputs",
+                    "needs a named capture (?P<path>...) for the file's path",
+                ));
             }
             Ok(regex)
         })
@@ -290,7 +325,13 @@ pub fn parse(text: &str) -> Result<Definition, DefinitionError> {
         output_files: file.output_files,
         require_outputs: file.require_outputs,
     };
-    let mut definition = Definition::new(&file.name, file.version, &file.description, params, Arc::new(runner));
+    let mut definition = Definition::new(
+        &file.name,
+        file.version,
+        &file.description,
+        params,
+        Arc::new(runner),
+    );
     definition.software = file.software;
     definition.single_task = file.single_task;
     definition.source = Some(text.to_string());
@@ -301,11 +342,20 @@ fn compile(field: &str, pattern: &str) -> Result<Regex, DefinitionError> {
     regex::RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE)
         .build()
-        .map_err(|e| err(field, format!("invalid regex: {}", one_line(&e.to_string()))))
+        .map_err(|e| {
+            err(
+                field,
+                format!("invalid regex: {}", one_line(&e.to_string())),
+            )
+        })
 }
 
 fn one_line(text: &str) -> String {
-    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 struct Declarative {
@@ -330,7 +380,11 @@ fn lookup(params: &Value, frames: FrameValues, name: &str) -> Option<Var> {
     let text = match params.get(name)? {
         Value::Null => return None,
         Value::Number(n) if n.is_i64() => return n.as_i64().map(Var::Int),
-        Value::Array(items) => items.iter().map(render_scalar).collect::<Vec<_>>().join(" "),
+        Value::Array(items) => items
+            .iter()
+            .map(render_scalar)
+            .collect::<Vec<_>>()
+            .join(" "),
         other => render_scalar(other),
     };
     Some(Var::Text(frames.substitute(&text)))
@@ -362,7 +416,11 @@ impl Runner for Declarative {
                     .and_then(|name| task.params.get(name))
                     .and_then(Value::as_array);
                 match whole_list {
-                    Some(items) => argv.extend(items.iter().map(|item| frames.substitute(&render_scalar(item)))),
+                    Some(items) => argv.extend(
+                        items
+                            .iter()
+                            .map(|item| frames.substitute(&render_scalar(item))),
+                    ),
                     None => argv.push(self.render(task, frames, text)),
                 }
             }
@@ -450,8 +508,14 @@ impl PatternParser {
     }
 
     fn progress_of(&mut self, caps: &regex::Captures<'_>) -> Option<f32> {
-        let number = |name: &str| caps.name(name).and_then(|m| m.as_str().trim().parse::<f64>().ok());
-        if let Some(frame) = caps.name("frame").and_then(|m| m.as_str().trim().parse::<i64>().ok()) {
+        let number = |name: &str| {
+            caps.name(name)
+                .and_then(|m| m.as_str().trim().parse::<f64>().ok())
+        };
+        if let Some(frame) = caps
+            .name("frame")
+            .and_then(|m| m.as_str().trim().parse::<i64>().ok())
+        {
             self.current = Some(frame);
         }
         let within = match (number("sample"), number("samples"), number("percent")) {
@@ -491,7 +555,8 @@ impl OutputParser for PatternParser {
             let frame = caps
                 .name("frame")
                 .and_then(|m| m.as_str().trim().parse().ok())
-                .or(self.current);
+                .or(self.current)
+                .or_else(|| (self.frames.len() == 1).then(|| self.frames[0]));
             events.push(Event::Output {
                 path: path.as_str().trim().to_string(),
                 frame,
@@ -530,8 +595,10 @@ impl OutputParser for PatternParser {
             } else if self.require_outputs {
                 if let Some(path) = missing {
                     error = Some(format!("output {path} was reported but does not exist"));
-                } else if let Some((frame, path)) =
-                    self.expected.iter().find(|(_, path)| files.size(path).is_none())
+                } else if let Some((frame, path)) = self
+                    .expected
+                    .iter()
+                    .find(|(_, path)| files.size(path).is_none())
                 {
                     error = Some(format!("frame {frame}: output {path} was not written"));
                 } else if outputs.is_empty() {
@@ -588,7 +655,12 @@ type = "path"
 required = true
 "#;
 
-    fn task(def: &Definition, params: Value, frames: FrameBatch, files: &Files) -> Result<TaskPlan, String> {
+    fn task(
+        def: &Definition,
+        params: Value,
+        frames: FrameBatch,
+        files: &Files,
+    ) -> Result<TaskPlan, String> {
         let params = def.validate(&params).map_err(|e| e.to_string())?;
         def.plan(&TaskInput {
             params: &params,
@@ -610,9 +682,18 @@ required = true
     fn a_definition_builds_commands_with_groups_lists_and_defaults() {
         let def = parse(RESIZE).unwrap();
         assert_eq!((def.name.as_str(), def.version), ("resize", 2));
-        assert_eq!(def.software.get("imagemagick").map(String::as_str), Some(">=6"));
+        assert_eq!(
+            def.software.get("imagemagick").map(String::as_str),
+            Some(">=6")
+        );
         let files = Files::default();
-        let plan = task(&def, json!({"input": "/a_{frame:4}.png", "output": "/o.png"}), one(7), &files).unwrap();
+        let plan = task(
+            &def,
+            json!({"input": "/a_{frame:4}.png", "output": "/o.png"}),
+            one(7),
+            &files,
+        )
+        .unwrap();
         assert_eq!(plan.program, "convert");
         assert_eq!(plan.args, ["/a_0007.png", "-resize", "50%", "/o.png"]);
         assert_eq!(plan.env.get("SIZE").map(String::as_str), Some("50-007"));
@@ -623,9 +704,20 @@ required = true
             &files,
         )
         .unwrap();
-        assert_eq!(plan.args, ["/a", "-resize", "50%", "-quality", "90", "-strip", "-flip", "/o"]);
         assert_eq!(
-            task(&def, json!({"input": "/a", "output": "/o", "percent": 0}), one(1), &files).unwrap_err(),
+            plan.args,
+            [
+                "/a", "-resize", "50%", "-quality", "90", "-strip", "-flip", "/o"
+            ]
+        );
+        assert_eq!(
+            task(
+                &def,
+                json!({"input": "/a", "output": "/o", "percent": 0}),
+                one(1),
+                &files
+            )
+            .unwrap_err(),
             "params.percent: it must be at least 1, got 0"
         );
     }
@@ -633,18 +725,35 @@ required = true
     #[test]
     fn the_parser_reads_progress_outputs_errors_and_checks_files() {
         let def = parse(RESIZE).unwrap();
-        let params = def.validate(&json!({"input": "/a", "output": "/out_{frame}.png"})).unwrap();
-        let batch = FrameBatch { start: 1, end: 2, step: 1 };
+        let params = def
+            .validate(&json!({"input": "/a", "output": "/out_{frame}.png"}))
+            .unwrap();
+        let batch = FrameBatch {
+            start: 1,
+            end: 2,
+            step: 1,
+        };
         let files = Files::with(&["/out_1.png", "/out_2.png", "/x.png"]);
-        let input = TaskInput { params: &params, frames: batch, gpus: &[], files: &files };
+        let input = TaskInput {
+            params: &params,
+            frames: batch,
+            gpus: &[],
+            files: &files,
+        };
         let mut parser = def.parser(&input);
-        let events = feed(&mut *parser, &["frame 1 50%", "frame 2 0%", "wrote /x.png", "warning: slow"]);
+        let events = feed(
+            &mut *parser,
+            &["frame 1 50%", "frame 2 0%", "wrote /x.png", "warning: slow"],
+        );
         assert_eq!(
             events,
             [
                 Event::Progress(0.25),
                 Event::Progress(0.5),
-                Event::Output { path: "/x.png".into(), frame: Some(2) },
+                Event::Output {
+                    path: "/x.png".into(),
+                    frame: Some(2)
+                },
                 Event::Warning("warning: slow".into()),
             ]
         );
@@ -660,7 +769,10 @@ required = true
 
         let mut parser = def.parser(&input);
         let verdict = parser.finish(Exit { code: Some(0) }, &Files::with(&["/out_1.png"]));
-        assert_eq!(verdict.error.as_deref(), Some("frame 2: output /out_2.png was not written"));
+        assert_eq!(
+            verdict.error.as_deref(),
+            Some("frame 2: output /out_2.png was not written")
+        );
     }
 
     fn error(text: &str) -> String {
@@ -674,22 +786,60 @@ required = true
         assert!(error("name = \"t\"\ncommand = [\"x\"]").contains("missing field `version`"));
         assert!(error("name = \"t\"\nversion = 1").contains("missing field `command`"));
         assert!(error(&format!("{base}comand = 1")).contains("unknown field `comand`"));
-        assert!(error(&format!("{base}progress = '(?P<frame>\\d+'")).starts_with("progress: invalid regex"));
-        assert!(error(&format!("{base}progress = '\\d+'")).starts_with("progress: needs a named capture"));
-        assert!(error(&format!("{base}errors = ['ok', '(']")).starts_with("errors[1]: invalid regex"));
-        assert!(error(&format!("{base}outputs = 'x'")).starts_with("outputs: needs a named capture (?P<path>"));
-        assert!(error(&format!("{base}[parameters.a]\ntype = \"colour\"")).starts_with("parameters.a.type: unknown parameter type `colour`"));
-        assert!(error(&format!("{base}[parameters.a]\ntype = \"enum\"")).starts_with("parameters.a.type: an `enum` parameter needs `values`"));
-        assert!(error(&format!("{base}[parameters.a]\ntype = \"int\"\ndefault = \"x\"")).starts_with("parameters.a.default: must be a whole number"));
-        assert!(error(&format!("{base}[parameters.a]\ntype = \"int\"\nmin = 5\nmax = 1")).starts_with("parameters.a.min:"));
-        assert!(error(&format!("{base}[parameters.a]\ntyp = \"int\"")).contains("unknown field `typ`"));
-        assert!(error(&format!("{base}[parameters.frame]\ntype = \"int\"")).starts_with("parameters.frame: "));
-        assert!(error("name = \"t\"\nversion = 1\ncommand = [\"x\", \"{nope}\"]").starts_with("command[1]: unknown placeholder {nope}"));
+        assert!(
+            error(&format!("{base}progress = '(?P<frame>\\d+'"))
+                .starts_with("progress: invalid regex")
+        );
+        assert!(
+            error(&format!("{base}progress = '\\d+'"))
+                .starts_with("progress: needs a named capture")
+        );
+        assert!(
+            error(&format!("{base}errors = ['ok', '(']")).starts_with("errors[1]: invalid regex")
+        );
+        assert!(
+            error(&format!("{base}outputs = 'x'"))
+                .starts_with("outputs: needs a named capture (?P<path>")
+        );
+        assert!(
+            error(&format!("{base}[parameters.a]\ntype = \"colour\""))
+                .starts_with("parameters.a.type: unknown parameter type `colour`")
+        );
+        assert!(
+            error(&format!("{base}[parameters.a]\ntype = \"enum\""))
+                .starts_with("parameters.a.type: an `enum` parameter needs `values`")
+        );
+        assert!(
+            error(&format!(
+                "{base}[parameters.a]\ntype = \"int\"\ndefault = \"x\""
+            ))
+            .starts_with("parameters.a.default: must be a whole number")
+        );
+        assert!(
+            error(&format!(
+                "{base}[parameters.a]\ntype = \"int\"\nmin = 5\nmax = 1"
+            ))
+            .starts_with("parameters.a.min:")
+        );
+        assert!(
+            error(&format!("{base}[parameters.a]\ntyp = \"int\"")).contains("unknown field `typ`")
+        );
+        assert!(
+            error(&format!("{base}[parameters.frame]\ntype = \"int\""))
+                .starts_with("parameters.frame: ")
+        );
+        assert!(
+            error("name = \"t\"\nversion = 1\ncommand = [\"x\", \"{nope}\"]")
+                .starts_with("command[1]: unknown placeholder {nope}")
+        );
         assert!(error("name = \"t\"\nversion = 1\ncommand = []").starts_with("command: "));
         assert!(error("name = \"T\"\nversion = 1\ncommand = [\"x\"]").starts_with("name: "));
         assert!(error("name = \"t\"\nversion = 0\ncommand = [\"x\"]").starts_with("version: "));
         assert!(error(&format!("{base}require_outputs = true")).starts_with("require_outputs: "));
-        assert!(error("name = \"t\"\nversion = 1\ncommand = [\"x\"]\n[env]\nA = \"{b}\"").starts_with("env.A: unknown placeholder"));
+        assert!(
+            error("name = \"t\"\nversion = 1\ncommand = [\"x\"]\n[env]\nA = \"{b}\"")
+                .starts_with("env.A: unknown placeholder")
+        );
         assert!(error("name = \"t\"\nversion = -1\ncommand = [\"x\"]").contains("line 2"));
     }
 
@@ -703,13 +853,25 @@ required = true
 
     #[test]
     fn success_patterns_must_match() {
-        let def = parse("name = \"t\"\nversion = 1\ncommand = [\"x\"]\nsuccess = ['^done$']").unwrap();
+        let def =
+            parse("name = \"t\"\nversion = 1\ncommand = [\"x\"]\nsuccess = ['^done$']").unwrap();
         let params = json!({});
         let files = Files::default();
-        let input = TaskInput { params: &params, frames: one(1), gpus: &[], files: &files };
+        let input = TaskInput {
+            params: &params,
+            frames: one(1),
+            gpus: &[],
+            files: &files,
+        };
         let mut parser = def.parser(&input);
         feed(&mut *parser, &["working"]);
-        assert!(parser.finish(Exit { code: Some(0) }, &files).error.unwrap().contains("success patterns"));
+        assert!(
+            parser
+                .finish(Exit { code: Some(0) }, &files)
+                .error
+                .unwrap()
+                .contains("success patterns")
+        );
         let mut parser = def.parser(&input);
         feed(&mut *parser, &["done"]);
         assert_eq!(parser.finish(Exit { code: Some(0) }, &files).error, None);

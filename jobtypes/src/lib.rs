@@ -154,7 +154,13 @@ impl std::fmt::Debug for Definition {
 
 impl Definition {
     /// A definition run by `runner`.
-    pub fn new(name: &str, version: u32, description: &str, params: Vec<ParamSpec>, runner: Arc<dyn Runner>) -> Self {
+    pub fn new(
+        name: &str,
+        version: u32,
+        description: &str,
+        params: Vec<ParamSpec>,
+        runner: Arc<dyn Runner>,
+    ) -> Self {
         Self {
             name: name.into(),
             version,

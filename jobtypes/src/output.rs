@@ -96,7 +96,10 @@ impl Collected {
                 Event::Error(text) if self.error.is_none() => {
                     let mut text = text.trim().to_string();
                     if text.len() > MAX_ERROR {
-                        let cut = (0..=MAX_ERROR).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+                        let cut = (0..=MAX_ERROR)
+                            .rev()
+                            .find(|&i| text.is_char_boundary(i))
+                            .unwrap_or(0);
                         text.truncate(cut);
                     }
                     self.error = Some(text);

@@ -36,7 +36,11 @@ pub enum ParamType {
 impl ParamType {
     /// Parses a type name as written in a definition file: `string`, `int`, `float`,
     /// `bool`, `path`, `enum`, `map`, or `list` with its item type given apart.
-    pub fn parse(name: &str, values: Option<Vec<String>>, items: Option<&str>) -> Result<Self, String> {
+    pub fn parse(
+        name: &str,
+        values: Option<Vec<String>>,
+        items: Option<&str>,
+    ) -> Result<Self, String> {
         let scalar = |name: &str| match name {
             "string" => Ok(ParamType::String),
             "int" => Ok(ParamType::Int),
@@ -53,7 +57,8 @@ impl ParamType {
                 _ => Err("an `enum` parameter needs `values`, a non-empty list of words".into()),
             },
             "list" => {
-                let items = items.ok_or("a `list` parameter needs `items`, the type of its elements")?;
+                let items =
+                    items.ok_or("a `list` parameter needs `items`, the type of its elements")?;
                 if items == "list" || items == "map" || items == "enum" {
                     return Err(format!("`items` must be a scalar type, not `{items}`"));
                 }
@@ -256,12 +261,20 @@ fn check_bounds(what: &str, n: f64, min: Option<f64>, max: Option<f64>) -> Resul
     if let Some(min) = min
         && n < min
     {
-        return Err(format!("{what} must be at least {}, got {}", Bound(min), Bound(n)));
+        return Err(format!(
+            "{what} must be at least {}, got {}",
+            Bound(min),
+            Bound(n)
+        ));
     }
     if let Some(max) = max
         && n > max
     {
-        return Err(format!("{what} must be at most {}, got {}", Bound(max), Bound(n)));
+        return Err(format!(
+            "{what} must be at most {}, got {}",
+            Bound(max),
+            Bound(n)
+        ));
     }
     Ok(())
 }
@@ -276,7 +289,12 @@ fn check_text(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_value(ty: &ParamType, value: &Value, min: Option<f64>, max: Option<f64>) -> Result<(), String> {
+fn check_value(
+    ty: &ParamType,
+    value: &Value,
+    min: Option<f64>,
+    max: Option<f64>,
+) -> Result<(), String> {
     let wrong = || format!("must be {}, not {}", expected(ty), kind(value));
     match ty {
         ParamType::String | ParamType::Path => {
@@ -304,7 +322,10 @@ fn check_value(ty: &ParamType, value: &Value, min: Option<f64>, max: Option<f64>
             if values.iter().any(|v| v == text) {
                 Ok(())
             } else {
-                Err(format!("must be one of {}, got {text:?}", values.join(", ")))
+                Err(format!(
+                    "must be one of {}, got {text:?}",
+                    values.join(", ")
+                ))
             }
         }
         ParamType::List(item) => {
@@ -442,7 +463,10 @@ mod tests {
     #[test]
     fn fills_defaults_and_keeps_given_values() {
         let out = validate(&specs(), &json!({"scene": "/a.blend", "fast": true})).unwrap();
-        assert_eq!(out, json!({"scene": "/a.blend", "samples": 16, "fast": true}));
+        assert_eq!(
+            out,
+            json!({"scene": "/a.blend", "samples": 16, "fast": true})
+        );
     }
 
     #[test]
@@ -472,14 +496,28 @@ mod tests {
             err(json!({"scene": "/a", "env": {"A": 1}})),
             "params.env: A: must be a string, not a number"
         );
-        assert!(err(json!({"scene": "/a", "sample": 3})).starts_with("params.sample: unknown parameter (known: scene, samples"));
-        assert_eq!(err(json!({"scene": ""})), "params.scene: must not be an empty path");
-        assert_eq!(err(json!({"scene": "a\u{0}b"})), "params.scene: must not contain NUL characters");
+        assert!(
+            err(json!({"scene": "/a", "sample": 3}))
+                .starts_with("params.sample: unknown parameter (known: scene, samples")
+        );
+        assert_eq!(
+            err(json!({"scene": ""})),
+            "params.scene: must not be an empty path"
+        );
+        assert_eq!(
+            err(json!({"scene": "a\u{0}b"})),
+            "params.scene: must not contain NUL characters"
+        );
         assert_eq!(
             err(json!({"scene": "/a", "scale": 2})),
             "params.scale: it must be at most 1, got 2"
         );
-        assert!(validate(&specs(), &json!([1])).unwrap_err().to_string().contains("must be an object"));
+        assert!(
+            validate(&specs(), &json!([1]))
+                .unwrap_err()
+                .to_string()
+                .contains("must be an object")
+        );
     }
 
     #[test]
@@ -494,9 +532,25 @@ mod tests {
             ParamType::parse("list", None, Some("path")).unwrap(),
             ParamType::List(Box::new(ParamType::Path))
         );
-        assert!(ParamType::parse("colour", None, None).unwrap_err().contains("unknown parameter type `colour`"));
-        assert!(ParamType::parse("enum", None, None).unwrap_err().contains("needs `values`"));
-        assert!(ParamType::parse("list", None, None).unwrap_err().contains("needs `items`"));
-        assert!(ParamType::parse("list", None, Some("list")).unwrap_err().contains("scalar"));
+        assert!(
+            ParamType::parse("colour", None, None)
+                .unwrap_err()
+                .contains("unknown parameter type `colour`")
+        );
+        assert!(
+            ParamType::parse("enum", None, None)
+                .unwrap_err()
+                .contains("needs `values`")
+        );
+        assert!(
+            ParamType::parse("list", None, None)
+                .unwrap_err()
+                .contains("needs `items`")
+        );
+        assert!(
+            ParamType::parse("list", None, Some("list"))
+                .unwrap_err()
+                .contains("scalar")
+        );
     }
 }

@@ -51,11 +51,15 @@ pub fn check(map: &PathMapSpec) -> Result<(), String> {
         .filter(|p| !p.is_empty())
         .count();
     if given < 2 {
-        return Err("a path map needs the prefix of at least two of linux, windows and macos".into());
+        return Err(
+            "a path map needs the prefix of at least two of linux, windows and macos".into(),
+        );
     }
     for (field, prefix) in [("linux", &map.linux), ("macos", &map.macos)] {
         if !prefix.is_empty() && !prefix.starts_with('/') {
-            return Err(format!("{field}: {prefix:?} is not an absolute path (it must start with /)"));
+            return Err(format!(
+                "{field}: {prefix:?} is not an absolute path (it must start with /)"
+            ));
         }
     }
     let w = &map.windows;
@@ -104,7 +108,12 @@ pub fn rules_for(maps: &[PathMapSpec], os: Os, tags: &[String]) -> Vec<PathRule>
             });
         }
     }
-    rules.sort_by(|a, b| b.from.len().cmp(&a.from.len()).then_with(|| a.from.cmp(&b.from)));
+    rules.sort_by(|a, b| {
+        b.from
+            .len()
+            .cmp(&a.from.len())
+            .then_with(|| a.from.cmp(&b.from))
+    });
     rules
 }
 
@@ -195,10 +204,23 @@ mod tests {
 
     #[test]
     fn windows_paths_map_to_linux_with_forward_slashes() {
-        let rules = rules_for(&[map("/mnt/projects", r"P:\", "/Volumes/projects", "")], Os::Linux, &[]);
-        assert_eq!(apply(&rules, r"p:\shots\a.blend").as_deref(), Some("/mnt/projects/shots/a.blend"));
-        assert_eq!(apply(&rules, "P:/shots/a.blend").as_deref(), Some("/mnt/projects/shots/a.blend"));
-        assert_eq!(apply(&rules, "/Volumes/projects/x").as_deref(), Some("/mnt/projects/x"));
+        let rules = rules_for(
+            &[map("/mnt/projects", r"P:\", "/Volumes/projects", "")],
+            Os::Linux,
+            &[],
+        );
+        assert_eq!(
+            apply(&rules, r"p:\shots\a.blend").as_deref(),
+            Some("/mnt/projects/shots/a.blend")
+        );
+        assert_eq!(
+            apply(&rules, "P:/shots/a.blend").as_deref(),
+            Some("/mnt/projects/shots/a.blend")
+        );
+        assert_eq!(
+            apply(&rules, "/Volumes/projects/x").as_deref(),
+            Some("/mnt/projects/x")
+        );
         assert_eq!(apply(&rules, "/Volumes/projectsX/x"), None);
         assert_eq!(apply(&rules, "/mnt/projects/x"), None);
         assert_eq!(apply(&rules, "Q:/x"), None);
@@ -206,9 +228,19 @@ mod tests {
 
     #[test]
     fn linux_paths_map_to_windows_with_backslashes() {
-        let rules = rules_for(&[map("/mnt/projects/", r"\\nas\projects", "", "")], Os::Windows, &[]);
-        assert_eq!(apply(&rules, "/mnt/projects/shots/a.blend").as_deref(), Some(r"\\nas\projects\shots\a.blend"));
-        assert_eq!(apply(&rules, "/mnt/projects").as_deref(), Some(r"\\nas\projects"));
+        let rules = rules_for(
+            &[map("/mnt/projects/", r"\\nas\projects", "", "")],
+            Os::Windows,
+            &[],
+        );
+        assert_eq!(
+            apply(&rules, "/mnt/projects/shots/a.blend").as_deref(),
+            Some(r"\\nas\projects\shots\a.blend")
+        );
+        assert_eq!(
+            apply(&rules, "/mnt/projects").as_deref(),
+            Some(r"\\nas\projects")
+        );
     }
 
     #[test]
@@ -218,9 +250,15 @@ mod tests {
             map("/fast/a/cache", r"A:\cache", "", "ssd"),
         ];
         let plain = rules_for(&maps, Os::Linux, &[]);
-        assert_eq!(apply(&plain, r"A:\cache\x").as_deref(), Some("/mnt/a/cache/x"));
+        assert_eq!(
+            apply(&plain, r"A:\cache\x").as_deref(),
+            Some("/mnt/a/cache/x")
+        );
         let ssd = rules_for(&maps, Os::Linux, &["ssd".into()]);
-        assert_eq!(apply(&ssd, r"A:\cache\x").as_deref(), Some("/fast/a/cache/x"));
+        assert_eq!(
+            apply(&ssd, r"A:\cache\x").as_deref(),
+            Some("/fast/a/cache/x")
+        );
     }
 
     #[test]
@@ -228,15 +266,30 @@ mod tests {
         let rules = rules_for(&[map("/mnt/p", r"P:\", "", "")], Os::Linux, &[]);
         let mut params = json!({"scene": r"P:\a.blend", "n": 3, "list": [r"P:\b", "x"]});
         let changed = apply_params(&rules, &mut params);
-        assert_eq!(params, json!({"scene": "/mnt/p/a.blend", "n": 3, "list": ["/mnt/p/b", "x"]}));
+        assert_eq!(
+            params,
+            json!({"scene": "/mnt/p/a.blend", "n": 3, "list": ["/mnt/p/b", "x"]})
+        );
         assert_eq!(changed.len(), 2);
     }
 
     #[test]
     fn checks_name_the_field() {
-        assert!(check(&map("/a", "", "", "")).unwrap_err().contains("at least two"));
-        assert!(check(&map("a", "P:", "", "")).unwrap_err().starts_with("linux:"));
-        assert!(check(&map("/a", "P", "", "")).unwrap_err().starts_with("windows:"));
+        assert!(
+            check(&map("/a", "", "", ""))
+                .unwrap_err()
+                .contains("at least two")
+        );
+        assert!(
+            check(&map("a", "P:", "", ""))
+                .unwrap_err()
+                .starts_with("linux:")
+        );
+        assert!(
+            check(&map("/a", "P", "", ""))
+                .unwrap_err()
+                .starts_with("windows:")
+        );
         assert!(check(&map("/a", r"\\srv\s", "", "")).is_ok());
         assert_eq!(Os::of_agent("Linux 6.1.0"), Some(Os::Linux));
         assert_eq!(Os::of_agent("Darwin 23"), Some(Os::Macos));

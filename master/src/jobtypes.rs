@@ -74,8 +74,13 @@ impl Catalog {
                         .or_default()
                         .insert(version, Arc::new(def));
                 }
-                Ok(_) => warn!(name, version, "stored job type names another version; skipped"),
-                Err(e) => warn!(name, version, error = %e, "stored job type does not parse; skipped"),
+                Ok(_) => warn!(
+                    name,
+                    version, "stored job type names another version; skipped"
+                ),
+                Err(e) => {
+                    warn!(name, version, error = %e, "stored job type does not parse; skipped")
+                }
             }
         }
         Self {
@@ -270,21 +275,15 @@ mod tests {
             catalog.resolve("echoer", Some(2)).unwrap_err(),
             "jobtype_version: job type echoer has no version 2 (stored: 1, 3)"
         );
-        assert!(
-            catalog
-                .resolve("nope", None)
-                .unwrap_err()
-                .starts_with("jobtype: unknown job type \"nope\" (known: blender, command, echoer, ffmpeg)")
-        );
+        assert!(catalog.resolve("nope", None).unwrap_err().starts_with(
+            "jobtype: unknown job type \"nope\" (known: blender, command, echoer, ffmpeg)"
+        ));
         assert_eq!(catalog.list().len(), 5);
     }
 
     #[test]
     fn stored_files_that_no_longer_parse_are_left_out() {
-        let catalog = Catalog::new(
-            vec![("bad".into(), 1, "name = ".into())],
-            Vec::new(),
-        );
+        let catalog = Catalog::new(vec![("bad".into(), 1, "name = ".into())], Vec::new());
         assert!(catalog.resolve("bad", None).is_err());
     }
 }

@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use actix::Addr;
 use furrow_protocol::{
     ActionOutcome, AgentPatch, AgentState, AgentView, ApiError, AttemptView, ClientRequest,
-    ClientResponse, FrameSet, HealthView, JobAction, JobId, JobPatch, JobSubmission,
-    JobTypeView, JobView, LogChunk, OutputView, Page, PathMapSpec, PathMapView, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId, TaskRef,
-    TaskView, WhyView, WorkState,
+    ClientResponse, FrameSet, HealthView, JobAction, JobId, JobPatch, JobSubmission, JobTypeView,
+    JobView, LogChunk, OutputView, Page, PathMapSpec, PathMapView, QueuePatch, QueueSpec,
+    QueueView, TaskAction, TaskId, TaskRef, TaskView, WhyView, WorkState,
 };
 use tokio::sync::broadcast;
 use tracing::{error, info};
@@ -905,12 +905,7 @@ impl Service {
 
     /// Stores a job-type definition file: the type, and whether this version is new.
     pub async fn add_jobtype(&self, source: &str) -> Result<(JobTypeView, bool), ApiError> {
-        match self
-            .inner
-            .catalog
-            .add(&self.inner.store, source)
-            .await?
-        {
+        match self.inner.catalog.add(&self.inner.store, source).await? {
             Added::Created(view) => Ok((view, true)),
             Added::Unchanged(view) => Ok((view, false)),
         }
@@ -1060,12 +1055,13 @@ impl Service {
                 .await
                 .map(ClientResponse::Agent),
             ClientRequest::ListJobTypes => Ok(ClientResponse::JobTypes(self.list_jobtypes())),
-            ClientRequest::GetJobType { name, version } => self
-                .get_jobtype(&name, version)
-                .map(|view| ClientResponse::JobType {
-                    view,
-                    created: false,
-                }),
+            ClientRequest::GetJobType { name, version } => {
+                self.get_jobtype(&name, version)
+                    .map(|view| ClientResponse::JobType {
+                        view,
+                        created: false,
+                    })
+            }
             ClientRequest::AddJobType(source) => self
                 .add_jobtype(&source.source)
                 .await
@@ -1110,37 +1106,55 @@ mod tests {
             5
         );
         assert_eq!(
-            message(validate(submission(ok.clone(), "10-1"), &Catalog::builtin())),
+            message(validate(
+                submission(ok.clone(), "10-1"),
+                &Catalog::builtin()
+            )),
             "frames: invalid frame range \"10-1\": end frame 1 is before start frame 10"
         );
-        assert!(message(validate(submission(ok.clone(), "a-b"), &Catalog::builtin())).starts_with("frames: "));
+        assert!(
+            message(validate(submission(ok.clone(), "a-b"), &Catalog::builtin()))
+                .starts_with("frames: ")
+        );
         assert_eq!(
-            message(validate(submission(
-                serde_json::json!({"command": []}),
-                "1"
-            ), &Catalog::builtin())),
+            message(validate(
+                submission(serde_json::json!({"command": []}), "1"),
+                &Catalog::builtin()
+            )),
             "params.command: its length must be at least 1, got 0"
         );
         assert_eq!(
-            message(validate(submission(serde_json::Value::Null, "1"), &Catalog::builtin())),
+            message(validate(
+                submission(serde_json::Value::Null, "1"),
+                &Catalog::builtin()
+            )),
             "params.command: required (list<string> parameter)"
         );
         assert!(
-            message(validate(submission(
-                serde_json::json!({"command": ["x"], "bogus": 1}),
-                "1"
-            ), &Catalog::builtin()))
+            message(validate(
+                submission(serde_json::json!({"command": ["x"], "bogus": 1}), "1"),
+                &Catalog::builtin()
+            ))
             .starts_with("params.bogus: unknown parameter (known: command, shell, env)")
         );
         let mut s = submission(ok.clone(), "1");
         s.title = "  ".into();
-        assert_eq!(message(validate(s, &Catalog::builtin())), "title: must not be empty");
+        assert_eq!(
+            message(validate(s, &Catalog::builtin())),
+            "title: must not be empty"
+        );
         let mut s = submission(ok.clone(), "1");
         s.batch = 0;
-        assert_eq!(message(validate(s, &Catalog::builtin())), "batch: must be at least 1");
+        assert_eq!(
+            message(validate(s, &Catalog::builtin())),
+            "batch: must be at least 1"
+        );
         let mut s = submission(ok.clone(), "1-1000000000000:1000000000000");
         s.batch = u32::MAX;
-        assert_eq!(message(validate(s, &Catalog::builtin())), "batch: must be at most 1000000");
+        assert_eq!(
+            message(validate(s, &Catalog::builtin())),
+            "batch: must be at most 1000000"
+        );
         let mut s = submission(ok.clone(), "-1000000000000-1000000000000:1000000000000");
         s.batch = MAX_BATCH;
         assert_eq!(validate(s, &Catalog::builtin()).unwrap().batches.len(), 1);
@@ -1152,9 +1166,13 @@ mod tests {
         assert!(message(validate(s, &Catalog::builtin())).starts_with("jobtype_version: "));
         let mut s = submission(serde_json::json!({"scene": "/s.blend"}), "1");
         s.jobtype = "blender".into();
-        assert_eq!(message(validate(s, &Catalog::builtin())), "params.output: required (path parameter)");
+        assert_eq!(
+            message(validate(s, &Catalog::builtin())),
+            "params.output: required (path parameter)"
+        );
         assert!(
-            message(validate(submission(ok, "1-1000001"), &Catalog::builtin())).starts_with("frames: 1000001 tasks")
+            message(validate(submission(ok, "1-1000001"), &Catalog::builtin()))
+                .starts_with("frames: 1000001 tasks")
         );
     }
 }

@@ -15,8 +15,8 @@ use crate::handshake::{self, Hello, Role};
 use crate::messages::{ApiError, ClientEnvelope, ClientRequest, ClientResponse, ServerEnvelope};
 use crate::model::{
     ActionOutcome, AgentPatch, AgentView, AttemptView, HealthView, JobAction, JobId, JobPatch,
-    JobSubmission, JobView, LogChunk, Page, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId,
-    TaskView, WhyView, JobTypeSource, JobTypeView, OutputView, PathMapSpec, PathMapView,
+    JobSubmission, JobTypeSource, JobTypeView, JobView, LogChunk, OutputView, Page, PathMapSpec,
+    PathMapView, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId, TaskView, WhyView,
 };
 
 /// Why a client call failed.

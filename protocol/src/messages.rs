@@ -11,9 +11,9 @@ use crate::Json;
 use crate::frames::FrameBatch;
 use crate::model::{
     ActionOutcome, AgentPatch, AgentView, AttemptView, GpuInfo, HealthView, JobAction, JobId,
-    JobPatch, JobSubmission, JobView, LogChunk, Page, QueuePatch, QueueSpec, QueueView, TaskAction,
-    TaskId, TaskRef, TaskView, WhyView, JobTypeSource, JobTypeView, OutputView, PathMapSpec,
-    PathMapView,
+    JobPatch, JobSubmission, JobTypeSource, JobTypeView, JobView, LogChunk, OutputView, Page,
+    PathMapSpec, PathMapView, QueuePatch, QueueSpec, QueueView, TaskAction, TaskId, TaskRef,
+    TaskView, WhyView,
 };
 
 /// Agent → master.
@@ -148,6 +148,7 @@ pub struct TaskFinished {
     /// When it ended.
     pub at: DateTime<Utc>,
     /// The files it produced (that exist), as its job type reads them from its output.
+    #[serde(default)]
     pub outputs: Vec<crate::OutputFile>,
 }
 

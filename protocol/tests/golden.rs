@@ -84,6 +84,11 @@ fn agent_messages() {
                 error: Some("boom".into()),
                 limit: Some(LimitHit::Memory { used_mb: 100 }),
                 at,
+                outputs: vec![OutputFile {
+                    path: "/r/f_0001.png".into(),
+                    size: 2048,
+                    frame: Some(1),
+                }],
             }),
             GOLDEN_FINISHED,
         ),
@@ -126,7 +131,14 @@ fn master_and_client_messages() {
         job_id: 7,
         title: "t".into(),
         jobtype: "command".into(),
+        jobtype_version: 1,
         params: Json(serde_json::json!({"command": ["echo", "{frame}"]})),
+        path_maps: vec![PathRule {
+            from: "P:\\".into(),
+            to: "/mnt/p".into(),
+            from_windows: true,
+            to_windows: false,
+        }],
         frames: FrameBatch {
             start: 1,
             end: 2,
@@ -167,12 +179,11 @@ const GOLDEN_REGISTER: &str = "001000112233445566778899aabbccddeeff01610168056c6
 const GOLDEN_HEARTBEAT: &str = "01fbe8030000003f00";
 const GOLDEN_STARTED: &str = "0254034d14323032362d30312d30325430333a30343a30355a";
 const GOLDEN_PROGRESS: &str = "0354030000803e";
-const GOLDEN_FINISHED: &str =
-    "0454030102000104626f6f6d01026414323032362d30312d30325430333a30343a30355a";
+const GOLDEN_FINISHED: &str = "0454030102000104626f6f6d01026414323032362d30312d30325430333a30343a30355a010d2f722f665f303030312e706e67fb00080102";
 const GOLDEN_LOGS: &str = "05540301fbd00701026869";
 const GOLDEN_RETURNED: &str = "06540303627965";
-const GOLDEN_ASSIGN: &str = "0154030e017407636f6d6d616e641e7b22636f6d6d616e64223a5b226563686f222c227b6672616d657d225d7d02040201fb100e013c01fb0002020002";
+const GOLDEN_ASSIGN: &str = "0154030e017407636f6d6d616e64011e7b22636f6d6d616e64223a5b226563686f222c227b6672616d657d225d7d0103503a5c062f6d6e742f70010002040201fb100e013c01fb0002020002";
 const GOLDEN_CANCEL: &str = "025403";
 const GOLDEN_RESULT_STORED: &str = "035403";
-const GOLDEN_SUBMIT: &str = "0901017407636f6d6d616e64147b22636f6d6d616e64223a5b2274727565225d7d04312d313001010200010000000000000000000000000003";
+const GOLDEN_SUBMIT: &str = "0901017407636f6d6d616e6400147b22636f6d6d616e64223a5b2274727565225d7d04312d313001010200010000000000000000000000000003";
 const GOLDEN_ERROR: &str = "0906000b6672616d65733a20626164";

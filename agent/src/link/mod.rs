@@ -113,7 +113,15 @@ pub(crate) struct LinkSetup {
     pub max_frame: usize,
     pub identity: Identity,
     pub tuning: Tuning,
+    /// Where the job types the master sends are kept.
+    pub jobtypes: std::sync::Arc<crate::jobtypes::JobTypes>,
 }
+
+/// The job-type files of the agent's directory, to tell the master now (when
+/// registered) and after every registration.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PublishJobTypes(pub Vec<String>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LinkState {
@@ -160,6 +168,8 @@ pub(crate) struct MasterLink {
     stopping: bool,
     /// The identity changed during a write: reconnect once it is flushed.
     reregister_pending: bool,
+    /// The agent's own job-type files, told to the master after each registration.
+    published: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +211,7 @@ impl MasterLink {
             drain_waiters: Vec::new(),
             stopping: false,
             reregister_pending: false,
+            published: Vec::new(),
         }
     }
 
@@ -427,6 +438,15 @@ impl MasterLink {
                 ctx.spawn(request.into_actor(self).map(|_, _, _| ()));
             }
             MasterMessage::ResultStored(task) => self.result_stored(task),
+            MasterMessage::JobType(definition) => {
+                let (name, version) = (definition.name.clone(), definition.version);
+                match self.setup.jobtypes.receive(definition) {
+                    Ok(()) => debug!(name, version, "job type received"),
+                    Err(e) => {
+                        warn!(name, version, error = %e, "job type from the master refused")
+                    }
+                }
+            }
         }
     }
 
@@ -481,6 +501,9 @@ impl MasterLink {
             heartbeat_ms = interval.as_millis() as u64,
             "registered with the master"
         );
+        if !self.published.is_empty() {
+            self.enqueue(AgentMessage::JobTypes(self.published.clone()), ctx);
+        }
         self.pump(ctx);
     }
 
@@ -667,6 +690,17 @@ impl Handler<TaskReport> for MasterLink {
 
     fn handle(&mut self, TaskReport(message): TaskReport, ctx: &mut Context<Self>) {
         self.enqueue(message, ctx);
+    }
+}
+
+impl Handler<PublishJobTypes> for MasterLink {
+    type Result = ();
+
+    fn handle(&mut self, PublishJobTypes(sources): PublishJobTypes, ctx: &mut Context<Self>) {
+        self.published = sources;
+        if self.state == LinkState::Registered && !self.published.is_empty() {
+            self.enqueue(AgentMessage::JobTypes(self.published.clone()), ctx);
+        }
     }
 }
 

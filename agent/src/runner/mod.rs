@@ -29,6 +29,7 @@ mod tests;
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -44,12 +45,15 @@ use tokio_util::codec::FramedRead;
 use tracing::{info, warn};
 
 use crate::exit_wait::{Spawned, TaskProcess};
-use crate::jobtypes::{JobTypes, NoProgress, OutputParser, TaskPlan};
+use crate::jobtypes::{JobTypes, TaskFiles};
 use crate::orphans::GroupRecord;
+use crate::previews;
 use crate::process_group::{self, signal_group, signal_name};
 use crate::state::StateDir;
 use crate::time_limit::Deadline;
 use crate::workdir::{self, Disposal};
+use furrow_jobtypes::output::Silent;
+use furrow_jobtypes::{Event, Exit, OutputParser, TaskPlan};
 use limits::Limits;
 
 pub(crate) use output::OutputLimits;
@@ -121,8 +125,8 @@ impl AttemptEnd {
 
 /// What every runner shares.
 pub(crate) struct RunnerEnv {
-    /// Job types to resolve assignments with.
-    pub jobtypes: JobTypes,
+    /// Job types to resolve assignments with (the link adds those the master sends).
+    pub jobtypes: Arc<JobTypes>,
     /// The state directory.
     pub state: StateDir,
     /// Output line and batch bounds.
@@ -143,14 +147,22 @@ pub(crate) async fn run_task<R: Reporter>(
 ) -> AttemptEnd {
     let task = assignment.task;
     let mut output = TaskOutput::new(task, env.output, reporter);
-    let ending = match env.jobtypes.prepare(&assignment) {
+    let files = TaskFiles {
+        dir: env.state.task_dir(task),
+    };
+    let ending = match env.jobtypes.prepare(&assignment, &files) {
         Ok(prepared) => {
             output.parser = prepared.parser;
+            for (before, after) in prepared.mapped {
+                output
+                    .agent_line(format!("path map: {before} -> {after}"))
+                    .await;
+            }
             execute(env, &assignment, &prepared.plan, &mut output, stop).await
         }
         Err(error) => Ending::without_process(error, false),
     };
-    finish(env, task, ending, &mut output).await
+    finish(env, &assignment, &files, ending, &mut output).await
 }
 
 /// How an attempt ended.
@@ -459,11 +471,29 @@ fn far_future() -> tokio::time::Instant {
 
 async fn finish<R: Reporter>(
     env: &RunnerEnv,
-    task: TaskRef,
-    ending: Ending,
+    assignment: &Assignment,
+    files: &TaskFiles,
+    mut ending: Ending,
     output: &mut TaskOutput<'_, R>,
 ) -> AttemptEnd {
+    let task = assignment.task;
     let exit_code = ending.status.and_then(|status| status.code());
+    // The job type's verdict: the files the task produced, and an error its output or
+    // missing files tell of (which names the failure better than an exit code).
+    let mut outputs = Vec::new();
+    if ending.status.is_some() {
+        let verdict = output.parser.finish(Exit { code: exit_code }, files);
+        outputs = verdict.outputs;
+        if ending.error.is_none() {
+            ending.error = verdict.error;
+            ending.error_logged = false;
+        }
+    }
+    if !ending.stopped && !outputs.is_empty() {
+        for preview in previews::make(assignment, files, &outputs).await {
+            output.report(AgentMessage::Preview(preview)).await;
+        }
+    }
     let signal = ending.status.and_then(|status| status.signal());
     if let Some(code) = exit_code {
         output.agent_line(format!("exited with code {code}")).await;
@@ -486,6 +516,7 @@ async fn finish<R: Reporter>(
         error: ending.error,
         limit: ending.limit,
         at: Utc::now(),
+        outputs,
     };
     if ending.workdir {
         let disposal = if finished.succeeded() || ending.stopped {
@@ -527,7 +558,7 @@ impl<'r, R: Reporter> TaskOutput<'r, R> {
             reporter,
             task,
             batcher: LogBatcher::new(task, limits),
-            parser: Box::new(NoProgress),
+            parser: Box::new(Silent),
             progress: None,
             progress_pending: false,
         }
@@ -540,14 +571,20 @@ impl<'r, R: Reporter> TaskOutput<'r, R> {
     /// A line of the task's own output.
     async fn line(&mut self, stream: LogStream, bytes: &[u8]) {
         let text = String::from_utf8_lossy(bytes).into_owned();
-        if let Some(progress) = self.parser.parse(stream, &text).filter(|p| p.is_finite()) {
-            let progress = progress.clamp(0.0, 1.0);
-            if self
-                .progress
-                .is_none_or(|old| (old - progress).abs() >= 0.001)
+        let mut events = Vec::new();
+        self.parser.line(stream, &text, &mut events);
+        for event in events {
+            if let Event::Progress(progress) = event
+                && progress.is_finite()
             {
-                self.progress = Some(progress);
-                self.progress_pending = true;
+                let progress = progress.clamp(0.0, 1.0);
+                if self
+                    .progress
+                    .is_none_or(|old| (old - progress).abs() >= 0.001)
+                {
+                    self.progress = Some(progress);
+                    self.progress_pending = true;
+                }
             }
         }
         self.push(stream, text).await;

@@ -9,7 +9,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 use crate::jobtypes::tests::assignment;
-use crate::jobtypes::{JobType, TaskContext};
 use crate::orphans::group_members;
 
 /// Collects reported messages.
@@ -29,12 +28,17 @@ struct Harness {
 fn harness() -> Harness {
     let tmp = tempfile::tempdir().unwrap();
     let state = StateDir::open(tmp.path()).unwrap();
-    let mut jobtypes = JobTypes::builtin();
-    jobtypes.register(Arc::new(PercentJobType));
+    let jobtypes = JobTypes::builtin();
+    jobtypes.set_local(
+        [PERCENT, WRITER]
+            .iter()
+            .map(|text| furrow_jobtypes::declarative::parse(text).unwrap())
+            .collect(),
+    );
     Harness {
         _tmp: tmp,
         env: RunnerEnv {
-            jobtypes,
+            jobtypes: Arc::new(jobtypes),
             state,
             output: OutputLimits::for_max_frame(furrow_protocol::DEFAULT_MAX_FRAME),
             kill_grace: Duration::from_millis(300),
@@ -306,12 +310,12 @@ async fn a_missing_program_fails_with_its_name() {
 #[tokio::test]
 async fn unknown_job_types_and_bad_parameters_finish_with_an_error() {
     let h = harness();
-    let (finished, messages) = run(&h, assignment("blender", json!({}))).await;
+    let (finished, messages) = run(&h, assignment("maya", json!({}))).await;
     assert!(
         finished
             .error
             .unwrap()
-            .starts_with("unknown job type `blender`")
+            .starts_with("unknown job type `maya`")
     );
     assert_eq!(
         lines(&messages).len(),
@@ -321,7 +325,7 @@ async fn unknown_job_types_and_bad_parameters_finish_with_an_error() {
     let (finished, _) = run(&h, command(json!({"command": "echo hi"}))).await;
     let error = finished.error.unwrap();
     assert!(
-        error.starts_with("invalid parameters for job type `command`"),
+        error.starts_with("job type `command`: invalid type"),
         "{error}"
     );
     assert_eq!(
@@ -543,39 +547,29 @@ async fn processes_left_in_the_group_die_with_the_task() {
 }
 
 /// A job type whose output says `percent N`.
-struct PercentJobType;
+const PERCENT: &str = r#"
+name = "percent"
+version = 1
+shell = true
+command = ["echo percent 50; echo percent 50; echo percent 250"]
+progress = '^percent (?P<percent>\d+)'
+"#;
 
-struct PercentParser;
+/// A job type that runs a shell line, reads `wrote PATH` as an output and `ERROR: TEXT`
+/// as an error.
+const WRITER: &str = r#"
+name = "writer"
+version = 1
+shell = true
+command = ["{script}"]
+outputs = '^wrote (?P<path>\S+)'
+errors = ['^ERROR: (.*)']
+require_outputs = true
 
-impl OutputParser for PercentParser {
-    fn parse(&mut self, _stream: LogStream, text: &str) -> Option<f32> {
-        text.strip_prefix("percent ")?
-            .parse::<f32>()
-            .ok()
-            .map(|p| p / 100.0)
-    }
-}
-
-impl JobType for PercentJobType {
-    fn name(&self) -> &str {
-        "percent"
-    }
-
-    fn plan(&self, _task: TaskContext<'_>) -> Result<TaskPlan, String> {
-        Ok(TaskPlan {
-            program: "sh".into(),
-            args: vec![
-                "-c".into(),
-                "echo percent 50; echo percent 50; echo percent 250".into(),
-            ],
-            env: Default::default(),
-        })
-    }
-
-    fn output_parser(&self, _task: TaskContext<'_>) -> Box<dyn OutputParser> {
-        Box::new(PercentParser)
-    }
-}
+[parameters.script]
+type = "string"
+required = true
+"#;
 
 #[tokio::test]
 async fn progress_parsed_from_output_follows_its_lines() {
@@ -600,4 +594,73 @@ async fn progress_parsed_from_output_follows_its_lines() {
             "progress follows its lines"
         );
     }
+}
+
+#[tokio::test]
+async fn outputs_are_checked_and_reported_with_a_preview_of_images() {
+    let h = harness();
+    // A real 640x360 PNG, written by the task into its working directory.
+    let png = h._tmp.path().join("src.png");
+    image::RgbImage::from_pixel(640, 360, image::Rgb([10, 200, 10]))
+        .save(&png)
+        .unwrap();
+    let mut a = assignment(
+        "writer",
+        json!({"script": format!("cp {} frame_0001.png && echo wrote frame_0001.png", png.display())}),
+    );
+    a.frames = FrameBatch {
+        start: 1,
+        end: 1,
+        step: 1,
+    };
+    let (finished, messages) = run(&h, a).await;
+    assert!(finished.succeeded(), "{finished:?}");
+    assert_eq!(finished.outputs.len(), 1);
+    assert!(finished.outputs[0].path.ends_with("frame_0001.png"));
+    assert_eq!(finished.outputs[0].frame, Some(1));
+    assert!(finished.outputs[0].size > 0);
+    let previews: Vec<&furrow_protocol::Preview> = messages
+        .iter()
+        .filter_map(|m| match m {
+            AgentMessage::Preview(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(previews.len(), 1);
+    assert_eq!(
+        (previews[0].width, previews[0].height, previews[0].frame),
+        (320, 180, 1)
+    );
+    assert_eq!(previews[0].mime, "image/jpeg");
+}
+
+#[tokio::test]
+async fn a_missing_output_or_an_error_line_fails_the_task_with_its_text() {
+    let h = harness();
+    let (finished, _) = run(
+        &h,
+        assignment("writer", json!({"script": "echo wrote nowhere.png"})),
+    )
+    .await;
+    assert!(!finished.succeeded());
+    assert_eq!(finished.exit_code, Some(0));
+    assert_eq!(
+        finished.error.as_deref(),
+        Some("output nowhere.png was reported but does not exist")
+    );
+    let (finished, messages) = run(
+        &h,
+        assignment(
+            "writer",
+            json!({"script": "echo 'ERROR: the scene is empty'; exit 3"}),
+        ),
+    )
+    .await;
+    assert_eq!(finished.exit_code, Some(3));
+    assert_eq!(finished.error.as_deref(), Some("the scene is empty"));
+    assert!(
+        stream(&messages, LogStream::Agent)
+            .iter()
+            .any(|l| l == "the scene is empty")
+    );
 }

@@ -226,7 +226,9 @@ pub fn shell_task(task_id: i64, script: &str) -> Assignment {
         job_id: 1,
         title: "test".into(),
         jobtype: "command".into(),
+        jobtype_version: 1,
         params: Json(serde_json::json!({"command": ["sh", "-c", script]})),
+        path_maps: Vec::new(),
         frames: FrameBatch {
             start: 1,
             end: 1,

@@ -10,8 +10,8 @@ use furrow_protocol::{
     PathMapView, QueueView, TaskView, WhyView,
 };
 use furrow_protocol::{
-    AgentPatch, ApiError, JobActionRequest, JobId, JobPatch, JobSubmission, JobsActionRequest,
-    JobTypeSource, PathMapSpec, QueuePatch, QueueSpec, TaskActionRequest, TaskId,
+    AgentPatch, ApiError, JobActionRequest, JobId, JobPatch, JobSubmission, JobTypeSource,
+    JobsActionRequest, PathMapSpec, QueuePatch, QueueSpec, TaskActionRequest, TaskId,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -534,12 +534,13 @@ fn jobtype_source(request: &HttpRequest, body: &[u8]) -> Result<String, HttpErro
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if json {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| bad(format!("body: not JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| bad(format!("body: not JSON: {e}")))?;
         let source: JobTypeSource = decode(value)?;
         Ok(source.source)
     } else {
-        String::from_utf8(body.to_vec()).map_err(|_| bad("body: the definition is not UTF-8 text".into()))
+        String::from_utf8(body.to_vec())
+            .map_err(|_| bad("body: the definition is not UTF-8 text".into()))
     }
 }
 

@@ -12,6 +12,7 @@ pub(crate) fn spec(id: i64, priority: i32, retries: u32) -> JobSpec {
         id,
         title: format!("job {id}"),
         jobtype: "command".into(),
+        jobtype_version: 1,
         params: serde_json::json!({"command": ["true"]}).into(),
         timeout_secs: None,
         priority,
@@ -53,7 +54,7 @@ pub(crate) fn commit(core: &mut Core) -> (Vec<TaskRow>, Vec<JobRow>) {
         match write {
             Write::Task(row) => tasks.push(row),
             Write::Job(row) => jobs.push(row),
-            Write::Bulk(_) | Write::Attempt(_) => {}
+            Write::Bulk(_) | Write::Attempt(_) | Write::Outputs(_) | Write::Preview(_) => {}
         }
     }
     (tasks, jobs)
@@ -107,6 +108,7 @@ pub(crate) fn finished(task: TaskRef, exit_code: i32) -> TaskFinished {
         error: None,
         limit: None,
         at: Utc::now(),
+        outputs: Vec::new(),
     }
 }
 

@@ -602,6 +602,7 @@ fn a_task_killed_for_memory_runs_again_with_more_up_to_the_largest_agent() {
         error: Some(format!("used {used_mb} MiB, over its limit")),
         limit: Some(furrow_protocol::LimitHit::Memory { used_mb }),
         at: Utc::now(),
+        outputs: Vec::new(),
     };
     let limit_of = |effects: &[Effect]| {
         effects.iter().find_map(|e| match e {

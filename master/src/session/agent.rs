@@ -147,7 +147,12 @@ impl AgentSession {
             for source in sources.into_iter().take(MAX_PUBLISHED) {
                 match catalog.add(&store, &source).await {
                     Ok(Added::Created(view)) => {
-                        info!(?agent, name = view.name, version = view.version, "job type published by agent");
+                        info!(
+                            ?agent,
+                            name = view.name,
+                            version = view.version,
+                            "job type published by agent"
+                        );
                     }
                     Ok(Added::Unchanged(_)) => {}
                     Err(e) => {

@@ -22,8 +22,8 @@ use uuid::Uuid;
 
 use super::Db;
 use super::records::{
-    AgentRow, AttemptRow, BulkWrite, JobRecord, JobRow, LogIndexRow, NewJob, OutputRows, PreviewRow,
-    TaskRow, now_ms,
+    AgentRow, AttemptRow, BulkWrite, JobRecord, JobRow, LogIndexRow, NewJob, OutputRows,
+    PreviewRow, TaskRow, now_ms,
 };
 use super::sql;
 use crate::changes::ChangeFeed;

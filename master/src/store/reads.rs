@@ -480,7 +480,11 @@ impl StoreReader {
     }
 
     /// The preview of a frame: its MIME type and bytes.
-    pub async fn preview(&self, job_id: JobId, frame: i64) -> Result<Option<(String, Vec<u8>)>, DbErr> {
+    pub async fn preview(
+        &self,
+        job_id: JobId,
+        frame: i64,
+    ) -> Result<Option<(String, Vec<u8>)>, DbErr> {
         let row = self
             .db
             .conn()

@@ -400,8 +400,9 @@ const OUTPUT_CHUNK: usize = 500;
 pub async fn upsert_outputs<C: ConnectionTrait>(db: &C, rows: &OutputRows) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
     for chunk in rows.files.chunks(OUTPUT_CHUNK) {
-        let mut sql =
-            String::from("INSERT INTO outputs (job_id, path, task_id, frame, size, created_at) VALUES ");
+        let mut sql = String::from(
+            "INSERT INTO outputs (job_id, path, task_id, frame, size, created_at) VALUES ",
+        );
         let mut values = Vec::with_capacity(chunk.len() * 6);
         for (i, file) in chunk.iter().enumerate() {
             if i > 0 {
@@ -427,7 +428,11 @@ pub async fn upsert_outputs<C: ConnectionTrait>(db: &C, rows: &OutputRows) -> Re
 }
 
 /// Records the preview of a frame.
-pub async fn upsert_preview<C: ConnectionTrait>(db: &C, row: &PreviewRow, now: i64) -> Result<(), DbErr> {
+pub async fn upsert_preview<C: ConnectionTrait>(
+    db: &C,
+    row: &PreviewRow,
+    now: i64,
+) -> Result<(), DbErr> {
     let sql = "INSERT INTO previews (job_id, frame, task_id, mime, width, height, data, created_at) \
                VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, frame) DO UPDATE SET \
                task_id = excluded.task_id, mime = excluded.mime, width = excluded.width, \

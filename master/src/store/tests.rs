@@ -76,6 +76,7 @@ fn new_job(title: &str, frames: &str, priority: i32) -> NewJob {
     NewJob {
         title: title.into(),
         jobtype: "command".into(),
+        jobtype_version: 1,
         params: serde_json::json!({"command": ["echo", "{frame}"]}),
         frames: set.to_string(),
         batch: 1,

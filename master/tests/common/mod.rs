@@ -226,6 +226,7 @@ impl TestAgent {
             error: None,
             limit: None,
             at: chrono::Utc::now(),
+            outputs: Vec::new(),
         }))
         .await;
     }

@@ -42,9 +42,26 @@ impl ServerArg {
 pub struct SubmitArgs {
     #[command(flatten)]
     server: ServerArg,
-    /// Job title.
+    /// Job type: `command` (the default: give the command after `--`), `blender`,
+    /// `ffmpeg`, or a type added with `furrow jobtype add`.
+    #[arg(value_name = "TYPE")]
+    jobtype: Option<String>,
+    /// Values of the type's required parameters not given by flags, in order
+    /// (`furrow submit blender SCENE ...`).
+    #[arg(value_name = "VALUE")]
+    values: Vec<String>,
+    /// Job title (default: the type and its first value).
     #[arg(long)]
-    title: String,
+    title: Option<String>,
+    /// A parameter of the job type, `NAME=VALUE` (repeatable); the value is read as the
+    /// parameter's type: numbers, `true`/`false`, comma-separated lists, `K=V,K=V` maps.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Version of the job type (default: its newest).
+    #[arg(long)]
+    jobtype_version: Option<u32>,
+    #[command(flatten)]
+    render: RenderArgs,
     /// Frames: `1-100`, `1-100:5` (every fifth), `1-10,20-30`.
     #[arg(long)]
     frames: String,
@@ -102,8 +119,132 @@ pub struct SubmitArgs {
     #[arg(long)]
     wait: bool,
     /// The command and its arguments; `{frame}`, `{start}`, `{end}`, `{step}` are substituted.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+/// Shorthands for the parameters of the `blender` and `ffmpeg` types: each sets the
+/// parameter of the same name (`--samples 16` is `--param samples=16`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RenderArgs {
+    /// Output: Blender's path with `#` for the frame number, or ffmpeg's movie file.
+    #[arg(long)]
+    output: Option<String>,
+    /// Blender: render samples.
+    #[arg(long)]
+    samples: Option<u64>,
+    /// Blender: CYCLES, BLENDER_EEVEE or BLENDER_WORKBENCH.
+    #[arg(long)]
+    engine: Option<String>,
+    /// Blender: the camera object to render through.
+    #[arg(long)]
+    camera: Option<String>,
+    /// Blender: the scene of the file to render.
+    #[arg(long)]
+    scene_name: Option<String>,
+    /// Blender: PNG, OPEN_EXR, JPEG...
+    #[arg(long)]
+    format: Option<String>,
+    /// Blender: CPU, CUDA, OPTIX or HIP.
+    #[arg(long)]
+    device: Option<String>,
+    /// Blender: resolution percentage.
+    #[arg(long)]
+    resolution_percent: Option<u64>,
+    /// ffmpeg: the image sequence, `/renders/shot_####.png`.
+    #[arg(long)]
+    input: Option<String>,
+    /// ffmpeg: frames per second.
+    #[arg(long)]
+    fps: Option<f64>,
+    /// ffmpeg: video codec, e.g. libx264.
+    #[arg(long)]
+    codec: Option<String>,
+    /// ffmpeg: constant rate factor (quality).
+    #[arg(long)]
+    crf: Option<u64>,
+    /// ffmpeg: an audio file to mux in.
+    #[arg(long)]
+    audio: Option<String>,
+    /// ffmpeg: scale, `1280:-2`.
+    #[arg(long)]
+    scale: Option<String>,
+}
+
+impl RenderArgs {
+    /// The parameters the flags set.
+    fn params(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::json;
+        let mut map = serde_json::Map::new();
+        let mut put = |name: &str, value: Option<serde_json::Value>| {
+            if let Some(value) = value {
+                map.insert(name.to_string(), value);
+            }
+        };
+        put("output", self.output.clone().map(|v| json!(v)));
+        put("samples", self.samples.map(|v| json!(v)));
+        put("engine", self.engine.clone().map(|v| json!(v)));
+        put("camera", self.camera.clone().map(|v| json!(v)));
+        put("scene_name", self.scene_name.clone().map(|v| json!(v)));
+        put("format", self.format.clone().map(|v| json!(v)));
+        put("device", self.device.clone().map(|v| json!(v)));
+        put(
+            "resolution_percent",
+            self.resolution_percent.map(|v| json!(v)),
+        );
+        put("input", self.input.clone().map(|v| json!(v)));
+        put("fps", self.fps.map(|v| json!(v)));
+        put("codec", self.codec.clone().map(|v| json!(v)));
+        put("crf", self.crf.map(|v| json!(v)));
+        put("audio", self.audio.clone().map(|v| json!(v)));
+        put("scale", self.scale.clone().map(|v| json!(v)));
+        map
+    }
+}
+
+/// A `--param` value read as the parameter's declared type.
+fn typed_value(name: &str, ty: &str, text: &str) -> Result<serde_json::Value> {
+    use serde_json::Value;
+    let scalar =
+        |ty: &str, text: &str| -> Result<Value> {
+            Ok(match ty {
+                "int" => Value::from(text.trim().parse::<i64>().map_err(|_| {
+                    anyhow::anyhow!("--param {name}: {text:?} is not a whole number")
+                })?),
+                "float" => Value::from(
+                    text.trim()
+                        .parse::<f64>()
+                        .map_err(|_| anyhow::anyhow!("--param {name}: {text:?} is not a number"))?,
+                ),
+                "bool" => Value::from(match text.trim() {
+                    "true" | "yes" | "1" => true,
+                    "false" | "no" | "0" => false,
+                    _ => bail!("--param {name}: {text:?} is not true or false"),
+                }),
+                _ => Value::from(text),
+            })
+        };
+    if let Some(item) = ty.strip_prefix("list<").and_then(|t| t.strip_suffix('>')) {
+        if text.is_empty() {
+            return Ok(Value::Array(Vec::new()));
+        }
+        return text
+            .split(',')
+            .map(|part| scalar(item, part))
+            .collect::<Result<Vec<_>>>()
+            .map(Value::Array);
+    }
+    if ty == "map" {
+        let mut map = serde_json::Map::new();
+        for pair in text.split(',').filter(|p| !p.is_empty()) {
+            let Some((key, value)) = pair.split_once('=') else {
+                bail!("--param {name}: {pair:?} is not KEY=VALUE");
+            };
+            map.insert(key.to_string(), Value::from(value));
+        }
+        return Ok(Value::Object(map));
+    }
+    scalar(ty, text)
 }
 
 /// What each task needs from an agent.
@@ -206,20 +347,94 @@ pub struct LogsArgs {
     attempts: bool,
 }
 
-pub async fn submit(args: SubmitArgs) -> Result<i32> {
-    let mut env = BTreeMap::new();
-    for pair in &args.env {
-        let Some((key, value)) = pair.split_once('=') else {
-            bail!("--env {pair:?}: expected KEY=VALUE");
-        };
-        env.insert(key.to_string(), value.to_string());
+/// The parameters of a submission of another type than `command`, from the values, the
+/// shorthand flags and `--param`, each read as the type declares it.
+async fn typed_params(
+    client: &Client,
+    jobtype: &str,
+    args: &SubmitArgs,
+) -> Result<serde_json::Value> {
+    if !args.command.is_empty() || args.shell || !args.env.is_empty() {
+        bail!(
+            "a command after `--`, --shell and --env are for the `command` type, not `{jobtype}`"
+        );
     }
-    let params = CommandParams {
-        command: args.command,
-        shell: args.shell,
-        env,
+    let view = client.jobtype(jobtype, args.jobtype_version).await?;
+    let mut params = args.render.params();
+    for pair in &args.params {
+        let Some((name, value)) = pair.split_once('=') else {
+            bail!("--param {pair:?}: expected NAME=VALUE");
+        };
+        let ty = view
+            .parameters
+            .iter()
+            .find(|p| p.name == name)
+            .map_or("string", |p| p.r#type.as_str());
+        params.insert(name.to_string(), typed_value(name, ty, value)?);
+    }
+    let open: Vec<_> = view
+        .parameters
+        .iter()
+        .filter(|p| p.required && !params.contains_key(&p.name))
+        .collect();
+    let mut open = open.into_iter();
+    for value in &args.values {
+        let Some(param) = open.next() else {
+            bail!(
+                "{value:?}: job type {jobtype} has no required parameter left for it (give parameters with --param NAME=VALUE)"
+            );
+        };
+        params.insert(
+            param.name.clone(),
+            typed_value(&param.name, &param.r#type, value)?,
+        );
+    }
+    Ok(serde_json::Value::Object(params))
+}
+
+pub async fn submit(args: SubmitArgs) -> Result<i32> {
+    let client = args.server.connect().await?;
+    let jobtype = args.jobtype.clone().unwrap_or_else(|| "command".into());
+    let (params, title) = if jobtype == "command" {
+        if args.command.is_empty() {
+            bail!(
+                "give the command after `--`, e.g. `furrow submit --frames 1-10 -- echo {{frame}}`, or a job type: `furrow submit blender SCENE ...`"
+            );
+        }
+        if !args.values.is_empty() || !args.params.is_empty() || !args.render.params().is_empty() {
+            bail!("the `command` type takes its command after `--`, not values or --param");
+        }
+        let mut env = BTreeMap::new();
+        for pair in &args.env {
+            let Some((key, value)) = pair.split_once('=') else {
+                bail!("--env {pair:?}: expected KEY=VALUE");
+            };
+            env.insert(key.to_string(), value.to_string());
+        }
+        let title = args.title.clone().unwrap_or_else(|| args.command.join(" "));
+        let params = CommandParams {
+            command: args.command.clone(),
+            shell: args.shell,
+            env,
+        };
+        (serde_json::to_value(params)?, title)
+    } else {
+        let params = typed_params(&client, &jobtype, &args).await?;
+        let subject = args
+            .values
+            .first()
+            .or(args.render.output.as_ref())
+            .map(|v| format!(" {v}"))
+            .unwrap_or_default();
+        let title = args
+            .title
+            .clone()
+            .unwrap_or_else(|| format!("{jobtype}{subject}"));
+        (params, title)
     };
     let job = JobSubmission {
+        jobtype,
+        jobtype_version: args.jobtype_version,
         batch: args.batch,
         priority: args.priority,
         retries: args.retries,
@@ -235,9 +450,8 @@ pub async fn submit(args: SubmitArgs) -> Result<i32> {
         blocklist_after: args.blocklist_after,
         notes: args.notes,
         user: args.user,
-        ..JobSubmission::new(args.title, Json(serde_json::to_value(params)?), args.frames)
+        ..JobSubmission::new(title, Json(params), args.frames)
     };
-    let client = args.server.connect().await?;
     let view = client.submit_job(job).await?;
     println!("{}", view.id);
     if !args.wait {

@@ -82,14 +82,14 @@ fn rest_api_accepts_jobs_and_names_bad_fields() {
         ),
         (
             &GOOD.replace(r#"["sh", "-c", "echo {frame}"]"#, "[]"),
-            "params.command: must be a non-empty list of strings",
+            "params.command: its length must be at least 1, got 0",
         ),
         (
             &GOOD.replace(
                 r#""params": {"command": ["sh", "-c", "echo {frame}"]}, "#,
                 "",
             ),
-            "params.command: must be a non-empty list of strings",
+            "params.command: its length must be at least 1, got 0",
         ),
         (
             &GOOD.replace(
@@ -119,8 +119,8 @@ fn rest_api_accepts_jobs_and_names_bad_fields() {
             "frames: 1000001 tasks exceed the limit",
         ),
         (
-            &GOOD.replace(r#""title": "t""#, r#""title": "t", "jobtype": "blender""#),
-            "jobtype: unknown job type \"blender\"",
+            &GOOD.replace(r#""title": "t""#, r#""title": "t", "jobtype": "maya""#),
+            "jobtype: unknown job type \"maya\"",
         ),
     ];
     for (body, expected) in cases {

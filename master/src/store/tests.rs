@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::records::{
     AgentRow, AgentSettingsRow, AttemptRow, BulkWrite, JobRow, JobSettings, LogIndexRow, NewFrames,
-    NewJob, TaskRow,
+    NewJob, OutputRows, PreviewRow, TaskRow,
 };
 use super::{CommitBatch, Db, Flush, InsertJob, Store, StoreReader, UpsertAgent, UpsertLogIndex};
 use crate::changes::ChangeFeed;
@@ -156,7 +156,10 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
         .iter()
         .map(|row| row.try_get_by_index::<String>(0).unwrap())
         .collect();
-    assert_eq!(applied, vec!["m0001_initial", "m0002_scheduling"]);
+    assert_eq!(
+        applied,
+        vec!["m0001_initial", "m0002_scheduling", "m0003_jobtypes"]
+    );
     let reader = StoreReader::new(db.clone());
     let empty = reader.load().await.unwrap();
     assert!(empty.jobs.is_empty() && empty.tasks.is_empty());
@@ -596,7 +599,102 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
         reader.get_job(job_id).await.unwrap().unwrap().frames,
         "10-12"
     );
+    // Outputs and previews: a file produced again replaces its row, the newest preview of
+    // a frame wins, and both go with their job.
+    let file = |path: &str, size: u64, frame: i64| furrow_protocol::OutputFile {
+        path: path.into(),
+        size,
+        frame: Some(frame),
+    };
+    let preview = |frame: i64, byte: u8| PreviewRow {
+        job_id,
+        frame,
+        task_id: 90_000,
+        mime: "image/jpeg".into(),
+        width: 320,
+        height: 180,
+        data: vec![0xFF, 0xD8, byte],
+    };
+    commit_durable(
+        &store,
+        vec![
+            Write::Outputs(OutputRows {
+                job_id,
+                task_id: 90_000,
+                at: 7_000,
+                files: vec![file("/r/a_0010.png", 5, 10), file("/r/a_0011.png", 6, 11)],
+            }),
+            Write::Outputs(OutputRows {
+                job_id,
+                task_id: 90_001,
+                at: 8_000,
+                files: vec![file("/r/a_0010.png", 9, 10)],
+            }),
+            Write::Preview(preview(10, 1)),
+            Write::Preview(preview(10, 2)),
+        ],
+    )
+    .await;
+    let outputs = reader.outputs(job_id).await.unwrap();
+    assert_eq!(
+        outputs
+            .iter()
+            .map(|o| (o.path.as_str(), o.size, o.task_id, o.preview))
+            .collect::<Vec<_>>(),
+        [
+            ("/r/a_0010.png", 9, 90_001, true),
+            ("/r/a_0011.png", 6, 90_000, false)
+        ]
+    );
+    assert_eq!(
+        reader.preview(job_id, 10).await.unwrap(),
+        Some(("image/jpeg".to_string(), vec![0xFF, 0xD8, 2]))
+    );
+    assert_eq!(reader.preview(job_id, 11).await.unwrap(), None);
+
+    // Job types keep the first text of a version; path maps come and go.
+    let put = |version: u32, source: &str| {
+        Write::Bulk(BulkWrite::PutJobType {
+            name: "say".into(),
+            version,
+            source: source.into(),
+        })
+    };
+    commit_durable(
+        &store,
+        vec![put(1, "one"), put(2, "two"), put(1, "changed")],
+    )
+    .await;
+    assert_eq!(
+        reader.jobtypes().await.unwrap(),
+        [
+            ("say".to_string(), 1, "one".to_string()),
+            ("say".to_string(), 2, "two".to_string())
+        ]
+    );
+    let map = |id: i64, tag: &str| furrow_protocol::PathMapView {
+        id,
+        map: furrow_protocol::PathMapSpec {
+            linux: "/mnt/p".into(),
+            windows: "P:\\".into(),
+            macos: String::new(),
+            tag: tag.into(),
+        },
+    };
+    commit_durable(
+        &store,
+        vec![
+            Write::Bulk(BulkWrite::PutPathMap(map(1, ""))),
+            Write::Bulk(BulkWrite::PutPathMap(map(2, "ssd"))),
+            Write::Bulk(BulkWrite::DeletePathMap(1)),
+        ],
+    )
+    .await;
+    assert_eq!(reader.path_maps().await.unwrap(), [map(2, "ssd")]);
+
     commit_durable(&store, vec![Write::Bulk(BulkWrite::DeleteJob { job_id })]).await;
+    assert!(reader.outputs(job_id).await.unwrap().is_empty());
+    assert_eq!(reader.preview(job_id, 10).await.unwrap(), None);
     assert!(reader.get_job(job_id).await.unwrap().is_none());
     assert!(reader.list_tasks(job_id, 10, 0).await.unwrap().is_empty());
     assert!(reader.attempts(first + 2).await.unwrap().is_empty());

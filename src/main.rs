@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_dispatch;
+mod catalog;
 mod commands;
 mod control;
 mod up;
@@ -57,6 +58,12 @@ enum Command {
     Queue(control::QueueArgs),
     /// Enable or disable an agent, or set its tags.
     AgentCtl(control::AgentCtlArgs),
+    /// List the files a job produced.
+    Outputs(catalog::OutputsArgs),
+    /// Add, list and show job types.
+    Jobtype(catalog::JobTypeArgs),
+    /// List, add and remove path maps between Linux, Windows and macOS prefixes.
+    Pathmap(catalog::PathMapArgs),
     /// Measure a local farm (submission latency, task throughput).
     Bench(bench::BenchArgs),
 }
@@ -84,6 +91,9 @@ struct UpArgs {
     /// Seconds without a heartbeat after which an agent is lost.
     #[arg(long, default_value_t = 15.0)]
     heartbeat_timeout: f64,
+    /// Directory of declarative job-type files (`*.toml`) the local agents run.
+    #[arg(long)]
+    jobtypes_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -249,6 +259,9 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Edit(args) => client_command(control::edit(args)),
         Command::Queue(args) => client_command(control::queue(args)),
         Command::AgentCtl(args) => client_command(control::agent_ctl(args)),
+        Command::Outputs(args) => client_command(catalog::outputs(args)),
+        Command::Jobtype(args) => client_command(catalog::jobtype(args)),
+        Command::Pathmap(args) => client_command(catalog::pathmap(args)),
         Command::Bench(args) => {
             init_tracing("warn");
             bench::run(args)
@@ -267,4 +280,16 @@ fn client_command(command: impl Future<Output = Result<i32>>) -> Result<()> {
         std::process::exit(code);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 }

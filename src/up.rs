@@ -114,19 +114,24 @@ async fn up(args: UpArgs) -> Result<()> {
     let host = hostname();
     for i in 1..=args.agents {
         let name = format!("{host}-{i}");
+        let mut agent_args: Vec<OsString> = vec![
+            "agent".into(),
+            "--master".into(),
+            listen.clone().into(),
+            "--name".into(),
+            name.into(),
+            "--slots".into(),
+            slots.to_string().into(),
+            "--state-dir".into(),
+            data_dir.join("agents").join(format!("agent-{i}")).into(),
+        ];
+        if let Some(dir) = &args.jobtypes_dir {
+            let dir = std::path::absolute(dir)?;
+            agent_args.extend(["--jobtypes-dir".into(), dir.into()]);
+        }
         let agent = Service {
             name: format!("agent-{i}"),
-            args: vec![
-                "agent".into(),
-                "--master".into(),
-                listen.clone().into(),
-                "--name".into(),
-                name.into(),
-                "--slots".into(),
-                slots.to_string().into(),
-                "--state-dir".into(),
-                data_dir.join("agents").join(format!("agent-{i}")).into(),
-            ],
+            args: agent_args,
             env: Vec::new(),
             log: run_dir.join(format!("agent-{i}.log")),
         };

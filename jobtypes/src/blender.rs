@@ -6,7 +6,8 @@
 //! [-t <threads>] -s <start> -e <end> -j <step> -a`. Blender acts on its arguments in
 //! order: the scene is loaded first, the setup script then adjusts it, and `-a` renders.
 //! The setup script is a constant; the values it applies (resolution, samples, camera,
-//! denoising, device) reach it as JSON in [`CONFIG_VAR`], never spliced into code. It
+//! denoising, device) reach it as JSON in [`CONFIG_VAR`], never spliced into code; the
+//! script itself is in [`SETUP_VAR`] (the command line runs it from there). It
 //! also forces `use_overwrite` on and placeholders off, so a retried task re-renders
 //! every frame. `output` may hold a `#` run for the frame number (`/renders/shot_####`);
 //! without one Blender appends four digits. Blender adds the extension (`-x 1`).
@@ -31,6 +32,14 @@ use crate::{BUILTIN_VERSION, Definition, Runner, TaskInput, TaskPlan};
 
 /// Environment variable carrying the setup script's settings, as JSON.
 pub const CONFIG_VAR: &str = "FURROW_BLENDER_CFG";
+
+/// Environment variable carrying the setup script itself, so the command line (and the
+/// task log's `starting:` line) stays short.
+pub const SETUP_VAR: &str = "FURROW_BLENDER_SETUP";
+
+/// The `--python-expr` that runs [`SETUP_VAR`].
+const RUN_SETUP: &str =
+    "import os; exec(compile(os.environ['FURROW_BLENDER_SETUP'], 'furrow-setup', 'exec'))";
 
 /// The error of a traceback cut off before its exception line.
 const UNFINISHED_TRACEBACK: &str =
@@ -188,7 +197,7 @@ impl Runner for Blender {
         if let Some(name) = p.str("scene_name") {
             args.extend(["-S".into(), name.into()]);
         }
-        args.extend(["--python-exit-code", "1", "--python-expr", SETUP].map(String::from));
+        args.extend(["--python-exit-code", "1", "--python-expr", RUN_SETUP].map(String::from));
         if let Some(engine) = p.str("engine") {
             args.extend(["-E".into(), engine.into()]);
         }
@@ -206,7 +215,10 @@ impl Runner for Blender {
         Ok(TaskPlan {
             program: "blender".into(),
             args,
-            env: BTreeMap::from([(CONFIG_VAR.to_string(), config.to_string())]),
+            env: BTreeMap::from([
+                (CONFIG_VAR.to_string(), config.to_string()),
+                (SETUP_VAR.to_string(), SETUP.to_string()),
+            ]),
         })
     }
 
@@ -391,7 +403,8 @@ mod tests {
 
     /// The arguments as one line, the setup script shown as `<setup>`.
     fn argv(plan: &TaskPlan) -> String {
-        plan.args.join(" ").replace(SETUP, "<setup>")
+        assert_eq!(plan.env.get(SETUP_VAR).map(String::as_str), Some(SETUP));
+        plan.args.join(" ").replace(RUN_SETUP, "<setup>")
     }
 
     /// A parser fed `output` (real lines, one per line); its events.

@@ -827,8 +827,8 @@ pub struct ParamView {
     pub min: Option<f64>,
     /// Largest number (or length) accepted.
     pub max: Option<f64>,
-    /// The words an `enum` accepts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The words an `enum` accepts (empty for other types).
+    #[serde(default)]
     pub values: Vec<String>,
     /// What it is for.
     pub description: String,

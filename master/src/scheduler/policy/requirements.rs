@@ -85,7 +85,7 @@ enum Op {
 }
 
 /// A version range: comparisons joined by commas, all of which must hold
-/// (`>=3.0, <5`, `4.2`, `!=4.1`).
+/// (`>=3.0, <5`, `4.2`, `!=4.1`), or `*` for any version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionRange {
     text: String,
@@ -95,6 +95,12 @@ pub struct VersionRange {
 impl VersionRange {
     /// Parses a range; the error says which clause is wrong.
     pub fn parse(text: &str) -> Result<Self, String> {
+        if text.trim() == "*" {
+            return Ok(Self {
+                text: "*".into(),
+                clauses: Vec::new(),
+            });
+        }
         let mut clauses = Vec::new();
         for clause in text.split(',') {
             let clause = clause.trim();
@@ -334,6 +340,9 @@ mod tests {
         let bare = VersionRange::parse("4.2").unwrap();
         assert!(bare.contains(&v("4.2.7")));
         assert!(!bare.contains(&v("4.3")));
+        let any = VersionRange::parse(" * ").unwrap();
+        assert!(any.contains(&v("0.1")) && any.contains(&v("99")));
+        assert_eq!(any.to_string(), "*");
         let ne = VersionRange::parse(">=4, !=4.1").unwrap();
         assert!(ne.contains(&v("4.2")));
         assert!(!ne.contains(&v("4.1.3")));

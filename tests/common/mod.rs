@@ -189,6 +189,19 @@ impl Farm {
         )
     }
 
+    /// POST `body` with `content_type`; returns the status and the JSON answer.
+    pub fn post_as(&self, path: &str, content_type: &str, body: &str) -> (u16, Value) {
+        let mut response = self
+            .http_agent
+            .post(&self.url(path))
+            .header("content-type", content_type)
+            .send(body)
+            .expect("POST");
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// POST a JSON document.
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.post_raw(path, &body.to_string())

@@ -515,7 +515,8 @@ async fn preview(
     let (mime, data) = service.preview(job_id, frame).await?;
     Ok(HttpResponse::Ok()
         .content_type(mime)
-        .insert_header(("Cache-Control", "no-cache"))
+        // The dashboard names a preview with its time, so a newer one has a new URL.
+        .insert_header(("Cache-Control", "private, max-age=3600"))
         .body(data))
 }
 

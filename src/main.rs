@@ -33,7 +33,7 @@ enum Command {
     /// Run an agent that takes tasks from a master.
     Agent(AgentArgs),
     /// Submit a job; prints its id.
-    Submit(commands::SubmitArgs),
+    Submit(Box<commands::SubmitArgs>),
     /// List jobs.
     Jobs(commands::ListArgs),
     /// Show one job and its tasks.
@@ -246,7 +246,7 @@ fn dispatch(command: Command) -> Result<()> {
             furrow_agent::run(config)?;
             Ok(())
         }
-        Command::Submit(args) => client_command(commands::submit(args)),
+        Command::Submit(args) => client_command(commands::submit(*args)),
         Command::Jobs(args) => client_command(commands::jobs(args)),
         Command::Job(args) => client_command(commands::job(args)),
         Command::Agents(args) => client_command(commands::agents(args)),

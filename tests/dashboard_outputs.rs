@@ -32,7 +32,11 @@ required = true
 fn the_job_page_shows_frame_previews() {
     let root = tempfile::tempdir().unwrap();
     let farm = Farm::up(root.path(), 1);
-    let (status, answer) = farm.post_as("/api/v1/jobtypes/", "application/json", &json!({"source": SWATCH}).to_string());
+    let (status, answer) = farm.post_as(
+        "/api/v1/jobtypes/",
+        "application/json",
+        &json!({"source": SWATCH}).to_string(),
+    );
     assert_eq!(status, 201, "{answer}");
     let frames = root.path().join("frames");
     std::fs::create_dir_all(&frames).unwrap();
@@ -67,5 +71,8 @@ fn the_job_page_shows_frame_previews() {
         (rows.as_str() == Some("frame 1,frame 2,frame 3,frame 4")).then_some(())
     });
     let kind = browser.eval("document.getElementById('job-info').textContent");
-    assert!(kind.as_str().unwrap_or_default().contains("swatch v1"), "{kind}");
+    assert!(
+        kind.as_str().unwrap_or_default().contains("swatch v1"),
+        "{kind}"
+    );
 }

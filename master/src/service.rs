@@ -9,7 +9,7 @@ use furrow_protocol::{
     ActionOutcome, AgentPatch, AgentState, AgentView, ApiError, AttemptView, ClientRequest,
     ClientResponse, FrameSet, HealthView, JobAction, JobId, JobPatch, JobSubmission, JobTypeView,
     JobView, LogChunk, OutputView, Page, PathMapSpec, PathMapView, QueuePatch, QueueSpec,
-    QueueView, TaskAction, TaskId, TaskRef, TaskView, WhyView, WorkState,
+    QueueView, Requirements, TaskAction, TaskId, TaskRef, TaskView, WhyView, WorkState,
 };
 use tokio::sync::broadcast;
 use tracing::{error, info};
@@ -26,6 +26,7 @@ use crate::scheduler::{
 };
 use crate::store::records::{JobRecord, JobSettings, NewFrames, NewJob};
 use crate::store::{AllocateTaskIds, InsertJob, Store, StoreReader};
+use furrow_jobtypes::Definition;
 
 /// Default page size of job and agent lists.
 pub const DEFAULT_LIMIT: u64 = 100;
@@ -159,6 +160,41 @@ fn parse_frames(spec: &str) -> Result<FrameSet, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("frames: {e}")))
 }
 
+/// `requirements` with the software the job type needs added (the job's own ranges win).
+fn with_jobtype_software(jobtype: &Definition, mut requirements: Requirements) -> Requirements {
+    for (name, range) in &jobtype.software {
+        requirements
+            .software
+            .entry(name.clone())
+            .or_insert_with(|| range.clone());
+    }
+    requirements
+}
+
+/// The batch of a job of `jobtype` over `frames`: `batch`, or every frame at once for a
+/// type that runs its job as one task (which then takes one range).
+fn batch_for(jobtype: &Definition, frames: &FrameSet, batch: u32) -> Result<u32, ApiError> {
+    if !jobtype.single_task {
+        return Ok(batch);
+    }
+    if frames.ranges().len() != 1 {
+        return Err(ApiError::bad_request(format!(
+            "frames: job type {} runs its frames as one task: give one range, not {}",
+            jobtype.name,
+            frames.ranges().len()
+        )));
+    }
+    u32::try_from(frames.frame_count())
+        .ok()
+        .filter(|&n| n <= MAX_BATCH)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "frames: job type {} runs its frames as one task, at most {MAX_BATCH} frames",
+                jobtype.name
+            ))
+        })
+}
+
 /// Validates a submission against its job type and expands its frames into tasks.
 /// Messages name the field.
 pub fn validate(submission: JobSubmission, catalog: &Catalog) -> Result<NewJob, ApiError> {
@@ -216,13 +252,7 @@ pub fn validate(submission: JobSubmission, catalog: &Catalog) -> Result<NewJob, 
     check_agents("max_agents", submission.max_agents)?;
     let queue = queues::normalize(&submission.queue)
         .map_err(|e| ApiError::bad_request(format!("queue: {e}")))?;
-    let mut requirements = submission.requirements.clone();
-    for (name, range) in &jobtype.software {
-        requirements
-            .software
-            .entry(name.clone())
-            .or_insert_with(|| range.clone());
-    }
+    let requirements = with_jobtype_software(&jobtype, submission.requirements.clone());
     Needs::parse(&requirements).map_err(ApiError::bad_request)?;
     check_text("notes", &submission.notes, MAX_NOTES_CHARS)?;
     check_text("user", &submission.user, MAX_USER_CHARS)?;
@@ -245,26 +275,7 @@ pub fn validate(submission: JobSubmission, catalog: &Catalog) -> Result<NewJob, 
         ));
     }
     let frames = parse_frames(&submission.frames)?;
-    let mut batch = submission.batch;
-    if jobtype.single_task {
-        // The job type runs the whole range at once: one task.
-        if frames.ranges().len() != 1 {
-            return Err(ApiError::bad_request(format!(
-                "frames: job type {} runs its frames as one task: give one range, not {}",
-                jobtype.name,
-                frames.ranges().len()
-            )));
-        }
-        batch = u32::try_from(frames.frame_count())
-            .ok()
-            .filter(|&n| n <= MAX_BATCH)
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "frames: job type {} runs its frames as one task, at most {MAX_BATCH} frames",
-                    jobtype.name
-                ))
-            })?;
-    }
+    let batch = batch_for(&jobtype, &frames, submission.batch)?;
     let tasks = frames.task_count(batch);
     if tasks > MAX_TASKS_PER_JOB {
         return Err(ApiError::bad_request(format!(
@@ -536,7 +547,7 @@ impl Service {
     }
 
     /// Changes a job's settings (or its frames, while nothing ran).
-    pub async fn edit_job(&self, job_id: JobId, patch: JobPatch) -> Result<JobView, ApiError> {
+    pub async fn edit_job(&self, job_id: JobId, mut patch: JobPatch) -> Result<JobView, ApiError> {
         if patch == JobPatch::default() {
             return Err(ApiError::bad_request(
                 "nothing to change: give at least one field",
@@ -557,6 +568,20 @@ impl Service {
         if let Some(notes) = &patch.notes {
             check_text("notes", notes, MAX_NOTES_CHARS)?;
         }
+        let jobtype = self
+            .inner
+            .catalog
+            .get(&record.jobtype, record.jobtype_version)
+            .ok_or_else(|| {
+                ApiError::conflict(format!(
+                    "job {job_id}'s type {} version {} is no longer known to this master",
+                    record.jobtype, record.jobtype_version
+                ))
+            })?;
+        // Edited requirements keep what the job type needs.
+        if let Some(requirements) = patch.requirements.take() {
+            patch.requirements = Some(with_jobtype_software(&jobtype, requirements));
+        }
         let needs = patch
             .requirements
             .as_ref()
@@ -571,7 +596,7 @@ impl Service {
         };
         // The frames first: a job that has started refuses them, and then nothing changes.
         if let Some(frames) = frames {
-            let batch = record.batch;
+            let batch = batch_for(&jobtype, &frames, record.batch)?;
             let count = frames.task_count(batch);
             if count > MAX_TASKS_PER_JOB {
                 return Err(ApiError::bad_request(format!(
@@ -900,7 +925,7 @@ impl Service {
             .catalog
             .resolve(name, version)
             .map(|def| def.view())
-            .map_err(|e| ApiError::not_found(e))
+            .map_err(ApiError::not_found)
     }
 
     /// Stores a job-type definition file: the type, and whether this version is new.

@@ -66,6 +66,9 @@ impl Control {
 }
 
 /// Something the actor must do on the core's behalf.
+// Nearly every effect is a `Send` of an assignment: boxing it would cost an allocation per
+// assignment to shrink the rare small variants.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Send a message to an agent (assignments and acknowledgements of results only once

@@ -876,4 +876,41 @@ required = true
         feed(&mut *parser, &["done"]);
         assert_eq!(parser.finish(Exit { code: Some(0) }, &files).error, None);
     }
+
+    /// The TOML blocks of a Markdown text or of this module's documentation.
+    fn toml_blocks(text: &str) -> Vec<String> {
+        let mut blocks = Vec::new();
+        let mut current: Option<String> = None;
+        for line in text.lines() {
+            let line = line.strip_prefix("//! ").or_else(|| line.strip_prefix("//!")).unwrap_or(line);
+            match (&mut current, line.trim()) {
+                (None, "```toml") => current = Some(String::new()),
+                (Some(block), "```") => {
+                    blocks.push(std::mem::take(block));
+                    current = None;
+                }
+                (Some(block), _) => {
+                    block.push_str(line);
+                    block.push('\n');
+                }
+                _ => {}
+            }
+        }
+        blocks
+    }
+
+    #[test]
+    fn the_documented_examples_load() {
+        for (source, text) in [
+            ("README.md", include_str!("../../README.md")),
+            ("declarative.rs", include_str!("declarative.rs")),
+        ] {
+            let blocks = toml_blocks(text);
+            assert!(!blocks.is_empty(), "{source} has no TOML example");
+            for block in blocks {
+                let def = parse(&block).unwrap_or_else(|e| panic!("{source}: {e}\n{block}"));
+                assert_eq!(def.name, "resize");
+            }
+        }
+    }
 }

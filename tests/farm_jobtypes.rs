@@ -139,6 +139,11 @@ fn declarative_types_are_versioned_validated_and_hot_reloaded() {
             "missing field `version`",
         ),
         (
+            "name = \"x\"\nversion = 1\ncommand = [\"x\"]\n[software]\nblender = \"latest\"",
+            400,
+            "software.blender: ",
+        ),
+        (
             "name = \"command\"\nversion = 9\ncommand = [\"x\"]",
             409,
             "name: command is a built-in job type",

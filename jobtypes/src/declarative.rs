@@ -882,7 +882,10 @@ required = true
         let mut blocks = Vec::new();
         let mut current: Option<String> = None;
         for line in text.lines() {
-            let line = line.strip_prefix("//! ").or_else(|| line.strip_prefix("//!")).unwrap_or(line);
+            let line = line
+                .strip_prefix("//! ")
+                .or_else(|| line.strip_prefix("//!"))
+                .unwrap_or(line);
             match (&mut current, line.trim()) {
                 (None, "```toml") => current = Some(String::new()),
                 (Some(block), "```") => {

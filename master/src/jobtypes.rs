@@ -157,7 +157,10 @@ impl Catalog {
             software: def.software.clone(),
             ..Requirements::default()
         };
-        Needs::parse(&requirements).map_err(ApiError::bad_request)?;
+        // Named as the file names it: `software.blender`, not `requirements.software...`.
+        Needs::parse(&requirements).map_err(|e| {
+            ApiError::bad_request(e.strip_prefix("requirements.").unwrap_or(&e).to_string())
+        })?;
         let _adding = self.adding.lock().await;
         if let Some(stored) = self.get(&def.name, def.version) {
             return if stored.source.as_deref() == Some(source) {

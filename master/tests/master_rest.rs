@@ -89,14 +89,14 @@ fn rest_api_accepts_jobs_and_names_bad_fields() {
                 r#""params": {"command": ["sh", "-c", "echo {frame}"]}, "#,
                 "",
             ),
-            "params.command: its length must be at least 1, got 0",
+            "params.command: required (list<string> parameter)",
         ),
         (
             &GOOD.replace(
                 r#""command": ["sh", "-c", "echo {frame}"]"#,
                 r#""command": ["sh"], "extra": true"#,
             ),
-            "params: unknown field `extra`",
+            "params.extra: unknown parameter (known: command, shell, env)",
         ),
         (
             &GOOD.replace("1-100", "10-1"),

@@ -15,13 +15,17 @@
 //!   stays there until the master answers that it stored it.
 //! - An `Assign` goes to the `TaskSupervisor` actor (`supervisor`), which owns the slots
 //!   and starts one `TaskRunner` actor per accepted attempt.
-//! - The runner (`runner`) resolves the job type (`jobtypes`, with the built-in
-//!   `command` type and the frame `placeholders`), starts the process in its own process
-//!   group with no signal blocked (`process_group`) and only its assigned GPUs visible
-//!   (`CUDA_VISIBLE_DEVICES`), reads its output line by line into batches, enforces its
-//!   limits (`runner::limits`: time limit, stall timeout, memory limit sampled from /proc
-//!   by `group_memory`), waits for the exit (`exit_wait`), and reports; a result names
-//!   the limit that ended it, if one did.
+//! - The runner (`runner`) resolves the job type (`jobtypes`: the definitions of
+//!   furrow-jobtypes, built in, sent by the master before the first assignment that needs
+//!   them, or loaded from the agent's own directory, watched by `jobtype_dir`), applies the
+//!   assignment's path maps, starts the process in its own process group with no signal
+//!   blocked (`process_group`) and only its assigned GPUs visible
+//!   (`CUDA_VISIBLE_DEVICES`), reads its output line by line into batches and through the
+//!   job type's parser (progress, files, errors), enforces its limits (`runner::limits`:
+//!   time limit, stall timeout, memory limit sampled from /proc by `group_memory`), waits
+//!   for the exit (`exit_wait`), checks the files the task reported, makes JPEG previews
+//!   of image outputs (`previews`), and reports; a result names the limit that ended it, if
+//!   one did, and the files it produced.
 //! - `Cancel`, shutdown and the limits kill the task's whole process group: SIGTERM, then
 //!   SIGKILL after a grace period.
 //!

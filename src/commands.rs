@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use furrow_protocol::{
     Client, ClientError, CommandParams, DEFAULT_LISTEN, JobId, JobSubmission, JobView, Json,
@@ -388,6 +388,17 @@ async fn typed_params(
             param.name.clone(),
             typed_value(&param.name, &param.r#type, value)?,
         );
+    }
+    // Relative paths are the submitter's: the agents run elsewhere.
+    for param in view.parameters.iter().filter(|p| p.r#type == "path") {
+        if let Some(serde_json::Value::String(path)) = params.get_mut(&param.name)
+            && !furrow_jobtypes::params::is_absolute(path)
+        {
+            *path = std::path::absolute(&*path)
+                .with_context(|| format!("{}: cannot make {path:?} absolute", param.name))?
+                .to_string_lossy()
+                .into_owned();
+        }
     }
     Ok(serde_json::Value::Object(params))
 }

@@ -213,18 +213,34 @@ fn blender_frames_then_an_ffmpeg_movie_with_outputs_and_previews() {
 fn missing_scenes_and_frames_fail_with_the_tools_own_words() {
     let tmp = tempfile::tempdir().unwrap();
     let farm = Farm::up(tmp.path(), 1);
-    let missing = tmp.path().join("no-such-shot.blend");
-    let output = format!("{}/x_####", tmp.path().display());
-    let render = farm.submit(&[
-        "blender",
-        missing.to_str().unwrap(),
-        "--frames",
-        "1",
-        "--output",
-        &output,
-        "--retries",
-        "1",
-    ]);
+    // Relative paths on the command line are the submitter's: made absolute.
+    let out = farm.cli_in(
+        tmp.path(),
+        &[
+            "submit",
+            "blender",
+            "no-such-shot.blend",
+            "--frames",
+            "1",
+            "--output",
+            "x_####",
+            "--retries",
+            "1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let render: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let (_, job) = farm.get(&format!("/api/v1/jobs/{render}"));
+    let dir = std::path::absolute(tmp.path()).unwrap();
+    assert_eq!(
+        job["params"]["scene"],
+        Value::from(dir.join("no-such-shot.blend").to_str().unwrap()),
+        "{job}"
+    );
     let job = farm.wait_job(render, Duration::from_secs(120));
     assert_eq!(job["state"], "failed", "{job}");
     let task = &farm.tasks(render)[0];

@@ -191,9 +191,8 @@ impl Runner for Blender {
             "denoise": p.bool("denoise").unwrap_or(false),
             "device": device,
         });
-        // A relative scene path starting with `-` would read as an option.
-        let scene = format!("{}{scene}", if scene.starts_with('-') { "./" } else { "" });
-        let mut args: Vec<String> = vec!["-b".into(), scene];
+        // Paths are absolute (checked at submission), so none reads as an option.
+        let mut args: Vec<String> = vec!["-b".into(), scene.into()];
         if let Some(name) = p.str("scene_name") {
             args.extend(["-S".into(), name.into()]);
         }
@@ -460,14 +459,14 @@ mod tests {
         );
         // Unset, the scene's own settings stay.
         let bare = plan(
-            json!({"scene": "-odd.blend", "output": "/r/f"}),
+            json!({"scene": "/odd.blend", "output": "/r/f"}),
             &[],
             [1, 1, 1],
         )
         .unwrap();
         assert_eq!(
             argv(&bare),
-            "-b ./-odd.blend --python-exit-code 1 --python-expr <setup> -o /r/f -F PNG -x 1 -s 1 -e 1 -j 1 -a"
+            "-b /odd.blend --python-exit-code 1 --python-expr <setup> -o /r/f -F PNG -x 1 -s 1 -e 1 -j 1 -a"
         );
         let config: Value = serde_json::from_str(&bare.env[CONFIG_VAR]).unwrap();
         assert_eq!(

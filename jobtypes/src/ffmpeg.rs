@@ -263,12 +263,8 @@ impl Runner for Ffmpeg {
         }
         let extra = p.strings("args");
         args.extend(extra.iter().map(String::as_str));
-        // An output starting with `-` would read as an option.
-        let output = format!(
-            "{}{output}",
-            if output.starts_with('-') { "./" } else { "" }
-        );
-        args.push(&output);
+        // Paths are absolute (checked at submission), so the output never reads as an option.
+        args.push(output);
         Ok(TaskPlan {
             program: "ffmpeg".into(),
             args: args.into_iter().map(String::from).collect(),
@@ -485,7 +481,7 @@ mod tests {
              -framerate 24 -start_number 1 -i /r/shot_%04d.png -frames:v 12 -c:v libx264 \
              -pix_fmt yuv420p /m/shot.mp4"
         );
-        let params = json!({"input": "/r/f_%03d.png", "output": "-o.mov", "fps": 23.976,
+        let params = json!({"input": "/r/f_%03d.png", "output": "/m/o.mov", "fps": 23.976,
             "codec": "prores_ks", "crf": 18, "pixel_format": "yuv422p10le", "scale": "1280:-2",
             "audio": "/a/m.wav", "args": ["-movflags", "+faststart"]});
         assert_eq!(
@@ -493,7 +489,7 @@ mod tests {
             "ffmpeg -hide_banner -nostdin -y -loglevel error -progress pipe:1 -nostats \
              -framerate 23.976 -start_number 95 -i /r/f_%03d.png -i /a/m.wav -map 0:v:0 \
              -map 1:a:0 -frames:v 10 -vf scale=1280:-2 -c:v prores_ks -crf 18 \
-             -pix_fmt yuv422p10le -c:a aac -shortest -movflags +faststart ./-o.mov"
+             -pix_fmt yuv422p10le -c:a aac -shortest -movflags +faststart /m/o.mov"
         );
     }
 

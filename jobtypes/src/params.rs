@@ -23,7 +23,7 @@ pub enum ParamType {
     Float,
     /// `true` or `false`.
     Bool,
-    /// A file or directory path (path maps apply to it).
+    /// An absolute file or directory path, on any system (path maps apply to it).
     Path,
     /// One of the listed words.
     Enum(Vec<String>),
@@ -303,6 +303,11 @@ fn check_value(
             if *ty == ParamType::Path && text.trim().is_empty() {
                 return Err("must not be an empty path".into());
             }
+            if *ty == ParamType::Path && !is_absolute(text) {
+                return Err(format!(
+                    "{text:?} is not an absolute path: tasks run on other hosts, in their own directories"
+                ));
+            }
             check_bounds("its length", text.chars().count() as f64, min, max)
         }
         ParamType::Int => {
@@ -351,6 +356,17 @@ fn check_value(
             Ok(())
         }
     }
+}
+
+/// Whether `path` is absolute on some system: `/...`, `C:\...` or `C:/...`, `\\server\...`.
+pub fn is_absolute(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    path.starts_with('/')
+        || path.starts_with("\\\\")
+        || (bytes.len() >= 3
+            && bytes[0].is_ascii_alphabetic()
+            && bytes[1] == b':'
+            && (bytes[2] == b'\\' || bytes[2] == b'/'))
 }
 
 fn expected(ty: &ParamType) -> String {
@@ -504,6 +520,13 @@ mod tests {
             err(json!({"scene": ""})),
             "params.scene: must not be an empty path"
         );
+        assert!(
+            err(json!({"scene": "shots/a.blend"}))
+                .starts_with("params.scene: \"shots/a.blend\" is not an absolute path")
+        );
+        for ok in ["/a", r"P:\a", "p:/a", r"\\nas\p"] {
+            assert!(validate(&specs(), &json!({"scene": ok})).is_ok(), "{ok}");
+        }
         assert_eq!(
             err(json!({"scene": "a\u{0}b"})),
             "params.scene: must not contain NUL characters"

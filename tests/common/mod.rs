@@ -207,6 +207,17 @@ impl Farm {
         self.post_raw(path, &body.to_string())
     }
 
+    /// Runs the `furrow` CLI against this farm, in `dir`.
+    pub fn cli_in(&self, dir: &Path, args: &[&str]) -> Output {
+        Command::new(furrow_exe())
+            .args(args)
+            .current_dir(dir)
+            .env("FURROW_SERVER", &self.listen)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run furrow")
+    }
+
     /// Runs the `furrow` CLI against this farm.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(furrow_exe())

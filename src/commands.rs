@@ -617,7 +617,10 @@ pub async fn job(args: JobArgs) -> Result<i32> {
     let c = job.task_counts;
     println!("job {}: {}", job.id, job.title);
     println!("  state     {}", job.state.as_str());
-    println!("  jobtype   {}  {}", job.jobtype, job.params);
+    println!(
+        "  jobtype   {} v{}  {}",
+        job.jobtype, job.jobtype_version, job.params
+    );
     println!("  frames    {} (batch {})", job.frames, job.batch);
     println!(
         "  queue     {}  priority {}  weight {}  retries {}",

@@ -494,6 +494,15 @@ async fn finish<R: Reporter>(
             output.report(AgentMessage::Preview(preview)).await;
         }
     }
+    if let Some(first) = output.first_warning.take() {
+        let count = output.warnings;
+        output
+            .agent_line(format!(
+                "{count} warning{} in the output; the first: {first}",
+                if count == 1 { "" } else { "s" }
+            ))
+            .await;
+    }
     let signal = ending.status.and_then(|status| status.signal());
     if let Some(code) = exit_code {
         output.agent_line(format!("exited with code {code}")).await;
@@ -550,6 +559,9 @@ struct TaskOutput<'r, R> {
     parser: Box<dyn OutputParser>,
     progress: Option<f32>,
     progress_pending: bool,
+    /// Warnings the job type read in the output, and the first of them.
+    warnings: usize,
+    first_warning: Option<String>,
 }
 
 impl<'r, R: Reporter> TaskOutput<'r, R> {
@@ -561,6 +573,8 @@ impl<'r, R: Reporter> TaskOutput<'r, R> {
             parser: Box::new(Silent),
             progress: None,
             progress_pending: false,
+            warnings: 0,
+            first_warning: None,
         }
     }
 
@@ -574,17 +588,22 @@ impl<'r, R: Reporter> TaskOutput<'r, R> {
         let mut events = Vec::new();
         self.parser.line(stream, &text, &mut events);
         for event in events {
-            if let Event::Progress(progress) = event
-                && progress.is_finite()
-            {
-                let progress = progress.clamp(0.0, 1.0);
-                if self
-                    .progress
-                    .is_none_or(|old| (old - progress).abs() >= 0.001)
-                {
-                    self.progress = Some(progress);
-                    self.progress_pending = true;
+            match event {
+                Event::Progress(progress) if progress.is_finite() => {
+                    let progress = progress.clamp(0.0, 1.0);
+                    if self
+                        .progress
+                        .is_none_or(|old| (old - progress).abs() >= 0.001)
+                    {
+                        self.progress = Some(progress);
+                        self.progress_pending = true;
+                    }
                 }
+                Event::Warning(text) => {
+                    self.warnings += 1;
+                    self.first_warning.get_or_insert(text);
+                }
+                _ => {}
             }
         }
         self.push(stream, text).await;

@@ -564,6 +564,7 @@ shell = true
 command = ["{script}"]
 outputs = '^wrote (?P<path>\S+)'
 errors = ['^ERROR: (.*)']
+warnings = ['^warning: ']
 require_outputs = true
 
 [parameters.script]
@@ -662,5 +663,21 @@ async fn a_missing_output_or_an_error_line_fails_the_task_with_its_text() {
         stream(&messages, LogStream::Agent)
             .iter()
             .any(|l| l == "the scene is empty")
+    );
+}
+
+#[tokio::test]
+async fn warnings_are_counted_in_the_log() {
+    let h = harness();
+    let script =
+        "echo 'warning: low memory'; echo 'warning: slow disk'; touch f.png; echo wrote f.png";
+    let (finished, messages) = run(&h, assignment("writer", json!({"script": script}))).await;
+    assert!(finished.succeeded(), "{finished:?}");
+    assert!(
+        stream(&messages, LogStream::Agent)
+            .iter()
+            .any(|l| l == "2 warnings in the output; the first: warning: low memory"),
+        "{:?}",
+        stream(&messages, LogStream::Agent)
     );
 }

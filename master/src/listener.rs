@@ -148,6 +148,11 @@ async fn start_session(
     stream.set_nodelay(true).ok();
     let ours = Hello::new(Role::Master, deps.node_id);
     let theirs = handshake::accept(&mut stream, &ours, |hello| match hello.role {
+        // Told at the handshake, so the agent logs why; the registry checks again.
+        Role::Agent if deps.service.agent_connected(hello.node_id) => Err(format!(
+            "agent id {} is already connected; each agent needs its own state directory (a copied one repeats the id)",
+            hello.node_id
+        )),
         Role::Agent | Role::Client => Ok(()),
         Role::Master => Err("this is a master; masters do not connect to each other".into()),
     })

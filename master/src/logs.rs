@@ -23,6 +23,7 @@ use chrono::{SecondsFormat, TimeZone, Utc};
 use furrow_protocol::{JobId, LogBatch, LogLine, LogStream, TaskRef};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
+use uuid::Uuid;
 
 use crate::scheduler::Write as StoreWrite;
 use crate::store::records::{BulkWrite, LogIndexRow};
@@ -98,6 +99,8 @@ pub struct AttemptOpened {
     pub task: TaskRef,
     /// Its job.
     pub job_id: JobId,
+    /// The agent it runs on: lines for it from any other agent are refused.
+    pub agent: Uuid,
 }
 
 /// An attempt ended: flush, close and index its file.
@@ -113,7 +116,12 @@ pub struct AttemptClosed {
 /// Lines from an agent.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct AppendLogs(pub LogBatch);
+pub struct AppendLogs {
+    /// The agent that sent them.
+    pub agent: Uuid,
+    /// The lines.
+    pub batch: LogBatch,
+}
 
 /// Reads an attempt's log from `offset`, at most `max_bytes` (cut after the last whole
 /// line when the limit is hit).
@@ -146,6 +154,8 @@ pub struct FlushLogs;
 
 struct OpenAttempt {
     job_id: JobId,
+    /// The agent the attempt runs on.
+    agent: Uuid,
     writer: Option<BufWriter<File>>,
     size: u64,
     /// Value of `LogCollector::ticks` at the last write, to find the idlest file.
@@ -156,7 +166,7 @@ struct OpenAttempt {
 pub struct LogCollector {
     data_dir: PathBuf,
     open: HashMap<TaskRef, OpenAttempt>,
-    recent: HashMap<TaskRef, JobId>,
+    recent: HashMap<TaskRef, (JobId, Uuid)>,
     recent_order: VecDeque<TaskRef>,
     store: Addr<Store>,
     live: LiveLogs,
@@ -202,8 +212,22 @@ impl LogCollector {
         }
     }
 
-    fn append(&mut self, batch: &LogBatch) -> std::io::Result<()> {
+    fn append(&mut self, agent: Uuid, batch: &LogBatch) -> std::io::Result<()> {
         let task = batch.task;
+        let owner = self
+            .open
+            .get(&task)
+            .map(|a| a.agent)
+            .or_else(|| self.recent.get(&task).map(|(_, agent)| *agent));
+        if owner.is_some_and(|owner| owner != agent) {
+            warn!(
+                %agent,
+                task_id = task.task_id,
+                attempt = task.attempt,
+                "refused log lines for a task assigned to another agent"
+            );
+            return Ok(());
+        }
         let text: String = batch.lines.iter().map(format_line).collect();
         if text.is_empty() {
             return Ok(());
@@ -227,7 +251,7 @@ impl LogCollector {
             attempt.size += text.len() as u64;
             attempt.last_write = self.ticks;
             (attempt.job_id, attempt.size)
-        } else if let Some(&job_id) = self.recent.get(&task) {
+        } else if let Some(&(job_id, _)) = self.recent.get(&task) {
             // A late line of a closed attempt: append it directly.
             let (mut writer, size) = open_file(&self.data_dir, job_id, task)?;
             writer.write_all(text.as_bytes())?;
@@ -271,8 +295,8 @@ impl LogCollector {
         }));
     }
 
-    fn remember_closed(&mut self, task: TaskRef, job_id: JobId) {
-        if self.recent.insert(task, job_id).is_none() {
+    fn remember_closed(&mut self, task: TaskRef, job_id: JobId, agent: Uuid) {
+        if self.recent.insert(task, (job_id, agent)).is_none() {
             self.recent_order.push_back(task);
         }
         while self.recent_order.len() > RECENTLY_CLOSED {
@@ -368,6 +392,7 @@ impl Handler<AttemptOpened> for LogCollector {
     fn handle(&mut self, msg: AttemptOpened, _ctx: &mut Context<Self>) {
         self.open.entry(msg.task).or_insert(OpenAttempt {
             job_id: msg.job_id,
+            agent: msg.agent,
             writer: None,
             size: 0,
             last_write: 0,
@@ -380,7 +405,9 @@ impl Handler<AttemptClosed> for LogCollector {
 
     fn handle(&mut self, msg: AttemptClosed, _ctx: &mut Context<Self>) {
         let mut end_offset = 0;
+        let mut agent = None;
         if let Some(mut attempt) = self.open.remove(&msg.task) {
+            agent = Some(attempt.agent);
             if attempt.writer.is_some() {
                 self.writers = self.writers.saturating_sub(1);
             }
@@ -395,7 +422,9 @@ impl Handler<AttemptClosed> for LogCollector {
             }
             end_offset = attempt.size;
         }
-        self.remember_closed(msg.task, msg.job_id);
+        if let Some(agent) = agent {
+            self.remember_closed(msg.task, msg.job_id, agent);
+        }
         self.publish(LiveChunk {
             task: msg.task,
             job_id: msg.job_id,
@@ -410,8 +439,8 @@ impl Handler<AppendLogs> for LogCollector {
     type Result = ();
 
     fn handle(&mut self, msg: AppendLogs, _ctx: &mut Context<Self>) {
-        if let Err(e) = self.append(&msg.0) {
-            warn!(task_id = msg.0.task.task_id, attempt = msg.0.task.attempt, error = %e, "cannot write task log");
+        if let Err(e) = self.append(msg.agent, &msg.batch) {
+            warn!(task_id = msg.batch.task.task_id, attempt = msg.batch.task.attempt, error = %e, "cannot write task log");
         }
     }
 }
@@ -453,7 +482,7 @@ impl Handler<DeleteJobLogs> for LogCollector {
                 self.writers = self.writers.saturating_sub(1);
             }
         }
-        self.recent.retain(|_, job| *job != job_id);
+        self.recent.retain(|_, (job, _)| *job != job_id);
         let dir = self.data_dir.join("logs").join(job_id.to_string());
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => info!(job_id, "job logs deleted"),
@@ -514,11 +543,20 @@ mod tests {
                     task_id,
                     attempt: 1,
                 };
-                logs.send(AttemptOpened { task, job_id: 1 }).await.unwrap();
-                logs.send(AppendLogs(LogBatch {
+                logs.send(AttemptOpened {
                     task,
-                    lines: vec![line("first")],
-                }))
+                    job_id: 1,
+                    agent: Uuid::nil(),
+                })
+                .await
+                .unwrap();
+                logs.send(AppendLogs {
+                    agent: Uuid::nil(),
+                    batch: LogBatch {
+                        task,
+                        lines: vec![line("first")],
+                    },
+                })
                 .await
                 .unwrap();
             }
@@ -527,10 +565,13 @@ mod tests {
                 task_id: 1,
                 attempt: 1,
             };
-            logs.send(AppendLogs(LogBatch {
-                task: first,
-                lines: vec![line("second")],
-            }))
+            logs.send(AppendLogs {
+                agent: Uuid::nil(),
+                batch: LogBatch {
+                    task: first,
+                    lines: vec![line("second")],
+                },
+            })
             .await
             .unwrap();
             let read = logs

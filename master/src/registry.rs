@@ -48,6 +48,13 @@ pub struct LiveAgent {
     lost: bool,
 }
 
+impl LiveAgent {
+    /// Whether the agent has a connection now.
+    pub fn connected(&self) -> bool {
+        self.session_id.is_some()
+    }
+}
+
 /// The shared agent table.
 pub type AgentTable = Arc<DashMap<Uuid, LiveAgent>>;
 
@@ -67,10 +74,19 @@ pub struct Register {
     pub registration: Registration,
     /// The session's id.
     pub session_id: u64,
+    /// Where the connection comes from.
+    pub peer: std::net::SocketAddr,
     /// Messages for the agent.
     pub link: Recipient<ToAgent>,
     /// Closes the session.
     pub close: Recipient<CloseSession>,
+}
+
+/// The connection an agent id is registered on.
+struct Connected {
+    session_id: u64,
+    peer: std::net::SocketAddr,
+    close: Recipient<CloseSession>,
 }
 
 /// A heartbeat arrived on a session.
@@ -126,7 +142,7 @@ pub struct Registry {
     table: AgentTable,
     /// Settings made through the API, which outlive restarts of either side.
     settings: HashMap<Uuid, AgentSettingsRow>,
-    closers: HashMap<Uuid, (u64, Recipient<CloseSession>)>,
+    closers: HashMap<Uuid, Connected>,
     scheduler: Addr<Scheduler>,
     store: Addr<Store>,
     heartbeat_interval: Duration,
@@ -236,7 +252,7 @@ impl Registry {
         }
         for agent_id in silent {
             warn!(agent = %agent_id, timeout_ms = timeout.as_millis() as u64, "agent silent past the heartbeat timeout; declaring it lost");
-            if let Some((_, close)) = self.closers.remove(&agent_id) {
+            if let Some(Connected { close, .. }) = self.closers.remove(&agent_id) {
                 close.do_send(CloseSession {
                     reason: "no heartbeat within the heartbeat timeout".into(),
                 });
@@ -297,14 +313,26 @@ impl Handler<Register> for Registry {
             ));
         }
         let agent_id = reg.agent_id;
-        if let Some((old_session, close)) = self.closers.remove(&agent_id)
-            && old_session != msg.session_id
+        // One connection per agent id: a second one is refused while the first is
+        // connected, so two processes sharing an id cannot take each other's work (the
+        // first's connection ends when its process does, or at the heartbeat timeout).
+        if let Some(first) = self.closers.get(&agent_id)
+            && first.session_id != msg.session_id
         {
-            close.do_send(CloseSession {
-                reason: "the agent registered again on another connection".into(),
-            });
+            warn!(agent = %agent_id, peer = %msg.peer, connected = %first.peer, "refused a second connection for a connected agent id");
+            return Err(format!(
+                "agent id {agent_id} is already connected from {}; each agent needs its own state directory (a copied one repeats the id)",
+                first.peer
+            ));
         }
-        self.closers.insert(agent_id, (msg.session_id, msg.close));
+        self.closers.insert(
+            agent_id,
+            Connected {
+                session_id: msg.session_id,
+                peer: msg.peer,
+                close: msg.close,
+            },
+        );
         let now = Utc::now();
         let settings = self
             .settings
@@ -431,7 +459,7 @@ impl Handler<Disconnected> for Registry {
         if self
             .closers
             .get(&msg.agent_id)
-            .is_some_and(|(session, _)| *session == msg.session_id)
+            .is_some_and(|first| first.session_id == msg.session_id)
         {
             self.closers.remove(&msg.agent_id);
         }

@@ -329,6 +329,14 @@ impl Service {
         }
     }
 
+    /// Whether an agent with this id is connected now.
+    pub fn agent_connected(&self, agent_id: Uuid) -> bool {
+        self.inner
+            .agents
+            .get(&agent_id)
+            .is_some_and(|agent| agent.connected())
+    }
+
     /// The catalogue of job types and path maps.
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.inner.catalog

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use common::{DEADLINE, TestAgent, get, get_json, job, start_master, wait_for};
 use furrow_protocol::{
-    AgentMessage, Client, MasterMessage, TaskRef, TaskReturned, TaskStarted, WorkState,
+    AgentMessage, Client, Hello, LogBatch, LogLine, LogStream, MasterMessage, Role, TaskProgress,
+    TaskRef, TaskReturned, TaskStarted, WorkState, handshake,
 };
 use uuid::Uuid;
 
@@ -378,7 +379,7 @@ async fn logs_can_be_followed_live_until_the_attempt_ends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_connection_of_the_same_agent_replaces_the_first() {
+async fn a_second_connection_of_a_connected_agent_id_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let master = start_master(dir.path(), Duration::from_secs(30));
     let listen = master.addrs().listen.to_string();
@@ -388,12 +389,29 @@ async fn a_second_connection_of_the_same_agent_replaces_the_first() {
     let agent_id = Uuid::new_v4();
     let mut first = TestAgent::register(&listen, agent_id, 1, Vec::new()).await;
     let assigned = first.assignment().await;
-    // The same agent registers again while its first connection is still open, still
-    // running the task: the old connection is closed, the task stays where it is.
-    let mut second = TestAgent::register(&listen, agent_id, 1, vec![assigned.task]).await;
-    assert!(first.recv().await.is_none(), "the old connection is closed");
-    second.finish(assigned.task, 0).await;
+    // A second process with the same id is refused at the handshake, with the reason;
+    // the first keeps its connection and its task.
+    let mut stream = tokio::net::TcpStream::connect(&listen).await.unwrap();
+    let refused = handshake::connect(&mut stream, &Hello::new(Role::Agent, agent_id))
+        .await
+        .err()
+        .expect("a second connection is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains(&format!("agent id {agent_id} is already connected")),
+        "{refused}"
+    );
+    first.finish(assigned.task, 0).await;
     wait_for("job done", || job_state(&http, 1) == "done").await;
+    // Once the first connection is gone, the id may connect again.
+    drop(first);
+    wait_for("the agent offline", || {
+        let (_, agents) = get_json(&http, "/api/v1/agents/");
+        agents["items"][0]["state"] == "offline"
+    })
+    .await;
+    let _again = TestAgent::register(&listen, agent_id, 1, Vec::new()).await;
     let (_, agents) = get_json(&http, "/api/v1/agents/");
     assert_eq!(agents["total"], 1);
     assert_eq!(agents["items"][0]["state"], "online");
@@ -509,5 +527,73 @@ async fn a_returned_task_is_queued_again_without_a_failure() {
         (task.state, task.attempt, task.last_error.as_deref()),
         (WorkState::Done, 2, None)
     );
+    master.shutdown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cannot_report_on_another_agents_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = start_master(dir.path(), Duration::from_secs(30));
+    let (listen, http) = (
+        master.addrs().listen.to_string(),
+        master.addrs().http.to_string(),
+    );
+    let client = Client::connect(&listen).await.unwrap();
+    let submitted = client.submit_job(job("mine", "1")).await.unwrap();
+    let mut owner = TestAgent::register(&listen, Uuid::new_v4(), 1, Vec::new()).await;
+    let assigned = owner.assignment().await;
+    let line = |text: &str| {
+        AgentMessage::Logs(LogBatch {
+            task: assigned.task,
+            lines: vec![LogLine {
+                at_ms: chrono::Utc::now().timestamp_millis(),
+                stream: LogStream::Stdout,
+                text: text.into(),
+            }],
+        })
+    };
+    owner
+        .send(AgentMessage::TaskStarted(TaskStarted {
+            task: assigned.task,
+            pid: 1,
+            at: chrono::Utc::now(),
+        }))
+        .await;
+    owner.send(line("the owner's line")).await;
+    wait_for("the task running", || {
+        job_state(&http, submitted.id) == "running"
+    })
+    .await;
+
+    // Another registered agent claims it: lines, progress and a result, all refused.
+    let mut other = TestAgent::register(&listen, Uuid::new_v4(), 1, Vec::new()).await;
+    other.send(line("an impostor's line")).await;
+    other
+        .send(AgentMessage::TaskProgress(TaskProgress {
+            task: assigned.task,
+            progress: 0.9,
+        }))
+        .await;
+    other.finish(assigned.task, 0).await;
+    // The scheduler answers every result (a refused one too): once the answer is here,
+    // the claim was handled.
+    other.result_stored(assigned.task).await;
+    let tasks = client.list_tasks(submitted.id, 10, 0).await.unwrap();
+    assert_eq!(tasks.items[0].state, WorkState::Running, "{tasks:?}");
+    assert_eq!(tasks.items[0].progress, 0.0, "{tasks:?}");
+    assert_eq!(job_state(&http, submitted.id), "running");
+
+    owner.finish(assigned.task, 0).await;
+    wait_for("job done", || job_state(&http, submitted.id) == "done").await;
+    let (status, log) = get(
+        &http,
+        &format!(
+            "/api/v1/jobs/{}/tasks/{}/logs",
+            submitted.id, assigned.task.task_id
+        ),
+    );
+    assert_eq!(status, 200);
+    assert!(log.contains("the owner's line"), "{log}");
+    assert!(!log.contains("impostor"), "{log}");
     master.shutdown().unwrap();
 }

@@ -41,9 +41,10 @@ pub struct Core {
     ready: BTreeSet<JobId>,
     /// Running tasks and their jobs.
     running: HashMap<TaskId, JobId>,
-    /// Tasks taken from a lost agent, with their job: a late result for their last
-    /// attempt is still accepted, and a re-registering agent that lists them adopts them.
-    orphans: HashMap<TaskId, JobId>,
+    /// Tasks taken from a lost agent, with their job and that agent: a late result from
+    /// it for their last attempt is still accepted, and it adopts them when it registers
+    /// again listing them.
+    orphans: HashMap<TaskId, (JobId, Uuid)>,
     agents: Agents,
     queues: Queues,
     /// Virtual clocks of fair share, kept across dispatch rounds.
@@ -270,9 +271,10 @@ impl Core {
         self.dispatch();
     }
 
-    /// The process of an attempt started.
-    pub fn task_started(&mut self, task: TaskRef, at_ms: i64) -> Verdict {
-        let Some(run) = self.current_run(task) else {
+    /// The process of an attempt started, as agent `from` reports. Only the agent the
+    /// attempt was assigned to may report on it.
+    pub fn task_started(&mut self, from: Uuid, task: TaskRef, at_ms: i64) -> Verdict {
+        let Some(run) = self.current_run(task).filter(|run| run.agent == from) else {
             return Verdict::Stale;
         };
         run.started_at = Some(at_ms);
@@ -280,9 +282,9 @@ impl Core {
         Verdict::Applied
     }
 
-    /// Progress of an attempt changed.
-    pub fn task_progress(&mut self, task: TaskRef, progress: f32) -> Verdict {
-        let Some(run) = self.current_run(task) else {
+    /// Progress of an attempt changed, as agent `from` reports.
+    pub fn task_progress(&mut self, from: Uuid, task: TaskRef, progress: f32) -> Verdict {
+        let Some(run) = self.current_run(task).filter(|run| run.agent == from) else {
             return Verdict::Stale;
         };
         run.progress = if progress.is_finite() {
@@ -303,7 +305,7 @@ impl Core {
     /// or settled before: a replay after a lost acknowledgement) is not needed. A stale
     /// result changes nothing else, so a replay is never counted twice.
     pub fn task_finished(&mut self, from: Uuid, finished: &TaskFinished) -> Verdict {
-        let verdict = self.record_result(finished);
+        let verdict = self.record_result(from, finished);
         // Before the assignment that takes the freed slot: the agent reads the
         // acknowledgement first, so it holds at most one unacknowledged result per slot.
         self.acknowledge(from, finished.task);
@@ -396,7 +398,11 @@ impl Core {
         self.agents.assign(agent, task_id, reservation);
         self.dirty_agents.insert(agent);
         let task = TaskRef { task_id, attempt };
-        self.effects.push(Effect::OpenLog { task, job_id });
+        self.effects.push(Effect::OpenLog {
+            task,
+            job_id,
+            agent,
+        });
         self.effects.push(Effect::Send {
             agent,
             message: MasterMessage::Assign(Assignment {
@@ -434,7 +440,7 @@ impl Core {
         let job = self
             .running
             .get(&task_id)
-            .or_else(|| self.orphans.get(&task_id))
+            .or_else(|| self.orphans.get(&task_id).map(|(job_id, _)| job_id))
             .and_then(|job_id| self.jobs.get(job_id));
         if let Some(job) = job {
             self.writes

@@ -158,6 +158,28 @@ fn one_task_per_free_slot() {
 }
 
 #[test]
+fn only_the_assigned_agent_reports_on_an_attempt() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 0, "1-2", 1);
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    register(&mut core, a, 1, &[]);
+    register(&mut core, b, 1, &[]);
+    let sent = assignments(&core.take_effects());
+    let (_, on_a, _) = *sent.iter().find(|(agent, _, _)| *agent == a).unwrap();
+    // Another agent's reports on it change nothing.
+    assert_eq!(core.task_started(b, on_a, 0), Verdict::Stale);
+    assert_eq!(core.task_progress(b, on_a, 0.5), Verdict::Stale);
+    assert_eq!(core.task_finished(b, &finished(on_a, 0)), Verdict::Stale);
+    core.take_effects();
+    assert_eq!(core.running_on(on_a.task_id), Some((a, on_a.attempt)));
+    // Taken from its lost agent, its late result counts only from that agent.
+    core.agent_lost(a);
+    core.take_effects();
+    assert_eq!(core.task_finished(b, &finished(on_a, 0)), Verdict::Stale);
+    assert_eq!(core.task_finished(a, &finished(on_a, 0)), Verdict::Applied);
+}
+
+#[test]
 fn stale_attempts_are_fenced() {
     let mut core = Core::new();
     add(&mut core, 1, 0, 0, "1", 1);
@@ -172,8 +194,8 @@ fn stale_attempts_are_fenced() {
     assert_eq!(agent, b);
     assert_eq!(second.attempt, 2);
     // The first attempt's messages are ignored now.
-    assert_eq!(core.task_started(task, 0), Verdict::Stale);
-    assert_eq!(core.task_progress(task, 0.5), Verdict::Stale);
+    assert_eq!(core.task_started(a, task, 0), Verdict::Stale);
+    assert_eq!(core.task_progress(a, task, 0.5), Verdict::Stale);
     core.take_effects();
     assert_eq!(core.task_finished(a, &finished(task, 0)), Verdict::Stale);
     assert_eq!(

@@ -171,8 +171,16 @@ impl Scheduler {
                     after_commit.push((agent, message));
                 }
                 Effect::Send { agent, message } => self.send(agent, message),
-                Effect::OpenLog { task, job_id } => {
-                    self.logs.do_send(AttemptOpened { task, job_id });
+                Effect::OpenLog {
+                    task,
+                    job_id,
+                    agent,
+                } => {
+                    self.logs.do_send(AttemptOpened {
+                        task,
+                        job_id,
+                        agent,
+                    });
                 }
                 Effect::CloseLog { task, job_id } => {
                     self.logs.do_send(AttemptClosed { task, job_id });
@@ -467,11 +475,13 @@ impl Handler<FromAgent> for Scheduler {
         let (task, verdict) = match &msg.event {
             TaskEvent::Started(started) => (
                 started.task,
-                self.core.task_started(started.task, to_ms(started.at)),
+                self.core
+                    .task_started(msg.agent_id, started.task, to_ms(started.at)),
             ),
             TaskEvent::Progress(progress) => (
                 progress.task,
-                self.core.task_progress(progress.task, progress.progress),
+                self.core
+                    .task_progress(msg.agent_id, progress.task, progress.progress),
             ),
             TaskEvent::Finished(finished) => (
                 finished.task,
@@ -491,7 +501,19 @@ impl Handler<FromAgent> for Scheduler {
                 (returned.task, verdict)
             }
         };
-        if verdict == Verdict::Stale {
+        let owner = self
+            .core
+            .running_on(task.task_id)
+            .filter(|(owner, attempt)| *attempt == task.attempt && *owner != msg.agent_id);
+        if let Some((owner, _)) = owner {
+            warn!(
+                agent = %msg.agent_id,
+                %owner,
+                task_id = task.task_id,
+                attempt = task.attempt,
+                "refused a report on a task assigned to another agent"
+            );
+        } else if verdict == Verdict::Stale {
             debug!(
                 agent = %msg.agent_id,
                 task_id = task.task_id,

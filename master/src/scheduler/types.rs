@@ -85,6 +85,8 @@ pub enum Effect {
         task: TaskRef,
         /// Its job.
         job_id: JobId,
+        /// The agent it runs on: the only one whose lines are written to it.
+        agent: Uuid,
     },
     /// An attempt is over from the master's point of view: flush and close its log.
     CloseLog {

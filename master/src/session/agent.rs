@@ -214,6 +214,7 @@ impl AgentSession {
         let request = Register {
             registration,
             session_id: self.id,
+            peer: self.peer,
             link: ctx.address().recipient(),
             close: ctx.address().recipient(),
         };
@@ -342,13 +343,20 @@ impl StreamHandler<Result<AgentMessage, ProtocolError>> for AgentSession {
                 // `send` respects the collector's bounded mailbox: a flood of output
                 // waits here, which stops reading from this socket (TCP backpressure)
                 // instead of queueing lines in memory.
-                ctx.wait(self.logs.send(AppendLogs(batch)).into_actor(self).map(
-                    |result, act, ctx| {
-                        if let Err(e) = result {
-                            act.close(&format!("log collector unavailable: {e}"), ctx);
-                        }
-                    },
-                ));
+                let Some(agent) = self.agent_id else {
+                    self.close("logs before registration", ctx);
+                    return;
+                };
+                ctx.wait(
+                    self.logs
+                        .send(AppendLogs { agent, batch })
+                        .into_actor(self)
+                        .map(|result, act, ctx| {
+                            if let Err(e) = result {
+                                act.close(&format!("log collector unavailable: {e}"), ctx);
+                            }
+                        }),
+                );
             }
         }
     }

@@ -334,7 +334,7 @@ impl Core {
             self.jobs.remove(&job_id);
             self.ready.remove(&job_id);
             self.dirty_jobs.remove(&job_id);
-            self.orphans.retain(|_, j| *j != job_id);
+            self.orphans.retain(|_, (j, _)| *j != job_id);
             for children in self.dependents.values_mut() {
                 children.remove(&job_id);
             }

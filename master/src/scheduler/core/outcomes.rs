@@ -24,9 +24,10 @@ fn failure_text(finished: &TaskFinished) -> String {
 impl Core {
     /// Applies a result to its attempt if that attempt is current, or is the last
     /// attempt of a task requeued after its agent was lost.
-    pub(super) fn record_result(&mut self, finished: &TaskFinished) -> Verdict {
+    pub(super) fn record_result(&mut self, from: Uuid, finished: &TaskFinished) -> Verdict {
         let task = finished.task;
-        if self.current_run(task).is_some()
+        // Only the agent the attempt was given to may end it.
+        if self.current_run(task).is_some_and(|run| run.agent == from)
             && let Some(&job_id) = self.running.get(&task.task_id)
             && let Some(run) = self.end_run(job_id, task.task_id)
         {
@@ -35,7 +36,7 @@ impl Core {
         }
         // A result for the last attempt of a task requeued after its agent was lost: the
         // work was done, so take it rather than run the task again.
-        let Some(job_id) = self.take_orphan(task) else {
+        let Some(job_id) = self.take_orphan(from, task) else {
             return Verdict::Stale;
         };
         self.settle(job_id, task.task_id, None, finished);
@@ -189,8 +190,11 @@ impl Core {
 
     /// Takes a task requeued after its agent was lost out of the queue again, if `task`
     /// is its last attempt; returns its job.
-    pub(super) fn take_orphan(&mut self, task: TaskRef) -> Option<JobId> {
-        let job_id = *self.orphans.get(&task.task_id)?;
+    pub(super) fn take_orphan(&mut self, from: Uuid, task: TaskRef) -> Option<JobId> {
+        let (job_id, agent) = *self.orphans.get(&task.task_id)?;
+        if agent != from {
+            return None;
+        }
         let job = self.jobs.get_mut(&job_id)?;
         let waiting = job.task(task.task_id).is_some_and(|t| {
             t.attempt == task.attempt
@@ -209,7 +213,7 @@ impl Core {
 
     /// Takes back a listed attempt that was requeued when its agent was lost.
     pub(super) fn adopt(&mut self, agent: Uuid, task: TaskRef) -> bool {
-        let Some(job_id) = self.take_orphan(task) else {
+        let Some(job_id) = self.take_orphan(agent, task) else {
             return false;
         };
         let Some(job) = self.jobs.get_mut(&job_id) else {
@@ -241,7 +245,11 @@ impl Core {
         self.running.insert(task.task_id, job_id);
         self.agents.assign(agent, task.task_id, reservation);
         self.dirty_agents.insert(agent);
-        self.effects.push(Effect::OpenLog { task, job_id });
+        self.effects.push(Effect::OpenLog {
+            task,
+            job_id,
+            agent,
+        });
         self.push_task_row(task.task_id);
         self.dirty_jobs.insert(job_id);
         self.refresh_ready(job_id);
@@ -305,7 +313,7 @@ impl Core {
         job.set_state(task_id, state);
         self.writes
             .push(Write::Task(task_row(job, task_id, None, None)));
-        self.orphans.insert(task_id, job_id);
+        self.orphans.insert(task_id, (job_id, run.agent));
         self.dirty_jobs.insert(job_id);
         self.refresh_ready(job_id);
         self.finish_job_if_done(job_id, now_ms());

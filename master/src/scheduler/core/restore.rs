@@ -108,6 +108,7 @@ impl Core {
                 self.effects.push(Effect::OpenLog {
                     task: TaskRef { task_id, attempt },
                     job_id: id,
+                    agent,
                 });
             }
             self.jobs.insert(id, job);

@@ -394,8 +394,7 @@ async fn a_second_connection_of_a_connected_agent_id_is_refused() {
     let mut stream = tokio::net::TcpStream::connect(&listen).await.unwrap();
     let refused = handshake::connect(&mut stream, &Hello::new(Role::Agent, agent_id))
         .await
-        .err()
-        .expect("a second connection is refused");
+        .expect_err("a second connection is refused");
     assert!(
         refused
             .to_string()

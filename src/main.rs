@@ -110,6 +110,10 @@ struct MasterArgs {
     /// Database URL: `postgres://user:pass@host/db` (default: SQLite in the data directory).
     #[arg(long, env = "FURROW_DATABASE_URL")]
     database_url: Option<String>,
+    /// A host name the dashboard and REST API are reached by (repeatable); IP addresses
+    /// and `localhost` always work, other names are refused (DNS rebinding).
+    #[arg(long = "http-name", value_name = "NAME")]
+    http_names: Vec<String>,
     /// Seconds between agent heartbeats.
     #[arg(long, default_value_t = 2.0)]
     heartbeat_interval: f64,
@@ -224,6 +228,7 @@ fn dispatch(command: Command) -> Result<()> {
                 heartbeat_interval: seconds(args.heartbeat_interval, "--heartbeat-interval")?,
                 heartbeat_timeout: seconds(args.heartbeat_timeout, "--heartbeat-timeout")?,
                 max_frame: args.max_frame,
+                http_names: args.http_names,
             };
             furrow_master::run(config)?;
             Ok(())

@@ -20,6 +20,9 @@ pub struct MasterConfig {
     pub heartbeat_timeout: Duration,
     /// Maximum frame size on the TCP port, both directions.
     pub max_frame: usize,
+    /// Host names the REST API and dashboard answer to, besides IP addresses and
+    /// `localhost` (a request naming any other host is refused: DNS rebinding).
+    pub http_names: Vec<String>,
 }
 
 impl Default for MasterConfig {
@@ -32,6 +35,7 @@ impl Default for MasterConfig {
             heartbeat_interval: Duration::from_secs(2),
             heartbeat_timeout: Duration::from_secs(15),
             max_frame: furrow_protocol::DEFAULT_MAX_FRAME,
+            http_names: Vec::new(),
         }
     }
 }

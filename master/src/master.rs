@@ -361,8 +361,12 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         })?;
     let http_addr = http_listener.local_addr()?;
     let feed = http::dashboard::Feed::start(service.clone(), changes);
+    let names = http::guard::HostNames(Arc::new(config.http_names.clone()));
     let server = HttpServer::new(move || {
-        App::new().configure(http::configure(service.clone(), feed.clone()))
+        App::new()
+            .wrap(actix_web::middleware::from_fn(http::guard::guard))
+            .app_data(actix_web::web::Data::new(names.clone()))
+            .configure(http::configure(service.clone(), feed.clone()))
     })
     .workers(2)
     .disable_signals()

@@ -3,6 +3,7 @@
 //! - [`api`]: JSON handlers; each one parses its input and calls the service layer.
 //! - [`dashboard`]: the embedded page and its server-sent-events feed.
 //! - [`follow`]: a task's log followed live over server-sent events.
+//! - [`guard`]: cross-site safety (Host, Origin, content type) in front of every route.
 //!
 //! Every error is `{"error": "..."}` with a 4xx/5xx status saying what was wrong,
 //! including errors raised by actix's own extractors and unknown routes.
@@ -10,6 +11,7 @@
 pub mod api;
 pub mod dashboard;
 pub mod follow;
+pub mod guard;
 pub mod openapi;
 
 use actix_web::http::StatusCode;

@@ -30,6 +30,7 @@ pub fn start_master(dir: &Path, heartbeat_timeout: Duration) -> MasterHandle {
         heartbeat_interval: Duration::from_millis(100),
         heartbeat_timeout,
         max_frame: 64 * 1024,
+        http_names: Vec::new(),
     };
     furrow_master::spawn(config).expect("master starts")
 }

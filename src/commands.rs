@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use furrow_protocol::{
     Client, ClientError, CommandParams, DEFAULT_LISTEN, JobId, JobSubmission, JobView, Json,
-    Requirements, TaskView, WorkState,
+    ProtocolError, Requirements, TaskView, WorkState,
 };
 
 /// How often `--wait` and `--follow` ask the master for news.
@@ -31,6 +31,11 @@ impl ServerArg {
             ClientError::Connect { addr, source } => anyhow::anyhow!(
                 "cannot connect to the master at {addr}: {source}; is one running? \
                  start one with `furrow up`, or point --server / FURROW_SERVER at it"
+            ),
+            ClientError::Protocol(ProtocolError::BadMagic) => anyhow::anyhow!(
+                "{} does not speak the furrow protocol: point --server / FURROW_SERVER at the \
+                 master's TCP port ({DEFAULT_LISTEN} by default), not at its HTTP port",
+                self.server
             ),
             other => other.into(),
         })

@@ -175,9 +175,11 @@ fn parse_gpu_list(text: &str) -> Result<GpuList, furrow_agent::ListError> {
 fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colour only for a terminal: `furrow up` writes its children's logs to files.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -276,6 +278,13 @@ fn dispatch(command: Command) -> Result<()> {
 
 /// Runs a client command on a small runtime; its exit code is the command's.
 fn client_command(command: impl Future<Output = Result<i32>>) -> Result<()> {
+    // Output piped into `head` ends with the pipe: exit quietly, as Unix tools do, rather
+    // than fail in `println!`. (The master and agents keep ignoring SIGPIPE: a closed
+    // socket is an error they handle.)
+    // SAFETY: changes a signal's disposition; no other thread exists yet.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     init_tracing("warn");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

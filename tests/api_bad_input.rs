@@ -254,3 +254,57 @@ fn bad_submissions_are_refused_with_the_field_named() {
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
 }
+
+#[test]
+fn hostile_text_cannot_forge_log_lines_and_the_cli_fails_clearly() {
+    let root = tempfile::tempdir().unwrap();
+    let farm = Farm::up(root.path(), 1);
+    let title = "evil\nERROR forged line\r\u{1b}[31mred";
+    let (status, job) = farm.post(
+        "/api/v1/jobs/",
+        &json!({"title": title, "frames": "1", "params": {"command": ["true"]}}),
+    );
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["title"], title, "the title is kept as given");
+    let id = job["id"].as_i64().unwrap();
+    farm.wait_job(id, std::time::Duration::from_secs(60));
+    let log = std::fs::read(farm.data_dir.join("run/master.log")).unwrap();
+    let log = String::from_utf8_lossy(&log);
+    assert!(log.contains("job submitted"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no escape code reaches the log file"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("ERROR forged")),
+        "a title forged a log line:\n{log}"
+    );
+
+    // Output into a pipe closed early (more than a pipe holds) ends the command quietly.
+    let (status, big) = farm.post(
+        "/api/v1/jobs/",
+        &json!({"title": "big", "frames": "1-5000", "params": {"command": ["true"]}}),
+    );
+    assert_eq!(status, 201, "{big}");
+    let listen = farm.listen.clone();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "FURROW_SERVER={listen} {} job {} | head -c 1 > /dev/null",
+            common::furrow_exe(),
+            big["id"]
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // The HTTP port given as the protocol's: the error says which port to use.
+    let out = farm.cli(&["jobs", "--server", &farm.http]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not speak the furrow protocol") && stderr.contains("TCP port"),
+        "{stderr}"
+    );
+}

@@ -34,7 +34,9 @@ pub enum AgentError {
         reason: String,
     },
     /// Another agent process holds the state directory.
-    #[error("another agent is already using the state directory {0}; give each agent its own")]
+    #[error(
+        "another agent is already using the state directory {0}; give each agent on this host its own with --state-dir DIR"
+    )]
     StateInUse(PathBuf),
     /// The runtime could not be set up (signal handlers, actor system).
     #[error("cannot set up the agent runtime: {0}")]

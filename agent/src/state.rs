@@ -153,7 +153,10 @@ mod tests {
         let dir = StateDir::open(tmp.path()).unwrap();
         let held = dir.lock().unwrap();
         let err = dir.lock().unwrap_err().to_string();
-        assert!(err.contains("another agent is already using"), "{err}");
+        assert!(
+            err.contains("another agent is already using") && err.contains("--state-dir DIR"),
+            "{err}"
+        );
         drop(held);
         assert!(dir.lock().is_ok());
     }

@@ -379,7 +379,7 @@ impl Handler<Register> for Registry {
                 lost: false,
             },
         );
-        info!(agent = %agent_id, name = %reg.name, slots = reg.slots, running = reg.running.len(), "agent registered");
+        info!(agent = %agent_id, name = ?reg.name, slots = reg.slots, running = reg.running.len(), "agent registered");
         let offer = Offer {
             cpus: reg.cpus,
             ram_mb: reg.ram_mb,

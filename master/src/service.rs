@@ -385,7 +385,7 @@ impl Service {
             .await
             .map_err(mailbox_error)??;
         let view = inserted.record.view();
-        info!(job_id = view.id, tasks, title = %view.title, "job submitted");
+        info!(job_id = view.id, tasks, title = ?view.title, "job submitted");
         self.inner.scheduler.do_send(AddJob { inserted, parents });
         Ok(view)
     }

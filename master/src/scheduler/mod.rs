@@ -494,7 +494,7 @@ impl Handler<FromAgent> for Scheduler {
                         agent = %msg.agent_id,
                         task_id = returned.task.task_id,
                         attempt = returned.task.attempt,
-                        reason = %returned.reason,
+                        reason = ?returned.reason,
                         "an agent gave a task back; it is queued again"
                     );
                 }

@@ -156,7 +156,7 @@ impl AgentSession {
                     }
                     Ok(Added::Unchanged(_)) => {}
                     Err(e) => {
-                        warn!(?agent, error = %e.message, "job type published by agent refused");
+                        warn!(?agent, error = ?e.message, "job type published by agent refused");
                     }
                 }
             }
@@ -176,7 +176,7 @@ impl AgentSession {
     }
 
     fn close(&mut self, reason: &str, ctx: &mut Context<Self>) {
-        warn!(peer = %self.peer, error = %reason, "closing connection");
+        warn!(peer = %self.peer, error = ?reason, "closing connection");
         ctx.stop();
     }
 

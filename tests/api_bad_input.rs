@@ -299,6 +299,25 @@ fn hostile_text_cannot_forge_log_lines_and_the_cli_fails_clearly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 
+    // A method an endpoint does not take: 405, with the ones it does in `Allow`.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let response = agent
+        .put(&format!("http://{}/api/v1/jobs/", farm.http))
+        .header("content-type", "application/json")
+        .send("{}")
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    assert_eq!(
+        response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok()),
+        Some("GET, POST")
+    );
+
     // The HTTP port given as the protocol's: the error says which port to use.
     let out = farm.cli(&["jobs", "--server", &farm.http]);
     assert!(!out.status.success());

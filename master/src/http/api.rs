@@ -35,129 +35,129 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 web::resource(["/jobs/", "/jobs"])
                     .route(web::get().to(list_jobs))
                     .route(web::post().to(submit_job))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET, POST"))),
             )
             .service(
                 web::resource(["/jobs/actions", "/jobs/actions/"])
                     .route(web::post().to(jobs_action))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("POST"))),
             )
             .service(
                 web::resource("/jobs/{id}")
                     .route(web::get().to(get_job))
                     .route(web::patch().to(edit_job))
                     .route(web::delete().to(delete_job))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET, PATCH, DELETE"))),
             )
             .service(
                 web::resource("/jobs/{id}/actions")
                     .route(web::post().to(job_action))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("POST"))),
             )
             .service(
                 web::resource("/jobs/{id}/why")
                     .route(web::get().to(why))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET"))),
             )
             .service(
                 web::resource("/jobs/{id}/tasks/{task_id}/attempts")
                     .route(web::get().to(task_attempts))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET"))),
             )
             .service(
                 web::resource("/jobs/{id}/tasks/{task_id}/actions")
                     .route(web::post().to(task_action))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("POST"))),
             )
             .service(
                 web::resource(["/jobs/{id}/tasks/", "/jobs/{id}/tasks"])
                     .route(web::get().to(list_tasks))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET"))),
             )
             .service(
                 web::resource("/jobs/{id}/tasks/{task_id}/logs")
                     .route(web::get().to(task_log))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET"))),
             )
             .service(
                 web::resource("/jobs/{id}/tasks/{task_id}/logs/follow")
                     .route(web::get().to(super::follow::follow_log))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET"))),
             )
             .service(
                 web::resource(["/agents/", "/agents"])
                     .route(web::get().to(list_agents))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET"))),
             )
             .service(
                 web::resource("/agents/{id}")
                     .route(web::patch().to(edit_agent))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("PATCH"))),
             )
             .service(
                 web::resource(["/queues/", "/queues"])
                     .route(web::get().to(list_queues))
                     .route(web::post().to(create_queue))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET, POST"))),
             )
             .service(
                 web::resource("/queues/{path:.+}")
                     .route(web::get().to(get_queue))
                     .route(web::patch().to(edit_queue))
                     .route(web::delete().to(delete_queue))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET, PATCH, DELETE"))),
             )
             .service(
                 web::resource("/jobs/{id}/outputs")
                     .route(web::get().to(job_outputs))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET"))),
             )
             .service(
                 web::resource("/jobs/{id}/outputs/{frame}/preview")
                     .route(web::get().to(preview))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET"))),
             )
             .service(
                 web::resource(["/jobtypes/", "/jobtypes"])
                     .route(web::get().to(list_jobtypes))
                     .route(web::post().to(add_jobtype))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET, POST"))),
             )
             .service(
                 web::resource("/jobtypes/{name}")
                     .route(web::get().to(get_jobtype_newest))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET"))),
             )
             .service(
                 web::resource("/jobtypes/{name}/{version}")
                     .route(web::get().to(get_jobtype))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET"))),
             )
             .service(
                 web::resource(["/pathmaps/", "/pathmaps"])
                     .route(web::get().to(list_path_maps))
                     .route(web::post().to(add_path_map))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET, POST"))),
             )
             .service(
                 web::resource("/pathmaps/{id}")
                     .route(web::delete().to(delete_path_map))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("DELETE"))),
             )
             .service(
                 web::resource("/health")
                     .route(web::get().to(health))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET"))),
             )
             .service(
                 web::resource("/events")
                     .route(web::get().to(super::dashboard::events))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET"))),
             )
             .service(
                 web::resource("/openapi.json")
                     .route(web::get().to(openapi))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|| method_not_allowed("GET"))),
             )
             .default_service(web::to(not_found)),
     );

@@ -117,10 +117,17 @@ pub async fn not_found() -> HttpResponse {
     error_response(StatusCode::NOT_FOUND, "no such endpoint")
 }
 
-/// Answers known routes with an unsupported method.
-pub async fn method_not_allowed() -> HttpResponse {
-    error_response(
+/// Answers known routes with an unsupported method, naming the ones it takes (in the
+/// message and in `Allow`).
+pub async fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut response = error_response(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed on this endpoint",
-    )
+        &format!("method not allowed on this endpoint (allowed: {allow})"),
+    );
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }

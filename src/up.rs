@@ -95,8 +95,10 @@ async fn up(args: UpArgs) -> Result<()> {
         log: run_dir.join("master.log"),
     };
 
+    // A master already on this data directory keeps it: say so, and touch nothing of its.
+    in_use_check(&data_dir)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let addr_file = data_dir.join("master.addr");
+    let addr_file = data_dir.join(furrow_master::ADDR_FILE);
     let _ = fs::remove_file(&addr_file);
     let mut supervisors = vec![tokio::spawn(supervise(
         exe.clone(),
@@ -187,6 +189,27 @@ async fn wait_for_master(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+/// Fails when another master holds the data directory's lock.
+fn in_use_check(data_dir: &Path) -> Result<()> {
+    let path = data_dir.join(furrow_master::LOCK_FILE);
+    let file = match OpenOptions::new().read(true).open(&path) {
+        Ok(file) => file,
+        // No lock file: no master has used this directory yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "data directory {} is in use by another master; stop that farm first, or give this one another --data-dir",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 /// Runs a child until told to stop, restarting it with a capped backoff whenever it dies.

@@ -167,3 +167,44 @@ fn garbage_and_oversized_frames_close_only_that_connection() {
         "{master_log}"
     );
 }
+
+#[test]
+fn a_second_farm_on_a_data_directory_in_use_says_so_and_touches_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let farm = Farm::up(root.path(), 1);
+    let addr_file = farm.data_dir.join("master.addr");
+    let before = std::fs::read_to_string(&addr_file).unwrap();
+    let mut second = std::process::Command::new(common::furrow_exe())
+        .arg("up")
+        .arg("--data-dir")
+        .arg(&farm.data_dir)
+        .args([
+            "--listen",
+            &common::free_addr(),
+            "--http",
+            &common::free_addr(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_until("the second farm to exit", Duration::from_secs(30), || {
+        second.try_wait().unwrap()
+    });
+    assert!(!status.success());
+    let mut stderr = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("is in use by another master") && stderr.contains("--data-dir"),
+        "{stderr}"
+    );
+    // The first farm's files and service are untouched.
+    assert_eq!(std::fs::read_to_string(&addr_file).unwrap(), before);
+    assert_eq!(farm.get("/api/v1/health").0, 200);
+}

@@ -66,4 +66,4 @@ pub mod store;
 
 pub use config::MasterConfig;
 pub use error::MasterError;
-pub use master::{ADDR_FILE, BoundAddrs, MasterHandle, run, spawn};
+pub use master::{ADDR_FILE, BoundAddrs, LOCK_FILE, MasterHandle, run, spawn};

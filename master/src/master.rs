@@ -33,7 +33,7 @@ use crate::store::{Db, Flush, Store, StoreReader};
 pub const ADDR_FILE: &str = "master.addr";
 
 /// Name of the lock file in the data directory.
-const LOCK_FILE: &str = "master.lock";
+pub const LOCK_FILE: &str = "master.lock";
 
 /// The addresses a running master is bound to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

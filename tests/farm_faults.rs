@@ -208,3 +208,56 @@ fn a_second_farm_on_a_data_directory_in_use_says_so_and_touches_nothing() {
     assert_eq!(std::fs::read_to_string(&addr_file).unwrap(), before);
     assert_eq!(farm.get("/api/v1/health").0, 200);
 }
+
+#[test]
+fn a_flood_of_idle_connections_from_one_host_leaves_room_for_the_others() {
+    let root = tempfile::tempdir().unwrap();
+    let farm = Farm::up(root.path(), 1);
+    // More idle connections than the master takes in their handshake at once, all from
+    // another address (127.0.0.2, on loopback like the rest).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let listen: std::net::SocketAddr = farm.listen.parse().unwrap();
+    let held: Vec<tokio::net::TcpStream> = runtime.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..600 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if let Ok(stream) = socket.connect(listen).await {
+                held.push(stream);
+            }
+        }
+        held
+    });
+    assert!(held.len() >= 550, "{} connections", held.len());
+    // The CLI (from 127.0.0.1) still gets in, and so does an agent restarted now.
+    let out = farm.cli(&["jobs"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    farm.submit(&[
+        "--title",
+        "during the flood",
+        "--frames",
+        "1",
+        "--wait",
+        "--",
+        "true",
+    ]);
+    // The refusals are counted in a few lines, not logged one by one.
+    let log = std::fs::read_to_string(farm.data_dir.join("run/master.log")).unwrap();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("closing connections"))
+        .count();
+    assert!((1..=10).contains(&lines), "{lines} lines:\n{log}");
+    assert!(
+        log.contains("too many connections from this address"),
+        "{log}"
+    );
+    drop(held);
+}

@@ -6,7 +6,9 @@
 //! handshake (garbage, wrong version, wrong role) closes that connection with a logged
 //! reason; a version mismatch is also told to the peer by `handshake::accept`.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 
 use actix::prelude::*;
 use furrow_protocol::{
@@ -52,12 +54,72 @@ pub struct SessionDeps {
 /// are closed at once, so such peers cannot exhaust the master's file descriptors.
 pub const MAX_HANDSHAKES: usize = 512;
 
+/// Connections one address may have in their handshake at once: a flood from one host
+/// fills this, not the whole [`MAX_HANDSHAKES`], so other hosts' agents and tools still
+/// get in.
+pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 32;
+
+/// Connections in their handshake, per peer address.
+type PerAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// A handshake slot of one address, given back when dropped.
+struct AddressSlot {
+    counts: PerAddress,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Refused connections are logged at most once a second, with a count: a flood must not
+/// fill the disk with one line per connection.
+#[derive(Default)]
+struct Refusals {
+    since: Option<std::time::Instant>,
+    count: u64,
+    last_peer: String,
+    last_reason: String,
+}
+
+impl Refusals {
+    fn note(&mut self, peer: String, reason: String) {
+        self.count += 1;
+        self.last_peer = peer;
+        self.last_reason = reason;
+        let now = std::time::Instant::now();
+        if self
+            .since
+            .is_none_or(|since| now.duration_since(since) >= std::time::Duration::from_secs(1))
+        {
+            warn!(
+                refused = self.count,
+                last_peer = %self.last_peer,
+                error = ?self.last_reason,
+                "closing connections"
+            );
+            self.since = Some(now);
+            self.count = 0;
+        }
+    }
+}
+
 /// The listener actor.
 pub struct Listener {
     listener: Option<TcpListener>,
     deps: SessionDeps,
     next_session: u64,
     handshakes: Arc<Semaphore>,
+    per_address: PerAddress,
+    refusals: Arc<Mutex<Refusals>>,
 }
 
 impl Listener {
@@ -68,6 +130,8 @@ impl Listener {
             deps,
             next_session: 0,
             handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            per_address: PerAddress::default(),
+            refusals: Arc::default(),
         }
     }
 }
@@ -108,28 +172,52 @@ impl StreamHandler<std::io::Result<TcpStream>> for Listener {
                 return;
             }
         };
-        let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
-            let peer = stream
-                .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            warn!(peer = %peer, error = "too many connections in their handshake", "closing connection");
+        let Ok(peer) = stream.peer_addr() else {
+            debug!("connection gone before the handshake");
             return;
         };
+        let slot = {
+            let mut counts = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+            let count = counts.entry(peer.ip()).or_default();
+            if *count >= MAX_HANDSHAKES_PER_ADDRESS {
+                None
+            } else {
+                *count += 1;
+                Some(AddressSlot {
+                    counts: self.per_address.clone(),
+                    ip: peer.ip(),
+                })
+            }
+        };
+        let refuse = move |refusals: &Mutex<Refusals>, reason: String| {
+            refusals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .note(peer.to_string(), reason);
+        };
+        let Some(slot) = slot else {
+            refuse(
+                &self.refusals,
+                "too many connections from this address in their handshake".into(),
+            );
+            return;
+        };
+        let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
+            refuse(
+                &self.refusals,
+                "too many connections in their handshake".into(),
+            );
+            return;
+        };
+        let refusals = self.refusals.clone();
         self.next_session += 1;
         let session_id = self.next_session;
         let deps = self.deps.clone();
         actix_rt::spawn(async move {
             let _permit = permit;
-            let peer = match stream.peer_addr() {
-                Ok(peer) => peer,
-                Err(e) => {
-                    debug!(error = %e, "connection gone before the handshake");
-                    return;
-                }
-            };
+            let _slot = slot;
             if let Err(e) = start_session(stream, peer, session_id, deps).await {
-                warn!(peer = %peer, error = %e, "closing connection");
+                refuse(&refusals, e.to_string());
             }
         });
     }

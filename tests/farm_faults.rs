@@ -261,3 +261,39 @@ fn a_flood_of_idle_connections_from_one_host_leaves_room_for_the_others() {
     );
     drop(held);
 }
+
+#[test]
+fn a_tool_cannot_pin_a_huge_frame_buffer() {
+    let root = tempfile::tempdir().unwrap();
+    let farm = Farm::up(root.path(), 1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(&farm.listen).await.unwrap();
+        let hello =
+            furrow_protocol::Hello::new(furrow_protocol::Role::Client, uuid::Uuid::new_v4());
+        furrow_protocol::handshake::connect(&mut stream, &hello)
+            .await
+            .unwrap();
+        // A frame announced at 16 MiB minus one byte, then silence: the master closes the
+        // connection at once instead of buffering it.
+        stream
+            .write_all(&(16u32 * 1024 * 1024 - 1).to_be_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&[0u8; 1024]).await.unwrap();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the connection stays open: {read:?}"
+        );
+    });
+    let out = farm.cli(&["jobs"]);
+    assert!(out.status.success());
+    let log = std::fs::read_to_string(farm.data_dir.join("run/master.log")).unwrap();
+    assert!(log.contains("frame"), "{log}");
+}

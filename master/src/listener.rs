@@ -47,6 +47,8 @@ pub struct SessionDeps {
     pub max_frame: usize,
     /// This master's node id, sent in the handshake.
     pub node_id: Uuid,
+    /// Tool connections left ([`MAX_CLIENTS`] in all).
+    pub clients: Arc<Semaphore>,
 }
 
 /// Connections allowed to be in their handshake at once. A peer that connects and says
@@ -58,6 +60,13 @@ pub const MAX_HANDSHAKES: usize = 512;
 /// fills this, not the whole [`MAX_HANDSHAKES`], so other hosts' agents and tools still
 /// get in.
 pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 32;
+
+/// Largest frame a tool may send: requests are small (a REST body is at most 1 MiB), and a
+/// tool holding a frame half sent pins its buffer until it finishes or goes.
+pub const MAX_CLIENT_FRAME: usize = 2 * 1024 * 1024;
+
+/// Tool connections at once; more are refused at the handshake.
+pub const MAX_CLIENTS: usize = 1024;
 
 /// Connections in their handshake, per peer address.
 type PerAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
@@ -241,6 +250,9 @@ async fn start_session(
             "agent id {} is already connected; each agent needs its own state directory (a copied one repeats the id)",
             hello.node_id
         )),
+        Role::Client if deps.clients.available_permits() == 0 => Err(format!(
+            "the master has {MAX_CLIENTS} tool connections already; try again later"
+        )),
         Role::Agent | Role::Client => Ok(()),
         Role::Master => Err("this is a master; masters do not connect to each other".into()),
     })
@@ -269,14 +281,22 @@ async fn start_session(
         }
         Role::Client | Role::Master => {
             debug!(peer = %peer, "client connected");
+            let Ok(permit) = deps.clients.clone().try_acquire_owned() else {
+                // The last permits went between the handshake's check and here.
+                return Err(furrow_protocol::ProtocolError::Rejected(
+                    "too many tool connections".into(),
+                ));
+            };
             let outbox = spawn_writer::<ServerEnvelope>(write, deps.max_frame, peer);
             let frames = FramedRead::new(
                 read,
-                FrameCodec::<ServerEnvelope, ClientEnvelope>::new(deps.max_frame),
+                FrameCodec::<ServerEnvelope, ClientEnvelope>::new(
+                    deps.max_frame.min(MAX_CLIENT_FRAME),
+                ),
             );
             ClientSession::create(move |ctx| {
                 ctx.add_stream(frames);
-                ClientSession::new(peer, outbox, deps.service)
+                ClientSession::new(peer, outbox, deps.service, permit)
             });
         }
     }

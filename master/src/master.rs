@@ -351,6 +351,7 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         service: service.clone(),
         max_frame: config.max_frame,
         node_id: Uuid::new_v4(),
+        clients: Arc::new(tokio::sync::Semaphore::new(crate::listener::MAX_CLIENTS)),
     };
     Supervisor::start(move |_| Listener::new(tcp, deps));
 

@@ -1,13 +1,18 @@
 //! The session of one tool connection (the CLI, scripts).
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use furrow_protocol::{ClientEnvelope, ProtocolError, ServerEnvelope};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tracing::{debug, warn};
 
 use crate::service::Service;
+
+/// A tool connection with no request for this long is closed.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// One connected tool. Requests are answered one at a time, in order: the next frame is
 /// read only after the previous reply is queued, so a tool cannot pile up work.
@@ -15,15 +20,25 @@ pub struct ClientSession {
     peer: SocketAddr,
     outbox: mpsc::Sender<ServerEnvelope>,
     service: Service,
+    last_request: Instant,
+    /// One of the master's tool connections, given back when the session ends.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl ClientSession {
-    /// A session answering through `outbox`.
-    pub fn new(peer: SocketAddr, outbox: mpsc::Sender<ServerEnvelope>, service: Service) -> Self {
+    /// A session answering through `outbox`, holding one of the tool connection permits.
+    pub fn new(
+        peer: SocketAddr,
+        outbox: mpsc::Sender<ServerEnvelope>,
+        service: Service,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
         Self {
             peer,
             outbox,
             service,
+            last_request: Instant::now(),
+            _permit: permit,
         }
     }
 }
@@ -31,8 +46,14 @@ impl ClientSession {
 impl Actor for ClientSession {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
         debug!(peer = %self.peer, "client session started");
+        ctx.run_interval(Duration::from_secs(30), |act, ctx| {
+            if act.last_request.elapsed() > CLIENT_IDLE_TIMEOUT {
+                debug!(peer = %act.peer, "closing an idle tool connection");
+                ctx.stop();
+            }
+        });
     }
 }
 
@@ -46,6 +67,7 @@ impl StreamHandler<Result<ClientEnvelope, ProtocolError>> for ClientSession {
                 return;
             }
         };
+        self.last_request = Instant::now();
         let service = self.service.clone();
         let id = envelope.id;
         ctx.wait(

@@ -58,13 +58,13 @@ fn killing_an_agent_mid_task_still_finishes_the_job() {
 #[test]
 fn a_stopped_agent_gives_its_tasks_back_without_failing_them() {
     let root = tempfile::tempdir().unwrap();
-    let farm = Farm::up(root.path(), 1);
+    let farm = Farm::up_in(root.path().join("data"), 2, &["--slots", "1"]);
     let (status, job) = farm.post(
         "/api/v1/jobs/",
         &serde_json::json!({
             "title": "drained",
             "params": {"command": ["sh", "-c", "sleep 3; echo done {frame}"]},
-            "frames": "1-2",
+            "frames": "1",
             "retries": 0,
         }),
     );
@@ -75,9 +75,23 @@ fn a_stopped_agent_gives_its_tasks_back_without_failing_them() {
         (job["task_counts"]["running"].as_u64()? > 0).then_some(())
     });
 
-    // SIGTERM drains the agent: its running task goes back to the queue, and `furrow up`
-    // starts the agent again, which runs it.
-    let pids = farm.agent_pids(1);
+    // SIGTERM drains the agent running it: the task goes back to the queue and runs on
+    // the other agent at once, never again on the one that is stopping.
+    let tasks = farm.tasks(id);
+    let running = tasks.iter().find(|t| t["state"] == "running").unwrap();
+    let drained = running["agent"].as_str().unwrap().to_string();
+    let (_, agents) = farm.get("/api/v1/agents/");
+    let name = agents["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == drained.as_str())
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let number: u32 = name.rsplit('-').next().unwrap().parse().unwrap();
+    let pids = farm.agent_pids(number);
     assert!(!pids.is_empty(), "agent process not found");
     for pid in pids {
         // SAFETY: kill(2) of a process this test's farm started.
@@ -89,12 +103,22 @@ fn a_stopped_agent_gives_its_tasks_back_without_failing_them() {
     let job = farm.wait_job(id, Duration::from_secs(120));
     assert_eq!(job["state"], "done", "{job}\n{}", farm.logs());
     assert_eq!(job["task_counts"]["failed"], 0);
-    assert!(
-        farm.tasks(id)
-            .iter()
-            .any(|t| t["attempt"].as_u64().unwrap() >= 2),
-        "the drained task ran again"
+    let task = farm
+        .tasks(id)
+        .into_iter()
+        .find(|t| t["id"] == running["id"])
+        .unwrap();
+    let (_, attempts) = farm.get(&format!("/api/v1/jobs/{id}/tasks/{}/attempts", task["id"]));
+    let attempts = attempts.as_array().unwrap().clone();
+    assert_eq!(
+        attempts.len(),
+        2,
+        "given back once, run once more: {attempts:?}"
     );
+    assert_eq!(attempts[0]["agent"], drained.as_str());
+    assert_eq!(attempts[0]["outcome"], "requeued");
+    assert_ne!(attempts[1]["agent"], drained.as_str(), "{attempts:?}");
+    assert_eq!(attempts[1]["outcome"], "done");
 }
 
 #[test]

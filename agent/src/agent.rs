@@ -11,7 +11,7 @@ use crate::config::Tuning;
 use crate::config_file::Reloadable;
 use crate::jobtype_dir::JobTypeDir;
 use crate::jobtypes::JobTypes;
-use crate::link::{Identity, LinkSetup, MasterLink, Profile, Reidentify, StopLink};
+use crate::link::{AnnounceDrain, Identity, LinkSetup, MasterLink, Profile, Reidentify, StopLink};
 use crate::resources::{HostInfo, ResourceMonitor, resolve_gpus};
 use crate::runner::{OutputLimits, RunnerEnv};
 use crate::signals::{self, AgentSignal, Received, Signals};
@@ -188,6 +188,8 @@ impl Agent {
     /// connection.
     pub async fn shutdown(self) {
         info!("stopping: cancelling running tasks");
+        // First the master stops sending work, then the running attempts go back to it.
+        let _ = self.link.send(AnnounceDrain).await;
         let _ = self.supervisor.send(ShutdownTasks).await;
         let _ = self
             .link

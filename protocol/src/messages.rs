@@ -39,6 +39,9 @@ pub enum AgentMessage {
     /// them, after each registration and each change); the master adds versions it does
     /// not have to its catalogue.
     JobTypes(Vec<String>),
+    /// The agent is stopping: it takes no more work, and gives its running attempts back
+    /// (`TaskReturned`, sent after this).
+    Draining,
 }
 
 /// A preview image of a frame.

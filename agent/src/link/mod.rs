@@ -693,6 +693,22 @@ impl Handler<TaskReport> for MasterLink {
     }
 }
 
+/// The agent is stopping: tell the master to give it no more work (before the running
+/// attempts are given back).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AnnounceDrain;
+
+impl Handler<AnnounceDrain> for MasterLink {
+    type Result = ();
+
+    fn handle(&mut self, _msg: AnnounceDrain, ctx: &mut Context<Self>) {
+        if self.state == LinkState::Registered {
+            self.enqueue(AgentMessage::Draining, ctx);
+        }
+    }
+}
+
 impl Handler<PublishJobTypes> for MasterLink {
     type Result = ();
 

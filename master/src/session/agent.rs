@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::jobtypes::Added;
 use crate::logs::{AppendLogs, LogCollector};
 use crate::registry::{CloseSession, Disconnected, HeartbeatFrom, Register, Registry, TaskOnAgent};
-use crate::scheduler::{FromAgent, Scheduler, TaskEvent, ToAgent, Write};
+use crate::scheduler::{AgentConfigured, FromAgent, Scheduler, TaskEvent, ToAgent, Write};
 use crate::service::Service;
 use crate::store::CommitBatch;
 use crate::store::records::PreviewRow;
@@ -334,6 +334,19 @@ impl StreamHandler<Result<AgentMessage, ProtocolError>> for AgentSession {
             AgentMessage::JobTypes(sources) => match self.agent_id {
                 Some(_) => self.publish(sources, ctx),
                 None => self.close("job types before registration", ctx),
+            },
+            AgentMessage::Draining => match self.agent_id {
+                // Through the scheduler's mailbox like the task messages that follow, so
+                // the attempts it gives back are not handed to it again.
+                Some(agent_id) => {
+                    info!(agent = %agent_id, "agent draining: it gets no more work");
+                    self.scheduler.do_send(AgentConfigured {
+                        agent_id,
+                        enabled: false,
+                        tags: None,
+                    });
+                }
+                None => self.close("drain before registration", ctx),
             },
             AgentMessage::Logs(batch) => {
                 if self.agent_id.is_none() {

@@ -321,3 +321,87 @@ fn a_tool_cannot_pin_a_huge_frame_buffer() {
     let log = std::fs::read_to_string(farm.data_dir.join("run/master.log")).unwrap();
     assert!(log.contains("frame"), "{log}");
 }
+
+/// The name's agent number (`host-2` → 2) of the agent with `id`.
+fn agent_number(farm: &Farm, id: &str) -> u32 {
+    let (_, agents) = farm.get("/api/v1/agents/");
+    let agent = agents["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == id)
+        .unwrap()
+        .clone();
+    agent["name"]
+        .as_str()
+        .unwrap()
+        .rsplit('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn signal_agent(farm: &Farm, number: u32, signal: i32) {
+    for pid in farm.agent_pids(number) {
+        // SAFETY: kill(2) of a process this test's farm started.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+}
+
+#[test]
+fn an_agent_busy_with_a_stale_attempt_is_not_offered_work_in_a_loop() {
+    let root = tempfile::tempdir().unwrap();
+    let farm = Farm::up_in(root.path().join("data"), 2, &["--slots", "1"]);
+    // A task that ignores SIGTERM: once taken from its agent, it holds that agent's slot
+    // until the kill grace ends.
+    let (_, stubborn) = farm.post(
+        "/api/v1/jobs/",
+        &serde_json::json!({"title": "stubborn", "frames": "1", "priority": 10,
+                            "params": {"command": ["sh", "-c", "trap '' TERM; sleep 60"]}}),
+    );
+    let stubborn = stubborn["id"].as_i64().unwrap();
+    let first = wait_until("the stubborn task running", Duration::from_secs(60), || {
+        let task = farm.tasks(stubborn).into_iter().next()?;
+        (task["state"] == "running").then(|| task["agent"].as_str().unwrap().to_string())
+    });
+    let frozen = agent_number(&farm, &first);
+    // Frozen past the heartbeat timeout: lost, its task runs on the other agent.
+    signal_agent(&farm, frozen, libc::SIGSTOP);
+    wait_until(
+        "the task on the other agent",
+        Duration::from_secs(60),
+        || {
+            let task = farm.tasks(stubborn).into_iter().next()?;
+            (task["attempt"] == 2 && task["state"] == "running").then_some(())
+        },
+    );
+    let (_, quick) = farm.post(
+        "/api/v1/jobs/",
+        &serde_json::json!({"title": "quick", "frames": "1-20",
+                            "params": {"command": ["true"]}}),
+    );
+    let quick = quick["id"].as_i64().unwrap();
+    // Resumed, it registers listing the stale attempt, which the master cancels; the
+    // process ignores SIGTERM for the kill grace, so the agent refuses work meanwhile.
+    signal_agent(&farm, frozen, libc::SIGCONT);
+    let job = farm.wait_job(quick, Duration::from_secs(120));
+    assert_eq!(job["state"], "done", "{job}");
+    let mut given_back = 0;
+    for task in farm.tasks(quick) {
+        let (_, attempts) = farm.get(&format!(
+            "/api/v1/jobs/{quick}/tasks/{}/attempts",
+            task["id"]
+        ));
+        given_back += attempts
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["outcome"] == "requeued")
+            .count();
+    }
+    assert!(given_back <= 3, "{given_back} attempts bounced");
+    farm.send("DELETE", &format!("/api/v1/jobs/{stubborn}"), None);
+}

@@ -489,15 +489,17 @@ async fn a_returned_task_is_queued_again_without_a_failure() {
             at: chrono::Utc::now(),
         }))
         .await;
-    // The agent gives the attempt back (say, a stop of the agent): the task is queued
-    // again and, its slot free, comes back as the next attempt, with no failure counted.
+    // The agent stops: it says so, then gives the attempt back. The task is queued
+    // again with no failure counted, and goes to another agent, not to the stopping one.
+    agent.send(AgentMessage::Draining).await;
     agent
         .send(AgentMessage::TaskReturned(TaskReturned {
             task: first.task,
             reason: "cancelled: the agent is shutting down".into(),
         }))
         .await;
-    let again = agent.assignment().await;
+    let mut other = TestAgent::register(&listen, Uuid::new_v4(), 1, Vec::new()).await;
+    let again = other.assignment().await;
     assert_eq!(again.task.task_id, first.task.task_id);
     assert_eq!(again.task.attempt, 2);
     let job = client.get_job(submitted.id).await.unwrap();
@@ -510,8 +512,8 @@ async fn a_returned_task_is_queued_again_without_a_failure() {
             reason: "late".into(),
         }))
         .await;
-    agent.run(again.task, &["rendered"]).await;
-    agent.result_stored(again.task).await;
+    other.run(again.task, &["rendered"]).await;
+    other.result_stored(again.task).await;
     let http = master.addrs().http.to_string();
     wait_for("job done", || job_state(&http, submitted.id) == "done").await;
     let job = client.get_job(submitted.id).await.unwrap();

@@ -36,6 +36,10 @@ pub struct AgentEntry {
     pub enabled: bool,
     /// Running tasks and what they hold.
     pub tasks: HashMap<TaskId, Reservation>,
+    /// Slots the agent said were busy (it refused work for want of one) with attempts the
+    /// master no longer counts, such as one taken from it while it was unreachable. Given
+    /// back when such an attempt ends there, or when the agent registers again.
+    pub held: u32,
     /// The free-slot count under which the agent sits in the index, if it does.
     indexed_free: Option<u32>,
     /// Changes whenever `offer` does, so matches computed against it can be cached.
@@ -45,7 +49,7 @@ pub struct AgentEntry {
 impl AgentEntry {
     /// Capacity not reserved by running tasks.
     pub fn free(&self) -> Capacity {
-        let used_slots = u32::try_from(self.tasks.len()).unwrap_or(u32::MAX);
+        let used_slots = self.used_slots();
         let used_cpus: u32 = self.tasks.values().map(|r| r.cpus).sum();
         let used_ram: u64 = self.tasks.values().map(|r| r.ram_mb).sum();
         let held: BTreeSet<u32> = self
@@ -67,6 +71,13 @@ impl AgentEntry {
         }
     }
 
+    /// Slots taken: by running tasks, and held.
+    fn used_slots(&self) -> u32 {
+        u32::try_from(self.tasks.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(self.held)
+    }
+
     /// Whether it may take new work at all.
     pub fn takes_work(&self) -> bool {
         self.online && self.enabled
@@ -77,7 +88,7 @@ impl AgentEntry {
     /// capacity.
     pub fn reserve(&self, needs: &Needs, ram_mb: u64) -> Option<Reservation> {
         let ram_mb = ram_mb.max(needs.ram_mb);
-        let used_slots = u32::try_from(self.tasks.len()).unwrap_or(u32::MAX);
+        let used_slots = self.used_slots();
         if used_slots >= self.slots {
             return None;
         }
@@ -158,6 +169,8 @@ impl Agents {
         entry.slots = slots;
         entry.offer = offer;
         entry.online = true;
+        // A registration lists what runs there: nothing is held past it.
+        entry.held = 0;
         entry.enabled = enabled;
         self.reindex(agent);
     }
@@ -213,6 +226,27 @@ impl Agents {
         self.reindex(agent);
     }
 
+    /// The agent refused work for want of a slot: hold one of its slots.
+    pub fn hold_slot(&mut self, agent: Uuid) {
+        if let Some(entry) = self.agents.get_mut(&agent) {
+            entry.held = (entry.held + 1).min(entry.slots);
+        }
+        self.reindex(agent);
+    }
+
+    /// An attempt the master no longer counted ended on the agent: give a held slot back.
+    /// Answers whether one was held.
+    pub fn release_held(&mut self, agent: Uuid) -> bool {
+        if let Some(entry) = self.agents.get_mut(&agent)
+            && entry.held > 0
+        {
+            entry.held -= 1;
+            self.reindex(agent);
+            return true;
+        }
+        false
+    }
+
     fn reindex(&mut self, agent: Uuid) {
         let Some(entry) = self.agents.get_mut(&agent) else {
             return;
@@ -220,7 +254,7 @@ impl Agents {
         if let Some(old) = entry.indexed_free.take() {
             self.free.remove(&(Reverse(old), agent));
         }
-        let used = u32::try_from(entry.tasks.len()).unwrap_or(u32::MAX);
+        let used = entry.used_slots();
         if entry.takes_work() && entry.slots > used {
             let free = entry.slots - used;
             entry.indexed_free = Some(free);

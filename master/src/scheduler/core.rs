@@ -306,10 +306,12 @@ impl Core {
     /// result changes nothing else, so a replay is never counted twice.
     pub fn task_finished(&mut self, from: Uuid, finished: &TaskFinished) -> Verdict {
         let verdict = self.record_result(from, finished);
+        // An attempt the master no longer counted ended there: a slot it held is free.
+        let released = verdict == Verdict::Stale && self.agents.release_held(from);
         // Before the assignment that takes the freed slot: the agent reads the
         // acknowledgement first, so it holds at most one unacknowledged result per slot.
         self.acknowledge(from, finished.task);
-        if verdict == Verdict::Applied {
+        if verdict == Verdict::Applied || released {
             self.dispatch();
         }
         verdict
@@ -324,6 +326,16 @@ impl Core {
         let task = returned.task;
         if self.running_on(task.task_id) != Some((from, task.attempt)) {
             return Verdict::Stale;
+        }
+        // Given back by an agent still taking work: it had no free slot, whatever the
+        // master counted (an attempt taken from it still runs there). Hold one, or the
+        // task would bounce back to it at once, again and again.
+        if self
+            .agents
+            .get(from)
+            .is_some_and(|agent| agent.takes_work())
+        {
+            self.agents.hold_slot(from);
         }
         self.requeue(task.task_id);
         self.dispatch();

@@ -315,6 +315,39 @@ fn returned(task: TaskRef) -> TaskReturned {
 }
 
 #[test]
+fn an_agent_that_refuses_work_for_want_of_a_slot_is_not_offered_it_again_at_once() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 0, "1", 1);
+    let a = Uuid::new_v4();
+    register(&mut core, a, 1, &[]);
+    let (_, first, _) = assignments(&core.take_effects())[0];
+    // A stale attempt still fills its only slot: it gives the task back.
+    assert_eq!(core.task_returned(a, &returned(first)), Verdict::Applied);
+    assert!(
+        assignments(&core.take_effects()).is_empty(),
+        "no bounce back to the agent that just refused"
+    );
+    assert_eq!(core.free_capacity(a).unwrap().slots, 0);
+    // The old attempt ends there: the slot is free and the task goes to it.
+    let stale = TaskRef {
+        task_id: 999,
+        attempt: 1,
+    };
+    assert_eq!(core.task_finished(a, &finished(stale, 0)), Verdict::Stale);
+    let again = assignments(&core.take_effects());
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].0, again[0].1.attempt), (a, 2));
+    // Registering again lists what runs there: nothing stays held.
+    assert_eq!(
+        core.task_returned(a, &returned(again[0].1)),
+        Verdict::Applied
+    );
+    core.take_effects();
+    register(&mut core, a, 1, &[]);
+    assert_eq!(assignments(&core.take_effects()).len(), 1);
+}
+
+#[test]
 fn a_returned_attempt_is_requeued_without_a_failure() {
     let mut core = Core::new();
     add(&mut core, 1, 0, 0, "1", 1);
@@ -375,20 +408,6 @@ fn a_returned_attempt_is_requeued_without_a_failure() {
     let job = jobs.iter().find(|r| r.id == 1).unwrap();
     assert_eq!((job.counts.done, job.counts.failed), (1, 0));
     assert_eq!(job.counts.job_state(), WorkState::Done);
-}
-
-#[test]
-fn a_returned_attempt_may_go_back_to_the_same_agent() {
-    let mut core = Core::new();
-    add(&mut core, 1, 0, 0, "1", 1);
-    let a = Uuid::new_v4();
-    register(&mut core, a, 1, &[]);
-    let (_, first, _) = assignments(&core.take_effects())[0];
-    assert_eq!(core.task_returned(a, &returned(first)), Verdict::Applied);
-    let again = assignments(&core.take_effects());
-    assert_eq!(again.len(), 1);
-    assert_eq!((again[0].0, again[0].1.attempt), (a, 2));
-    assert_eq!(core.job_counts(1).unwrap().failed, 0);
 }
 
 #[test]

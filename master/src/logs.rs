@@ -446,16 +446,24 @@ impl Handler<AppendLogs> for LogCollector {
 }
 
 impl Handler<ReadLog> for LogCollector {
-    type Result = Result<LogRead, std::io::Error>;
+    type Result = ResponseFuture<Result<LogRead, std::io::Error>>;
 
+    /// Flushes what the attempt's file holds in its buffer, then reads on a blocking
+    /// thread: a large read (up to 16 MiB for REST) does not hold up the collector, whose
+    /// mailbox the agents' log lines and so their sessions wait on.
     fn handle(&mut self, msg: ReadLog, _ctx: &mut Context<Self>) -> Self::Result {
         if let Some(attempt) = self.open.get_mut(&msg.task)
             && let Some(writer) = attempt.writer.as_mut()
+            && let Err(e) = writer.flush()
         {
-            writer.flush()?;
+            return Box::pin(async move { Err(e) });
         }
         let path = self.data_dir.join(log_path(msg.job_id, msg.task));
-        read_from(&path, msg.offset, msg.max_bytes)
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || read_from(&path, msg.offset, msg.max_bytes))
+                .await
+                .map_err(std::io::Error::other)?
+        })
     }
 }
 

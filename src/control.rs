@@ -329,11 +329,36 @@ pub enum AgentCtlCommand {
         #[arg(value_delimiter = ',', num_args = 0..)]
         tags: Vec<String>,
     },
+    /// Forget a lost agent and its settings (a host that is gone for good).
+    Remove {
+        /// Agent id or name.
+        agent: String,
+    },
+}
+
+/// An agent's id from its id or its name.
+async fn resolve_agent(client: &furrow_protocol::Client, who: &str) -> Result<Uuid> {
+    if let Ok(id) = Uuid::parse_str(who) {
+        return Ok(id);
+    }
+    let agents = client.list_agents(10_000, 0).await?;
+    let matching: Vec<_> = agents.items.iter().filter(|a| a.name == who).collect();
+    match matching[..] {
+        [one] => Ok(one.id),
+        [] => bail!("no agent named {who:?} (see `furrow agents`)"),
+        _ => bail!("{} agents are named {who:?}; give the id", matching.len()),
+    }
 }
 
 /// Runs an agent command.
 pub async fn agent_ctl(args: AgentCtlArgs) -> Result<i32> {
     let client = args.server.connect().await?;
+    if let AgentCtlCommand::Remove { agent } = &args.command {
+        let agent_id = resolve_agent(&client, agent).await?;
+        client.remove_agent(agent_id).await?;
+        println!("agent {agent} ({agent_id}): removed");
+        return Ok(0);
+    }
     let (who, patch) = match args.command {
         AgentCtlCommand::Enable { agent } => (
             agent,
@@ -361,19 +386,9 @@ pub async fn agent_ctl(args: AgentCtlArgs) -> Result<i32> {
                 ),
             },
         ),
+        AgentCtlCommand::Remove { .. } => unreachable!("handled above"),
     };
-    let agent_id = match Uuid::parse_str(&who) {
-        Ok(id) => id,
-        Err(_) => {
-            let agents = client.list_agents(10_000, 0).await?;
-            let matching: Vec<_> = agents.items.iter().filter(|a| a.name == who).collect();
-            match matching[..] {
-                [one] => one.id,
-                [] => bail!("no agent named {who:?} (see `furrow agents`)"),
-                _ => bail!("{} agents are named {who:?}; give the id", matching.len()),
-            }
-        }
-    };
+    let agent_id = resolve_agent(&client, &who).await?;
     let agent = client.edit_agent(agent_id, patch).await?;
     println!(
         "agent {} ({}): {} · tags {}",

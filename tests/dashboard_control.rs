@@ -116,3 +116,128 @@ fn jobs_agents_and_queues_are_controlled_from_the_page() {
     let job = farm.wait_job(id, WAIT);
     assert_eq!(job["state"], "cancelled", "{job}");
 }
+
+/// Registers an agent `name` with the farm over the protocol, then goes away for good.
+fn ghost_agent(farm: &Farm, name: &str) -> uuid::Uuid {
+    use furrow_protocol::{
+        AgentMessage, FrameCodec, Hello, MasterMessage, Registration, Role, handshake,
+    };
+    use futures::{SinkExt, StreamExt};
+    let id = uuid::Uuid::new_v4();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut stream = tokio::net::TcpStream::connect(&farm.listen).await.unwrap();
+        handshake::connect(&mut stream, &Hello::new(Role::Agent, id))
+            .await
+            .unwrap();
+        let mut framed = tokio_util::codec::Framed::new(
+            stream,
+            FrameCodec::<AgentMessage, MasterMessage>::new(1 << 20),
+        );
+        framed
+            .send(AgentMessage::Register(Registration {
+                agent_id: id,
+                name: name.into(),
+                hostname: name.into(),
+                os: "Linux 6.1".into(),
+                cpus: 1,
+                ram_mb: 512,
+                gpus: Vec::new(),
+                tags: Vec::new(),
+                software: Default::default(),
+                slots: 1,
+                version: "test".into(),
+                running: Vec::new(),
+            }))
+            .await
+            .unwrap();
+        match framed.next().await {
+            Some(Ok(MasterMessage::Registered(_))) => {}
+            other => panic!("expected Registered, got {other:?}"),
+        }
+    });
+    id
+}
+
+#[test]
+fn a_lost_agent_is_removed_from_the_page_and_a_connected_one_is_not() {
+    let root = tempfile::tempdir().unwrap();
+    let farm = Farm::up(root.path(), 1);
+    let ghost = ghost_agent(&farm, "gone-for-good");
+    // Gone, but not lost yet (its tasks would be waited for): removal is refused.
+    let (status, answer) = farm.send("DELETE", &format!("/api/v1/agents/{ghost}"), None);
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("not lost yet"),
+        "{answer}"
+    );
+    // A connected agent cannot be removed either, from the CLI.
+    let (_, agents) = farm.get("/api/v1/agents/");
+    let local = agents["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] != ghost.to_string().as_str())
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = farm.cli(&["agent-ctl", "remove", &local]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is connected"));
+
+    // The page's Remove button forgets it once it is lost (the heartbeat timeout).
+    let mut browser = Browser::open(
+        &format!("http://{}/", farm.http),
+        &root.path().join("chromium"),
+    );
+    let row = format!("tr.agent[data-agent-id=\"{ghost}\"]");
+    wait_until(
+        "the ghost's row with its Remove button",
+        Duration::from_secs(30),
+        || {
+            let shown = browser.eval(&format!(
+                "!!document.querySelector('{row} button[data-agent-action=\"remove\"]')"
+            ));
+            (shown.as_bool() == Some(true)).then_some(())
+        },
+    );
+    wait_until(
+        "the ghost removed through the page",
+        Duration::from_secs(60),
+        || {
+            let gone = browser.eval(&format!(
+            "(() => {{ const row = document.querySelector('{row}'); if (!row) return true; row.querySelector('button[data-agent-action=\"remove\"]')?.click(); return false; }})()"
+        ));
+            if gone.as_bool() == Some(true) {
+                return Some(());
+            }
+            std::thread::sleep(Duration::from_millis(400));
+            None
+        },
+    );
+    let (_, agents) = farm.get("/api/v1/agents/");
+    assert_eq!(agents["total"], 1, "{agents}");
+    assert!(
+        agents["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["id"] != ghost.to_string().as_str())
+    );
+    // Gone for good: it stays gone after a restart of the farm.
+    let mut farm = farm;
+    farm.restart();
+    let (_, agents) = farm.get("/api/v1/agents/");
+    assert!(
+        agents["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["id"] != ghost.to_string().as_str()),
+        "{agents}"
+    );
+}

@@ -27,7 +27,9 @@ use uuid::Uuid;
 
 use crate::changes::ChangeFeed;
 use crate::scheduler::policy::requirements::{Offer, check_tag};
-use crate::scheduler::{AgentConfigured, AgentDown, AgentLost, AgentUp, Scheduler, ToAgent, Write};
+use crate::scheduler::{
+    AgentConfigured, AgentDown, AgentForgotten, AgentLost, AgentUp, Scheduler, ToAgent, Write,
+};
 use crate::store::records::{AgentRow, AgentSettingsRow, BulkWrite, from_ms};
 use crate::store::{CommitBatch, Store, UpsertAgent};
 
@@ -135,6 +137,14 @@ pub struct EditAgent {
     pub agent_id: Uuid,
     /// The changes.
     pub patch: AgentPatch,
+}
+
+/// Forgets a lost agent (its row and settings); answers once stored.
+#[derive(Message)]
+#[rtype(result = "Result<(), ApiError>")]
+pub struct RemoveAgent {
+    /// The agent.
+    pub agent_id: Uuid,
 }
 
 /// The registry actor.
@@ -481,6 +491,43 @@ impl Handler<Disconnected> for Registry {
             agent_id: msg.agent_id,
         });
         self.changes.bump();
+    }
+}
+
+impl Handler<RemoveAgent> for Registry {
+    type Result = ResponseFuture<Result<(), ApiError>>;
+
+    fn handle(&mut self, msg: RemoveAgent, _ctx: &mut Context<Self>) -> Self::Result {
+        let agent_id = msg.agent_id;
+        let refusal = match self.table.get(&agent_id) {
+            None => Some(ApiError::not_found(format!("agent {agent_id} not found"))),
+            Some(agent) if agent.session_id.is_some() => Some(ApiError::conflict(format!(
+                "agent {agent_id} is connected; stop it first (or disable it)"
+            ))),
+            Some(agent) if !agent.lost => Some(ApiError::conflict(format!(
+                "agent {agent_id} is offline but not lost yet: its tasks are waited for until the heartbeat timeout"
+            ))),
+            Some(_) => None,
+        };
+        if let Some(error) = refusal {
+            return Box::pin(async move { Err(error) });
+        }
+        self.table.remove(&agent_id);
+        self.settings.remove(&agent_id);
+        self.closers.remove(&agent_id);
+        self.scheduler.do_send(AgentForgotten { agent_id });
+        self.changes.bump();
+        info!(agent = %agent_id, "agent removed");
+        let (sender, committed) = tokio::sync::oneshot::channel();
+        self.store.do_send(CommitBatch {
+            writes: vec![Write::Bulk(BulkWrite::DeleteAgent(agent_id))],
+            notify: Some(sender.into()),
+        });
+        Box::pin(async move {
+            committed
+                .await
+                .unwrap_or_else(|_| Err(ApiError::unavailable("the store stopped")))
+        })
     }
 }
 

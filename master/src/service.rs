@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::jobtypes::{Added, Catalog};
 use crate::logs::{DeleteJobLogs, LiveChunk, LiveLogs, LogCollector, ReadLog};
-use crate::registry::{AgentTable, EditAgent, Registry};
+use crate::registry::{AgentTable, EditAgent, Registry, RemoveAgent};
 use crate::scheduler::policy::requirements::Needs;
 use crate::scheduler::queues;
 use crate::scheduler::{
@@ -327,6 +327,15 @@ impl Service {
                 stats,
             }),
         }
+    }
+
+    /// Forgets a lost agent: its row and the settings made through the API.
+    pub async fn remove_agent(&self, agent_id: Uuid) -> Result<(), ApiError> {
+        self.inner
+            .registry
+            .send(RemoveAgent { agent_id })
+            .await
+            .map_err(mailbox_error)?
     }
 
     /// Whether an agent with this id is connected now.
@@ -1110,6 +1119,10 @@ impl Service {
             ClientRequest::JobOutputs { job_id } => {
                 self.job_outputs(job_id).await.map(ClientResponse::Outputs)
             }
+            ClientRequest::RemoveAgent { agent_id } => self
+                .remove_agent(agent_id)
+                .await
+                .map(|()| ClientResponse::Deleted),
         };
         result.unwrap_or_else(ClientResponse::Error)
     }

@@ -422,6 +422,17 @@ impl Client {
         }
     }
 
+    /// Forgets a lost agent, with its settings.
+    pub async fn remove_agent(&self, agent_id: Uuid) -> Result<(), ClientError> {
+        match self
+            .request(ClientRequest::RemoveAgent { agent_id })
+            .await?
+        {
+            ClientResponse::Deleted => Ok(()),
+            _ => Err(ClientError::UnexpectedReply("remove agent")),
+        }
+    }
+
     /// The files a job produced.
     pub async fn job_outputs(&self, job_id: JobId) -> Result<Vec<OutputView>, ClientError> {
         match self.request(ClientRequest::JobOutputs { job_id }).await? {

@@ -427,6 +427,11 @@ pub enum ClientRequest {
         /// The job.
         job_id: JobId,
     },
+    /// `DELETE /api/v1/agents/{id}`.
+    RemoveAgent {
+        /// The agent.
+        agent_id: Uuid,
+    },
 }
 
 /// Answers to [`ClientRequest`]s.

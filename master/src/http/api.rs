@@ -92,7 +92,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/agents/{id}")
                     .route(web::patch().to(edit_agent))
-                    .default_service(web::to(|| method_not_allowed("PATCH"))),
+                    .route(web::delete().to(remove_agent))
+                    .default_service(web::to(|| method_not_allowed("PATCH, DELETE"))),
             )
             .service(
                 web::resource(["/queues/", "/queues"])
@@ -437,6 +438,19 @@ async fn edit_agent(
         .map_err(|_| bad(format!("agent id: {:?} is not a UUID", path.as_str())))?;
     let patch: AgentPatch = decode(body.into_inner())?;
     Ok(HttpResponse::Ok().json(service.edit_agent(agent_id, patch).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "Agent id (UUID)")),
+    responses((status = 204, description = "Forgotten, with its settings"), (status = 404, description = "Unknown agent", body = ErrorBody),
+              (status = 409, description = "Connected, or offline but not lost yet", body = ErrorBody)))]
+async fn remove_agent(
+    service: web::Data<Service>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let agent_id = Uuid::parse_str(path.trim())
+        .map_err(|_| bad(format!("agent id: {:?} is not a UUID", path.as_str())))?;
+    service.remove_agent(agent_id).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[utoipa::path(get, path = "/api/v1/queues/", tag = "queues",

@@ -226,6 +226,15 @@ impl Agents {
         self.reindex(agent);
     }
 
+    /// Forgets the agent altogether.
+    pub fn forget(&mut self, agent: Uuid) {
+        if let Some(entry) = self.agents.remove(&agent)
+            && let Some(old) = entry.indexed_free
+        {
+            self.free.remove(&(Reverse(old), agent));
+        }
+    }
+
     /// The agent refused work for want of a slot: hold one of its slots.
     pub fn hold_slot(&mut self, agent: Uuid) {
         if let Some(entry) = self.agents.get_mut(&agent) {

@@ -271,6 +271,12 @@ impl Core {
         self.dispatch();
     }
 
+    /// A lost agent was removed: it is forgotten (a lost agent runs nothing).
+    pub fn agent_forgotten(&mut self, agent: Uuid) {
+        self.agent_lost(agent);
+        self.agents.forget(agent);
+    }
+
     /// The process of an attempt started, as agent `from` reports. Only the agent the
     /// attempt was assigned to may report on it.
     pub fn task_started(&mut self, from: Uuid, task: TaskRef, at_ms: i64) -> Verdict {

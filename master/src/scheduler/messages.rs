@@ -178,6 +178,14 @@ pub struct AgentLost {
     pub agent_id: Uuid,
 }
 
+/// A lost agent was removed: forget it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AgentForgotten {
+    /// The agent.
+    pub agent_id: Uuid,
+}
+
 /// What an agent said about one of its attempts.
 #[derive(Debug, Clone)]
 pub enum TaskEvent {

@@ -458,6 +458,16 @@ impl Handler<AgentDown> for Scheduler {
     }
 }
 
+impl Handler<AgentForgotten> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: AgentForgotten, _ctx: &mut Context<Self>) {
+        self.links.remove(&msg.agent_id);
+        self.core.agent_forgotten(msg.agent_id);
+        self.apply(None);
+    }
+}
+
 impl Handler<AgentLost> for Scheduler {
     type Result = ();
 

@@ -94,6 +94,10 @@ struct UpArgs {
     /// Directory of declarative job-type files (`*.toml`) the local agents run.
     #[arg(long)]
     jobtypes_dir: Option<PathBuf>,
+    /// A host name the dashboard and REST API are reached by (repeatable); IP addresses
+    /// and `localhost` always work.
+    #[arg(long = "http-name", value_name = "NAME")]
+    http_names: Vec<String>,
 }
 
 #[derive(Debug, Args)]

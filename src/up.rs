@@ -78,19 +78,23 @@ async fn up(args: UpArgs) -> Result<()> {
         // Passed in the environment rather than argv, so a password stays out of `ps`.
         env.push(("FURROW_DATABASE_URL".to_string(), url.clone()));
     }
+    let mut master_args: Vec<OsString> = vec![
+        "master".into(),
+        "--data-dir".into(),
+        data_dir.clone().into(),
+        "--listen".into(),
+        listen.clone().into(),
+        "--http".into(),
+        http.clone().into(),
+        "--heartbeat-timeout".into(),
+        args.heartbeat_timeout.to_string().into(),
+    ];
+    for name in &args.http_names {
+        master_args.extend(["--http-name".into(), name.into()]);
+    }
     let master = Service {
         name: "master".into(),
-        args: vec![
-            "master".into(),
-            "--data-dir".into(),
-            data_dir.clone().into(),
-            "--listen".into(),
-            listen.clone().into(),
-            "--http".into(),
-            http.clone().into(),
-            "--heartbeat-timeout".into(),
-            args.heartbeat_timeout.to_string().into(),
-        ],
+        args: master_args,
         env,
         log: run_dir.join("master.log"),
     };

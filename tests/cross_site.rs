@@ -97,7 +97,7 @@ Promise.allSettled(attempts).then((r) => {{ document.title = "sent:" + r.map((x)
 #[test]
 fn a_foreign_host_name_is_refused() {
     let root = tempfile::tempdir().unwrap();
-    let farm = Farm::up(root.path(), 1);
+    let farm = Farm::up_in(root.path().join("data"), 1, &["--http-name", "farm.test"]);
     // What a rebinding attack sends: this master's address, a foreign name in Host.
     let port = farm.http.rsplit_once(':').unwrap().1;
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -112,6 +112,18 @@ fn a_foreign_host_name_is_refused() {
     assert_eq!(response.status().as_u16(), 403);
     let text = response.body_mut().read_to_string().unwrap();
     assert!(text.contains("attacker.example"), "{text}");
+    // A name given with --http-name is served.
+    let mut response = agent
+        .get(&format!("http://{}/api/v1/health", farm.http))
+        .header("host", &format!("farm.test:{port}"))
+        .call()
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{:?}",
+        response.body_mut().read_to_string()
+    );
     // The dashboard by its IP address and by localhost still works.
     let mut response = agent
         .get(&format!("http://localhost:{port}/api/v1/health"))

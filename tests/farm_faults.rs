@@ -36,14 +36,7 @@ fn killing_an_agent_mid_task_still_finishes_the_job() {
             })
             .map(|a| a["id"].as_str().unwrap_or_default().to_string())
     });
-    let pids = farm.agent_pids(1);
-    assert!(!pids.is_empty(), "agent 1 process not found");
-    for pid in pids {
-        // SAFETY: kill(2) of a process this test's farm started.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
-    }
+    signal_agent(&farm, 1, libc::SIGKILL);
 
     let job = farm.wait_job(id, Duration::from_secs(120));
     assert_eq!(job["state"], "done", "{job}\n{}", farm.logs());
@@ -80,25 +73,7 @@ fn a_stopped_agent_gives_its_tasks_back_without_failing_them() {
     let tasks = farm.tasks(id);
     let running = tasks.iter().find(|t| t["state"] == "running").unwrap();
     let drained = running["agent"].as_str().unwrap().to_string();
-    let (_, agents) = farm.get("/api/v1/agents/");
-    let name = agents["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["id"] == drained.as_str())
-        .unwrap()["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let number: u32 = name.rsplit('-').next().unwrap().parse().unwrap();
-    let pids = farm.agent_pids(number);
-    assert!(!pids.is_empty(), "agent process not found");
-    for pid in pids {
-        // SAFETY: kill(2) of a process this test's farm started.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-    }
+    signal_agent(&farm, agent_number(&farm, &drained), libc::SIGTERM);
 
     let job = farm.wait_job(id, Duration::from_secs(120));
     assert_eq!(job["state"], "done", "{job}\n{}", farm.logs());
@@ -342,8 +317,11 @@ fn agent_number(farm: &Farm, id: &str) -> u32 {
         .unwrap()
 }
 
+/// Sends `signal` to the processes of local agent `number`.
 fn signal_agent(farm: &Farm, number: u32, signal: i32) {
-    for pid in farm.agent_pids(number) {
+    let pids = farm.agent_pids(number);
+    assert!(!pids.is_empty(), "agent {number} process not found");
+    for pid in pids {
         // SAFETY: kill(2) of a process this test's farm started.
         unsafe {
             libc::kill(pid, signal);

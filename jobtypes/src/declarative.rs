@@ -53,7 +53,9 @@ use serde_json::Value;
 
 use crate::output::{Collected, Event, Exit, FileProbe, OutputParser, Verdict};
 use crate::params::{ParamSpec, ParamType, render_scalar};
-use crate::placeholders::{FRAME_NAMES, FrameValues, Var, placeholder_names, substitute};
+use crate::placeholders::{
+    FRAME_NAMES, FrameValues, Var, is_identifier, placeholder_names, substitute,
+};
 use crate::{Definition, Runner, TaskInput, TaskPlan, check_name, frame_list};
 
 /// Longest definition file, in bytes.
@@ -160,11 +162,7 @@ pub fn parse(text: &str) -> Result<Definition, DefinitionError> {
     let mut params = Vec::new();
     for (name, p) in file.parameters {
         let field = format!("parameters.{name}");
-        let ident = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !ident || FRAME_NAMES.contains(&name.as_str()) {
+        if !is_identifier(&name) || FRAME_NAMES.contains(&name.as_str()) {
             return Err(err(
                 &field,
                 format!(

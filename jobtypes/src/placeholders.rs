@@ -90,6 +90,15 @@ pub fn substitute(text: &str, lookup: impl Fn(&str) -> Option<Var>) -> String {
     out
 }
 
+/// Whether `name` can be a placeholder's (and so a parameter's) name: lower-case letters,
+/// digits and `_`, not starting with a digit.
+pub fn is_identifier(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
 /// The names of the placeholders in `text` that look like identifiers (`{name}` or
 /// `{name:N}`), known or not: a definition checks its templates with it.
 pub fn placeholder_names(text: &str) -> Vec<String> {
@@ -101,12 +110,7 @@ pub fn placeholder_names(text: &str) -> Vec<String> {
         if let Some(close) = after_open.find('}') {
             let body = &after_open[..close];
             let name = body.split_once(':').map_or(body, |(name, _)| name);
-            let ident = !name.is_empty()
-                && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-            if ident && !escaped {
+            if is_identifier(name) && !escaped {
                 names.push(name.to_string());
             }
         }

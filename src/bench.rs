@@ -127,7 +127,7 @@ async fn farm(args: FarmArgs) -> Result<()> {
 
     let start = Instant::now();
     let client = loop {
-        if let Ok(client) = Client::connect(&listen).await
+        if let Ok(client) = connect_local(&listen, &farm.data_dir).await
             && let Ok(agents) = client.list_agents(1000, 0).await
             && agents.items.len() as u32 >= args.agents
         {
@@ -196,4 +196,22 @@ async fn farm(args: FarmArgs) -> Result<()> {
     }
     drop(farm);
     Ok(())
+}
+
+/// A token file of a local master's data directory.
+pub(crate) fn read_token(data_dir: &std::path::Path, file: &str) -> Result<String> {
+    let path = data_dir.join(file);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text.trim().to_string())
+}
+
+/// A client of a local master, with the admin token of its data directory.
+pub(crate) async fn connect_local(listen: &str, data_dir: &std::path::Path) -> Result<Client> {
+    let token = read_token(data_dir, furrow_master::ADMIN_TOKEN_FILE)?;
+    let options = furrow_protocol::ClientOptions {
+        credentials: Some(token),
+        ..furrow_protocol::ClientOptions::default()
+    };
+    Ok(Client::connect_with(listen, options).await?)
 }

@@ -17,8 +17,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use furrow_protocol::handshake::{self, Hello, Role};
 use furrow_protocol::{
-    AgentMessage, Client, CommandParams, FrameCodec, GpuInfo, Heartbeat, JobId, JobSubmission,
-    Json, MasterMessage, QueueSpec, Registration, Requirements, TaskFinished, TaskStarted,
+    AgentMessage, CommandParams, FrameCodec, GpuInfo, Heartbeat, JobId, JobSubmission, Json,
+    MasterMessage, QueueSpec, Registration, Requirements, TaskFinished, TaskStarted,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -95,6 +95,7 @@ async fn agent(
     addr: String,
     index: u32,
     slots: u32,
+    join_token: String,
     tally: Arc<Tally>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
@@ -103,7 +104,9 @@ async fn agent(
     let id = Uuid::from_u64_pair(0x6675_7272_6f77_0000, u64::from(index) + 1);
     let mut stream = TcpStream::connect(&addr).await?;
     stream.set_nodelay(true)?;
-    handshake::connect(&mut stream, &Hello::new(Role::Agent, id)).await?;
+    let mut hello = Hello::new(Role::Agent, id);
+    hello.credentials = Some(join_token);
+    handshake::connect(&mut stream, &hello).await?;
     let mut framed: Framed<TcpStream, FrameCodec<AgentMessage, MasterMessage>> =
         Framed::new(stream, FrameCodec::new(furrow_protocol::DEFAULT_MAX_FRAME));
     // One agent in ten is a laptop; every one has blender and a GPU.
@@ -164,7 +167,8 @@ async fn agent(
                     }
                     MasterMessage::Registered(_)
                     | MasterMessage::Cancel(_)
-                    | MasterMessage::JobType(_) => {}
+                    | MasterMessage::JobType(_)
+                    | MasterMessage::Credential(_) => {}
                 }
             }
             _ = heartbeat.tick() => {
@@ -234,7 +238,7 @@ pub async fn run(args: DispatchArgs) -> Result<()> {
     };
     let start = Instant::now();
     let client = loop {
-        if let Ok(client) = Client::connect(&listen).await {
+        if let Ok(client) = crate::bench::connect_local(&listen, &data_dir).await {
             break client;
         }
         if start.elapsed() > Duration::from_secs(60) {
@@ -253,12 +257,14 @@ pub async fn run(args: DispatchArgs) -> Result<()> {
         assigned: assigned_tx,
     });
     let (stop_tx, stop) = watch::channel(false);
+    let join_token = crate::bench::read_token(&data_dir, furrow_master::JOIN_TOKEN_FILE)?;
     let mut agents = Vec::with_capacity(args.agents as usize);
     for index in 0..args.agents {
         agents.push(tokio::spawn(agent(
             listen.clone(),
             index,
             args.slots,
+            join_token.clone(),
             tally.clone(),
             stop.clone(),
         )));

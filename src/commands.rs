@@ -4,41 +4,119 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use furrow_protocol::{
-    Client, ClientError, CommandParams, DEFAULT_LISTEN, JobId, JobSubmission, JobView, Json,
-    ProtocolError, Requirements, TaskView, WorkState,
+    Client, ClientError, ClientOptions, CommandParams, DEFAULT_LISTEN, JobId, JobSubmission,
+    JobView, Json, ProtocolError, Requirements, TaskView, WorkState,
 };
 
 /// How often `--wait` and `--follow` ask the master for news.
 const POLL_INTERVAL: Duration = Duration::from_millis(300);
 
-/// The master to talk to.
+/// The master to talk to, and the token to talk with.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArg {
     /// Address of the master's TCP port.
     #[arg(long, env = "FURROW_SERVER", default_value = DEFAULT_LISTEN)]
     pub server: String,
+    /// API token (default: FURROW_TOKEN, then ~/.config/furrow/token, then, for a master
+    /// on this machine, ./furrow-data/admin.token).
+    #[arg(long, env = "FURROW_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Where a token was found, for error messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenSource {
+    /// `--token` or `FURROW_TOKEN`.
+    Given,
+    /// A file.
+    File(PathBuf),
+    /// Nowhere.
+    None,
+}
+
+/// `$XDG_CONFIG_HOME/furrow/token` or `~/.config/furrow/token`.
+pub fn user_token_file() -> Option<PathBuf> {
+    if let Some(config) = std::env::var_os("XDG_CONFIG_HOME").filter(|s| !s.is_empty()) {
+        return Some(PathBuf::from(config).join("furrow/token"));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|home| PathBuf::from(home).join(".config/furrow/token"))
+}
+
+/// Whether `server` names this machine.
+fn is_local(server: &str) -> bool {
+    let host = server.rsplit_once(':').map_or(server, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The first line of a token file.
+fn read_token_file(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.lines().next().map(|l| l.trim().to_string()))
+        .filter(|token| !token.is_empty())
 }
 
 impl ServerArg {
+    /// The token to present: `--token`/`FURROW_TOKEN`, the user's token file, or a local
+    /// farm's admin token (`./furrow-data/admin.token`, `furrow up`'s default place).
+    pub fn token(&self) -> (Option<String>, TokenSource) {
+        if let Some(token) = self.token.as_ref().filter(|t| !t.trim().is_empty()) {
+            return (Some(token.trim().to_string()), TokenSource::Given);
+        }
+        if let Some(path) = user_token_file()
+            && let Some(token) = read_token_file(&path)
+        {
+            return (Some(token), TokenSource::File(path));
+        }
+        if is_local(&self.server) {
+            let path = PathBuf::from("furrow-data").join(furrow_master::ADMIN_TOKEN_FILE);
+            if let Some(token) = read_token_file(&path) {
+                return (Some(token), TokenSource::File(path));
+            }
+        }
+        (None, TokenSource::None)
+    }
+
     /// Connects to the master, saying how to start one when none answers.
     pub async fn connect(&self) -> Result<Client> {
-        Client::connect(&self.server).await.map_err(|e| match e {
-            ClientError::Connect { addr, source } => anyhow::anyhow!(
-                "cannot connect to the master at {addr}: {source}; is one running? \
-                 start one with `furrow up`, or point --server / FURROW_SERVER at it"
-            ),
-            ClientError::Protocol(ProtocolError::BadMagic) => anyhow::anyhow!(
-                "{} does not speak the furrow protocol: point --server / FURROW_SERVER at the \
-                 master's TCP port ({DEFAULT_LISTEN} by default), not at its HTTP port",
-                self.server
-            ),
-            other => other.into(),
-        })
+        let (token, source) = self.token();
+        let options = ClientOptions {
+            credentials: token,
+            ..ClientOptions::default()
+        };
+        Client::connect_with(&self.server, options)
+            .await
+            .map_err(|e| match e {
+                ClientError::Connect { addr, source } => anyhow::anyhow!(
+                    "cannot connect to the master at {addr}: {source}; is one running? \
+                     start one with `furrow up`, or point --server / FURROW_SERVER at it"
+                ),
+                ClientError::Protocol(ProtocolError::BadMagic) => anyhow::anyhow!(
+                    "{} does not speak the furrow protocol: point --server / FURROW_SERVER at the \
+                     master's TCP port ({DEFAULT_LISTEN} by default), not at its HTTP port",
+                    self.server
+                ),
+                ClientError::Protocol(ProtocolError::Rejected(reason)) => match source {
+                    TokenSource::File(path) => anyhow::anyhow!(
+                        "the master refused the token of {}: {reason}",
+                        path.display()
+                    ),
+                    _ => anyhow::anyhow!("the master refused this connection: {reason}"),
+                },
+                other => other.into(),
+            })
     }
 }
 
@@ -111,15 +189,20 @@ pub struct SubmitArgs {
     /// Free text shown with the job.
     #[arg(long, default_value = "")]
     notes: String,
-    /// Who submits it (default: $USER).
-    #[arg(long, env = "USER", default_value = "")]
+    /// Submit on behalf of this user (admins only; default: the token's user).
+    #[arg(long, default_value = "")]
     user: String,
     /// Run the command through `/bin/sh -c`.
     #[arg(long)]
     shell: bool,
-    /// Extra environment variable for the tasks, `KEY=VALUE` (repeatable).
+    /// Extra environment variable for the tasks, `KEY=VALUE` (repeatable). Values of
+    /// names that look secret (`*_PASSWORD`, `*_TOKEN`, `*_KEY`...) are kept secret.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// A secret environment variable, `KEY=VALUE` (repeatable): stored encrypted, never
+    /// shown, given only to the agent that runs a task.
+    #[arg(long = "secret-env", value_name = "KEY=VALUE")]
+    secret_env: Vec<String>,
     /// Show progress until the job ends; exit non-zero if it failed.
     #[arg(long)]
     wait: bool,
@@ -359,9 +442,10 @@ async fn typed_params(
     jobtype: &str,
     args: &SubmitArgs,
 ) -> Result<serde_json::Value> {
-    if !args.command.is_empty() || args.shell || !args.env.is_empty() {
+    if !args.command.is_empty() || args.shell || !args.env.is_empty() || !args.secret_env.is_empty()
+    {
         bail!(
-            "a command after `--`, --shell and --env are for the `command` type, not `{jobtype}`"
+            "a command after `--`, --shell, --env and --secret-env are for the `command` type, not `{jobtype}`"
         );
     }
     let view = client.jobtype(jobtype, args.jobtype_version).await?;
@@ -421,11 +505,13 @@ pub async fn submit(args: SubmitArgs) -> Result<i32> {
             bail!("the `command` type takes its command after `--`, not values or --param");
         }
         let mut env = BTreeMap::new();
-        for pair in &args.env {
-            let Some((key, value)) = pair.split_once('=') else {
-                bail!("--env {pair:?}: expected KEY=VALUE");
-            };
-            env.insert(key.to_string(), value.to_string());
+        for (flag, pairs) in [("--env", &args.env), ("--secret-env", &args.secret_env)] {
+            for pair in pairs {
+                let Some((key, value)) = pair.split_once('=') else {
+                    bail!("{flag} {pair:?}: expected KEY=VALUE");
+                };
+                env.insert(key.to_string(), value.to_string());
+            }
         }
         let title = args.title.clone().unwrap_or_else(|| args.command.join(" "));
         let params = CommandParams {
@@ -466,6 +552,11 @@ pub async fn submit(args: SubmitArgs) -> Result<i32> {
         blocklist_after: args.blocklist_after,
         notes: args.notes,
         user: args.user,
+        secret_env: args
+            .secret_env
+            .iter()
+            .filter_map(|pair| pair.split_once('=').map(|(key, _)| key.to_string()))
+            .collect(),
         ..JobSubmission::new(title, Json(params), args.frames)
     };
     let view = client.submit_job(job).await?;

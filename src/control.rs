@@ -334,6 +334,12 @@ pub enum AgentCtlCommand {
         /// Agent id or name.
         agent: String,
     },
+    /// Revoke the agent's credential and disconnect it: it cannot connect again until
+    /// it is removed (admins).
+    Revoke {
+        /// Agent id or name.
+        agent: String,
+    },
 }
 
 /// An agent's id from its id or its name.
@@ -357,6 +363,12 @@ pub async fn agent_ctl(args: AgentCtlArgs) -> Result<i32> {
         let agent_id = resolve_agent(&client, agent).await?;
         client.remove_agent(agent_id).await?;
         println!("agent {agent} ({agent_id}): removed");
+        return Ok(0);
+    }
+    if let AgentCtlCommand::Revoke { agent } = &args.command {
+        let agent_id = resolve_agent(&client, agent).await?;
+        client.revoke_agent(agent_id).await?;
+        println!("agent {agent} ({agent_id}): revoked and disconnected");
         return Ok(0);
     }
     let (who, patch) = match args.command {
@@ -386,7 +398,9 @@ pub async fn agent_ctl(args: AgentCtlArgs) -> Result<i32> {
                 ),
             },
         ),
-        AgentCtlCommand::Remove { .. } => unreachable!("handled above"),
+        AgentCtlCommand::Remove { .. } | AgentCtlCommand::Revoke { .. } => {
+            unreachable!("handled above")
+        }
     };
     let agent_id = resolve_agent(&client, &who).await?;
     let agent = client.edit_agent(agent_id, patch).await?;

@@ -1,6 +1,7 @@
 //! `furrow`: the one binary of the Furrow render farm. This file is the command line only;
 //! the work lives in the `furrow-master`, `furrow-agent` and `furrow-protocol` crates.
 
+mod access;
 mod bench;
 mod bench_dispatch;
 mod catalog;
@@ -64,6 +65,14 @@ enum Command {
     Jobtype(catalog::JobTypeArgs),
     /// List, add and remove path maps between Linux, Windows and macOS prefixes.
     Pathmap(catalog::PathMapArgs),
+    /// List, add and remove users; change roles and passwords.
+    User(access::UserArgs),
+    /// Make, list and revoke API tokens, agent join tokens and login links.
+    Token(access::TokenArgs),
+    /// Show who did what, when and from where (admins).
+    Audit(access::AuditArgs),
+    /// Show the user and role your token stands for.
+    Whoami(access::WhoAmIArgs),
     /// Measure a local farm (submission latency, task throughput).
     Bench(bench::BenchArgs),
 }
@@ -166,6 +175,31 @@ struct AgentArgs {
     /// Do not look for Blender and ffmpeg to offer them as software.
     #[arg(long)]
     no_detect_software: bool,
+    /// File holding the farm's join token (`furrow token create --agent`; a local farm's
+    /// is `<data-dir>/join.token`). Needed until the agent holds its own credential.
+    #[arg(long, value_name = "FILE")]
+    join_token_file: Option<PathBuf>,
+    /// The farm's join token itself (prefer --join-token-file: this shows in `ps`).
+    #[arg(long, env = "FURROW_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+}
+
+/// The join token of `furrow agent`: from its file, or given.
+fn join_token(args: &AgentArgs) -> Result<Option<String>> {
+    if let Some(path) = &args.join_token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--join-token-file {}: {e}", path.display()))?;
+        let token = text.lines().next().unwrap_or("").trim().to_string();
+        if token.is_empty() {
+            anyhow::bail!("--join-token-file {}: the file is empty", path.display());
+        }
+        return Ok(Some(token));
+    }
+    Ok(args
+        .join_token
+        .as_ref()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty()))
 }
 
 /// GPU indices from the command line (one value, comma-separated).
@@ -241,6 +275,7 @@ fn dispatch(command: Command) -> Result<()> {
         }
         Command::Agent(args) => {
             init_tracing("info");
+            let join_token = join_token(&args)?;
             let config = furrow_agent::AgentConfig {
                 master: args.master,
                 name: args.name,
@@ -253,6 +288,7 @@ fn dispatch(command: Command) -> Result<()> {
                 gpus: args.gpus.map(|list| list.0),
                 jobtypes_dir: args.jobtypes_dir,
                 detect_software: !args.no_detect_software,
+                join_token,
             };
             furrow_agent::run(config)?;
             Ok(())
@@ -273,6 +309,10 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Outputs(args) => client_command(catalog::outputs(args)),
         Command::Jobtype(args) => client_command(catalog::jobtype(args)),
         Command::Pathmap(args) => client_command(catalog::pathmap(args)),
+        Command::User(args) => client_command(access::user(args)),
+        Command::Token(args) => client_command(access::token(args)),
+        Command::Audit(args) => client_command(access::audit(args)),
+        Command::Whoami(args) => client_command(access::whoami(args)),
         Command::Bench(args) => {
             init_tracing("warn");
             bench::run(args)

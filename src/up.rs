@@ -130,6 +130,8 @@ async fn up(args: UpArgs) -> Result<()> {
             slots.to_string().into(),
             "--state-dir".into(),
             data_dir.join("agents").join(format!("agent-{i}")).into(),
+            "--join-token-file".into(),
+            data_dir.join(furrow_master::JOIN_TOKEN_FILE).into(),
         ];
         if let Some(dir) = &args.jobtypes_dir {
             let dir = std::path::absolute(dir)?;
@@ -144,14 +146,27 @@ async fn up(args: UpArgs) -> Result<()> {
         supervisors.push(tokio::spawn(supervise(exe.clone(), agent, stop_rx.clone())));
     }
 
+    let login = login_link(&listen, &data_dir).await;
     println!("furrow is up");
-    println!("  dashboard  http://{http}/");
+    match login {
+        Ok(token) => {
+            println!("  dashboard  http://{http}/login?token={token}  (a one-time login link)")
+        }
+        Err(e) => {
+            println!("  dashboard  http://{http}/");
+            warn!(error = %e, "no login link: log in with a password, or make a link with `furrow token create --login`");
+        }
+    }
     println!("  master     {listen}  (agents and furrow commands connect here)");
     println!("  agents     {} local, {slots} slot(s) each", args.agents);
     println!(
         "  data       {}  (process logs in {})",
         data_dir.display(),
         run_dir.display()
+    );
+    println!(
+        "  token      {}  (furrow commands run here find it; elsewhere set FURROW_TOKEN)",
+        data_dir.join(furrow_master::ADMIN_TOKEN_FILE).display()
     );
     println!(
         "  try        furrow submit --title hello --frames 1-10 --wait -- echo frame {{frame}}"
@@ -170,6 +185,26 @@ async fn up(args: UpArgs) -> Result<()> {
     }
     println!("furrow stopped");
     Ok(())
+}
+
+/// A one-time dashboard login link for the admin, made with `<data-dir>/admin.token`.
+async fn login_link(listen: &str, data_dir: &Path) -> Result<String> {
+    let path = data_dir.join(furrow_master::ADMIN_TOKEN_FILE);
+    let token =
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let options = furrow_protocol::ClientOptions {
+        credentials: Some(token.trim().to_string()),
+        ..furrow_protocol::ClientOptions::default()
+    };
+    let client = furrow_protocol::Client::connect_with(listen, options).await?;
+    let made = client
+        .create_token(furrow_protocol::TokenSpec {
+            label: "furrow up".into(),
+            login: true,
+            ..furrow_protocol::TokenSpec::default()
+        })
+        .await?;
+    Ok(made.token)
 }
 
 /// Waits until the master has bound its ports (it writes `master.addr` then).

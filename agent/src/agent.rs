@@ -106,7 +106,7 @@ impl Agent {
         let jobtypes = Arc::new(JobTypes::builtin());
         let env = Arc::new(RunnerEnv {
             jobtypes: jobtypes.clone(),
-            state,
+            state: state.clone(),
             output: OutputLimits::for_max_frame(config.max_frame),
             kill_grace: tuning.kill_grace,
             keep_failed_dirs: tuning.keep_failed_dirs,
@@ -122,6 +122,8 @@ impl Agent {
             },
             tuning: tuning.clone(),
             jobtypes: jobtypes.clone(),
+            join_token: config.join_token.clone(),
+            state,
         };
         let monitor = ResourceMonitor.start();
         // The link and the supervisor know each other: create the link's context first

@@ -66,6 +66,10 @@ pub struct AgentConfig {
     /// Look for Blender and ffmpeg on the `PATH` at start and offer the versions found as
     /// software (the configured `software` wins over what is found).
     pub detect_software: bool,
+    /// The farm's join token (`fwj_...`): the first connection presents it, and the master
+    /// then gives this agent a credential of its own, kept in the state directory and
+    /// presented from then on. `None` when the agent already holds a credential.
+    pub join_token: Option<String>,
 }
 
 impl AgentConfig {
@@ -84,6 +88,7 @@ impl AgentConfig {
             config_file: None,
             jobtypes_dir: None,
             detect_software: true,
+            join_token: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! ```text
 //! <state_dir>/lock                                held (flock) while an agent uses the folder
 //! <state_dir>/agent-id                            stable agent id (a UUID)
+//! <state_dir>/credential                          this agent's credential from the master (0600)
 //! <state_dir>/running/<task>-<attempt>.pgid       process group of each running task
 //! <state_dir>/tasks/<task>-<attempt>/             working directory of each running task
 //! <state_dir>/failed/<ms>-<task>-<attempt>/       working directories of recent failures
@@ -113,6 +114,32 @@ impl StateDir {
     }
 }
 
+impl StateDir {
+    /// The credential the master gave this agent when it joined, if any.
+    pub fn credential(&self) -> Option<String> {
+        fs::read_to_string(self.root.join("credential"))
+            .ok()
+            .map(|text| text.trim().to_string())
+            .filter(|text| !text.is_empty())
+    }
+
+    /// Keeps the credential the master gave this agent (readable by its user only).
+    pub fn save_credential(&self, credential: &str) -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.root.join("credential");
+        let tmp = self.root.join("credential.tmp");
+        let _ = fs::remove_file(&tmp);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(format!("{credential}\n").as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    }
+}
+
 /// Exclusive use of a state directory; released when dropped.
 #[derive(Debug)]
 pub(crate) struct StateLock {
@@ -134,6 +161,23 @@ pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_credential_is_kept_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::open(tmp.path()).unwrap();
+        assert_eq!(dir.credential(), None);
+        dir.save_credential("fwn_abc").unwrap();
+        assert_eq!(dir.credential().as_deref(), Some("fwn_abc"));
+        let mode = fs::metadata(tmp.path().join("credential"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        dir.save_credential("fwn_def").unwrap();
+        assert_eq!(dir.credential().as_deref(), Some("fwn_def"));
+    }
 
     #[test]
     fn agent_id_is_created_once_and_kept() {

@@ -17,10 +17,9 @@ use furrow_jobtypes::{Definition, declarative};
 use furrow_protocol::{ApiError, JobTypeView, PathMapSpec, PathMapView, PathRule, Requirements};
 use tracing::{info, warn};
 
-use crate::scheduler::Write;
 use crate::scheduler::policy::requirements::Needs;
 use crate::store::records::BulkWrite;
-use crate::store::{CommitBatch, Flush, Store};
+use crate::store::{Store, commit};
 
 /// Most path maps kept.
 const MAX_PATH_MAPS: usize = 1000;
@@ -244,18 +243,6 @@ impl Catalog {
         self.write().path_maps.retain(|m| m.id != id);
         Ok(true)
     }
-}
-
-/// Writes one bulk statement and waits until it is durable.
-async fn commit(store: &Addr<Store>, write: BulkWrite) -> Result<(), ApiError> {
-    store.do_send(CommitBatch {
-        writes: vec![Write::Bulk(write)],
-        notify: None,
-    });
-    store
-        .send(Flush)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("the master is shutting down: {e}")))?
 }
 
 #[cfg(test)]

@@ -50,6 +50,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod changes;
 mod config;
 mod error;
@@ -64,6 +65,7 @@ pub mod service;
 pub mod session;
 pub mod store;
 
+pub use auth::{ADMIN_TOKEN_FILE, JOIN_TOKEN_FILE};
 pub use config::MasterConfig;
 pub use error::MasterError;
 pub use master::{ADDR_FILE, BoundAddrs, LOCK_FILE, MasterHandle, run, spawn};

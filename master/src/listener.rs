@@ -19,9 +19,10 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::codec::FramedRead;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use crate::auth::Admission;
 use crate::logs::LogCollector;
 use crate::registry::Registry;
 use crate::scheduler::Scheduler;
@@ -244,24 +245,73 @@ async fn start_session(
 ) -> Result<(), furrow_protocol::ProtocolError> {
     stream.set_nodelay(true).ok();
     let ours = Hello::new(Role::Master, deps.node_id);
+    let auth = deps.service.auth().clone();
+    let mut admitted = None;
     let theirs = handshake::accept(&mut stream, &ours, |hello| match hello.role {
-        // Told at the handshake, so the agent logs why; the registry checks again.
-        Role::Agent if deps.service.agent_connected(hello.node_id) => Err(format!(
-            "agent id {} is already connected; each agent needs its own state directory (a copied one repeats the id)",
-            hello.node_id
-        )),
-        Role::Client if deps.clients.available_permits() == 0 => Err(format!(
-            "the master has {MAX_CLIENTS} tool connections already; try again later"
-        )),
-        Role::Agent | Role::Client => Ok(()),
+        Role::Agent => {
+            // Told at the handshake, so the agent logs why; the registry checks again.
+            if deps.service.agent_connected(hello.node_id) {
+                return Err(format!(
+                    "agent id {} is already connected; each agent needs its own state directory (a copied one repeats the id)",
+                    hello.node_id
+                ));
+            }
+            let admission = auth.admit_agent(hello.credentials.as_deref(), hello.node_id)?;
+            admitted = Some(Admitted::Agent(admission));
+            Ok(())
+        }
+        Role::Client => {
+            if deps.clients.available_permits() == 0 {
+                return Err(format!(
+                    "the master has {MAX_CLIENTS} tool connections already; try again later"
+                ));
+            }
+            let token = hello.credentials.as_deref().unwrap_or("");
+            if token.is_empty() {
+                return Err(
+                    "no token: this master needs one; pass --token, set FURROW_TOKEN, or write it to ~/.config/furrow/token (a local farm's admin token is <data-dir>/admin.token)"
+                        .into(),
+                );
+            }
+            let caller = auth
+                .authenticate(token, &peer.ip().to_string())
+                .map_err(|e| format!("authentication failed: {e}"))?;
+            debug!(peer = %peer, user = ?caller.user, "tool authenticated");
+            admitted = Some(Admitted::Client(crate::auth::tokens::hash(token)));
+            Ok(())
+        }
         Role::Master => Err("this is a master; masters do not connect to each other".into()),
     })
     .await?;
     let (read, write) = stream.into_split();
-    match theirs.role {
-        Role::Agent => {
+    match admitted {
+        Some(Admitted::Agent(admission)) => {
             debug!(peer = %peer, node = %theirs.node_id, "agent connected");
             let outbox = spawn_writer::<MasterMessage>(write, deps.max_frame, peer);
+            if let Admission::Joined(join_id) = admission {
+                // Its own credential, durable before it is sent: the agent presents it
+                // from now on, and revoking it shuts this agent out alone.
+                let credential = auth
+                    .issue_agent_credential(theirs.node_id, &join_id)
+                    .await
+                    .map_err(|e| furrow_protocol::ProtocolError::Rejected(e.message))?;
+                info!(agent = %theirs.node_id, peer = %peer, join_token = join_id, "agent joined");
+                auth.record(
+                    &crate::auth::Caller::new(
+                        &format!("agent:{}", theirs.node_id),
+                        furrow_protocol::UserRole::Viewer,
+                        &peer.ip().to_string(),
+                    ),
+                    "agent.join",
+                    &format!("agent {} with join token {join_id}", theirs.node_id),
+                );
+                if outbox
+                    .try_send(MasterMessage::Credential(credential))
+                    .is_err()
+                {
+                    return Err(furrow_protocol::ProtocolError::Closed);
+                }
+            }
             let frames = FramedRead::new(
                 read,
                 FrameCodec::<MasterMessage, AgentMessage>::new(deps.max_frame),
@@ -271,6 +321,7 @@ async fn start_session(
                 AgentSession::new(
                     session_id,
                     peer,
+                    theirs.node_id,
                     outbox,
                     deps.registry,
                     deps.scheduler,
@@ -279,7 +330,7 @@ async fn start_session(
                 )
             });
         }
-        Role::Client | Role::Master => {
+        Some(Admitted::Client(token_hash)) => {
             debug!(peer = %peer, "client connected");
             let Ok(permit) = deps.clients.clone().try_acquire_owned() else {
                 // The last permits went between the handshake's check and here.
@@ -296,9 +347,22 @@ async fn start_session(
             );
             ClientSession::create(move |ctx| {
                 ctx.add_stream(frames);
-                ClientSession::new(peer, outbox, deps.service, permit)
+                ClientSession::new(peer, outbox, deps.service, token_hash, permit)
             });
+        }
+        None => {
+            return Err(furrow_protocol::ProtocolError::Rejected(
+                "no role admitted".into(),
+            ));
         }
     }
     Ok(())
+}
+
+/// Who a handshake let in.
+enum Admitted {
+    /// An agent, and how.
+    Agent(Admission),
+    /// A tool, with the hash of its token.
+    Client(String),
 }

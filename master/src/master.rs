@@ -323,6 +323,8 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
             )
         })
     };
+    let auth = crate::auth::Auth::load(reader.clone(), store.clone(), &data_dir).await?;
+    auth.bootstrap(&data_dir).await?;
     let service = Service::new(
         reader,
         Actors {
@@ -335,6 +337,7 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         agents,
         stats,
         catalog,
+        auth,
     );
 
     let tcp = tokio::net::TcpListener::bind(&config.listen)
@@ -365,6 +368,9 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
     let names = http::guard::HostNames(Arc::new(config.http_names.clone()));
     let server = HttpServer::new(move || {
         App::new()
+            // The guard runs first (the last `wrap` is the outermost): a cross-site request
+            // is refused before any credentials are looked at.
+            .wrap(actix_web::middleware::from_fn(http::auth::authenticate))
             .wrap(actix_web::middleware::from_fn(http::guard::guard))
             .app_data(actix_web::web::Data::new(names.clone()))
             .configure(http::configure(service.clone(), feed.clone()))

@@ -147,6 +147,16 @@ pub struct RemoveAgent {
     pub agent_id: Uuid,
 }
 
+/// Closes an agent's connection (its credential was revoked).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DisconnectAgent {
+    /// The agent.
+    pub agent_id: Uuid,
+    /// Why, for the log.
+    pub reason: String,
+}
+
 /// The registry actor.
 pub struct Registry {
     table: AgentTable,
@@ -528,6 +538,16 @@ impl Handler<RemoveAgent> for Registry {
                 .await
                 .unwrap_or_else(|_| Err(ApiError::unavailable("the store stopped")))
         })
+    }
+}
+
+impl Handler<DisconnectAgent> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: DisconnectAgent, _ctx: &mut Context<Self>) {
+        if let Some(Connected { close, .. }) = self.closers.get(&msg.agent_id) {
+            close.do_send(CloseSession { reason: msg.reason });
+        }
     }
 }
 

@@ -9,15 +9,16 @@ use furrow_protocol::{
     ActionOutcome, AgentPatch, AgentState, AgentView, ApiError, AttemptView, ClientRequest,
     ClientResponse, FrameSet, HealthView, JobAction, JobId, JobPatch, JobSubmission, JobTypeView,
     JobView, LogChunk, OutputView, Page, PathMapSpec, PathMapView, QueuePatch, QueueSpec,
-    QueueView, Requirements, TaskAction, TaskId, TaskRef, TaskView, WhyView, WorkState,
+    QueueView, Requirements, TaskAction, TaskId, TaskRef, TaskView, UserRole, WhyView, WorkState,
 };
 use tokio::sync::broadcast;
 use tracing::{error, info};
 use uuid::Uuid;
 
+use crate::auth::{Auth, Caller, secrets};
 use crate::jobtypes::{Added, Catalog};
 use crate::logs::{DeleteJobLogs, LiveChunk, LiveLogs, LogCollector, ReadLog};
-use crate::registry::{AgentTable, EditAgent, Registry, RemoveAgent};
+use crate::registry::{AgentTable, DisconnectAgent, EditAgent, Registry, RemoveAgent};
 use crate::scheduler::policy::requirements::Needs;
 use crate::scheduler::queues;
 use crate::scheduler::{
@@ -85,6 +86,7 @@ struct Inner {
     agents: AgentTable,
     stats: Arc<SchedulerStats>,
     catalog: Arc<Catalog>,
+    auth: Arc<Auth>,
 }
 
 fn storage_error(e: sea_orm::DbErr) -> ApiError {
@@ -313,10 +315,12 @@ impl Service {
         agents: AgentTable,
         stats: Arc<SchedulerStats>,
         catalog: Arc<Catalog>,
+        auth: Arc<Auth>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 catalog,
+                auth,
                 reader,
                 store: actors.store,
                 scheduler: actors.scheduler,
@@ -329,13 +333,64 @@ impl Service {
         }
     }
 
-    /// Forgets a lost agent: its row and the settings made through the API.
-    pub async fn remove_agent(&self, agent_id: Uuid) -> Result<(), ApiError> {
+    /// Forgets a lost agent: its row, the settings made through the API, and its
+    /// credentials (so it may join again).
+    pub async fn remove_agent(&self, caller: &Caller, agent_id: Uuid) -> Result<(), ApiError> {
+        caller.require(UserRole::Operator, "removing agents")?;
         self.inner
             .registry
             .send(RemoveAgent { agent_id })
             .await
-            .map_err(mailbox_error)?
+            .map_err(mailbox_error)??;
+        self.inner.auth.forget_agent(agent_id).await;
+        self.audit(caller, "agent.remove", format!("agent {agent_id}"));
+        Ok(())
+    }
+
+    /// Revokes an agent's credential and disconnects it.
+    pub async fn revoke_agent(&self, caller: &Caller, agent_id: Uuid) -> Result<(), ApiError> {
+        if !self.inner.auth.revoke_agent(caller, agent_id).await? {
+            return Err(ApiError::not_found(format!(
+                "agent {agent_id} has no credential to revoke"
+            )));
+        }
+        self.inner.registry.do_send(DisconnectAgent {
+            agent_id,
+            reason: "the agent's credential was revoked".into(),
+        });
+        info!(agent = %agent_id, by = caller.user, "agent revoked");
+        Ok(())
+    }
+
+    /// Users, tokens and the audit log.
+    pub fn auth(&self) -> &Arc<Auth> {
+        &self.inner.auth
+    }
+
+    fn audit(&self, caller: &Caller, action: &str, target: String) {
+        self.inner.auth.record(caller, action, &target);
+    }
+
+    /// A job view as `caller` may see it: secret environment values never, the rest of
+    /// the environment only for its owner, operators and admins.
+    fn shown(caller: &Caller, mut view: JobView) -> JobView {
+        let hide_all = !caller.owns_or_operates(&view.user);
+        secrets::mask_env(&mut view.params.0, hide_all);
+        view
+    }
+
+    /// `Ok` when `caller` may act on job `job_id` (or read its logs); the job must exist.
+    async fn check_job(
+        &self,
+        caller: &Caller,
+        job_id: JobId,
+        action: &str,
+    ) -> Result<(), ApiError> {
+        if caller.role >= UserRole::Operator {
+            return Ok(());
+        }
+        let record = self.job_record(job_id).await?;
+        caller.check_job(job_id, &record.settings.user, action)
     }
 
     /// Whether an agent with this id is connected now.
@@ -357,10 +412,25 @@ impl Service {
     }
 
     /// Validates and stores a job; answers once it is committed, then schedules it.
-    pub async fn submit_job(&self, submission: JobSubmission) -> Result<JobView, ApiError> {
-        let job = validate(submission, &self.inner.catalog)?;
+    pub async fn submit_job(
+        &self,
+        caller: &Caller,
+        mut submission: JobSubmission,
+    ) -> Result<JobView, ApiError> {
+        caller.require(UserRole::User, "submitting jobs")?;
+        if submission.user.is_empty() {
+            submission.user = caller.user.clone();
+        } else if submission.user != caller.user {
+            caller.require(UserRole::Admin, "submitting as another user")?;
+        }
+        let secret_env = std::mem::take(&mut submission.secret_env);
+        let mut job = validate(submission, &self.inner.catalog)?;
+        self.inner
+            .auth
+            .sealer()
+            .seal_env(&mut job.params, &secret_env)?;
         let queue = job.settings.queue.clone();
-        let known = self.list_queues().await?;
+        let known = self.list_queues(caller).await?;
         if !known.iter().any(|q| q.path == queues::display(&queue)) {
             return Err(ApiError::bad_request(format!(
                 "queue: no queue {} (create it first: POST /api/v1/queues/)",
@@ -394,9 +464,10 @@ impl Service {
             .await
             .map_err(mailbox_error)??;
         let view = inserted.record.view();
-        info!(job_id = view.id, tasks, title = ?view.title, "job submitted");
+        info!(job_id = view.id, tasks, title = ?view.title, user = ?view.user, "job submitted");
+        self.audit(caller, "job.submit", format!("job {}", view.id));
         self.inner.scheduler.do_send(AddJob { inserted, parents });
-        Ok(view)
+        Ok(Self::shown(caller, view))
     }
 
     /// A job that must exist.
@@ -441,10 +512,13 @@ impl Service {
     /// Applies an action to a job; answers once its changes are stored.
     pub async fn job_action(
         &self,
+        caller: &Caller,
         job_id: JobId,
         action: JobAction,
         kill: bool,
     ) -> Result<JobView, ApiError> {
+        self.check_job(caller, job_id, &format!("{} a job", action.as_str()))
+            .await?;
         let first = self
             .change(ControlRequest::JobAction {
                 job_id,
@@ -481,13 +555,25 @@ impl Service {
             }
             ControlOutcome::Done | ControlOutcome::Queue(_) => {}
         }
-        info!(job_id, action = action.as_str(), kill, "job action");
-        self.get_job(job_id).await
+        info!(
+            job_id,
+            action = action.as_str(),
+            kill,
+            by = caller.user,
+            "job action"
+        );
+        self.audit(
+            caller,
+            &format!("job.{}", action.as_str()),
+            format!("job {job_id}"),
+        );
+        self.get_job(caller, job_id).await
     }
 
     /// Applies one action to many jobs; each job's outcome is reported.
     pub async fn jobs_action(
         &self,
+        caller: &Caller,
         action: JobAction,
         ids: &[JobId],
         kill: bool,
@@ -500,7 +586,7 @@ impl Service {
         }
         let mut outcomes = Vec::with_capacity(ids.len());
         for &id in ids {
-            let result = self.job_action(id, action, kill).await;
+            let result = self.job_action(caller, id, action, kill).await;
             outcomes.push(ActionOutcome {
                 id,
                 ok: result.is_ok(),
@@ -513,10 +599,12 @@ impl Service {
     /// Reruns or cancels one task; answers with the task once stored.
     pub async fn task_action(
         &self,
+        caller: &Caller,
         job_id: JobId,
         task_id: TaskId,
         action: TaskAction,
     ) -> Result<TaskView, ApiError> {
+        self.check_job(caller, job_id, "changing a task").await?;
         let first = self
             .change(ControlRequest::TaskAction {
                 job_id,
@@ -546,6 +634,11 @@ impl Service {
             }
             ControlOutcome::Done | ControlOutcome::Queue(_) => {}
         }
+        self.audit(
+            caller,
+            &format!("task.{action:?}").to_lowercase(),
+            format!("job {job_id} task {task_id}"),
+        );
         self.task_of(job_id, task_id).await
     }
 
@@ -564,13 +657,19 @@ impl Service {
     }
 
     /// Changes a job's settings (or its frames, while nothing ran).
-    pub async fn edit_job(&self, job_id: JobId, mut patch: JobPatch) -> Result<JobView, ApiError> {
+    pub async fn edit_job(
+        &self,
+        caller: &Caller,
+        job_id: JobId,
+        mut patch: JobPatch,
+    ) -> Result<JobView, ApiError> {
         if patch == JobPatch::default() {
             return Err(ApiError::bad_request(
                 "nothing to change: give at least one field",
             ));
         }
         let record = self.job_record(job_id).await?;
+        caller.check_job(job_id, &record.settings.user, "editing a job")?;
         if record.finished_at.is_some() {
             return Err(ApiError::conflict(format!(
                 "job {job_id} is {}; only queued or running jobs can be changed",
@@ -654,21 +753,24 @@ impl Service {
                 return Err(finished());
             }
         }
-        info!(job_id, "job changed");
-        self.get_job(job_id).await
+        info!(job_id, by = caller.user, "job changed");
+        self.audit(caller, "job.edit", format!("job {job_id}"));
+        self.get_job(caller, job_id).await
     }
 
     /// Deletes a job with its tasks and logs (running tasks are killed).
-    pub async fn delete_job(&self, job_id: JobId) -> Result<(), ApiError> {
-        self.job_record(job_id).await?;
+    pub async fn delete_job(&self, caller: &Caller, job_id: JobId) -> Result<(), ApiError> {
+        let record = self.job_record(job_id).await?;
+        caller.check_job(job_id, &record.settings.user, "deleting a job")?;
         self.change(ControlRequest::DeleteJob { job_id }).await?;
         self.inner.logs.do_send(DeleteJobLogs(job_id));
-        info!(job_id, "job deleted");
+        info!(job_id, by = caller.user, "job deleted");
+        self.audit(caller, "job.delete", format!("job {job_id}"));
         Ok(())
     }
 
     /// Why a job's tasks wait.
-    pub async fn why(&self, job_id: JobId) -> Result<WhyView, ApiError> {
+    pub async fn why(&self, _caller: &Caller, job_id: JobId) -> Result<WhyView, ApiError> {
         let live = self
             .inner
             .scheduler
@@ -690,7 +792,7 @@ impl Service {
     }
 
     /// The queue tree.
-    pub async fn list_queues(&self) -> Result<Vec<QueueView>, ApiError> {
+    pub async fn list_queues(&self, _caller: &Caller) -> Result<Vec<QueueView>, ApiError> {
         self.inner
             .scheduler
             .send(ListQueues)
@@ -699,10 +801,10 @@ impl Service {
     }
 
     /// One queue.
-    pub async fn get_queue(&self, path: &str) -> Result<QueueView, ApiError> {
+    pub async fn get_queue(&self, caller: &Caller, path: &str) -> Result<QueueView, ApiError> {
         let path = queues::normalize(path).map_err(ApiError::bad_request)?;
         let shown = queues::display(&path);
-        self.list_queues()
+        self.list_queues(caller)
             .await?
             .into_iter()
             .find(|q| q.path == shown)
@@ -710,17 +812,33 @@ impl Service {
     }
 
     /// Creates a queue.
-    pub async fn create_queue(&self, spec: QueueSpec) -> Result<QueueView, ApiError> {
+    pub async fn create_queue(
+        &self,
+        caller: &Caller,
+        spec: QueueSpec,
+    ) -> Result<QueueView, ApiError> {
+        caller.require(UserRole::Operator, "creating queues")?;
         let outcome = self.change(ControlRequest::CreateQueue(spec)).await?;
         let ControlOutcome::Queue(queue) = outcome else {
             return Err(ApiError::internal("the scheduler did not return the queue"));
         };
         info!(queue = %queues::display(&queue.path), "queue created");
-        self.get_queue(&queue.path).await
+        self.audit(
+            caller,
+            "queue.create",
+            format!("queue {}", queues::display(&queue.path)),
+        );
+        self.get_queue(caller, &queue.path).await
     }
 
     /// Changes a queue.
-    pub async fn edit_queue(&self, path: &str, patch: QueuePatch) -> Result<QueueView, ApiError> {
+    pub async fn edit_queue(
+        &self,
+        caller: &Caller,
+        path: &str,
+        patch: QueuePatch,
+    ) -> Result<QueueView, ApiError> {
+        caller.require(UserRole::Operator, "changing queues")?;
         if patch == QueuePatch::default() {
             return Err(ApiError::bad_request(
                 "nothing to change: give at least one field",
@@ -735,25 +853,34 @@ impl Service {
         let ControlOutcome::Queue(queue) = outcome else {
             return Err(ApiError::internal("the scheduler did not return the queue"));
         };
-        self.get_queue(&queue.path).await
+        self.audit(
+            caller,
+            "queue.edit",
+            format!("queue {}", queues::display(&queue.path)),
+        );
+        self.get_queue(caller, &queue.path).await
     }
 
     /// Deletes an empty queue.
-    pub async fn delete_queue(&self, path: &str) -> Result<(), ApiError> {
+    pub async fn delete_queue(&self, caller: &Caller, path: &str) -> Result<(), ApiError> {
+        caller.require(UserRole::Operator, "deleting queues")?;
         self.change(ControlRequest::DeleteQueue {
             path: path.to_string(),
         })
         .await?;
         info!(queue = path, "queue deleted");
+        self.audit(caller, "queue.delete", format!("queue {path}"));
         Ok(())
     }
 
     /// Enables or disables an agent, or sets its tags.
     pub async fn edit_agent(
         &self,
+        caller: &Caller,
         agent_id: Uuid,
         patch: AgentPatch,
     ) -> Result<AgentView, ApiError> {
+        caller.require(UserRole::Operator, "changing agents")?;
         if patch == AgentPatch::default() {
             return Err(ApiError::bad_request(
                 "nothing to change: give enabled or tags",
@@ -768,11 +895,17 @@ impl Service {
         if let Some(free) = self.inner.stats.free.get(&agent_id) {
             view.free = free.clone();
         }
+        self.audit(caller, "agent.edit", format!("agent {agent_id}"));
         Ok(view)
     }
 
     /// A page of jobs, newest first.
-    pub async fn list_jobs(&self, limit: u64, offset: u64) -> Result<Page<JobView>, ApiError> {
+    pub async fn list_jobs(
+        &self,
+        caller: &Caller,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Page<JobView>, ApiError> {
         check_page(limit, offset)?;
         let (jobs, total) = self
             .inner
@@ -781,31 +914,32 @@ impl Service {
             .await
             .map_err(storage_error)?;
         Ok(Page {
-            items: jobs.iter().map(|j| j.view()).collect(),
+            items: jobs.iter().map(|j| Self::shown(caller, j.view())).collect(),
             total,
         })
     }
 
     /// One job.
-    pub async fn get_job(&self, job_id: JobId) -> Result<JobView, ApiError> {
+    pub async fn get_job(&self, caller: &Caller, job_id: JobId) -> Result<JobView, ApiError> {
         self.inner
             .reader
             .get_job(job_id)
             .await
             .map_err(storage_error)?
-            .map(|j| j.view())
+            .map(|j| Self::shown(caller, j.view()))
             .ok_or_else(|| ApiError::not_found(format!("job {job_id} not found")))
     }
 
     /// A page of a job's tasks in frame order.
     pub async fn list_tasks(
         &self,
+        caller: &Caller,
         job_id: JobId,
         limit: u64,
         offset: u64,
     ) -> Result<Page<TaskView>, ApiError> {
         check_page(limit, offset)?;
-        let job = self.get_job(job_id).await?;
+        let job = self.get_job(caller, job_id).await?;
         let items = self
             .inner
             .reader
@@ -819,7 +953,12 @@ impl Service {
     }
 
     /// A page of agents, online and offline, by name.
-    pub async fn list_agents(&self, limit: u64, offset: u64) -> Result<Page<AgentView>, ApiError> {
+    pub async fn list_agents(
+        &self,
+        _caller: &Caller,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Page<AgentView>, ApiError> {
         check_page(limit, offset)?;
         let mut agents: Vec<AgentView> = self
             .inner
@@ -846,24 +985,28 @@ impl Service {
     /// A task's log from `offset`: of `attempt`, or of the current attempt.
     pub async fn task_log(
         &self,
+        caller: &Caller,
         job_id: JobId,
         task_id: TaskId,
         attempt: Option<u32>,
         offset: u64,
     ) -> Result<LogChunk, ApiError> {
-        self.read_log(job_id, task_id, attempt, offset, LOG_CHUNK)
+        self.read_log(caller, job_id, task_id, attempt, offset, LOG_CHUNK)
             .await
     }
 
     /// Like [`Service::task_log`] with a chosen upper bound on the text returned.
     pub async fn read_log(
         &self,
+        caller: &Caller,
         job_id: JobId,
         task_id: TaskId,
         attempt: Option<u32>,
         offset: u64,
         max_bytes: usize,
     ) -> Result<LogChunk, ApiError> {
+        self.check_job(caller, job_id, "reading a job's logs")
+            .await?;
         let task = self
             .inner
             .reader
@@ -907,6 +1050,7 @@ impl Service {
     /// Every attempt of a task, oldest first; the running one last, without an end.
     pub async fn task_attempts(
         &self,
+        _caller: &Caller,
         job_id: JobId,
         task_id: TaskId,
     ) -> Result<Vec<AttemptView>, ApiError> {
@@ -946,9 +1090,21 @@ impl Service {
     }
 
     /// Stores a job-type definition file: the type, and whether this version is new.
-    pub async fn add_jobtype(&self, source: &str) -> Result<(JobTypeView, bool), ApiError> {
+    pub async fn add_jobtype(
+        &self,
+        caller: &Caller,
+        source: &str,
+    ) -> Result<(JobTypeView, bool), ApiError> {
+        caller.require(UserRole::Operator, "adding job types")?;
         match self.inner.catalog.add(&self.inner.store, source).await? {
-            Added::Created(view) => Ok((view, true)),
+            Added::Created(view) => {
+                self.audit(
+                    caller,
+                    "jobtype.add",
+                    format!("job type {} version {}", view.name, view.version),
+                );
+                Ok((view, true))
+            }
             Added::Unchanged(view) => Ok((view, false)),
         }
     }
@@ -959,21 +1115,31 @@ impl Service {
     }
 
     /// Adds a path map.
-    pub async fn add_path_map(&self, spec: PathMapSpec) -> Result<PathMapView, ApiError> {
-        self.inner
+    pub async fn add_path_map(
+        &self,
+        caller: &Caller,
+        spec: PathMapSpec,
+    ) -> Result<PathMapView, ApiError> {
+        caller.require(UserRole::Operator, "adding path maps")?;
+        let view = self
+            .inner
             .catalog
             .add_path_map(&self.inner.store, spec)
-            .await
+            .await?;
+        self.audit(caller, "pathmap.add", format!("path map {}", view.id));
+        Ok(view)
     }
 
     /// Deletes a path map.
-    pub async fn delete_path_map(&self, id: i64) -> Result<(), ApiError> {
+    pub async fn delete_path_map(&self, caller: &Caller, id: i64) -> Result<(), ApiError> {
+        caller.require(UserRole::Operator, "deleting path maps")?;
         if self
             .inner
             .catalog
             .delete_path_map(&self.inner.store, id)
             .await?
         {
+            self.audit(caller, "pathmap.delete", format!("path map {id}"));
             Ok(())
         } else {
             Err(ApiError::not_found(format!("path map {id} not found")))
@@ -981,7 +1147,11 @@ impl Service {
     }
 
     /// The files a job produced, in frame order.
-    pub async fn job_outputs(&self, job_id: JobId) -> Result<Vec<OutputView>, ApiError> {
+    pub async fn job_outputs(
+        &self,
+        _caller: &Caller,
+        job_id: JobId,
+    ) -> Result<Vec<OutputView>, ApiError> {
         self.job_record(job_id).await?;
         self.inner
             .reader
@@ -991,7 +1161,12 @@ impl Service {
     }
 
     /// The preview image of a frame: its MIME type and bytes.
-    pub async fn preview(&self, job_id: JobId, frame: i64) -> Result<(String, Vec<u8>), ApiError> {
+    pub async fn preview(
+        &self,
+        _caller: &Caller,
+        job_id: JobId,
+        frame: i64,
+    ) -> Result<(String, Vec<u8>), ApiError> {
         self.inner
             .reader
             .preview(job_id, frame)
@@ -1008,7 +1183,7 @@ impl Service {
     }
 
     /// Health of the master.
-    pub async fn health(&self) -> Result<HealthView, ApiError> {
+    pub async fn health(&self, _caller: &Caller) -> Result<HealthView, ApiError> {
         let agents_online = self
             .inner
             .agents
@@ -1025,26 +1200,30 @@ impl Service {
         })
     }
 
-    /// Answers a request of the protocol's client API.
-    pub async fn handle(&self, request: ClientRequest) -> ClientResponse {
+    /// Answers a request of the protocol's client API from `caller`.
+    pub async fn handle(&self, caller: &Caller, request: ClientRequest) -> ClientResponse {
+        let c = caller;
+        let auth = &self.inner.auth;
         let result = match request {
-            ClientRequest::Health => self.health().await.map(ClientResponse::Health),
-            ClientRequest::SubmitJob(job) => self.submit_job(job).await.map(ClientResponse::Job),
+            ClientRequest::Health => self.health(c).await.map(ClientResponse::Health),
+            ClientRequest::SubmitJob(job) => self.submit_job(c, job).await.map(ClientResponse::Job),
             ClientRequest::ListJobs { limit, offset } => self
-                .list_jobs(limit, offset)
+                .list_jobs(c, limit, offset)
                 .await
                 .map(ClientResponse::Jobs),
-            ClientRequest::GetJob { job_id } => self.get_job(job_id).await.map(ClientResponse::Job),
+            ClientRequest::GetJob { job_id } => {
+                self.get_job(c, job_id).await.map(ClientResponse::Job)
+            }
             ClientRequest::ListTasks {
                 job_id,
                 limit,
                 offset,
             } => self
-                .list_tasks(job_id, limit, offset)
+                .list_tasks(c, job_id, limit, offset)
                 .await
                 .map(ClientResponse::Tasks),
             ClientRequest::ListAgents { limit, offset } => self
-                .list_agents(limit, offset)
+                .list_agents(c, limit, offset)
                 .await
                 .map(ClientResponse::Agents),
             ClientRequest::TaskLog {
@@ -1053,11 +1232,11 @@ impl Service {
                 attempt,
                 offset,
             } => self
-                .task_log(job_id, task_id, attempt, offset)
+                .task_log(c, job_id, task_id, attempt, offset)
                 .await
                 .map(ClientResponse::Log),
             ClientRequest::JobsAction { action, ids, kill } => self
-                .jobs_action(action, &ids, kill)
+                .jobs_action(c, action, &ids, kill)
                 .await
                 .map(ClientResponse::Actions),
             ClientRequest::TaskAction {
@@ -1065,35 +1244,36 @@ impl Service {
                 task_id,
                 action,
             } => self
-                .task_action(job_id, task_id, action)
+                .task_action(c, job_id, task_id, action)
                 .await
                 .map(ClientResponse::Task),
-            ClientRequest::EditJob { job_id, patch } => {
-                self.edit_job(job_id, patch).await.map(ClientResponse::Job)
-            }
+            ClientRequest::EditJob { job_id, patch } => self
+                .edit_job(c, job_id, patch)
+                .await
+                .map(ClientResponse::Job),
             ClientRequest::DeleteJob { job_id } => self
-                .delete_job(job_id)
+                .delete_job(c, job_id)
                 .await
                 .map(|()| ClientResponse::Deleted),
-            ClientRequest::Why { job_id } => self.why(job_id).await.map(ClientResponse::Why),
-            ClientRequest::ListQueues => self.list_queues().await.map(ClientResponse::Queues),
+            ClientRequest::Why { job_id } => self.why(c, job_id).await.map(ClientResponse::Why),
+            ClientRequest::ListQueues => self.list_queues(c).await.map(ClientResponse::Queues),
             ClientRequest::CreateQueue(spec) => {
-                self.create_queue(spec).await.map(ClientResponse::Queue)
+                self.create_queue(c, spec).await.map(ClientResponse::Queue)
             }
             ClientRequest::EditQueue { path, patch } => self
-                .edit_queue(&path, patch)
+                .edit_queue(c, &path, patch)
                 .await
                 .map(ClientResponse::Queue),
             ClientRequest::DeleteQueue { path } => self
-                .delete_queue(&path)
+                .delete_queue(c, &path)
                 .await
                 .map(|()| ClientResponse::Deleted),
             ClientRequest::TaskAttempts { job_id, task_id } => self
-                .task_attempts(job_id, task_id)
+                .task_attempts(c, job_id, task_id)
                 .await
                 .map(ClientResponse::Attempts),
             ClientRequest::EditAgent { agent_id, patch } => self
-                .edit_agent(agent_id, patch)
+                .edit_agent(c, agent_id, patch)
                 .await
                 .map(ClientResponse::Agent),
             ClientRequest::ListJobTypes => Ok(ClientResponse::JobTypes(self.list_jobtypes())),
@@ -1105,24 +1285,55 @@ impl Service {
                     })
             }
             ClientRequest::AddJobType(source) => self
-                .add_jobtype(&source.source)
+                .add_jobtype(c, &source.source)
                 .await
                 .map(|(view, created)| ClientResponse::JobType { view, created }),
             ClientRequest::ListPathMaps => Ok(ClientResponse::PathMaps(self.list_path_maps())),
-            ClientRequest::AddPathMap(spec) => {
-                self.add_path_map(spec).await.map(ClientResponse::PathMap)
-            }
+            ClientRequest::AddPathMap(spec) => self
+                .add_path_map(c, spec)
+                .await
+                .map(ClientResponse::PathMap),
             ClientRequest::DeletePathMap { id } => self
-                .delete_path_map(id)
+                .delete_path_map(c, id)
                 .await
                 .map(|()| ClientResponse::Deleted),
-            ClientRequest::JobOutputs { job_id } => {
-                self.job_outputs(job_id).await.map(ClientResponse::Outputs)
-            }
+            ClientRequest::JobOutputs { job_id } => self
+                .job_outputs(c, job_id)
+                .await
+                .map(ClientResponse::Outputs),
             ClientRequest::RemoveAgent { agent_id } => self
-                .remove_agent(agent_id)
+                .remove_agent(c, agent_id)
                 .await
                 .map(|()| ClientResponse::Deleted),
+            ClientRequest::WhoAmI => Ok(ClientResponse::Me(auth.who_am_i(c))),
+            ClientRequest::ListUsers => auth.list_users(c).map(ClientResponse::Users),
+            ClientRequest::AddUser(spec) => auth.add_user(c, spec).await.map(ClientResponse::User),
+            ClientRequest::EditUser { name, patch } => auth
+                .edit_user(c, &name, patch)
+                .await
+                .map(ClientResponse::User),
+            ClientRequest::RemoveUser { name } => auth
+                .remove_user(c, &name)
+                .await
+                .map(|()| ClientResponse::Deleted),
+            ClientRequest::ListTokens { all } => {
+                auth.list_tokens(c, all).map(ClientResponse::Tokens)
+            }
+            ClientRequest::CreateToken(spec) => {
+                auth.create_token(c, spec).await.map(ClientResponse::Token)
+            }
+            ClientRequest::RevokeToken { id } => auth
+                .revoke_token(c, &id)
+                .await
+                .map(|()| ClientResponse::Deleted),
+            ClientRequest::RevokeAgent { agent_id } => self
+                .revoke_agent(c, agent_id)
+                .await
+                .map(|()| ClientResponse::Deleted),
+            ClientRequest::Audit { limit, offset } => auth
+                .audit(c, limit, offset)
+                .await
+                .map(ClientResponse::Audit),
         };
         result.unwrap_or_else(ClientResponse::Error)
     }

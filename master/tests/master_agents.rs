@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::{DEADLINE, TestAgent, get, get_json, job, start_master, wait_for};
 use furrow_protocol::{
-    AgentMessage, Client, Hello, LogBatch, LogLine, LogStream, MasterMessage, Role, TaskProgress,
-    TaskRef, TaskReturned, TaskStarted, WorkState, handshake,
+    AgentMessage, LogBatch, LogLine, LogStream, MasterMessage, TaskProgress, TaskRef, TaskReturned,
+    TaskStarted, WorkState, handshake,
 };
 use uuid::Uuid;
 
@@ -31,7 +31,7 @@ async fn agent_runs_a_job_and_its_logs_are_readable() {
     assert_eq!(published["listen"], listen.as_str());
     assert_eq!(published["http"], http.as_str());
 
-    let client = Client::connect(&listen).await.unwrap();
+    let client = common::client(&listen).await;
     let submitted = client.submit_job(job("render", "1-3")).await.unwrap();
     assert_eq!(submitted.task_counts.queued, 3);
     assert_eq!(submitted.state, WorkState::Queued);
@@ -177,7 +177,7 @@ async fn restarted_agent_gets_its_old_tasks_requeued_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let master = start_master(dir.path(), Duration::from_secs(30));
     let listen = master.addrs().listen.to_string();
-    let client = Client::connect(&listen).await.unwrap();
+    let client = common::client(&listen).await;
     let submitted = client.submit_job(job("one", "1")).await.unwrap();
 
     let agent_id = Uuid::new_v4();
@@ -223,7 +223,7 @@ async fn lost_agents_lose_their_tasks() {
     let timeout = Duration::from_millis(1000);
     let master = start_master(dir.path(), timeout);
     let listen = master.addrs().listen.to_string();
-    let client = Client::connect(&listen).await.unwrap();
+    let client = common::client(&listen).await;
     client.submit_job(job("lost", "1")).await.unwrap();
 
     // A disconnects and never comes back: after the timeout its task goes to B.
@@ -266,7 +266,7 @@ async fn running_tasks_survive_a_master_restart() {
     let timeout = Duration::from_secs(2);
     let master = start_master(dir.path(), timeout);
     let listen = master.addrs().listen.to_string();
-    let client = Client::connect(&listen).await.unwrap();
+    let client = common::client(&listen).await;
     let submitted = client.submit_job(job("restart", "1-2")).await.unwrap();
     let a_id = Uuid::new_v4();
     let b_id = Uuid::new_v4();
@@ -324,7 +324,7 @@ async fn logs_can_be_followed_live_until_the_attempt_ends() {
         master.addrs().listen.to_string(),
         master.addrs().http.to_string(),
     );
-    let client = Client::connect(&listen).await.unwrap();
+    let client = common::client(&listen).await;
     let submitted = client.submit_job(job("follow", "1")).await.unwrap();
     let mut agent = TestAgent::register(&listen, Uuid::new_v4(), 1, Vec::new()).await;
     let assigned = agent.assignment().await;
@@ -350,7 +350,13 @@ async fn logs_can_be_followed_live_until_the_attempt_ends() {
     );
     let mut stream = tokio::net::TcpStream::connect(&http).await.unwrap();
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes())
+        .write_all(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {http}\r\nAuthorization: {}\r\n\r\n",
+                common::bearer(&http)
+            )
+            .as_bytes(),
+        )
         .await
         .unwrap();
     let mut seen = String::new();
@@ -384,7 +390,7 @@ async fn a_second_connection_of_a_connected_agent_id_is_refused() {
     let master = start_master(dir.path(), Duration::from_secs(30));
     let listen = master.addrs().listen.to_string();
     let http = master.addrs().http.to_string();
-    let client = Client::connect(&listen).await.unwrap();
+    let client = common::client(&listen).await;
     client.submit_job(job("twice", "1")).await.unwrap();
     let agent_id = Uuid::new_v4();
     let mut first = TestAgent::register(&listen, agent_id, 1, Vec::new()).await;
@@ -392,7 +398,7 @@ async fn a_second_connection_of_a_connected_agent_id_is_refused() {
     // A second process with the same id is refused at the handshake, with the reason;
     // the first keeps its connection and its task.
     let mut stream = tokio::net::TcpStream::connect(&listen).await.unwrap();
-    let refused = handshake::connect(&mut stream, &Hello::new(Role::Agent, agent_id))
+    let refused = handshake::connect(&mut stream, &common::agent_hello(&listen, agent_id))
         .await
         .expect_err("a second connection is refused");
     assert!(
@@ -423,7 +429,7 @@ async fn an_agents_running_tasks_follow_its_task_messages_between_heartbeats() {
     let master = start_master(dir.path(), Duration::from_secs(30));
     let addrs = master.addrs();
     let (listen, http) = (addrs.listen.to_string(), addrs.http.to_string());
-    let client = Client::connect(&listen).await.unwrap();
+    let client = common::client(&listen).await;
     client.submit_job(job("busy", "1")).await.unwrap();
 
     // This agent never heartbeats: only its task messages can change what it runs.
@@ -474,7 +480,7 @@ async fn a_returned_task_is_queued_again_without_a_failure() {
     let dir = tempfile::tempdir().unwrap();
     let master = start_master(dir.path(), Duration::from_secs(30));
     let listen = master.addrs().listen.to_string();
-    let client = Client::connect(&listen).await.unwrap();
+    let client = common::client(&listen).await;
     // No retries: one failure would fail the job.
     let submitted = client.submit_job(job("drain", "1")).await.unwrap();
 
@@ -539,7 +545,7 @@ async fn an_agent_cannot_report_on_another_agents_task() {
         master.addrs().listen.to_string(),
         master.addrs().http.to_string(),
     );
-    let client = Client::connect(&listen).await.unwrap();
+    let client = common::client(&listen).await;
     let submitted = client.submit_job(job("mine", "1")).await.unwrap();
     let mut owner = TestAgent::register(&listen, Uuid::new_v4(), 1, Vec::new()).await;
     let assigned = owner.assignment().await;

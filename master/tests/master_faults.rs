@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{DEADLINE, TestAgent, job, start_master};
-use furrow_protocol::{Client, ClientError, Hello, ProtocolError, Role, handshake};
+use furrow_protocol::{ClientError, Hello, ProtocolError, Role, handshake};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
@@ -27,7 +27,7 @@ async fn garbage_and_oversized_frames_close_only_that_connection() {
     let dir = tempfile::tempdir().unwrap();
     let master = start_master(dir.path(), Duration::from_secs(10));
     let listen = master.addrs().listen.to_string();
-    let client = Client::connect(&listen).await.unwrap();
+    let client = common::client(&listen).await;
     client.submit_job(job("survivor", "1-2")).await.unwrap();
 
     // Garbage instead of a handshake.
@@ -40,9 +40,12 @@ async fn garbage_and_oversized_frames_close_only_that_connection() {
 
     // A valid handshake, then a frame announcing more than the maximum frame size.
     let mut oversized = TcpStream::connect(&listen).await.unwrap();
-    handshake::connect(&mut oversized, &Hello::new(Role::Agent, Uuid::new_v4()))
-        .await
-        .unwrap();
+    handshake::connect(
+        &mut oversized,
+        &common::agent_hello(&listen, Uuid::new_v4()),
+    )
+    .await
+    .unwrap();
     oversized
         .write_all(&(10u32 * 1024 * 1024).to_be_bytes())
         .await
@@ -52,7 +55,7 @@ async fn garbage_and_oversized_frames_close_only_that_connection() {
 
     // A well-sized frame that is not a message.
     let mut malformed = TcpStream::connect(&listen).await.unwrap();
-    handshake::connect(&mut malformed, &Hello::new(Role::Client, Uuid::new_v4()))
+    handshake::connect(&mut malformed, &common::client_hello(&listen))
         .await
         .unwrap();
     malformed.write_all(&8u32.to_be_bytes()).await.unwrap();
@@ -61,9 +64,12 @@ async fn garbage_and_oversized_frames_close_only_that_connection() {
 
     // A truncated frame followed by a hang-up.
     let mut truncated = TcpStream::connect(&listen).await.unwrap();
-    handshake::connect(&mut truncated, &Hello::new(Role::Agent, Uuid::new_v4()))
-        .await
-        .unwrap();
+    handshake::connect(
+        &mut truncated,
+        &common::agent_hello(&listen, Uuid::new_v4()),
+    )
+    .await
+    .unwrap();
     truncated.write_all(&100u32.to_be_bytes()).await.unwrap();
     truncated.write_all(&[1, 2, 3]).await.unwrap();
     drop(truncated);
@@ -76,7 +82,7 @@ async fn garbage_and_oversized_frames_close_only_that_connection() {
     // Everyone else is still served: the old client, a new client, a new agent.
     let health = client.health().await.unwrap();
     assert_eq!(health.status, "ok");
-    let other = Client::connect(&listen).await.unwrap();
+    let other = common::client(&listen).await;
     assert_eq!(other.list_jobs(10, 0).await.unwrap().total, 1);
     let mut agent = TestAgent::register(&listen, Uuid::new_v4(), 1, Vec::new()).await;
     assert_eq!(agent.assignment().await.frames.start, 1);
@@ -106,7 +112,7 @@ async fn version_mismatch_is_refused_with_a_reason() {
         .unwrap_err();
     assert!(matches!(err, ProtocolError::Rejected(_)), "{err}");
     // And the master still answers.
-    let client = Client::connect(&listen).await.unwrap();
+    let client = common::client(&listen).await;
     assert!(client.health().await.is_ok());
     // Invalid requests come back as API errors, not closed connections.
     let mut bad = job("bad", "10-1");
@@ -191,7 +197,7 @@ async fn an_agent_that_never_registers_is_disconnected() {
     let master = start_master(dir.path(), Duration::from_secs(30));
     let listen = master.addrs().listen.to_string();
     let mut silent = TcpStream::connect(&listen).await.unwrap();
-    handshake::connect(&mut silent, &Hello::new(Role::Agent, Uuid::new_v4()))
+    handshake::connect(&mut silent, &common::agent_hello(&listen, Uuid::new_v4()))
         .await
         .unwrap();
     let started = std::time::Instant::now();
@@ -201,7 +207,7 @@ async fn an_agent_that_never_registers_is_disconnected() {
         "closed for not registering, not for something else"
     );
     // Agents that do register are unaffected.
-    let client = Client::connect(&listen).await.unwrap();
+    let client = common::client(&listen).await;
     client.submit_job(job("after", "1")).await.unwrap();
     let mut agent = TestAgent::register(&listen, Uuid::new_v4(), 1, Vec::new()).await;
     agent.assignment().await;

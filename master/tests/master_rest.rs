@@ -210,7 +210,8 @@ fn dashboard_is_served_and_streams_snapshots() {
     stream.set_read_timeout(Some(common::DEADLINE)).unwrap();
     write!(
         stream,
-        "GET /api/v1/events HTTP/1.1\r\nHost: {http}\r\nAccept: text/event-stream\r\n\r\n"
+        "GET /api/v1/events HTTP/1.1\r\nHost: {http}\r\nAccept: text/event-stream\r\nAuthorization: {}\r\n\r\n",
+        common::bearer(&http)
     )
     .unwrap();
     let first = read_until_event(&mut stream, "\"jobs\"");

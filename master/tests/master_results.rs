@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{TestAgent, get_json, job, start_master, wait_for};
-use furrow_protocol::{Client, MasterMessage, TaskRef};
+use furrow_protocol::{MasterMessage, TaskRef};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -35,7 +35,7 @@ async fn results_are_acknowledged_once_stored_and_replays_change_nothing() {
         master.addrs().listen.to_string(),
         master.addrs().http.to_string(),
     );
-    let client = Client::connect(&listen).await.unwrap();
+    let client = common::client(&listen).await;
     let submitted = client.submit_job(job("acks", "1-2")).await.unwrap();
     let mut agent = TestAgent::register(&listen, Uuid::new_v4(), 2, Vec::new()).await;
     let first = agent.assignment().await.task;
@@ -91,7 +91,7 @@ async fn a_settled_attempt_listed_at_registration_is_acknowledged_not_requeued()
         master.addrs().listen.to_string(),
         master.addrs().http.to_string(),
     );
-    let client = Client::connect(&listen).await.unwrap();
+    let client = common::client(&listen).await;
     let submitted = client.submit_job(job("listed", "1-2")).await.unwrap();
     let agent_id = Uuid::new_v4();
     let mut agent = TestAgent::register(&listen, agent_id, 2, Vec::new()).await;

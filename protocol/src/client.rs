@@ -10,6 +10,9 @@ use tokio_util::codec::Framed;
 use uuid::Uuid;
 
 use crate::ProtocolError;
+use crate::access::{
+    AuditView, NewToken, TokenSpec, TokenView, UserPatch, UserSpec, UserView, WhoAmI,
+};
 use crate::codec::{DEFAULT_MAX_FRAME, FrameCodec};
 use crate::handshake::{self, Hello, Role};
 use crate::messages::{ApiError, ClientEnvelope, ClientRequest, ClientResponse, ServerEnvelope};
@@ -438,6 +441,91 @@ impl Client {
         match self.request(ClientRequest::JobOutputs { job_id }).await? {
             ClientResponse::Outputs(o) => Ok(o),
             _ => Err(ClientError::UnexpectedReply("job outputs")),
+        }
+    }
+    /// Who the master takes this client for.
+    pub async fn who_am_i(&self) -> Result<WhoAmI, ClientError> {
+        match self.request(ClientRequest::WhoAmI).await? {
+            ClientResponse::Me(me) => Ok(me),
+            _ => Err(ClientError::UnexpectedReply("who am i")),
+        }
+    }
+
+    /// Every user (admins).
+    pub async fn users(&self) -> Result<Vec<UserView>, ClientError> {
+        match self.request(ClientRequest::ListUsers).await? {
+            ClientResponse::Users(u) => Ok(u),
+            _ => Err(ClientError::UnexpectedReply("users")),
+        }
+    }
+
+    /// Adds a user (admins).
+    pub async fn add_user(&self, spec: UserSpec) -> Result<UserView, ClientError> {
+        match self.request(ClientRequest::AddUser(spec)).await? {
+            ClientResponse::User(u) => Ok(u),
+            _ => Err(ClientError::UnexpectedReply("add user")),
+        }
+    }
+
+    /// Changes a user's role or password.
+    pub async fn edit_user(&self, name: String, patch: UserPatch) -> Result<UserView, ClientError> {
+        match self
+            .request(ClientRequest::EditUser { name, patch })
+            .await?
+        {
+            ClientResponse::User(u) => Ok(u),
+            _ => Err(ClientError::UnexpectedReply("edit user")),
+        }
+    }
+
+    /// Removes a user and revokes their tokens (admins).
+    pub async fn remove_user(&self, name: String) -> Result<(), ClientError> {
+        match self.request(ClientRequest::RemoveUser { name }).await? {
+            ClientResponse::Deleted => Ok(()),
+            _ => Err(ClientError::UnexpectedReply("remove user")),
+        }
+    }
+
+    /// The caller's tokens, or everyone's (`all`, admins).
+    pub async fn tokens(&self, all: bool) -> Result<Vec<TokenView>, ClientError> {
+        match self.request(ClientRequest::ListTokens { all }).await? {
+            ClientResponse::Tokens(t) => Ok(t),
+            _ => Err(ClientError::UnexpectedReply("tokens")),
+        }
+    }
+
+    /// Makes a token; its secret is in the answer and nowhere else.
+    pub async fn create_token(&self, spec: TokenSpec) -> Result<NewToken, ClientError> {
+        match self.request(ClientRequest::CreateToken(spec)).await? {
+            ClientResponse::Token(t) => Ok(t),
+            _ => Err(ClientError::UnexpectedReply("create token")),
+        }
+    }
+
+    /// Revokes a token.
+    pub async fn revoke_token(&self, id: String) -> Result<(), ClientError> {
+        match self.request(ClientRequest::RevokeToken { id }).await? {
+            ClientResponse::Deleted => Ok(()),
+            _ => Err(ClientError::UnexpectedReply("revoke token")),
+        }
+    }
+
+    /// Revokes an agent's credential and disconnects it (admins).
+    pub async fn revoke_agent(&self, agent_id: Uuid) -> Result<(), ClientError> {
+        match self
+            .request(ClientRequest::RevokeAgent { agent_id })
+            .await?
+        {
+            ClientResponse::Deleted => Ok(()),
+            _ => Err(ClientError::UnexpectedReply("revoke agent")),
+        }
+    }
+
+    /// A page of the audit log, newest first (admins).
+    pub async fn audit(&self, limit: u64, offset: u64) -> Result<Page<AuditView>, ClientError> {
+        match self.request(ClientRequest::Audit { limit, offset }).await? {
+            ClientResponse::Audit(a) => Ok(a),
+            _ => Err(ClientError::UnexpectedReply("audit")),
         }
     }
 }

@@ -8,11 +8,13 @@
 //! - [`messages`]: agent ↔ master messages ([`AgentMessage`], [`MasterMessage`]) and the
 //!   client requests mirroring the REST API ([`ClientRequest`], [`ClientResponse`]).
 //! - [`model`]: the records clients see (jobs, tasks, agents), shared with the REST API.
+//! - [`access`]: users, roles, tokens and the audit log.
 //! - [`frames`]: frame specifications (`1-100:5`) and their batches.
 //! - [`Client`]: a typed async client for tools.
 //!
 //! The crate has no actix dependency: it is plain tokio, usable from any tool.
 
+pub mod access;
 pub mod client;
 pub mod codec;
 mod error;
@@ -22,6 +24,7 @@ mod json;
 pub mod messages;
 pub mod model;
 
+pub use access::*;
 pub use client::{Client, ClientError, ClientOptions};
 pub use codec::{DEFAULT_MAX_FRAME, FrameCodec};
 pub use error::ProtocolError;

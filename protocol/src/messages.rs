@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::Json;
+use crate::access::{
+    AuditView, NewToken, TokenSpec, TokenView, UserPatch, UserSpec, UserView, WhoAmI,
+};
 use crate::frames::FrameBatch;
 use crate::model::{
     ActionOutcome, AgentPatch, AgentView, AttemptView, GpuInfo, HealthView, JobAction, JobId,
@@ -233,6 +236,9 @@ pub enum MasterMessage {
     /// A declarative job type an assignment on this connection is about to use (sent once
     /// per connection and version, before that assignment).
     JobType(JobTypeDefinition),
+    /// The agent's own credential, sent once after it joined with a farm join token: the
+    /// agent keeps it and presents it from then on.
+    Credential(String),
 }
 
 /// The master accepted a registration.
@@ -432,6 +438,48 @@ pub enum ClientRequest {
         /// The agent.
         agent_id: Uuid,
     },
+    /// `GET /api/v1/me`.
+    WhoAmI,
+    /// `GET /api/v1/users/`.
+    ListUsers,
+    /// `POST /api/v1/users/`.
+    AddUser(UserSpec),
+    /// `PATCH /api/v1/users/{name}`.
+    EditUser {
+        /// The user.
+        name: String,
+        /// The changes.
+        patch: UserPatch,
+    },
+    /// `DELETE /api/v1/users/{name}`.
+    RemoveUser {
+        /// The user.
+        name: String,
+    },
+    /// `GET /api/v1/tokens/?all=`.
+    ListTokens {
+        /// Every user's tokens (admins), not only the caller's.
+        all: bool,
+    },
+    /// `POST /api/v1/tokens/`.
+    CreateToken(TokenSpec),
+    /// `DELETE /api/v1/tokens/{id}`.
+    RevokeToken {
+        /// The token.
+        id: String,
+    },
+    /// `POST /api/v1/agents/{id}/revoke`.
+    RevokeAgent {
+        /// The agent.
+        agent_id: Uuid,
+    },
+    /// `GET /api/v1/audit/?limit=&offset=`.
+    Audit {
+        /// Page size.
+        limit: u64,
+        /// Items to skip.
+        offset: u64,
+    },
 }
 
 /// Answers to [`ClientRequest`]s.
@@ -482,6 +530,18 @@ pub enum ClientResponse {
     PathMap(PathMapView),
     /// Answer to `JobOutputs`.
     Outputs(Vec<OutputView>),
+    /// Answer to `WhoAmI`.
+    Me(WhoAmI),
+    /// Answer to `ListUsers`.
+    Users(Vec<UserView>),
+    /// Answer to `AddUser` and `EditUser`.
+    User(UserView),
+    /// Answer to `ListTokens`.
+    Tokens(Vec<TokenView>),
+    /// Answer to `CreateToken`.
+    Token(NewToken),
+    /// Answer to `Audit`, newest first.
+    Audit(Page<AuditView>),
 }
 
 /// What kind of failure an [`ApiError`] is; the REST API maps it to a status code.
@@ -493,6 +553,10 @@ pub enum ErrorKind {
     NotFound,
     /// The request conflicts with the current state (409).
     Conflict,
+    /// No valid credentials (401).
+    Unauthorized,
+    /// The caller's role may not do this (403).
+    Forbidden,
     /// The master cannot serve it right now (503).
     Unavailable,
     /// A bug or a storage failure (500).
@@ -530,6 +594,22 @@ impl ApiError {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Conflict,
+            message: message.into(),
+        }
+    }
+
+    /// A 401 error.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Unauthorized,
+            message: message.into(),
+        }
+    }
+
+    /// A 403 error.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Forbidden,
             message: message.into(),
         }
     }

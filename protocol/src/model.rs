@@ -145,6 +145,11 @@ pub struct JobSubmission {
     /// An agent that failed this many tasks of the job gets no more of them (0: never).
     #[serde(default = "default_blocklist_after")]
     pub blocklist_after: u32,
+    /// Environment variables (in `params.env`) whose values are secret: stored encrypted,
+    /// shown to nobody, sent only to the agent that runs a task. Names that look secret
+    /// (`*_PASSWORD`, `*_TOKEN`, `*_KEY`, `*SECRET*`...) are secret without being listed.
+    #[serde(default)]
+    pub secret_env: Vec<String>,
 }
 
 impl JobSubmission {
@@ -171,6 +176,7 @@ impl JobSubmission {
             notes: String::new(),
             user: String::new(),
             blocklist_after: default_blocklist_after(),
+            secret_env: Vec::new(),
         }
     }
 }

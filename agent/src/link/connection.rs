@@ -61,6 +61,7 @@ impl ConnectError {
 pub(crate) async fn open(
     addr: String,
     agent_id: Uuid,
+    credentials: Option<String>,
     max_frame: usize,
     connect_timeout: Duration,
 ) -> Result<Connection, ConnectError> {
@@ -75,7 +76,9 @@ pub(crate) async fn open(
         }
     };
     tune_socket(&stream);
-    let master = handshake::connect(&mut stream, &Hello::new(Role::Agent, agent_id))
+    let mut hello = Hello::new(Role::Agent, agent_id);
+    hello.credentials = credentials;
+    let master = handshake::connect(&mut stream, &hello)
         .await
         .map_err(|source| ConnectError::Handshake {
             addr: addr.clone(),

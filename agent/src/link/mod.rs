@@ -115,6 +115,23 @@ pub(crate) struct LinkSetup {
     pub tuning: Tuning,
     /// Where the job types the master sends are kept.
     pub jobtypes: std::sync::Arc<crate::jobtypes::JobTypes>,
+    /// The farm's join token, for a first connection (or after the master forgot this
+    /// agent's credential).
+    pub join_token: Option<String>,
+    /// Where this agent's own credential is kept.
+    pub state: crate::state::StateDir,
+}
+
+impl LinkSetup {
+    /// What the handshake presents: this agent's credential and the join token, either
+    /// of which the master may accept.
+    fn credentials(&self) -> Option<String> {
+        let presented: Vec<String> = [self.state.credential(), self.join_token.clone()]
+            .into_iter()
+            .flatten()
+            .collect();
+        (!presented.is_empty()).then(|| presented.join(" "))
+    }
 }
 
 /// The job-type files of the agent's directory, to tell the master now (when
@@ -246,6 +263,7 @@ impl MasterLink {
         let open = connection::open(
             self.setup.master.clone(),
             self.setup.identity.agent_id,
+            self.setup.credentials(),
             self.setup.max_frame,
             self.setup.tuning.connect_timeout,
         );
@@ -438,6 +456,15 @@ impl MasterLink {
                 ctx.spawn(request.into_actor(self).map(|_, _, _| ()));
             }
             MasterMessage::ResultStored(task) => self.result_stored(task),
+            MasterMessage::Credential(credential) => {
+                match self.setup.state.save_credential(&credential) {
+                    Ok(()) => info!("joined the farm; this agent's credential is saved"),
+                    Err(e) => error!(
+                        error = %e,
+                        "cannot save this agent's credential; it will join with the join token again"
+                    ),
+                }
+            }
             MasterMessage::JobType(definition) => {
                 let (name, version) = (definition.name.clone(), definition.version);
                 match self.setup.jobtypes.receive(definition) {

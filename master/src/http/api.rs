@@ -13,12 +13,16 @@ use furrow_protocol::{
     AgentPatch, ApiError, JobActionRequest, JobId, JobPatch, JobSubmission, JobTypeSource,
     JobsActionRequest, PathMapSpec, QueuePatch, QueueSpec, TaskActionRequest, TaskId,
 };
+use furrow_protocol::{
+    AuditView, NewToken, TokenSpec, TokenView, UserPatch, UserSpec, UserView, WhoAmI,
+};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::openapi::{ErrorBody, PageQuery};
 use super::{HttpError, method_not_allowed, not_found};
+use crate::auth::Caller;
 use crate::service::{DEFAULT_LIMIT, DEFAULT_TASK_LIMIT, Service};
 
 /// Query parameters as given.
@@ -146,6 +150,44 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .default_service(web::to(|| method_not_allowed("DELETE"))),
             )
             .service(
+                web::resource("/agents/{id}/revoke")
+                    .route(web::post().to(revoke_agent))
+                    .default_service(web::to(|| method_not_allowed("POST"))),
+            )
+            .service(
+                web::resource("/me")
+                    .route(web::get().to(who_am_i))
+                    .default_service(web::to(|| method_not_allowed("GET"))),
+            )
+            .service(
+                web::resource(["/users/", "/users"])
+                    .route(web::get().to(list_users))
+                    .route(web::post().to(add_user))
+                    .default_service(web::to(|| method_not_allowed("GET, POST"))),
+            )
+            .service(
+                web::resource("/users/{name}")
+                    .route(web::patch().to(edit_user))
+                    .route(web::delete().to(remove_user))
+                    .default_service(web::to(|| method_not_allowed("PATCH, DELETE"))),
+            )
+            .service(
+                web::resource(["/tokens/", "/tokens"])
+                    .route(web::get().to(list_tokens))
+                    .route(web::post().to(create_token))
+                    .default_service(web::to(|| method_not_allowed("GET, POST"))),
+            )
+            .service(
+                web::resource("/tokens/{id}")
+                    .route(web::delete().to(revoke_token))
+                    .default_service(web::to(|| method_not_allowed("DELETE"))),
+            )
+            .service(
+                web::resource(["/audit/", "/audit"])
+                    .route(web::get().to(audit))
+                    .default_service(web::to(|| method_not_allowed("GET"))),
+            )
+            .service(
                 web::resource("/health")
                     .route(web::get().to(health))
                     .default_service(web::to(|| method_not_allowed("GET"))),
@@ -249,29 +291,35 @@ pub fn decode_submission(body: Value) -> Result<JobSubmission, HttpError> {
               (status = 400, description = "A field is wrong; the message names it", body = ErrorBody)))]
 async fn submit_job(
     service: web::Data<Service>,
+    caller: Caller,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, HttpError> {
     let submission = decode_submission(body.into_inner())?;
-    let job = service.submit_job(submission).await?;
+    let job = service.submit_job(&caller, submission).await?;
     Ok(HttpResponse::Created().json(job))
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/", tag = "jobs", params(PageQuery),
     responses((status = 200, description = "Jobs, newest first", body = Page<JobView>),
               (status = 400, description = "Bad paging", body = ErrorBody)))]
-async fn list_jobs(service: web::Data<Service>, query: Query) -> Result<HttpResponse, HttpError> {
+async fn list_jobs(
+    service: web::Data<Service>,
+    caller: Caller,
+    query: Query,
+) -> Result<HttpResponse, HttpError> {
     let (limit, offset) = page(&query, DEFAULT_LIMIT)?;
-    Ok(HttpResponse::Ok().json(service.list_jobs(limit, offset).await?))
+    Ok(HttpResponse::Ok().json(service.list_jobs(&caller, limit, offset).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path, description = "Job id")),
     responses((status = 200, body = JobView), (status = 404, description = "Unknown job", body = ErrorBody)))]
 async fn get_job(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
     let job_id = parse_id("job id", &path)?;
-    Ok(HttpResponse::Ok().json(service.get_job(job_id).await?))
+    Ok(HttpResponse::Ok().json(service.get_job(&caller, job_id).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/tasks/", tag = "tasks",
@@ -280,12 +328,13 @@ async fn get_job(
               (status = 404, description = "Unknown job", body = ErrorBody)))]
 async fn list_tasks(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<String>,
     query: Query,
 ) -> Result<HttpResponse, HttpError> {
     let job_id = parse_id("job id", &path)?;
     let (limit, offset) = page(&query, DEFAULT_TASK_LIMIT)?;
-    Ok(HttpResponse::Ok().json(service.list_tasks(job_id, limit, offset).await?))
+    Ok(HttpResponse::Ok().json(service.list_tasks(&caller, job_id, limit, offset).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/tasks/{task_id}/logs", tag = "tasks",
@@ -296,13 +345,14 @@ async fn list_tasks(
               (status = 404, description = "Unknown task or attempt", body = ErrorBody)))]
 async fn task_log(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<(String, String)>,
     query: Query,
 ) -> Result<HttpResponse, HttpError> {
     let (job_id, task_id, attempt) = log_target(path, &query)?;
     let offset: u64 = query_number(&query, "offset")?.unwrap_or(0);
     let chunk = service
-        .read_log(job_id, task_id, attempt, offset, REST_LOG_LIMIT)
+        .read_log(&caller, job_id, task_id, attempt, offset, REST_LOG_LIMIT)
         .await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
@@ -314,14 +364,18 @@ async fn task_log(
 
 #[utoipa::path(get, path = "/api/v1/agents/", tag = "agents", params(PageQuery),
     responses((status = 200, description = "Agents, online and offline, by name", body = Page<AgentView>)))]
-async fn list_agents(service: web::Data<Service>, query: Query) -> Result<HttpResponse, HttpError> {
+async fn list_agents(
+    service: web::Data<Service>,
+    caller: Caller,
+    query: Query,
+) -> Result<HttpResponse, HttpError> {
     let (limit, offset) = page(&query, DEFAULT_LIMIT)?;
-    Ok(HttpResponse::Ok().json(service.list_agents(limit, offset).await?))
+    Ok(HttpResponse::Ok().json(service.list_agents(&caller, limit, offset).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/health", tag = "farm", responses((status = 200, body = HealthView)))]
-async fn health(service: web::Data<Service>) -> Result<HttpResponse, HttpError> {
-    Ok(HttpResponse::Ok().json(service.health().await?))
+async fn health(service: web::Data<Service>, caller: Caller) -> Result<HttpResponse, HttpError> {
+    Ok(HttpResponse::Ok().json(service.health(&caller).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/actions", tag = "jobs", params(("id" = i64, Path, description = "Job id")),
@@ -332,13 +386,14 @@ async fn health(service: web::Data<Service>) -> Result<HttpResponse, HttpError> 
               (status = 409, description = "The action makes no sense in the job's state", body = ErrorBody)))]
 async fn job_action(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<String>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, HttpError> {
     let job_id = parse_id("job id", &path)?;
     let request: JobActionRequest = decode(body.into_inner())?;
     let job = service
-        .job_action(job_id, request.action, request.kill)
+        .job_action(&caller, job_id, request.action, request.kill)
         .await?;
     Ok(HttpResponse::Ok().json(job))
 }
@@ -348,11 +403,12 @@ async fn job_action(
               (status = 400, description = "No ids, too many, or an unknown action", body = ErrorBody)))]
 async fn jobs_action(
     service: web::Data<Service>,
+    caller: Caller,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, HttpError> {
     let request: JobsActionRequest = decode(body.into_inner())?;
     let outcomes = service
-        .jobs_action(request.action, &request.ids, request.kill)
+        .jobs_action(&caller, request.action, &request.ids, request.kill)
         .await?;
     Ok(HttpResponse::Ok().json(outcomes))
 }
@@ -364,6 +420,7 @@ async fn jobs_action(
               (status = 409, description = "The task cannot be cancelled in its state", body = ErrorBody)))]
 async fn task_action(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<(String, String)>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, HttpError> {
@@ -371,7 +428,11 @@ async fn task_action(
     let job_id = parse_id("job id", &job)?;
     let task_id = parse_id("task id", &task)?;
     let request: TaskActionRequest = decode(body.into_inner())?;
-    Ok(HttpResponse::Ok().json(service.task_action(job_id, task_id, request.action).await?))
+    Ok(HttpResponse::Ok().json(
+        service
+            .task_action(&caller, job_id, task_id, request.action)
+            .await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/tasks/{task_id}/attempts", tag = "tasks",
@@ -380,12 +441,13 @@ async fn task_action(
               (status = 404, description = "Unknown job or task", body = ErrorBody)))]
 async fn task_attempts(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, HttpError> {
     let (job, task) = path.into_inner();
     let job_id = parse_id("job id", &job)?;
     let task_id = parse_id("task id", &task)?;
-    Ok(HttpResponse::Ok().json(service.task_attempts(job_id, task_id).await?))
+    Ok(HttpResponse::Ok().json(service.task_attempts(&caller, job_id, task_id).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path, description = "Job id")),
@@ -395,22 +457,24 @@ async fn task_attempts(
               (status = 409, description = "The job is finished, or has started (frames)", body = ErrorBody)))]
 async fn edit_job(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<String>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, HttpError> {
     let job_id = parse_id("job id", &path)?;
     let patch: JobPatch = decode(body.into_inner())?;
-    Ok(HttpResponse::Ok().json(service.edit_job(job_id, patch).await?))
+    Ok(HttpResponse::Ok().json(service.edit_job(&caller, job_id, patch).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path, description = "Job id")),
     responses((status = 204, description = "Deleted with its tasks and logs"), (status = 404, description = "Unknown job", body = ErrorBody)))]
 async fn delete_job(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
     let job_id = parse_id("job id", &path)?;
-    service.delete_job(job_id).await?;
+    service.delete_job(&caller, job_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -419,10 +483,11 @@ async fn delete_job(
               (status = 404, description = "Unknown job", body = ErrorBody)))]
 async fn why(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
     let job_id = parse_id("job id", &path)?;
-    Ok(HttpResponse::Ok().json(service.why(job_id).await?))
+    Ok(HttpResponse::Ok().json(service.why(&caller, job_id).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "Agent id (UUID)")),
@@ -431,13 +496,14 @@ async fn why(
               (status = 404, description = "Unknown agent", body = ErrorBody)))]
 async fn edit_agent(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<String>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, HttpError> {
     let agent_id = Uuid::parse_str(path.trim())
         .map_err(|_| bad(format!("agent id: {:?} is not a UUID", path.as_str())))?;
     let patch: AgentPatch = decode(body.into_inner())?;
-    Ok(HttpResponse::Ok().json(service.edit_agent(agent_id, patch).await?))
+    Ok(HttpResponse::Ok().json(service.edit_agent(&caller, agent_id, patch).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "Agent id (UUID)")),
@@ -445,18 +511,22 @@ async fn edit_agent(
               (status = 409, description = "Connected, or offline but not lost yet", body = ErrorBody)))]
 async fn remove_agent(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
     let agent_id = Uuid::parse_str(path.trim())
         .map_err(|_| bad(format!("agent id: {:?} is not a UUID", path.as_str())))?;
-    service.remove_agent(agent_id).await?;
+    service.remove_agent(&caller, agent_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 #[utoipa::path(get, path = "/api/v1/queues/", tag = "queues",
     responses((status = 200, description = "The queue tree, parents first", body = Vec<QueueView>)))]
-async fn list_queues(service: web::Data<Service>) -> Result<HttpResponse, HttpError> {
-    Ok(HttpResponse::Ok().json(service.list_queues().await?))
+async fn list_queues(
+    service: web::Data<Service>,
+    caller: Caller,
+) -> Result<HttpResponse, HttpError> {
+    Ok(HttpResponse::Ok().json(service.list_queues(&caller).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/queues/", tag = "queues", request_body = QueueSpec,
@@ -464,19 +534,21 @@ async fn list_queues(service: web::Data<Service>) -> Result<HttpResponse, HttpEr
               (status = 409, description = "It exists", body = ErrorBody)))]
 async fn create_queue(
     service: web::Data<Service>,
+    caller: Caller,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, HttpError> {
     let spec: QueueSpec = decode(body.into_inner())?;
-    Ok(HttpResponse::Created().json(service.create_queue(spec).await?))
+    Ok(HttpResponse::Created().json(service.create_queue(&caller, spec).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/queues/{path}", tag = "queues", params(("path" = String, Path, description = "Queue path, e.g. studio/lighting")),
     responses((status = 200, body = QueueView), (status = 404, description = "Unknown queue", body = ErrorBody)))]
 async fn get_queue(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
-    Ok(HttpResponse::Ok().json(service.get_queue(&path).await?))
+    Ok(HttpResponse::Ok().json(service.get_queue(&caller, &path).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/queues/{path}", tag = "queues", params(("path" = String, Path, description = "Queue path")),
@@ -484,11 +556,12 @@ async fn get_queue(
     responses((status = 200, body = QueueView), (status = 404, description = "Unknown queue", body = ErrorBody)))]
 async fn edit_queue(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<String>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, HttpError> {
     let patch: QueuePatch = decode(body.into_inner())?;
-    Ok(HttpResponse::Ok().json(service.edit_queue(&path, patch).await?))
+    Ok(HttpResponse::Ok().json(service.edit_queue(&caller, &path, patch).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/queues/{path}", tag = "queues", params(("path" = String, Path, description = "Queue path")),
@@ -496,9 +569,10 @@ async fn edit_queue(
               (status = 409, description = "The root, or a queue with children or unfinished jobs", body = ErrorBody)))]
 async fn delete_queue(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
-    service.delete_queue(&path).await?;
+    service.delete_queue(&caller, &path).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -507,10 +581,11 @@ async fn delete_queue(
               (status = 404, description = "Unknown job", body = ErrorBody)))]
 async fn job_outputs(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
     let job_id = parse_id("job id", &path)?;
-    Ok(HttpResponse::Ok().json(service.job_outputs(job_id).await?))
+    Ok(HttpResponse::Ok().json(service.job_outputs(&caller, job_id).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/outputs/{frame}/preview", tag = "outputs",
@@ -519,6 +594,7 @@ async fn job_outputs(
               (status = 404, description = "No preview of that frame", body = ErrorBody)))]
 async fn preview(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, HttpError> {
     let (job, frame) = path.into_inner();
@@ -526,7 +602,7 @@ async fn preview(
     let frame: i64 = frame
         .parse()
         .map_err(|_| bad(format!("frame: {frame:?} is not a whole number")))?;
-    let (mime, data) = service.preview(job_id, frame).await?;
+    let (mime, data) = service.preview(&caller, job_id, frame).await?;
     Ok(HttpResponse::Ok()
         .content_type(mime)
         // The dashboard names a preview with its time, so a newer one has a new URL.
@@ -536,7 +612,7 @@ async fn preview(
 
 #[utoipa::path(get, path = "/api/v1/jobtypes/", tag = "jobtypes",
     responses((status = 200, description = "Every version of every job type, by name then version", body = Vec<JobTypeView>)))]
-async fn list_jobtypes(service: web::Data<Service>) -> HttpResponse {
+async fn list_jobtypes(service: web::Data<Service>, _caller: Caller) -> HttpResponse {
     HttpResponse::Ok().json(service.list_jobtypes())
 }
 
@@ -567,11 +643,12 @@ fn jobtype_source(request: &HttpRequest, body: &[u8]) -> Result<String, HttpErro
               (status = 409, description = "This version is stored with another text, or the name is a built-in type's", body = ErrorBody)))]
 async fn add_jobtype(
     service: web::Data<Service>,
+    caller: Caller,
     request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, HttpError> {
     let source = jobtype_source(&request, &body)?;
-    let (view, created) = service.add_jobtype(&source).await?;
+    let (view, created) = service.add_jobtype(&caller, &source).await?;
     Ok(if created {
         HttpResponse::Created().json(view)
     } else {
@@ -583,6 +660,7 @@ async fn add_jobtype(
     responses((status = 200, description = "Its newest version", body = JobTypeView), (status = 404, description = "Unknown job type", body = ErrorBody)))]
 async fn get_jobtype_newest(
     service: web::Data<Service>,
+    _caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
     Ok(HttpResponse::Ok().json(service.get_jobtype(&path, None)?))
@@ -593,6 +671,7 @@ async fn get_jobtype_newest(
     responses((status = 200, body = JobTypeView), (status = 404, description = "Unknown job type or version", body = ErrorBody)))]
 async fn get_jobtype(
     service: web::Data<Service>,
+    _caller: Caller,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, HttpError> {
     let (name, version) = path.into_inner();
@@ -604,7 +683,7 @@ async fn get_jobtype(
 
 #[utoipa::path(get, path = "/api/v1/pathmaps/", tag = "pathmaps",
     responses((status = 200, description = "Every path map", body = Vec<PathMapView>)))]
-async fn list_path_maps(service: web::Data<Service>) -> HttpResponse {
+async fn list_path_maps(service: web::Data<Service>, _caller: Caller) -> HttpResponse {
     HttpResponse::Ok().json(service.list_path_maps())
 }
 
@@ -612,20 +691,22 @@ async fn list_path_maps(service: web::Data<Service>) -> HttpResponse {
     responses((status = 201, body = PathMapView), (status = 400, description = "Fewer than two prefixes, or a malformed one", body = ErrorBody)))]
 async fn add_path_map(
     service: web::Data<Service>,
+    caller: Caller,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, HttpError> {
     let spec: PathMapSpec = decode(body.into_inner())?;
-    Ok(HttpResponse::Created().json(service.add_path_map(spec).await?))
+    Ok(HttpResponse::Created().json(service.add_path_map(&caller, spec).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/pathmaps/{id}", tag = "pathmaps", params(("id" = i64, Path, description = "Path map id")),
     responses((status = 204, description = "Deleted"), (status = 404, description = "Unknown path map", body = ErrorBody)))]
 async fn delete_path_map(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
     let id = parse_id("path map id", &path)?;
-    service.delete_path_map(id).await?;
+    service.delete_path_map(&caller, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -634,4 +715,136 @@ async fn openapi() -> HttpResponse {
     HttpResponse::build(StatusCode::OK)
         .content_type("application/json")
         .body(super::openapi::document())
+}
+
+fn agent_id_of(path: &str) -> Result<Uuid, HttpError> {
+    Uuid::parse_str(path.trim()).map_err(|_| bad(format!("agent id: {path:?} is not a UUID")))
+}
+
+#[utoipa::path(post, path = "/api/v1/agents/{id}/revoke", tag = "agents", params(("id" = String, Path, description = "Agent id (UUID)")),
+    responses((status = 204, description = "Its credential no longer works; it was disconnected"),
+              (status = 403, description = "Not an admin", body = ErrorBody),
+              (status = 404, description = "The agent has no credential", body = ErrorBody)))]
+async fn revoke_agent(
+    service: web::Data<Service>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let agent_id = agent_id_of(&path)?;
+    service.revoke_agent(&caller, agent_id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(get, path = "/api/v1/me", tag = "access",
+    responses((status = 200, description = "The caller's user name and role", body = WhoAmI),
+              (status = 401, description = "No valid credentials", body = ErrorBody)))]
+async fn who_am_i(service: web::Data<Service>, caller: Caller) -> HttpResponse {
+    HttpResponse::Ok().json(service.auth().who_am_i(&caller))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/", tag = "access",
+    responses((status = 200, description = "Every user, by name", body = Vec<UserView>),
+              (status = 403, description = "Not an admin", body = ErrorBody)))]
+async fn list_users(
+    service: web::Data<Service>,
+    caller: Caller,
+) -> Result<HttpResponse, HttpError> {
+    Ok(HttpResponse::Ok().json(service.auth().list_users(&caller)?))
+}
+
+#[utoipa::path(post, path = "/api/v1/users/", tag = "access", request_body = UserSpec,
+    responses((status = 201, body = UserView), (status = 400, description = "Bad name or password", body = ErrorBody),
+              (status = 403, description = "Not an admin", body = ErrorBody), (status = 409, description = "The user exists", body = ErrorBody)))]
+async fn add_user(
+    service: web::Data<Service>,
+    caller: Caller,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, HttpError> {
+    let spec: UserSpec = decode(body.into_inner())?;
+    Ok(HttpResponse::Created().json(service.auth().add_user(&caller, spec).await?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/users/{name}", tag = "access", params(("name" = String, Path, description = "User name")),
+    request_body = UserPatch,
+    responses((status = 200, body = UserView), (status = 403, description = "Another user's password or any role, without being an admin", body = ErrorBody),
+              (status = 404, description = "Unknown user", body = ErrorBody), (status = 409, description = "It would leave no admin", body = ErrorBody)))]
+async fn edit_user(
+    service: web::Data<Service>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, HttpError> {
+    let patch: UserPatch = decode(body.into_inner())?;
+    if patch == UserPatch::default() {
+        return Err(bad("nothing to change: give role or password".into()));
+    }
+    Ok(HttpResponse::Ok().json(service.auth().edit_user(&caller, &path, patch).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "access", params(("name" = String, Path, description = "User name")),
+    responses((status = 204, description = "Removed; their tokens are revoked"), (status = 403, description = "Not an admin", body = ErrorBody),
+              (status = 404, description = "Unknown user", body = ErrorBody), (status = 409, description = "The last admin", body = ErrorBody)))]
+async fn remove_user(
+    service: web::Data<Service>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    service.auth().remove_user(&caller, &path).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(get, path = "/api/v1/tokens/", tag = "access",
+    params(("all" = Option<bool>, Query, description = "Every user's tokens, join tokens and agents' credentials (admins)")),
+    responses((status = 200, description = "Tokens, oldest first; never their secrets", body = Vec<TokenView>),
+              (status = 403, description = "all=true without being an admin", body = ErrorBody)))]
+async fn list_tokens(
+    service: web::Data<Service>,
+    caller: Caller,
+    query: Query,
+) -> Result<HttpResponse, HttpError> {
+    let all = match query.get("all").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => return Err(bad(format!("all: {other:?} is not true or false"))),
+    };
+    Ok(HttpResponse::Ok().json(service.auth().list_tokens(&caller, all)?))
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens/", tag = "access", request_body = TokenSpec,
+    responses((status = 201, description = "The token: its secret is shown this once", body = NewToken),
+              (status = 400, description = "Bad expiry or label", body = ErrorBody),
+              (status = 403, description = "A join token or another user's token, without being an admin", body = ErrorBody)))]
+async fn create_token(
+    service: web::Data<Service>,
+    caller: Caller,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, HttpError> {
+    let spec: TokenSpec = decode(body.into_inner())?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(service.auth().create_token(&caller, spec).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "access", params(("id" = String, Path, description = "Token id")),
+    responses((status = 204, description = "Revoked"), (status = 403, description = "Another user's token, without being an admin", body = ErrorBody),
+              (status = 404, description = "Unknown token", body = ErrorBody)))]
+async fn revoke_token(
+    service: web::Data<Service>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    service.auth().revoke_token(&caller, &path).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(get, path = "/api/v1/audit/", tag = "access", params(PageQuery),
+    responses((status = 200, description = "Every change made through the API: who, what, when and from where; newest first", body = Page<AuditView>),
+              (status = 403, description = "Not an admin", body = ErrorBody)))]
+async fn audit(
+    service: web::Data<Service>,
+    caller: Caller,
+    query: Query,
+) -> Result<HttpResponse, HttpError> {
+    let (limit, offset) = page(&query, DEFAULT_LIMIT)?;
+    Ok(HttpResponse::Ok().json(service.auth().audit(&caller, limit, offset).await?))
 }

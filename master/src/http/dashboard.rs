@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::{method_not_allowed, not_found};
+use crate::auth::Caller;
 use crate::changes::ChangeFeed;
 use crate::service::Service;
 
@@ -72,10 +73,12 @@ impl Feed {
 /// Builds a snapshot: `{"agents": Page, "jobs": Page, "health": HealthView, "queues":
 /// [QueueView]}`.
 pub async fn snapshot(service: &Service) -> String {
-    let agents = service.list_agents(SNAPSHOT_AGENTS, 0).await;
-    let jobs = service.list_jobs(SNAPSHOT_JOBS, 0).await;
-    let health = service.health().await;
-    let queues = service.list_queues().await;
+    // One snapshot for every watcher: it shows what any viewer may see.
+    let caller = Caller::feed();
+    let agents = service.list_agents(&caller, SNAPSHOT_AGENTS, 0).await;
+    let jobs = service.list_jobs(&caller, SNAPSHOT_JOBS, 0).await;
+    let health = service.health(&caller).await;
+    let queues = service.list_queues(&caller).await;
     let value = match (agents, jobs, health, queues) {
         (Ok(agents), Ok(jobs), Ok(health), Ok(queues)) => {
             serde_json::json!({ "agents": agents, "jobs": jobs, "health": health, "queues": queues })
@@ -103,6 +106,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/")
             .route(web::get().to(index))
             .default_service(web::to(|| method_not_allowed("GET"))),
+    )
+    .service(
+        web::resource("/login")
+            .route(web::get().to(super::auth::login_link))
+            .route(web::post().to(super::auth::login))
+            .default_service(web::to(|| method_not_allowed("GET, POST"))),
+    )
+    .service(
+        web::resource("/logout")
+            .route(web::post().to(super::auth::logout))
+            .default_service(web::to(|| method_not_allowed("POST"))),
     )
     .default_service(web::to(not_found));
 }

@@ -18,6 +18,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::HttpError;
 use super::api::{Query, log_target};
+use crate::auth::Caller;
 use crate::logs::LiveChunk;
 use crate::service::Service;
 
@@ -29,6 +30,7 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 
 struct Follow {
     service: Service,
+    caller: Caller,
     job_id: JobId,
     task: TaskRef,
     offset: u64,
@@ -59,6 +61,7 @@ impl Follow {
         let read = self
             .service
             .read_log(
+                &self.caller,
                 self.job_id,
                 self.task.task_id,
                 Some(self.task.attempt),
@@ -144,16 +147,21 @@ impl Follow {
               (status = 404, description = "Unknown task or attempt", body = super::openapi::ErrorBody)))]
 pub async fn follow_log(
     service: web::Data<Service>,
+    caller: Caller,
     path: web::Path<(String, String)>,
     query: Query,
 ) -> Result<HttpResponse, HttpError> {
     let (job_id, task_id, attempt) = log_target(path, &query)?;
     let service = service.get_ref().clone();
     let live = service.subscribe_logs();
-    // Answers 404 for an unknown task or attempt before the stream starts.
-    let first = service.read_log(job_id, task_id, attempt, 0, 0).await?;
+    // Answers 404 for an unknown task or attempt, and 403 for a job the caller may not
+    // read, before the stream starts.
+    let first = service
+        .read_log(&caller, job_id, task_id, attempt, 0, 0)
+        .await?;
     let follow = Follow {
         service,
+        caller,
         job_id,
         task: TaskRef {
             task_id,

@@ -4,11 +4,14 @@
 //! - [`dashboard`]: the embedded page and its server-sent-events feed.
 //! - [`follow`]: a task's log followed live over server-sent events.
 //! - [`guard`]: cross-site safety (Host, Origin, content type) in front of every route.
+//! - [`auth`]: every `/api/` request names its caller (bearer token or session cookie);
+//!   the dashboard's login and logout.
 //!
 //! Every error is `{"error": "..."}` with a 4xx/5xx status saying what was wrong,
 //! including errors raised by actix's own extractors and unknown routes.
 
 pub mod api;
+pub mod auth;
 pub mod dashboard;
 pub mod follow;
 pub mod guard;
@@ -45,6 +48,8 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -30,7 +30,7 @@ pub struct PageQuery {
     info(
         title = "Furrow master API",
         version = "1",
-        description = "Jobs, tasks, agents, queues, job types, path maps and outputs of a Furrow render farm. Errors are {\"error\": \"...\"} with a 4xx status naming the field at fault."
+        description = "Jobs, tasks, agents, queues, job types, path maps, outputs, users and tokens of a Furrow render farm. Every route needs `Authorization: Bearer <token>` (or the dashboard's session cookie): without valid credentials it answers 401, and 403 when the caller's role may not do it. Errors are {\"error\": \"...\"} with a 4xx status naming the field at fault."
     ),
     paths(
         super::api::submit_job,
@@ -63,6 +63,16 @@ pub struct PageQuery {
         super::api::list_path_maps,
         super::api::add_path_map,
         super::api::delete_path_map,
+        super::api::revoke_agent,
+        super::api::who_am_i,
+        super::api::list_users,
+        super::api::add_user,
+        super::api::edit_user,
+        super::api::remove_user,
+        super::api::list_tokens,
+        super::api::create_token,
+        super::api::revoke_token,
+        super::api::audit,
         super::api::health,
         super::dashboard::events,
         super::api::openapi,
@@ -110,6 +120,13 @@ mod tests {
             ("/api/v1/jobtypes/{name}/{version}", &["get"]),
             ("/api/v1/pathmaps/", &["get", "post"]),
             ("/api/v1/pathmaps/{id}", &["delete"]),
+            ("/api/v1/agents/{id}/revoke", &["post"]),
+            ("/api/v1/me", &["get"]),
+            ("/api/v1/users/", &["get", "post"]),
+            ("/api/v1/users/{name}", &["patch", "delete"]),
+            ("/api/v1/tokens/", &["get", "post"]),
+            ("/api/v1/tokens/{id}", &["delete"]),
+            ("/api/v1/audit/", &["get"]),
             ("/api/v1/health", &["get"]),
             ("/api/v1/events", &["get"]),
             ("/api/v1/openapi.json", &["get"]),
@@ -121,7 +138,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(paths.len(), 24, "a documented path without a test entry");
+        assert_eq!(paths.len(), 31, "a documented path without a test entry");
         let schemas = doc["components"]["schemas"].as_object().unwrap();
         for name in [
             "JobSubmission",
@@ -134,6 +151,10 @@ mod tests {
             "ParamView",
             "OutputView",
             "PathMapSpec",
+            "UserView",
+            "TokenView",
+            "NewToken",
+            "AuditView",
         ] {
             assert!(schemas.contains_key(name), "schema {name} missing");
         }

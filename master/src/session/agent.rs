@@ -54,6 +54,8 @@ pub struct AgentSession {
     id: u64,
     peer: SocketAddr,
     outbox: mpsc::Sender<MasterMessage>,
+    /// The id the handshake admitted (its credential is bound to it).
+    admitted: Uuid,
     agent_id: Option<Uuid>,
     registry: Addr<Registry>,
     scheduler: Addr<Scheduler>,
@@ -71,6 +73,7 @@ impl AgentSession {
     pub fn new(
         id: u64,
         peer: SocketAddr,
+        admitted: Uuid,
         outbox: mpsc::Sender<MasterMessage>,
         registry: Addr<Registry>,
         scheduler: Addr<Scheduler>,
@@ -80,6 +83,7 @@ impl AgentSession {
         Self {
             id,
             peer,
+            admitted,
             outbox,
             agent_id: None,
             registry,
@@ -97,6 +101,11 @@ impl AgentSession {
     fn assign(&mut self, mut assignment: furrow_protocol::Assignment, ctx: &mut Context<Self>) {
         let catalog = self.service.catalog().clone();
         assignment.path_maps = catalog.rules_for(&self.os, &self.tags);
+        // Secret values travel only here, to the agent that runs the task.
+        self.service
+            .auth()
+            .sealer()
+            .reveal_env(&mut assignment.params.0);
         let key = (assignment.jobtype.clone(), assignment.jobtype_version);
         if !furrow_jobtypes::is_builtin(&key.0) && !self.sent_types.contains(&key) {
             if let Some(source) = catalog
@@ -185,6 +194,16 @@ impl AgentSession {
         mut registration: furrow_protocol::Registration,
         ctx: &mut Context<Self>,
     ) {
+        if registration.agent_id != self.admitted {
+            self.close(
+                &format!(
+                    "registration names agent {}, but this connection was admitted as agent {}",
+                    registration.agent_id, self.admitted
+                ),
+                ctx,
+            );
+            return;
+        }
         if registration.running.len() > MAX_LISTED {
             self.close(
                 &format!(

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use furrow_protocol::{ClientEnvelope, ProtocolError, ServerEnvelope};
+use furrow_protocol::{ApiError, ClientEnvelope, ClientResponse, ProtocolError, ServerEnvelope};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tracing::{debug, warn};
@@ -20,6 +20,8 @@ pub struct ClientSession {
     peer: SocketAddr,
     outbox: mpsc::Sender<ServerEnvelope>,
     service: Service,
+    /// The hash of the token the tool presented, checked again before each request.
+    token_hash: String,
     last_request: Instant,
     /// One of the master's tool connections, given back when the session ends.
     _permit: OwnedSemaphorePermit,
@@ -31,12 +33,14 @@ impl ClientSession {
         peer: SocketAddr,
         outbox: mpsc::Sender<ServerEnvelope>,
         service: Service,
+        token_hash: String,
         permit: OwnedSemaphorePermit,
     ) -> Self {
         Self {
             peer,
             outbox,
             service,
+            token_hash,
             last_request: Instant::now(),
             _permit: permit,
         }
@@ -70,8 +74,16 @@ impl StreamHandler<Result<ClientEnvelope, ProtocolError>> for ClientSession {
         self.last_request = Instant::now();
         let service = self.service.clone();
         let id = envelope.id;
+        let caller = service
+            .auth()
+            .authenticate_hash(&self.token_hash, &self.peer.ip().to_string());
         ctx.wait(
-            async move { service.handle(envelope.request).await }
+            async move {
+                match caller {
+                    Ok(caller) => service.handle(&caller, envelope.request).await,
+                    Err(reason) => ClientResponse::Error(ApiError::unauthorized(reason)),
+                }
+            }
                 .into_actor(self)
                 .map(move |response, act, ctx| {
                     match act.outbox.try_send(ServerEnvelope { id, response }) {

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Initial),
             Box::new(M0002Scheduling),
             Box::new(M0003JobTypes),
+            Box::new(M0004Access),
         ]
     }
 }
@@ -500,6 +501,72 @@ impl MigrationTrait for M0003JobTypes {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in ["previews", "outputs", "path_maps", "jobtypes"] {
+            manager
+                .drop_table(Table::drop().table(Alias::new(table)).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Users, tokens (stored as hashes) and the audit log.
+struct M0004Access;
+
+impl MigrationName for M0004Access {
+    fn name(&self) -> &str {
+        "m0004_access"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004Access {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let col = |name: &str| ColumnDef::new(Alias::new(name));
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("users"))
+                    .col(col("name").text().not_null().primary_key())
+                    .col(col("role").text().not_null())
+                    .col(col("password_hash").text().null())
+                    .col(col("created_at").big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("tokens"))
+                    .col(col("id").text().not_null().primary_key())
+                    .col(col("hash").text().not_null().unique_key())
+                    .col(col("kind").text().not_null())
+                    .col(col("user_name").text().not_null())
+                    .col(col("label").text().not_null())
+                    .col(col("agent_id").text().null())
+                    .col(col("created_at").big_integer().not_null())
+                    .col(col("expires_at").big_integer().null())
+                    .col(col("revoked_at").big_integer().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("audit"))
+                    .col(col("id").big_integer().not_null().primary_key())
+                    .col(col("at").big_integer().not_null())
+                    .col(col("user_name").text().not_null())
+                    .col(col("action").text().not_null())
+                    .col(col("target").text().not_null())
+                    .col(col("peer").text().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["audit", "tokens", "users"] {
             manager
                 .drop_table(Table::drop().table(Alias::new(table)).to_owned())
                 .await?;

@@ -112,6 +112,20 @@ impl Db {
     }
 }
 
+/// Writes one bulk statement and waits until it is durable.
+pub async fn commit(
+    store: &actix::Addr<Store>,
+    write: records::BulkWrite,
+) -> Result<(), furrow_protocol::ApiError> {
+    store.do_send(CommitBatch {
+        writes: vec![crate::scheduler::Write::Bulk(write)],
+        notify: None,
+    });
+    store.send(Flush).await.map_err(|e| {
+        furrow_protocol::ApiError::unavailable(format!("the master is shutting down: {e}"))
+    })?
+}
+
 fn backend_name(backend: DbBackend) -> &'static str {
     match backend {
         DbBackend::Postgres => "postgres",

@@ -17,7 +17,10 @@ use uuid::Uuid;
 
 use super::Db;
 use super::entities::{agent, job, queue, task, task_log};
-use super::records::{AgentRow, AgentSettingsRow, JobRecord, JobSettings, LoadedTask, from_ms};
+use super::records::{
+    AgentRow, AgentSettingsRow, AuditRow, JobRecord, JobSettings, LoadedTask, TokenRow, UserRow,
+    from_ms,
+};
 use super::sql::statement;
 use crate::scheduler::Control;
 use crate::scheduler::queues::Queue;
@@ -421,6 +424,114 @@ impl StoreReader {
                 ))
             })
             .collect()
+    }
+
+    /// Every user, by name.
+    pub async fn users(&self) -> Result<Vec<UserRow>, DbErr> {
+        let rows = self
+            .db
+            .conn()
+            .query_all_raw(statement(
+                self.db.backend(),
+                "SELECT name, role, password_hash, created_at FROM users ORDER BY name",
+                Vec::new(),
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UserRow {
+                    name: row.try_get_by_index(0)?,
+                    role: row.try_get_by_index(1)?,
+                    password_hash: row.try_get_by_index(2)?,
+                    created_at: row.try_get_by_index(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every token (hashes only), oldest first.
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>, DbErr> {
+        let rows = self
+            .db
+            .conn()
+            .query_all_raw(statement(
+                self.db.backend(),
+                "SELECT id, hash, kind, user_name, label, agent_id, created_at, expires_at, \
+                 revoked_at FROM tokens ORDER BY created_at, id",
+                Vec::new(),
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let agent: Option<String> = row.try_get_by_index(5)?;
+                Ok(TokenRow {
+                    id: row.try_get_by_index(0)?,
+                    hash: row.try_get_by_index(1)?,
+                    kind: row.try_get_by_index(2)?,
+                    user: row.try_get_by_index(3)?,
+                    label: row.try_get_by_index(4)?,
+                    agent_id: agent.and_then(|a| Uuid::parse_str(&a).ok()),
+                    created_at: row.try_get_by_index(6)?,
+                    expires_at: row.try_get_by_index(7)?,
+                    revoked_at: row.try_get_by_index(8)?,
+                })
+            })
+            .collect()
+    }
+
+    /// A page of the audit log, newest first, and its size.
+    pub async fn audit(&self, limit: u64, offset: u64) -> Result<(Vec<AuditRow>, u64), DbErr> {
+        let backend = self.db.backend();
+        let conn = self.db.conn();
+        let total: i64 = match conn
+            .query_one_raw(statement(backend, "SELECT COUNT(*) FROM audit", Vec::new()))
+            .await?
+        {
+            Some(row) => row.try_get_by_index(0)?,
+            None => 0,
+        };
+        let rows = conn
+            .query_all_raw(statement(
+                backend,
+                "SELECT id, at, user_name, action, target, peer FROM audit ORDER BY id DESC \
+                 LIMIT ? OFFSET ?",
+                vec![
+                    i64::try_from(limit).unwrap_or(i64::MAX).into(),
+                    i64::try_from(offset).unwrap_or(i64::MAX).into(),
+                ],
+            ))
+            .await?;
+        let rows = rows
+            .iter()
+            .map(|row| {
+                Ok(AuditRow {
+                    id: row.try_get_by_index(0)?,
+                    at: row.try_get_by_index(1)?,
+                    user: row.try_get_by_index(2)?,
+                    action: row.try_get_by_index(3)?,
+                    target: row.try_get_by_index(4)?,
+                    peer: row.try_get_by_index(5)?,
+                })
+            })
+            .collect::<Result<Vec<_>, DbErr>>()?;
+        Ok((rows, u64::try_from(total).unwrap_or(0)))
+    }
+
+    /// The largest audit id stored.
+    pub async fn max_audit_id(&self) -> Result<i64, DbErr> {
+        let row = self
+            .db
+            .conn()
+            .query_one_raw(statement(
+                self.db.backend(),
+                "SELECT MAX(id) FROM audit",
+                Vec::new(),
+            ))
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get_by_index::<Option<i64>>(0)?.unwrap_or(0),
+            None => 0,
+        })
     }
 
     /// Every path map, oldest first.

@@ -357,6 +357,79 @@ pub enum BulkWrite {
     PutPathMap(furrow_protocol::PathMapView),
     /// Deletes a path map.
     DeletePathMap(i64),
+    /// Creates a user or changes their role or password.
+    PutUser(UserRow),
+    /// Deletes a user and revokes their tokens.
+    DeleteUser {
+        /// The user.
+        name: String,
+        /// When (the tokens' revocation time).
+        at: i64,
+    },
+    /// Stores a new token (its hash).
+    PutToken(TokenRow),
+    /// Revokes tokens.
+    RevokeTokens {
+        /// The tokens.
+        ids: Vec<String>,
+        /// When.
+        at: i64,
+    },
+    /// Appends to the audit log.
+    Audit(AuditRow),
+}
+
+/// A stored user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    /// Login name.
+    pub name: String,
+    /// Role name.
+    pub role: String,
+    /// Argon2 hash in PHC format.
+    pub password_hash: Option<String>,
+    /// Created, ms.
+    pub created_at: i64,
+}
+
+/// A stored token: its hash, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    /// Public id.
+    pub id: String,
+    /// SHA-256 of the token, hex.
+    pub hash: String,
+    /// Kind name.
+    pub kind: String,
+    /// User it acts as (or who created a join token).
+    pub user: String,
+    /// Label.
+    pub label: String,
+    /// Agent of an agent credential.
+    pub agent_id: Option<Uuid>,
+    /// Created, ms.
+    pub created_at: i64,
+    /// Expires, ms.
+    pub expires_at: Option<i64>,
+    /// Revoked, ms.
+    pub revoked_at: Option<i64>,
+}
+
+/// One audited action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Increasing id.
+    pub id: i64,
+    /// When, ms.
+    pub at: i64,
+    /// Who.
+    pub user: String,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// From where.
+    pub peer: String,
 }
 
 /// An agent's identity and resources (persisted on registration and state changes).

@@ -548,6 +548,71 @@ pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Re
             ))
             .await?;
         }
+        BulkWrite::PutUser(user) => {
+            let sql = "INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?) \
+                       ON CONFLICT (name) DO UPDATE SET role = excluded.role, \
+                       password_hash = excluded.password_hash";
+            let values = vec![
+                user.name.clone().into(),
+                user.role.clone().into(),
+                Value::String(user.password_hash.clone()),
+                user.created_at.into(),
+            ];
+            db.execute_raw(statement(backend, sql, values)).await?;
+        }
+        BulkWrite::DeleteUser { name, at } => {
+            db.execute_raw(statement(
+                backend,
+                "UPDATE tokens SET revoked_at = ? WHERE user_name = ? AND revoked_at IS NULL",
+                vec![(*at).into(), name.clone().into()],
+            ))
+            .await?;
+            db.execute_raw(statement(
+                backend,
+                "DELETE FROM users WHERE name = ?",
+                vec![name.clone().into()],
+            ))
+            .await?;
+        }
+        BulkWrite::PutToken(token) => {
+            let sql = "INSERT INTO tokens (id, hash, kind, user_name, label, agent_id, created_at, \
+                       expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+            let values = vec![
+                token.id.clone().into(),
+                token.hash.clone().into(),
+                token.kind.clone().into(),
+                token.user.clone().into(),
+                token.label.clone().into(),
+                Value::String(token.agent_id.map(|id| id.to_string())),
+                token.created_at.into(),
+                opt_i64(token.expires_at),
+                opt_i64(token.revoked_at),
+            ];
+            db.execute_raw(statement(backend, sql, values)).await?;
+        }
+        BulkWrite::RevokeTokens { ids, at } => {
+            for id in ids {
+                db.execute_raw(statement(
+                    backend,
+                    "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                    vec![(*at).into(), id.clone().into()],
+                ))
+                .await?;
+            }
+        }
+        BulkWrite::Audit(row) => {
+            let sql = "INSERT INTO audit (id, at, user_name, action, target, peer) \
+                       VALUES (?, ?, ?, ?, ?, ?)";
+            let values = vec![
+                row.id.into(),
+                row.at.into(),
+                row.user.clone().into(),
+                row.action.clone().into(),
+                row.target.clone().into(),
+                row.peer.clone().into(),
+            ];
+            db.execute_raw(statement(backend, sql, values)).await?;
+        }
         BulkWrite::PutQueue(queue) => {
             let sql = "INSERT INTO queues (path, priority, weight, min_agents, max_agents, \
                        created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET \

@@ -10,8 +10,8 @@ use sea_orm::{ConnectionTrait, Database, DbBackend};
 use uuid::Uuid;
 
 use super::records::{
-    AgentRow, AgentSettingsRow, AttemptRow, BulkWrite, JobRow, JobSettings, LogIndexRow, NewFrames,
-    NewJob, OutputRows, PreviewRow, TaskRow,
+    AgentRow, AgentSettingsRow, AttemptRow, AuditRow, BulkWrite, JobRow, JobSettings, LogIndexRow,
+    NewFrames, NewJob, OutputRows, PreviewRow, TaskRow, TokenRow, UserRow,
 };
 use super::{CommitBatch, Db, Flush, InsertJob, Store, StoreReader, UpsertAgent, UpsertLogIndex};
 use crate::changes::ChangeFeed;
@@ -158,7 +158,12 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
         .collect();
     assert_eq!(
         applied,
-        vec!["m0001_initial", "m0002_scheduling", "m0003_jobtypes"]
+        vec![
+            "m0001_initial",
+            "m0002_scheduling",
+            "m0003_jobtypes",
+            "m0004_access"
+        ]
     );
     let reader = StoreReader::new(db.clone());
     let empty = reader.load().await.unwrap();
@@ -691,6 +696,83 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
     )
     .await;
     assert_eq!(reader.path_maps().await.unwrap(), [map(2, "ssd")]);
+
+    // Users, tokens (hashes only) and the audit log.
+    let user = |name: &str, role: &str, hash: Option<&str>| UserRow {
+        name: name.into(),
+        role: role.into(),
+        password_hash: hash.map(str::to_string),
+        created_at: 1_000,
+    };
+    let token = |id: &str, user: &str, agent: Option<Uuid>| TokenRow {
+        id: id.into(),
+        hash: format!("hash-{id}"),
+        kind: if agent.is_some() { "agent" } else { "api" }.into(),
+        user: user.into(),
+        label: "label".into(),
+        agent_id: agent,
+        created_at: 2_000,
+        expires_at: Some(9_000),
+        revoked_at: None,
+    };
+    let agent = Uuid::new_v4();
+    commit_durable(
+        &store,
+        vec![
+            Write::Bulk(BulkWrite::PutUser(user(
+                "alice",
+                "user",
+                Some("$argon2id$x"),
+            ))),
+            Write::Bulk(BulkWrite::PutUser(user("bob", "viewer", None))),
+            Write::Bulk(BulkWrite::PutUser(user("alice", "operator", None))),
+            Write::Bulk(BulkWrite::PutToken(token("t1", "alice", None))),
+            Write::Bulk(BulkWrite::PutToken(token("t2", "bob", None))),
+            Write::Bulk(BulkWrite::PutToken(token("t3", "alice", Some(agent)))),
+            Write::Bulk(BulkWrite::RevokeTokens {
+                ids: vec!["t1".into()],
+                at: 3_000,
+            }),
+            Write::Bulk(BulkWrite::DeleteUser {
+                name: "bob".into(),
+                at: 4_000,
+            }),
+            Write::Bulk(BulkWrite::Audit(AuditRow {
+                id: 1,
+                at: 5_000,
+                user: "alice".into(),
+                action: "job.submit".into(),
+                target: "job 1".into(),
+                peer: "127.0.0.1".into(),
+            })),
+            Write::Bulk(BulkWrite::Audit(AuditRow {
+                id: 2,
+                at: 6_000,
+                user: "alice".into(),
+                action: "job.cancel".into(),
+                target: "job 1".into(),
+                peer: "::1".into(),
+            })),
+        ],
+    )
+    .await;
+    assert_eq!(
+        reader.users().await.unwrap(),
+        [user("alice", "operator", None)]
+    );
+    let tokens = reader.tokens().await.unwrap();
+    assert_eq!(tokens.len(), 3);
+    assert_eq!(tokens[0].revoked_at, Some(3_000));
+    assert_eq!(
+        tokens[1].revoked_at,
+        Some(4_000),
+        "bob's token went with bob"
+    );
+    assert_eq!(tokens[2], token("t3", "alice", Some(agent)));
+    let (audit, total) = reader.audit(1, 0).await.unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(audit[0].action, "job.cancel");
+    assert_eq!(reader.max_audit_id().await.unwrap(), 2);
 
     commit_durable(&store, vec![Write::Bulk(BulkWrite::DeleteJob { job_id })]).await;
     assert!(reader.outputs(job_id).await.unwrap().is_empty());

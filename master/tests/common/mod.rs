@@ -20,6 +20,74 @@ use uuid::Uuid;
 /// How long any awaited condition may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
+/// The admin and join tokens of the masters started by this test, by address (both the
+/// TCP and the HTTP one).
+static TOKENS: std::sync::Mutex<Vec<(String, Tokens)>> = std::sync::Mutex::new(Vec::new());
+
+/// A master's first tokens.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// `admin.token`.
+    pub admin: String,
+    /// `join.token`.
+    pub join: String,
+}
+
+/// The tokens of the master at `addr` (its TCP or HTTP address).
+pub fn tokens(addr: &str) -> Tokens {
+    TOKENS
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(a, _)| a == addr)
+        .map(|(_, t)| t.clone())
+        .unwrap_or_else(|| panic!("no master of this test at {addr}"))
+}
+
+/// Remembers the tokens of the master in `dir`, serving `handle`.
+pub fn remember_tokens(dir: &Path, handle: &MasterHandle) {
+    let read = |file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+            .trim()
+            .to_string()
+    };
+    let tokens = Tokens {
+        admin: read(furrow_master::ADMIN_TOKEN_FILE),
+        join: read(furrow_master::JOIN_TOKEN_FILE),
+    };
+    let addrs = handle.addrs();
+    let mut all = TOKENS.lock().unwrap();
+    all.push((addrs.listen.to_string(), tokens.clone()));
+    all.push((addrs.http.to_string(), tokens));
+}
+
+/// A protocol client of the master at `listen`, as its admin.
+pub async fn client(listen: &str) -> furrow_protocol::Client {
+    let options = furrow_protocol::ClientOptions {
+        credentials: Some(tokens(listen).admin),
+        ..furrow_protocol::ClientOptions::default()
+    };
+    furrow_protocol::Client::connect_with(listen, options)
+        .await
+        .expect("client connects")
+}
+
+/// An agent's hello to the master at `listen`, with the farm's join token.
+pub fn agent_hello(listen: &str, id: Uuid) -> Hello {
+    let mut hello = Hello::new(Role::Agent, id);
+    hello.credentials = Some(tokens(listen).join);
+    hello
+}
+
+/// A tool's hello to the master at `listen`, with its admin token.
+pub fn client_hello(listen: &str) -> Hello {
+    let mut hello = Hello::new(Role::Client, Uuid::new_v4());
+    hello.credentials = Some(tokens(listen).admin);
+    hello
+}
+
 /// Starts a master on port 0 in `dir`.
 pub fn start_master(dir: &Path, heartbeat_timeout: Duration) -> MasterHandle {
     let config = MasterConfig {
@@ -32,7 +100,9 @@ pub fn start_master(dir: &Path, heartbeat_timeout: Duration) -> MasterHandle {
         max_frame: 64 * 1024,
         http_names: Vec::new(),
     };
-    furrow_master::spawn(config).expect("master starts")
+    let handle = furrow_master::spawn(config).expect("master starts");
+    remember_tokens(dir, &handle);
+    handle
 }
 
 /// Polls `condition` until it holds or [`DEADLINE`] passes.
@@ -54,13 +124,15 @@ pub struct TestAgent {
     /// `ResultStored` acknowledgements read while waiting for an assignment or another
     /// acknowledgement.
     acks: Vec<TaskRef>,
+    /// The credential the master gave this agent when it joined.
+    pub credential: Option<String>,
 }
 
 impl TestAgent {
     /// Connects and handshakes as an agent (no registration yet).
     pub async fn connect(addr: &str, id: Uuid) -> Self {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        handshake::connect(&mut stream, &Hello::new(Role::Agent, id))
+        handshake::connect(&mut stream, &agent_hello(addr, id))
             .await
             .expect("handshake");
         Self {
@@ -68,6 +140,7 @@ impl TestAgent {
             framed: Framed::new(stream, FrameCodec::new(64 * 1024)),
             held: VecDeque::new(),
             acks: Vec::new(),
+            credential: None,
         }
     }
 
@@ -114,10 +187,16 @@ impl TestAgent {
 
     /// The next message from the socket, or `None` when the master closed the connection.
     async fn read(&mut self) -> Option<MasterMessage> {
-        match tokio::time::timeout(DEADLINE, self.framed.next()).await {
-            Ok(Some(Ok(message))) => Some(message),
-            Ok(Some(Err(_))) | Ok(None) => None,
-            Err(_) => panic!("timed out waiting for a message from the master"),
+        loop {
+            match tokio::time::timeout(DEADLINE, self.framed.next()).await {
+                // The credential given to an agent that joined: kept, not handed out.
+                Ok(Some(Ok(MasterMessage::Credential(credential)))) => {
+                    self.credential = Some(credential)
+                }
+                Ok(Some(Ok(message))) => return Some(message),
+                Ok(Some(Err(_))) | Ok(None) => return None,
+                Err(_) => panic!("timed out waiting for a message from the master"),
+            }
         }
     }
 
@@ -241,10 +320,16 @@ pub fn http() -> ureq::Agent {
         .into()
 }
 
+/// `Bearer <admin token>` of the master at `base`.
+pub fn bearer(base: &str) -> String {
+    format!("Bearer {}", tokens(base).admin)
+}
+
 /// GET `path`: status and body.
 pub fn get(base: &str, path: &str) -> (u16, String) {
     let mut response = http()
         .get(&format!("http://{base}{path}"))
+        .header("authorization", &bearer(base))
         .call()
         .expect("http get");
     let status = response.status().as_u16();
@@ -263,6 +348,7 @@ pub fn get_json(base: &str, path: &str) -> (u16, serde_json::Value) {
 pub fn post(base: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
     let mut response = http()
         .post(&format!("http://{base}{path}"))
+        .header("authorization", &bearer(base))
         .header("content-type", "application/json")
         .send(body)
         .expect("http post");

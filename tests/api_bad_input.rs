@@ -294,7 +294,8 @@ fn hostile_text_cannot_forge_log_lines_and_the_cli_fails_clearly() {
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "FURROW_SERVER={listen} {} job {} | head -c 1 > /dev/null",
+            "FURROW_SERVER={listen} FURROW_TOKEN={} {} job {} | head -c 1 > /dev/null",
+            farm.token,
             common::furrow_exe(),
             big["id"]
         ))
@@ -310,6 +311,7 @@ fn hostile_text_cannot_forge_log_lines_and_the_cli_fails_clearly() {
         .into();
     let response = agent
         .put(&format!("http://{}/api/v1/jobs/", farm.http))
+        .header("authorization", &farm.bearer())
         .header("content-type", "application/json")
         .send("{}")
         .unwrap();

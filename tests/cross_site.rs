@@ -116,6 +116,7 @@ fn a_foreign_host_name_is_refused() {
     let mut response = agent
         .get(&format!("http://{}/api/v1/health", farm.http))
         .header("host", &format!("farm.test:{port}"))
+        .header("authorization", &farm.bearer())
         .call()
         .unwrap();
     assert_eq!(
@@ -127,6 +128,7 @@ fn a_foreign_host_name_is_refused() {
     // The dashboard by its IP address and by localhost still works.
     let mut response = agent
         .get(&format!("http://localhost:{port}/api/v1/health"))
+        .header("authorization", &farm.bearer())
         .call()
         .unwrap();
     assert_eq!(

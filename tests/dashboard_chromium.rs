@@ -32,7 +32,7 @@ fn dashboard_shows_agents_and_jobs_and_updates_live() {
     assert_eq!(names.len(), 2);
 
     let mut browser = Browser::open(
-        &format!("http://{}/", farm.http),
+        &farm.login_url(),
         &root.path().join("chromium"),
     );
     let html = wait_until(

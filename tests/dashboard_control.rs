@@ -34,7 +34,7 @@ fn jobs_agents_and_queues_are_controlled_from_the_page() {
     });
 
     let mut browser = Browser::open(
-        &format!("http://{}/#job={id}", farm.http),
+        &format!("{}#job={id}", farm.login_url()),
         &root.path().join("chromium"),
     );
     wait_until("the job page with its details", WAIT, || {
@@ -130,9 +130,14 @@ fn ghost_agent(farm: &Farm, name: &str) -> uuid::Uuid {
         .unwrap();
     runtime.block_on(async {
         let mut stream = tokio::net::TcpStream::connect(&farm.listen).await.unwrap();
-        handshake::connect(&mut stream, &Hello::new(Role::Agent, id))
-            .await
-            .unwrap();
+        let mut hello = Hello::new(Role::Agent, id);
+        hello.credentials = Some(
+            std::fs::read_to_string(farm.data_dir.join("join.token"))
+                .unwrap()
+                .trim()
+                .to_string(),
+        );
+        handshake::connect(&mut stream, &hello).await.unwrap();
         let mut framed = tokio_util::codec::Framed::new(
             stream,
             FrameCodec::<AgentMessage, MasterMessage>::new(1 << 20),
@@ -154,9 +159,13 @@ fn ghost_agent(farm: &Farm, name: &str) -> uuid::Uuid {
             }))
             .await
             .unwrap();
-        match framed.next().await {
-            Some(Ok(MasterMessage::Registered(_))) => {}
-            other => panic!("expected Registered, got {other:?}"),
+        loop {
+            match framed.next().await {
+                Some(Ok(MasterMessage::Registered(_))) => break,
+                // The credential an agent gets when it joins.
+                Some(Ok(MasterMessage::Credential(_))) => {}
+                other => panic!("expected Registered, got {other:?}"),
+            }
         }
     });
     id
@@ -191,7 +200,7 @@ fn a_lost_agent_is_removed_from_the_page_and_a_connected_one_is_not() {
 
     // The page's Remove button forgets it once it is lost (the heartbeat timeout).
     let mut browser = Browser::open(
-        &format!("http://{}/", farm.http),
+        &farm.login_url(),
         &root.path().join("chromium"),
     );
     let row = format!("tr.agent[data-agent-id=\"{ghost}\"]");

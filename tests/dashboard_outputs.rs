@@ -51,7 +51,7 @@ fn the_job_page_shows_frame_previews() {
     assert_eq!(done["state"], "done", "{done}\n{}", farm.logs());
 
     let mut browser = Browser::open(
-        &format!("http://{}/#job={id}", farm.http),
+        &format!("{}#job={id}", farm.login_url()),
         &root.path().join("chromium"),
     );
     // Four thumbnails, decoded by the browser at the preview's size.

@@ -467,6 +467,8 @@ fn gpu_tasks_see_only_the_devices_they_were_given() {
             "4",
         ])
         .args(["--gpus", "0,1", "--software", "blender 4.2.1"])
+        .arg("--join-token-file")
+        .arg(farm.data_dir.join("join.token"))
         .arg("--state-dir")
         .arg(root.path().join("gpu-agent"))
         .stdin(std::process::Stdio::null())
@@ -547,6 +549,7 @@ fn ctrl_c_on_submit_wait_leaves_the_job_running_and_says_how_to_cancel() {
             "submit", "--title", "waited", "--frames", "1", "--wait", "--", "sleep", "600",
         ])
         .env("FURROW_SERVER", &farm.listen)
+        .env("FURROW_TOKEN", &farm.token)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

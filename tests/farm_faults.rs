@@ -272,8 +272,9 @@ fn a_tool_cannot_pin_a_huge_frame_buffer() {
     runtime.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(&farm.listen).await.unwrap();
-        let hello =
+        let mut hello =
             furrow_protocol::Hello::new(furrow_protocol::Role::Client, uuid::Uuid::new_v4());
+        hello.credentials = Some(farm.token.clone());
         furrow_protocol::handshake::connect(&mut stream, &hello)
             .await
             .unwrap();

@@ -305,7 +305,11 @@ fn preview(farm: &Farm, job: i64, frame: i64) -> (u16, Vec<u8>) {
         .http_status_as_error(false)
         .build()
         .into();
-    let mut response = agent.get(&url).call().expect("GET preview");
+    let mut response = agent
+        .get(&url)
+        .header("authorization", &farm.bearer())
+        .call()
+        .expect("GET preview");
     let status = response.status().as_u16();
     let bytes = response.body_mut().read_to_vec().unwrap_or_default();
     (status, bytes)

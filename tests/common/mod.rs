@@ -43,6 +43,8 @@ pub struct Farm {
     pub listen: String,
     pub http: String,
     pub agents: u32,
+    /// The admin's API token (`<data-dir>/admin.token`), sent with every request.
+    pub token: String,
     up: Option<Child>,
     http_agent: ureq::Agent,
 }
@@ -62,6 +64,7 @@ impl Farm {
             listen,
             http,
             agents,
+            token: String::new(),
             up: None,
             http_agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
@@ -93,6 +96,10 @@ impl Farm {
         let agents = self.agents as usize;
         wait_until("all agents online", Duration::from_secs(120), || {
             self.assert_up_running();
+            if self.token.is_empty() {
+                let path = self.data_dir.join("admin.token");
+                self.token = std::fs::read_to_string(path).ok()?.trim().to_string();
+            }
             let (status, body) = self.try_get("/api/v1/agents/")?;
             let online = body["items"]
                 .as_array()?
@@ -141,6 +148,7 @@ impl Farm {
     /// Stops and starts the farm again on the same data directory and ports.
     pub fn restart(&mut self) {
         self.stop();
+        self.token.clear();
         self.start(&[]);
     }
 
@@ -148,8 +156,58 @@ impl Farm {
         format!("http://{}{}", self.http, path)
     }
 
+    /// `Bearer <admin token>`.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    /// A one-time dashboard login link for the admin (or for the user of `token`).
+    pub fn login_url_for(&self, token: &str) -> String {
+        let mut response = self
+            .http_agent
+            .post(&self.url("/api/v1/tokens/"))
+            .header("authorization", &format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .send(r#"{"login": true, "label": "test"}"#)
+            .expect("POST /api/v1/tokens/");
+        assert_eq!(response.status().as_u16(), 201, "login link");
+        let made: Value = response.body_mut().read_json().expect("JSON");
+        format!(
+            "http://{}/login?token={}",
+            self.http,
+            made["token"].as_str().expect("token")
+        )
+    }
+
+    /// A one-time dashboard login link for the admin.
+    pub fn login_url(&self) -> String {
+        self.login_url_for(&self.token)
+    }
+
+    /// Adds a user with `role` and returns an API token of theirs.
+    pub fn user_token(&self, name: &str, role: &str) -> String {
+        let (status, body) = self.post(
+            "/api/v1/users/",
+            &serde_json::json!({"name": name, "role": role, "password": format!("{name}-password")}),
+        );
+        assert_eq!(status, 201, "add user {name}: {body}");
+        let (status, body) = self.send_as(
+            &self.token,
+            "POST",
+            "/api/v1/tokens/",
+            Some(&serde_json::json!({"user": name, "label": "test"})),
+        );
+        assert_eq!(status, 201, "token of {name}: {body}");
+        body["token"].as_str().expect("token").to_string()
+    }
+
     fn try_get(&self, path: &str) -> Option<(u16, Value)> {
-        let mut response = self.http_agent.get(&self.url(path)).call().ok()?;
+        let mut response = self
+            .http_agent
+            .get(&self.url(path))
+            .header("authorization", &self.bearer())
+            .call()
+            .ok()?;
         let status = response.status().as_u16();
         let body = response.body_mut().read_json::<Value>().ok()?;
         Some((status, body))
@@ -163,7 +221,12 @@ impl Farm {
 
     /// GET a text document; returns the status and body.
     pub fn get_text(&self, path: &str) -> (u16, String) {
-        let mut response = self.http_agent.get(&self.url(path)).call().expect("GET");
+        let mut response = self
+            .http_agent
+            .get(&self.url(path))
+            .header("authorization", &self.bearer())
+            .call()
+            .expect("GET");
         let status = response.status().as_u16();
         (
             status,
@@ -176,6 +239,7 @@ impl Farm {
         let mut response = self
             .http_agent
             .post(&self.url(path))
+            .header("authorization", &self.bearer())
             .header("content-type", "application/json")
             .send(body)
             .expect("POST");
@@ -194,6 +258,7 @@ impl Farm {
         let mut response = self
             .http_agent
             .post(&self.url(path))
+            .header("authorization", &self.bearer())
             .header("content-type", content_type)
             .send(body)
             .expect("POST");
@@ -213,6 +278,7 @@ impl Farm {
             .args(args)
             .current_dir(dir)
             .env("FURROW_SERVER", &self.listen)
+            .env("FURROW_TOKEN", &self.token)
             .stdin(Stdio::null())
             .output()
             .expect("run furrow")
@@ -220,9 +286,15 @@ impl Farm {
 
     /// Runs the `furrow` CLI against this farm.
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_as(&self.token, args)
+    }
+
+    /// Runs the `furrow` CLI with `token`.
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> Output {
         Command::new(furrow_exe())
             .args(args)
             .env("FURROW_SERVER", &self.listen)
+            .env("FURROW_TOKEN", token)
             .stdin(Stdio::null())
             .output()
             .expect("run furrow")
@@ -279,11 +351,25 @@ impl Farm {
     /// Sends a JSON body with `method` (PATCH, DELETE...); returns the status and body
     /// (`null` when empty).
     pub fn send(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.send_as(&self.token, method, path, body)
+    }
+
+    /// Like [`Farm::send`], with `token` (empty: no `Authorization` header).
+    pub fn send_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let url = self.url(path);
-        let request = ureq::http::Request::builder()
+        let mut request = ureq::http::Request::builder()
             .method(method)
             .uri(&url)
             .header("content-type", "application/json");
+        if !token.is_empty() {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
         let text = body.map(|b| b.to_string()).unwrap_or_default();
         let mut response = self
             .http_agent

@@ -604,3 +604,61 @@ async fn an_agent_cannot_report_on_another_agents_task() {
     assert!(!log.contains("impostor"), "{log}");
     master.shutdown().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_credential_admits_its_own_agent_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = start_master(dir.path(), Duration::from_secs(30));
+    let listen = master.addrs().listen.to_string();
+    let id = Uuid::new_v4();
+    let mut agent = TestAgent::register(&listen, id, 1, Vec::new()).await;
+    let credential = agent
+        .credential
+        .clone()
+        .expect("a credential after joining");
+    assert!(credential.starts_with("fwn_"), "{credential}");
+    drop(agent);
+    let hello = |agent: Uuid, credentials: &str| {
+        let mut hello = furrow_protocol::Hello::new(furrow_protocol::Role::Agent, agent);
+        hello.credentials = Some(credentials.to_string());
+        hello
+    };
+    let connect = |hello: furrow_protocol::Hello| {
+        let listen = listen.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(&listen).await.unwrap();
+            furrow_protocol::handshake::connect(&mut stream, &hello).await
+        }
+    };
+    // Another id presenting it is refused, even with nothing else wrong.
+    let other = Uuid::new_v4();
+    let refused = connect(hello(other, &credential)).await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains(&format!("belongs to agent {id}, not {other}")),
+        "{refused}"
+    );
+    // Its own id comes back with it alone, no join token needed.
+    wait_for("the first connection gone", || {
+        let (_, agents) = get_json(&master.addrs().http.to_string(), "/api/v1/agents/");
+        agents["items"][0]["state"] == "offline"
+    })
+    .await;
+    connect(hello(id, &credential)).await.expect("admitted");
+    // No credentials, or a token of another kind: refused, naming what is needed.
+    let refused = connect(furrow_protocol::Hello::new(
+        furrow_protocol::Role::Agent,
+        Uuid::new_v4(),
+    ))
+    .await
+    .unwrap_err();
+    assert!(refused.to_string().contains("farm join token"), "{refused}");
+    let admin = common::tokens(&listen).admin;
+    let refused = connect(hello(Uuid::new_v4(), &admin)).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("is not a join token"),
+        "{refused}"
+    );
+    master.shutdown().unwrap();
+}

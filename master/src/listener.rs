@@ -318,16 +318,7 @@ async fn start_session(
             );
             AgentSession::create(move |ctx| {
                 ctx.add_stream(frames);
-                AgentSession::new(
-                    session_id,
-                    peer,
-                    theirs.node_id,
-                    outbox,
-                    deps.registry,
-                    deps.scheduler,
-                    deps.logs,
-                    deps.service.clone(),
-                )
+                AgentSession::new(session_id, peer, theirs.node_id, outbox, deps)
             });
         }
         Some(Admitted::Client(token_hash)) => {

@@ -611,7 +611,7 @@ async fn an_agent_credential_admits_its_own_agent_only() {
     let master = start_master(dir.path(), Duration::from_secs(30));
     let listen = master.addrs().listen.to_string();
     let id = Uuid::new_v4();
-    let mut agent = TestAgent::register(&listen, id, 1, Vec::new()).await;
+    let agent = TestAgent::register(&listen, id, 1, Vec::new()).await;
     let credential = agent
         .credential
         .clone()

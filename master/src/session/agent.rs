@@ -75,11 +75,15 @@ impl AgentSession {
         peer: SocketAddr,
         admitted: Uuid,
         outbox: mpsc::Sender<MasterMessage>,
-        registry: Addr<Registry>,
-        scheduler: Addr<Scheduler>,
-        logs: Addr<LogCollector>,
-        service: Service,
+        deps: crate::listener::SessionDeps,
     ) -> Self {
+        let crate::listener::SessionDeps {
+            registry,
+            scheduler,
+            logs,
+            service,
+            ..
+        } = deps;
         Self {
             id,
             peer,

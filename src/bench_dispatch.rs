@@ -102,11 +102,24 @@ async fn agent(
     // Stable ids, as real agents keep theirs in their state directory: a second run on
     // the same data directory meets the same agents again, not a thousand new ones.
     let id = Uuid::from_u64_pair(0x6675_7272_6f77_0000, u64::from(index) + 1);
-    let mut stream = TcpStream::connect(&addr).await?;
-    stream.set_nodelay(true)?;
     let mut hello = Hello::new(Role::Agent, id);
     hello.credentials = Some(join_token);
-    handshake::connect(&mut stream, &hello).await?;
+    // A thousand agents starting at once overflow the handshakes the master takes from
+    // one address; like real agents, they try again shortly.
+    let mut tries = 0;
+    let stream = loop {
+        let mut stream = TcpStream::connect(&addr).await?;
+        stream.set_nodelay(true)?;
+        match handshake::connect(&mut stream, &hello).await {
+            Ok(_) => break stream,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                tracing::debug!(error = %e, tries, "simulated agent retries its handshake");
+                tokio::time::sleep(Duration::from_millis(20 * tries)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let mut framed: Framed<TcpStream, FrameCodec<AgentMessage, MasterMessage>> =
         Framed::new(stream, FrameCodec::new(furrow_protocol::DEFAULT_MAX_FRAME));
     // One agent in ten is a laptop; every one has blender and a GPU.
@@ -275,7 +288,12 @@ pub async fn run(args: DispatchArgs) -> Result<()> {
             break health.agents_online;
         }
         if let Some(failed) = agents.iter().position(|a| a.is_finished()) {
-            bail!("simulated agent {failed} stopped before registering");
+            let why = match agents.swap_remove(failed).await {
+                Ok(Err(e)) => format!("{e:#}"),
+                Ok(Ok(())) => "the master closed its connection".into(),
+                Err(e) => e.to_string(),
+            };
+            bail!("simulated agent {failed} stopped before registering: {why}");
         }
         if start.elapsed() > Duration::from_secs(120) {
             bail!(

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::codec::FramedRead;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::auth::Admission;
@@ -288,37 +288,17 @@ async fn start_session(
         Some(Admitted::Agent(admission)) => {
             debug!(peer = %peer, node = %theirs.node_id, "agent connected");
             let outbox = spawn_writer::<MasterMessage>(write, deps.max_frame, peer);
-            if let Admission::Joined(join_id) = admission {
-                // Its own credential, durable before it is sent: the agent presents it
-                // from now on, and revoking it shuts this agent out alone.
-                let credential = auth
-                    .issue_agent_credential(theirs.node_id, &join_id)
-                    .await
-                    .map_err(|e| furrow_protocol::ProtocolError::Rejected(e.message))?;
-                info!(agent = %theirs.node_id, peer = %peer, join_token = join_id, "agent joined");
-                auth.record(
-                    &crate::auth::Caller::new(
-                        &format!("agent:{}", theirs.node_id),
-                        furrow_protocol::UserRole::Viewer,
-                        &peer.ip().to_string(),
-                    ),
-                    "agent.join",
-                    &format!("agent {} with join token {join_id}", theirs.node_id),
-                );
-                if outbox
-                    .try_send(MasterMessage::Credential(credential))
-                    .is_err()
-                {
-                    return Err(furrow_protocol::ProtocolError::Closed);
-                }
-            }
+            let joined_with = match admission {
+                Admission::Joined(join_id) => Some(join_id),
+                Admission::Known => None,
+            };
             let frames = FramedRead::new(
                 read,
                 FrameCodec::<MasterMessage, AgentMessage>::new(deps.max_frame),
             );
             AgentSession::create(move |ctx| {
                 ctx.add_stream(frames);
-                AgentSession::new(session_id, peer, theirs.node_id, outbox, deps)
+                AgentSession::new(session_id, peer, theirs.node_id, joined_with, outbox, deps)
             });
         }
         Some(Admitted::Client(token_hash)) => {

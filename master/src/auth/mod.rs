@@ -36,7 +36,7 @@ use uuid::Uuid;
 use crate::error::MasterError;
 use crate::scheduler::Write;
 use crate::store::records::{AuditRow, BulkWrite, TokenRow, UserRow, from_ms, now_ms};
-use crate::store::{CommitBatch, Store, StoreReader, commit};
+use crate::store::{CommitBatch, Store, StoreReader, commit, commit_all};
 pub use secrets::Sealer;
 
 /// Name of the first admin's token file in the data directory.
@@ -434,7 +434,8 @@ impl Auth {
         agent_id: Uuid,
         join_id: &str,
     ) -> Result<String, ApiError> {
-        let _changing = self.changing.lock().await;
+        // Not under `changing`: only this agent's rows change (one connection per agent
+        // id), and agents joining at once share one group commit instead of queueing.
         let creator = self
             .read()
             .token_by_id(join_id)
@@ -455,17 +456,15 @@ impl Auth {
             .filter(|t| t.agent_id == Some(agent_id) && t.revoked_at.is_none())
             .map(|t| t.id.clone())
             .collect();
+        let mut writes = Vec::new();
         if !old.is_empty() {
-            commit(
-                &self.store,
-                BulkWrite::RevokeTokens {
-                    ids: old.clone(),
-                    at: now,
-                },
-            )
-            .await?;
+            writes.push(BulkWrite::RevokeTokens {
+                ids: old.clone(),
+                at: now,
+            });
         }
-        commit(&self.store, BulkWrite::PutToken(row.clone())).await?;
+        writes.push(BulkWrite::PutToken(row.clone()));
+        commit_all(&self.store, writes).await?;
         let mut state = self.write();
         for t in state.tokens.values_mut() {
             if old.contains(&t.id) {

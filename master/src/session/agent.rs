@@ -56,6 +56,8 @@ pub struct AgentSession {
     outbox: mpsc::Sender<MasterMessage>,
     /// The id the handshake admitted (its credential is bound to it).
     admitted: Uuid,
+    /// The join token it was admitted with, when it has no credential of its own yet.
+    joined_with: Option<String>,
     agent_id: Option<Uuid>,
     registry: Addr<Registry>,
     scheduler: Addr<Scheduler>,
@@ -74,6 +76,7 @@ impl AgentSession {
         id: u64,
         peer: SocketAddr,
         admitted: Uuid,
+        joined_with: Option<String>,
         outbox: mpsc::Sender<MasterMessage>,
         deps: crate::listener::SessionDeps,
     ) -> Self {
@@ -88,6 +91,7 @@ impl AgentSession {
             id,
             peer,
             admitted,
+            joined_with,
             outbox,
             agent_id: None,
             registry,
@@ -186,6 +190,33 @@ impl AgentSession {
             }
             Err(TrySendError::Closed(_)) => ctx.stop(),
         }
+    }
+
+    /// Makes the agent's own credential (durable before it is sent) and sends it: the
+    /// agent presents it from now on, and revoking it shuts this agent out alone.
+    fn give_credential(&mut self, join_id: String, ctx: &mut Context<Self>) {
+        let auth = self.service.auth().clone();
+        let (agent, peer) = (self.admitted, self.peer);
+        let issue = async move {
+            let credential = auth.issue_agent_credential(agent, &join_id).await;
+            if credential.is_ok() {
+                info!(agent = %agent, peer = %peer, join_token = join_id, "agent joined");
+                auth.record(
+                    &crate::auth::Caller::new(
+                        &format!("agent:{agent}"),
+                        furrow_protocol::UserRole::Viewer,
+                        &peer.ip().to_string(),
+                    ),
+                    "agent.join",
+                    &format!("agent {agent} with join token {join_id}"),
+                );
+            }
+            credential
+        };
+        ctx.spawn(issue.into_actor(self).map(|result, act, ctx| match result {
+            Ok(credential) => act.send(MasterMessage::Credential(credential), ctx),
+            Err(e) => act.close(&format!("cannot store its credential: {}", e.message), ctx),
+        }));
     }
 
     fn close(&mut self, reason: &str, ctx: &mut Context<Self>) {
@@ -291,6 +322,9 @@ impl Actor for AgentSession {
             }
         });
         debug!(peer = %self.peer, session = self.id, "agent session started");
+        if let Some(join_id) = self.joined_with.take() {
+            self.give_credential(join_id, ctx);
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {

@@ -117,8 +117,20 @@ pub async fn commit(
     store: &actix::Addr<Store>,
     write: records::BulkWrite,
 ) -> Result<(), furrow_protocol::ApiError> {
+    commit_all(store, vec![write]).await
+}
+
+/// Writes bulk statements in one transaction and waits until they are durable. Callers
+/// committing at once share the group commit.
+pub async fn commit_all(
+    store: &actix::Addr<Store>,
+    writes: Vec<records::BulkWrite>,
+) -> Result<(), furrow_protocol::ApiError> {
     store.do_send(CommitBatch {
-        writes: vec![crate::scheduler::Write::Bulk(write)],
+        writes: writes
+            .into_iter()
+            .map(crate::scheduler::Write::Bulk)
+            .collect(),
         notify: None,
     });
     store.send(Flush).await.map_err(|e| {

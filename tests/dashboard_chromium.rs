@@ -31,10 +31,7 @@ fn dashboard_shows_agents_and_jobs_and_updates_live() {
         .collect();
     assert_eq!(names.len(), 2);
 
-    let mut browser = Browser::open(
-        &farm.login_url(),
-        &root.path().join("chromium"),
-    );
+    let mut browser = Browser::open(&farm.login_url(), &root.path().join("chromium"));
     let html = wait_until(
         "the dashboard to show agents and the job",
         Duration::from_secs(30),

@@ -176,6 +176,15 @@ fn a_lost_agent_is_removed_from_the_page_and_a_connected_one_is_not() {
     let root = tempfile::tempdir().unwrap();
     let farm = Farm::up(root.path(), 1);
     let ghost = ghost_agent(&farm, "gone-for-good");
+    // The master notices the closed connection on its own time.
+    wait_until("the ghost offline", Duration::from_secs(30), || {
+        let (_, agents) = farm.get("/api/v1/agents/");
+        agents["items"]
+            .as_array()?
+            .iter()
+            .any(|a| a["id"] == ghost.to_string().as_str() && a["state"] == "offline")
+            .then_some(())
+    });
     // Gone, but not lost yet (its tasks would be waited for): removal is refused.
     let (status, answer) = farm.send("DELETE", &format!("/api/v1/agents/{ghost}"), None);
     assert_eq!(status, 409, "{answer}");
@@ -199,10 +208,7 @@ fn a_lost_agent_is_removed_from_the_page_and_a_connected_one_is_not() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is connected"));
 
     // The page's Remove button forgets it once it is lost (the heartbeat timeout).
-    let mut browser = Browser::open(
-        &farm.login_url(),
-        &root.path().join("chromium"),
-    );
+    let mut browser = Browser::open(&farm.login_url(), &root.path().join("chromium"));
     let row = format!("tr.agent[data-agent-id=\"{ghost}\"]");
     wait_until(
         "the ghost's row with its Remove button",

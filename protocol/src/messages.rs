@@ -553,14 +553,14 @@ pub enum ErrorKind {
     NotFound,
     /// The request conflicts with the current state (409).
     Conflict,
-    /// No valid credentials (401).
-    Unauthorized,
-    /// The caller's role may not do this (403).
-    Forbidden,
     /// The master cannot serve it right now (503).
     Unavailable,
     /// A bug or a storage failure (500).
     Internal,
+    /// No valid credentials (401).
+    Unauthorized,
+    /// The caller's role may not do this (403).
+    Forbidden,
 }
 
 /// A failed request: a kind and a message a user can act on.

@@ -169,6 +169,18 @@ impl TestAgent {
             }
             other => panic!("expected Registered, got {other:?}"),
         }
+        // An agent that joined with the join token gets its credential from its session
+        // at about the same time: wait for it, so no test meets it later.
+        while agent.credential.is_none() {
+            match tokio::time::timeout(DEADLINE, agent.framed.next()).await {
+                Ok(Some(Ok(MasterMessage::Credential(credential)))) => {
+                    agent.credential = Some(credential)
+                }
+                Ok(Some(Ok(MasterMessage::ResultStored(task)))) => agent.acks.push(task),
+                Ok(Some(Ok(message))) => agent.held.push_back(message),
+                _ => panic!("no credential from the master"),
+            }
+        }
         agent
     }
 

@@ -396,6 +396,13 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         http: http_addr,
     };
     write_addr_file(&data_dir, addrs)?;
+    if !listen.ip().is_loopback() || !http_addr.ip().is_loopback() {
+        warn!(
+            listen = %listen,
+            http = %http_addr,
+            "serving other hosts over plain TCP: tokens, job parameters and logs cross the network unencrypted; keep this network private or put a TLS proxy in front"
+        );
+    }
     info!(listen = %listen, http = %http_addr, "master ready");
     Ok(Running {
         addrs,

@@ -244,3 +244,36 @@ fn read_until_event(stream: &mut std::net::TcpStream, needle: &str) -> String {
     }
     seen
 }
+
+#[test]
+fn password_guessing_is_slowed_down_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = start_master(dir.path(), Duration::from_secs(10));
+    let http = master.addrs().http.to_string();
+    let (status, user) = post(
+        &http,
+        "/api/v1/users/",
+        r#"{"name": "gale", "role": "viewer", "password": "right-password"}"#,
+    );
+    assert_eq!(status, 201, "{user}");
+    let login = |password: &str| {
+        post(
+            &http,
+            "/login",
+            &format!(r#"{{"user": "gale", "password": "{password}"}}"#),
+        )
+    };
+    for _ in 0..furrow_master::auth::LOGIN_FAILURES {
+        let (status, answer) = login("guess");
+        assert_eq!(status, 401);
+        assert_eq!(error_of(&answer), "login: wrong user name or password");
+    }
+    // Past the limit even the right password waits, and the answer says how long.
+    let (status, answer) = login("right-password");
+    assert_eq!(status, 401);
+    assert!(error_of(&answer).contains("try again in"), "{answer}");
+    // The API itself is not slowed down for token holders.
+    let (status, _) = get(&http, "/api/v1/health");
+    assert_eq!(status, 200);
+    master.shutdown().unwrap();
+}

@@ -59,6 +59,10 @@ const MAX_NAME_CHARS: usize = 64;
 const MAX_USERS: usize = 10_000;
 /// Most live tokens (sessions included).
 const MAX_TOKENS: usize = 100_000;
+/// Failed dashboard logins one address may make per [`LOGIN_WINDOW_MS`].
+pub const LOGIN_FAILURES: u32 = 10;
+/// The window of [`LOGIN_FAILURES`].
+pub const LOGIN_WINDOW_MS: i64 = 60_000;
 
 /// Who is making a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,6 +217,8 @@ pub struct Auth {
     changing: tokio::sync::Mutex<()>,
     audit_seq: AtomicI64,
     sealer: Sealer,
+    /// Failed logins per address: how many, since when.
+    failed_logins: std::sync::Mutex<HashMap<String, (u32, i64)>>,
 }
 
 impl Auth {
@@ -237,6 +243,7 @@ impl Auth {
             changing: tokio::sync::Mutex::new(()),
             audit_seq,
             sealer: Sealer::load_or_create(data_dir)?,
+            failed_logins: std::sync::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -783,6 +790,7 @@ impl Auth {
         password: String,
         peer: &str,
     ) -> Result<String, ApiError> {
+        self.check_login_rate(peer)?;
         let stored = self
             .read()
             .users
@@ -802,12 +810,46 @@ impl Auth {
         };
         if !ok {
             warn!(user = ?name, peer, "dashboard login refused");
+            self.note_failed_login(peer);
             return Err(ApiError::unauthorized("login: wrong user name or password"));
         }
+        self.failed_logins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(peer);
         let caller = Caller::new(name, UserRole::Viewer, peer);
         let token = self.session(name).await?;
         self.record(&caller, "session.login", &format!("user {name}"));
         Ok(token)
+    }
+
+    /// Refuses a login from an address that failed [`LOGIN_FAILURES`] times within the
+    /// last [`LOGIN_WINDOW_MS`], so passwords cannot be guessed at speed.
+    fn check_login_rate(&self, peer: &str) -> Result<(), ApiError> {
+        let failures = self.failed_logins.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((count, since)) = failures.get(peer) {
+            let left = since + LOGIN_WINDOW_MS - now_ms();
+            if *count >= LOGIN_FAILURES && left > 0 {
+                return Err(ApiError::unauthorized(format!(
+                    "login: {count} failed attempts from this address; try again in {} s",
+                    left / 1000 + 1
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn note_failed_login(&self, peer: &str) {
+        let now = now_ms();
+        let mut failures = self.failed_logins.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() >= 10_000 {
+            failures.retain(|_, (_, since)| now - *since < LOGIN_WINDOW_MS);
+        }
+        let entry = failures.entry(peer.to_string()).or_insert((0, now));
+        if now - entry.1 >= LOGIN_WINDOW_MS {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
     }
 
     /// Trades a one-time login link for a session; the link stops working.

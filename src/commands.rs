@@ -27,6 +27,39 @@ pub struct ServerArg {
     /// on this machine, ./furrow-data/admin.token).
     #[arg(long, env = "FURROW_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// How to check a master that serves TLS.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Connect with TLS, checking the master's certificate against this CA (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FURROW_CA",
+        conflicts_with = "fingerprint"
+    )]
+    pub ca: Option<PathBuf>,
+    /// Connect with TLS, pinning the SHA-256 fingerprint of the master's certificate (the
+    /// master logs it at start and writes it to <data-dir>/master.fingerprint).
+    #[arg(long, value_name = "HEX", env = "FURROW_FINGERPRINT")]
+    pub fingerprint: Option<String>,
+}
+
+impl TlsArgs {
+    /// The check asked for, if any.
+    pub fn verify(&self) -> Result<Option<furrow_protocol::tls::Verify>> {
+        Ok(match (&self.ca, &self.fingerprint) {
+            (Some(ca), _) => Some(furrow_protocol::tls::Verify::Ca(ca.clone())),
+            (None, Some(print)) => {
+                furrow_protocol::tls::parse_fingerprint(print)?;
+                Some(furrow_protocol::tls::Verify::Fingerprint(print.clone()))
+            }
+            (None, None) => None,
+        })
+    }
 }
 
 /// Where a token was found, for error messages.
@@ -92,8 +125,19 @@ impl ServerArg {
     /// Connects to the master, saying how to start one when none answers.
     pub async fn connect(&self) -> Result<Client> {
         let (token, source) = self.token();
+        let mut verify = self.tls.verify()?;
+        if verify.is_none() && is_local(&self.server) {
+            // A local farm started with TLS: its fingerprint is next to its admin token.
+            let path = PathBuf::from("furrow-data").join(furrow_master::FINGERPRINT_FILE);
+            verify = read_token_file(&path).map(furrow_protocol::tls::Verify::Fingerprint);
+        }
+        let tls = match &verify {
+            Some(verify) => Some(furrow_protocol::tls::client_config(verify)?),
+            None => None,
+        };
         let options = ClientOptions {
             credentials: token,
+            tls,
             ..ClientOptions::default()
         };
         Client::connect_with(&self.server, options)

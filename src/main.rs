@@ -107,6 +107,12 @@ struct UpArgs {
     /// and `localhost` always work.
     #[arg(long = "http-name", value_name = "NAME")]
     http_names: Vec<String>,
+    /// Certificate chain (PEM) to serve TLS with, on both ports (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +133,12 @@ struct MasterArgs {
     /// and `localhost` always work, other names are refused (DNS rebinding).
     #[arg(long = "http-name", value_name = "NAME")]
     http_names: Vec<String>,
+    /// Certificate chain (PEM) to serve TLS with, on both ports (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Seconds between agent heartbeats.
     #[arg(long, default_value_t = 2.0)]
     heartbeat_interval: f64,
@@ -182,6 +194,8 @@ struct AgentArgs {
     /// The farm's join token itself (prefer --join-token-file: this shows in `ps`).
     #[arg(long, env = "FURROW_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
+    #[command(flatten)]
+    tls: commands::TlsArgs,
 }
 
 /// The join token of `furrow agent`: from its file, or given.
@@ -269,6 +283,7 @@ fn dispatch(command: Command) -> Result<()> {
                 heartbeat_timeout: seconds(args.heartbeat_timeout, "--heartbeat-timeout")?,
                 max_frame: args.max_frame,
                 http_names: args.http_names,
+                tls: args.tls_cert.zip(args.tls_key),
             };
             furrow_master::run(config)?;
             Ok(())
@@ -289,6 +304,7 @@ fn dispatch(command: Command) -> Result<()> {
                 jobtypes_dir: args.jobtypes_dir,
                 detect_software: !args.no_detect_software,
                 join_token,
+                tls: args.tls.verify()?,
             };
             furrow_agent::run(config)?;
             Ok(())

@@ -92,6 +92,14 @@ async fn up(args: UpArgs) -> Result<()> {
     for name in &args.http_names {
         master_args.extend(["--http-name".into(), name.into()]);
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        master_args.extend([
+            "--tls-cert".into(),
+            std::path::absolute(cert)?.into(),
+            "--tls-key".into(),
+            std::path::absolute(key)?.into(),
+        ]);
+    }
     let master = Service {
         name: "master".into(),
         args: master_args,
@@ -110,6 +118,10 @@ async fn up(args: UpArgs) -> Result<()> {
         stop_rx.clone(),
     ))];
     wait_for_master(&addr_file, &run_dir.join("master.log"), &supervisors[0]).await?;
+    // With TLS, the local agents pin the certificate the master serves.
+    let fingerprint = fs::read_to_string(data_dir.join(furrow_master::FINGERPRINT_FILE))
+        .ok()
+        .map(|f| f.trim().to_string());
 
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
@@ -137,6 +149,9 @@ async fn up(args: UpArgs) -> Result<()> {
             let dir = std::path::absolute(dir)?;
             agent_args.extend(["--jobtypes-dir".into(), dir.into()]);
         }
+        if let Some(print) = &fingerprint {
+            agent_args.extend(["--fingerprint".into(), print.into()]);
+        }
         let agent = Service {
             name: format!("agent-{i}"),
             args: agent_args,
@@ -146,14 +161,19 @@ async fn up(args: UpArgs) -> Result<()> {
         supervisors.push(tokio::spawn(supervise(exe.clone(), agent, stop_rx.clone())));
     }
 
-    let login = login_link(&listen, &data_dir).await;
+    let scheme = if fingerprint.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let login = login_link(&listen, &data_dir, fingerprint.as_deref()).await;
     println!("furrow is up");
     match login {
         Ok(token) => {
-            println!("  dashboard  http://{http}/login?token={token}  (a one-time login link)")
+            println!("  dashboard  {scheme}://{http}/login?token={token}  (a one-time login link)")
         }
         Err(e) => {
-            println!("  dashboard  http://{http}/");
+            println!("  dashboard  {scheme}://{http}/");
             warn!(error = %e, "no login link: log in with a password, or make a link with `furrow token create --login`");
         }
     }
@@ -188,12 +208,19 @@ async fn up(args: UpArgs) -> Result<()> {
 }
 
 /// A one-time dashboard login link for the admin, made with `<data-dir>/admin.token`.
-async fn login_link(listen: &str, data_dir: &Path) -> Result<String> {
+async fn login_link(listen: &str, data_dir: &Path, fingerprint: Option<&str>) -> Result<String> {
     let path = data_dir.join(furrow_master::ADMIN_TOKEN_FILE);
     let token =
         fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let tls = match fingerprint {
+        Some(print) => Some(furrow_protocol::tls::client_config(
+            &furrow_protocol::tls::Verify::Fingerprint(print.to_string()),
+        )?),
+        None => None,
+    };
     let options = furrow_protocol::ClientOptions {
         credentials: Some(token.trim().to_string()),
+        tls,
         ..furrow_protocol::ClientOptions::default()
     };
     let client = furrow_protocol::Client::connect_with(listen, options).await?;

@@ -124,6 +124,13 @@ impl Agent {
             jobtypes: jobtypes.clone(),
             join_token: config.join_token.clone(),
             state,
+            tls: match &config.tls {
+                Some(verify) => Some(
+                    furrow_protocol::tls::client_config(verify)
+                        .map_err(|e| AgentError::Config(e.to_string()))?,
+                ),
+                None => None,
+            },
         };
         let monitor = ResourceMonitor.start();
         // The link and the supervisor know each other: create the link's context first

@@ -70,6 +70,8 @@ pub struct AgentConfig {
     /// then gives this agent a credential of its own, kept in the state directory and
     /// presented from then on. `None` when the agent already holds a credential.
     pub join_token: Option<String>,
+    /// How to check the master's TLS certificate; `None` for a master without TLS.
+    pub tls: Option<furrow_protocol::tls::Verify>,
 }
 
 impl AgentConfig {
@@ -89,6 +91,7 @@ impl AgentConfig {
             jobtypes_dir: None,
             detect_software: true,
             join_token: None,
+            tls: None,
         }
     }
 

@@ -23,6 +23,8 @@ pub struct MasterConfig {
     /// Host names the REST API and dashboard answer to, besides IP addresses and
     /// `localhost` (a request naming any other host is refused: DNS rebinding).
     pub http_names: Vec<String>,
+    /// Certificate chain and private key (PEM files): serve TLS on both ports.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for MasterConfig {
@@ -36,6 +38,7 @@ impl Default for MasterConfig {
             heartbeat_timeout: Duration::from_secs(15),
             max_frame: furrow_protocol::DEFAULT_MAX_FRAME,
             http_names: Vec::new(),
+            tls: None,
         }
     }
 }

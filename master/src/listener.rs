@@ -50,6 +50,8 @@ pub struct SessionDeps {
     pub node_id: Uuid,
     /// Tool connections left ([`MAX_CLIENTS`] in all).
     pub clients: Arc<Semaphore>,
+    /// TLS, when the master serves it: every connection starts with its handshake.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Connections allowed to be in their handshake at once. A peer that connects and says
@@ -238,12 +240,24 @@ impl StreamHandler<std::io::Result<TcpStream>> for Listener {
 }
 
 async fn start_session(
-    mut stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     session_id: u64,
     deps: SessionDeps,
 ) -> Result<(), furrow_protocol::ProtocolError> {
-    stream.set_nodelay(true).ok();
+    tcp.set_nodelay(true).ok();
+    let mut stream: furrow_protocol::tls::Stream = match &deps.tls {
+        Some(acceptor) => {
+            let accepted = tokio::time::timeout(handshake::HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                .await
+                .map_err(|_| furrow_protocol::ProtocolError::Timeout(handshake::HANDSHAKE_TIMEOUT))?
+                .map_err(|e| {
+                    furrow_protocol::ProtocolError::Rejected(format!("tls handshake failed: {e}"))
+                })?;
+            Box::new(accepted)
+        }
+        None => Box::new(tcp),
+    };
     let ours = Hello::new(Role::Master, deps.node_id);
     let auth = deps.service.auth().clone();
     let mut admitted = None;
@@ -283,11 +297,11 @@ async fn start_session(
         Role::Master => Err("this is a master; masters do not connect to each other".into()),
     })
     .await?;
-    let (read, write) = stream.into_split();
+    let (read, write) = tokio::io::split(stream);
     match admitted {
         Some(Admitted::Agent(admission)) => {
             debug!(peer = %peer, node = %theirs.node_id, "agent connected");
-            let outbox = spawn_writer::<MasterMessage>(write, deps.max_frame, peer);
+            let outbox = spawn_writer::<MasterMessage, _>(write, deps.max_frame, peer);
             let joined_with = match admission {
                 Admission::Joined(join_id) => Some(join_id),
                 Admission::Known => None,
@@ -309,7 +323,7 @@ async fn start_session(
                     "too many tool connections".into(),
                 ));
             };
-            let outbox = spawn_writer::<ServerEnvelope>(write, deps.max_frame, peer);
+            let outbox = spawn_writer::<ServerEnvelope, _>(write, deps.max_frame, peer);
             let frames = FramedRead::new(
                 read,
                 FrameCodec::<ServerEnvelope, ClientEnvelope>::new(

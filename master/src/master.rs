@@ -32,6 +32,10 @@ use crate::store::{Db, Flush, Store, StoreReader};
 /// Name of the file in the data directory that holds the bound addresses.
 pub const ADDR_FILE: &str = "master.addr";
 
+/// Name of the file in the data directory that holds the fingerprint of the certificate
+/// the master serves (when it serves TLS).
+pub const FINGERPRINT_FILE: &str = "master.fingerprint";
+
 /// Name of the lock file in the data directory.
 pub const LOCK_FILE: &str = "master.lock";
 
@@ -340,6 +344,22 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         auth,
     );
 
+    let tls = match &config.tls {
+        Some((cert, key)) => {
+            let (server, fingerprint) = furrow_protocol::tls::server_config(cert, key)
+                .map_err(|e| MasterError::Config(e.to_string()))?;
+            info!(
+                fingerprint,
+                "serving TLS; clients and agents pin it with --fingerprint, or check it with --ca"
+            );
+            std::fs::write(data_dir.join(FINGERPRINT_FILE), format!("{fingerprint}\n"))?;
+            Some(server)
+        }
+        None => {
+            let _ = std::fs::remove_file(data_dir.join(FINGERPRINT_FILE));
+            None
+        }
+    };
     let tcp = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| MasterError::Bind {
@@ -355,6 +375,7 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         max_frame: config.max_frame,
         node_id: Uuid::new_v4(),
         clients: Arc::new(tokio::sync::Semaphore::new(crate::listener::MAX_CLIENTS)),
+        tls: tls.clone().map(tokio_rustls::TlsAcceptor::from),
     };
     Supervisor::start(move |_| Listener::new(tcp, deps));
 
@@ -377,12 +398,17 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
     })
     .workers(2)
     .disable_signals()
-    .shutdown_timeout(1)
-    .listen(http_listener)
-    .map_err(|source| MasterError::Bind {
+    .shutdown_timeout(1);
+    let bind_error = |source| MasterError::Bind {
         addr: config.http.clone(),
         source,
-    })?
+    };
+    let server = match tls {
+        Some(tls) => server
+            .listen_rustls_0_23(http_listener, (*tls).clone())
+            .map_err(bind_error)?,
+        None => server.listen(http_listener).map_err(bind_error)?,
+    }
     .run();
     let http = server.handle();
     actix_rt::spawn(async move {
@@ -396,7 +422,7 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         http: http_addr,
     };
     write_addr_file(&data_dir, addrs)?;
-    if !listen.ip().is_loopback() || !http_addr.ip().is_loopback() {
+    if config.tls.is_none() && (!listen.ip().is_loopback() || !http_addr.ip().is_loopback()) {
         warn!(
             listen = %listen,
             http = %http_addr,

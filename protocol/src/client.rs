@@ -34,6 +34,15 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS handshake failed (a certificate that does not verify, or no TLS there).
+    #[error("tls with the master at {addr} failed: {source}")]
+    Tls {
+        /// The address tried.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The connection or the protocol failed.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
@@ -54,6 +63,8 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// Credentials presented in the handshake.
     pub credentials: Option<String>,
+    /// TLS, for a master that serves it ([`crate::tls::client_config`]).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ClientOptions {
@@ -62,11 +73,12 @@ impl Default for ClientOptions {
             max_frame: DEFAULT_MAX_FRAME,
             request_timeout: Duration::from_secs(60),
             credentials: None,
+            tls: None,
         }
     }
 }
 
-type ClientFramed = Framed<TcpStream, FrameCodec<ClientEnvelope, ServerEnvelope>>;
+type ClientFramed = Framed<crate::tls::Stream, FrameCodec<ClientEnvelope, ServerEnvelope>>;
 
 /// A connection to the master. Requests are sent one at a time; the client can be shared
 /// between tasks (`&self` methods).
@@ -93,13 +105,22 @@ impl Client {
 
     /// Connects and handshakes.
     pub async fn connect_with(addr: &str, options: ClientOptions) -> Result<Self, ClientError> {
-        let mut stream = TcpStream::connect(addr)
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| ClientError::Connect {
                 addr: addr.to_string(),
                 source,
             })?;
-        stream.set_nodelay(true).ok();
+        tcp.set_nodelay(true).ok();
+        let mut stream: crate::tls::Stream = match &options.tls {
+            Some(config) => crate::tls::connect(tcp, addr, config.clone())
+                .await
+                .map_err(|source| ClientError::Tls {
+                    addr: addr.to_string(),
+                    source,
+                })?,
+            None => Box::new(tcp),
+        };
         let mut hello = Hello::new(Role::Client, Uuid::new_v4());
         hello.credentials = options.credentials.clone();
         let master = handshake::connect(&mut stream, &hello).await?;

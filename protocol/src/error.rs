@@ -22,6 +22,11 @@ pub enum ProtocolError {
     /// The first frame was not a Furrow handshake.
     #[error("peer is not speaking the furrow protocol (bad handshake magic)")]
     BadMagic,
+    /// The peer answered with TLS: it is a master that serves TLS.
+    #[error(
+        "the peer speaks TLS: connect with --ca FILE (its CA) or --fingerprint HEX (its certificate's, which the master logs at start)"
+    )]
+    TlsRequired,
     /// The two sides speak different protocol versions.
     #[error(
         "protocol version mismatch: peer speaks version {peer}, this side speaks version {ours}; upgrade the older side"

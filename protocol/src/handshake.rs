@@ -84,6 +84,11 @@ async fn write_hello<S: AsyncWrite + Unpin>(
 async fn read_hello<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Hello, ProtocolError> {
     let mut header = [0u8; 4];
     read_exact(stream, &mut header).await?;
+    // A TLS record (an alert or a handshake, version 3.x) where a hello should be: the
+    // peer expects TLS.
+    if matches!(header, [0x15 | 0x16, 0x03, _, _]) {
+        return Err(ProtocolError::TlsRequired);
+    }
     let size = u32::from_be_bytes(header) as usize;
     if size > MAX_HELLO {
         // A peer that is not speaking our protocol usually shows up here first.

@@ -23,6 +23,7 @@ pub mod handshake;
 mod json;
 pub mod messages;
 pub mod model;
+pub mod tls;
 
 pub use access::*;
 pub use client::{Client, ClientError, ClientOptions};

@@ -4,19 +4,22 @@ use std::io;
 use std::time::Duration;
 
 use furrow_protocol::handshake::{self, Hello, Role};
+use furrow_protocol::tls::Stream;
 use furrow_protocol::{AgentMessage, FrameCodec, MasterMessage, ProtocolError};
 use nix::sys::socket::{setsockopt, sockopt};
 use thiserror::Error;
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::debug;
 use uuid::Uuid;
 
 /// Messages from the master.
-pub(crate) type MasterReader = FramedRead<OwnedReadHalf, FrameCodec<AgentMessage, MasterMessage>>;
+pub(crate) type MasterReader =
+    FramedRead<ReadHalf<Stream>, FrameCodec<AgentMessage, MasterMessage>>;
 /// Messages to the master.
-pub(crate) type MasterWriter = FramedWrite<OwnedWriteHalf, FrameCodec<AgentMessage, MasterMessage>>;
+pub(crate) type MasterWriter =
+    FramedWrite<WriteHalf<Stream>, FrameCodec<AgentMessage, MasterMessage>>;
 
 /// An open, handshaken connection.
 pub(crate) struct Connection {
@@ -35,6 +38,9 @@ pub(crate) enum ConnectError {
     /// TCP did not complete in time.
     #[error("connecting to the master at {addr} timed out after {after:?}")]
     Timeout { addr: String, after: Duration },
+    /// TLS failed (a certificate that does not verify, or no TLS there).
+    #[error("tls with the master at {addr} failed: {source}")]
+    Tls { addr: String, source: io::Error },
     /// The handshake failed.
     #[error("handshake with the master at {addr} failed: {source}")]
     Handshake { addr: String, source: ProtocolError },
@@ -46,13 +52,15 @@ impl ConnectError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            ConnectError::Handshake {
-                source: ProtocolError::Rejected(_)
-                    | ProtocolError::VersionMismatch { .. }
-                    | ProtocolError::BadMagic
-                    | ProtocolError::UnexpectedRole(_),
-                ..
-            }
+            ConnectError::Tls { .. }
+                | ConnectError::Handshake {
+                    source: ProtocolError::Rejected(_)
+                        | ProtocolError::TlsRequired
+                        | ProtocolError::VersionMismatch { .. }
+                        | ProtocolError::BadMagic
+                        | ProtocolError::UnexpectedRole(_),
+                    ..
+                }
         )
     }
 }
@@ -62,10 +70,11 @@ pub(crate) async fn open(
     addr: String,
     agent_id: Uuid,
     credentials: Option<String>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     max_frame: usize,
     connect_timeout: Duration,
 ) -> Result<Connection, ConnectError> {
-    let mut stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(&addr)).await {
+    let tcp = match tokio::time::timeout(connect_timeout, TcpStream::connect(&addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(source)) => return Err(ConnectError::Connect { addr, source }),
         Err(_) => {
@@ -75,7 +84,16 @@ pub(crate) async fn open(
             });
         }
     };
-    tune_socket(&stream);
+    tune_socket(&tcp);
+    let mut stream: Stream = match tls {
+        Some(config) => furrow_protocol::tls::connect(tcp, &addr, config)
+            .await
+            .map_err(|source| ConnectError::Tls {
+                addr: addr.clone(),
+                source,
+            })?,
+        None => Box::new(tcp),
+    };
     let mut hello = Hello::new(Role::Agent, agent_id);
     hello.credentials = credentials;
     let master = handshake::connect(&mut stream, &hello)
@@ -84,7 +102,7 @@ pub(crate) async fn open(
             addr: addr.clone(),
             source,
         })?;
-    let (read, write) = stream.into_split();
+    let (read, write) = tokio::io::split(stream);
     Ok(Connection {
         reader: FramedRead::new(read, FrameCodec::new(max_frame)),
         writer: FramedWrite::new(write, FrameCodec::new(max_frame)),

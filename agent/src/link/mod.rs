@@ -120,6 +120,8 @@ pub(crate) struct LinkSetup {
     pub join_token: Option<String>,
     /// Where this agent's own credential is kept.
     pub state: crate::state::StateDir,
+    /// TLS to the master, when it serves it.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl LinkSetup {
@@ -264,6 +266,7 @@ impl MasterLink {
             self.setup.master.clone(),
             self.setup.identity.agent_id,
             self.setup.credentials(),
+            self.setup.tls.clone(),
             self.setup.max_frame,
             self.setup.tuning.connect_timeout,
         );

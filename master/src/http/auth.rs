@@ -118,9 +118,15 @@ impl FromRequest for Caller {
     }
 }
 
-fn session_cookie(token: &str) -> String {
+/// The session cookie; `Secure` when the page came over HTTPS.
+fn session_cookie(token: &str, request: &HttpRequest) -> String {
+    let secure = if request.connection_info().scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    };
     format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         SESSION_MS / 1000
     )
 }
@@ -149,7 +155,7 @@ pub async fn login(
         .map(|c| service.auth().who_am_i(&c))
         .map_err(|e| HttpError(ApiError::internal(format!("a new session failed: {e}"))))?;
     Ok(HttpResponse::Ok()
-        .insert_header((header::SET_COOKIE, session_cookie(&token)))
+        .insert_header((header::SET_COOKIE, session_cookie(&token, &request)))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(me))
 }
@@ -169,7 +175,7 @@ pub async fn login_link(
         .redeem_login_link(link, &peer_of(&request))
         .await
     {
-        Ok(token) => redirect_home(Some(&token)),
+        Ok(token) => redirect_home(Some(&session_cookie(&token, &request))),
         Err(e) => {
             // A page, not JSON: this is a link a person clicked.
             let text = format!(
@@ -186,13 +192,13 @@ pub async fn login_link(
     }
 }
 
-fn redirect_home(token: Option<&str>) -> HttpResponse {
+fn redirect_home(cookie: Option<&str>) -> HttpResponse {
     let mut response = HttpResponse::SeeOther();
     response
         .insert_header((header::LOCATION, "/"))
         .insert_header((header::CACHE_CONTROL, "no-store"));
-    if let Some(token) = token {
-        response.insert_header((header::SET_COOKIE, session_cookie(token)));
+    if let Some(cookie) = cookie {
+        response.insert_header((header::SET_COOKIE, cookie.to_string()));
     }
     response.finish()
 }

@@ -65,6 +65,12 @@ impl StreamHandler<Result<ClientEnvelope, ProtocolError>> for ClientSession {
     fn handle(&mut self, item: Result<ClientEnvelope, ProtocolError>, ctx: &mut Context<Self>) {
         let envelope = match item {
             Ok(envelope) => envelope,
+            // A TLS peer that goes without a close_notify has just gone away.
+            Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                debug!(peer = %self.peer, "tool connection ended");
+                ctx.stop();
+                return;
+            }
             Err(e) => {
                 warn!(peer = %self.peer, error = %e, "closing connection");
                 ctx.stop();

@@ -8,8 +8,7 @@ use furrow_protocol::FrameCodec;
 use futures::SinkExt;
 use serde::Serialize;
 use std::net::SocketAddr;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedWrite;
 use tracing::{debug, warn};
@@ -25,9 +24,10 @@ pub const OUTBOX_CAPACITY: usize = 2_048;
 
 /// Starts the writer task; returns the queue feeding it. The task ends, closing the write
 /// half, when every sender is dropped or a write fails.
-pub fn spawn_writer<T>(write: OwnedWriteHalf, max_frame: usize, peer: SocketAddr) -> mpsc::Sender<T>
+pub fn spawn_writer<T, W>(write: W, max_frame: usize, peer: SocketAddr) -> mpsc::Sender<T>
 where
     T: Serialize + Send + 'static,
+    W: AsyncWrite + Unpin + 'static,
 {
     let (sender, mut receiver) = mpsc::channel::<T>(OUTBOX_CAPACITY);
     actix_rt::spawn(async move {

@@ -99,6 +99,7 @@ pub fn start_master(dir: &Path, heartbeat_timeout: Duration) -> MasterHandle {
         heartbeat_timeout,
         max_frame: 64 * 1024,
         http_names: Vec::new(),
+        tls: None,
     };
     let handle = furrow_master::spawn(config).expect("master starts");
     remember_tokens(dir, &handle);

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use furrow_protocol::{TokenSpec, TokenView, UserPatch, UserRole, UserSpec};
 
-use crate::commands::ServerArg;
+use crate::commands::{ListArgs, ServerArg};
 
 /// `furrow user`.
 #[derive(Debug, Args)]
@@ -135,22 +135,6 @@ pub fn parse_lifetime(text: &str) -> Result<u64, String> {
         .checked_mul(unit)
         .filter(|secs| *secs > 0)
         .ok_or_else(|| format!("{text:?}: must be positive and not absurdly long"))
-}
-
-/// `furrow audit`.
-#[derive(Debug, Args)]
-pub struct AuditArgs {
-    #[command(flatten)]
-    server: ServerArg,
-    /// Entries shown (newest first).
-    #[arg(long, default_value_t = 50)]
-    limit: u64,
-    /// Entries skipped.
-    #[arg(long, default_value_t = 0)]
-    offset: u64,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 /// `furrow whoami`.
@@ -345,7 +329,8 @@ pub async fn token(args: TokenArgs) -> Result<i32> {
     Ok(0)
 }
 
-pub async fn audit(args: AuditArgs) -> Result<i32> {
+/// `furrow audit`: newest first.
+pub async fn audit(args: ListArgs) -> Result<i32> {
     let client = args.server.connect().await?;
     let page = client.audit(args.limit, args.offset).await?;
     if args.json {

@@ -428,20 +428,20 @@ impl RequirementArgs {
     }
 }
 
-/// `furrow jobs` and `furrow agents`.
+/// `furrow jobs`, `furrow agents` and `furrow audit`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(flatten)]
-    server: ServerArg,
+    pub server: ServerArg,
     /// How many to show.
     #[arg(long, default_value_t = 50)]
-    limit: u64,
+    pub limit: u64,
     /// How many to skip.
     #[arg(long, default_value_t = 0)]
-    offset: u64,
+    pub offset: u64,
     /// Print JSON instead of a table.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 /// `furrow job ID`.

@@ -70,7 +70,7 @@ enum Command {
     /// Make, list and revoke API tokens, agent join tokens and login links.
     Token(access::TokenArgs),
     /// Show who did what, when and from where (admins).
-    Audit(access::AuditArgs),
+    Audit(commands::ListArgs),
     /// Show the user and role your token stands for.
     Whoami(access::WhoAmIArgs),
     /// Measure a local farm (submission latency, task throughput).
@@ -107,12 +107,26 @@ struct UpArgs {
     /// and `localhost` always work.
     #[arg(long = "http-name", value_name = "NAME")]
     http_names: Vec<String>,
+    #[command(flatten)]
+    tls: ServeTls,
+}
+
+/// TLS served by a master.
+#[derive(Debug, Args)]
+struct ServeTls {
     /// Certificate chain (PEM) to serve TLS with, on both ports (with --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// Private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+}
+
+impl ServeTls {
+    /// The certificate and key, when both are given.
+    fn files(&self) -> Option<(PathBuf, PathBuf)> {
+        self.tls_cert.clone().zip(self.tls_key.clone())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -133,12 +147,8 @@ struct MasterArgs {
     /// and `localhost` always work, other names are refused (DNS rebinding).
     #[arg(long = "http-name", value_name = "NAME")]
     http_names: Vec<String>,
-    /// Certificate chain (PEM) to serve TLS with, on both ports (with --tls-key).
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// Private key (PEM) of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: ServeTls,
     /// Seconds between agent heartbeats.
     #[arg(long, default_value_t = 2.0)]
     heartbeat_interval: f64,
@@ -283,7 +293,7 @@ fn dispatch(command: Command) -> Result<()> {
                 heartbeat_timeout: seconds(args.heartbeat_timeout, "--heartbeat-timeout")?,
                 max_frame: args.max_frame,
                 http_names: args.http_names,
-                tls: args.tls_cert.zip(args.tls_key),
+                tls: args.tls.files(),
             };
             furrow_master::run(config)?;
             Ok(())

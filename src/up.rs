@@ -92,7 +92,7 @@ async fn up(args: UpArgs) -> Result<()> {
     for name in &args.http_names {
         master_args.extend(["--http-name".into(), name.into()]);
     }
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+    if let Some((cert, key)) = args.tls.files() {
         master_args.extend([
             "--tls-cert".into(),
             std::path::absolute(cert)?.into(),

@@ -152,6 +152,34 @@ impl State {
         self.tokens.values().filter(|t| usable(t, now)).count()
     }
 
+    /// The ids of an agent's credentials that are not revoked.
+    fn live_agent_tokens(&self, agent_id: Uuid) -> Vec<String> {
+        self.tokens
+            .values()
+            .filter(|t| t.agent_id == Some(agent_id) && t.revoked_at.is_none())
+            .map(|t| t.id.clone())
+            .collect()
+    }
+
+    /// Whether an agent's credentials were revoked and none works.
+    fn agent_revoked(&self, agent_id: Uuid, now: i64) -> bool {
+        let mine = || {
+            self.tokens.values().filter(move |t| {
+                t.agent_id == Some(agent_id) && t.kind == TokenKind::Agent.as_str()
+            })
+        };
+        mine().any(|t| t.revoked_at.is_some()) && !mine().any(|t| usable(t, now))
+    }
+
+    /// Marks tokens revoked at `now`.
+    fn mark_revoked(&mut self, ids: &[String], now: i64) {
+        for token in self.tokens.values_mut() {
+            if ids.contains(&token.id) {
+                token.revoked_at = Some(now);
+            }
+        }
+    }
+
     fn admins(&self) -> usize {
         self.users
             .values()
@@ -368,13 +396,6 @@ impl Auth {
             .collect();
         let state = self.read();
         let now = now_ms();
-        let revoked_agent = state.tokens.values().any(|t| {
-            t.agent_id == Some(agent_id)
-                && t.kind == TokenKind::Agent.as_str()
-                && t.revoked_at.is_some()
-        }) && !state.tokens.values().any(|t| {
-            t.agent_id == Some(agent_id) && t.kind == TokenKind::Agent.as_str() && usable(t, now)
-        });
         let mut refusal = None;
         for token in &presented {
             if let Err(e) = tokens::check_shape(token) {
@@ -412,7 +433,7 @@ impl Auth {
                         refusal = Some(format!("join token {}: expired at {}", row.id, when(at)));
                         continue;
                     }
-                    if revoked_agent {
+                    if state.agent_revoked(agent_id, now) {
                         return Err(format!(
                             "agent {agent_id} was revoked; an admin must remove it (furrow agent-ctl remove {agent_id}) before it can join again"
                         ));
@@ -456,13 +477,7 @@ impl Auth {
             None,
         );
         let now = now_ms();
-        let old: Vec<String> = self
-            .read()
-            .tokens
-            .values()
-            .filter(|t| t.agent_id == Some(agent_id) && t.revoked_at.is_none())
-            .map(|t| t.id.clone())
-            .collect();
+        let old = self.read().live_agent_tokens(agent_id);
         let mut writes = Vec::new();
         if !old.is_empty() {
             writes.push(BulkWrite::RevokeTokens {
@@ -473,11 +488,7 @@ impl Auth {
         writes.push(BulkWrite::PutToken(row.clone()));
         commit_all(&self.store, writes).await?;
         let mut state = self.write();
-        for t in state.tokens.values_mut() {
-            if old.contains(&t.id) {
-                t.revoked_at = Some(now);
-            }
-        }
+        state.mark_revoked(&old, now);
         state.tokens.insert(row.hash.clone(), row);
         Ok(token)
     }
@@ -486,13 +497,7 @@ impl Auth {
     pub async fn revoke_agent(&self, caller: &Caller, agent_id: Uuid) -> Result<bool, ApiError> {
         caller.require(UserRole::Admin, "revoking an agent")?;
         let _changing = self.changing.lock().await;
-        let ids: Vec<String> = self
-            .read()
-            .tokens
-            .values()
-            .filter(|t| t.agent_id == Some(agent_id) && t.revoked_at.is_none())
-            .map(|t| t.id.clone())
-            .collect();
+        let ids = self.read().live_agent_tokens(agent_id);
         if ids.is_empty() {
             return Ok(false);
         }
@@ -501,7 +506,8 @@ impl Auth {
         Ok(true)
     }
 
-    /// Forgets the credentials of a removed agent, so it may join again.
+    /// Forgets the credentials of a removed agent, so it may join again (the store forgets
+    /// them with the agent's row).
     pub async fn forget_agent(&self, agent_id: Uuid) {
         let _changing = self.changing.lock().await;
         let mut state = self.write();
@@ -522,12 +528,7 @@ impl Auth {
             },
         )
         .await?;
-        let mut state = self.write();
-        for t in state.tokens.values_mut() {
-            if ids.contains(&t.id) {
-                t.revoked_at = Some(now);
-            }
-        }
+        self.write().mark_revoked(&ids, now);
         Ok(())
     }
 

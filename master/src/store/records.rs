@@ -342,7 +342,8 @@ pub enum BulkWrite {
         /// Tags overriding the agent's own.
         tags: Option<Vec<String>>,
     },
-    /// Forgets an agent: its row, with the settings made through the API.
+    /// Forgets an agent: its row, with the settings made through the API, and the link
+    /// of its credentials to it.
     DeleteAgent(Uuid),
     /// Stores a version of a declarative job type (an existing version is kept).
     PutJobType {

@@ -643,6 +643,13 @@ pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Re
                 vec![id.to_string().into()],
             ))
             .await?;
+            // Its credentials are forgotten with it, so the id may join again.
+            db.execute_raw(statement(
+                backend,
+                "UPDATE tokens SET agent_id = NULL WHERE agent_id = ?",
+                vec![id.to_string().into()],
+            ))
+            .await?;
         }
         BulkWrite::AgentSettings { id, enabled, tags } => {
             let tags = tags.as_ref().map(json_text);

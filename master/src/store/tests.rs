@@ -769,6 +769,9 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
         "bob's token went with bob"
     );
     assert_eq!(tokens[2], token("t3", "alice", Some(agent)));
+    // A removed agent's credentials no longer name it, so it may join again after a restart.
+    commit_durable(&store, vec![Write::Bulk(BulkWrite::DeleteAgent(agent))]).await;
+    assert_eq!(reader.tokens().await.unwrap()[2].agent_id, None);
     let (audit, total) = reader.audit(1, 0).await.unwrap();
     assert_eq!(total, 2);
     assert_eq!(audit[0].action, "job.cancel");

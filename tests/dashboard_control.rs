@@ -131,12 +131,7 @@ fn ghost_agent(farm: &Farm, name: &str) -> uuid::Uuid {
     runtime.block_on(async {
         let mut stream = tokio::net::TcpStream::connect(&farm.listen).await.unwrap();
         let mut hello = Hello::new(Role::Agent, id);
-        hello.credentials = Some(
-            std::fs::read_to_string(farm.data_dir.join("join.token"))
-                .unwrap()
-                .trim()
-                .to_string(),
-        );
+        hello.credentials = Some(farm.join_token());
         handshake::connect(&mut stream, &hello).await.unwrap();
         let mut framed = tokio_util::codec::Framed::new(
             stream,

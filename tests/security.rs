@@ -109,15 +109,12 @@ fn every_documented_route_needs_credentials_and_bad_ones_are_named() {
         assert!(error_of(&body).contains(reason), "{reason}: {body}");
     }
     // A join token is not an API token.
-    let join = std::fs::read_to_string(farm.data_dir.join("join.token")).unwrap();
+    let join = farm.join_token();
     let (status, body) = raw(
         &farm,
         "GET",
         "/api/v1/jobs/",
-        &[(
-            "authorization",
-            format!("Bearer {}", join.trim()).as_bytes(),
-        )],
+        &[("authorization", format!("Bearer {join}").as_bytes())],
     );
     assert_eq!(status, 401);
     assert!(

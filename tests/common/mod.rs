@@ -156,6 +156,14 @@ impl Farm {
         format!("http://{}{}", self.http, path)
     }
 
+    /// The farm's first join token (`<data-dir>/join.token`).
+    pub fn join_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("join.token"))
+            .expect("join.token")
+            .trim()
+            .to_string()
+    }
+
     /// `Bearer <admin token>`.
     pub fn bearer(&self) -> String {
         format!("Bearer {}", self.token)

@@ -444,6 +444,40 @@ pub struct ListArgs {
     pub json: bool,
 }
 
+/// `furrow health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints the master's health; exits with 1 when it is degraded, so scripts and
+/// monitors can test it.
+pub async fn health(args: HealthArgs) -> Result<i32> {
+    let client = args.server.connect().await?;
+    let health = client.health().await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&health)?);
+    } else {
+        println!(
+            "{} (furrow {}, {}): {} agents online, {} tasks queued, {} running",
+            health.status,
+            health.version,
+            health.database,
+            health.agents_online,
+            health.tasks_queued,
+            health.tasks_running
+        );
+        for problem in &health.problems {
+            println!("  - {problem}");
+        }
+    }
+    Ok(if health.problems.is_empty() { 0 } else { 1 })
+}
+
 /// `furrow job ID`.
 #[derive(Debug, Args)]
 pub struct JobArgs {

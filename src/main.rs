@@ -73,6 +73,8 @@ enum Command {
     Audit(commands::ListArgs),
     /// Show the user and role your token stands for.
     Whoami(access::WhoAmIArgs),
+    /// Show whether the master is healthy, and what is wrong when it is not (exits 1).
+    Health(commands::HealthArgs),
     /// Measure a local farm (submission latency, task throughput).
     Bench(bench::BenchArgs),
 }
@@ -339,6 +341,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Token(args) => client_command(access::token(args)),
         Command::Audit(args) => client_command(access::audit(args)),
         Command::Whoami(args) => client_command(access::whoami(args)),
+        Command::Health(args) => client_command(commands::health(args)),
         Command::Bench(args) => {
             init_tracing("warn");
             bench::run(args)

@@ -54,6 +54,7 @@ pub mod auth;
 pub mod changes;
 mod config;
 mod error;
+pub mod health;
 pub mod http;
 pub mod jobtypes;
 pub mod listener;

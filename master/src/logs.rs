@@ -174,6 +174,42 @@ pub struct LogCollector {
     writers: usize,
     /// Counts writes; orders open files by recency.
     ticks: u64,
+    /// Failed writes (a full disk): logged at most every [`WRITE_FAILURE_LOG_EVERY`].
+    write_failures: WriteFailures,
+}
+
+/// While log writes keep failing, how often that is logged again.
+const WRITE_FAILURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Failed log writes since the last one logged. A full disk fails every batch of every
+/// running attempt; one line per batch would flood the master's own log (often on the
+/// same disk).
+#[derive(Default)]
+struct WriteFailures {
+    last_logged: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl WriteFailures {
+    fn failed(&mut self, task: TaskRef, error: &std::io::Error) {
+        let now = std::time::Instant::now();
+        if self
+            .last_logged
+            .is_some_and(|at| now.duration_since(at) < WRITE_FAILURE_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return;
+        }
+        self.last_logged = Some(now);
+        let also = std::mem::take(&mut self.unlogged);
+        warn!(
+            task_id = task.task_id,
+            attempt = task.attempt,
+            error = %error,
+            failed_since_last_report = also,
+            "cannot write task log (the lines are lost; the task and the database are not affected)"
+        );
+    }
 }
 
 impl LogCollector {
@@ -188,6 +224,7 @@ impl LogCollector {
             live,
             writers: 0,
             ticks: 0,
+            write_failures: WriteFailures::default(),
         }
     }
 
@@ -206,7 +243,7 @@ impl LogCollector {
             && let Some(mut writer) = attempt.writer.take()
         {
             if let Err(e) = writer.flush() {
-                warn!(task_id = task.task_id, error = %e, "cannot write task log");
+                self.write_failures.failed(task, &e);
             }
             self.writers = self.writers.saturating_sub(1);
         }
@@ -311,7 +348,7 @@ impl LogCollector {
             if let Some(writer) = attempt.writer.as_mut()
                 && let Err(e) = writer.flush()
             {
-                warn!(task_id = task.task_id, attempt = task.attempt, error = %e, "cannot write task log");
+                self.write_failures.failed(*task, &e);
             }
         }
     }
@@ -414,7 +451,7 @@ impl Handler<AttemptClosed> for LogCollector {
             if let Some(writer) = attempt.writer.as_mut()
                 && let Err(e) = writer.flush()
             {
-                warn!(task_id = msg.task.task_id, error = %e, "cannot write task log");
+                self.write_failures.failed(msg.task, &e);
             }
             // Anything written (even through a file closed since) is indexed.
             if attempt.size > 0 {
@@ -440,7 +477,7 @@ impl Handler<AppendLogs> for LogCollector {
 
     fn handle(&mut self, msg: AppendLogs, _ctx: &mut Context<Self>) {
         if let Err(e) = self.append(msg.agent, &msg.batch) {
-            warn!(task_id = msg.batch.task.task_id, attempt = msg.batch.task.attempt, error = %e, "cannot write task log");
+            self.write_failures.failed(msg.batch.task, &e);
         }
     }
 }

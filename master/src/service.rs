@@ -1190,8 +1190,25 @@ impl Service {
             .iter()
             .filter(|entry| entry.value().view.state == AgentState::Online)
             .count() as u64;
+        let inner = &self.inner;
+        let (store, scheduler, registry, logs) = tokio::join!(
+            crate::health::store(&inner.store),
+            crate::health::ping("scheduler", &inner.scheduler),
+            crate::health::ping("registry", &inner.registry),
+            crate::health::ping("log collector", &inner.logs),
+        );
+        let problems: Vec<String> = [store, scheduler, registry, logs]
+            .into_iter()
+            .flatten()
+            .collect();
         Ok(HealthView {
-            status: "ok".into(),
+            status: if problems.is_empty() {
+                "ok"
+            } else {
+                "degraded"
+            }
+            .into(),
+            problems,
             version: env!("CARGO_PKG_VERSION").into(),
             database: self.inner.reader.backend_name().into(),
             agents_online,

@@ -18,7 +18,7 @@ use crate::codec::{decode_payload, encode_frame};
 pub const MAGIC: [u8; 4] = *b"FRRW";
 
 /// Version of the message protocol spoken after the handshake.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Largest handshake frame accepted.
 const MAX_HELLO: usize = 64 * 1024;

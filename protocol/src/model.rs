@@ -803,8 +803,13 @@ pub struct LogChunk {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthView {
-    /// `ok` when the master serves requests.
+    /// `ok` when every part of the master answers and the database writes; `degraded`
+    /// otherwise, with the reasons in `problems`.
     pub status: String,
+    /// What is wrong, one line each (empty when `ok`): a database that cannot write
+    /// (submissions are refused meanwhile, nothing acknowledged is lost), an actor that
+    /// does not answer.
+    pub problems: Vec<String>,
     /// Software version.
     pub version: String,
     /// Which database backend is in use (`sqlite` or `postgres`).

@@ -373,9 +373,16 @@ async fn list_agents(
     Ok(HttpResponse::Ok().json(service.list_agents(&caller, limit, offset).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/health", tag = "farm", responses((status = 200, body = HealthView)))]
+#[utoipa::path(get, path = "/api/v1/health", tag = "farm", responses(
+    (status = 200, description = "`ok`: every part answers and the database writes", body = HealthView),
+    (status = 503, description = "`degraded`, with the reasons in `problems`", body = HealthView)))]
 async fn health(service: web::Data<Service>, caller: Caller) -> Result<HttpResponse, HttpError> {
-    Ok(HttpResponse::Ok().json(service.health(&caller).await?))
+    let health = service.health(&caller).await?;
+    if health.problems.is_empty() {
+        Ok(HttpResponse::Ok().json(health))
+    } else {
+        Ok(HttpResponse::ServiceUnavailable().json(health))
+    }
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/actions", tag = "jobs", params(("id" = i64, Path, description = "Job id")),

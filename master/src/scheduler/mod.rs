@@ -42,7 +42,7 @@ use self::queues::Queue;
 pub use self::types::{Control, Refusal, Write};
 use crate::logs::{AttemptClosed, AttemptOpened, LogCollector};
 use crate::store::records::{JobRecord, JobSettings, LoadedTask, to_ms};
-use crate::store::{CommitBatch, Notify, Store};
+use crate::store::{CommitBatch, Notify, Store, TicketNews};
 
 /// How often the health counts are refreshed.
 const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -71,7 +71,7 @@ pub struct Scheduler {
     logs: Addr<LogCollector>,
     stats: Arc<SchedulerStats>,
     /// Where the store reports committed tickets (set up when the actor starts).
-    tickets: Option<mpsc::UnboundedSender<u64>>,
+    tickets: Option<mpsc::UnboundedSender<TicketNews>>,
     next_ticket: u64,
     /// What waits for a commit, by ticket, oldest first.
     awaiting: VecDeque<Awaiting>,
@@ -167,7 +167,10 @@ impl Scheduler {
         let mut after_commit = Vec::new();
         for effect in self.core.take_effects() {
             match effect {
-                Effect::Send { agent, message } if waits_for_commit(&message) => {
+                Effect::Send { agent, message }
+                    if waits_for_commit(&message)
+                        || self.cancels_a_pending_assignment(agent, &message, &after_commit) =>
+                {
                     after_commit.push((agent, message));
                 }
                 Effect::Send { agent, message } => self.send(agent, message),
@@ -211,7 +214,7 @@ impl Scheduler {
         // rows are committed in that order, so once this batch is durable so is every
         // row the core recorded before it, including those of earlier events that were
         // still waiting for their group commit. The store reports the batch's ticket on
-        // one stream ([`StreamHandler<u64>`]), in commit order.
+        // one stream ([`StreamHandler<TicketNews>`]), in commit order.
         let Some(tickets) = self.tickets.clone() else {
             warn!("scheduler not started; messages dropped");
             return;
@@ -227,6 +230,29 @@ impl Scheduler {
             writes,
             notify: Some(Notify::Ticket(tickets, ticket)),
         });
+    }
+
+    /// Whether `message` cancels an attempt whose assignment still waits for its commit
+    /// (in this batch or an earlier one). Sent at once, the cancel would overtake the
+    /// assignment: the agent would ignore a cancel of an attempt it does not know, then
+    /// start it. Queued behind the assignment, it stops the attempt just after it starts.
+    fn cancels_a_pending_assignment(
+        &self,
+        agent: Uuid,
+        message: &MasterMessage,
+        batch: &[(Uuid, MasterMessage)],
+    ) -> bool {
+        let MasterMessage::Cancel(task) = message else {
+            return false;
+        };
+        let assigns = |(to, m): &(Uuid, MasterMessage)| {
+            *to == agent && matches!(m, MasterMessage::Assign(a) if a.task == *task)
+        };
+        batch.iter().any(assigns)
+            || self
+                .awaiting
+                .iter()
+                .any(|awaiting| awaiting.messages.iter().any(assigns))
     }
 
     /// Publishes the counts the health endpoint reads.
@@ -280,9 +306,23 @@ impl Actor for Scheduler {
     }
 }
 
-impl StreamHandler<u64> for Scheduler {
+impl StreamHandler<TicketNews> for Scheduler {
     /// Batches up to `ticket` are committed: their messages go out, their answers too.
-    fn handle(&mut self, ticket: u64, _ctx: &mut Context<Self>) {
+    /// When a commit failed, those who wait for an answer hear at once that their change
+    /// is made but not stored yet; the messages (assignments, result acknowledgements)
+    /// wait for the retried commit.
+    fn handle(&mut self, news: TicketNews, _ctx: &mut Context<Self>) {
+        let ticket = match news {
+            Ok(ticket) => ticket,
+            Err((failed, error)) => {
+                for awaiting in self.awaiting.iter_mut().take_while(|a| a.ticket <= failed) {
+                    if let Some(done) = awaiting.done.take() {
+                        let _ = done.send(Err(error.clone()));
+                    }
+                }
+                return;
+            }
+        };
         while self.awaiting.front().is_some_and(|a| a.ticket <= ticket) {
             let Some(awaiting) = self.awaiting.pop_front() else {
                 break;

@@ -32,6 +32,117 @@ use crate::scheduler::{Control, Write};
 /// Pause before retrying a failed group commit.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
+/// While writes keep failing, how often the failure is logged again.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// The store's connection: the only one that writes. See [`Db::connect_writer`].
+struct Writer {
+    db: Db,
+    conn: Option<sea_orm::DatabaseConnection>,
+}
+
+impl Writer {
+    /// Begins a transaction, opening the connection first when there is none.
+    async fn begin(&mut self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        if self.conn.is_none() {
+            self.conn = Some(self.db.connect_writer().await?);
+        }
+        match &self.conn {
+            Some(conn) => conn.begin().await,
+            None => Err(DbErr::Custom("no writer connection".into())),
+        }
+    }
+
+    /// Drops the connection after a failed write: a later write opens a fresh one.
+    async fn discard(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && tokio::time::timeout(Duration::from_secs(5), conn.close())
+                .await
+                .is_err()
+        {
+            warn!("closing the failed writer connection timed out");
+        }
+    }
+}
+
+/// Why the store cannot write, while it cannot: shared with [`StoreStatus`] readers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreFailure {
+    /// When writes began to fail (milliseconds since the epoch).
+    pub since_ms: i64,
+    /// The latest error.
+    pub error: String,
+    /// Failed attempts since then.
+    pub failures: u64,
+}
+
+/// The store's write health, updated by every commit; a change nudges the dashboard.
+#[derive(Clone)]
+struct WriteHealth(Arc<std::sync::Mutex<WriteState>>, ChangeFeed);
+
+#[derive(Default)]
+struct WriteState {
+    failure: Option<StoreFailure>,
+    last_logged: Option<std::time::Instant>,
+}
+
+impl WriteHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriteState> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a failed write, logging it the first time and then every
+    /// [`FAILURE_LOG_EVERY`].
+    fn failed(&self, what: &str, error: &DbErr, rows: usize) {
+        let mut state = self.lock();
+        let now = std::time::Instant::now();
+        if state.failure.is_none() {
+            self.1.bump();
+        }
+        let failure = state.failure.get_or_insert_with(|| StoreFailure {
+            since_ms: now_ms(),
+            error: String::new(),
+            failures: 0,
+        });
+        failure.error = error.to_string();
+        failure.failures += 1;
+        let failures = failure.failures;
+        if state
+            .last_logged
+            .is_none_or(|at| now.duration_since(at) >= FAILURE_LOG_EVERY)
+        {
+            state.last_logged = Some(now);
+            error!(what, error = %error, rows, failures, "store cannot write; retrying");
+        }
+    }
+
+    /// Records a successful write.
+    fn succeeded(&self) {
+        let mut state = self.lock();
+        if let Some(failure) = state.failure.take() {
+            state.last_logged = None;
+            self.1.bump();
+            info!(
+                failures = failure.failures,
+                down_ms = now_ms().saturating_sub(failure.since_ms),
+                "store writes again"
+            );
+        }
+    }
+
+    fn failure(&self) -> Option<StoreFailure> {
+        self.lock().failure.clone()
+    }
+}
+
+/// Asks the store whether it can write; answered by the actor itself, so an answer also
+/// shows it is alive.
+#[derive(Message)]
+#[rtype(result = "Option<StoreFailure>")]
+pub struct StoreStatus;
+
 /// Inserts a job and its tasks; answers after the transaction committed.
 #[derive(Message)]
 #[rtype(result = "Result<InsertedJob, ApiError>")]
@@ -71,8 +182,14 @@ pub enum Notify {
     Once(oneshot::Sender<Result<(), ApiError>>),
     /// A numbered ticket on a channel: a sender with many batches in flight reads the
     /// numbers in commit order from one stream instead of waiting on each.
-    Ticket(mpsc::UnboundedSender<u64>, u64),
+    Ticket(mpsc::UnboundedSender<TicketNews>, u64),
 }
+
+/// What a ticket's reader hears: `Ok(n)` once every batch up to ticket `n` is committed;
+/// `Err((n, error))` when a commit holding ticket `n` failed. A failed batch is retried
+/// until it commits, so its `Ok` follows; the error lets those who answer a person
+/// say at once that the change is not stored yet.
+pub type TicketNews = Result<u64, (u64, ApiError)>;
 
 impl Notify {
     fn send(self, result: Result<(), ApiError>) {
@@ -80,12 +197,9 @@ impl Notify {
             Notify::Once(sender) => {
                 let _ = sender.send(result);
             }
-            // A ticket is only sent once committed; a failed commit is retried, and
-            // a store that stops drops the channel, which its reader sees.
+            // A store that stops drops the channel, which its reader sees.
             Notify::Ticket(sender, ticket) => {
-                if result.is_ok() {
-                    let _ = sender.send(ticket);
-                }
+                let _ = sender.send(result.map(|()| ticket).map_err(|e| (ticket, e)));
             }
         }
     }
@@ -219,7 +333,8 @@ impl Pending {
 /// The store actor. See the module documentation.
 pub struct Store {
     db: Db,
-    write_lock: Arc<Mutex<()>>,
+    writer: Arc<Mutex<Writer>>,
+    health: WriteHealth,
     pending: Pending,
     committing: bool,
     commit_scheduled: bool,
@@ -228,6 +343,10 @@ pub struct Store {
     changes: ChangeFeed,
     /// A WAL checkpoint is running (SQLite only).
     checkpointing: bool,
+    /// A write probe is running.
+    probing: bool,
+    /// The last checkpoint failed.
+    checkpoint_failing: bool,
 }
 
 /// How often SQLite's write-ahead log is folded back into the database file, off the
@@ -238,8 +357,12 @@ impl Store {
     /// A store writing to `db`, allocating ids above the given maxima.
     pub fn new(db: Db, max_job_id: JobId, max_task_id: TaskId, changes: ChangeFeed) -> Self {
         Self {
+            writer: Arc::new(Mutex::new(Writer {
+                db: db.clone(),
+                conn: None,
+            })),
+            health: WriteHealth(Arc::default(), changes.clone()),
             db,
-            write_lock: Arc::new(Mutex::new(())),
             pending: Pending::default(),
             committing: false,
             commit_scheduled: false,
@@ -247,6 +370,8 @@ impl Store {
             next_task_id: max_task_id + 1,
             changes,
             checkpointing: false,
+            probing: false,
+            checkpoint_failing: false,
         }
     }
 
@@ -267,10 +392,41 @@ impl Store {
         };
         ctx.spawn(work.into_actor(self).map(|result, act, _| {
             act.checkpointing = false;
-            if let Err(e) = result {
-                warn!(error = %e, "wal checkpoint failed");
+            // Logged when it begins and stops failing, not every 100 ms.
+            match result {
+                Err(e) if !act.checkpoint_failing => {
+                    act.checkpoint_failing = true;
+                    warn!(error = %e, "wal checkpoint failed");
+                }
+                Ok(_) if act.checkpoint_failing => {
+                    act.checkpoint_failing = false;
+                    info!("wal checkpoint works again");
+                }
+                _ => {}
             }
         }));
+    }
+
+    /// While writes fail and nothing waits to be written (a refused submission leaves
+    /// nothing behind), writes a probe row, so the store learns by itself when the
+    /// database can write again.
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        if self.probing
+            || self.committing
+            || !self.pending.is_empty()
+            || self.health.failure().is_none()
+        {
+            return;
+        }
+        self.probing = true;
+        let (writer, health) = (self.writer.clone(), self.health.clone());
+        let work = async move {
+            match probe(&writer).await {
+                Ok(()) => health.succeeded(),
+                Err(e) => health.failed("write probe", &e, 0),
+            }
+        };
+        ctx.spawn(work.into_actor(self).map(|(), act, _| act.probing = false));
     }
 
     /// Starts a group commit now, or leaves it to the one in flight: rows that arrive
@@ -291,10 +447,14 @@ impl Store {
         let mut batch = std::mem::take(&mut self.pending);
         let waiters = std::mem::take(&mut batch.waiters);
         let notify = std::mem::take(&mut batch.notify);
-        let db = self.db.clone();
-        let lock = self.write_lock.clone();
+        let writer = self.writer.clone();
+        let health = self.health.clone();
         let work = async move {
-            let result = commit(&db, &lock, &batch).await;
+            let result = commit(&writer, &batch).await;
+            match &result {
+                Ok(_) => health.succeeded(),
+                Err(e) => health.failed("group commit", e, batch.rows()),
+            }
             (result, batch)
         };
         ctx.spawn(work.into_actor(self).map(move |(result, batch), act, ctx| {
@@ -314,10 +474,30 @@ impl Store {
                     act.schedule_commit(ctx);
                 }
                 Err(e) => {
-                    error!(error = %e, rows = batch.rows(), "group commit failed; retrying");
+                    // The writes stay and are retried until they commit; those who wait
+                    // for a single change hear now that it is not stored yet. Tickets
+                    // (results that agents keep until stored) wait for the commit.
+                    let error = ApiError::unavailable(format!(
+                        "the change is made but not stored yet: the database cannot \
+                         write ({e}); it is retried until it can"
+                    ));
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(error.clone()));
+                    }
                     let mut batch = batch;
-                    batch.notify = notify;
-                    batch.waiters = waiters;
+                    batch.notify = notify
+                        .into_iter()
+                        .filter_map(|notify| match notify {
+                            Notify::Once(sender) => {
+                                let _ = sender.send(Err(error.clone()));
+                                None
+                            }
+                            Notify::Ticket(sender, ticket) => {
+                                let _ = sender.send(Err((ticket, error.clone())));
+                                Some(Notify::Ticket(sender, ticket))
+                            }
+                        })
+                        .collect();
                     act.pending.merge_older(batch);
                     act.commit_scheduled = true;
                     ctx.run_later(RETRY_DELAY, |act, ctx| {
@@ -330,13 +510,42 @@ impl Store {
     }
 }
 
-async fn commit(db: &Db, lock: &Mutex<()>, batch: &Pending) -> Result<usize, DbErr> {
+async fn commit(writer: &Mutex<Writer>, batch: &Pending) -> Result<usize, DbErr> {
     let rows = batch.rows();
     if rows == 0 {
         return Ok(0);
     }
-    let _guard = lock.lock().await;
-    let txn = db.conn().begin().await?;
+    let mut writer = writer.lock().await;
+    let result = write_batch(&mut writer, batch).await;
+    if result.is_err() {
+        writer.discard().await;
+    }
+    result.map(|()| rows)
+}
+
+/// Writes one row, to learn whether the database can write again while nothing else is
+/// waiting to be written.
+async fn probe(writer: &Mutex<Writer>) -> Result<(), DbErr> {
+    let mut writer = writer.lock().await;
+    let result = async {
+        let txn = writer.begin().await?;
+        txn.execute_unprepared(&format!(
+            "INSERT INTO master_state (key, value, updated_at) VALUES ('write_probe', '', {now}) \
+             ON CONFLICT (key) DO UPDATE SET updated_at = {now}",
+            now = now_ms()
+        ))
+        .await?;
+        txn.commit().await
+    }
+    .await;
+    if result.is_err() {
+        writer.discard().await;
+    }
+    result
+}
+
+async fn write_batch(writer: &mut Writer, batch: &Pending) -> Result<(), DbErr> {
+    let txn = writer.begin().await?;
     let now = now_ms();
     for segment in &batch.segments {
         let tasks: Vec<&TaskRow> = segment.tasks.values().collect();
@@ -361,8 +570,7 @@ async fn commit(db: &Db, lock: &Mutex<()>, batch: &Pending) -> Result<usize, DbE
             sql::bulk(&txn, bulk, now).await?;
         }
     }
-    txn.commit().await?;
-    Ok(rows)
+    txn.commit().await
 }
 
 impl Actor for Store {
@@ -375,6 +583,7 @@ impl Actor for Store {
         // jobs, agents and open log files; submissions wait for their own commit.
         ctx.set_mailbox_capacity(65_536);
         ctx.run_interval(CHECKPOINT_EVERY, |act, ctx| act.checkpoint(ctx));
+        ctx.run_interval(RETRY_DELAY, |act, ctx| act.probe(ctx));
         info!(next_job_id = self.next_job_id, "store started");
     }
 
@@ -406,14 +615,14 @@ impl Handler<InsertJob> for Store {
         let first_task_id = self.next_task_id;
         self.next_job_id += 1;
         self.next_task_id += job.batches.len() as i64;
-        let db = self.db.clone();
-        let lock = self.write_lock.clone();
+        let writer = self.writer.clone();
+        let health = self.health.clone();
         let changes = self.changes.clone();
         Box::pin(async move {
             let created_at = now_ms();
+            let mut writer = writer.lock().await;
             let stored = async {
-                let _guard = lock.lock().await;
-                let txn = db.conn().begin().await?;
+                let txn = writer.begin().await?;
                 sql::insert_job(&txn, job_id, &job, created_at).await?;
                 sql::insert_tasks(
                     &txn,
@@ -427,11 +636,15 @@ impl Handler<InsertJob> for Store {
             }
             .await;
             if let Err(e) = stored {
-                error!(job_id, error = %e, "storing a submission failed");
+                writer.discard().await;
+                drop(writer);
+                health.failed("submission", &e, job.batches.len());
                 return Err(ApiError::unavailable(format!(
-                    "the job could not be stored: {e}"
+                    "the job was not stored, try again later: the database cannot write ({e})"
                 )));
             }
+            drop(writer);
+            health.succeeded();
             changes.bump();
             let counts = TaskCounts {
                 queued: job.batches.len() as u64,
@@ -494,6 +707,14 @@ impl Handler<UpsertLogIndex> for Store {
         let key = (msg.0.task_id, msg.0.attempt);
         self.pending.open().logs.insert(key, msg.0);
         self.schedule_commit(ctx);
+    }
+}
+
+impl Handler<StoreStatus> for Store {
+    type Result = Option<StoreFailure>;
+
+    fn handle(&mut self, _msg: StoreStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        self.health.failure()
     }
 }
 

@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002Scheduling),
             Box::new(M0003JobTypes),
             Box::new(M0004Access),
+            Box::new(M0005MasterState),
         ]
     }
 }
@@ -572,5 +573,37 @@ impl MigrationTrait for M0004Access {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Small facts of the master itself (`key` → `value`): the store's write probe.
+struct M0005MasterState;
+
+impl MigrationName for M0005MasterState {
+    fn name(&self) -> &str {
+        "m0005_master_state"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005MasterState {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let col = |name: &str| ColumnDef::new(Alias::new(name));
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("master_state"))
+                    .col(col("key").text().not_null().primary_key())
+                    .col(col("value").text().not_null())
+                    .col(col("updated_at").big_integer().not_null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Alias::new("master_state")).to_owned())
+            .await
     }
 }

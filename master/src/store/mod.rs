@@ -23,8 +23,8 @@ use sea_orm_migration::MigratorTrait;
 use tracing::info;
 
 pub use actor::{
-    AllocateTaskIds, CommitBatch, Flush, InsertJob, InsertedJob, Notify, Store, UpsertAgent,
-    UpsertLogIndex,
+    AllocateTaskIds, CommitBatch, Flush, InsertJob, InsertedJob, Notify, Store, StoreFailure,
+    StoreStatus, TicketNews, UpsertAgent, UpsertLogIndex,
 };
 pub use reads::{LoadedState, StoreReader, task_view};
 
@@ -33,45 +33,58 @@ pub use reads::{LoadedState, StoreReader, task_view};
 pub struct Db {
     conn: DatabaseConnection,
     backend: DbBackend,
+    /// The URL it was opened with, for the store's own connection.
+    url: String,
 }
 
 impl Db {
     /// Opens the database named by `url`, or the SQLite file `<data_dir>/furrow.db` when
     /// `url` is `None`, and applies pending migrations.
     pub async fn open(url: Option<&str>, data_dir: &Path) -> Result<Self, DbErr> {
-        let conn = match url {
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                let mut options = ConnectOptions::new(url.to_string());
-                options
-                    .max_connections(8)
-                    .min_connections(1)
-                    .connect_timeout(Duration::from_secs(10))
-                    .sqlx_logging(false);
-                Database::connect(options).await?
-            }
-            Some(url) if url.starts_with("sqlite:") => Self::connect_sqlite(url).await?,
+        let url = match url {
+            Some(url) if is_postgres(url) || url.starts_with("sqlite:") => url.to_string(),
             Some(other) => {
                 return Err(DbErr::Custom(format!(
                     "unsupported database url {other:?}: expected postgres://... or sqlite:..."
                 )));
             }
-            None => {
-                let file = data_dir.join("furrow.db");
-                Self::connect_sqlite(&format!("sqlite://{}?mode=rwc", file.display())).await?
-            }
+            None => format!("sqlite://{}?mode=rwc", data_dir.join("furrow.db").display()),
         };
+        let conn = Self::connect(&url, if is_postgres(&url) { 8 } else { 4 }).await?;
         let backend = conn.get_database_backend();
         migration::Migrator::up(&conn, None).await?;
         info!(backend = backend_name(backend), "database ready");
-        Ok(Self { conn, backend })
+        Ok(Self { conn, backend, url })
     }
 
-    async fn connect_sqlite(url: &str) -> Result<DatabaseConnection, DbErr> {
+    /// A connection of its own for the store, the only writer. It is dropped after a
+    /// failed write and opened again for the next: a connection whose `COMMIT` failed
+    /// (a full disk, a server that went away) may still hold an open transaction, and
+    /// every later transaction on it would nest inside that one instead of committing.
+    pub async fn connect_writer(&self) -> Result<DatabaseConnection, DbErr> {
+        Self::connect(&self.url, 1).await
+    }
+
+    async fn connect(url: &str, pool: u32) -> Result<DatabaseConnection, DbErr> {
+        if is_postgres(url) {
+            let mut options = ConnectOptions::new(url.to_string());
+            options
+                .max_connections(pool)
+                .min_connections(1)
+                .connect_timeout(Duration::from_secs(10))
+                .sqlx_logging(false);
+            Database::connect(options).await
+        } else {
+            Self::connect_sqlite(url, pool).await
+        }
+    }
+
+    async fn connect_sqlite(url: &str, pool: u32) -> Result<DatabaseConnection, DbErr> {
         let mut options = ConnectOptions::new(url.to_string());
         // WAL lets readers (the REST API) proceed while the store commits; it is set on
         // the connect options so every pooled connection has it before first use.
         options
-            .max_connections(4)
+            .max_connections(pool)
             .min_connections(1)
             .sqlx_logging(false)
             .map_sqlx_sqlite_opts(|opts| {
@@ -110,6 +123,10 @@ impl Db {
     pub async fn close(self) -> Result<(), DbErr> {
         self.conn.close().await
     }
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// Writes one bulk statement and waits until it is durable.

@@ -162,7 +162,8 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
             "m0001_initial",
             "m0002_scheduling",
             "m0003_jobtypes",
-            "m0004_access"
+            "m0004_access",
+            "m0005_master_state"
         ]
     );
     let reader = StoreReader::new(db.clone());

@@ -1,0 +1,71 @@
+//! The master's health: every long-lived actor is asked to answer, and the store says
+//! whether the database writes. `GET /api/v1/health` and the dashboard show the result.
+
+use std::time::Duration;
+
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+
+use crate::logs::LogCollector;
+use crate::registry::Registry;
+use crate::scheduler::Scheduler;
+use crate::store::{Store, StoreFailure, StoreStatus};
+
+/// How long an actor may take to answer before it is reported as stuck.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
+/// Answered by an actor as soon as it handles it: it shows the actor is alive and
+/// not stuck behind a long-running handler or a flooded mailbox.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+macro_rules! answers_ping {
+    ($($actor:ty),*) => {$(
+        impl Handler<Ping> for $actor {
+            type Result = ();
+
+            fn handle(&mut self, _msg: Ping, _ctx: &mut Self::Context) {}
+        }
+    )*};
+}
+
+answers_ping!(Scheduler, Registry, LogCollector);
+
+/// The problem with actor `name`, if it does not answer a [`Ping`] in time.
+pub async fn ping<A>(name: &str, addr: &Addr<A>) -> Option<String>
+where
+    A: Actor + Handler<Ping>,
+    A::Context: ToEnvelope<A, Ping>,
+{
+    match tokio::time::timeout(ANSWER_WITHIN, addr.send(Ping)).await {
+        Ok(Ok(())) => None,
+        Ok(Err(_)) => Some(format!("{name}: stopped")),
+        Err(_) => Some(format!(
+            "{name}: did not answer within {} s (stuck or overloaded)",
+            ANSWER_WITHIN.as_secs()
+        )),
+    }
+}
+
+/// The store's problem, if it does not answer or cannot write.
+pub async fn store(addr: &Addr<Store>) -> Option<String> {
+    match tokio::time::timeout(ANSWER_WITHIN, addr.send(StoreStatus)).await {
+        Ok(Ok(None)) => None,
+        Ok(Ok(Some(failure))) => Some(describe(&failure)),
+        Ok(Err(_)) => Some("store: stopped".into()),
+        Err(_) => Some(format!(
+            "store: did not answer within {} s (stuck or overloaded)",
+            ANSWER_WITHIN.as_secs()
+        )),
+    }
+}
+
+fn describe(failure: &StoreFailure) -> String {
+    let secs = crate::store::records::now_ms().saturating_sub(failure.since_ms) / 1000;
+    format!(
+        "database: cannot write for {secs} s ({} failed attempts): {}; new jobs are refused, \
+         results wait with their agents, and every change is retried until it is stored",
+        failure.failures, failure.error
+    )
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod chromium;
+pub mod postgres;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -147,9 +148,14 @@ impl Farm {
 
     /// Stops and starts the farm again on the same data directory and ports.
     pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    /// Stops and starts the farm again, with `extra` arguments for `furrow up`.
+    pub fn restart_with(&mut self, extra: &[&str]) {
         self.stop();
         self.token.clear();
-        self.start(&[]);
+        self.start(extra);
     }
 
     fn url(&self, path: &str) -> String {

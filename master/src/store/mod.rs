@@ -9,6 +9,7 @@
 
 mod actor;
 pub mod entities;
+mod lock;
 pub mod migration;
 mod reads;
 pub mod records;
@@ -35,6 +36,8 @@ pub struct Db {
     backend: DbBackend,
     /// The URL it was opened with, for the store's own connection.
     url: String,
+    /// PostgreSQL: this master's lock on the database, held while any clone lives.
+    _lock: Option<std::sync::Arc<lock::MasterLock>>,
 }
 
 impl Db {
@@ -50,11 +53,21 @@ impl Db {
             }
             None => format!("sqlite://{}?mode=rwc", data_dir.join("furrow.db").display()),
         };
+        // Taken before anything else, migrations included.
+        let lock = match is_postgres(&url) {
+            true => Some(std::sync::Arc::new(lock::lock(&url).await?)),
+            false => None,
+        };
         let conn = Self::connect(&url, if is_postgres(&url) { 8 } else { 4 }).await?;
         let backend = conn.get_database_backend();
         migration::Migrator::up(&conn, None).await?;
         info!(backend = backend_name(backend), "database ready");
-        Ok(Self { conn, backend, url })
+        Ok(Self {
+            conn,
+            backend,
+            url,
+            _lock: lock,
+        })
     }
 
     /// A connection of its own for the store, the only writer. It is dropped after a

@@ -247,6 +247,28 @@ fn init_tracing(default_level: &str) {
         .init();
 }
 
+/// Logging for a long-running process (master, agent, `up`), and a panic ends it.
+///
+/// actix catches a panic in an actor's handler and drops the actor: every message to it
+/// would then be lost while the process looked alive. Recovery from a crash is already
+/// safe (the store commits before acknowledging; agents spool their results and kill
+/// what their predecessor left), so a panic is logged and the process aborts, and
+/// `furrow up` or the service manager starts it again from its stored state.
+fn init_server(default_level: &str) {
+    init_tracing(default_level);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            panic = %info,
+            "a thread panicked; aborting so the process is restarted from its stored state"
+        );
+        std::process::abort();
+    }));
+}
+
 fn seconds(value: f64, flag: &str) -> Result<Duration> {
     Duration::try_from_secs_f64(value)
         .ok()
@@ -281,11 +303,11 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Up(args) => {
-            init_tracing("info");
+            init_server("info");
             up::run(args)
         }
         Command::Master(args) => {
-            init_tracing("info");
+            init_server("info");
             let config = furrow_master::MasterConfig {
                 data_dir: args.data_dir,
                 listen: args.listen,
@@ -301,7 +323,7 @@ fn dispatch(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Agent(args) => {
-            init_tracing("info");
+            init_server("info");
             let join_token = join_token(&args)?;
             let config = furrow_agent::AgentConfig {
                 master: args.master,

@@ -25,12 +25,32 @@ macro_rules! answers_ping {
         impl Handler<Ping> for $actor {
             type Result = ();
 
-            fn handle(&mut self, _msg: Ping, _ctx: &mut Self::Context) {}
+            fn handle(&mut self, _msg: Ping, _ctx: &mut Self::Context) {
+                debug_fault(stringify!($actor));
+            }
         }
     )*};
 }
 
 answers_ping!(Scheduler, Registry, LogCollector);
+
+/// Debug builds only, for the tests of what a broken actor does to the master:
+/// `FURROW_DEBUG_FAULT=panic:Scheduler` makes that actor panic when asked for its
+/// health, `stall:Registry` makes it block its thread for 5 s.
+#[cfg(debug_assertions)]
+fn debug_fault(actor: &str) {
+    let Ok(fault) = std::env::var("FURROW_DEBUG_FAULT") else {
+        return;
+    };
+    match fault.split_once(':') {
+        Some(("panic", name)) if name == actor => panic!("debug fault: {actor} panics"),
+        Some(("stall", name)) if name == actor => std::thread::sleep(Duration::from_secs(5)),
+        _ => {}
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn debug_fault(_actor: &str) {}
 
 /// The problem with actor `name`, if it does not answer a [`Ping`] in time.
 pub async fn ping<A>(name: &str, addr: &Addr<A>) -> Option<String>

@@ -46,6 +46,8 @@ pub struct Farm {
     pub agents: u32,
     /// The admin's API token (`<data-dir>/admin.token`), sent with every request.
     pub token: String,
+    /// Environment variables for `furrow up` and so its master and agents.
+    pub env: Vec<(String, String)>,
     up: Option<Child>,
     http_agent: ureq::Agent,
 }
@@ -58,6 +60,11 @@ impl Farm {
 
     /// Starts a farm on `data_dir` (which may hold an earlier farm's state).
     pub fn up_in(data_dir: PathBuf, agents: u32, extra: &[&str]) -> Farm {
+        Self::up_env(data_dir, agents, extra, &[])
+    }
+
+    /// Starts a farm on `data_dir` with environment variables for its processes.
+    pub fn up_env(data_dir: PathBuf, agents: u32, extra: &[&str], env: &[(&str, &str)]) -> Farm {
         let listen = free_addr();
         let http = free_addr();
         let mut farm = Farm {
@@ -66,6 +73,10 @@ impl Farm {
             http,
             agents,
             token: String::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             up: None,
             http_agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
@@ -88,6 +99,7 @@ impl Farm {
             .args(["--agents", &self.agents.to_string()])
             .args(["--heartbeat-timeout", "5"])
             .args(extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)
@@ -215,7 +227,7 @@ impl Farm {
         body["token"].as_str().expect("token").to_string()
     }
 
-    fn try_get(&self, path: &str) -> Option<(u16, Value)> {
+    pub fn try_get(&self, path: &str) -> Option<(u16, Value)> {
         let mut response = self
             .http_agent
             .get(&self.url(path))
@@ -400,6 +412,27 @@ impl Farm {
         let (status, page) = self.get(&format!("/api/v1/jobs/{id}/tasks/?limit=10000"));
         assert_eq!(status, 200, "{page}");
         page["items"].as_array().expect("items").clone()
+    }
+
+    /// Process id of the farm's master, found through /proc.
+    pub fn master_pid(&self) -> Option<i32> {
+        let needle = self.data_dir.to_string_lossy().into_owned();
+        for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if args.get(1).is_some_and(|a| a == "master") && args.contains(&needle) {
+                return Some(pid);
+            }
+        }
+        None
     }
 
     /// Process ids of the local agent number `n` (1-based), found through /proc.

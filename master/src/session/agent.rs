@@ -14,6 +14,7 @@ use crate::logs::{AppendLogs, LogCollector};
 use crate::registry::{CloseSession, Disconnected, HeartbeatFrom, Register, Registry, TaskOnAgent};
 use crate::scheduler::{AgentConfigured, FromAgent, Scheduler, TaskEvent, ToAgent, Write};
 use crate::service::Service;
+use crate::session::in_flight::{Counted, InFlight, MAX_IN_FLIGHT, Ticket};
 use crate::store::CommitBatch;
 use crate::store::records::PreviewRow;
 
@@ -68,6 +69,8 @@ pub struct AgentSession {
     tags: Vec<String>,
     /// Declarative job types already sent on this connection.
     sent_types: HashSet<(String, u32)>,
+    /// This connection's messages not yet handled by the scheduler, registry and store.
+    in_flight: InFlight,
 }
 
 impl AgentSession {
@@ -101,7 +104,24 @@ impl AgentSession {
             os: String::new(),
             tags: Vec::new(),
             sent_types: HashSet::new(),
+            in_flight: InFlight::default(),
         }
+    }
+
+    /// A ticket for one more message to the master's actors; `None` closes the session:
+    /// its agent sends faster than the master can work, and it must not bury the master
+    /// under a queue (see [`crate::session::in_flight`]).
+    fn ticket(&mut self, ctx: &mut Context<Self>) -> Option<Ticket> {
+        let ticket = self.in_flight.ticket();
+        if ticket.is_none() {
+            self.close(
+                &format!(
+                    "the agent floods the master: {MAX_IN_FLIGHT} of its messages wait to be handled"
+                ),
+                ctx,
+            );
+        }
+        ticket
     }
 
     /// Sends an assignment with this agent's path maps, preceded by its job type's
@@ -135,13 +155,16 @@ impl AgentSession {
     }
 
     /// Stores a frame's preview image.
-    fn preview(&mut self, preview: furrow_protocol::Preview) {
+    fn preview(&mut self, preview: furrow_protocol::Preview, ctx: &mut Context<Self>) {
         let mime_ok = matches!(preview.mime.as_str(), "image/jpeg" | "image/png");
         if !mime_ok || preview.data.len() > MAX_PREVIEW || preview.data.is_empty() {
             warn!(peer = %self.peer, mime = preview.mime, bytes = preview.data.len(), "preview refused");
             return;
         }
-        self.service.store().do_send(CommitBatch {
+        let Some(ticket) = self.ticket(ctx) else {
+            return;
+        };
+        let batch = CommitBatch {
             writes: vec![Write::Preview(PreviewRow {
                 job_id: preview.job_id,
                 frame: preview.frame,
@@ -152,7 +175,8 @@ impl AgentSession {
                 data: preview.data,
             })],
             notify: None,
-        });
+        };
+        self.service.store().do_send(Counted(batch, ticket));
     }
 
     /// Adds the job types an agent loaded from its directory to the catalogue.
@@ -288,20 +312,28 @@ impl AgentSession {
 
     /// Tells the registry a task started or ended here, so that listings of the agent's
     /// running tasks do not wait for the next heartbeat.
-    fn track(&self, task: TaskRef, running: bool) {
-        if let Some(agent_id) = self.agent_id {
-            self.registry.do_send(TaskOnAgent {
+    fn track(&mut self, task: TaskRef, running: bool, ctx: &mut Context<Self>) {
+        if let Some(agent_id) = self.agent_id
+            && let Some(ticket) = self.ticket(ctx)
+        {
+            let message = TaskOnAgent {
                 agent_id,
                 session_id: self.id,
                 task,
                 running,
-            });
+            };
+            self.registry.do_send(Counted(message, ticket));
         }
     }
 
     fn task_event(&mut self, event: TaskEvent, ctx: &mut Context<Self>) {
         match self.agent_id {
-            Some(agent_id) => self.scheduler.do_send(FromAgent { agent_id, event }),
+            Some(agent_id) => {
+                if let Some(ticket) = self.ticket(ctx) {
+                    let message = FromAgent { agent_id, event };
+                    self.scheduler.do_send(Counted(message, ticket));
+                }
+            }
             None => self.close("task message before registration", ctx),
         }
     }
@@ -353,16 +385,21 @@ impl StreamHandler<Result<AgentMessage, ProtocolError>> for AgentSession {
             AgentMessage::Heartbeat(mut heartbeat) => {
                 heartbeat.running.truncate(MAX_LISTED);
                 match self.agent_id {
-                    Some(agent_id) => self.registry.do_send(HeartbeatFrom {
-                        agent_id,
-                        session_id: self.id,
-                        heartbeat,
-                    }),
+                    Some(agent_id) => {
+                        if let Some(ticket) = self.ticket(ctx) {
+                            let message = HeartbeatFrom {
+                                agent_id,
+                                session_id: self.id,
+                                heartbeat,
+                            };
+                            self.registry.do_send(Counted(message, ticket));
+                        }
+                    }
                     None => self.close("heartbeat before registration", ctx),
                 }
             }
             AgentMessage::TaskStarted(started) => {
-                self.track(started.task, true);
+                self.track(started.task, true, ctx);
                 self.task_event(TaskEvent::Started(started), ctx)
             }
             AgentMessage::TaskProgress(progress) => {
@@ -376,16 +413,16 @@ impl StreamHandler<Result<AgentMessage, ProtocolError>> for AgentSession {
                 for output in &mut finished.outputs {
                     clean(&mut output.path, MAX_PATH);
                 }
-                self.track(finished.task, false);
+                self.track(finished.task, false, ctx);
                 self.task_event(TaskEvent::Finished(finished), ctx)
             }
             AgentMessage::TaskReturned(mut returned) => {
                 clean(&mut returned.reason, MAX_ERROR);
-                self.track(returned.task, false);
+                self.track(returned.task, false, ctx);
                 self.task_event(TaskEvent::Returned(returned), ctx)
             }
             AgentMessage::Preview(preview) => match self.agent_id {
-                Some(_) => self.preview(preview),
+                Some(_) => self.preview(preview, ctx),
                 None => self.close("preview before registration", ctx),
             },
             AgentMessage::JobTypes(sources) => match self.agent_id {
@@ -397,11 +434,14 @@ impl StreamHandler<Result<AgentMessage, ProtocolError>> for AgentSession {
                 // the attempts it gives back are not handed to it again.
                 Some(agent_id) => {
                     info!(agent = %agent_id, "agent draining: it gets no more work");
-                    self.scheduler.do_send(AgentConfigured {
-                        agent_id,
-                        enabled: false,
-                        tags: None,
-                    });
+                    if let Some(ticket) = self.ticket(ctx) {
+                        let message = AgentConfigured {
+                            agent_id,
+                            enabled: false,
+                            tags: None,
+                        };
+                        self.scheduler.do_send(Counted(message, ticket));
+                    }
                 }
                 None => self.close("drain before registration", ctx),
             },

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod in_flight;
 pub mod writer;
 
 pub use agent::AgentSession;

@@ -269,6 +269,26 @@ fn init_server(default_level: &str) {
     }));
 }
 
+/// The listening sockets `furrow up` hands its master (see [`up::LISTEN_FD_ENV`]).
+fn inherited_listeners() -> Result<Option<furrow_master::InheritedListeners>> {
+    let fd = |name: &str| -> Result<Option<i32>> {
+        match std::env::var(name) {
+            Ok(value) => value.parse().map(Some).map_err(|_| {
+                anyhow::anyhow!("{name} must be a file descriptor number, got {value:?}")
+            }),
+            Err(_) => Ok(None),
+        }
+    };
+    match (fd(up::LISTEN_FD_ENV)?, fd(up::HTTP_FD_ENV)?) {
+        (Some(listen_fd), Some(http_fd)) => Ok(Some(furrow_master::InheritedListeners {
+            listen_fd,
+            http_fd,
+        })),
+        (None, None) => Ok(None),
+        _ => anyhow::bail!("{} and {} go together", up::LISTEN_FD_ENV, up::HTTP_FD_ENV),
+    }
+}
+
 fn seconds(value: f64, flag: &str) -> Result<Duration> {
     Duration::try_from_secs_f64(value)
         .ok()
@@ -318,6 +338,7 @@ fn dispatch(command: Command) -> Result<()> {
                 max_frame: args.max_frame,
                 http_names: args.http_names,
                 tls: args.tls.files(),
+                inherited: inherited_listeners()?,
             };
             furrow_master::run(config)?;
             Ok(())

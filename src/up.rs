@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::net::TcpListener;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -33,6 +34,8 @@ struct Service {
     args: Vec<OsString>,
     env: Vec<(String, String)>,
     log: PathBuf,
+    /// Open file descriptors the process inherits (the master's listening sockets).
+    inherit: Vec<i32>,
 }
 
 pub fn run(args: UpArgs) -> Result<()> {
@@ -42,14 +45,26 @@ pub fn run(args: UpArgs) -> Result<()> {
     runtime.block_on(up(args))
 }
 
-/// Resolves port 0 to a concrete free port, so that a restarted master comes back on the
-/// address its agents know.
+/// Resolves port 0 to a concrete free port (for processes that bind it themselves).
 pub(crate) fn concrete_addr(addr: &str) -> Result<String> {
     if !addr.ends_with(":0") {
         return Ok(addr.to_string());
     }
-    let listener = TcpListener::bind(addr).with_context(|| format!("cannot bind {addr}"))?;
-    Ok(listener.local_addr()?.to_string())
+    Ok(bind(addr)?.local_addr()?.to_string())
+}
+
+/// Environment variables that hand the master the listening sockets `furrow up` bound
+/// (their file descriptor numbers).
+pub(crate) const LISTEN_FD_ENV: &str = "FURROW_LISTEN_FD";
+/// See [`LISTEN_FD_ENV`].
+pub(crate) const HTTP_FD_ENV: &str = "FURROW_HTTP_FD";
+
+/// Binds `addr` (port 0 picks a free port). `furrow up` keeps the socket for its whole
+/// life and hands it to every master it starts: a restarted master comes back on the
+/// address its agents know, no other process can take the port meanwhile, and agents
+/// that connect while the master restarts wait in the backlog.
+fn bind(addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).with_context(|| format!("cannot bind {addr}"))
 }
 
 fn hostname() -> String {
@@ -69,11 +84,19 @@ async fn up(args: UpArgs) -> Result<()> {
     let data_dir = fs::canonicalize(&args.data_dir)?;
     let run_dir = data_dir.join("run");
     fs::create_dir_all(&run_dir)?;
-    let listen = concrete_addr(&args.listen)?;
-    let http = concrete_addr(&args.http)?;
+    let listen_socket = bind(&args.listen)?;
+    let http_socket = bind(&args.http)?;
+    let listen = listen_socket.local_addr()?.to_string();
+    let http = http_socket.local_addr()?.to_string();
     let exe = std::env::current_exe().context("cannot find the furrow executable")?;
 
-    let mut env = Vec::new();
+    let mut env = vec![
+        (
+            LISTEN_FD_ENV.to_string(),
+            listen_socket.as_raw_fd().to_string(),
+        ),
+        (HTTP_FD_ENV.to_string(), http_socket.as_raw_fd().to_string()),
+    ];
     if let Some(url) = &args.database_url {
         // Passed in the environment rather than argv, so a password stays out of `ps`.
         env.push(("FURROW_DATABASE_URL".to_string(), url.clone()));
@@ -105,6 +128,7 @@ async fn up(args: UpArgs) -> Result<()> {
         args: master_args,
         env,
         log: run_dir.join("master.log"),
+        inherit: vec![listen_socket.as_raw_fd(), http_socket.as_raw_fd()],
     };
 
     // A master already on this data directory keeps it: say so, and touch nothing of its.
@@ -157,6 +181,7 @@ async fn up(args: UpArgs) -> Result<()> {
             args: agent_args,
             env: Vec::new(),
             log: run_dir.join(format!("agent-{i}.log")),
+            inherit: Vec::new(),
         };
         supervisors.push(tokio::spawn(supervise(exe.clone(), agent, stop_rx.clone())));
     }
@@ -332,12 +357,20 @@ fn spawn(exe: &Path, service: &Service) -> Result<tokio::process::Child> {
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe; the closure touches nothing else.
+    let inherit = service.inherit.clone();
+    // SAFETY: prctl and fcntl are async-signal-safe; the closure touches nothing else
+    // (the list of fds was copied before the fork).
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             // The farm's processes must not outlive `furrow up`, even if it is killed.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // Sockets are close-on-exec by default: these stay open in the child.
+            for &fd in &inherit {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });

@@ -177,12 +177,7 @@ fn a_second_farm_on_a_data_directory_in_use_says_so_and_touches_nothing() {
         .arg("up")
         .arg("--data-dir")
         .arg(&farm.data_dir)
-        .args([
-            "--listen",
-            &common::free_addr(),
-            "--http",
-            &common::free_addr(),
-        ])
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

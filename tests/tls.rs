@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{free_addr, furrow_exe, wait_until};
+use common::{furrow_exe, wait_until};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -73,19 +73,34 @@ fn a_farm_serves_tls_that_clients_check_against_the_ca_or_a_pinned_fingerprint()
     let (ca, cert, key) = make_certs(root.path(), "farm");
     let (other_ca, _, _) = make_certs(root.path(), "other");
     let data = root.path().join("data");
-    let (listen, http) = (free_addr(), free_addr());
     let log = std::fs::File::create(root.path().join("up.log")).unwrap();
     let _up = Up(Command::new(furrow_exe())
         .arg("up")
         .arg("--data-dir")
         .arg(&data)
-        .args(["--listen", &listen, "--http", &http, "--agents", "1"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--agents",
+            "1",
+        ])
         .args(["--tls-cert", &cert, "--tls-key", &key])
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .unwrap());
+    // `furrow up` binds free ports itself; the master names them in `master.addr`.
+    let (listen, http) = wait_until("the master's addresses", LONG, || {
+        let text = std::fs::read_to_string(data.join("master.addr")).ok()?;
+        let addrs: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some((
+            addrs["listen"].as_str()?.to_string(),
+            addrs["http"].as_str()?.to_string(),
+        ))
+    });
     let token = wait_until("the admin token", LONG, || {
         std::fs::read_to_string(data.join("admin.token"))
             .ok()

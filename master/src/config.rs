@@ -25,6 +25,20 @@ pub struct MasterConfig {
     pub http_names: Vec<String>,
     /// Certificate chain and private key (PEM files): serve TLS on both ports.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Listening sockets handed over by the parent process (`furrow up`) as open file
+    /// descriptors, used instead of binding `listen` and `http`: the parent keeps them
+    /// across restarts of the master, so their ports never change hands and agents that
+    /// connect meanwhile wait in the backlog.
+    pub inherited: Option<InheritedListeners>,
+}
+
+/// File descriptors of listening TCP sockets a master takes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InheritedListeners {
+    /// The agents' and tools' port.
+    pub listen_fd: i32,
+    /// The HTTP port.
+    pub http_fd: i32,
 }
 
 impl Default for MasterConfig {
@@ -39,6 +53,7 @@ impl Default for MasterConfig {
             max_frame: furrow_protocol::DEFAULT_MAX_FRAME,
             http_names: Vec::new(),
             tls: None,
+            inherited: None,
         }
     }
 }

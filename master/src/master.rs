@@ -243,6 +243,42 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, MasterError> {
     }
 }
 
+/// Takes over the listening sockets a parent process handed down.
+fn take_listeners(
+    fds: crate::config::InheritedListeners,
+) -> Result<(std::net::TcpListener, std::net::TcpListener), MasterError> {
+    let take = |fd: i32, what: &str| -> Result<std::net::TcpListener, MasterError> {
+        let bad =
+            |reason: String| MasterError::Config(format!("inherited {what} socket {fd}: {reason}"));
+        // Only a listening TCP socket is taken: an fd number that names anything else
+        // (a file, a pipe, nothing) is refused before it is owned.
+        let mut accepting: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt with a correctly sized out-parameter; a bad fd fails.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ACCEPTCONN,
+                (&mut accepting as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(bad(std::io::Error::last_os_error().to_string()));
+        }
+        if accepting == 0 {
+            return Err(bad("not a listening socket".into()));
+        }
+        // SAFETY: the fd is an open listening socket, handed to this process to own.
+        let listener =
+            unsafe { <std::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        listener.local_addr().map_err(|e| bad(e.to_string()))?;
+        Ok(listener)
+    };
+    Ok((take(fds.listen_fd, "agent")?, take(fds.http_fd, "http")?))
+}
+
 fn write_addr_file(data_dir: &Path, addrs: BoundAddrs) -> Result<(), MasterError> {
     let text = serde_json::json!({
         "listen": addrs.listen.to_string(),
@@ -360,12 +396,25 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
             None
         }
     };
-    let tcp = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| MasterError::Bind {
-            addr: config.listen.clone(),
-            source,
-        })?;
+    let inherited = config.inherited.map(take_listeners).transpose()?;
+    let tcp = match &inherited {
+        Some((listen, _)) => listen
+            .try_clone()
+            .and_then(|listen| {
+                listen.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(listen)
+            })
+            .map_err(|source| MasterError::Bind {
+                addr: format!("inherited listener {}", config.listen),
+                source,
+            })?,
+        None => tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| MasterError::Bind {
+                addr: config.listen.clone(),
+                source,
+            })?,
+    };
     let listen = tcp.local_addr()?;
     let deps = SessionDeps {
         registry,
@@ -379,11 +428,13 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
     };
     Supervisor::start(move |_| Listener::new(tcp, deps));
 
-    let http_listener =
-        std::net::TcpListener::bind(&config.http).map_err(|source| MasterError::Bind {
+    let http_listener = match inherited {
+        Some((_, http)) => http,
+        None => std::net::TcpListener::bind(&config.http).map_err(|source| MasterError::Bind {
             addr: config.http.clone(),
             source,
-        })?;
+        })?,
+    };
     let http_addr = http_listener.local_addr()?;
     let feed = http::dashboard::Feed::start(service.clone(), changes);
     let names = http::guard::HostNames(Arc::new(config.http_names.clone()));

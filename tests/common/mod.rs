@@ -65,8 +65,11 @@ impl Farm {
 
     /// Starts a farm on `data_dir` with environment variables for its processes.
     pub fn up_env(data_dir: PathBuf, agents: u32, extra: &[&str], env: &[(&str, &str)]) -> Farm {
-        let listen = free_addr();
-        let http = free_addr();
+        // `furrow up` binds free ports itself and keeps them (the master writes them to
+        // `master.addr`): picking a port here and releasing it would race with other
+        // tests doing the same.
+        let listen = "127.0.0.1:0".to_string();
+        let http = "127.0.0.1:0".to_string();
         let mut farm = Farm {
             data_dir,
             listen,
@@ -90,6 +93,11 @@ impl Farm {
 
     fn start(&mut self, extra: &[&str]) {
         std::fs::create_dir_all(&self.data_dir).expect("create data dir");
+        let addr_file = self.data_dir.join("master.addr");
+        let fresh_ports = self.listen.ends_with(":0");
+        if fresh_ports {
+            let _ = std::fs::remove_file(&addr_file);
+        }
         let log = std::fs::File::create(self.data_dir.join("up.log")).expect("up log");
         let child = Command::new(furrow_exe())
             .arg("up")
@@ -106,6 +114,20 @@ impl Farm {
             .spawn()
             .expect("spawn furrow up");
         self.up = Some(child);
+        if fresh_ports {
+            let (listen, http) =
+                wait_until("the master's addresses", Duration::from_secs(120), || {
+                    self.assert_up_running();
+                    let text = std::fs::read_to_string(&addr_file).ok()?;
+                    let addrs: Value = serde_json::from_str(&text).ok()?;
+                    Some((
+                        addrs["listen"].as_str()?.to_string(),
+                        addrs["http"].as_str()?.to_string(),
+                    ))
+                });
+            self.listen = listen;
+            self.http = http;
+        }
         let agents = self.agents as usize;
         wait_until("all agents online", Duration::from_secs(120), || {
             self.assert_up_running();

@@ -72,11 +72,18 @@ impl PrivatePostgres {
             "--no-sync",
         ]);
         run(initdb, "initdb");
-        let port = super::free_addr()
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse().ok())
-            .expect("a free port");
-        let server = Self { dir, bin, port };
+        let mut server = Self { dir, bin, port: 0 };
+        // The port is picked free and released before the server binds it, so another
+        // process may take it meanwhile: then the start fails and another port is tried.
+        for _ in 0..5 {
+            server.port = super::free_addr()
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse().ok())
+                .expect("a free port");
+            if server.try_resume().is_ok() {
+                return server;
+            }
+        }
         server.resume();
         server
     }
@@ -88,6 +95,12 @@ impl PrivatePostgres {
 
     /// Starts the server (again), waiting until it accepts connections.
     pub fn resume(&self) {
+        if let Err(e) = self.try_resume() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_resume(&self) -> Result<(), String> {
         let mut start = as_postgres(&self.bin, "pg_ctl");
         start
             .arg("-D")
@@ -101,7 +114,16 @@ impl PrivatePostgres {
                 self.dir.display()
             ))
             .args(["-w", "start"]);
-        run(start, "pg_ctl start");
+        let out = start.output().map_err(|e| format!("pg_ctl start: {e}"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "pg_ctl start failed: {}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+        ))
     }
 
     /// Stops the server at once (as a crash or an operator would), dropping every

@@ -100,6 +100,7 @@ pub fn start_master(dir: &Path, heartbeat_timeout: Duration) -> MasterHandle {
         max_frame: 64 * 1024,
         http_names: Vec::new(),
         tls: None,
+        inherited: None,
     };
     let handle = furrow_master::spawn(config).expect("master starts");
     remember_tokens(dir, &handle);

@@ -2,13 +2,13 @@
 //! reloading the configuration file), SIGKILL, and the cleanup of task processes a dead
 //! agent left behind.
 //!
-//! Agent processes are this test binary re-executed with only `agent_process` selected
-//! and the agent's configuration in the environment.
+//! Agent processes run the `furrow-test-agent` binary of this package, which starts an
+//! agent from `main` as the `furrow` binary does.
 
 mod support;
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -19,48 +19,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::{DEADLINE, MasterConn, TestMaster, count_files, group_members, shell_task, wait_for};
 
-const CHILD_MASTER: &str = "FURROW_TEST_AGENT_MASTER";
-const CHILD_STATE: &str = "FURROW_TEST_AGENT_STATE";
-const CHILD_CONFIG: &str = "FURROW_TEST_AGENT_CONFIG";
-
-/// Runs when the binary is loaded, before `main` (an ELF constructor). In an agent process
-/// it blocks the agent's signals before the test harness starts its threads: a signal
-/// reaches the agent's signalfd only while every thread blocks it, and the harness keeps
-/// its main thread waiting while `agent_process` runs in another. The `furrow` binary gets
-/// the same by calling `furrow_agent::run` straight from `main`.
-#[used]
-#[unsafe(link_section = ".init_array")]
-static BLOCK_SIGNALS_IN_AGENT_PROCESSES: extern "C" fn() = block_signals_in_agent_processes;
-
-extern "C" fn block_signals_in_agent_processes() {
-    // SAFETY: getenv with a NUL-terminated name, before any thread exists (so nothing can
-    // modify the environment meanwhile); the standard library may not be set up yet.
-    let is_agent = unsafe { !libc::getenv(c"FURROW_TEST_AGENT_MASTER".as_ptr()).is_null() };
-    if is_agent {
-        // A failure shows as the agent dying of the tests' first signal.
-        let _ = furrow_sysfd::block_signals(&SHUTDOWN_SIGNALS);
-    }
-}
-
-/// Not a test of its own: the body of the agent processes started below. Run normally
-/// (without the variables) it returns at once.
-#[test]
-fn agent_process() {
-    let (Ok(master), Ok(state)) = (std::env::var(CHILD_MASTER), std::env::var(CHILD_STATE)) else {
-        return;
-    };
-    let mut config = AgentConfig::new(master, state);
-    config.config_file = std::env::var_os(CHILD_CONFIG).map(PathBuf::from);
-    let code = match furrow_agent::run(config) {
-        Ok(()) => 0,
-        Err(error) => {
-            eprintln!("agent failed: {error}");
-            2
-        }
-    };
-    std::process::exit(code);
-}
-
 /// An agent process, killed when dropped.
 struct AgentProcess(Child);
 
@@ -70,22 +28,13 @@ impl AgentProcess {
     }
 
     fn spawn_with(master: &str, state: &Path, config_file: Option<&Path>) -> Self {
-        let mut command = Command::new(std::env::current_exe().unwrap());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_furrow-test-agent"));
         command
-            .args([
-                "agent_process",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_MASTER, master)
-            .env(CHILD_STATE, state)
-            .env_remove(CHILD_CONFIG)
+            .arg(master)
+            .arg(state)
+            .args(config_file)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        if let Some(path) = config_file {
-            command.env(CHILD_CONFIG, path);
-        }
         Self(command.spawn().unwrap())
     }
 

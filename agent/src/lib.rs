@@ -19,7 +19,8 @@
 //!   furrow-jobtypes, built in, sent by the master before the first assignment that needs
 //!   them, or loaded from the agent's own directory, watched by `jobtype_dir`), applies the
 //!   assignment's path maps, starts the process in its own process group with no signal
-//!   blocked (`process_group`) and only its assigned GPUs visible
+//!   blocked (`process_group`), led by a sentinel that kills the group if the agent dies
+//!   (`sentinel`), and only its assigned GPUs visible
 //!   (`CUDA_VISIBLE_DEVICES`), reads its output line by line into batches and through the
 //!   job type's parser (progress, files, errors), enforces its limits (`runner::limits`:
 //!   time limit, stall timeout, memory limit sampled from /proc by `group_memory`), waits
@@ -56,6 +57,7 @@ mod previews;
 mod process_group;
 mod resources;
 mod runner;
+mod sentinel;
 mod signals;
 mod spool;
 mod state;

@@ -3,9 +3,10 @@
 //! [`run_task`] is plain async code with no actor in sight, so it can be tested with real
 //! processes on a bare tokio runtime; the `TaskRunner` actor in [`crate::supervisor`]
 //! wraps it. What it guarantees:
-//! - the process runs in its own process group, in a fresh working directory, with
-//!   stdin from `/dev/null`, the `FURROW_*` variables, PR_SET_PDEATHSIG=SIGKILL and no
-//!   signal blocked; its exit is learned through a pidfd (`exit_wait`);
+//! - the process runs in its own process group, led by its sentinel, which kills the
+//!   group if the agent dies and exits as the task does (`sentinel`); in a fresh working
+//!   directory, with stdin from `/dev/null`, the `FURROW_*` variables and no signal
+//!   blocked; its exit is learned through a pidfd on the sentinel (`exit_wait`);
 //! - it sees only the GPUs assigned to it: `CUDA_VISIBLE_DEVICES` and `FURROW_GPUS` hold
 //!   their indices, comma-separated, and are empty when it has none, so a task never
 //!   grabs a GPU another task holds. These two and the `FURROW_*` variables are set over

@@ -122,8 +122,9 @@ async fn run_and_stop(
                 other => seen.push(other),
             }
         };
+        // Its processes, not counting the sentinel (the group's leader).
         wait_for("the task's processes", || {
-            group_members(pid).len() >= members
+            group_members(pid).iter().filter(|p| **p != pid).count() >= members
         })
         .await;
         assert!(
@@ -484,7 +485,7 @@ async fn steady_output_keeps_the_stall_timeout_away() {
 }
 
 /// Python allocating (and touching) `mib` MiB in a child of the task's shell, so the
-/// memory sits in a process other than the group leader; then it sleeps 30 s.
+/// memory sits in a process other than the task's own; then it sleeps 30 s.
 fn allocating_task(mib: u64) -> Assignment {
     sh(&format!(
         "python3 -c 'import time; b = bytearray({mib} * 1024 * 1024); time.sleep(30)' & wait"

@@ -28,7 +28,9 @@
 //!   of image outputs (`previews`), and reports; a result names the limit that ended it, if
 //!   one did, and the files it produced.
 //! - `Cancel`, shutdown and the limits kill the task's whole process group: SIGTERM, then
-//!   SIGKILL after a grace period.
+//!   SIGKILL after a grace period. An attempt the master no longer counts (it acknowledges
+//!   the attempt while it runs, or assigns a newer attempt of its task here) gets SIGKILL
+//!   at once, and a newer attempt starts only once the older one is gone.
 //!
 //! Where the kernel's fd interfaces come in, each through furrow-sysfd and each behind one
 //! small module:

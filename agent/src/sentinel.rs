@@ -12,10 +12,11 @@
 //!                              signal blocked; execs the task's program
 //! ```
 //!
-//! The sentinel closes every file descriptor (holding the standard library's exec-error
-//! channel would make the agent's spawn wait for the end of the task; holding the task's
-//! output pipes, the agent's sockets or its state lock would keep them open past their
-//! owners), blocks every signal and waits in `sigtimedwait`. On each wake-up it checks:
+//! The sentinel takes the name `furrow-sentinel` (command and command line), closes every
+//! file descriptor (holding the standard library's exec-error channel would make the
+//! agent's spawn wait for the end of the task; holding the task's output pipes, the
+//! agent's sockets or its state lock would keep them open past their owners), blocks
+//! every signal and waits in `sigtimedwait`. On each wake-up it checks:
 //! - whether the task exited: it then ends the same way, with `_exit` of the task's code or
 //!   by the task's signal (default action restored, core dumps off), so the agent reads
 //!   the task's exit status from the sentinel exactly;
@@ -44,6 +45,7 @@
 //! async-signal-safe: system calls through libc, no allocation, no lock.
 
 use std::io;
+use std::sync::OnceLock;
 
 /// The signal the sentinel gets when the agent dies. Any blockable signal would do: the
 /// sentinel blocks them all and acts on its parent, not on the signal.
@@ -53,13 +55,16 @@ const AGENT_DEATH_SIGNAL: libc::c_int = libc::SIGUSR1;
 /// again anyway.
 const BACKSTOP_SECS: libc::time_t = 1;
 
-/// The name the sentinel shows in `ps` and `top` (at most 15 bytes).
+/// The name the sentinel shows in `ps` and `top` (at most 15 bytes), and its command
+/// line: a copy of the agent's would pass it off as the agent to `pgrep -f` and the like.
 const NAME: &std::ffi::CStr = c"furrow-sentinel";
 
 /// What the hook needs, prepared before the fork: nothing after it may allocate.
 #[derive(Clone, Copy)]
 pub(crate) struct Split {
     agent: libc::pid_t,
+    /// Where the command line lies in memory (the same in the sentinel, a copy).
+    arguments: Option<(usize, usize)>,
     every_signal: libc::sigset_t,
     no_signal: libc::sigset_t,
 }
@@ -75,6 +80,7 @@ impl Split {
             libc::sigemptyset(&mut no_signal);
             Self {
                 agent: libc::getpid(),
+                arguments: argument_area(),
                 every_signal,
                 no_signal,
             }
@@ -153,9 +159,18 @@ unsafe fn become_task(prepared: &Split, sentinel: libc::pid_t) -> io::Result<()>
 
 /// The sentinel's life: waits for the task's end or the agent's death.
 unsafe fn watch(prepared: &Split, task: libc::pid_t) -> ! {
-    // SAFETY: system calls only, on local values.
+    // SAFETY: system calls on local values, and writes within the argument area, which
+    // `argument_area` checked to be writable memory of the agent, so of its copy.
     unsafe {
         libc::prctl(libc::PR_SET_NAME, NAME.as_ptr());
+        if let Some((start, end)) = prepared.arguments {
+            // Nothing reads the copy of the agent's arguments in the sentinel.
+            let area = start as *mut u8;
+            let length = end - start;
+            std::ptr::write_bytes(area, 0, length);
+            let name = NAME.to_bytes();
+            std::ptr::copy_nonoverlapping(name.as_ptr(), area, name.len().min(length - 1));
+        }
         close_every_fd();
         loop {
             let mut info: libc::siginfo_t = std::mem::zeroed();
@@ -184,6 +199,41 @@ unsafe fn watch(prepared: &Split, task: libc::pid_t) -> ! {
             libc::sigtimedwait(&prepared.every_signal, &mut info, &backstop);
         }
     }
+}
+
+/// Where this process's command line lies in memory: fields 48 and 49 of /proc/self/stat,
+/// checked to lie in one writable mapping of /proc/self/maps (writing elsewhere would
+/// crash the sentinel). `None` when they cannot be read or checked.
+fn argument_area() -> Option<(usize, usize)> {
+    static AREA: OnceLock<Option<(usize, usize)>> = OnceLock::new();
+    *AREA.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The first field after the command name is field 3.
+        let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+        let start: usize = fields.nth(45)?.parse().ok()?;
+        let end: usize = fields.next()?.parse().ok()?;
+        if start >= end {
+            return None;
+        }
+        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+        let writable = maps.lines().any(|line| {
+            let mut parts = line.split_whitespace();
+            let (Some(range), Some(permissions)) = (parts.next(), parts.next()) else {
+                return false;
+            };
+            let Some((low, high)) = range.split_once('-') else {
+                return false;
+            };
+            let (Ok(low), Ok(high)) = (
+                usize::from_str_radix(low, 16),
+                usize::from_str_radix(high, 16),
+            ) else {
+                return false;
+            };
+            permissions.starts_with("rw") && low <= start && end <= high
+        });
+        writable.then_some((start, end))
+    })
 }
 
 /// Ends the sentinel the way the task ended.
@@ -457,7 +507,7 @@ mod tests {
     }
 
     #[test]
-    fn the_sentinel_leads_the_group_holds_no_fd_and_ignores_group_signals() {
+    fn the_sentinel_leads_the_group_under_its_own_name_holds_no_fd_and_ignores_group_signals() {
         let dir = tempfile::tempdir().unwrap();
         let mut child = spawn("exec sleep 1000", dir.path());
         let pgid = child.id();
@@ -470,6 +520,13 @@ mod tests {
         assert_eq!(fds, 0, "the sentinel keeps no file descriptor open");
         let name = std::fs::read_to_string(format!("/proc/{pgid}/comm")).unwrap();
         assert_eq!(name.trim_end(), "furrow-sentinel");
+        let cmdline = std::fs::read(format!("/proc/{pgid}/cmdline")).unwrap();
+        let arguments: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        assert_eq!(arguments, ["furrow-sentinel"], "not a copy of ours");
         // A cancel's SIGTERM to the group ends the task but not the sentinel, which then
         // exits as the task did.
         killpg(Pid::from_raw(pgid as i32), Signal::SIGTERM).unwrap();

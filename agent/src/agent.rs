@@ -242,7 +242,7 @@ fn profile(settings: Reloadable, host: &HostInfo) -> Profile {
 ///
 /// Blocks the calling thread, which becomes the agent's actix system: call it from a
 /// thread that is not already running an async runtime (plain `main`, not
-/// `#[tokio::main]`). Task processes are tied to this thread through PR_SET_PDEATHSIG.
+/// `#[tokio::main]`). Task processes die with the agent's process, however it ends.
 ///
 /// ```no_run
 /// let mut config = furrow_agent::AgentConfig::new("10.0.0.1:7420", "/var/lib/furrow-agent");

@@ -24,7 +24,8 @@ pub(crate) struct Spawned {
     pub stderr: ChildStderr,
 }
 
-/// A running task process (the leader of its process group).
+/// A running task process: the leader of its process group (for a task, its sentinel,
+/// which exits as the task does).
 pub(crate) struct TaskProcess {
     /// Shared with the background reaper of an abandoned run (see `Drop`).
     pidfd: Arc<AsyncPidFd>,
@@ -67,7 +68,7 @@ impl TaskProcess {
         }
     }
 
-    /// Process id (and process group id) of the task.
+    /// Process id (and process group id) of the process.
     pub fn pid(&self) -> u32 {
         self.pid
     }

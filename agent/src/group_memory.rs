@@ -1,7 +1,9 @@
 //! The resident memory of a task's process group, read from /proc for the memory limit.
 //!
 //! A task is its whole process group (a renderer's shell wrapper, its workers), so its
-//! memory is the sum of the resident set sizes (RSS) of every process in the group. Pages
+//! memory is the sum of the resident set sizes (RSS) of every process in the group but
+//! its leader, the sentinel (`sentinel`): a forked copy of the agent, whose resident
+//! pages are the agent's and would count against every task otherwise. Pages
 //! several of them share (libraries, copy-on-write after a fork) count once per process,
 //! so the sum can exceed what the group really holds; a limit errs towards killing then,
 //! never towards letting a group use more than it says.
@@ -15,8 +17,9 @@ use std::fs::File;
 use std::io::Read;
 use std::sync::OnceLock;
 
-/// The summed resident memory of the live processes in group `pgid`, in bytes. Processes
-/// that exit during the walk are skipped; an unreadable /proc reads as zero.
+/// The summed resident memory of the live processes in group `pgid` but its leader (the
+/// sentinel, whose pid is `pgid`), in bytes. Processes that exit during the walk are
+/// skipped; an unreadable /proc reads as zero.
 pub(crate) fn group_resident_bytes(pgid: u32) -> u64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
@@ -31,6 +34,9 @@ pub(crate) fn group_resident_bytes(pgid: u32) -> u64 {
         else {
             continue;
         };
+        if pid.parse() == Ok(pgid) {
+            continue; // the sentinel
+        }
         buffer.clear();
         let read = File::open(format!("/proc/{pid}/stat"))
             .and_then(|mut file| file.read_to_string(&mut buffer));
@@ -76,7 +82,6 @@ fn page_size() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
@@ -98,39 +103,47 @@ mod tests {
     }
 
     #[test]
-    fn sums_the_resident_memory_of_a_group() {
-        // A shell leading its own group, with a child in it.
-        let mut child = Command::new("sh")
+    fn sums_the_resident_memory_of_a_group_but_its_sentinel() {
+        // A task as the agent starts it: the sentinel leading the group, a shell and its
+        // child.
+        let mut command = Command::new("sh");
+        command
             .args(["-c", "sleep 30 & read _"])
-            .process_group(0)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::null());
+        crate::process_group::isolate(&mut command);
+        let mut child = command.spawn().unwrap();
         let pgid = child.id();
-        let members_sum = || -> (usize, u64) {
+        let resident = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| parse_stat(&stat))
+                .map_or(0, |stat| stat.rss_pages * page_size())
+        };
+        // The members, and the memory of all but the sentinel.
+        let task_sum = || -> (usize, u64) {
             let members = crate::orphans::group_members(pgid);
             let bytes = members
                 .iter()
-                .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-                .filter_map(|stat| parse_stat(&stat))
-                .map(|stat| stat.rss_pages * page_size())
+                .filter(|pid| **pid != pgid)
+                .map(|pid| resident(*pid))
                 .sum();
             (members.len(), bytes)
         };
-        // The child's size moves while it forks and execs `sleep`: compare once the
+        // The shell's size moves while it forks and execs `sleep`: compare once the
         // group holds still (the same members and sizes before and after the sample).
         let deadline = Instant::now() + Duration::from_secs(20);
         let observed = loop {
-            let before = members_sum();
+            let before = task_sum();
             let total = group_resident_bytes(pgid);
-            let after = members_sum();
-            let settled = before == after && before.0 == 2;
+            let after = task_sum();
+            let settled = before == after && before.0 == 3;
             if (settled && total == before.1) || Instant::now() > deadline {
                 break (before, total);
             }
             std::thread::sleep(Duration::from_millis(10));
         };
+        let sentinel = resident(pgid);
         drop(child.stdin.take());
         let _ = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(pgid as i32),
@@ -138,11 +151,15 @@ mod tests {
         );
         let _ = child.wait();
         let ((members, each), total) = observed;
-        assert_eq!(members, 2, "the shell and its sleep");
+        assert_eq!(members, 3, "the sentinel, the shell and its sleep");
         assert!(each > 0);
+        assert!(
+            sentinel > 0,
+            "the sentinel holds a copy of this process's pages"
+        );
         assert_eq!(
             total, each,
-            "the group's memory is the sum of its processes'"
+            "the group's memory is the sum of its processes' but the sentinel's"
         );
         assert_eq!(group_resident_bytes(u32::MAX), 0, "no such group");
     }

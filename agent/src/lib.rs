@@ -19,7 +19,8 @@
 //!   furrow-jobtypes, built in, sent by the master before the first assignment that needs
 //!   them, or loaded from the agent's own directory, watched by `jobtype_dir`), applies the
 //!   assignment's path maps, starts the process in its own process group with no signal
-//!   blocked (`process_group`) and only its assigned GPUs visible
+//!   blocked (`process_group`), led by a sentinel that kills the group if the agent dies
+//!   (`sentinel`), and only its assigned GPUs visible
 //!   (`CUDA_VISIBLE_DEVICES`), reads its output line by line into batches and through the
 //!   job type's parser (progress, files, errors), enforces its limits (`runner::limits`:
 //!   time limit, stall timeout, memory limit sampled from /proc by `group_memory`), waits
@@ -27,7 +28,9 @@
 //!   of image outputs (`previews`), and reports; a result names the limit that ended it, if
 //!   one did, and the files it produced.
 //! - `Cancel`, shutdown and the limits kill the task's whole process group: SIGTERM, then
-//!   SIGKILL after a grace period.
+//!   SIGKILL after a grace period. An attempt the master no longer counts (it acknowledges
+//!   the attempt while it runs, or assigns a newer attempt of its task here) gets SIGKILL
+//!   at once, and a newer attempt starts only once the older one is gone.
 //!
 //! Where the kernel's fd interfaces come in, each through furrow-sysfd and each behind one
 //! small module:
@@ -56,6 +59,7 @@ mod previews;
 mod process_group;
 mod resources;
 mod runner;
+mod sentinel;
 mod signals;
 mod spool;
 mod state;

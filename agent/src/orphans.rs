@@ -1,9 +1,11 @@
-//! Crash safety: no task process outlives the agent that started it.
+//! Crash safety, second line: process groups of tasks a dead agent left behind.
 //!
-//! Each running task has a file `<state_dir>/running/<task>-<attempt>.pgid` naming its
-//! process group. The task's own process dies with the agent (PR_SET_PDEATHSIG), but
-//! processes it started do not; so at startup, before registering, the agent kills every
-//! group a previous agent process left behind, then clears the folder.
+//! A task's sentinel kills its group when the agent dies (`sentinel`). What it cannot
+//! cover is a sentinel killed along with the agent (SIGKILL to both at once), which
+//! leaves the task's processes without a watcher. Each running task has a file
+//! `<state_dir>/running/<task>-<attempt>.pgid` naming its process group; at startup,
+//! before registering, the agent kills every group a previous agent process left behind,
+//! then clears the folder.
 //!
 //! Process ids are reused, so a group id alone could name an innocent group by the time
 //! the agent restarts. A group is only killed when the machine has not rebooted since the

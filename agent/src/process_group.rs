@@ -1,38 +1,26 @@
-//! Process groups of tasks: how a task's process is detached into its own group, and how
-//! a whole group is signalled.
+//! Process groups of tasks: how a task's process is detached into its own group, led by
+//! its sentinel, and how a whole group is signalled.
 
 use std::os::unix::process::CommandExt;
 
 use nix::errno::Errno;
-use nix::sys::signal::{SigSet, Signal, killpg};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-/// Makes `command` start in a new process group (its pid becomes the group id), die with
-/// SIGKILL if the agent's thread that started it dies, and run with no signal blocked.
+use crate::sentinel;
+
+/// Makes `command` start in a new process group led by its sentinel (whose pid becomes
+/// the group id and is the pid `spawn` returns), with the task's own process in it. The
+/// whole group dies with SIGKILL if the agent dies, and the task runs with no signal
+/// blocked; the sentinel exits as the task did. See [`sentinel`].
 pub(crate) fn isolate(command: &mut std::process::Command) {
     command.process_group(0);
-    let agent_pid = std::process::id();
-    // Built before the fork: the hook below must not allocate.
-    let nothing_blocked = SigSet::empty();
-    // SAFETY: the closure runs between fork and exec; it only makes async-signal-safe
-    // system calls (prctl, getppid, pthread_sigmask) and builds errors without allocating.
+    // Built before the fork: the hook must not allocate.
+    let prepared = sentinel::Split::new();
+    // SAFETY: the hook runs between fork and exec in a child that leads a new process
+    // group, as `split` requires.
     unsafe {
-        command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-                .map_err(|errno| std::io::Error::from_raw_os_error(errno as i32))?;
-            // The agent may have died between fork and prctl; then no signal will come.
-            if nix::unistd::getppid().as_raw() as u32 != agent_pid {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            // The agent blocks SIGTERM, SIGINT and SIGHUP to read them from a signalfd, and
-            // a blocked mask survives exec: without this a task would never see the
-            // SIGTERM of a cancel or of an operator. The standard library resets the mask
-            // too, but does not promise to; the task's behaviour must not hang on that.
-            nothing_blocked
-                .thread_set_mask()
-                .map_err(|errno| std::io::Error::from_raw_os_error(errno as i32))?;
-            Ok(())
-        });
+        command.pre_exec(move || sentinel::split(&prepared));
     }
 }
 
@@ -74,7 +62,7 @@ mod tests {
     #[test]
     fn an_isolated_task_starts_with_no_signal_blocked() {
         // Spawned from a thread that blocks the agent's signals, as the agent's own thread
-        // does; the thread outlives the child, which PR_SET_PDEATHSIG ties to it.
+        // does.
         let output = std::thread::spawn(|| {
             crate::signals::block().unwrap();
             let mut command = Command::new("sh");

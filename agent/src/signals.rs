@@ -5,7 +5,7 @@
 //! and, for all three, the process dies. So [`block`] runs first, in the thread that
 //! becomes the agent's actix system, before any other thread exists: threads inherit
 //! their creator's mask. Task processes inherit it too, across fork and exec, which is
-//! why `process_group::isolate` gives them an empty mask back before exec.
+//! why the task's side of `sentinel::split` gives them an empty mask back before exec.
 
 use std::fs;
 

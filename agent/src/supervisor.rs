@@ -3,7 +3,15 @@
 //! The supervisor owns the slots: it starts one `TaskRunner` per accepted assignment,
 //! refuses assignments beyond its slots, routes cancels, and at shutdown stops every
 //! runner (each gives its attempt back to the master) and answers once all of them have
-//! reported. A runner wraps
+//! reported.
+//!
+//! Two attempts of one task never run side by side: an attempt the master no longer
+//! counts ([`StaleTask`]) is killed at once, and so is an older attempt of a task when a
+//! newer one is assigned here; the newer one takes the older one's slot and starts its
+//! process only once the older one's run is over. An assignment older than an attempt
+//! running here is refused.
+//!
+//! A runner wraps
 //! [`run_task`] and, when it returns, first frees its slot and
 //! then reports the result. That order matters: the master assigns new work as soon as it
 //! reads the result, and the freed slot must already be visible when that assignment
@@ -15,11 +23,11 @@ use std::sync::Arc;
 use actix::prelude::*;
 use chrono::Utc;
 use furrow_protocol::{AgentMessage, Assignment, TaskFinished, TaskRef};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::link::TaskReport;
-use crate::runner::{Reporter, RunnerEnv, StopReason, run_task};
+use crate::runner::{Controls, Reporter, RunnerEnv, STOP_REASONS, StopReason, run_task};
 
 impl Reporter for Recipient<TaskReport> {
     async fn report(&self, message: AgentMessage) {
@@ -49,6 +57,11 @@ pub(crate) enum AssignOutcome {
 #[rtype(result = "()")]
 pub(crate) struct CancelTask(pub TaskRef);
 
+/// The master no longer counts this attempt: kill it at once (ignored when unknown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StaleTask(pub TaskRef);
+
 /// Stop accepting work, stop every runner, answer when all have reported.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -73,6 +86,9 @@ pub(crate) struct TaskSupervisor {
     runners: HashMap<TaskRef, Addr<TaskRunner>>,
     /// Runners whose process is gone but whose result is not yet with the link.
     reporting: HashSet<TaskRef>,
+    /// Attempts whose runner waits for the older attempts of its task to end here; the
+    /// sender opens the gate.
+    gates: HashMap<TaskRef, oneshot::Sender<()>>,
     accepting: bool,
     idle_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -86,8 +102,49 @@ impl TaskSupervisor {
             reporter,
             runners: HashMap::new(),
             reporting: HashSet::new(),
+            gates: HashMap::new(),
             accepting: true,
             idle_waiters: Vec::new(),
+        }
+    }
+
+    /// Sends a stop request to the runner of `task`; false when it has none.
+    fn stop(&self, task: TaskRef, reason: StopReason) -> bool {
+        let Some(runner) = self.runners.get(&task) else {
+            return false;
+        };
+        // A runner's mailbox only ever holds stop requests: one per message of the master
+        // about its attempt, and the shutdown's; a handful at most.
+        runner.do_send(StopTask(reason));
+        true
+    }
+
+    /// Attempts of the same task as `task` whose runner may still have a process here.
+    fn running_attempts_of(&self, task: TaskRef) -> impl Iterator<Item = TaskRef> + '_ {
+        self.runners
+            .keys()
+            .copied()
+            .filter(move |other| other.task_id == task.task_id && *other != task)
+    }
+
+    /// Starts the waiting attempts whose older attempts have all ended, and forgets the
+    /// gate of `ended`, whose runner is gone.
+    fn open_gates(&mut self, ended: TaskRef) {
+        self.gates.remove(&ended);
+        let open: Vec<TaskRef> = self
+            .gates
+            .keys()
+            .copied()
+            .filter(|waiting| {
+                !self
+                    .running_attempts_of(*waiting)
+                    .any(|other| other.attempt < waiting.attempt)
+            })
+            .collect();
+        for waiting in open {
+            if let Some(gate) = self.gates.remove(&waiting) {
+                let _ = gate.send(());
+            }
         }
     }
 
@@ -100,8 +157,8 @@ impl TaskSupervisor {
     }
 }
 
-/// Mailbox of the supervisor. Its senders are the link (one request per assign or cancel
-/// read from the master) and the runners (two notes each over their lifetime); a roomy
+/// Mailbox of the supervisor. Its senders are the link (one request per assign, cancel or
+/// acknowledgement of a running attempt read from the master) and the runners (two notes each over their lifetime); a roomy
 /// mailbox keeps an assign and a cancel that follows it in order even in bursts.
 const SUPERVISOR_MAILBOX: usize = 256;
 
@@ -133,7 +190,24 @@ impl Handler<AssignTask> for TaskSupervisor {
             );
             return AssignOutcome::Duplicate;
         }
-        if self.runners.len() >= self.slots as usize {
+        if let Some(newer) = self
+            .running_attempts_of(task)
+            .find(|other| other.attempt > task.attempt)
+        {
+            warn!(
+                task_id = task.task_id,
+                attempt = task.attempt,
+                running = newer.attempt,
+                "refusing an assignment older than the attempt running here"
+            );
+            return AssignOutcome::Refused(format!(
+                "refused: attempt {} of this task runs on this agent",
+                newer.attempt
+            ));
+        }
+        let older: Vec<TaskRef> = self.running_attempts_of(task).collect();
+        // An attempt that replaces an older one takes its slot.
+        if older.is_empty() && self.runners.len() >= self.slots as usize {
             warn!(
                 task_id = task.task_id,
                 attempt = task.attempt,
@@ -146,13 +220,31 @@ impl Handler<AssignTask> for TaskSupervisor {
             ));
         }
         info!(task_id = task.task_id, attempt = task.attempt, job_id = assignment.job_id, jobtype = %assignment.jobtype, "task assigned");
+        let after = if older.is_empty() {
+            None
+        } else {
+            for old in &older {
+                info!(
+                    task_id = task.task_id,
+                    attempt = old.attempt,
+                    newer = task.attempt,
+                    "a newer attempt of the task was assigned; killing this one at once"
+                );
+                self.stop(*old, StopReason::Stale);
+            }
+            let (gate, after) = oneshot::channel();
+            self.gates.insert(task, gate);
+            Some(after)
+        };
         let runner = TaskRunner {
             task,
             assignment: Some(assignment),
+            after,
             env: self.env.clone(),
             reporter: self.reporter.clone(),
             supervisor: ctx.address(),
             stop: None,
+            asked: Vec::new(),
             reported: false,
         }
         .start();
@@ -165,21 +257,38 @@ impl Handler<CancelTask> for TaskSupervisor {
     type Result = ();
 
     fn handle(&mut self, CancelTask(task): CancelTask, _ctx: &mut Context<Self>) {
-        match self.runners.get(&task) {
-            Some(runner) => {
-                info!(
-                    task_id = task.task_id,
-                    attempt = task.attempt,
-                    "cancelling task"
-                );
-                // A runner's mailbox only ever holds its stop requests (at most two).
-                runner.do_send(StopTask(StopReason::Cancelled));
-            }
-            None => debug!(
+        if self.stop(task, StopReason::Cancelled) {
+            info!(
+                task_id = task.task_id,
+                attempt = task.attempt,
+                "cancelling task"
+            );
+        } else {
+            debug!(
                 task_id = task.task_id,
                 attempt = task.attempt,
                 "ignoring cancel of an attempt not running here"
-            ),
+            );
+        }
+    }
+}
+
+impl Handler<StaleTask> for TaskSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, StaleTask(task): StaleTask, _ctx: &mut Context<Self>) {
+        if self.stop(task, StopReason::Stale) {
+            info!(
+                task_id = task.task_id,
+                attempt = task.attempt,
+                "the master no longer counts this attempt; killing it at once"
+            );
+        } else {
+            debug!(
+                task_id = task.task_id,
+                attempt = task.attempt,
+                "ignoring a stale attempt not running here"
+            );
         }
     }
 }
@@ -208,6 +317,7 @@ impl Handler<RunnerExited> for TaskSupervisor {
         if self.runners.remove(&task).is_some() {
             self.reporting.insert(task);
         }
+        self.open_gates(task);
     }
 }
 
@@ -217,6 +327,7 @@ impl Handler<RunnerGone> for TaskSupervisor {
     fn handle(&mut self, RunnerGone(task): RunnerGone, _ctx: &mut Context<Self>) {
         self.runners.remove(&task);
         self.reporting.remove(&task);
+        self.open_gates(task);
         self.wake_if_idle();
     }
 }
@@ -230,10 +341,14 @@ struct StopTask(StopReason);
 pub(crate) struct TaskRunner {
     task: TaskRef,
     assignment: Option<Assignment>,
+    /// Resolves once the older attempts of the task have ended here, when there are any.
+    after: Option<oneshot::Receiver<()>>,
     env: Arc<RunnerEnv>,
     reporter: Recipient<TaskReport>,
     supervisor: Addr<TaskSupervisor>,
-    stop: Option<oneshot::Sender<StopReason>>,
+    stop: Option<mpsc::Sender<StopReason>>,
+    /// The stop reasons sent already: each goes once, so the channel never fills.
+    asked: Vec<StopReason>,
     reported: bool,
 }
 
@@ -245,11 +360,15 @@ impl Actor for TaskRunner {
             ctx.stop();
             return;
         };
-        let (stop_tx, stop_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = mpsc::channel(STOP_REASONS);
         self.stop = Some(stop_tx);
+        let controls = Controls {
+            stop: stop_rx,
+            after: self.after.take(),
+        };
         let env = self.env.clone();
         let reporter = self.reporter.clone();
-        let run = async move { run_task(&env, assignment, &reporter, stop_rx).await };
+        let run = async move { run_task(&env, assignment, &reporter, controls).await };
         ctx.spawn(
             run.into_actor(self)
                 .then(|end, runner, _ctx| {
@@ -278,8 +397,12 @@ impl Handler<StopTask> for TaskRunner {
     type Result = ();
 
     fn handle(&mut self, StopTask(reason): StopTask, _ctx: &mut Context<Self>) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(reason);
+        if let Some(stop) = &self.stop
+            && !self.asked.contains(&reason)
+        {
+            self.asked.push(reason);
+            // Never full: one message per reason, and room for every reason.
+            let _ = stop.try_send(reason);
         }
     }
 }

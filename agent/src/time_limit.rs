@@ -59,6 +59,16 @@ impl Deadline {
         self.state == State::Armed
     }
 
+    /// Disarms the deadline: waiting never finishes until it is armed again.
+    pub fn disarm(&mut self) {
+        // Should the timer stay armed in the kernel, it only adds an expiration that
+        // nobody waits for: the next `arm` clears it.
+        if let Err(e) = self.timer.disarm() {
+            error!(error = %e, "cannot disarm a task deadline's timer");
+        }
+        self.state = State::Disarmed;
+    }
+
     /// Time left until the deadline; `None` when it is not armed.
     #[cfg(test)]
     pub fn remaining(&self) -> Option<Duration> {

@@ -1,14 +1,14 @@
 //! The agent as a process: its signals (SIGTERM and SIGINT through the signalfd, SIGHUP
-//! reloading the configuration file), SIGKILL, and the cleanup of task processes a dead
-//! agent left behind.
+//! reloading the configuration file), SIGKILL (its tasks' processes die with it), and the
+//! cleanup of task processes a dead agent left behind.
 //!
-//! Agent processes are this test binary re-executed with only `agent_process` selected
-//! and the agent's configuration in the environment.
+//! Agent processes run the `furrow-test-agent` binary of this package, which starts an
+//! agent from `main` as the `furrow` binary does.
 
 mod support;
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -17,49 +17,10 @@ use furrow_protocol::{LimitHit, MasterMessage, Registration};
 use furrow_sysfd::SHUTDOWN_SIGNALS;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::{DEADLINE, MasterConn, TestMaster, count_files, group_members, shell_task, wait_for};
-
-const CHILD_MASTER: &str = "FURROW_TEST_AGENT_MASTER";
-const CHILD_STATE: &str = "FURROW_TEST_AGENT_STATE";
-const CHILD_CONFIG: &str = "FURROW_TEST_AGENT_CONFIG";
-
-/// Runs when the binary is loaded, before `main` (an ELF constructor). In an agent process
-/// it blocks the agent's signals before the test harness starts its threads: a signal
-/// reaches the agent's signalfd only while every thread blocks it, and the harness keeps
-/// its main thread waiting while `agent_process` runs in another. The `furrow` binary gets
-/// the same by calling `furrow_agent::run` straight from `main`.
-#[used]
-#[unsafe(link_section = ".init_array")]
-static BLOCK_SIGNALS_IN_AGENT_PROCESSES: extern "C" fn() = block_signals_in_agent_processes;
-
-extern "C" fn block_signals_in_agent_processes() {
-    // SAFETY: getenv with a NUL-terminated name, before any thread exists (so nothing can
-    // modify the environment meanwhile); the standard library may not be set up yet.
-    let is_agent = unsafe { !libc::getenv(c"FURROW_TEST_AGENT_MASTER".as_ptr()).is_null() };
-    if is_agent {
-        // A failure shows as the agent dying of the tests' first signal.
-        let _ = furrow_sysfd::block_signals(&SHUTDOWN_SIGNALS);
-    }
-}
-
-/// Not a test of its own: the body of the agent processes started below. Run normally
-/// (without the variables) it returns at once.
-#[test]
-fn agent_process() {
-    let (Ok(master), Ok(state)) = (std::env::var(CHILD_MASTER), std::env::var(CHILD_STATE)) else {
-        return;
-    };
-    let mut config = AgentConfig::new(master, state);
-    config.config_file = std::env::var_os(CHILD_CONFIG).map(PathBuf::from);
-    let code = match furrow_agent::run(config) {
-        Ok(()) => 0,
-        Err(error) => {
-            eprintln!("agent failed: {error}");
-            2
-        }
-    };
-    std::process::exit(code);
-}
+use support::{
+    DEADLINE, MasterConn, TestMaster, count_files, group_members, processes_of, shell_task,
+    task_members, wait_for,
+};
 
 /// An agent process, killed when dropped.
 struct AgentProcess(Child);
@@ -70,22 +31,13 @@ impl AgentProcess {
     }
 
     fn spawn_with(master: &str, state: &Path, config_file: Option<&Path>) -> Self {
-        let mut command = Command::new(std::env::current_exe().unwrap());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_furrow-test-agent"));
         command
-            .args([
-                "agent_process",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_MASTER, master)
-            .env(CHILD_STATE, state)
-            .env_remove(CHILD_CONFIG)
+            .arg(master)
+            .arg(state)
+            .args(config_file)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        if let Some(path) = config_file {
-            command.env(CHILD_CONFIG, path);
-        }
         Self(command.spawn().unwrap())
     }
 
@@ -125,7 +77,7 @@ async fn sigterm_gives_running_tasks_back_and_exits_zero() {
     let task = shell_task(51, "sleep 1000 & sleep 1000");
     conn.send(MasterMessage::Assign(task.clone())).await;
     let pgid = conn.until_started(task.task).await;
-    wait_for("both sleeps", || group_members(pgid).len() >= 2).await;
+    wait_for("both sleeps", || task_members(pgid).len() >= 2).await;
 
     agent.signal(Signal::SIGTERM);
     // Given back to the master (not finished): it is requeued without a failure.
@@ -229,7 +181,18 @@ async fn signals_reach_the_agent_through_its_signalfd_and_tasks_start_unblocked(
     // A task gets an empty mask back, so it can be terminated like any process.
     let task = shell_task(53, "exec sleep 1000");
     conn.send(MasterMessage::Assign(task.clone())).await;
-    let task_pid = conn.until_started(task.task).await;
+    // The group's leader is the task's sentinel; the task's own process is the other
+    // member.
+    let pgid = conn.until_started(task.task).await;
+    let mut members = Vec::new();
+    wait_for("the task's process", || {
+        members = task_members(pgid);
+        !members.is_empty()
+    })
+    .await;
+    let [task_pid] = members[..] else {
+        panic!("one process expected in the task's group: {members:?}");
+    };
     assert_eq!(proc_mask(&format!("/proc/{task_pid}/status"), "SigBlk:"), 0);
     kill(Pid::from_raw(task_pid as i32), Signal::SIGTERM).unwrap();
     let (finished, _) = conn.until_finished(task.task).await;
@@ -388,42 +351,58 @@ async fn sighup_is_not_fatal() {
     assert_eq!(agent.exited().await.code(), Some(0));
 }
 
+/// How long the processes of a task may outlive their agent.
+const OUTLIVE_LIMIT: Duration = Duration::from_secs(5);
+
 #[actix_rt::test]
-async fn after_sigkill_the_restarted_agent_kills_the_orphaned_task_processes() {
+async fn every_process_of_a_task_dies_within_seconds_of_a_sigkilled_agent() {
     let master = TestMaster::bind().await;
     let state = tempfile::tempdir().unwrap();
     let mut first = AgentProcess::spawn(&master.addr, state.path());
     let mut conn = master.accept().await;
     let registration = conn.register(60_000).await;
-    let task = shell_task(61, "sleep 1000 & sleep 1000");
+    // The shell is the task's own process; its children, and the subshell's, are not.
+    let mut task = shell_task(
+        117,
+        "sleep 117 & sleep 118 & (sleep 119; echo never) & wait",
+    );
+    // An attempt number no other test process uses: the task's processes are found by
+    // their environment.
+    task.task.attempt = std::process::id();
     conn.send(MasterMessage::Assign(task.clone())).await;
     let pgid = conn.until_started(task.task).await;
-    wait_for("both sleeps", || group_members(pgid).len() >= 2).await;
+    wait_for(
+        "the shell, the subshell and the three sleeps, in the group",
+        || {
+            let started = processes_of(task.task);
+            let members = group_members(pgid);
+            started.len() == 5 && started.iter().all(|pid| members.contains(pid))
+        },
+    )
+    .await;
 
     first.signal(Signal::SIGKILL);
     assert_eq!(first.exited().await.signal(), Some(libc::SIGKILL));
+    let died = tokio::time::Instant::now();
+    while !(processes_of(task.task).is_empty() && group_members(pgid).is_empty()) {
+        assert!(
+            died.elapsed() < OUTLIVE_LIMIT,
+            "still running {OUTLIVE_LIMIT:?} after the agent died: {:?} of the task, {:?} in its group",
+            processes_of(task.task),
+            group_members(pgid)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     conn.closed().await;
-    // PR_SET_PDEATHSIG took the task's own process; the background sleep it started
-    // lives on, orphaned, in the task's process group.
-    wait_for("the task's own process to die with the agent", || {
-        !group_members(pgid).contains(&pgid)
-    })
-    .await;
-    assert!(
-        !group_members(pgid).is_empty(),
-        "the orphan should still be running"
-    );
-    assert_eq!(count_files(&state.path().join("running")), 1);
 
+    // The next agent process finds the record of the group the dead one left, has nothing
+    // to kill, and does not list the attempt.
+    assert_eq!(count_files(&state.path().join("running")), 1);
     let _second = AgentProcess::spawn(&master.addr, state.path());
     let mut conn = master.accept().await;
     let again = conn.register(60_000).await;
     assert_eq!(again.agent_id, registration.agent_id);
     assert!(again.running.is_empty(), "{:?}", again.running);
-    wait_for("the orphans to be killed", || {
-        group_members(pgid).is_empty()
-    })
-    .await;
     assert_eq!(count_files(&state.path().join("running")), 0);
 }
 

@@ -4,7 +4,9 @@ mod support;
 
 use furrow_agent::{Agent, AgentConfig};
 use furrow_protocol::{AgentMessage, LogStream, MasterMessage, TaskRef};
-use support::{MasterConn, TestMaster, group_members, lines_of, shell_task, wait_for};
+use support::{
+    MasterConn, TestMaster, group_members, lines_of, shell_task, task_members, wait_for,
+};
 
 async fn start(slots: Option<u32>) -> (TestMaster, tempfile::TempDir, Agent, MasterConn) {
     let master = TestMaster::bind().await;
@@ -75,7 +77,7 @@ async fn cancel_kills_the_task_group_and_unknown_cancels_are_ignored() {
             _ => {}
         }
     };
-    wait_for("both sleeps", || group_members(pgid).len() >= 2).await;
+    wait_for("both sleeps", || task_members(pgid).len() >= 2).await;
 
     conn.send(MasterMessage::Cancel(task.task)).await;
     let (finished, messages) = conn.until_finished(task.task).await;
@@ -138,7 +140,7 @@ async fn shutdown_gives_running_tasks_back_and_the_next_registration_does_not_li
     let task = shell_task(31, "sleep 1000 & sleep 1000");
     conn.send(MasterMessage::Assign(task.clone())).await;
     let pgid = conn.until_started(task.task).await;
-    wait_for("both sleeps", || group_members(pgid).len() >= 2).await;
+    wait_for("both sleeps", || task_members(pgid).len() >= 2).await;
 
     let shutdown = actix_rt::spawn(agent.shutdown());
     // Given back, not finished: the master requeues it without counting a failure. The

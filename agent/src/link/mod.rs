@@ -13,7 +13,10 @@
 //! its attempt, which the master sends after the result is durably committed (or when it
 //! no longer needs it). Until then the attempt stays listed in registrations and
 //! heartbeats, and a reconnect replays the result; on a live connection it is not sent
-//! again. A `ResultStored` for an attempt not finished here is ignored.
+//! again. A `ResultStored` for an attempt still running here means the master no longer
+//! counts it (it answers so, along with a `Cancel`, for an attempt a registration lists
+//! that is no longer current): the attempt is killed at once, and its result, once
+//! sent, acknowledged like any other. One for an unknown attempt is ignored.
 //!
 //! An attempt given back (`TaskReturned`: stopped by the shutdown, or an assignment
 //! refused) has no result: it leaves the list of attempts at once and its message is
@@ -48,7 +51,7 @@ use uuid::Uuid;
 use crate::config::Tuning;
 use crate::resources::{HostInfo, ResourceMonitor, SampleLoad};
 use crate::spool::Spool;
-use crate::supervisor::{AssignOutcome, AssignTask, CancelTask, TaskSupervisor};
+use crate::supervisor::{AssignOutcome, AssignTask, CancelTask, StaleTask, TaskSupervisor};
 use backoff::Backoff;
 use connection::{Connection, MasterWriter};
 
@@ -458,7 +461,7 @@ impl MasterLink {
                 let request = self.supervisor.send(CancelTask(task));
                 ctx.spawn(request.into_actor(self).map(|_, _, _| ()));
             }
-            MasterMessage::ResultStored(task) => self.result_stored(task),
+            MasterMessage::ResultStored(task) => self.result_stored(task, ctx),
             MasterMessage::Credential(credential) => {
                 match self.setup.state.save_credential(&credential) {
                     Ok(()) => info!("joined the farm; this agent's credential is saved"),
@@ -480,8 +483,9 @@ impl MasterLink {
         }
     }
 
-    /// The master stored the result of `task`: forget it.
-    fn result_stored(&mut self, task: TaskRef) {
+    /// The master stored the result of `task`: forget it. Or the master no longer needs
+    /// an attempt still running here: kill it.
+    fn result_stored(&mut self, task: TaskRef, ctx: &mut Context<Self>) {
         match self.tasks.get(&task) {
             Some(Phase::Finished) => {
                 debug!(
@@ -492,12 +496,19 @@ impl MasterLink {
                 self.forget_result(task);
             }
             // The master answers attempts it lists as no longer current both ways (it
-            // cannot tell a running one from a finished one); this one still runs.
-            Some(Phase::Running) => debug!(
-                task_id = task.task_id,
-                attempt = task.attempt,
-                "ignoring the acknowledgement of an attempt still running here"
-            ),
+            // cannot tell a running one from a finished one); this one still runs, and
+            // another attempt of its task may already run elsewhere. Its cancel came
+            // first, but a cancel leaves a grace that a task ignoring SIGTERM would use.
+            Some(Phase::Running) => {
+                info!(
+                    task_id = task.task_id,
+                    attempt = task.attempt,
+                    "the master no longer counts an attempt running here"
+                );
+                // As for a cancel: one small pending request per message read.
+                let request = self.supervisor.send(StaleTask(task));
+                ctx.spawn(request.into_actor(self).map(|_, _, _| ()));
+            }
             // Acknowledged twice (a replay crossing the first answer), or a result an
             // earlier agent process delivered.
             None => debug!(

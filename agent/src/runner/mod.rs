@@ -3,9 +3,10 @@
 //! [`run_task`] is plain async code with no actor in sight, so it can be tested with real
 //! processes on a bare tokio runtime; the `TaskRunner` actor in [`crate::supervisor`]
 //! wraps it. What it guarantees:
-//! - the process runs in its own process group, in a fresh working directory, with
-//!   stdin from `/dev/null`, the `FURROW_*` variables, PR_SET_PDEATHSIG=SIGKILL and no
-//!   signal blocked; its exit is learned through a pidfd (`exit_wait`);
+//! - the process runs in its own process group, led by its sentinel, which kills the
+//!   group if the agent dies and exits as the task does (`sentinel`); in a fresh working
+//!   directory, with stdin from `/dev/null`, the `FURROW_*` variables and no signal
+//!   blocked; its exit is learned through a pidfd on the sentinel (`exit_wait`);
 //! - it sees only the GPUs assigned to it: `CUDA_VISIBLE_DEVICES` and `FURROW_GPUS` hold
 //!   their indices, comma-separated, and are empty when it has none, so a task never
 //!   grabs a GPU another task holds. These two and the `FURROW_*` variables are set over
@@ -17,6 +18,10 @@
 //!   timerfds (`time_limit`); a limit ends the attempt with its error and
 //!   [`TaskFinished::limit`] naming it; when the task's process exits, whatever it left
 //!   in its group is killed;
+//! - an attempt the master no longer counts ([`StopReason::Stale`]) gets SIGKILL at once,
+//!   grace or no grace: another attempt of its task runs, or is about to, elsewhere or
+//!   here; an attempt told to wait for an older one of its task ([`Controls::after`])
+//!   starts its process only once that one's run is over;
 //! - every path ends in a [`TaskFinished`], never a panic: unknown job types, bad
 //!   parameters and programs that cannot start are reported as the task's error; an
 //!   attempt stopped because the agent shuts down is given back instead
@@ -40,7 +45,7 @@ use furrow_protocol::{
 use furrow_sysfd::ExitStatus;
 use futures::StreamExt;
 use nix::sys::signal::Signal;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tracing::{info, warn};
 
@@ -77,7 +82,14 @@ pub(crate) enum StopReason {
     Cancelled,
     /// The agent is shutting down.
     Shutdown,
+    /// The master no longer counts the attempt (it acknowledged it while it ran, or
+    /// assigned a newer attempt of its task): killed at once, without a grace.
+    Stale,
 }
+
+/// How many stop requests a run can be sent: one per [`StopReason`], the bound of the
+/// channel that carries them.
+pub(crate) const STOP_REASONS: usize = 3;
 
 impl StopReason {
     /// The task's error when stopped for this reason.
@@ -85,8 +97,24 @@ impl StopReason {
         match self {
             StopReason::Cancelled => "cancelled",
             StopReason::Shutdown => "cancelled: the agent is shutting down",
+            StopReason::Stale => "killed at once: the master no longer counts this attempt",
         }
     }
+
+    /// Whether the group gets SIGKILL at once rather than SIGTERM and a grace.
+    fn at_once(self) -> bool {
+        self == StopReason::Stale
+    }
+}
+
+/// What the rest of the agent steers a run with.
+pub(crate) struct Controls {
+    /// Stop requests, each reason at most once (so at most [`STOP_REASONS`] of them).
+    pub stop: mpsc::Receiver<StopReason>,
+    /// Set when an older attempt of the same task still runs here: the process starts
+    /// only once this resolves (its sender sends or is dropped), so two attempts of a
+    /// task never run side by side.
+    pub after: Option<oneshot::Receiver<()>>,
 }
 
 /// How an attempt ended, as [`run_task`] returns it.
@@ -143,13 +171,23 @@ pub(crate) async fn run_task<R: Reporter>(
     env: &RunnerEnv,
     assignment: Assignment,
     reporter: &R,
-    stop: oneshot::Receiver<StopReason>,
+    controls: Controls,
 ) -> AttemptEnd {
     let task = assignment.task;
+    let Controls { mut stop, after } = controls;
     let mut output = TaskOutput::new(task, env.output, reporter);
     let files = TaskFiles {
         dir: env.state.task_dir(task),
     };
+    if let Some(after) = after {
+        output
+            .agent_line("waiting for an older attempt of this task to end".into())
+            .await;
+        if let Some(reason) = wait_before_start(after, &mut stop).await {
+            let ending = Ending::stopped_before_start(reason);
+            return finish(env, &assignment, &files, ending, &mut output).await;
+        }
+    }
     let ending = match env.jobtypes.prepare(&assignment, &files) {
         Ok(prepared) => {
             output.parser = prepared.parser;
@@ -158,11 +196,31 @@ pub(crate) async fn run_task<R: Reporter>(
                     .agent_line(format!("path map: {before} -> {after}"))
                     .await;
             }
-            execute(env, &assignment, &prepared.plan, &mut output, stop).await
+            execute(env, &assignment, &prepared.plan, &mut output, &mut stop).await
         }
         Err(error) => Ending::without_process(error, false),
     };
     finish(env, &assignment, &files, ending, &mut output).await
+}
+
+/// Waits until the older attempts of the task are over; returns the stop request that
+/// came first instead, if one did.
+async fn wait_before_start(
+    mut after: oneshot::Receiver<()>,
+    stop: &mut mpsc::Receiver<StopReason>,
+) -> Option<StopReason> {
+    let mut stop_open = true;
+    loop {
+        tokio::select! {
+            // Sent or dropped, either way nothing older runs any more.
+            _ = &mut after => return None,
+            reason = stop.recv(), if stop_open => match reason {
+                Some(reason) => return Some(reason),
+                // No stop can come any more: that is not a stop.
+                None => stop_open = false,
+            },
+        }
+    }
 }
 
 /// How an attempt ended.
@@ -193,6 +251,15 @@ impl Ending {
             stopped_by: None,
             limit: None,
             workdir,
+        }
+    }
+
+    /// Stopped while it waited for an older attempt, before anything started.
+    fn stopped_before_start(reason: StopReason) -> Self {
+        Self {
+            stopped: true,
+            stopped_by: Some(reason),
+            ..Self::without_process(reason.error().to_string(), false)
         }
     }
 }
@@ -243,7 +310,7 @@ async fn execute<R: Reporter>(
     assignment: &Assignment,
     plan: &TaskPlan,
     output: &mut TaskOutput<'_, R>,
-    mut stop: oneshot::Receiver<StopReason>,
+    stop: &mut mpsc::Receiver<StopReason>,
 ) -> Ending {
     let task = assignment.task;
     // The timers are created before anything starts: a task must not run without the
@@ -359,9 +426,10 @@ async fn execute<R: Reporter>(
                 flush_timer.as_mut().reset(at);
             }
         }
-        // A stop or limit is logged when it happens and the group gets SIGTERM; the loop
-        // goes on reading output until the process is reaped.
-        let mut interrupt: Option<(String, Option<LimitHit>)> = None;
+        // A stop or limit is logged when it happens and the group gets SIGTERM (SIGKILL
+        // for a stale attempt); the loop goes on reading output until the process is
+        // reaped.
+        let mut interrupt: Option<Interrupt> = None;
         tokio::select! {
             status = process.wait() => break status,
             line = lines.next(), if lines_open => match line {
@@ -376,19 +444,27 @@ async fn execute<R: Reporter>(
                 output.flush().await;
             }
             hit = limits.hit() => {
-                interrupt = Some((hit.message, Some(hit.limit)));
+                interrupt = Some(Interrupt {
+                    message: hit.message,
+                    limit: Some(hit.limit),
+                    at_once: false,
+                });
             }
-            reason = &mut stop, if stop_open => {
-                stop_open = false;
-                // A dropped sender means no stop can come any more, not a stop.
-                if let Ok(reason) = reason {
+            reason = stop.recv(), if stop_open => match reason {
+                Some(reason) => {
                     stopped = true;
                     if error.is_none() {
                         stopped_by = Some(reason);
                     }
-                    interrupt = Some((reason.error().to_string(), None));
+                    interrupt = Some(Interrupt {
+                        message: reason.error().to_string(),
+                        limit: None,
+                        at_once: reason.at_once(),
+                    });
                 }
-            }
+                // A dropped sender means no stop can come any more, not a stop.
+                None => stop_open = false,
+            },
             () = grace.expired() => {
                 output.agent_line(format!(
                     "still running {} s after SIGTERM; sending SIGKILL",
@@ -397,7 +473,12 @@ async fn execute<R: Reporter>(
                 signal_group(pgid, Signal::SIGKILL);
             }
         }
-        if let Some((message, hit)) = interrupt {
+        if let Some(Interrupt {
+            message,
+            limit: hit,
+            at_once,
+        }) = interrupt
+        {
             output.agent_line(message.clone()).await;
             // The first interruption names the attempt's error (and its limit, if it was
             // one); later ones are only logged.
@@ -405,7 +486,14 @@ async fn execute<R: Reporter>(
                 error = Some(message);
                 limit = hit;
             }
-            if !terminating {
+            if at_once {
+                // Even during the grace of an earlier SIGTERM: another attempt of the
+                // task is about to run, and this one must be gone first.
+                terminating = true;
+                limits.stop();
+                grace.disarm();
+                signal_group(pgid, Signal::SIGKILL);
+            } else if !terminating {
                 terminating = true;
                 // The group is on its way out: its limits have done their job, and a
                 // group silent while it exits is no stall.
@@ -463,6 +551,16 @@ async fn execute<R: Reporter>(
             ending
         }
     }
+}
+
+/// Something that ends the attempt early: a stop request or a limit.
+struct Interrupt {
+    /// The attempt's error, also logged.
+    message: String,
+    /// The limit passed, if it was one.
+    limit: Option<LimitHit>,
+    /// SIGKILL at once instead of SIGTERM and a grace.
+    at_once: bool,
 }
 
 fn far_future() -> tokio::time::Instant {

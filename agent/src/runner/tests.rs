@@ -58,8 +58,9 @@ fn sh(script: &str) -> Assignment {
 /// Runs `assignment` to its end.
 async fn run(h: &Harness, assignment: Assignment) -> (TaskFinished, Vec<AgentMessage>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (_stop_tx, stop_rx) = oneshot::channel();
-    let end = run_task(&h.env, assignment, &Collect(tx), stop_rx).await;
+    let (_stop_tx, stop) = mpsc::channel(STOP_REASONS);
+    let controls = Controls { stop, after: None };
+    let end = run_task(&h.env, assignment, &Collect(tx), controls).await;
     assert_eq!(end.stopped_by, None);
     let finished = end.finished;
     let mut messages = Vec::new();
@@ -111,7 +112,7 @@ async fn run_and_stop(
     reason: StopReason,
 ) -> (TaskFinished, Vec<AgentMessage>, u32) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (stop_tx, stop_rx) = oneshot::channel();
+    let (stop_tx, stop) = mpsc::channel(STOP_REASONS);
     let reporter = Collect(tx);
     let pgid_file = h.env.state.pgid_file(assignment.task);
     let control = async {
@@ -122,19 +123,21 @@ async fn run_and_stop(
                 other => seen.push(other),
             }
         };
+        // Its processes, not counting the sentinel (the group's leader).
         wait_for("the task's processes", || {
-            group_members(pid).len() >= members
+            group_members(pid).iter().filter(|p| **p != pid).count() >= members
         })
         .await;
         assert!(
             pgid_file.exists(),
             "process group file is written while running"
         );
-        stop_tx.send(reason).unwrap();
+        stop_tx.send(reason).await.unwrap();
         (seen, pid)
     };
+    let controls = Controls { stop, after: None };
     let (end, (mut seen, pid)) =
-        tokio::join!(run_task(&h.env, assignment, &reporter, stop_rx), control);
+        tokio::join!(run_task(&h.env, assignment, &reporter, controls), control);
     assert_eq!(end.stopped_by, Some(reason));
     assert_eq!(end.given_back(), reason == StopReason::Shutdown);
     let finished = end.finished;
@@ -380,6 +383,154 @@ async fn a_group_ignoring_sigterm_gets_sigkill_after_the_grace() {
     );
 }
 
+/// A harness whose grace after SIGTERM is far longer than any test: a task that is
+/// killed before it ends was killed without one.
+fn harness_with_long_grace() -> Harness {
+    let mut h = harness();
+    h.env.kill_grace = LONG_GRACE;
+    h
+}
+
+const LONG_GRACE: Duration = Duration::from_secs(30);
+
+/// A shell that ignores SIGTERM, as do the two sleeps it starts.
+const IGNORES_SIGTERM: &str = "trap '' TERM; sleep 1000 & sleep 1000";
+
+#[tokio::test]
+async fn a_stale_attempt_is_killed_at_once_without_a_grace() {
+    let h = harness_with_long_grace();
+    let started = std::time::Instant::now();
+    let (finished, messages, pgid) =
+        run_and_stop(&h, sh(IGNORES_SIGTERM), 3, StopReason::Stale).await;
+    assert!(
+        started.elapsed() < LONG_GRACE / 2,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(finished.signal, Some(libc::SIGKILL));
+    assert_eq!(finished.error.as_deref(), Some(StopReason::Stale.error()));
+    assert!(group_members(pgid).is_empty());
+    let agent = stream(&messages, LogStream::Agent);
+    assert!(
+        agent.contains(&StopReason::Stale.error().to_string()),
+        "{agent:?}"
+    );
+    assert!(
+        !agent.iter().any(|l| l.starts_with("still running")),
+        "{agent:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_notice_during_the_grace_of_a_cancel_kills_at_once() {
+    let h = harness_with_long_grace();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop) = mpsc::channel(STOP_REASONS);
+    let reporter = Collect(tx);
+    let control = async {
+        let mut seen = Vec::new();
+        let mut pgid = None;
+        // Cancelled once its processes run; stale once the cancel is in its log.
+        loop {
+            let message = rx
+                .recv()
+                .await
+                .expect("runner ended before the stale notice");
+            if let AgentMessage::TaskStarted(started) = &message {
+                let pid = started.pid;
+                pgid = Some(pid);
+                wait_for("the task's processes", || {
+                    group_members(pid).iter().filter(|p| **p != pid).count() >= 3
+                })
+                .await;
+                stop_tx.send(StopReason::Cancelled).await.unwrap();
+            }
+            seen.push(message);
+            if stream(&seen, LogStream::Agent).contains(&"cancelled".to_string()) {
+                stop_tx.send(StopReason::Stale).await.unwrap();
+                return (seen, pgid);
+            }
+        }
+    };
+    let started = std::time::Instant::now();
+    let controls = Controls { stop, after: None };
+    let (end, (mut seen, pgid)) = tokio::join!(
+        run_task(&h.env, sh(IGNORES_SIGTERM), &reporter, controls),
+        control
+    );
+    assert!(
+        started.elapsed() < LONG_GRACE / 2,
+        "{:?}",
+        started.elapsed()
+    );
+    while let Ok(message) = rx.try_recv() {
+        seen.push(message);
+    }
+    // The cancel came first: it names the error; the stale notice only cut the grace.
+    assert_eq!(end.stopped_by, Some(StopReason::Cancelled));
+    assert_eq!(end.finished.error.as_deref(), Some("cancelled"));
+    assert_eq!(end.finished.signal, Some(libc::SIGKILL));
+    assert!(group_members(pgid.unwrap()).is_empty());
+    let agent = stream(&seen, LogStream::Agent);
+    assert!(
+        agent.contains(&StopReason::Stale.error().to_string()),
+        "{agent:?}"
+    );
+    assert!(
+        !agent.iter().any(|l| l.starts_with("still running")),
+        "{agent:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_attempt_told_to_wait_starts_only_once_the_older_one_is_over() {
+    let h = harness();
+    // Stopped while it waits: it ends without ever starting a process.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop) = mpsc::channel(STOP_REASONS);
+    let (_gate, after) = oneshot::channel();
+    stop_tx.send(StopReason::Cancelled).await.unwrap();
+    let controls = Controls {
+        stop,
+        after: Some(after),
+    };
+    let end = run_task(&h.env, sh("echo ran"), &Collect(tx), controls).await;
+    let mut messages = Vec::new();
+    while let Ok(message) = rx.try_recv() {
+        messages.push(message);
+    }
+    assert_eq!(end.stopped_by, Some(StopReason::Cancelled));
+    assert_eq!(
+        (end.finished.error.as_deref(), end.finished.exit_code),
+        (Some("cancelled"), None)
+    );
+    assert!(
+        !messages
+            .iter()
+            .any(|m| matches!(m, AgentMessage::TaskStarted(_))),
+        "{messages:?}"
+    );
+    assert_eq!(
+        stream(&messages, LogStream::Agent),
+        [
+            "waiting for an older attempt of this task to end",
+            "cancelled"
+        ]
+    );
+
+    // Once the gate opens, it runs.
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let (_stop_tx, stop) = mpsc::channel(STOP_REASONS);
+    let (gate, after) = oneshot::channel();
+    gate.send(()).unwrap();
+    let controls = Controls {
+        stop,
+        after: Some(after),
+    };
+    let end = run_task(&h.env, sh("echo ran"), &Collect(tx), controls).await;
+    assert!(end.finished.succeeded(), "{:?}", end.finished);
+}
+
 #[tokio::test]
 async fn the_time_limit_kills_the_task() {
     let h = harness();
@@ -484,7 +635,7 @@ async fn steady_output_keeps_the_stall_timeout_away() {
 }
 
 /// Python allocating (and touching) `mib` MiB in a child of the task's shell, so the
-/// memory sits in a process other than the group leader; then it sleeps 30 s.
+/// memory sits in a process other than the task's own; then it sleeps 30 s.
 fn allocating_task(mib: u64) -> Assignment {
     sh(&format!(
         "python3 -c 'import time; b = bytearray({mib} * 1024 * 1024); time.sleep(30)' & wait"

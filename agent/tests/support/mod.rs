@@ -288,6 +288,33 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The task's own processes in its process group: every live member but the sentinel,
+/// the group's leader, whose pid is the group id.
+pub fn task_members(pgid: u32) -> Vec<u32> {
+    group_members(pgid)
+        .into_iter()
+        .filter(|pid| *pid != pgid)
+        .collect()
+}
+
+/// Live processes started for `task`, wherever they are: those whose environment carries
+/// its `FURROW_TASK_ID` and `FURROW_ATTEMPT` (a zombie's environment reads empty).
+pub fn processes_of(task: TaskRef) -> Vec<u32> {
+    let wanted_task = format!("FURROW_TASK_ID={}", task.task_id);
+    let wanted_attempt = format!("FURROW_ATTEMPT={}", task.attempt);
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                return false;
+            };
+            let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+            vars.contains(&wanted_task.as_bytes()) && vars.contains(&wanted_attempt.as_bytes())
+        })
+        .collect()
+}
+
 /// Files in `dir`.
 pub fn count_files(dir: &Path) -> usize {
     std::fs::read_dir(dir)

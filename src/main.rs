@@ -102,6 +102,11 @@ struct UpArgs {
     /// Seconds without a heartbeat after which an agent is lost.
     #[arg(long, default_value_t = 15.0)]
     heartbeat_timeout: f64,
+    /// Seconds after which a lost agent unseen since is forgotten: it leaves the agent
+    /// list and the dashboard, its history stays (0: never; agents given settings
+    /// through the API are kept until removed).
+    #[arg(long, default_value_t = furrow_master::DEFAULT_FORGET_AGENTS_AFTER.as_secs_f64())]
+    forget_agents_after: f64,
     /// Directory of declarative job-type files (`*.toml`) the local agents run.
     #[arg(long)]
     jobtypes_dir: Option<PathBuf>,
@@ -157,6 +162,11 @@ struct MasterArgs {
     /// Seconds without a heartbeat after which an agent is lost.
     #[arg(long, default_value_t = 15.0)]
     heartbeat_timeout: f64,
+    /// Seconds after which a lost agent unseen since is forgotten: it leaves the agent
+    /// list and the dashboard, its history stays (0: never; agents given settings
+    /// through the API are kept until removed).
+    #[arg(long, default_value_t = furrow_master::DEFAULT_FORGET_AGENTS_AFTER.as_secs_f64())]
+    forget_agents_after: f64,
     /// Largest protocol frame accepted or sent, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME)]
     max_frame: usize,
@@ -335,6 +345,11 @@ fn dispatch(command: Command) -> Result<()> {
                 database_url: args.database_url,
                 heartbeat_interval: seconds(args.heartbeat_interval, "--heartbeat-interval")?,
                 heartbeat_timeout: seconds(args.heartbeat_timeout, "--heartbeat-timeout")?,
+                forget_agents_after: if args.forget_agents_after == 0.0 {
+                    None
+                } else {
+                    Some(seconds(args.forget_agents_after, "--forget-agents-after")?)
+                },
                 max_frame: args.max_frame,
                 http_names: args.http_names,
                 tls: args.tls.files(),

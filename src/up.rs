@@ -111,6 +111,8 @@ async fn up(args: UpArgs) -> Result<()> {
         http.clone().into(),
         "--heartbeat-timeout".into(),
         args.heartbeat_timeout.to_string().into(),
+        "--forget-agents-after".into(),
+        args.forget_agents_after.to_string().into(),
     ];
     for name in &args.http_names {
         master_args.extend(["--http-name".into(), name.into()]);

@@ -3,6 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How long a lost agent is kept by default: a week, so machines switched off over a
+/// weekend or a holiday are still listed when they return.
+pub const DEFAULT_FORGET_AGENTS_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Everything the master needs to know to run.
 #[derive(Debug, Clone)]
 pub struct MasterConfig {
@@ -18,6 +22,11 @@ pub struct MasterConfig {
     pub heartbeat_interval: Duration,
     /// An agent is lost after this long without a heartbeat or a reconnection.
     pub heartbeat_timeout: Duration,
+    /// A lost agent unseen for this long is forgotten: it leaves the agent list and the
+    /// dashboard, its row leaves the database, and its history (the attempts it ran)
+    /// stays. It comes back when it registers again. Agents given settings through the
+    /// API (disabled, tags) are kept until removed by hand. `None`: never.
+    pub forget_agents_after: Option<Duration>,
     /// Maximum frame size on the TCP port, both directions.
     pub max_frame: usize,
     /// Host names the REST API and dashboard answer to, besides IP addresses and
@@ -50,6 +59,7 @@ impl Default for MasterConfig {
             database_url: None,
             heartbeat_interval: Duration::from_secs(2),
             heartbeat_timeout: Duration::from_secs(15),
+            forget_agents_after: Some(DEFAULT_FORGET_AGENTS_AFTER),
             max_frame: furrow_protocol::DEFAULT_MAX_FRAME,
             http_names: Vec::new(),
             tls: None,

@@ -67,6 +67,6 @@ pub mod session;
 pub mod store;
 
 pub use auth::{ADMIN_TOKEN_FILE, JOIN_TOKEN_FILE};
-pub use config::{InheritedListeners, MasterConfig};
+pub use config::{DEFAULT_FORGET_AGENTS_AFTER, InheritedListeners, MasterConfig};
 pub use error::MasterError;
 pub use master::{ADDR_FILE, BoundAddrs, FINGERPRINT_FILE, LOCK_FILE, MasterHandle, run, spawn};

@@ -357,10 +357,12 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         let known = known_agents;
         let settings = loaded.agent_settings;
         let (interval, timeout) = (config.heartbeat_interval, config.heartbeat_timeout);
+        let forget = config.forget_agents_after;
         Supervisor::start(move |_| {
             Registry::new(
                 &known, settings, agents, scheduler, store, interval, timeout, changes,
             )
+            .forget_agents_after(forget)
         })
     };
     let auth = crate::auth::Auth::load(reader.clone(), store.clone(), &data_dir).await?;

@@ -37,6 +37,9 @@ use crate::store::{CommitBatch, Store, UpsertAgent};
 /// session's outbox, which must hold them (see `session::writer::OUTBOX_CAPACITY`).
 pub const MAX_SLOTS: u32 = 512;
 
+/// How often lost agents are checked for being forgotten.
+const FORGET_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// One agent as the registry tracks it.
 #[derive(Debug, Clone)]
 pub struct LiveAgent {
@@ -168,6 +171,9 @@ pub struct Registry {
     heartbeat_interval: Duration,
     heartbeat_timeout: Duration,
     changes: ChangeFeed,
+    /// Lost agents unseen for this long are forgotten (see
+    /// [`crate::MasterConfig::forget_agents_after`]).
+    forget_after: Option<Duration>,
 }
 
 fn view_of(row: &AgentRow, settings: Option<&AgentSettingsRow>) -> AgentView {
@@ -247,7 +253,63 @@ impl Registry {
             heartbeat_interval,
             heartbeat_timeout,
             changes,
+            forget_after: None,
         }
+    }
+
+    /// Forgets lost agents unseen for `after` (never with `None`).
+    pub fn forget_agents_after(mut self, after: Option<Duration>) -> Self {
+        self.forget_after = after;
+        self
+    }
+
+    /// Forgets the lost agents unseen for longer than `forget_after`, unless the API
+    /// gave them settings: they leave the table and the dashboard, and their row the
+    /// database; the attempts they ran keep naming them. One that registers again comes
+    /// back (its credential still names it).
+    fn forget_long_lost(&mut self) {
+        let Some(after) = self.forget_after else {
+            return;
+        };
+        let now = Utc::now();
+        let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        let forgotten: Vec<Uuid> = self
+            .table
+            .iter()
+            .filter(|entry| {
+                let agent = entry.value();
+                agent.lost
+                    && agent.session_id.is_none()
+                    && !self.settings.contains_key(entry.key())
+                    && (now - agent.view.last_seen).num_milliseconds() > after_ms
+            })
+            .map(|entry| *entry.key())
+            .collect();
+        if forgotten.is_empty() {
+            return;
+        }
+        for agent_id in &forgotten {
+            if let Some((_, agent)) = self.table.remove(agent_id) {
+                info!(
+                    agent = %agent_id,
+                    name = ?agent.view.name,
+                    last_seen = %agent.view.last_seen,
+                    "agent unseen for too long; forgotten (its history stays)"
+                );
+            }
+            self.closers.remove(agent_id);
+            self.scheduler.do_send(AgentForgotten {
+                agent_id: *agent_id,
+            });
+        }
+        self.store.do_send(CommitBatch {
+            writes: forgotten
+                .into_iter()
+                .map(|id| Write::Bulk(BulkWrite::ForgetAgent(id)))
+                .collect(),
+            notify: None,
+        });
+        self.changes.bump();
     }
 
     fn sweep_every(&self) -> Duration {
@@ -309,6 +371,7 @@ impl Actor for Registry {
         // One sweep over the table per quarter timeout: its cost is the number of agents,
         // and it is what turns silence into "lost" without a timer per agent.
         ctx.run_interval(self.sweep_every(), |act, _| act.sweep());
+        ctx.run_interval(FORGET_SWEEP_EVERY, |act, _| act.forget_long_lost());
     }
 }
 

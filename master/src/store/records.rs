@@ -345,6 +345,9 @@ pub enum BulkWrite {
     /// Forgets an agent: its row, with the settings made through the API, and the link
     /// of its credentials to it.
     DeleteAgent(Uuid),
+    /// Forgets an agent long unseen: its row only. Its credentials stay bound to it, so
+    /// it may come back.
+    ForgetAgent(Uuid),
     /// Stores a version of a declarative job type (an existing version is kept).
     PutJobType {
         /// Its name.

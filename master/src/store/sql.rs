@@ -651,6 +651,14 @@ pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Re
             ))
             .await?;
         }
+        BulkWrite::ForgetAgent(id) => {
+            db.execute_raw(statement(
+                backend,
+                "DELETE FROM agents WHERE id = ?",
+                vec![id.to_string().into()],
+            ))
+            .await?;
+        }
         BulkWrite::AgentSettings { id, enabled, tags } => {
             let tags = tags.as_ref().map(json_text);
             db.execute_raw(statement(

@@ -97,6 +97,7 @@ pub fn start_master(dir: &Path, heartbeat_timeout: Duration) -> MasterHandle {
         database_url: None,
         heartbeat_interval: Duration::from_millis(100),
         heartbeat_timeout,
+        forget_agents_after: None,
         max_frame: 64 * 1024,
         http_names: Vec::new(),
         tls: None,

@@ -181,7 +181,8 @@ async fn agent(
                     MasterMessage::Registered(_)
                     | MasterMessage::Cancel(_)
                     | MasterMessage::JobType(_)
-                    | MasterMessage::Credential(_) => {}
+                    | MasterMessage::Credential(_)
+                    | MasterMessage::Stale(_) => {}
                 }
             }
             _ = heartbeat.tick() => {

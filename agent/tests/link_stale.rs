@@ -144,3 +144,29 @@ async fn a_newer_attempt_starts_once_the_running_one_is_killed() {
     conn.store_result(second.task).await;
     agent.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_stale_attempt_is_killed_at_once_and_its_result_forgotten() {
+    let (master, _state, agent, mut conn) = start().await;
+    let task = shell_task(82, IGNORES_SIGTERM);
+    conn.send(MasterMessage::Assign(task.clone())).await;
+    let pgid = conn.until_started(task.task).await;
+    wait_for("the shell and its sleeps", || task_members(pgid).len() >= 3).await;
+
+    // Protocol version 6 says it in one message.
+    conn.send(MasterMessage::Stale(task.task)).await;
+    let (finished, seen) = conn.until_finished(task.task).await;
+    assert_killed_at_once(&finished, &seen);
+    assert!(group_members(pgid).is_empty(), "{:?}", group_members(pgid));
+    // Its result is forgotten by the same word: the next registration does not list it.
+    conn.send(MasterMessage::Stale(task.task)).await;
+    drop(conn);
+    let mut again = master.accept().await;
+    let registration = again.register(60_000).await;
+    assert!(
+        registration.running.is_empty(),
+        "{:?}",
+        registration.running
+    );
+    agent.shutdown().await;
+}

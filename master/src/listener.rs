@@ -313,6 +313,7 @@ async fn start_session(
             AgentSession::create(move |ctx| {
                 ctx.add_stream(frames);
                 AgentSession::new(session_id, peer, theirs.node_id, joined_with, outbox, deps)
+                    .speaking(furrow_protocol::agreed_version(&theirs))
             });
         }
         Some(Admitted::Client(token_hash)) => {

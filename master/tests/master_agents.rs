@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::{DEADLINE, TestAgent, get, get_json, job, start_master, wait_for};
 use furrow_protocol::{
-    AgentMessage, LogBatch, LogLine, LogStream, MasterMessage, TaskProgress, TaskRef, TaskReturned,
-    TaskStarted, WorkState, handshake,
+    AgentMessage, LogBatch, LogLine, LogStream, MasterMessage, PROTOCOL_VERSION, TaskProgress,
+    TaskRef, TaskReturned, TaskStarted, WorkState, handshake,
 };
 use uuid::Uuid;
 
@@ -191,7 +191,7 @@ async fn restarted_agent_gets_its_old_tasks_requeued_at_once() {
     let again = agent.assignment().await;
     assert_eq!(again.task.task_id, first.task.task_id);
     assert_eq!(again.task.attempt, 2);
-    // Word from the old attempt is answered with a cancel.
+    // Word from the old attempt is answered: it is stale (killed at once there).
     agent
         .send(AgentMessage::TaskStarted(TaskStarted {
             task: first.task,
@@ -200,8 +200,8 @@ async fn restarted_agent_gets_its_old_tasks_requeued_at_once() {
         }))
         .await;
     match agent.recv().await {
-        Some(MasterMessage::Cancel(task)) => assert_eq!(task, first.task),
-        other => panic!("expected a cancel, got {other:?}"),
+        Some(MasterMessage::Stale(task)) => assert_eq!(task, first.task),
+        other => panic!("expected word that the attempt is stale, got {other:?}"),
     }
 
     // A reconnect listing the current attempt keeps it, and its replayed result counts.
@@ -660,5 +660,63 @@ async fn an_agent_credential_admits_its_own_agent_only() {
         refused.to_string().contains("is not a join token"),
         "{refused}"
     );
+    master.shutdown().unwrap();
+}
+
+/// A stale report's answer as an agent speaking `version` reads it.
+async fn stale_answer(listen: &str, version: u16) -> Vec<MasterMessage> {
+    let mut agent =
+        TestAgent::register_speaking(listen, Uuid::new_v4(), 1, Vec::new(), version).await;
+    let task = TaskRef {
+        task_id: 424_242,
+        attempt: 1,
+    };
+    agent
+        .send(AgentMessage::TaskProgress(TaskProgress {
+            task,
+            progress: 0.5,
+        }))
+        .await;
+    let mut answer = vec![agent.recv().await.expect("an answer")];
+    if matches!(answer[0], MasterMessage::Cancel(_)) {
+        answer.push(agent.recv().await.expect("a second answer"));
+    }
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_one_protocol_version_behind_work_and_get_only_what_their_version_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = start_master(dir.path(), Duration::from_secs(30));
+    let listen = master.addrs().listen.to_string();
+    let client = common::client(&listen).await;
+    let task = TaskRef {
+        task_id: 424_242,
+        attempt: 1,
+    };
+    // `Stale` came with version 6: an agent speaking 5 is told the same in the two
+    // messages its version has.
+    assert_eq!(
+        stale_answer(&listen, PROTOCOL_VERSION).await,
+        [MasterMessage::Stale(task)]
+    );
+    assert_eq!(
+        stale_answer(&listen, PROTOCOL_VERSION - 1).await,
+        [
+            MasterMessage::Cancel(task),
+            MasterMessage::ResultStored(task)
+        ]
+    );
+
+    // And the older agent runs a job as any other.
+    let submitted = client.submit_job(job("older agent", "1")).await.unwrap();
+    let mut older =
+        TestAgent::register_speaking(&listen, Uuid::new_v4(), 1, Vec::new(), PROTOCOL_VERSION - 1)
+            .await;
+    let assigned = older.assignment().await;
+    older.run(assigned.task, &["rendered"]).await;
+    older.result_stored(assigned.task).await;
+    let http = master.addrs().http.to_string();
+    wait_for("job done", || job_state(&http, submitted.id) == "done").await;
     master.shutdown().unwrap();
 }

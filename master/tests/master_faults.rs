@@ -96,12 +96,18 @@ async fn version_mismatch_is_refused_with_a_reason() {
     let listen = master.addrs().listen.to_string();
     let mut stream = TcpStream::connect(&listen).await.unwrap();
     let mut hello = Hello::new(Role::Agent, Uuid::new_v4());
-    hello.version = 999;
+    hello.version = furrow_protocol::MIN_PROTOCOL_VERSION - 1;
     let err = handshake::connect(&mut stream, &hello).await.unwrap_err();
     match err {
         ProtocolError::Rejected(reason) => {
             assert!(reason.contains("version mismatch"), "{reason}");
-            assert!(reason.contains("999"), "{reason}");
+            assert!(
+                reason.contains(&format!(
+                    "you speak version {}",
+                    furrow_protocol::MIN_PROTOCOL_VERSION - 1
+                )),
+                "{reason}"
+            );
         }
         other => panic!("expected a rejection, got {other}"),
     }

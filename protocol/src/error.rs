@@ -29,7 +29,8 @@ pub enum ProtocolError {
     TlsRequired,
     /// The two sides speak different protocol versions.
     #[error(
-        "protocol version mismatch: peer speaks version {peer}, this side speaks version {ours}; upgrade the older side"
+        "protocol version mismatch: peer speaks version {peer}, this side speaks versions {min} to {ours}; upgrade the older side",
+        min = crate::handshake::MIN_PROTOCOL_VERSION
     )]
     VersionMismatch {
         /// Version announced by the peer.

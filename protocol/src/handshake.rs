@@ -17,8 +17,26 @@ use crate::codec::{decode_payload, encode_frame};
 /// First bytes of every handshake payload.
 pub const MAGIC: [u8; 4] = *b"FRRW";
 
-/// Version of the message protocol spoken after the handshake.
-pub const PROTOCOL_VERSION: u16 = 5;
+/// The newest version of the message protocol this build speaks.
+///
+/// - 5: the oldest still spoken.
+/// - 6: [`crate::MasterMessage::Stale`].
+///
+/// Two peers speak the older of their newest versions (see [`agreed_version`]), so a
+/// farm is upgraded one node at a time: a side speaking a newer version sends an older
+/// peer only what that peer's version has. A message added later is appended to its
+/// enum, which leaves the encoding of the others unchanged.
+pub const PROTOCOL_VERSION: u16 = 6;
+
+/// The oldest version of the message protocol this build still speaks.
+pub const MIN_PROTOCOL_VERSION: u16 = 5;
+
+/// The version spoken with a peer that announced `peer`: the older of the two sides'
+/// newest. Each side refuses a peer when this is older than its own
+/// [`MIN_PROTOCOL_VERSION`].
+pub fn agreed_version(peer: &Hello) -> u16 {
+    peer.version.min(PROTOCOL_VERSION)
+}
 
 /// Largest handshake frame accepted.
 const MAX_HELLO: usize = 64 * 1024;
@@ -117,7 +135,7 @@ fn check_peer(peer: &Hello) -> Result<(), ProtocolError> {
     if peer.magic != MAGIC {
         return Err(ProtocolError::BadMagic);
     }
-    if peer.version != PROTOCOL_VERSION {
+    if agreed_version(peer) < MIN_PROTOCOL_VERSION {
         return Err(ProtocolError::VersionMismatch {
             peer: peer.version,
             ours: PROTOCOL_VERSION,
@@ -137,11 +155,10 @@ async fn with_timeout<T>(
 /// The reason sent to a peer whose hello failed [`check_peer`], worded from its side.
 fn refusal_reason(error: &ProtocolError, ours: &Hello) -> String {
     match error {
-        ProtocolError::VersionMismatch { peer, ours: version } => format!(
-            "protocol version mismatch: the {:?} speaks version {version}, you speak version {peer}; upgrade the older side",
-            ours.role
-        )
-        .to_lowercase(),
+        ProtocolError::VersionMismatch { peer, .. } => format!(
+            "protocol version mismatch: the {} speaks versions {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}, you speak version {peer}; upgrade the older side",
+            format!("{:?}", ours.role).to_lowercase()
+        ),
         other => other.to_string(),
     }
 }

@@ -30,7 +30,7 @@ pub use client::{Client, ClientError, ClientOptions};
 pub use codec::{DEFAULT_MAX_FRAME, FrameCodec};
 pub use error::ProtocolError;
 pub use frames::{FrameBatch, FrameRange, FrameSet, FrameSpecError};
-pub use handshake::{Hello, PROTOCOL_VERSION, Role};
+pub use handshake::{Hello, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Role, agreed_version};
 pub use json::Json;
 pub use messages::*;
 pub use model::*;

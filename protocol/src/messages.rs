@@ -239,6 +239,11 @@ pub enum MasterMessage {
     /// The agent's own credential, sent once after it joined with a farm join token: the
     /// agent keeps it and presents it from then on.
     Credential(String),
+    /// Protocol version 6. The master no longer counts this attempt (it was taken from
+    /// the agent, and may run elsewhere): kill it at once if it runs, without a cancel's
+    /// grace, and forget its result if it ended. Agents speaking version 5 get
+    /// [`MasterMessage::Cancel`] then [`MasterMessage::ResultStored`] instead.
+    Stale(TaskRef),
 }
 
 /// The master accepted a registration.

@@ -1,7 +1,7 @@
 //! Handshake outcomes over a real in-memory duplex stream.
 
 use furrow_protocol::handshake::{self, Hello, Role};
-use furrow_protocol::{PROTOCOL_VERSION, ProtocolError};
+use furrow_protocol::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ProtocolError, agreed_version};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
@@ -22,10 +22,10 @@ async fn agent_and_master_agree() {
 }
 
 #[tokio::test]
-async fn version_mismatch_is_reported_on_both_sides() {
+async fn a_peer_older_than_the_oldest_version_spoken_is_refused_on_both_sides() {
     let (mut a, mut b) = tokio::io::duplex(4096);
     let mut old = Hello::new(Role::Agent, Uuid::new_v4());
-    old.version = 999;
+    old.version = MIN_PROTOCOL_VERSION - 1;
     let server =
         tokio::spawn(async move { handshake::accept(&mut b, &master(), |_| Ok(())).await });
     let client_err = handshake::connect(&mut a, &old).await.unwrap_err();
@@ -33,36 +33,48 @@ async fn version_mismatch_is_reported_on_both_sides() {
     assert!(
         matches!(
             server_err,
-            ProtocolError::VersionMismatch {
-                peer: 999,
-                ours: PROTOCOL_VERSION
-            }
+            ProtocolError::VersionMismatch { peer, ours: PROTOCOL_VERSION } if peer == MIN_PROTOCOL_VERSION - 1
         ),
         "{server_err}"
     );
     assert_eq!(
         client_err.to_string(),
         format!(
-            "handshake rejected by peer: protocol version mismatch: the master speaks version \
-             {PROTOCOL_VERSION}, you speak version 999; upgrade the older side"
+            "handshake rejected by peer: protocol version mismatch: the master speaks versions \
+             {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}, you speak version {}; upgrade the older side",
+            MIN_PROTOCOL_VERSION - 1
         )
     );
-    assert!(server_err.to_string().contains("peer speaks version 999"));
+    assert!(
+        server_err
+            .to_string()
+            .contains(&format!("peer speaks version {}", MIN_PROTOCOL_VERSION - 1))
+    );
 }
 
 #[tokio::test]
-async fn newer_master_is_reported_to_the_agent() {
+async fn peers_one_version_apart_agree_on_the_older() {
+    // An agent one version behind the master.
+    let (mut a, mut b) = tokio::io::duplex(4096);
+    let mut older = Hello::new(Role::Agent, Uuid::new_v4());
+    older.version = PROTOCOL_VERSION - 1;
+    let sent = older.clone();
+    let server =
+        tokio::spawn(async move { handshake::accept(&mut b, &master(), |_| Ok(())).await });
+    let theirs = handshake::connect(&mut a, &sent).await.unwrap();
+    let accepted = server.await.unwrap().unwrap();
+    assert_eq!(agreed_version(&accepted), PROTOCOL_VERSION - 1);
+    assert_eq!(theirs.version, PROTOCOL_VERSION);
+
+    // A master one version ahead of the agent: the agent speaks its own newest.
     let (mut a, mut b) = tokio::io::duplex(4096);
     let mut newer = master();
     newer.version = PROTOCOL_VERSION + 1;
     let server = tokio::spawn(async move { handshake::accept(&mut b, &newer, |_| Ok(())).await });
-    let err = handshake::connect(&mut a, &Hello::new(Role::Agent, Uuid::new_v4()))
+    let theirs = handshake::connect(&mut a, &Hello::new(Role::Agent, Uuid::new_v4()))
         .await
-        .unwrap_err();
-    assert!(
-        matches!(err, ProtocolError::VersionMismatch { peer, ours: PROTOCOL_VERSION } if peer == PROTOCOL_VERSION + 1),
-        "{err}"
-    );
+        .unwrap();
+    assert_eq!(agreed_version(&theirs), PROTOCOL_VERSION);
     assert!(server.await.unwrap().is_ok());
 }
 

@@ -462,6 +462,10 @@ impl MasterLink {
                 ctx.spawn(request.into_actor(self).map(|_, _, _| ()));
             }
             MasterMessage::ResultStored(task) => self.result_stored(task, ctx),
+            // An attempt the master no longer counts: killed at once if it runs here,
+            // its result forgotten if it ended; what a version-5 master says with
+            // `Cancel` then `ResultStored`.
+            MasterMessage::Stale(task) => self.result_stored(task, ctx),
             MasterMessage::Credential(credential) => {
                 match self.setup.state.save_credential(&credential) {
                     Ok(()) => info!("joined the farm; this agent's credential is saved"),

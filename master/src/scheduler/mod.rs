@@ -571,16 +571,14 @@ impl Handler<FromAgent> for Scheduler {
                 "ignoring a message about an attempt that is no longer current"
             );
             // An agent still working on an attempt that was taken from it is told to
-            // stop, so the work is not done twice: the acknowledgement of an attempt
-            // it still runs tells it the master will never count it, and it kills the
-            // attempt at once rather than after a cancel's grace. (A stale result is
+            // stop, so the work is not done twice: told the attempt is stale, it kills
+            // it at once rather than after a cancel's grace. (A stale result is
             // acknowledged by the core, so the agent stops replaying it; a returned
             // attempt has already ended there.)
             if !matches!(msg.event, TaskEvent::Finished(_) | TaskEvent::Returned(_))
                 && let Some(link) = self.links.get(&msg.agent_id)
             {
-                link.do_send(ToAgent(MasterMessage::Cancel(task)));
-                link.do_send(ToAgent(MasterMessage::ResultStored(task)));
+                link.do_send(ToAgent(MasterMessage::Stale(task)));
             }
         }
         self.apply(None);

@@ -71,6 +71,8 @@ pub struct AgentSession {
     sent_types: HashSet<(String, u32)>,
     /// This connection's messages not yet handled by the scheduler, registry and store.
     in_flight: InFlight,
+    /// The protocol version agreed with the agent at the handshake.
+    version: u16,
 }
 
 impl AgentSession {
@@ -105,7 +107,15 @@ impl AgentSession {
             tags: Vec::new(),
             sent_types: HashSet::new(),
             in_flight: InFlight::default(),
+            version: furrow_protocol::PROTOCOL_VERSION,
         }
+    }
+
+    /// This session speaks protocol `version` (agreed at the handshake): the agent gets
+    /// only messages that version has.
+    pub fn speaking(mut self, version: u16) -> Self {
+        self.version = version;
+        self
     }
 
     /// A ticket for one more message to the master's actors; `None` closes the session:
@@ -483,6 +493,11 @@ impl Handler<ToAgent> for AgentSession {
     fn handle(&mut self, msg: ToAgent, ctx: &mut Context<Self>) {
         match msg.0 {
             MasterMessage::Assign(assignment) => self.assign(assignment, ctx),
+            // Version 5 says "stale" in two messages: stop it, and forget it.
+            MasterMessage::Stale(task) if self.version < 6 => {
+                self.send(MasterMessage::Cancel(task), ctx);
+                self.send(MasterMessage::ResultStored(task), ctx);
+            }
             message => self.send(message, ctx),
         }
     }

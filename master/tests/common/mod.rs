@@ -134,8 +134,15 @@ pub struct TestAgent {
 impl TestAgent {
     /// Connects and handshakes as an agent (no registration yet).
     pub async fn connect(addr: &str, id: Uuid) -> Self {
+        Self::connect_speaking(addr, id, furrow_protocol::PROTOCOL_VERSION).await
+    }
+
+    /// Connects and handshakes as an agent speaking protocol `version` at most.
+    pub async fn connect_speaking(addr: &str, id: Uuid, version: u16) -> Self {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        handshake::connect(&mut stream, &agent_hello(addr, id))
+        let mut hello = agent_hello(addr, id);
+        hello.version = version;
+        handshake::connect(&mut stream, &hello)
             .await
             .expect("handshake");
         Self {
@@ -149,7 +156,18 @@ impl TestAgent {
 
     /// Connects and registers with `slots` slots, listing `running`.
     pub async fn register(addr: &str, id: Uuid, slots: u32, running: Vec<TaskRef>) -> Self {
-        let mut agent = Self::connect(addr, id).await;
+        Self::register_speaking(addr, id, slots, running, furrow_protocol::PROTOCOL_VERSION).await
+    }
+
+    /// Connects speaking protocol `version` at most, and registers.
+    pub async fn register_speaking(
+        addr: &str,
+        id: Uuid,
+        slots: u32,
+        running: Vec<TaskRef>,
+        version: u16,
+    ) -> Self {
+        let mut agent = Self::connect_speaking(addr, id, version).await;
         agent
             .send(AgentMessage::Register(Registration {
                 agent_id: id,

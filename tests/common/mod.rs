@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod chromium;
+pub mod netns;
 pub mod postgres;
 
 use std::net::TcpListener;

@@ -1,0 +1,162 @@
+//! Faults on a multi-host test bed: a master and three agents, each agent in a network
+//! namespace of its own (see `common::netns`). Every scenario ends with the state of
+//! every task checked: done, with exactly one attempt that counted, and nothing run after
+//! it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::netns::Testbed;
+use common::wait_until;
+
+const LONG: Duration = Duration::from_secs(180);
+
+fn agent_state(bed: &Testbed, host: usize) -> Option<String> {
+    let (_, agents) = bed.try_get("/api/v1/agents/")?;
+    agents["items"]
+        .as_array()?
+        .iter()
+        .find(|a| a["name"] == format!("host-{host}"))?["state"]
+        .as_str()
+        .map(str::to_string)
+}
+
+#[test]
+fn a_host_cut_off_mid_task_then_healed() {
+    let root = tempfile::tempdir().unwrap();
+    let bed = Testbed::start(root.path(), 3);
+    let id = bed.submit_noting("cut", "1-6", 3.0);
+    let host = wait_until("a task to run", LONG, || bed.host_running(id));
+
+    bed.cut(host, true);
+    // The master gives up on it after the heartbeat timeout; its task runs elsewhere.
+    wait_until("the cut host to be lost", LONG, || {
+        (agent_state(&bed, host)? == "offline").then_some(())
+    });
+    bed.cut(host, false);
+    wait_until("the healed host back online", LONG, || {
+        (agent_state(&bed, host)? == "online").then_some(())
+    });
+    bed.assert_done_once(id, LONG);
+}
+
+#[test]
+fn a_host_frozen_past_the_timeout_then_thawed() {
+    let root = tempfile::tempdir().unwrap();
+    let bed = Testbed::start(root.path(), 3);
+    let id = bed.submit_noting("frozen", "1-6", 3.0);
+    let host = wait_until("a task to run", LONG, || bed.host_running(id));
+
+    bed.freeze_agent(host, true);
+    wait_until("the frozen host to be lost", LONG, || {
+        (agent_state(&bed, host)? == "offline").then_some(())
+    });
+    bed.freeze_agent(host, false);
+    wait_until("the thawed host back online", LONG, || {
+        (agent_state(&bed, host)? == "online").then_some(())
+    });
+    bed.assert_done_once(id, LONG);
+}
+
+#[test]
+fn a_host_whose_agent_is_killed_then_restarted() {
+    let root = tempfile::tempdir().unwrap();
+    let mut bed = Testbed::start(root.path(), 3);
+    let id = bed.submit_noting("killed", "1-6", 3.0);
+    let host = wait_until("a task to run", LONG, || bed.host_running(id));
+    let (_, tasks) = bed
+        .try_get(&format!("/api/v1/jobs/{id}/tasks/?limit=100"))
+        .unwrap();
+    let victim = tasks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["state"] == "running")
+        .map(|t| (t["frame"].as_i64().unwrap(), t["attempt"].as_u64().unwrap()))
+        .unwrap();
+
+    bed.kill_agent(host);
+    bed.start_agent(host);
+    bed.assert_done_once(id, LONG);
+    // The killed attempt's processes died with its agent: it never got to its end, and
+    // the frame's note shows it started again after.
+    let notes = bed.notes("killed", victim.0);
+    let (started, ended) = (format!("start {}", victim.1), format!("end {}", victim.1));
+    if notes.contains(&started) {
+        assert!(
+            !notes.contains(&ended),
+            "the killed attempt ran on: {notes:?}"
+        );
+    }
+}
+
+#[test]
+fn the_master_killed_and_restarted_while_tasks_run() {
+    let root = tempfile::tempdir().unwrap();
+    let mut bed = Testbed::start(root.path(), 3);
+    let id = bed.submit_noting("restart", "1-6", 2.0);
+    wait_until("tasks to run", LONG, || bed.host_running(id));
+
+    bed.kill_master();
+    bed.start_master();
+    bed.wait_online(3);
+    bed.assert_done_once(id, LONG);
+}
+
+#[test]
+fn the_master_killed_during_a_submission_burst() {
+    let root = tempfile::tempdir().unwrap();
+    let mut bed = Testbed::start(root.path(), 3);
+    let mut acknowledged = Vec::new();
+    let body = serde_json::json!({
+        "title": "burst",
+        "frames": "1-2",
+        "params": {"command": ["true"]},
+    });
+    std::thread::scope(|scope| {
+        let bed_ref = &bed;
+        let submitter = scope.spawn(move || {
+            let mut acked = Vec::new();
+            // Until the master stops answering: each 201 is an acknowledged job.
+            for _ in 0..2000 {
+                match bed_ref.try_post("/api/v1/jobs/", &body) {
+                    Some((201, job)) => acked.push(job["id"].as_i64().unwrap()),
+                    Some((status, job)) => panic!("{status}: {job}"),
+                    None => break,
+                }
+            }
+            acked
+        });
+        // Let the burst get going, then kill the master under it.
+        wait_until("some submissions", LONG, || {
+            let (_, jobs) = bed_ref.try_get("/api/v1/jobs/?limit=1")?;
+            (jobs["total"].as_u64()? >= 20).then_some(())
+        });
+        // SAFETY: the master's pid is a child of this process.
+        let pid = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .find_map(|entry| {
+                let pid: i32 = entry.file_name().to_string_lossy().parse().ok()?;
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let text = String::from_utf8_lossy(&cmdline);
+                (text.starts_with(common::furrow_exe())
+                    && text.contains("\0master\0")
+                    && text.contains(&*bed_ref.data_dir.to_string_lossy()))
+                .then_some(pid)
+            })
+            .expect("the master's pid");
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        acknowledged = submitter.join().unwrap();
+    });
+    bed.kill_master();
+    bed.start_master();
+    bed.wait_online(3);
+    assert!(acknowledged.len() >= 20, "{}", acknowledged.len());
+    for id in acknowledged {
+        bed.assert_done_once(id, LONG);
+    }
+}

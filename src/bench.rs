@@ -27,6 +27,9 @@ enum BenchTarget {
     Farm(FarmArgs),
     /// Scheduler and store throughput with simulated agents on a real master.
     Dispatch(crate::bench_dispatch::DispatchArgs),
+    /// Jobs submitted while agents are killed, frozen and cut off and the master is
+    /// restarted, at random; then every acknowledged job is checked (needs root).
+    Soak(crate::bench_soak::SoakArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +64,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(crate::bench_dispatch::run(args))
+        }
+        BenchTarget::Soak(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::bench_soak::run(args))
         }
     }
 }

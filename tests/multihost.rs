@@ -160,3 +160,28 @@ fn the_master_killed_during_a_submission_burst() {
         bed.assert_done_once(id, LONG);
     }
 }
+
+#[test]
+fn a_host_whose_spool_disk_is_full_keeps_its_results_while_the_master_is_away() {
+    let root = tempfile::tempdir().unwrap();
+    let mut bed = Testbed::start_with(root.path(), 1, true);
+    bed.fill_small_disk();
+    let id = bed.submit_noting("spool", "1-3", 2.0);
+    wait_until("a task to run", LONG, || bed.host_running(id));
+
+    // The master goes away while the task runs: its result has nowhere to go, and the
+    // spool's disk is full, so the agent keeps it in memory until the master is back.
+    bed.kill_master();
+    wait_until("the running task to end", LONG, || {
+        let notes = bed.notes("spool", 1);
+        notes.iter().any(|n| n.starts_with("end")).then_some(())
+    });
+    bed.start_master();
+    bed.wait_online(1);
+    bed.assert_done_once(id, LONG);
+    let log = std::fs::read_to_string(root.path().join("host-0.log")).unwrap();
+    assert!(
+        log.contains("cannot write result to disk; it is kept in memory only"),
+        "{log}"
+    );
+}

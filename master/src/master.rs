@@ -171,6 +171,9 @@ struct Running {
     logs: Addr<LogCollector>,
 }
 
+/// How long a stopping master waits for its last changes to be stored.
+const FINAL_FLUSH_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Running {
     /// Stops taking requests, then makes everything durable.
     async fn shutdown(self) {
@@ -179,10 +182,17 @@ impl Running {
         if let Err(e) = self.logs.send(FlushLogs).await {
             warn!(error = %e, "log collector unavailable at shutdown");
         }
-        match self.store.send(Flush).await {
-            Ok(Ok(())) => info!("store flushed"),
-            Ok(Err(e)) => error!(error = %e, "final store flush failed"),
-            Err(e) => error!(error = %e, "store unavailable at shutdown"),
+        // A store that cannot write retries until it can; a shutdown does not wait for
+        // that. What it loses was never acknowledged: agents keep their results, and
+        // submissions were answered only once stored.
+        match tokio::time::timeout(FINAL_FLUSH_WITHIN, self.store.send(Flush)).await {
+            Ok(Ok(Ok(()))) => info!("store flushed"),
+            Ok(Ok(Err(e))) => error!(error = %e, "final store flush failed"),
+            Ok(Err(e)) => error!(error = %e, "store unavailable at shutdown"),
+            Err(_) => error!(
+                within_s = FINAL_FLUSH_WITHIN.as_secs(),
+                "the store could not write its last changes; stopping without them"
+            ),
         }
     }
 }

@@ -87,11 +87,19 @@ pub struct Testbed {
     pub token: String,
     http_agent: ureq::Agent,
     subnet: Subnet,
+    /// Host 0's state directory is a small tmpfs.
+    small_disk: bool,
 }
 
 impl Testbed {
     /// Starts a master and `hosts` agents (one slot each) in namespaces of their own.
     pub fn start(dir: &Path, hosts: usize) -> Self {
+        Self::start_with(dir, hosts, false)
+    }
+
+    /// As [`Testbed::start`], with host 0's state directory (its spool) on a 4 MB
+    /// tmpfs of its own when `small_disk`.
+    pub fn start_with(dir: &Path, hosts: usize, small_disk: bool) -> Self {
         let subnet = Subnet::take();
         let n = subnet.octet;
         let shared = dir.join("shared");
@@ -111,6 +119,7 @@ impl Testbed {
                 .build()
                 .into(),
             subnet,
+            small_disk: false,
         };
         for i in 0..hosts {
             let host = Host {
@@ -153,6 +162,17 @@ impl Testbed {
             ip(&["-n", &host.namespace, "link", "set", &peer, "up"]);
             ip(&["-n", &host.namespace, "link", "set", "lo", "up"]);
             bed.hosts.push(host);
+        }
+        if small_disk {
+            let state = &bed.hosts[0].state_dir;
+            std::fs::create_dir_all(state).unwrap();
+            let status = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+                .arg(state)
+                .status()
+                .expect("run mount");
+            assert!(status.success(), "cannot mount a tmpfs (needs root)");
+            bed.small_disk = true;
         }
         bed.start_master();
         for i in 0..hosts {
@@ -235,6 +255,15 @@ impl Testbed {
             .spawn()
             .expect("start an agent in its namespace");
         host.agent = Some(child);
+    }
+
+    /// Fills what is left of host 0's small disk.
+    pub fn fill_small_disk(&self) {
+        use std::io::Write;
+        let mut file = File::create(self.hosts[0].state_dir.join("filler")).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.sync_all();
     }
 
     /// Kills host `i`'s agent with SIGKILL.
@@ -419,6 +448,12 @@ impl Drop for Testbed {
             self.kill_agent(i);
         }
         self.kill_master();
+        if self.small_disk {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.hosts[0].state_dir)
+                .status();
+        }
         for host in &self.hosts {
             let _ = Command::new("ip")
                 .args(["netns", "del", &host.namespace])

@@ -474,17 +474,19 @@ impl Store {
                     act.schedule_commit(ctx);
                 }
                 Err(e) => {
-                    // The writes stay and are retried until they commit; those who wait
-                    // for a single change hear now that it is not stored yet. Tickets
-                    // (results that agents keep until stored) wait for the commit.
+                    // The writes stay and are retried until they commit. Those who made
+                    // a change in memory first (the scheduler, the registry) hear now
+                    // that it is not stored yet, and their messages (results agents keep
+                    // until stored, assignments) wait for the commit. Callers of `Flush`
+                    // wait for it too: they change their own state (the access cache:
+                    // a revoked token) only once the write is durable, and answering
+                    // them now would leave that state behind the database.
                     let error = ApiError::unavailable(format!(
                         "the change is made but not stored yet: the database cannot \
                          write ({e}); it is retried until it can"
                     ));
-                    for waiter in waiters {
-                        let _ = waiter.send(Err(error.clone()));
-                    }
                     let mut batch = batch;
+                    batch.waiters = waiters;
                     batch.notify = notify
                         .into_iter()
                         .filter_map(|notify| match notify {

@@ -379,3 +379,92 @@ fn an_agent_busy_with_a_stale_attempt_is_not_offered_work_in_a_loop() {
     assert!(given_back <= 3, "{given_back} attempts bounced");
     farm.send("DELETE", &format!("/api/v1/jobs/{stubborn}"), None);
 }
+
+/// The master's resident memory, in bytes.
+fn master_rss(farm: &Farm) -> u64 {
+    let pid = farm.master_pid().expect("the master runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+#[test]
+fn log_downloads_a_client_never_reads_do_not_pin_the_log_in_memory() {
+    let root = tempfile::tempdir().unwrap();
+    let farm = Farm::up(root.path(), 1);
+    // A 16 MiB log.
+    let (status, job) = farm.post(
+        "/api/v1/jobs/",
+        &serde_json::json!({
+            "title": "loud",
+            "frames": "1",
+            "params": {"command": ["sh", "-c", "yes 'a line of a long log, over and over' | head -c 16777216"]},
+        }),
+    );
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_i64().unwrap();
+    assert_eq!(farm.wait_job(id, Duration::from_secs(120))["state"], "done");
+    let task = farm.tasks(id)[0]["id"].as_i64().unwrap();
+    let before = master_rss(&farm);
+
+    // Thirty downloads of the whole log whose clients never read a byte.
+    let request = format!(
+        "GET /api/v1/jobs/{id}/tasks/{task}/logs HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+        farm.http, farm.token
+    );
+    let stalled: Vec<TcpStream> = (0..30)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&farm.http).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    // Each response is under way: the master has answered the others since.
+    let (status, _) = farm.get(&format!("/api/v1/jobs/{id}"));
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    let during = master_rss(&farm);
+    assert!(
+        during < before + 64 * 1024 * 1024,
+        "thirty stalled downloads of a 16 MiB log grew the master from {} to {} MiB",
+        before >> 20,
+        during >> 20
+    );
+    // A client that does read gets the whole log.
+    let mut reader = TcpStream::connect(&farm.http).unwrap();
+    reader
+        .write_all(
+            request
+                .replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let mut response = Vec::new();
+    reader.read_to_end(&mut response).unwrap();
+    let body_at = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers")
+        + 4;
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        &response[..body_at]
+    );
+    // 16 MiB at most, cut after the last whole line, as the next offset says.
+    let headers = String::from_utf8_lossy(&response[..body_at]).to_lowercase();
+    let next: usize = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("x-furrow-next-offset: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a next offset");
+    let body = &response[body_at..];
+    assert_eq!(body.len(), next, "{headers}");
+    assert!(body.len() > 16 * 1024 * 1024 - 200, "{}", body.len());
+    assert_eq!(body.last(), Some(&b'\n'));
+    drop(stalled);
+}

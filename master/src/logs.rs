@@ -138,6 +138,78 @@ pub struct ReadLog {
     pub max_bytes: usize,
 }
 
+/// Finds the part of an attempt's log a download sends, after flushing its buffer: the
+/// download then streams it from the file itself, so a client that reads slowly (or
+/// never) holds a small buffer, not the whole text.
+#[derive(Message)]
+#[rtype(result = "Result<LogSpan, std::io::Error>")]
+pub struct LocateLog {
+    /// The job.
+    pub job_id: JobId,
+    /// The attempt.
+    pub task: TaskRef,
+    /// Byte offset.
+    pub offset: u64,
+    /// Upper bound of the bytes sent.
+    pub max_bytes: u64,
+}
+
+/// A byte range of a log file: whole lines, from `offset` to `offset + len`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSpan {
+    /// The file (which may not exist yet: then `len` is 0).
+    pub path: PathBuf,
+    /// Where the range starts.
+    pub offset: u64,
+    /// Its length.
+    pub len: u64,
+}
+
+impl LogSpan {
+    /// The offset to ask for next.
+    pub fn next_offset(&self) -> u64 {
+        self.offset + self.len
+    }
+}
+
+/// The range of `path` a read from `offset` of at most `max_bytes` covers: up to the
+/// end of the file, or to the last line end within the limit when the file is longer.
+fn locate(path: &Path, offset: u64, max_bytes: u64) -> std::io::Result<LogSpan> {
+    let span = |offset, len| LogSpan {
+        path: path.to_path_buf(),
+        offset,
+        len,
+    };
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(span(offset, 0)),
+        Err(e) => return Err(e),
+    };
+    let size = file.metadata()?.len();
+    if offset >= size {
+        return Ok(span(offset.min(size), 0));
+    }
+    let end = size.min(offset.saturating_add(max_bytes));
+    if end == size {
+        return Ok(span(offset, size - offset));
+    }
+    // Cut after the last line end before `end`, read backwards a block at a time.
+    let mut block = vec![0u8; 64 * 1024];
+    let mut block_end = end;
+    while block_end > offset {
+        let block_start = block_end.saturating_sub(block.len() as u64).max(offset);
+        let n = (block_end - block_start) as usize;
+        file.seek(SeekFrom::Start(block_start))?;
+        file.read_exact(&mut block[..n])?;
+        if let Some(i) = block[..n].iter().rposition(|&b| b == b'\n') {
+            return Ok(span(offset, block_start + i as u64 + 1 - offset));
+        }
+        block_end = block_start;
+    }
+    // One line longer than the limit: sent cut at the limit.
+    Ok(span(offset, end - offset))
+}
+
 /// Text read from a log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogRead {
@@ -504,6 +576,25 @@ impl Handler<ReadLog> for LogCollector {
     }
 }
 
+impl Handler<LocateLog> for LogCollector {
+    type Result = ResponseFuture<Result<LogSpan, std::io::Error>>;
+
+    fn handle(&mut self, msg: LocateLog, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(attempt) = self.open.get_mut(&msg.task)
+            && let Some(writer) = attempt.writer.as_mut()
+            && let Err(e) = writer.flush()
+        {
+            return Box::pin(async move { Err(e) });
+        }
+        let path = self.data_dir.join(log_path(msg.job_id, msg.task));
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || locate(&path, msg.offset, msg.max_bytes))
+                .await
+                .map_err(std::io::Error::other)?
+        })
+    }
+}
+
 /// Deletes the logs of a deleted job: its open files are dropped and its directory
 /// removed; lines still arriving for its attempts are not written.
 #[derive(Message)]
@@ -553,6 +644,34 @@ impl Handler<FlushLogs> for LogCollector {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_located_span_ends_at_a_line_end_within_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        assert_eq!(super::locate(&path, 5, 10).unwrap().len, 0, "no file yet");
+        std::fs::write(&path, "one\ntwo\nthree\n").unwrap();
+        let whole = super::locate(&path, 0, 1000).unwrap();
+        assert_eq!((whole.offset, whole.len, whole.next_offset()), (0, 14, 14));
+        // Cut after "two\n", the last line end within 10 bytes.
+        let cut = super::locate(&path, 0, 10).unwrap();
+        assert_eq!((cut.len, cut.next_offset()), (8, 8));
+        let rest = super::locate(&path, cut.next_offset(), 10).unwrap();
+        assert_eq!((rest.offset, rest.len), (8, 6));
+        assert_eq!(super::locate(&path, 14, 10).unwrap().len, 0, "at the end");
+        assert_eq!(
+            super::locate(&path, 99, 10).unwrap().offset,
+            14,
+            "past the end"
+        );
+        // A line longer than the limit is cut at the limit.
+        std::fs::write(&path, "a very long line\n").unwrap();
+        assert_eq!(super::locate(&path, 0, 5).unwrap().len, 5);
+        // The backwards search crosses blocks.
+        let long = format!("{}\n{}", "x".repeat(100), "y".repeat(200_000));
+        std::fs::write(&path, long).unwrap();
+        assert_eq!(super::locate(&path, 0, 150_000).unwrap().len, 101);
+    }
     use super::*;
 
     #[test]

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::auth::{Auth, Caller, secrets};
 use crate::jobtypes::{Added, Catalog};
-use crate::logs::{DeleteJobLogs, LiveChunk, LiveLogs, LogCollector, ReadLog};
+use crate::logs::{DeleteJobLogs, LiveChunk, LiveLogs, LocateLog, LogCollector, LogSpan, ReadLog};
 use crate::registry::{AgentTable, DisconnectAgent, EditAgent, Registry, RemoveAgent};
 use crate::scheduler::policy::requirements::Needs;
 use crate::scheduler::queues;
@@ -1005,6 +1005,64 @@ impl Service {
         offset: u64,
         max_bytes: usize,
     ) -> Result<LogChunk, ApiError> {
+        let (attempt, complete) = self.log_attempt(caller, job_id, task_id, attempt).await?;
+        let read = self
+            .inner
+            .logs
+            .send(ReadLog {
+                job_id,
+                task: TaskRef { task_id, attempt },
+                offset,
+                max_bytes,
+            })
+            .await
+            .map_err(mailbox_error)?
+            .map_err(|e| ApiError::internal(format!("cannot read the task log: {e}")))?;
+        Ok(LogChunk {
+            attempt,
+            text: read.text,
+            next_offset: read.next_offset,
+            complete,
+        })
+    }
+
+    /// The part of a task's log from `offset` (at most `max_bytes`, whole lines) as a
+    /// range of its file, for a download that streams it; with the attempt and whether
+    /// it has ended.
+    pub async fn locate_log(
+        &self,
+        caller: &Caller,
+        job_id: JobId,
+        task_id: TaskId,
+        attempt: Option<u32>,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Result<(LogSpan, u32, bool), ApiError> {
+        let (attempt, complete) = self.log_attempt(caller, job_id, task_id, attempt).await?;
+        let span = self
+            .inner
+            .logs
+            .send(LocateLog {
+                job_id,
+                task: TaskRef { task_id, attempt },
+                offset,
+                max_bytes,
+            })
+            .await
+            .map_err(mailbox_error)?
+            .map_err(|e| ApiError::internal(format!("cannot read the task log: {e}")))?;
+        Ok((span, attempt, complete))
+    }
+
+    /// Which attempt of a task a log read is about (the current one by default), and
+    /// whether it has ended; checks the caller may read the job's logs.
+    async fn log_attempt(
+        &self,
+        caller: &Caller,
+        job_id: JobId,
+        task_id: TaskId,
+        attempt: Option<u32>,
+    ) -> Result<(u32, bool), ApiError> {
         self.check_job(caller, job_id, "reading a job's logs")
             .await?;
         let task = self
@@ -1026,25 +1084,8 @@ impl Service {
                 format!("task {task_id} has no attempt {attempt} (attempts: 1-{current})")
             }));
         }
-        let read = self
-            .inner
-            .logs
-            .send(ReadLog {
-                job_id,
-                task: TaskRef { task_id, attempt },
-                offset,
-                max_bytes,
-            })
-            .await
-            .map_err(mailbox_error)?
-            .map_err(|e| ApiError::internal(format!("cannot read the task log: {e}")))?;
         let running = WorkState::parse(&task.state) == Some(WorkState::Running);
-        Ok(LogChunk {
-            attempt,
-            text: read.text,
-            next_offset: read.next_offset,
-            complete: attempt < current || !running,
-        })
+        Ok((attempt, attempt < current || !running))
     }
 
     /// Every attempt of a task, oldest first; the running one last, without an end.

@@ -29,7 +29,10 @@ use crate::service::{DEFAULT_LIMIT, DEFAULT_TASK_LIMIT, Service};
 pub type Query = web::Query<HashMap<String, String>>;
 
 /// Most log text one REST read returns; larger logs are read with `?offset=`.
-const REST_LOG_LIMIT: usize = 16 * 1024 * 1024;
+const REST_LOG_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// The buffer a log download reads the file through.
+const LOG_STREAM_BUFFER: usize = 64 * 1024;
 
 /// Registers the API routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -351,15 +354,29 @@ async fn task_log(
 ) -> Result<HttpResponse, HttpError> {
     let (job_id, task_id, attempt) = log_target(path, &query)?;
     let offset: u64 = query_number(&query, "offset")?.unwrap_or(0);
-    let chunk = service
-        .read_log(&caller, job_id, task_id, attempt, offset, REST_LOG_LIMIT)
+    let (span, attempt, complete) = service
+        .locate_log(&caller, job_id, task_id, attempt, offset, REST_LOG_LIMIT)
         .await?;
-    Ok(HttpResponse::Ok()
+    let mut response = HttpResponse::Ok();
+    response
         .content_type("text/plain; charset=utf-8")
-        .insert_header(("X-Furrow-Attempt", chunk.attempt.to_string()))
-        .insert_header(("X-Furrow-Next-Offset", chunk.next_offset.to_string()))
-        .insert_header(("X-Furrow-Complete", chunk.complete.to_string()))
-        .body(chunk.text))
+        .insert_header(("X-Furrow-Attempt", attempt.to_string()))
+        .insert_header(("X-Furrow-Next-Offset", span.next_offset().to_string()))
+        .insert_header(("X-Furrow-Complete", complete.to_string()));
+    if span.len == 0 {
+        return Ok(response.body(""));
+    }
+    // Streamed from the file as the client takes it: a client that reads slowly, or
+    // not at all, holds one buffer of the text, not all of it.
+    let mut file = tokio::fs::File::open(&span.path)
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot read the task log: {e}")))?;
+    tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(span.offset))
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot read the task log: {e}")))?;
+    let reader = tokio::io::AsyncReadExt::take(file, span.len);
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader, LOG_STREAM_BUFFER);
+    Ok(response.no_chunking(span.len).streaming(stream))
 }
 
 #[utoipa::path(get, path = "/api/v1/agents/", tag = "agents", params(PageQuery),

@@ -52,7 +52,13 @@ pub struct SessionDeps {
     pub clients: Arc<Semaphore>,
     /// TLS, when the master serves it: every connection starts with its handshake.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// What all connections together may hold of large frames they are still receiving.
+    pub frame_budget: furrow_protocol::FrameBudget,
 }
+
+/// The bytes all connections together may hold in large frames still arriving
+/// ([`furrow_protocol::FrameBudget`]): sixteen frames of the default maximum size.
+pub const FRAME_BUDGET: usize = 16 * furrow_protocol::DEFAULT_MAX_FRAME;
 
 /// Connections allowed to be in their handshake at once. A peer that connects and says
 /// nothing holds a slot for up to the handshake timeout; past this many, new connections
@@ -308,7 +314,8 @@ async fn start_session(
             };
             let frames = FramedRead::new(
                 read,
-                FrameCodec::<MasterMessage, AgentMessage>::new(deps.max_frame),
+                FrameCodec::<MasterMessage, AgentMessage>::new(deps.max_frame)
+                    .with_budget(deps.frame_budget.clone()),
             );
             AgentSession::create(move |ctx| {
                 ctx.add_stream(frames);
@@ -329,7 +336,8 @@ async fn start_session(
                 read,
                 FrameCodec::<ServerEnvelope, ClientEnvelope>::new(
                     deps.max_frame.min(MAX_CLIENT_FRAME),
-                ),
+                )
+                .with_budget(deps.frame_budget.clone()),
             );
             ClientSession::create(move |ctx| {
                 ctx.add_stream(frames);

@@ -437,6 +437,10 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         node_id: Uuid::new_v4(),
         clients: Arc::new(tokio::sync::Semaphore::new(crate::listener::MAX_CLIENTS)),
         tls: tls.clone().map(tokio_rustls::TlsAcceptor::from),
+        // Always room for two frames of the largest size this master accepts.
+        frame_budget: furrow_protocol::FrameBudget::new(
+            crate::listener::FRAME_BUDGET.max(2 * config.max_frame),
+        ),
     };
     Supervisor::start(move |_| Listener::new(tcp, deps));
 

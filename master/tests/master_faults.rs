@@ -218,3 +218,60 @@ async fn an_agent_that_never_registers_is_disconnected() {
     let mut agent = TestAgent::register(&listen, Uuid::new_v4(), 1, Vec::new()).await;
     agent.assignment().await;
 }
+
+/// This process's resident memory (the master runs in it), in bytes.
+fn own_rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .unwrap()
+        * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_frames_left_unfinished_share_one_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = furrow_master::MasterConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        http: "127.0.0.1:0".into(),
+        max_frame: 16 * 1024 * 1024,
+        ..Default::default()
+    };
+    let master = furrow_master::spawn(config).expect("master starts");
+    common::remember_tokens(dir.path(), &master);
+    let listen = master.addrs().listen.to_string();
+    let before = own_rss();
+
+    // Forty agents each send all but the last megabyte of a 16 MiB frame, then wait.
+    let size: u32 = 16 * 1024 * 1024 - 1;
+    let body = vec![7u8; 15 * 1024 * 1024];
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..40 {
+        let mut stream = TcpStream::connect(&listen).await.unwrap();
+        handshake::connect(&mut stream, &common::agent_hello(&listen, Uuid::new_v4()))
+            .await
+            .unwrap();
+        stream.write_all(&size.to_be_bytes()).await.unwrap();
+        // A refused frame closes its connection before its body is taken.
+        match tokio::time::timeout(Duration::from_secs(10), stream.write_all(&body)).await {
+            Ok(Ok(())) => held.push(stream),
+            _ => refused += 1,
+        }
+    }
+    let grown = own_rss().saturating_sub(before);
+    assert!(
+        grown < 400 * 1024 * 1024,
+        "forty unfinished 16 MiB frames grew the master by {} MiB",
+        grown >> 20
+    );
+    assert!(refused > 0 || held.len() < 40, "no frame was refused");
+    // Everyone else is served as before.
+    let client = common::client(&listen).await;
+    assert!(client.health().await.is_ok());
+    drop(held);
+    master.shutdown().unwrap();
+}

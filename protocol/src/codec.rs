@@ -6,6 +6,8 @@
 //! is refused before its body is read, and this side refuses to produce one.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, BufMut, BytesMut};
 use serde::{Serialize, de::DeserializeOwned};
@@ -21,6 +23,50 @@ pub const MAX_FRAME_CEILING: usize = 256 * 1024 * 1024;
 
 /// Size of the length prefix.
 const HEADER_LEN: usize = 4;
+
+/// Frames up to this size are received without taking from a [`FrameBudget`]: what
+/// they can hold is bounded by the number of connections.
+pub const UNBUDGETED_FRAME: usize = 64 * 1024;
+
+/// The bytes a process may hold at once in large frames it is still receiving, shared
+/// by the codecs of all its connections. Each connection may hold a frame of up to its
+/// maximum while it arrives; without a shared bound, many connections each sending all
+/// but the last byte of a large frame would hold that much each. A codec takes a
+/// frame's size from the budget when its header arrives and gives it back when the
+/// frame is complete (or the codec is dropped); a frame the budget cannot cover is
+/// refused, and its connection closed.
+#[derive(Debug, Clone)]
+pub struct FrameBudget {
+    used: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl FrameBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Self {
+        Self {
+            used: Arc::new(AtomicUsize::new(0)),
+            bytes,
+        }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    fn take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.bytes)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
 
 fn config() -> impl bincode::config::Config {
     // The limit bounds what a payload may claim (a length prefix of a vector, say) so a
@@ -76,7 +122,17 @@ pub fn encode_frame<T: Serialize>(message: &T, max_frame: usize) -> Result<Vec<u
 #[derive(Debug)]
 pub struct FrameCodec<Out, In> {
     max_frame: usize,
+    /// The shared budget of large frames being received, if any.
+    budget: Option<FrameBudget>,
+    /// What this codec holds of it (the frame it is receiving).
+    held: usize,
     _types: PhantomData<fn(Out) -> In>,
+}
+
+impl<Out, In> Drop for FrameCodec<Out, In> {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl<Out, In> FrameCodec<Out, In> {
@@ -85,8 +141,25 @@ impl<Out, In> FrameCodec<Out, In> {
     pub fn new(max_frame: usize) -> Self {
         Self {
             max_frame: max_frame.min(MAX_FRAME_CEILING),
+            budget: None,
+            held: 0,
             _types: PhantomData,
         }
+    }
+
+    /// Takes large frames being received from `budget` (see [`FrameBudget`]).
+    pub fn with_budget(mut self, budget: FrameBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    fn release(&mut self) {
+        if let Some(budget) = &self.budget
+            && self.held > 0
+        {
+            budget.give(self.held);
+        }
+        self.held = 0;
     }
 
     /// The maximum payload size this codec accepts and produces.
@@ -135,9 +208,22 @@ impl<Out, In: DeserializeOwned> Decoder for FrameCodec<Out, In> {
             });
         }
         if src.len() < HEADER_LEN + size {
+            if size > UNBUDGETED_FRAME
+                && self.held == 0
+                && let Some(budget) = &self.budget
+            {
+                if !budget.take(size) {
+                    return Err(ProtocolError::FrameBudget {
+                        size,
+                        budget: budget.bytes,
+                    });
+                }
+                self.held = size;
+            }
             src.reserve(HEADER_LEN + size - src.len());
             return Ok(None);
         }
+        self.release();
         src.advance(HEADER_LEN);
         let payload = src.split_to(size);
         decode_payload(&payload).map(Some)

@@ -13,6 +13,17 @@ pub enum ProtocolError {
         /// The configured maximum.
         max: usize,
     },
+    /// A large frame arrived while the frames being received on all connections already
+    /// hold the process's budget (see [`crate::codec::FrameBudget`]).
+    #[error(
+        "a frame of {size} bytes is refused: frames being received already hold the {budget} bytes this process allows; try again"
+    )]
+    FrameBudget {
+        /// Size of the refused frame's payload.
+        size: usize,
+        /// The budget.
+        budget: usize,
+    },
     /// The payload of a frame is not a valid message.
     #[error("malformed frame: {0}")]
     Decode(String),

@@ -27,7 +27,7 @@ pub mod tls;
 
 pub use access::*;
 pub use client::{Client, ClientError, ClientOptions};
-pub use codec::{DEFAULT_MAX_FRAME, FrameCodec};
+pub use codec::{DEFAULT_MAX_FRAME, FrameBudget, FrameCodec};
 pub use error::ProtocolError;
 pub use frames::{FrameBatch, FrameRange, FrameSet, FrameSpecError};
 pub use handshake::{Hello, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Role, agreed_version};

@@ -185,3 +185,61 @@ fn a_host_whose_spool_disk_is_full_keeps_its_results_while_the_master_is_away() 
         "{log}"
     );
 }
+
+#[test]
+fn the_masters_data_disk_fills_up_and_space_comes_back() {
+    let root = tempfile::tempdir().unwrap();
+    let bed = Testbed::start_full(root.path(), 3, false, true);
+    let early = bed.submit_noting("early", "1-3", 0.5);
+    bed.assert_done_once(early, LONG);
+
+    // A task's log fills the master's disk; what is left is filled too.
+    let body = serde_json::json!({
+        "title": "loud",
+        "frames": "1",
+        "params": {"command": ["sh", "-c", "yes 'a line that fills the disk of the master' | head -c 40000000"]},
+    });
+    let (status, loud) = bed.try_post("/api/v1/jobs/", &body).unwrap();
+    assert_eq!(status, 201, "{loud}");
+    let loud = loud["id"].as_i64().unwrap();
+    // Its result may wait for the disk; its processes end all the same.
+    wait_until("the loud task's processes to end", LONG, || {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", "fills the disk of the master"])
+            .output()
+            .ok()?;
+        (!out.status.success()).then_some(())
+    });
+    Testbed::fill(&bed.data_dir);
+
+    // New work is refused until the database can write; the master says why.
+    let mut acknowledged = Vec::new();
+    wait_until("a submission to be refused", LONG, || {
+        match bed.try_post(
+            "/api/v1/jobs/",
+            &serde_json::json!({
+                "title": "more", "frames": "1", "params": {"command": ["true"]},
+            }),
+        ) {
+            Some((201, job)) => {
+                acknowledged.push(job["id"].as_i64().unwrap());
+                None
+            }
+            Some((503, _)) => Some(()),
+            other => panic!("{other:?}"),
+        }
+    });
+    let (status, health) = bed.try_get("/api/v1/health").unwrap();
+    assert_eq!(status, 503, "{health}");
+
+    // Space comes back: everything acknowledged finishes, once.
+    bed.resize_master_disk("256m");
+    wait_until("health to recover", LONG, || {
+        let (status, _) = bed.try_get("/api/v1/health")?;
+        (status == 200).then_some(())
+    });
+    bed.assert_done_once(loud, LONG);
+    for id in acknowledged {
+        bed.assert_done_once(id, LONG);
+    }
+}

@@ -89,6 +89,18 @@ pub struct Testbed {
     subnet: Subnet,
     /// Host 0's state directory is a small tmpfs.
     small_disk: bool,
+    /// The master's data directory is a small tmpfs.
+    small_master_disk: bool,
+}
+
+fn mount_tmpfs(path: &Path, size: &str) {
+    std::fs::create_dir_all(path).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(path)
+        .status()
+        .expect("run mount");
+    assert!(status.success(), "cannot mount a tmpfs (needs root)");
 }
 
 impl Testbed {
@@ -100,6 +112,12 @@ impl Testbed {
     /// As [`Testbed::start`], with host 0's state directory (its spool) on a 4 MB
     /// tmpfs of its own when `small_disk`.
     pub fn start_with(dir: &Path, hosts: usize, small_disk: bool) -> Self {
+        Self::start_full(dir, hosts, small_disk, false)
+    }
+
+    /// As [`Testbed::start_with`], and with the master's data directory on a 24 MB
+    /// tmpfs of its own when `small_master_disk` (see [`Testbed::resize_master_disk`]).
+    pub fn start_full(dir: &Path, hosts: usize, small_disk: bool, small_master_disk: bool) -> Self {
         let subnet = Subnet::take();
         let n = subnet.octet;
         let shared = dir.join("shared");
@@ -120,6 +138,7 @@ impl Testbed {
                 .into(),
             subnet,
             small_disk: false,
+            small_master_disk: false,
         };
         for i in 0..hosts {
             let host = Host {
@@ -162,6 +181,10 @@ impl Testbed {
             ip(&["-n", &host.namespace, "link", "set", &peer, "up"]);
             ip(&["-n", &host.namespace, "link", "set", "lo", "up"]);
             bed.hosts.push(host);
+        }
+        if small_master_disk {
+            mount_tmpfs(&bed.data_dir, "24m");
+            bed.small_master_disk = true;
         }
         if small_disk {
             let state = &bed.hosts[0].state_dir;
@@ -255,6 +278,25 @@ impl Testbed {
             .spawn()
             .expect("start an agent in its namespace");
         host.agent = Some(child);
+    }
+
+    /// Gives the master's small disk `size` (a tmpfs size: `256m`).
+    pub fn resize_master_disk(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.data_dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "cannot resize the tmpfs");
+    }
+
+    /// Fills what is left of the disk holding `dir`.
+    pub fn fill(dir: &Path) {
+        use std::io::Write;
+        let mut file = File::create(dir.join("filler")).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.sync_all();
     }
 
     /// Fills what is left of host 0's small disk.
@@ -448,6 +490,12 @@ impl Drop for Testbed {
             self.kill_agent(i);
         }
         self.kill_master();
+        if self.small_master_disk {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.data_dir)
+                .status();
+        }
         if self.small_disk {
             let _ = Command::new("umount")
                 .arg("-l")

@@ -426,7 +426,20 @@ fn log_downloads_a_client_never_reads_do_not_pin_the_log_in_memory() {
     // Each response is under way: the master has answered the others since.
     let (status, _) = farm.get(&format!("/api/v1/jobs/{id}"));
     assert_eq!(status, 200);
-    std::thread::sleep(Duration::from_millis(500));
+    // The agent goes on working meanwhile: its heartbeats and log lines do not wait on
+    // the downloads.
+    let (status, job) = farm.post(
+        "/api/v1/jobs/",
+        &serde_json::json!({"title": "meanwhile", "frames": "1-4", "params": {"command": ["echo", "{frame}"]}}),
+    );
+    assert_eq!(status, 201, "{job}");
+    let meanwhile = job["id"].as_i64().unwrap();
+    assert_eq!(
+        farm.wait_job(meanwhile, Duration::from_secs(60))["state"],
+        "done"
+    );
+    let (_, agents) = farm.get("/api/v1/agents/");
+    assert_eq!(agents["items"][0]["state"], "online", "{agents}");
     let during = master_rss(&farm);
     assert!(
         during < before + 64 * 1024 * 1024,

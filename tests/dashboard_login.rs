@@ -306,11 +306,14 @@ fn a_user_controls_her_own_jobs_only() {
     });
     // The admin's job: neither.
     assert!(click(&mut browser, &admin_row));
+    // The page renders the job's title, info and tasks in steps: wait until all of it is
+    // the admin's job, whose page then shows no control at all.
     wait_until("the admin's job without controls", WAIT, || {
         (text_of(&mut browser, "#detail-title").contains("admin-job")
             && count(&mut browser, "tr.task") == 2
-            && text_of(&mut browser, "#job-info").contains("admin"))
-        .then_some(())
+            && text_of(&mut browser, "#job-info").contains("admin")
+            && shown_count(&mut browser, "#detail button") == 0)
+            .then_some(())
     });
     assert!(!shown(&mut browser, "#job-actions"));
     assert_eq!(count(&mut browser, "tr.task button"), 0);

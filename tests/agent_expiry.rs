@@ -5,38 +5,20 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
-use common::{Farm, furrow_exe, wait_until};
+use common::{Farm, wait_until};
 use serde_json::{Value, json};
 
 /// A `furrow agent` process of the test's own, stopped when dropped.
 struct AgentProcess(Child);
 
 impl AgentProcess {
-    fn start(farm: &Farm, state: &Path, name: &str) -> Self {
-        let log = std::fs::File::create(state.with_extension("log")).unwrap();
-        let child = Command::new(furrow_exe())
-            .args([
-                "agent",
-                "--master",
-                &farm.listen,
-                "--name",
-                name,
-                "--slots",
-                "1",
-            ])
-            .arg("--state-dir")
-            .arg(state)
-            .arg("--join-token-file")
-            .arg(farm.data_dir.join("join.token"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start an agent");
-        Self(child)
+    fn start(farm: &Farm, root: &Path, name: &str) -> Self {
+        let join = farm.data_dir.join("join.token");
+        let join = join.to_str().unwrap();
+        Self(farm.start_agent(root, name, &["--join-token-file", join]).0)
     }
 
     fn stop(&mut self) {
@@ -69,8 +51,8 @@ fn find(farm: &Farm, name: &str) -> Option<Value> {
 fn lost_agents_are_forgotten_after_a_while_and_their_history_stays() {
     let root = tempfile::tempdir().unwrap();
     let farm = Farm::up_in(root.path().join("data"), 0, &["--forget-agents-after", "2"]);
-    let mut short = AgentProcess::start(&farm, &root.path().join("short"), "short-lived");
-    let mut kept = AgentProcess::start(&farm, &root.path().join("kept"), "kept");
+    let mut short = AgentProcess::start(&farm, root.path(), "short-lived");
+    let mut kept = AgentProcess::start(&farm, root.path(), "kept");
     let (short_id, kept_id) = wait_until("both agents online", Duration::from_secs(60), || {
         let short = find(&farm, "short-lived").filter(|a| a["state"] == "online")?;
         let kept = find(&farm, "kept").filter(|a| a["state"] == "online")?;
@@ -114,7 +96,7 @@ fn lost_agents_are_forgotten_after_a_while_and_their_history_stays() {
     assert_eq!(tasks[0]["agent"], short_id.as_str(), "{tasks:?}");
 
     // It comes back with its own credential and is listed again.
-    let _again = AgentProcess::start(&farm, &root.path().join("short"), "short-lived");
+    let _again = AgentProcess::start(&farm, root.path(), "short-lived");
     let back = wait_until(
         "the forgotten agent to come back",
         Duration::from_secs(60),

@@ -369,38 +369,6 @@ fn each_role_may_do_what_it_may_and_no_more() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("ACTION"));
 }
 
-/// Starts `furrow agent` with `extra` arguments; returns the child and its log path.
-fn start_agent(
-    farm: &Farm,
-    root: &Path,
-    name: &str,
-    extra: &[&str],
-) -> (std::process::Child, std::path::PathBuf) {
-    let log = root.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).unwrap();
-    let child = std::process::Command::new(common::furrow_exe())
-        .args([
-            "agent",
-            "--master",
-            &farm.listen,
-            "--name",
-            name,
-            "--slots",
-            "1",
-        ])
-        .arg("--state-dir")
-        .arg(root.join(name))
-        .arg("--no-detect-software")
-        .args(extra)
-        .env_remove("FURROW_JOIN_TOKEN")
-        .stdin(std::process::Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    (child, log)
-}
-
 fn agent_state(farm: &Farm, name: &str) -> Option<String> {
     let (_, agents) = farm.get("/api/v1/agents/");
     agents["items"]
@@ -416,7 +384,7 @@ fn agents_need_the_join_token_then_hold_their_own_credential_until_revoked() {
     let farm = Farm::up(root.path(), 1);
 
     // No join token: refused at the handshake, with the reason on both sides.
-    let (mut stranger, log) = start_agent(&farm, root.path(), "stranger", &[]);
+    let (mut stranger, log) = farm.start_agent(root.path(), "stranger", &[]);
     let text = wait_until("the refusal in the agent's log", LONG, || {
         let text = std::fs::read_to_string(&log).ok()?;
         text.contains("refused").then_some(text)
@@ -440,12 +408,8 @@ fn agents_need_the_join_token_then_hold_their_own_credential_until_revoked() {
     let token_file = root.path().join("join-token");
     std::fs::write(&token_file, format!("{join}\n")).unwrap();
     let file_arg = token_file.to_string_lossy().into_owned();
-    let (mut joined, _) = start_agent(
-        &farm,
-        root.path(),
-        "joined",
-        &["--join-token-file", &file_arg],
-    );
+    let (mut joined, _) =
+        farm.start_agent(root.path(), "joined", &["--join-token-file", &file_arg]);
     wait_until("the agent online", LONG, || {
         (agent_state(&farm, "joined")? == "online").then_some(())
     });
@@ -476,7 +440,7 @@ fn agents_need_the_join_token_then_hold_their_own_credential_until_revoked() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (mut again, log) = start_agent(&farm, root.path(), "joined", &[]);
+    let (mut again, log) = farm.start_agent(root.path(), "joined", &[]);
     wait_until("the agent online with its credential", LONG, || {
         (agent_state(&farm, "joined")? == "online").then_some(())
     });

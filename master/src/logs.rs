@@ -415,6 +415,16 @@ impl LogCollector {
         }
     }
 
+    /// The file of `task`'s log, with what its buffer holds written to it, for a read.
+    fn flushed(&mut self, job_id: JobId, task: TaskRef) -> std::io::Result<PathBuf> {
+        if let Some(attempt) = self.open.get_mut(&task)
+            && let Some(writer) = attempt.writer.as_mut()
+        {
+            writer.flush()?;
+        }
+        Ok(self.data_dir.join(log_path(job_id, task)))
+    }
+
     fn flush_all(&mut self) {
         for (task, attempt) in &mut self.open {
             if let Some(writer) = attempt.writer.as_mut()
@@ -561,13 +571,10 @@ impl Handler<ReadLog> for LogCollector {
     /// thread: a large read (up to 16 MiB for REST) does not hold up the collector, whose
     /// mailbox the agents' log lines and so their sessions wait on.
     fn handle(&mut self, msg: ReadLog, _ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(attempt) = self.open.get_mut(&msg.task)
-            && let Some(writer) = attempt.writer.as_mut()
-            && let Err(e) = writer.flush()
-        {
-            return Box::pin(async move { Err(e) });
-        }
-        let path = self.data_dir.join(log_path(msg.job_id, msg.task));
+        let path = match self.flushed(msg.job_id, msg.task) {
+            Ok(path) => path,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
         Box::pin(async move {
             tokio::task::spawn_blocking(move || read_from(&path, msg.offset, msg.max_bytes))
                 .await
@@ -580,13 +587,10 @@ impl Handler<LocateLog> for LogCollector {
     type Result = ResponseFuture<Result<LogSpan, std::io::Error>>;
 
     fn handle(&mut self, msg: LocateLog, _ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(attempt) = self.open.get_mut(&msg.task)
-            && let Some(writer) = attempt.writer.as_mut()
-            && let Err(e) = writer.flush()
-        {
-            return Box::pin(async move { Err(e) });
-        }
-        let path = self.data_dir.join(log_path(msg.job_id, msg.task));
+        let path = match self.flushed(msg.job_id, msg.task) {
+            Ok(path) => path,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
         Box::pin(async move {
             tokio::task::spawn_blocking(move || locate(&path, msg.offset, msg.max_bytes))
                 .await

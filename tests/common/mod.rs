@@ -437,6 +437,34 @@ impl Farm {
         page["items"].as_array().expect("items").clone()
     }
 
+    /// Starts `furrow agent` named `name` for this farm (its state in `root/<name>`, no
+    /// join token unless `extra` gives one); returns the child and its log path.
+    pub fn start_agent(&self, root: &Path, name: &str, extra: &[&str]) -> (Child, PathBuf) {
+        let log = root.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(furrow_exe())
+            .args([
+                "agent",
+                "--master",
+                &self.listen,
+                "--name",
+                name,
+                "--slots",
+                "1",
+            ])
+            .arg("--state-dir")
+            .arg(root.join(name))
+            .arg("--no-detect-software")
+            .args(extra)
+            .env_remove("FURROW_JOIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        (child, log)
+    }
+
     /// Process id of the farm's master, found through /proc.
     pub fn master_pid(&self) -> Option<i32> {
         let needle = self.data_dir.to_string_lossy().into_owned();

@@ -12,8 +12,6 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use furrow_protocol::{Client, CommandParams, JobSubmission, Json, WorkState};
 
-use crate::up::concrete_addr;
-
 /// `furrow bench ...`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -27,6 +25,9 @@ enum BenchTarget {
     Farm(FarmArgs),
     /// Scheduler and store throughput with simulated agents on a real master.
     Dispatch(crate::bench_dispatch::DispatchArgs),
+    /// Furrow's rate of trivial tasks against the machine's own rate of spawning them,
+    /// and the gap between tasks on a slot.
+    E2e(crate::bench_e2e::E2eArgs),
     /// Jobs submitted while agents are killed, frozen and cut off and the master is
     /// restarted, at random; then every acknowledged job is checked (needs root).
     Soak(crate::bench_soak::SoakArgs),
@@ -65,6 +66,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 .build()?;
             runtime.block_on(crate::bench_dispatch::run(args))
         }
+        BenchTarget::E2e(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::bench_e2e::run(args))
+        }
         BenchTarget::Soak(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -75,7 +82,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 /// A `furrow up` child that is stopped when dropped.
-struct LocalFarm {
+pub(crate) struct LocalFarm {
     child: Child,
     data_dir: PathBuf,
 }
@@ -91,7 +98,67 @@ impl Drop for LocalFarm {
     }
 }
 
-fn job(title: &str, frames: String, priority: i32) -> Result<JobSubmission> {
+impl LocalFarm {
+    /// Starts `furrow up` with `agents` local agents of `slots` slots in a temporary data
+    /// directory, and connects to it once every agent is listed.
+    pub(crate) async fn start(
+        agents: u32,
+        slots: u32,
+        database_url: Option<&str>,
+    ) -> Result<(Self, Client)> {
+        let data_dir = std::env::temp_dir().join(format!("furrow-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&data_dir)?;
+        let log = std::fs::File::create(data_dir.join("up.log"))?;
+        let mut command = Command::new(std::env::current_exe()?);
+        // `furrow up` binds free ports itself; the master names them in `master.addr`.
+        command
+            .args(["up", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args([
+                "--agents",
+                &agents.to_string(),
+                "--slots",
+                &slots.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(url) = database_url {
+            command.env("FURROW_DATABASE_URL", url);
+        }
+        let farm = LocalFarm {
+            child: command.spawn().context("cannot start furrow up")?,
+            data_dir,
+        };
+
+        let start = Instant::now();
+        let addr_file = farm.data_dir.join(furrow_master::ADDR_FILE);
+        let client = loop {
+            let listen = std::fs::read_to_string(&addr_file)
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .and_then(|addrs| addrs["listen"].as_str().map(str::to_string));
+            if let Some(listen) = listen
+                && let Ok(client) = connect_local(&listen, &farm.data_dir).await
+                && let Ok(listed) = client.list_agents(1000, 0).await
+                && listed.items.len() as u32 >= agents
+            {
+                break client;
+            }
+            if start.elapsed() > Duration::from_secs(120) {
+                bail!(
+                    "the farm did not come up; see {}",
+                    farm.data_dir.join("up.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Ok((farm, client))
+    }
+}
+
+pub(crate) fn job(title: &str, frames: String, priority: i32) -> Result<JobSubmission> {
     let params = CommandParams {
         command: vec!["true".into()],
         shell: false,
@@ -107,49 +174,8 @@ async fn farm(args: FarmArgs) -> Result<()> {
     if args.tasks == 0 || args.agents == 0 || args.slots == 0 {
         bail!("--tasks, --agents and --slots must be at least 1");
     }
-    let data_dir = std::env::temp_dir().join(format!("furrow-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&data_dir)?;
-    let listen = concrete_addr("127.0.0.1:0")?;
-    let http = concrete_addr("127.0.0.1:0")?;
-    let log = std::fs::File::create(data_dir.join("up.log"))?;
-    let mut command = Command::new(std::env::current_exe()?);
-    command
-        .args(["up", "--listen", &listen, "--http", &http])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args([
-            "--agents",
-            &args.agents.to_string(),
-            "--slots",
-            &args.slots.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    if let Some(url) = &args.database_url {
-        command.env("FURROW_DATABASE_URL", url);
-    }
-    let farm = LocalFarm {
-        child: command.spawn().context("cannot start furrow up")?,
-        data_dir,
-    };
-
-    let start = Instant::now();
-    let client = loop {
-        if let Ok(client) = connect_local(&listen, &farm.data_dir).await
-            && let Ok(agents) = client.list_agents(1000, 0).await
-            && agents.items.len() as u32 >= args.agents
-        {
-            break client;
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            bail!(
-                "the farm did not come up; see {}",
-                farm.data_dir.join("up.log").display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (farm, client) =
+        LocalFarm::start(args.agents, args.slots, args.database_url.as_deref()).await?;
     let health = client.health().await?;
     println!(
         "farm: {} agents x {} slots, {} database, {} cpus",

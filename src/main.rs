@@ -4,6 +4,7 @@
 mod access;
 mod bench;
 mod bench_dispatch;
+mod bench_e2e;
 mod bench_soak;
 mod catalog;
 mod commands;

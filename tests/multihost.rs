@@ -133,22 +133,10 @@ fn the_master_killed_during_a_submission_burst() {
             let (_, jobs) = bed_ref.try_get("/api/v1/jobs/?limit=1")?;
             (jobs["total"].as_u64()? >= 20).then_some(())
         });
-        // SAFETY: the master's pid is a child of this process.
-        let pid = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .find_map(|entry| {
-                let pid: i32 = entry.file_name().to_string_lossy().parse().ok()?;
-                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-                let text = String::from_utf8_lossy(&cmdline);
-                (text.starts_with(common::furrow_exe())
-                    && text.contains("\0master\0")
-                    && text.contains(&*bed_ref.data_dir.to_string_lossy()))
-                .then_some(pid)
-            })
-            .expect("the master's pid");
+        let pid = bed_ref.master_pid().expect("the master runs");
+        // SAFETY: kill(2) on a child of this process.
         unsafe {
-            libc::kill(pid, libc::SIGKILL);
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
         }
         acknowledged = submitter.join().unwrap();
     });

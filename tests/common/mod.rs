@@ -24,6 +24,27 @@ pub fn free_addr() -> String {
     listener.local_addr().expect("local addr").to_string()
 }
 
+/// Processes whose command line (its arguments) `matches`, found through /proc.
+pub fn pids_where(matches: impl Fn(&[String]) -> bool) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if matches(&args) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 /// Polls `check` until it returns `Some`, failing the test with `what` after `deadline`.
 pub fn wait_until<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + deadline;
@@ -468,45 +489,16 @@ impl Farm {
     /// Process id of the farm's master, found through /proc.
     pub fn master_pid(&self) -> Option<i32> {
         let needle = self.data_dir.to_string_lossy().into_owned();
-        for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let args: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            if args.get(1).is_some_and(|a| a == "master") && args.contains(&needle) {
-                return Some(pid);
-            }
-        }
-        None
+        pids_where(|args| args.get(1).is_some_and(|a| a == "master") && args.contains(&needle))
+            .first()
+            .copied()
     }
 
     /// Process ids of the local agent number `n` (1-based), found through /proc.
     pub fn agent_pids(&self, n: u32) -> Vec<i32> {
         let state_dir = self.data_dir.join("agents").join(format!("agent-{n}"));
         let needle = state_dir.to_string_lossy().into_owned();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let args: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            if args.iter().any(|a| a == "agent") && args.contains(&needle) {
-                pids.push(pid);
-            }
-        }
-        pids
+        pids_where(|args| args.iter().any(|a| a == "agent") && args.contains(&needle))
     }
 }
 

@@ -245,6 +245,11 @@ impl Testbed {
             .to_string();
     }
 
+    /// The master's process id, while it runs.
+    pub fn master_pid(&self) -> Option<u32> {
+        self.master.as_ref().map(Child::id)
+    }
+
     /// Kills the master with SIGKILL, as a crash would.
     pub fn kill_master(&mut self) {
         if let Some(mut master) = self.master.take() {

@@ -36,7 +36,7 @@ fn killing_an_agent_mid_task_still_finishes_the_job() {
             })
             .map(|a| a["id"].as_str().unwrap_or_default().to_string())
     });
-    signal_agent(&farm, 1, libc::SIGKILL);
+    farm.signal_agent(1, libc::SIGKILL);
 
     let job = farm.wait_job(id, Duration::from_secs(120));
     assert_eq!(job["state"], "done", "{job}\n{}", farm.logs());
@@ -73,7 +73,7 @@ fn a_stopped_agent_gives_its_tasks_back_without_failing_them() {
     let tasks = farm.tasks(id);
     let running = tasks.iter().find(|t| t["state"] == "running").unwrap();
     let drained = running["agent"].as_str().unwrap().to_string();
-    signal_agent(&farm, agent_number(&farm, &drained), libc::SIGTERM);
+    farm.signal_agent(farm.agent_number(&drained), libc::SIGTERM);
 
     let job = farm.wait_job(id, Duration::from_secs(120));
     assert_eq!(job["state"], "done", "{job}\n{}", farm.logs());
@@ -293,38 +293,6 @@ fn a_tool_cannot_pin_a_huge_frame_buffer() {
     assert!(log.contains("frame"), "{log}");
 }
 
-/// The name's agent number (`host-2` → 2) of the agent with `id`.
-fn agent_number(farm: &Farm, id: &str) -> u32 {
-    let (_, agents) = farm.get("/api/v1/agents/");
-    let agent = agents["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["id"] == id)
-        .unwrap()
-        .clone();
-    agent["name"]
-        .as_str()
-        .unwrap()
-        .rsplit('-')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// Sends `signal` to the processes of local agent `number`.
-fn signal_agent(farm: &Farm, number: u32, signal: i32) {
-    let pids = farm.agent_pids(number);
-    assert!(!pids.is_empty(), "agent {number} process not found");
-    for pid in pids {
-        // SAFETY: kill(2) of a process this test's farm started.
-        unsafe {
-            libc::kill(pid, signal);
-        }
-    }
-}
-
 #[test]
 fn an_agent_busy_with_a_stale_attempt_is_not_offered_work_in_a_loop() {
     let root = tempfile::tempdir().unwrap();
@@ -341,9 +309,9 @@ fn an_agent_busy_with_a_stale_attempt_is_not_offered_work_in_a_loop() {
         let task = farm.tasks(stubborn).into_iter().next()?;
         (task["state"] == "running").then(|| task["agent"].as_str().unwrap().to_string())
     });
-    let frozen = agent_number(&farm, &first);
+    let frozen = farm.agent_number(&first);
     // Frozen past the heartbeat timeout: lost, its task runs on the other agent.
-    signal_agent(&farm, frozen, libc::SIGSTOP);
+    farm.signal_agent(frozen, libc::SIGSTOP);
     wait_until(
         "the task on the other agent",
         Duration::from_secs(60),
@@ -360,7 +328,7 @@ fn an_agent_busy_with_a_stale_attempt_is_not_offered_work_in_a_loop() {
     let quick = quick["id"].as_i64().unwrap();
     // Resumed, it registers listing the stale attempt, which the master cancels; the
     // process ignores SIGTERM for the kill grace, so the agent refuses work meanwhile.
-    signal_agent(&farm, frozen, libc::SIGCONT);
+    farm.signal_agent(frozen, libc::SIGCONT);
     let job = farm.wait_job(quick, Duration::from_secs(120));
     assert_eq!(job["state"], "done", "{job}");
     let mut given_back = 0;

@@ -1,9 +1,15 @@
 //! The `TaskSupervisor` actor and its `TaskRunner`s.
 //!
 //! The supervisor owns the slots: it starts one `TaskRunner` per accepted assignment,
-//! refuses assignments beyond its slots, routes cancels, and at shutdown stops every
-//! runner (each gives its attempt back to the master) and answers once all of them have
-//! reported.
+//! keeps up to as many assignments again waiting for a slot (a master speaking protocol
+//! version 7 sends a slot's next task before the current one ends, so the slot never
+//! waits for a round trip), refuses assignments beyond that, routes cancels, and at
+//! shutdown stops every runner (each gives its attempt back to the master) and answers
+//! once all of them have reported.
+//!
+//! Waiting assignments start in the order they arrived, each as soon as a slot is free.
+//! A waiting runner holds no process: a cancel or a stale notice ends it without one,
+//! and a shutdown gives it back.
 //!
 //! Two attempts of one task never run side by side: an attempt the master no longer
 //! counts ([`StaleTask`]) is killed at once, and so is an older attempt of a task when a
@@ -17,7 +23,7 @@
 //! reads the result, and the freed slot must already be visible when that assignment
 //! arrives (both messages travel through FIFO mailboxes, so it is).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -82,13 +88,16 @@ pub(crate) struct TaskSupervisor {
     slots: u32,
     env: Arc<RunnerEnv>,
     reporter: Recipient<TaskReport>,
-    /// Runners whose process may still be alive; each holds a slot.
+    /// Runners whose process may still be alive or has yet to start: those without a
+    /// gate hold a slot.
     runners: HashMap<TaskRef, Addr<TaskRunner>>,
     /// Runners whose process is gone but whose result is not yet with the link.
     reporting: HashSet<TaskRef>,
-    /// Attempts whose runner waits for the older attempts of its task to end here; the
-    /// sender opens the gate.
+    /// Attempts whose runner waits for a free slot, or for the older attempts of its task
+    /// to end here; the sender opens the gate.
     gates: HashMap<TaskRef, oneshot::Sender<()>>,
+    /// The gated attempts in the order they were assigned: the order they start in.
+    waiting: VecDeque<TaskRef>,
     accepting: bool,
     idle_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -103,6 +112,7 @@ impl TaskSupervisor {
             runners: HashMap::new(),
             reporting: HashSet::new(),
             gates: HashMap::new(),
+            waiting: VecDeque::new(),
             accepting: true,
             idle_waiters: Vec::new(),
         }
@@ -127,21 +137,47 @@ impl TaskSupervisor {
             .filter(move |other| other.task_id == task.task_id && *other != task)
     }
 
-    /// Starts the waiting attempts whose older attempts have all ended, and forgets the
-    /// gate of `ended`, whose runner is gone.
+    /// Runners holding a slot: started, or free to start.
+    fn busy_slots(&self) -> usize {
+        self.runners.len() - self.gates.len()
+    }
+
+    /// Assignments this agent keeps at most: one per slot running, one per slot waiting.
+    fn capacity(&self) -> usize {
+        self.slots as usize * 2
+    }
+
+    /// Whether `task` must wait before it starts: for a slot, or for an older attempt of
+    /// its task still running here.
+    fn must_wait(&self, task: TaskRef) -> bool {
+        self.busy_slots() >= self.slots as usize
+            || self
+                .running_attempts_of(task)
+                .any(|other| other.attempt < task.attempt)
+    }
+
+    /// Forgets the gate of `ended`, whose runner is gone, and starts what may start.
     fn open_gates(&mut self, ended: TaskRef) {
-        self.gates.remove(&ended);
-        let open: Vec<TaskRef> = self
-            .gates
-            .keys()
-            .copied()
-            .filter(|waiting| {
-                !self
-                    .running_attempts_of(*waiting)
-                    .any(|other| other.attempt < waiting.attempt)
-            })
-            .collect();
-        for waiting in open {
+        if self.gates.remove(&ended).is_some() {
+            self.waiting.retain(|waiting| *waiting != ended);
+        }
+        self.start_waiting();
+    }
+
+    /// Starts waiting attempts in the order they came while slots are free, skipping
+    /// those whose older attempts still run.
+    fn start_waiting(&mut self) {
+        let mut index = 0;
+        while index < self.waiting.len() && self.busy_slots() < self.slots as usize {
+            let waiting = self.waiting[index];
+            if self
+                .running_attempts_of(waiting)
+                .any(|other| other.attempt < waiting.attempt)
+            {
+                index += 1;
+                continue;
+            }
+            self.waiting.remove(index);
             if let Some(gate) = self.gates.remove(&waiting) {
                 let _ = gate.send(());
             }
@@ -206,8 +242,8 @@ impl Handler<AssignTask> for TaskSupervisor {
             ));
         }
         let older: Vec<TaskRef> = self.running_attempts_of(task).collect();
-        // An attempt that replaces an older one takes its slot.
-        if older.is_empty() && self.runners.len() >= self.slots as usize {
+        // An attempt that replaces an older one takes its place.
+        if older.is_empty() && self.runners.len() >= self.capacity() {
             warn!(
                 task_id = task.task_id,
                 attempt = task.attempt,
@@ -215,31 +251,34 @@ impl Handler<AssignTask> for TaskSupervisor {
                 "refusing assignment beyond free slots"
             );
             return AssignOutcome::Refused(format!(
-                "refused: no free slot on this agent (all {} slots busy)",
+                "refused: no free slot on this agent (all {} slots busy, as many tasks waiting)",
                 self.slots
             ));
         }
         info!(task_id = task.task_id, attempt = task.attempt, job_id = assignment.job_id, jobtype = %assignment.jobtype, "task assigned");
-        let after = if older.is_empty() {
-            None
-        } else {
-            for old in &older {
-                info!(
-                    task_id = task.task_id,
-                    attempt = old.attempt,
-                    newer = task.attempt,
-                    "a newer attempt of the task was assigned; killing this one at once"
-                );
-                self.stop(*old, StopReason::Stale);
-            }
+        for old in &older {
+            info!(
+                task_id = task.task_id,
+                attempt = old.attempt,
+                newer = task.attempt,
+                "a newer attempt of the task was assigned; killing this one at once"
+            );
+            self.stop(*old, StopReason::Stale);
+        }
+        // Behind the attempts already waiting too, so they start in the order they came.
+        let after = if self.must_wait(task) || !self.waiting.is_empty() {
             let (gate, after) = oneshot::channel();
             self.gates.insert(task, gate);
+            self.waiting.push_back(task);
             Some(after)
+        } else {
+            None
         };
         let runner = TaskRunner {
             task,
             assignment: Some(assignment),
             after,
+            after_older: !older.is_empty(),
             env: self.env.clone(),
             reporter: self.reporter.clone(),
             supervisor: ctx.address(),
@@ -249,6 +288,8 @@ impl Handler<AssignTask> for TaskSupervisor {
         }
         .start();
         self.runners.insert(task, runner);
+        // It may start at once (say, its older attempt is over already).
+        self.start_waiting();
         AssignOutcome::Started
     }
 }
@@ -314,6 +355,8 @@ impl Handler<RunnerExited> for TaskSupervisor {
     type Result = ();
 
     fn handle(&mut self, RunnerExited(task): RunnerExited, _ctx: &mut Context<Self>) {
+        // Sent when the processes are gone and again when the run is over: the first frees
+        // the slot, the second changes nothing.
         if self.runners.remove(&task).is_some() {
             self.reporting.insert(task);
         }
@@ -341,8 +384,11 @@ struct StopTask(StopReason);
 pub(crate) struct TaskRunner {
     task: TaskRef,
     assignment: Option<Assignment>,
-    /// Resolves once the older attempts of the task have ended here, when there are any.
+    /// Resolves once a slot is free and the older attempts of the task have ended here,
+    /// when the attempt had to wait.
     after: Option<oneshot::Receiver<()>>,
+    /// Whether it waits for an older attempt of its task (which its log says).
+    after_older: bool,
     env: Arc<RunnerEnv>,
     reporter: Recipient<TaskReport>,
     supervisor: Addr<TaskSupervisor>,
@@ -362,9 +408,24 @@ impl Actor for TaskRunner {
         };
         let (stop_tx, stop_rx) = mpsc::channel(STOP_REASONS);
         self.stop = Some(stop_tx);
+        // The slot is free once the processes are gone, while the result is still being
+        // put together: a task waiting for the slot starts meanwhile.
+        let (exited_tx, exited_rx) = oneshot::channel();
+        let supervisor = self.supervisor.clone();
+        let task = self.task;
+        ctx.spawn(
+            async move {
+                if exited_rx.await.is_ok() {
+                    supervisor.do_send(RunnerExited(task));
+                }
+            }
+            .into_actor(self),
+        );
         let controls = Controls {
             stop: stop_rx,
             after: self.after.take(),
+            after_older: self.after_older,
+            exited: Some(exited_tx),
         };
         let env = self.env.clone();
         let reporter = self.reporter.clone();
@@ -373,7 +434,8 @@ impl Actor for TaskRunner {
             run.into_actor(self)
                 .then(|end, runner, _ctx| {
                     // `do_send` skips the mailbox bound, but each runner sends each of
-                    // its two notes once: at most two per slot are ever queued.
+                    // its notes once (`RunnerExited` at most twice: when the processes
+                    // are gone and here): at most three per runner are ever queued.
                     runner.supervisor.do_send(RunnerExited(runner.task));
                     runner.reported = true;
                     // A task stopped for the shutdown is given back (`TaskReturned`), so

@@ -100,36 +100,6 @@ async fn cancel_kills_the_task_group_and_unknown_cancels_are_ignored() {
 }
 
 #[actix_rt::test]
-async fn assignments_beyond_the_slots_are_refused_at_once() {
-    let (_master, _state, agent, mut conn) = start(Some(1)).await;
-    let long = shell_task(21, "sleep 1000");
-    let extra = shell_task(22, "echo never");
-    conn.send(MasterMessage::Assign(long.clone())).await;
-    conn.send(MasterMessage::Assign(extra.clone())).await;
-    // The refused attempt is given back, not failed; its log says why.
-    let (refused, seen) = conn.until_returned(extra.task).await;
-    let reason = refused.reason;
-    assert!(
-        reason.contains("no free slot") && reason.contains("1 slots busy"),
-        "{reason}"
-    );
-    assert_eq!(lines_of(&seen, extra.task, LogStream::Agent), [reason]);
-    // It needs no acknowledgement.
-
-    // The running task is untouched; once it ends, its slot takes new work.
-    conn.send(MasterMessage::Cancel(long.task)).await;
-    let (cancelled, _) = conn.until_finished(long.task).await;
-    assert_eq!(cancelled.error.as_deref(), Some("cancelled"));
-    conn.store_result(long.task).await;
-    let next = shell_task(23, "echo next");
-    conn.send(MasterMessage::Assign(next.clone())).await;
-    let (finished, _) = conn.until_finished(next.task).await;
-    assert!(finished.succeeded(), "{finished:?}");
-    conn.store_result(next.task).await;
-    agent.shutdown().await;
-}
-
-#[actix_rt::test]
 async fn shutdown_gives_running_tasks_back_and_the_next_registration_does_not_list_them() {
     let master = TestMaster::bind().await;
     let state = tempfile::tempdir().unwrap();

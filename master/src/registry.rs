@@ -77,6 +77,9 @@ pub struct CloseSession {
 pub struct Register {
     /// What the agent sent.
     pub registration: Registration,
+    /// Assignments the agent keeps waiting for a slot, beyond its slots: as many as its
+    /// slots when it speaks protocol version 7 or later, none before.
+    pub ahead: u32,
     /// The session's id.
     pub session_id: u64,
     /// Where the connection comes from.
@@ -473,6 +476,7 @@ impl Handler<Register> for Registry {
         self.scheduler.do_send(AgentUp {
             agent_id,
             slots: reg.slots,
+            ahead: msg.ahead,
             offer,
             enabled: settings.enabled,
             running: reg.running,

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::{DEADLINE, TestAgent, get, get_json, job, start_master, wait_for};
 use furrow_protocol::{
-    AgentMessage, LogBatch, LogLine, LogStream, MasterMessage, PROTOCOL_VERSION, TaskProgress,
-    TaskRef, TaskReturned, TaskStarted, WorkState, handshake,
+    AgentMessage, LogBatch, LogLine, LogStream, MasterMessage, PIPELINE_VERSION, PROTOCOL_VERSION,
+    TaskProgress, TaskRef, TaskReturned, TaskStarted, WorkState, handshake,
 };
 use uuid::Uuid;
 
@@ -685,7 +685,7 @@ async fn stale_answer(listen: &str, version: u16) -> Vec<MasterMessage> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agents_one_protocol_version_behind_work_and_get_only_what_their_version_has() {
+async fn agents_speaking_older_protocol_versions_work_and_get_only_what_their_version_has() {
     let dir = tempfile::tempdir().unwrap();
     let master = start_master(dir.path(), Duration::from_secs(30));
     let listen = master.addrs().listen.to_string();
@@ -701,22 +701,82 @@ async fn agents_one_protocol_version_behind_work_and_get_only_what_their_version
         [MasterMessage::Stale(task)]
     );
     assert_eq!(
-        stale_answer(&listen, PROTOCOL_VERSION - 1).await,
+        stale_answer(&listen, 5).await,
         [
             MasterMessage::Cancel(task),
             MasterMessage::ResultStored(task)
         ]
     );
 
-    // And the older agent runs a job as any other.
-    let submitted = client.submit_job(job("older agent", "1")).await.unwrap();
+    // An agent speaking the version before assignments ahead of a slot gets one task per
+    // slot, even of a job whose tasks prove short, and runs the job as any other.
+    let submitted = client.submit_job(job("older agent", "1-3")).await.unwrap();
     let mut older =
-        TestAgent::register_speaking(&listen, Uuid::new_v4(), 1, Vec::new(), PROTOCOL_VERSION - 1)
+        TestAgent::register_speaking(&listen, Uuid::new_v4(), 1, Vec::new(), PIPELINE_VERSION - 1)
             .await;
-    let assigned = older.assignment().await;
-    older.run(assigned.task, &["rendered"]).await;
-    older.result_stored(assigned.task).await;
     let http = master.addrs().http.to_string();
+    for _ in 0..3 {
+        let assigned = older.assignment().await;
+        // Whatever the master dispatches with a result goes out in the same commit as
+        // this assignment: it holds one task at a time.
+        let (_, job) = get_json(&http, &format!("/api/v1/jobs/{}", submitted.id));
+        assert_eq!(job["task_counts"]["running"], 1, "{job}");
+        older.run(assigned.task, &["rendered"]).await;
+        older.result_stored(assigned.task).await;
+    }
+    wait_for("job done", || job_state(&http, submitted.id) == "done").await;
+    master.shutdown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_gets_a_task_ahead_of_each_busy_slot_once_a_job_s_tasks_prove_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = start_master(dir.path(), Duration::from_secs(30));
+    let listen = master.addrs().listen.to_string();
+    let client = common::client(&listen).await;
+    let submitted = client.submit_job(job("short", "1-10")).await.unwrap();
+    let mut agent = TestAgent::register(&listen, Uuid::new_v4(), 2, Vec::new()).await;
+    // Nothing is known of the tasks yet: one per slot.
+    let first = agent.assignment().await;
+    let second = agent.assignment().await;
+    let http = master.addrs().http.to_string();
+    let (_, job) = get_json(&http, &format!("/api/v1/jobs/{}", submitted.id));
+    assert_eq!(job["task_counts"]["running"], 2, "{job}");
+    // The first ends at once: its slot gets a task, and each slot one waiting behind.
+    agent.run(first.task, &[]).await;
+    let mut ahead = Vec::new();
+    for _ in 0..3 {
+        ahead.push(agent.assignment().await);
+    }
+    agent.result_stored(first.task).await;
+    let (_, job) = get_json(&http, &format!("/api/v1/jobs/{}", submitted.id));
+    assert_eq!(job["task_counts"]["running"], 4, "{job}");
+    // Assigned, none of them reported started (the second's process would run, the
+    // three others wait for a slot).
+    let (_, tasks) = get_json(&http, &format!("/api/v1/jobs/{}/tasks/", submitted.id));
+    let unstarted = tasks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["state"] == "running" && t["started_at"].is_null())
+        .count();
+    assert_eq!(unstarted, 4, "{tasks}");
+    // It runs them all; each result frees one seat for one task.
+    let mut outstanding: std::collections::VecDeque<TaskRef> = std::iter::once(second.task)
+        .chain(ahead.iter().map(|a| a.task))
+        .collect();
+    let mut queued = 10 - 1 - outstanding.len();
+    let mut done = 1;
+    while let Some(task) = outstanding.pop_front() {
+        agent.run(task, &[]).await;
+        agent.result_stored(task).await;
+        done += 1;
+        if queued > 0 {
+            outstanding.push_back(agent.assignment().await.task);
+            queued -= 1;
+        }
+    }
+    assert_eq!(done, 10);
     wait_for("job done", || job_state(&http, submitted.id) == "done").await;
     master.shutdown().unwrap();
 }

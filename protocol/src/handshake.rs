@@ -21,12 +21,20 @@ pub const MAGIC: [u8; 4] = *b"FRRW";
 ///
 /// - 5: the oldest still spoken.
 /// - 6: [`crate::MasterMessage::Stale`].
+/// - 7: an agent keeps as many assignments again as it has slots, each waiting for a
+///   slot (see [`PIPELINE_VERSION`]).
 ///
 /// Two peers speak the older of their newest versions (see [`agreed_version`]), so a
 /// farm is upgraded one node at a time: a side speaking a newer version sends an older
 /// peer only what that peer's version has. A message added later is appended to its
 /// enum, which leaves the encoding of the others unchanged.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
+
+/// From this version on an agent accepts up to twice its slots in assignments: those
+/// beyond its busy slots wait there, in the order they came, and each starts the moment
+/// a slot frees, so a slot does not wait for a round trip to the master between tasks.
+/// An older agent refuses an assignment beyond its slots.
+pub const PIPELINE_VERSION: u16 = 7;
 
 /// The oldest version of the message protocol this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 5;

@@ -494,6 +494,38 @@ impl Farm {
             .copied()
     }
 
+    /// The name's agent number (`host-2` → 2) of the agent with `id`.
+    pub fn agent_number(&self, id: &str) -> u32 {
+        let (_, agents) = self.get("/api/v1/agents/");
+        let agent = agents["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap()
+            .clone();
+        agent["name"]
+            .as_str()
+            .unwrap()
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Sends `signal` to the processes of local agent `number`.
+    pub fn signal_agent(&self, number: u32, signal: i32) {
+        let pids = self.agent_pids(number);
+        assert!(!pids.is_empty(), "agent {number} process not found");
+        for pid in pids {
+            // SAFETY: kill(2) of a process this test's farm started.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+    }
+
     /// Process ids of the local agent number `n` (1-based), found through /proc.
     pub fn agent_pids(&self, n: u32) -> Vec<i32> {
         let state_dir = self.data_dir.join("agents").join(format!("agent-{n}"));

@@ -111,10 +111,16 @@ impl StopReason {
 pub(crate) struct Controls {
     /// Stop requests, each reason at most once (so at most [`STOP_REASONS`] of them).
     pub stop: mpsc::Receiver<StopReason>,
-    /// Set when an older attempt of the same task still runs here: the process starts
-    /// only once this resolves (its sender sends or is dropped), so two attempts of a
-    /// task never run side by side.
+    /// Set when the attempt waits for a free slot or for an older attempt of the same
+    /// task still running here: the process starts only once this resolves (its sender
+    /// sends or is dropped), so two attempts of a task never run side by side.
     pub after: Option<oneshot::Receiver<()>>,
+    /// Whether it waits for an older attempt of its task, which the log says (a wait for
+    /// a slot is routine and says nothing).
+    pub after_older: bool,
+    /// Told when the task's processes are gone, before the result is put together and
+    /// the working directory disposed of: the slot is free from then on.
+    pub exited: Option<oneshot::Sender<()>>,
 }
 
 /// How an attempt ended, as [`run_task`] returns it.
@@ -174,15 +180,22 @@ pub(crate) async fn run_task<R: Reporter>(
     controls: Controls,
 ) -> AttemptEnd {
     let task = assignment.task;
-    let Controls { mut stop, after } = controls;
+    let Controls {
+        mut stop,
+        after,
+        after_older,
+        exited,
+    } = controls;
     let mut output = TaskOutput::new(task, env.output, reporter);
     let files = TaskFiles {
         dir: env.state.task_dir(task),
     };
     if let Some(after) = after {
-        output
-            .agent_line("waiting for an older attempt of this task to end".into())
-            .await;
+        if after_older {
+            output
+                .agent_line("waiting for an older attempt of this task to end".into())
+                .await;
+        }
         if let Some(reason) = wait_before_start(after, &mut stop).await {
             let ending = Ending::stopped_before_start(reason);
             return finish(env, &assignment, &files, ending, &mut output).await;
@@ -200,6 +213,9 @@ pub(crate) async fn run_task<R: Reporter>(
         }
         Err(error) => Ending::without_process(error, false),
     };
+    if let Some(exited) = exited {
+        let _ = exited.send(());
+    }
     finish(env, &assignment, &files, ending, &mut output).await
 }
 
@@ -371,6 +387,8 @@ async fn execute<R: Reporter>(
             return Ending::without_process(format!("cannot start `{}`: {e}", plan.program), false);
         }
     };
+    // When the process started, not when the master hears of it.
+    let started_at = Utc::now();
     let pgid = process.pid();
     let mut guard = GroupGuard {
         pgid,
@@ -390,7 +408,7 @@ async fn execute<R: Reporter>(
         .report(AgentMessage::TaskStarted(TaskStarted {
             task,
             pid: pgid,
-            at: Utc::now(),
+            at: started_at,
         }))
         .await;
     info!(

@@ -59,7 +59,12 @@ fn sh(script: &str) -> Assignment {
 async fn run(h: &Harness, assignment: Assignment) -> (TaskFinished, Vec<AgentMessage>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (_stop_tx, stop) = mpsc::channel(STOP_REASONS);
-    let controls = Controls { stop, after: None };
+    let controls = Controls {
+        stop,
+        after: None,
+        after_older: false,
+        exited: None,
+    };
     let end = run_task(&h.env, assignment, &Collect(tx), controls).await;
     assert_eq!(end.stopped_by, None);
     let finished = end.finished;
@@ -135,7 +140,12 @@ async fn run_and_stop(
         stop_tx.send(reason).await.unwrap();
         (seen, pid)
     };
-    let controls = Controls { stop, after: None };
+    let controls = Controls {
+        stop,
+        after: None,
+        after_older: false,
+        exited: None,
+    };
     let (end, (mut seen, pid)) =
         tokio::join!(run_task(&h.env, assignment, &reporter, controls), control);
     assert_eq!(end.stopped_by, Some(reason));
@@ -453,7 +463,12 @@ async fn a_stale_notice_during_the_grace_of_a_cancel_kills_at_once() {
         }
     };
     let started = std::time::Instant::now();
-    let controls = Controls { stop, after: None };
+    let controls = Controls {
+        stop,
+        after: None,
+        after_older: false,
+        exited: None,
+    };
     let (end, (mut seen, pgid)) = tokio::join!(
         run_task(&h.env, sh(IGNORES_SIGTERM), &reporter, controls),
         control
@@ -493,6 +508,8 @@ async fn an_attempt_told_to_wait_starts_only_once_the_older_one_is_over() {
     let controls = Controls {
         stop,
         after: Some(after),
+        after_older: true,
+        exited: None,
     };
     let end = run_task(&h.env, sh("echo ran"), &Collect(tx), controls).await;
     let mut messages = Vec::new();
@@ -526,6 +543,8 @@ async fn an_attempt_told_to_wait_starts_only_once_the_older_one_is_over() {
     let controls = Controls {
         stop,
         after: Some(after),
+        after_older: true,
+        exited: None,
     };
     let end = run_task(&h.env, sh("echo ran"), &Collect(tx), controls).await;
     assert!(end.finished.succeeded(), "{:?}", end.finished);

@@ -1,8 +1,14 @@
 //! Agents as the scheduler sees them: what each offers (slots, cpus, memory, GPUs, tags,
 //! software), whether it may take work, and what its running tasks reserve. Free capacity
 //! is derived from the reservations, never patched; an index of the agents that can take
-//! work (online, enabled, a free slot; most free slots first) makes finding candidates a
-//! walk over those agents only.
+//! work (online, enabled, a free slot or a free seat ahead of one; most free slots first)
+//! makes finding candidates a walk over those agents only.
+//!
+//! An agent speaking protocol version 7 keeps as many assignments again as it has slots,
+//! each waiting for a slot to free: those are its seats *ahead*. Tasks of jobs that
+//! pipeline ([`super::state::Job::pipelines`]) take them, so the agent starts its next
+//! task the moment one ends instead of after a round trip to the master. A task waiting
+//! there reserves what a running one does.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
@@ -28,6 +34,8 @@ pub struct Reservation {
 pub struct AgentEntry {
     /// Task slots.
     pub slots: u32,
+    /// Assignments it keeps waiting for a slot, beyond its slots.
+    pub ahead: u32,
     /// What it offers.
     pub offer: Offer,
     /// Connected and registered.
@@ -40,8 +48,8 @@ pub struct AgentEntry {
     /// master no longer counts, such as one taken from it while it was unreachable. Given
     /// back when such an attempt ends there, or when the agent registers again.
     pub held: u32,
-    /// The free-slot count under which the agent sits in the index, if it does.
-    indexed_free: Option<u32>,
+    /// Where the agent sits in the index, if it does.
+    indexed_free: Option<Room>,
     /// Changes whenever `offer` does, so matches computed against it can be cached.
     pub generation: u64,
 }
@@ -71,8 +79,8 @@ impl AgentEntry {
         }
     }
 
-    /// Slots taken: by running tasks, and held.
-    fn used_slots(&self) -> u32 {
+    /// Slots taken: by running tasks (and tasks waiting for a slot), and held.
+    pub fn used_slots(&self) -> u32 {
         u32::try_from(self.tasks.len())
             .unwrap_or(u32::MAX)
             .saturating_add(self.held)
@@ -85,11 +93,16 @@ impl AgentEntry {
 
     /// What a task with `needs` (and `ram_mb` of memory, when it was raised above the
     /// job's after the task ran out) would reserve here now, if it fits in the free
-    /// capacity.
-    pub fn reserve(&self, needs: &Needs, ram_mb: u64) -> Option<Reservation> {
+    /// capacity; `ahead`: a seat ahead of a slot will do.
+    pub fn reserve(&self, needs: &Needs, ram_mb: u64, ahead: bool) -> Option<Reservation> {
         let ram_mb = ram_mb.max(needs.ram_mb);
         let used_slots = self.used_slots();
-        if used_slots >= self.slots {
+        let seats = if ahead {
+            self.slots.saturating_add(self.ahead)
+        } else {
+            self.slots
+        };
+        if used_slots >= seats {
             return None;
         }
         // Cheap sums first; the GPU list is built only for tasks that take GPUs.
@@ -120,19 +133,31 @@ impl AgentEntry {
     }
 }
 
+/// What an agent can take: free slots, then free seats ahead of a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Room {
+    slots: u32,
+    ahead: u32,
+}
+
 /// Every agent known to the scheduler.
 #[derive(Debug, Default)]
 pub struct Agents {
     agents: HashMap<Uuid, AgentEntry>,
     /// Source of `AgentEntry::generation`.
     generations: u64,
-    free: BTreeSet<(Reverse<u32>, Uuid)>,
+    free: BTreeSet<(Reverse<Room>, Uuid)>,
 }
 
 impl Agents {
-    /// The agents that can take work now, most free slots first.
-    pub fn with_free_slots(&self) -> Vec<Uuid> {
-        self.free.iter().map(|&(_, agent)| agent).collect()
+    /// The agents that can take work now, most free slots first; with `ahead`, also
+    /// those with only seats ahead of a slot free (after the others).
+    pub fn with_free_slots(&self, ahead: bool) -> Vec<Uuid> {
+        self.free
+            .iter()
+            .take_while(|(Reverse(room), _)| ahead || room.slots > 0)
+            .map(|&(_, agent)| agent)
+            .collect()
     }
 
     /// Whether any agent can take work now.
@@ -161,12 +186,13 @@ impl Agents {
         tasks
     }
 
-    /// The agent is online with these slots and this offer.
-    pub fn online(&mut self, agent: Uuid, slots: u32, offer: Offer, enabled: bool) {
+    /// The agent is online with these slots (and seats `ahead` of them) and this offer.
+    pub fn online(&mut self, agent: Uuid, slots: u32, ahead: u32, offer: Offer, enabled: bool) {
         self.generations += 1;
         let entry = self.agents.entry(agent).or_default();
         entry.generation = self.generations;
         entry.slots = slots;
+        entry.ahead = ahead;
         entry.offer = offer;
         entry.online = true;
         // A registration lists what runs there: nothing is held past it.
@@ -238,7 +264,7 @@ impl Agents {
     /// The agent refused work for want of a slot: hold one of its slots.
     pub fn hold_slot(&mut self, agent: Uuid) {
         if let Some(entry) = self.agents.get_mut(&agent) {
-            entry.held = (entry.held + 1).min(entry.slots);
+            entry.held = (entry.held + 1).min(entry.slots.saturating_add(entry.ahead));
         }
         self.reindex(agent);
     }
@@ -264,10 +290,70 @@ impl Agents {
             self.free.remove(&(Reverse(old), agent));
         }
         let used = entry.used_slots();
-        if entry.takes_work() && entry.slots > used {
-            let free = entry.slots - used;
-            entry.indexed_free = Some(free);
-            self.free.insert((Reverse(free), agent));
+        let seats = entry.slots.saturating_add(entry.ahead);
+        if entry.takes_work() && seats > used {
+            let room = Room {
+                slots: entry.slots.saturating_sub(used),
+                ahead: seats - used.max(entry.slots),
+            };
+            entry.indexed_free = Some(room);
+            self.free.insert((Reverse(room), agent));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reservation() -> Reservation {
+        Reservation::default()
+    }
+
+    #[test]
+    fn agents_with_free_slots_come_before_those_with_only_seats_ahead() {
+        let mut agents = Agents::default();
+        let (busy, idle, old) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        agents.online(busy, 2, 2, Offer::default(), true);
+        agents.online(idle, 1, 1, Offer::default(), true);
+        // An agent speaking an older protocol has no seats ahead.
+        agents.online(old, 1, 0, Offer::default(), true);
+        agents.assign(busy, 1, reservation());
+        agents.assign(busy, 2, reservation());
+        agents.assign(old, 3, reservation());
+        assert_eq!(agents.with_free_slots(false), [idle]);
+        assert_eq!(agents.with_free_slots(true), [idle, busy]);
+
+        // A seat ahead is taken only when asked for, and never past the seats.
+        let needs = Needs::default();
+        let entry = agents.get(busy).unwrap();
+        assert_eq!(entry.reserve(&needs, 0, false), None);
+        assert!(entry.reserve(&needs, 0, true).is_some());
+        agents.assign(busy, 4, reservation());
+        agents.assign(busy, 5, reservation());
+        assert_eq!(agents.get(busy).unwrap().reserve(&needs, 0, true), None);
+        assert_eq!(agents.with_free_slots(true), [idle]);
+        assert_eq!(agents.get(busy).unwrap().free().slots, 0);
+    }
+
+    #[test]
+    fn a_task_waiting_ahead_reserves_what_a_running_one_does() {
+        let mut agents = Agents::default();
+        let agent = Uuid::new_v4();
+        let offer = Offer {
+            ram_mb: 8_192,
+            ..Offer::default()
+        };
+        agents.online(agent, 2, 2, offer, true);
+        let needs = Needs {
+            ram_mb: 3_000,
+            ..Needs::default()
+        };
+        for task in 1..=2 {
+            let held = agents.get(agent).unwrap().reserve(&needs, 0, true).unwrap();
+            agents.assign(agent, task, held);
+        }
+        // Both slots are busy, two seats ahead are free, but the memory is not.
+        assert_eq!(agents.get(agent).unwrap().reserve(&needs, 0, true), None);
     }
 }

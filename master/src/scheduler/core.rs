@@ -203,8 +203,9 @@ impl Core {
         self.dispatch();
     }
 
-    /// An agent (re)registered, running `running` (attempts still running there and
-    /// attempts whose result it has not seen acknowledged). Tasks believed to run there
+    /// An agent (re)registered with `slots`, keeping up to `ahead` more assignments
+    /// waiting for a slot, running `running` (attempts still running or waiting there,
+    /// and attempts whose result it has not seen acknowledged). Tasks believed to run there
     /// but not listed are requeued at once; listed attempts that were requeued after the
     /// agent was lost are taken back; listed attempts that are no longer current are
     /// cancelled and acknowledged.
@@ -212,6 +213,7 @@ impl Core {
         &mut self,
         agent: Uuid,
         slots: u32,
+        ahead: u32,
         offer: Offer,
         enabled: bool,
         running: &[TaskRef],
@@ -225,7 +227,7 @@ impl Core {
                 self.requeue(task_id);
             }
         }
-        self.agents.online(agent, slots, offer, enabled);
+        self.agents.online(agent, slots, ahead, offer, enabled);
         self.dirty_agents.insert(agent);
         for task in running {
             if self.running_on(task.task_id) == Some((agent, task.attempt)) {
@@ -348,27 +350,44 @@ impl Core {
         Verdict::Applied
     }
 
-    /// Hands queued tasks to agents with free capacity, best job first per slot.
+    /// Hands queued tasks to agents with free capacity, best job first per slot: first
+    /// into free slots, then into seats ahead of a slot, so no task waits on a busy
+    /// agent while another has a slot free for it.
     fn dispatch(&mut self) {
         if self.ready.is_empty() || !self.agents.any_free() {
             return;
         }
         let mut shares = Shares::build(self.jobs.values(), &self.queues);
         self.clock.refresh(self.jobs.values());
-        for agent_id in self.agents.with_free_slots() {
+        self.dispatch_pass(&mut shares, false);
+        // Seats ahead of a slot are for jobs that pipeline only: without one ready, the
+        // agents with nothing else free are not even looked at.
+        if self
+            .ready
+            .iter()
+            .any(|job_id| self.jobs.get(job_id).is_some_and(Job::pipelines))
+        {
+            self.dispatch_pass(&mut shares, true);
+        }
+    }
+
+    /// One walk over the agents with room: free slots, or with `ahead` seats ahead too.
+    fn dispatch_pass(&mut self, shares: &mut Shares, ahead: bool) {
+        for agent_id in self.agents.with_free_slots(ahead) {
             while let Some(agent) = self.agents.get(agent_id) {
                 let Some((job_id, reservation)) = policy::pick(
                     &self.ready,
                     &self.jobs,
                     agent_id,
                     agent,
-                    &shares,
+                    shares,
                     &self.queues,
                     &self.clock,
+                    ahead,
                 ) else {
                     break;
                 };
-                self.assign(job_id, agent_id, reservation, &mut shares);
+                self.assign(job_id, agent_id, reservation, shares);
             }
             if self.ready.is_empty() {
                 break;

@@ -43,7 +43,25 @@ pub(crate) fn register(core: &mut Core, agent: Uuid, slots: u32, running: &[Task
         ram_mb: 1 << 20,
         ..Offer::default()
     };
-    core.agent_registered(agent, slots, offer, true, running);
+    core.agent_registered(agent, slots, 0, offer, true, running);
+}
+
+/// An agent with `slots` slots that keeps as many assignments again waiting for a slot
+/// (protocol version 7) registers.
+fn register_ahead(core: &mut Core, agent: Uuid, slots: u32) {
+    let offer = Offer {
+        cpus: 64,
+        ram_mb: 1 << 20,
+        ..Offer::default()
+    };
+    core.agent_registered(agent, slots, slots, offer, true, &[]);
+}
+
+/// `task` started on `agent` and ended well `ran_ms` later.
+fn run_for(core: &mut Core, agent: Uuid, task: TaskRef, ran_ms: i64) -> Verdict {
+    let end = finished(task, 0);
+    core.task_started(agent, task, end.at.timestamp_millis() - ran_ms);
+    core.task_finished(agent, &end)
 }
 
 /// The task rows and job rows written since the last call.
@@ -599,4 +617,76 @@ fn registration_acknowledges_listed_attempts_already_settled() {
         tasks.iter().all(|r| r.id != settled.task_id),
         "the settled task is not touched: {tasks:?}"
     );
+}
+
+#[test]
+fn a_job_of_short_tasks_fills_the_seats_ahead_of_busy_slots_and_a_long_one_does_not() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 0, "1-20", 1);
+    let agent = Uuid::new_v4();
+    register_ahead(&mut core, agent, 2);
+    // Nothing is known of the job's tasks yet: one per slot.
+    let first = assignments(&core.take_effects());
+    assert_eq!(first.len(), 2);
+    assert_eq!(core.running_count(), 2);
+
+    // Its first task took 20 ms: the freed slot gets one, and both seats ahead one each.
+    assert_eq!(run_for(&mut core, agent, first[0].1, 20), Verdict::Applied);
+    let next = assignments(&core.take_effects());
+    assert_eq!(next.len(), 3, "{next:?}");
+    assert_eq!(core.running_count(), 4);
+    assert_eq!(core.free_capacity(agent).unwrap().slots, 0);
+    // Then each result frees exactly one seat, which gets exactly one task.
+    assert_eq!(run_for(&mut core, agent, first[1].1, 20), Verdict::Applied);
+    assert_eq!(assignments(&core.take_effects()).len(), 1);
+    assert_eq!(core.running_count(), 4);
+
+    // A job whose tasks take minutes waits for free slots.
+    let mut core = Core::new();
+    add(&mut core, 2, 0, 0, "1-20", 100);
+    register_ahead(&mut core, agent, 2);
+    let first = assignments(&core.take_effects());
+    assert_eq!(
+        run_for(&mut core, agent, first[0].1, 120_000),
+        Verdict::Applied
+    );
+    assert_eq!(assignments(&core.take_effects()).len(), 1);
+    assert_eq!(core.running_count(), 2);
+}
+
+#[test]
+fn an_agent_without_seats_ahead_gets_one_task_per_free_slot_even_for_short_tasks() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 0, "1-20", 1);
+    let agent = Uuid::new_v4();
+    register(&mut core, agent, 2, &[]);
+    let first = assignments(&core.take_effects());
+    assert_eq!(run_for(&mut core, agent, first[0].1, 5), Verdict::Applied);
+    assert_eq!(assignments(&core.take_effects()).len(), 1);
+    assert_eq!(core.running_count(), 2);
+}
+
+#[test]
+fn tasks_waiting_ahead_go_back_to_the_queue_with_their_lost_agent() {
+    let mut core = Core::new();
+    add(&mut core, 1, 0, 0, "1-6", 1);
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    register_ahead(&mut core, a, 1);
+    let first = assignments(&core.take_effects());
+    assert_eq!(run_for(&mut core, a, first[0].1, 10), Verdict::Applied);
+    let on_a = assignments(&core.take_effects());
+    assert_eq!(on_a.len(), 2, "one in the slot, one waiting: {on_a:?}");
+    // The agent is lost: both go back, and the next agent takes them with new attempts.
+    core.agent_lost(a);
+    register_ahead(&mut core, b, 1);
+    let on_b = assignments(&core.take_effects());
+    assert_eq!(on_b.len(), 2, "{on_b:?}");
+    assert!(on_b.iter().all(|(agent, _, _)| *agent == b), "{on_b:?}");
+    let requeued: Vec<i64> = on_a.iter().map(|(_, t, _)| t.task_id).collect();
+    assert!(
+        on_b.iter()
+            .any(|(_, t, _)| requeued.contains(&t.task_id) && t.attempt == 2),
+        "{on_a:?} then {on_b:?}"
+    );
+    assert_eq!(core.job_counts(1).unwrap().running, 2);
 }

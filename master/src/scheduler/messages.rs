@@ -52,6 +52,8 @@ pub struct AgentUp {
     pub agent_id: Uuid,
     /// Its slots.
     pub slots: u32,
+    /// Assignments it keeps waiting for a slot, beyond its slots.
+    pub ahead: u32,
     /// What it offers (tags as the API set them, if it did).
     pub offer: Offer,
     /// Whether it may get work.

@@ -384,6 +384,7 @@ impl Handler<AgentUp> for Scheduler {
         self.core.agent_registered(
             msg.agent_id,
             msg.slots,
+            msg.ahead,
             msg.offer,
             msg.enabled,
             &msg.running,

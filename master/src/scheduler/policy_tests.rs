@@ -171,7 +171,7 @@ proptest! {
         for i in 0..3u32 {
             let id = Uuid::new_v4();
             let offer = Offer { cpus: 4 + i, ram_mb: 4096, gpus: (0..i + 1).collect(), ..Offer::default() };
-            core.agent_registered(id, 6, offer.clone(), true, &[]);
+            core.agent_registered(id, 6, 0, offer.clone(), true, &[]);
             agents.push((id, offer));
         }
         let mut rng = fastrand_like(seed);
@@ -223,8 +223,8 @@ fn tags_and_software_choose_the_agents() {
         software: [("blender".to_string(), blender.to_string())].into(),
         ..Offer::default()
     };
-    core.agent_registered(laptop, 4, offer(&["linux", "laptop"], "4.2"), true, &[]);
-    core.agent_registered(old, 4, offer(&["linux"], "2.93"), true, &[]);
+    core.agent_registered(laptop, 4, 0, offer(&["linux", "laptop"], "4.2"), true, &[]);
+    core.agent_registered(old, 4, 0, offer(&["linux"], "2.93"), true, &[]);
     assert!(assigned(&core.take_effects()).is_empty());
     let why = core.why(1).unwrap();
     assert!(why.never, "{:?}", why.reasons);
@@ -234,7 +234,7 @@ fn tags_and_software_choose_the_agents() {
         "{:?}",
         why.reasons
     );
-    core.agent_registered(good, 4, offer(&["linux"], "4.2.1"), true, &[]);
+    core.agent_registered(good, 4, 0, offer(&["linux"], "4.2.1"), true, &[]);
     let got = assigned(&core.take_effects());
     assert_eq!(got.len(), 4);
     assert!(got.iter().all(|(a, ..)| *a == good));
@@ -259,6 +259,7 @@ fn gpu_tasks_get_distinct_devices_and_why_names_the_largest() {
     core.agent_registered(
         small,
         4,
+        0,
         Offer {
             cpus: 8,
             ram_mb: 1024,
@@ -278,6 +279,7 @@ fn gpu_tasks_get_distinct_devices_and_why_names_the_largest() {
     core.agent_registered(
         big,
         4,
+        0,
         Offer {
             cpus: 8,
             ram_mb: 1024,
@@ -593,8 +595,8 @@ fn a_task_killed_for_memory_runs_again_with_more_up_to_the_largest_agent() {
         ..Offer::default()
     };
     let big = Uuid::new_v4();
-    core.agent_registered(small, 1, offer(1024), true, &[]);
-    core.agent_registered(big, 1, offer(8192), false, &[]);
+    core.agent_registered(small, 1, 0, offer(1024), true, &[]);
+    core.agent_registered(big, 1, 0, offer(8192), false, &[]);
     let killed = |task: TaskRef, used_mb| TaskFinished {
         task,
         exit_code: None,

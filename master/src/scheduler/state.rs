@@ -110,7 +110,14 @@ pub struct Job {
     /// Whether each agent (at its offer's generation) meets the requirements: matching
     /// tags and version ranges once per agent, not once per decision.
     fits: RefCell<HashMap<Uuid, (u64, bool)>>,
+    /// How long its successful attempts ran lately, in milliseconds (a moving average;
+    /// none before the first one since the master started).
+    run_ms: Option<f64>,
 }
+
+/// Tasks of a job whose attempts lately ran shorter than this go to agents ahead of a
+/// free slot (see [`Job::pipelines`]).
+pub const PIPELINE_BELOW_MS: f64 = 1_000.0;
 
 impl Job {
     /// A job whose tasks all start in `state`.
@@ -131,6 +138,7 @@ impl Job {
             agents: HashMap::new(),
             waiting_on: BTreeSet::new(),
             fits: RefCell::new(HashMap::new()),
+            run_ms: None,
         };
         for (i, task) in tasks.iter().enumerate() {
             job.counts.add(task.state, 1);
@@ -145,6 +153,23 @@ impl Job {
     /// Tasks per state.
     pub fn counts(&self) -> TaskCounts {
         self.counts
+    }
+
+    /// A successful attempt ran `ms` milliseconds.
+    pub fn ran(&mut self, ms: i64) {
+        let ms = ms.max(0) as f64;
+        self.run_ms = Some(match self.run_ms {
+            Some(average) => average + (ms - average) / 4.0,
+            None => ms,
+        });
+    }
+
+    /// Whether its next task may go to an agent whose slots are all busy, to wait there
+    /// for the first one free: when its tasks lately took under [`PIPELINE_BELOW_MS`], a
+    /// slot would otherwise idle for a round trip to the master after each of them,
+    /// while a task that waits on an agent delays the job by at most one short task.
+    pub fn pipelines(&self) -> bool {
+        self.run_ms.is_some_and(|ms| ms < PIPELINE_BELOW_MS)
     }
 
     /// The id of the first queued task, in frame order.

@@ -299,8 +299,14 @@ impl AgentSession {
         for gpu in &mut registration.gpus {
             clean(&mut gpu.name, MAX_NAME);
         }
+        let ahead = if self.version >= furrow_protocol::PIPELINE_VERSION {
+            registration.slots
+        } else {
+            0
+        };
         let request = Register {
             registration,
+            ahead,
             session_id: self.id,
             peer: self.peer,
             link: ctx.address().recipient(),

@@ -118,6 +118,11 @@ impl Core {
             }
         };
         if state == WorkState::Done
+            && let Some(started) = started_at
+        {
+            job.ran(at - started);
+        }
+        if state == WorkState::Done
             && let Some(task) = job.task_mut(task_id)
         {
             task.last = Some(Box::new(Outcome {
@@ -224,7 +229,7 @@ impl Core {
             .get(agent)
             .and_then(|a| {
                 let ram_mb = job.task(task.task_id).map_or(0, |t| t.ram_mb);
-                a.reserve(&job.spec.needs, ram_mb)
+                a.reserve(&job.spec.needs, ram_mb, true)
             })
             .unwrap_or(Reservation {
                 cpus: job.spec.needs.cpus,

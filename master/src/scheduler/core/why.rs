@@ -179,7 +179,7 @@ impl Core {
                 disabled += 1;
                 continue;
             }
-            match policy::admit(job, **id, agent, &shares, &self.queues) {
+            match policy::admit(job, **id, agent, &shares, &self.queues, true) {
                 Err(Skip::Blocklisted) => blocklisted += 1,
                 Err(Skip::Busy) => busy += 1,
                 Err(Skip::JobFull) => job_full += 1,

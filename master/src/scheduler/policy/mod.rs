@@ -35,13 +35,15 @@ pub enum Skip {
     QueueFull(String),
 }
 
-/// Whether `job` may run a task on `agent` now, and what the task would reserve.
+/// Whether `job` may run a task on `agent` now, and what the task would reserve; with
+/// `ahead`, a seat ahead of a slot will do for a job that pipelines.
 pub fn admit(
     job: &Job,
     agent_id: Uuid,
     agent: &AgentEntry,
     shares: &Shares,
     tree: &Queues,
+    ahead: bool,
 ) -> Result<Reservation, Skip> {
     if job.blocklisted(agent_id) {
         return Err(Skip::Blocklisted);
@@ -63,10 +65,14 @@ pub fn admit(
     if let Some(queue) = shares.queue_full(job, agent_id, tree) {
         return Err(Skip::QueueFull(queue.to_string()));
     }
-    agent.reserve(&job.spec.needs, ram_mb).ok_or(Skip::Busy)
+    agent
+        .reserve(&job.spec.needs, ram_mb, ahead && job.pipelines())
+        .ok_or(Skip::Busy)
 }
 
-/// The job whose next task should go to `agent`, with what it would reserve.
+/// The job whose next task should go to `agent`, with what it would reserve; with
+/// `ahead`, into a seat ahead of a slot (see [`admit`]).
+#[allow(clippy::too_many_arguments)]
 pub fn pick(
     ready: &BTreeSet<JobId>,
     jobs: &HashMap<JobId, Job>,
@@ -75,6 +81,7 @@ pub fn pick(
     shares: &Shares,
     tree: &Queues,
     clock: &FairClock,
+    ahead: bool,
 ) -> Option<(JobId, Reservation)> {
     if !agent.takes_work() {
         return None;
@@ -84,7 +91,7 @@ pub fn pick(
         let Some(job) = jobs.get(job_id) else {
             continue;
         };
-        let Ok(reservation) = admit(job, agent_id, agent, shares, tree) else {
+        let Ok(reservation) = admit(job, agent_id, agent, shares, tree, ahead) else {
             continue;
         };
         let key = shares.key(job, tree, clock);

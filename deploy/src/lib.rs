@@ -1,5 +1,9 @@
-//! Furrow deploy: rolls application bundles out to agents (releases, config specs,
-//! health-gated rolling updates, rollback) and mounts them behind nginx.
-//!
-//! The crate is part of the workspace so that the master and agent can depend on it as
-//! the deploy service grows; it has no public items yet.
+//! temp
+mod ini;
+mod manifest;
+mod problem;
+mod spec;
+mod units;
+pub use manifest::*;
+pub use problem::*;
+pub use spec::*;

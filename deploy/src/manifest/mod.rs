@@ -18,6 +18,8 @@ use crate::problem::{Problem, join_problems, yaml_error_parts};
 
 pub use de::StopSignal;
 
+pub(crate) use check::is_identifier;
+
 /// The file name of the manifest at the top level of a bundle.
 pub const MANIFEST_FILE: &str = "furrow-app.yaml";
 

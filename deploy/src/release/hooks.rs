@@ -71,8 +71,9 @@ pub(super) fn run(hook: &HookRun<'_>) -> Result<(), ReleaseError> {
     let outcome = receiver.recv_timeout(hook.timeout);
     let timed_out = matches!(outcome, Err(mpsc::RecvTimeoutError::Timeout));
     if timed_out {
-        // SAFETY: kill(2) with a negative pid signals the hook's own process group, made by
-        // process_group(0) above; the group leader is not reaped yet, so the id is ours.
+        // SAFETY: kill(2) has no memory effects. A negative pid signals the hook's own
+        // process group, made by process_group(0) above. A group id cannot be reused while
+        // any member lives, so this reaches the hook's processes or no one.
         unsafe { libc::kill(-process_group, libc::SIGKILL) };
     }
     let status = match outcome {

@@ -71,6 +71,6 @@ pub use release::{
 pub use spec::{
     Config, ConfigFileError, ConfigFormat, Field, FieldDescription, FieldType, INI_CONFIG_SECTION,
     MASK, SPEC_INI_FILE, SPEC_YAML_FILE, Spec, SpecDescription, SpecError, SpecFormat,
-    parse_config_file,
+    parse_assignments, parse_config_file,
 };
 pub use units::{format_duration, parse_duration, parse_size};

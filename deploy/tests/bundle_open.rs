@@ -232,3 +232,25 @@ fn a_process_may_listen_without_a_placeholder_and_take_port_from_the_environment
     assert_eq!(manifest.processes["web"].instances, 1);
     assert_eq!(manifest.hooks.timeout, furrow_deploy::DEFAULT_HOOK_TIMEOUT);
 }
+
+#[test]
+fn stop_signals_by_name_with_or_without_sig() {
+    let text = "name: a\nversion: '1'\nprocesses:\n  web: {command: [serve], listen: none, stop_signal: SIGQUIT}\n";
+    let manifest = Manifest::parse(text).unwrap();
+    assert_eq!(
+        manifest.processes["web"].stop_signal,
+        furrow_deploy::StopSignal::Quit
+    );
+    assert_eq!(
+        manifest.processes["web"].stop_signal.as_raw(),
+        libc::SIGQUIT
+    );
+    let message = manifest_error(&text.replace("SIGQUIT", "STOP"));
+    assert!(
+        message_has(
+            &message,
+            &["processes.web.stop_signal", "unknown signal \"STOP\""]
+        ),
+        "{message}"
+    );
+}

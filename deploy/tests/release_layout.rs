@@ -394,3 +394,19 @@ fn app_names_are_checked() {
     let error = AppHome::open(&agent.apps, "../etc", &agent.shared_deps).unwrap_err();
     assert!(matches!(error, ReleaseError::InvalidAppName(_)), "{error}");
 }
+
+#[test]
+fn a_hook_that_cannot_start_names_its_command() {
+    let agent = agent();
+    let home = agent.home("nostart");
+    let bundle = hook_bundle(
+        "nostart",
+        "  post_install: [[no-such-program-furrow, --flag]]\n",
+    );
+    let error = home.install(1, &bundle, &Config::empty()).unwrap_err();
+    assert!(matches!(error, ReleaseError::HookSpawn { .. }), "{error}");
+    assert!(
+        error.to_string().contains("no-such-program-furrow --flag"),
+        "{error}"
+    );
+}

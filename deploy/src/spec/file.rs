@@ -89,6 +89,27 @@ pub fn parse_config_file(
     }
 }
 
+/// Reads command-line assignments (`--set key=value`, each given as `key=value`) into an
+/// input map of text values, which [`Spec::validate`] coerces to the fields' types.
+/// An argument without `=` or with an empty key, or a key given twice, is refused.
+pub fn parse_assignments<S: AsRef<str>>(arguments: &[S]) -> Result<Map<String, Value>, String> {
+    let mut values = Map::new();
+    for argument in arguments {
+        let argument = argument.as_ref();
+        let (key, value) = argument
+            .split_once('=')
+            .filter(|(key, _)| !key.trim().is_empty())
+            .ok_or_else(|| format!("expected key=value, got {argument:?}"))?;
+        if values
+            .insert(key.trim().to_string(), Value::String(value.to_string()))
+            .is_some()
+        {
+            return Err(format!("{} is set twice", key.trim()));
+        }
+    }
+    Ok(values)
+}
+
 /// A YAML comment with the field's label and help, when it has any.
 fn comment(field: &Field) -> String {
     let text = match (&field.label, &field.help) {

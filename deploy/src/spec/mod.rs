@@ -25,7 +25,9 @@ use crate::problem::{Problem, join_problems};
 
 pub use config::{Config, MASK};
 pub use describe::{FieldDescription, SpecDescription};
-pub use file::{ConfigFileError, ConfigFormat, INI_CONFIG_SECTION, parse_config_file};
+pub use file::{
+    ConfigFileError, ConfigFormat, INI_CONFIG_SECTION, parse_assignments, parse_config_file,
+};
 
 /// The file name of a YAML config spec at the top level of a bundle.
 pub const SPEC_YAML_FILE: &str = "config.spec.yaml";

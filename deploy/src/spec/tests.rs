@@ -339,3 +339,22 @@ fn describe_derives_the_form_from_the_spec() {
     assert_eq!(json["fields"][3]["choices"], json!(["fast", "safe"]));
     assert_eq!(json["fields"][4]["max"], json!(3600));
 }
+
+#[test]
+fn command_line_assignments_become_a_checked_configuration() {
+    let input = parse_assignments(&["workers=3", "hosts=a.b,c", "greeting=Hi there"]).unwrap();
+    let config = yaml_spec().validate(&input).unwrap();
+    assert_eq!(config.get("workers"), Some(&json!(3)));
+    assert_eq!(config.get("hosts"), Some(&json!(["a.b", "c"])));
+    assert_eq!(config.get("greeting"), Some(&json!("Hi there")));
+    assert!(
+        parse_assignments(&["novalue"])
+            .unwrap_err()
+            .contains("key=value")
+    );
+    assert!(
+        parse_assignments(&["a=1", "a=2"])
+            .unwrap_err()
+            .contains("twice")
+    );
+}

@@ -64,7 +64,7 @@ pub use manifest::{
     Listen, ListenKind, MANIFEST_FILE, Manifest, ManifestError, Mount, Process, Recurrent,
     StopSignal,
 };
-pub use problem::{Problem, join_problems};
+pub use problem::{FieldError, Problem, join_problems};
 pub use release::{
     AppHome, DEFAULT_BASE_PATH, InstalledRelease, KEEP_RELEASES, RELEASE_META_DIR, ReleaseError,
 };

@@ -13,6 +13,9 @@ pub struct Problem {
     pub message: String,
 }
 
+/// A configuration problem: [`Problem::path`] is the field's name.
+pub type FieldError = Problem;
+
 impl Problem {
     /// A problem at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {

@@ -182,7 +182,10 @@ async fn agent(
                     | MasterMessage::Cancel(_)
                     | MasterMessage::JobType(_)
                     | MasterMessage::Credential(_)
-                    | MasterMessage::Stale(_) => {}
+                    | MasterMessage::Stale(_)
+                    | MasterMessage::Deploy(_)
+                    | MasterMessage::Bundle(_)
+                    | MasterMessage::Undeploy(_) => {}
                 }
             }
             _ = heartbeat.tick() => {

@@ -200,6 +200,7 @@ fn view_of(row: &AgentRow, settings: Option<&AgentSettingsRow>) -> AgentView {
         load: 0.0,
         running: Vec::new(),
         last_seen: from_ms(row.last_seen),
+        webserver: None,
     }
 }
 
@@ -452,6 +453,7 @@ impl Handler<Register> for Registry {
             load: 0.0,
             running: reg.running.clone(),
             last_seen: now,
+            webserver: None,
         };
         self.store.do_send(UpsertAgent(row_of(&view, &reg.tags)));
         self.table.insert(
@@ -509,6 +511,34 @@ impl Handler<HeartbeatFrom> for Registry {
             0.0
         };
         agent.view.running = msg.heartbeat.running;
+        drop(agent);
+        self.changes.bump();
+    }
+}
+
+/// An agent announced the web server it mounts apps on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WebServerFrom {
+    /// The agent.
+    pub agent_id: Uuid,
+    /// Its session.
+    pub session_id: u64,
+    /// The server.
+    pub webserver: furrow_protocol::WebServerView,
+}
+
+impl Handler<WebServerFrom> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: WebServerFrom, _ctx: &mut Context<Self>) {
+        let Some(mut agent) = self.table.get_mut(&msg.agent_id) else {
+            return;
+        };
+        if agent.session_id != Some(msg.session_id) {
+            return;
+        }
+        agent.view.webserver = Some(msg.webserver);
         drop(agent);
         self.changes.bump();
     }

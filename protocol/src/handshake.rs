@@ -23,12 +23,13 @@ pub const MAGIC: [u8; 4] = *b"FRRW";
 /// - 6: [`crate::MasterMessage::Stale`].
 /// - 7: an agent keeps as many assignments again as it has slots, each waiting for a
 ///   slot (see [`PIPELINE_VERSION`]).
+/// - 8: deployed applications (see [`crate::apps`]).
 ///
 /// Two peers speak the older of their newest versions (see [`agreed_version`]), so a
 /// farm is upgraded one node at a time: a side speaking a newer version sends an older
 /// peer only what that peer's version has. A message added later is appended to its
 /// enum, which leaves the encoding of the others unchanged.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// From this version on an agent accepts up to twice its slots in assignments: those
 /// beyond its busy slots wait there, in the order they came, and each starts the moment

@@ -9,12 +9,15 @@
 //!   client requests mirroring the REST API ([`ClientRequest`], [`ClientResponse`]).
 //! - [`model`]: the records clients see (jobs, tasks, agents), shared with the REST API.
 //! - [`access`]: users, roles, tokens and the audit log.
+//! - [`apps`]: deployed applications: releases sent to agents, bundles fetched by
+//!   digest, the agents' reports and the apps' output.
 //! - [`frames`]: frame specifications (`1-100:5`) and their batches.
 //! - [`Client`]: a typed async client for tools.
 //!
 //! The crate has no actix dependency: it is plain tokio, usable from any tool.
 
 pub mod access;
+pub mod apps;
 pub mod client;
 pub mod codec;
 mod error;
@@ -26,6 +29,7 @@ pub mod model;
 pub mod tls;
 
 pub use access::*;
+pub use apps::*;
 pub use client::{Client, ClientError, ClientOptions};
 pub use codec::{DEFAULT_MAX_FRAME, FrameBudget, FrameCodec};
 pub use error::ProtocolError;

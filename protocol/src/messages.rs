@@ -45,6 +45,15 @@ pub enum AgentMessage {
     /// The agent is stopping: it takes no more work, and gives its running attempts back
     /// (`TaskReturned`, sent after this).
     Draining,
+    /// Protocol version 8. The web server the agent mounts apps on (sent after each
+    /// registration by an agent that runs one).
+    WebServer(crate::apps::WebServerView),
+    /// Protocol version 8. A piece of a bundle the agent lacks.
+    FetchBundle(crate::apps::BundleRequest),
+    /// Protocol version 8. How an app stands on the agent (after each change).
+    AppReport(crate::apps::AppReport),
+    /// Protocol version 8. Output lines of an app's instance.
+    AppLogs(crate::apps::AppLogBatch),
 }
 
 /// A preview image of a frame.
@@ -244,6 +253,13 @@ pub enum MasterMessage {
     /// grace, and forget its result if it ended. Agents speaking version 5 get
     /// [`MasterMessage::Cancel`] then [`MasterMessage::ResultStored`] instead.
     Stale(TaskRef),
+    /// Protocol version 8. Make this release of an app current on the agent.
+    Deploy(crate::apps::AppDeployment),
+    /// Protocol version 8. A piece of a bundle the agent asked for.
+    Bundle(crate::apps::BundleChunk),
+    /// Protocol version 8. Remove this app from the agent (its processes, mount and
+    /// files; its `pre_delete` hook runs first).
+    Undeploy(String),
 }
 
 /// The master accepted a registration.

@@ -536,6 +536,8 @@ pub struct AgentView {
     pub running: Vec<TaskRef>,
     /// Last time the master heard from it.
     pub last_seen: DateTime<Utc>,
+    /// The web server it mounts deployed apps on, if it runs one.
+    pub webserver: Option<crate::apps::WebServerView>,
 }
 
 /// Resources of an agent not reserved by running tasks.

@@ -475,6 +475,9 @@ impl MasterLink {
                     ),
                 }
             }
+            MasterMessage::Deploy(_) | MasterMessage::Bundle(_) | MasterMessage::Undeploy(_) => {
+                warn!("ignoring an app deployment: this agent runs no apps yet");
+            }
             MasterMessage::JobType(definition) => {
                 let (name, version) = (definition.name.clone(), definition.version);
                 match self.setup.jobtypes.receive(definition) {

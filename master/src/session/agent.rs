@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use crate::jobtypes::Added;
 use crate::logs::{AppendLogs, LogCollector};
-use crate::registry::{CloseSession, Disconnected, HeartbeatFrom, Register, Registry, TaskOnAgent};
+use crate::registry::{
+    CloseSession, Disconnected, HeartbeatFrom, Register, Registry, TaskOnAgent, WebServerFrom,
+};
 use crate::scheduler::{AgentConfigured, FromAgent, Scheduler, TaskEvent, ToAgent, Write};
 use crate::service::Service;
 use crate::session::in_flight::{Counted, InFlight, MAX_IN_FLIGHT, Ticket};
@@ -445,6 +447,23 @@ impl StreamHandler<Result<AgentMessage, ProtocolError>> for AgentSession {
                 Some(_) => self.publish(sources, ctx),
                 None => self.close("job types before registration", ctx),
             },
+            AgentMessage::WebServer(mut webserver) => match self.agent_id {
+                Some(agent_id) => {
+                    clean(&mut webserver.kind, MAX_NAME);
+                    clean(&mut webserver.address, MAX_NAME);
+                    self.registry.do_send(WebServerFrom {
+                        agent_id,
+                        session_id: self.id,
+                        webserver,
+                    });
+                }
+                None => self.close("web server before registration", ctx),
+            },
+            AgentMessage::FetchBundle(_)
+            | AgentMessage::AppReport(_)
+            | AgentMessage::AppLogs(_) => {
+                debug!("app messages are not handled yet");
+            }
             AgentMessage::Draining => match self.agent_id {
                 // Through the scheduler's mailbox like the task messages that follow, so
                 // the attempts it gives back are not handed to it again.

@@ -1,0 +1,1 @@
+//! Running and supervising app processes.

@@ -11,8 +11,8 @@ mod webserver_support;
 use std::path::Path;
 
 use furrow_deploy::webserver::{
-    ManagedServer, Mount, MountHost, Snippet, SystemOptions, SystemServer, Upstream, WebServerError,
-    WebServerKind,
+    ManagedServer, Mount, MountHost, Snippet, SystemOptions, SystemServer, Upstream,
+    WebServerError, WebServerKind,
 };
 use webserver_support::{PyApp, free_addr, free_port, get_async, shared_tempdir};
 
@@ -30,7 +30,8 @@ fn system_options(kind: WebServerKind, server: &ManagedServer, state: &Path) -> 
             let config = format!("{state_text}/nginx.conf");
             let select = ["-p", &prefix, "-e", &log, "-c", &config];
             options.check_command = words(&[&["/usr/sbin/nginx", "-t"][..], &select].concat());
-            options.reload_command = words(&[&["/usr/sbin/nginx", "-s", "reload"][..], &select].concat());
+            options.reload_command =
+                words(&[&["/usr/sbin/nginx", "-s", "reload"][..], &select].concat());
         }
         WebServerKind::Apache => {
             let config = format!("{state_text}/httpd.conf");
@@ -54,7 +55,9 @@ async fn mounts_through_the_servers_own_commands(kind: WebServerKind) {
     let state = dir.path().join("state");
     let port = free_port();
     let _app = PyApp::tcp(dir.path(), port, "one");
-    let server = ManagedServer::start(kind, &state, free_addr()).await.unwrap();
+    let server = ManagedServer::start(kind, &state, free_addr())
+        .await
+        .unwrap();
     let system = SystemServer::new(system_options(kind, &server, &state)).unwrap();
 
     system
@@ -75,13 +78,22 @@ async fn mounts_through_the_servers_own_commands(kind: WebServerKind) {
         .install_snippet(&Snippet::raw(kind, "hello", broken, None))
         .await
         .unwrap_err();
-    assert!(matches!(err, WebServerError::ConfigRejected { .. }), "{err}");
+    assert!(
+        matches!(err, WebServerError::ConfigRejected { .. }),
+        "{err}"
+    );
     let files: Vec<String> = std::fs::read_dir(server.sites_dir())
         .unwrap()
         .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default())
         .collect();
-    assert!(!files.concat().contains(broken.trim()), "rolled back: {files:?}");
-    assert!(files.concat().contains("/hello"), "old snippet restored: {files:?}");
+    assert!(
+        !files.concat().contains(broken.trim()),
+        "rolled back: {files:?}"
+    );
+    assert!(
+        files.concat().contains("/hello"),
+        "old snippet restored: {files:?}"
+    );
     // Prove the restored file is what a reload loads.
     system.reload().await.unwrap();
     let still = get_async(server.address(), "/hello/still").await.unwrap();
@@ -96,7 +108,9 @@ async fn mounts_through_the_servers_own_commands(kind: WebServerKind) {
 async fn a_failing_reload_command_is_reported(kind: WebServerKind) {
     let dir = shared_tempdir();
     let state = dir.path().join("state");
-    let server = ManagedServer::start(kind, &state, free_addr()).await.unwrap();
+    let server = ManagedServer::start(kind, &state, free_addr())
+        .await
+        .unwrap();
     let mut options = system_options(kind, &server, &state);
     options.reload_command = words(&["sh", "-c", "echo reload refused >&2; exit 3"]);
     let system = SystemServer::new(options).unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-/// Largest response read; the rest is ignored (a probe needs the status and headers).
+/// Largest response head read.
 const MAX_RESPONSE: usize = 64 * 1024;
 
 /// Where to send a probe.
@@ -26,10 +26,8 @@ pub(crate) enum ProbeTarget {
 pub(crate) struct ProbeResponse {
     /// The status code.
     pub status: u16,
-    /// Header names (lower-cased) and values, in order.
+    /// Header names (lower-cased) and values, in order (the body is not kept).
     pub headers: Vec<(String, String)>,
-    /// The body as received (possibly truncated, not de-chunked).
-    pub body: Vec<u8>,
 }
 
 impl ProbeResponse {
@@ -95,7 +93,8 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             break;
         }
         raw.extend_from_slice(&chunk[..read]);
-        if raw.len() >= MAX_RESPONSE {
+        // The head is all a probe needs; do not wait for the body or the close.
+        if raw.len() >= MAX_RESPONSE || raw.windows(4).any(|window| window == b"\r\n\r\n") {
             break;
         }
     }
@@ -120,11 +119,7 @@ fn parse(raw: &[u8]) -> Result<ProbeResponse, String> {
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
         .collect();
-    Ok(ProbeResponse {
-        status,
-        headers,
-        body: raw[head_end + 4..].to_vec(),
-    })
+    Ok(ProbeResponse { status, headers })
 }
 
 #[cfg(test)]
@@ -137,7 +132,6 @@ mod tests {
             parse(b"HTTP/1.1 204 No Content\r\nX-Furrow-Mount: a 1\r\n\r\nbody").unwrap();
         assert_eq!(response.status, 204);
         assert_eq!(response.header("x-furrow-mount"), Some("a 1"));
-        assert_eq!(response.body, b"body");
         assert!(parse(b"garbage\r\n\r\n").is_err());
         assert!(parse(b"HTTP/1.1 200 OK\r\n").is_err());
     }

@@ -164,10 +164,10 @@ async fn a_crashing_process_gives_up_after_backoff() {
     let final_state = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let state = changes.borrow_and_update()[0].state.clone();
-            if let InstanceState::Backoff { crashes, .. } = state {
-                if backoffs.last() != Some(&crashes) {
-                    backoffs.push(crashes);
-                }
+            if let InstanceState::Backoff { crashes, .. } = state
+                && backoffs.last() != Some(&crashes)
+            {
+                backoffs.push(crashes);
             }
             if matches!(state, InstanceState::GaveUp { .. }) {
                 return state;
@@ -332,10 +332,13 @@ async fn an_instance_can_listen_on_a_unix_socket() {
     assert!(!socket.exists(), "the socket is removed after the stop");
 }
 
+/// A delivered line: app, process, instance, stream, text.
+type Collected = (String, String, u32, LogStream, String);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_lines_arrive_with_their_instance() {
     let dir = shared_tempdir();
-    let lines: Arc<Mutex<Vec<(String, String, u32, LogStream, String)>>> = Arc::default();
+    let lines: Arc<Mutex<Vec<Collected>>> = Arc::default();
     let collected = Arc::clone(&lines);
     let sink: Arc<dyn LogSink> = Arc::new(move |line: &LogLine<'_>| {
         collected.lock().unwrap().push((

@@ -283,6 +283,44 @@ async fn restarts_cleanly_over_a_stale_state_dir(kind: WebServerKind) {
     second.stop().await.unwrap();
 }
 
+async fn a_site_at_the_root_and_an_app_below_it_coexist(kind: WebServerKind) {
+    let dir = shared_tempdir();
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    std::fs::write(site.join("index.html"), "home\n").unwrap();
+    let port = free_port();
+    let _app = PyApp::tcp(dir.path(), port, "api");
+    let server = start(kind, &dir.path().join("state")).await;
+    // Installed in both orders across the kinds' file ordering: the root first, then a
+    // deeper mount, which must still win for its own paths.
+    server
+        .install_mount(&Mount::static_site("home", "/", &site))
+        .await
+        .unwrap();
+    server
+        .install_mount(&Mount::proxy("api", "/api/v1", Upstream::port(port)))
+        .await
+        .unwrap();
+    let home = get_async(server.address(), "/").await.unwrap();
+    assert_eq!(
+        (home.status, home.body.as_str()),
+        (200, "home\n"),
+        "{home:?}"
+    );
+    let api = get_async(server.address(), "/api/v1/items").await.unwrap();
+    assert!(api.body.contains("path=/api/v1/items\n"), "{api:?}");
+    let mut apps = server.installed_apps().unwrap();
+    apps.sort();
+    assert_eq!(apps, vec!["api".to_owned(), "home".to_owned()]);
+    // Removing the root site leaves the app.
+    server.remove_mount("home").await.unwrap();
+    let api = get_async(server.address(), "/api/v1/again").await.unwrap();
+    assert!(api.body.contains("path=/api/v1/again\n"), "{api:?}");
+    // The empty document root: 404, or 403 where the server refuses to list a directory.
+    let root = get_async(server.address(), "/").await.unwrap();
+    assert!(matches!(root.status, 403 | 404), "{root:?}");
+}
+
 async fn reports_a_server_that_died(kind: WebServerKind) {
     let dir = shared_tempdir();
     let server = start(kind, &dir.path().join("state")).await;
@@ -332,4 +370,5 @@ for_each_server!(
     reloads_without_failing_a_request,
     restarts_cleanly_over_a_stale_state_dir,
     reports_a_server_that_died,
+    a_site_at_the_root_and_an_app_below_it_coexist,
 );

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::managed::Layout;
+use super::layout::Layout;
 use super::mount::{Backend, Mount, path_regex};
 use super::snippet::{MARKER_HEADER, MARKER_PREFIX, header};
 
@@ -132,7 +132,7 @@ pub(super) fn main_config(layout: &Layout, sites: &Path, modules_dir: &Path) -> 
             modules_dir.display()
         );
     }
-    for (extension, mime) in super::managed::MIME_TYPES {
+    for (extension, mime) in super::layout::MIME_TYPES {
         let _ = writeln!(conf, "AddType {mime} .{extension}");
     }
     let _ = write!(

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::managed::Layout;
+use super::layout::Layout;
 use super::mount::{Backend, Mount, path_regex};
 use super::snippet::{MARKER_HEADER, MARKER_PREFIX, header};
 
@@ -89,7 +89,7 @@ pub(super) fn main_config(layout: &Layout, sites: &Path) -> String {
             user.0, user.1
         );
     }
-    let types: Vec<String> = super::managed::MIME_TYPES
+    let types: Vec<String> = super::layout::MIME_TYPES
         .iter()
         .map(|(extension, mime)| format!("\".{extension}\" => \"{mime}\""))
         .collect();

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::managed::Layout;
+use super::layout::Layout;
 use super::mount::{Backend, Mount};
 use super::snippet::{MARKER_HEADER, MARKER_PREFIX, header};
 
@@ -110,7 +110,7 @@ pub(super) fn main_config(layout: &Layout, sites: &Path) -> String {
         pid = layout.pid_file.display(),
         log = layout.error_log.display(),
     );
-    for (extension, mime) in super::managed::MIME_TYPES {
+    for (extension, mime) in super::layout::MIME_TYPES {
         let _ = writeln!(conf, "        {mime} {extension};");
     }
     let _ = write!(

@@ -77,7 +77,10 @@ pub(super) fn main_config(layout: &Layout, sites: &Path) -> String {
          server.errorlog = \"{log}\"\n\
          server.tag = \"lighttpd\"\n\
          index-file.names = ( \"index.html\" )\n",
-        ip = layout.listen.ip(),
+        ip = match layout.listen.ip() {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        },
         port = layout.listen.port(),
         pid = layout.pid_file.display(),
         log = layout.error_log.display(),

@@ -118,6 +118,12 @@ impl ManagedServer {
         listen: SocketAddr,
         options: ManagedOptions,
     ) -> Result<Self, WebServerError> {
+        if listen.port() == 0 {
+            return Err(WebServerError::invalid(
+                "-",
+                "the listen address needs a port (0 would let the server pick one nobody knows)",
+            ));
+        }
         if !state_dir.is_absolute() {
             return Err(WebServerError::invalid(
                 "-",

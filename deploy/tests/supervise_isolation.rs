@@ -141,7 +141,7 @@ async fn an_isolated_web_app_serves_on_its_socket() {
     if let Err(err) = handle.wait_healthy(Duration::from_secs(30)).await {
         panic!("{err}; output: {:?}", lines.lock().unwrap());
     }
-    let socket = dir.path().join("run/boxedweb/web-0.sock");
+    let socket = dir.path().join("run/boxedweb/r1/web-0.sock");
     assert_eq!(std::fs::metadata(&socket).unwrap().uid(), APP_UID);
     handle.stop().await;
 }

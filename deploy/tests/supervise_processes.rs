@@ -315,7 +315,7 @@ async fn an_instance_can_listen_on_a_unix_socket() {
     let run = dir.path().join("run");
     let handle = Supervisor::start(spec, &pool(), &run, quiet()).unwrap();
     handle.wait_healthy(Duration::from_secs(30)).await.unwrap();
-    let socket = run.join("sockets").join("web-0.sock");
+    let socket = run.join("sockets").join("r1").join("web-0.sock");
     assert_eq!(handle.endpoints(), vec![Endpoint::Socket(socket.clone())]);
     let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     use std::io::{Read, Write};
@@ -379,6 +379,45 @@ async fn output_lines_arrive_with_their_instance() {
         "no line is attributed to the wrong instance"
     );
     handle.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_releases_of_an_app_run_side_by_side() {
+    let dir = shared_tempdir();
+    let script = write_app(dir.path());
+    let run = dir.path().join("run");
+    let spec_for = |release: &str| {
+        let mut spec = ProcessSpec::new(
+            "shop",
+            release,
+            "web",
+            vec![
+                "python3".into(),
+                script.display().to_string(),
+                "unix".into(),
+                "{socket}".into(),
+                "{release}".into(),
+            ],
+        );
+        spec.listen = Listen::Socket;
+        spec
+    };
+    let ports = pool();
+    let old = Supervisor::start(spec_for("r1"), &ports, &run, quiet()).unwrap();
+    old.wait_healthy(Duration::from_secs(30)).await.unwrap();
+    let old_pid = pid_of(&old, 0);
+    // The next release starts while the old one serves (a release switch).
+    let new = Supervisor::start(spec_for("r2"), &ports, &run, quiet()).unwrap();
+    new.wait_healthy(Duration::from_secs(30)).await.unwrap();
+    assert_ne!(old.endpoints(), new.endpoints());
+    assert_eq!(pid_of(&old, 0), old_pid, "starting r2 left r1 alone");
+    new.stop().await;
+    let Endpoint::Socket(socket) = &old.endpoints()[0] else {
+        panic!("socket")
+    };
+    assert!(socket.exists(), "stopping r2 left r1's socket");
+    assert!(old.status()[0].state.is_running());
+    old.stop().await;
 }
 
 #[test]

@@ -15,7 +15,7 @@ pub enum Listen {
     /// A TCP port on 127.0.0.1 from the [`PortPool`](super::PortPool), given as `{port}`
     /// and `$PORT`. The port stays the instance's across restarts.
     Port,
-    /// A unix socket `<run_dir>/<app>/<name>-<i>.sock`, given as `{socket}` and
+    /// A unix socket `<run_dir>/<app>/<release>/<name>-<i>.sock`, given as `{socket}` and
     /// `$SOCKET`; removed before each start and after the stop.
     Socket,
     /// No listener (a worker).
@@ -97,7 +97,8 @@ impl RestartPolicy {
 pub struct ProcessSpec {
     /// The app (letters, digits, `-`, `_`).
     pub app: String,
-    /// The release, for logs and the status view.
+    /// The release (letters, digits, `-`, `_`, `.`): in logs, the status view, and the
+    /// socket and pid file paths, so two releases of an app can run side by side.
     pub release: String,
     /// The process name within the app (`web`, `worker`; letters, digits, `-`, `_`).
     pub name: String,
@@ -173,8 +174,20 @@ impl ProcessSpec {
                 ));
             }
         }
-        if self.release.contains(['\0', '\n']) {
-            return invalid("the release must not contain NUL or newline".into());
+        // The release names files and directories (two releases run side by side during a
+        // switch), so it gets the same strict alphabet plus '.'.
+        let release_valid = !self.release.is_empty()
+            && self.release.len() <= 64
+            && self.release.as_bytes()[0].is_ascii_alphanumeric()
+            && self
+                .release
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !release_valid {
+            return invalid(format!(
+                "the release {:?} must be 1-64 ASCII letters, digits, '-', '_' or '.', starting with a letter or digit",
+                self.release
+            ));
         }
         if self.command.is_empty() || self.command[0].is_empty() {
             return invalid("the command is empty".into());

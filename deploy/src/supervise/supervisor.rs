@@ -41,8 +41,9 @@ pub struct SupervisorHandle {
 
 impl Supervisor {
     /// Validates `spec`, allocates a port per instance from `ports` (for
-    /// [`Listen::Port`]), prepares `<run_dir>/<app>/` (sockets) and `<run_dir>/pids/`
-    /// (`<app>.<name>-<i>.pid`), and starts every instance on the current tokio runtime.
+    /// [`Listen::Port`]), prepares `<run_dir>/<app>/<release>/` (sockets) and
+    /// `<run_dir>/pids/` (`<app>.<release>.<name>-<i>.pid`), and starts every instance on
+    /// the current tokio runtime.
     /// Returns at once; see [`SupervisorHandle::wait_healthy`].
     ///
     /// Instances get a clean environment: `PATH` (ours, or the standard one when
@@ -60,7 +61,9 @@ impl Supervisor {
             return Err(SuperviseError::NoRuntime);
         }
         let spec = Arc::new(spec);
-        let app_dir = run_dir.join(&spec.app);
+        // Sockets of one release together, so that the next release's instances (started
+        // before this one stops) never touch them.
+        let app_dir = run_dir.join(&spec.app).join(&spec.release);
         let pid_dir = run_dir.join("pids");
         for dir in [run_dir, &app_dir, &pid_dir] {
             create_dir(dir, 0o755)?;
@@ -95,6 +98,17 @@ impl Supervisor {
                 }
                 Listen::Socket => {
                     let socket = app_dir.join(format!("{}-{index}.sock", spec.name));
+                    // sun_path holds 108 bytes including the NUL.
+                    if socket.as_os_str().len() > 107 {
+                        return Err(SuperviseError::InvalidSpec {
+                            app: spec.app.clone(),
+                            process: spec.name.clone(),
+                            reason: format!(
+                                "the socket path {} is longer than 107 bytes; use a shorter run directory",
+                                socket.display()
+                            ),
+                        });
+                    }
                     handle.files.push(socket.clone());
                     Endpoint::Socket(socket)
                 }
@@ -123,7 +137,10 @@ impl Supervisor {
         );
         for (index, endpoint) in endpoints.into_iter().enumerate() {
             let index = index as u32;
-            let pid_file = pid_dir.join(format!("{}.{}-{index}.pid", spec.app, spec.name));
+            let pid_file = pid_dir.join(format!(
+                "{}.{}.{}-{index}.pid",
+                spec.app, spec.release, spec.name
+            ));
             kill_stale(&pid_file, &instance_key(&spec, index));
             handle.files.push(pid_file.clone());
             let instance = prepare(
@@ -156,7 +173,7 @@ impl Supervisor {
 /// Identifies an instance in its environment (`FURROW_INSTANCE_KEY`), so a stale pid file
 /// is only acted on when the process really is that instance.
 fn instance_key(spec: &ProcessSpec, index: u32) -> String {
-    format!("{}/{}/{index}", spec.app, spec.name)
+    format!("{}/{}/{}/{index}", spec.app, spec.release, spec.name)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -223,9 +240,10 @@ fn prepare(
     let plan = match &spec.isolation {
         Isolation::None => None,
         Isolation::Namespace(ns) => {
-            let staging = run_dir
-                .join("roots")
-                .join(format!("{}.{}-{index}", spec.app, spec.name));
+            let staging = run_dir.join("roots").join(format!(
+                "{}.{}.{}-{index}",
+                spec.app, spec.release, spec.name
+            ));
             create_dir(&staging, 0o700)?;
             let extra: Vec<PathBuf> = match spec.listen {
                 Listen::Socket => vec![app_dir.to_owned()],

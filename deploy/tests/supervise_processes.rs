@@ -382,6 +382,54 @@ async fn output_lines_arrive_with_their_instance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_health_command_marks_the_instance_unhealthy_until_it_passes() {
+    let dir = shared_tempdir();
+    let flag = dir.path().join("healthy");
+    std::fs::write(&flag, "").unwrap();
+    let mut spec = ProcessSpec::new(
+        "checked",
+        "r1",
+        "worker",
+        vec!["sleep".into(), "1000".into()],
+    );
+    spec.listen = Listen::None;
+    spec.health = Some(HealthCheck::Command(vec![
+        "test".into(),
+        "-e".into(),
+        flag.display().to_string(),
+    ]));
+    spec.health_policy.interval = Duration::from_millis(50);
+    spec.health_policy.failures_before_unhealthy = 2;
+    let handle = Supervisor::start(spec, &pool(), &dir.path().join("run"), quiet()).unwrap();
+    handle.wait_healthy(Duration::from_secs(10)).await.unwrap();
+    let pid = pid_of(&handle, 0);
+    std::fs::remove_file(&flag).unwrap();
+    wait_until_async(
+        Duration::from_secs(10),
+        "the instance to be unhealthy",
+        || {
+            let state = handle.status()[0].state.clone();
+            async move { matches!(state, InstanceState::Unhealthy { .. }) }
+        },
+    )
+    .await;
+    let err = handle
+        .wait_healthy(Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HealthError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("unhealthy"), "{err}");
+    std::fs::write(&flag, "").unwrap();
+    handle.wait_healthy(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        pid_of(&handle, 0),
+        pid,
+        "an unhealthy instance is not restarted"
+    );
+    handle.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_releases_of_an_app_run_side_by_side() {
     let dir = shared_tempdir();
     let script = write_app(dir.path());

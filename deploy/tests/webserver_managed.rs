@@ -30,6 +30,11 @@ async fn proxies_a_tcp_app_with_its_prefix(kind: WebServerKind) {
         .install_mount(&Mount::proxy("hello", "/hello", Upstream::port(port)))
         .await
         .unwrap();
+    // Once installed, every new connection sees the mount (no old worker answers).
+    for _ in 0..20 {
+        let response = get_async(server.address(), "/hello/now").await.unwrap();
+        assert_eq!(response.status, 200, "{response:?}");
+    }
     let response = get_async(server.address(), "/hello/x?q=1").await.unwrap();
     assert_eq!(response.status, 200, "{response:?}");
     assert!(
@@ -202,8 +207,10 @@ async fn removing_a_mount_makes_its_path_404(kind: WebServerKind) {
         200
     );
     server.remove_mount("hello").await.unwrap();
-    let gone = get_async(server.address(), "/hello/x").await.unwrap();
-    assert_eq!(gone.status, 404, "{gone:?}");
+    for _ in 0..20 {
+        let gone = get_async(server.address(), "/hello/x").await.unwrap();
+        assert_eq!(gone.status, 404, "{gone:?}");
+    }
     assert!(server.installed_apps().unwrap().is_empty());
     // Removing again is a no-op.
     server.remove_mount("hello").await.unwrap();

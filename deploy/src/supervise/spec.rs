@@ -213,6 +213,12 @@ impl ProcessSpec {
         {
             return invalid("the health command is empty".into());
         }
+        if self.health_policy.failures_before_unhealthy == 0 {
+            return invalid("health_policy.failures_before_unhealthy must be at least 1".into());
+        }
+        if self.health_policy.interval.is_zero() {
+            return invalid("health_policy.interval must not be zero".into());
+        }
         if self.restart.give_up_after == 0 {
             return invalid("restart.give_up_after must be at least 1".into());
         }

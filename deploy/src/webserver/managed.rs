@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
+use super::drain::OldWorkers;
 use super::install::{Expect, SitesDir, Verifier, expectation, write_atomic};
 
 use super::layout::{
@@ -294,14 +295,20 @@ impl ManagedServer {
         ended.unwrap_or_else(|_| self.status())
     }
 
-    /// Makes the server re-read its configuration (see the type's docs for the signals)
-    /// and waits until it answers again.
+    /// Makes the server re-read its configuration (see the type's docs for the signals),
+    /// waits until it answers again and until the previous workers stopped accepting
+    /// connections (see the `drain` module: nginx's old workers may otherwise still take
+    /// a connection or two with the old configuration).
     pub async fn reload(&self) -> Result<(), WebServerError> {
         self.ensure_running()?;
         let signal = match self.kind {
             WebServerKind::Nginx => Signal::SIGHUP,
             WebServerKind::Apache | WebServerKind::Lighttpd => Signal::SIGUSR1,
         };
+        let listen = self.layout.listen;
+        let old_workers = tokio::task::spawn_blocking(move || OldWorkers::snapshot(listen))
+            .await
+            .unwrap_or_default();
         self.pidfd
             .send_signal(signal)
             .map_err(|err| WebServerError::ReloadFailed {
@@ -310,13 +317,18 @@ impl ManagedServer {
                 output: err.to_string(),
             })?;
         tracing::info!(server = %self.kind, pid = self.pid, %signal, "managed web server reloading");
+        let failed = |reason: String| WebServerError::ReloadFailed {
+            kind: self.kind,
+            command: format!("kill -{signal} {}", self.pid),
+            output: reason,
+        };
         self.wait_answering(self.options.verify_timeout)
             .await
-            .map_err(|reason| WebServerError::ReloadFailed {
-                kind: self.kind,
-                command: format!("kill -{signal} {}", self.pid),
-                output: reason,
-            })
+            .map_err(failed)?;
+        old_workers
+            .wait_drained(self.options.verify_timeout)
+            .await
+            .map_err(failed)
     }
 
     /// Stops the server: the graceful stop signal (nginx `SIGQUIT`, Apache `SIGWINCH`,
@@ -434,6 +446,15 @@ impl MountHost for ManagedServer {
 
     async fn install_snippet(&self, snippet: &Snippet) -> Result<(), WebServerError> {
         validate_app_name(&snippet.app)?;
+        if snippet.kind != self.kind {
+            return Err(WebServerError::invalid(
+                &snippet.app,
+                format!(
+                    "the snippet is for {}, the server is {}",
+                    snippet.kind, self.kind
+                ),
+            ));
+        }
         let _serial = self.changes.lock().await;
         self.ensure_running()?;
         self.check_candidate(&snippet.app, Some(snippet)).await?;

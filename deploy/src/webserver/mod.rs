@@ -35,7 +35,10 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod apache;
+mod drain;
 mod error;
 mod install;
 mod kind;

@@ -96,6 +96,7 @@ pub(super) fn main_config(layout: &Layout, sites: &Path) -> String {
         "worker_processes 2;\n\
          pid {pid};\n\
          error_log {log} notice;\n\
+         worker_shutdown_timeout 10s;\n\
          events {{\n    worker_connections 1024;\n}}\n\
          http {{\n    \
              access_log off;\n    \

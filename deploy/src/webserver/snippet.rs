@@ -51,7 +51,8 @@ impl Snippet {
 
     /// The file name stem, `<order>-<app>`.
     pub fn stem(&self) -> String {
-        format!("{:02}-{}", self.order, self.app)
+        // Two digits always: the file name is parsed back to find an app's files.
+        format!("{:02}-{}", self.order.min(99), self.app)
     }
 
     /// The files to write: (`file name`, contents).

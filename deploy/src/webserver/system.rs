@@ -9,6 +9,7 @@ use std::time::Duration;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::Mutex;
 
+use super::drain::OldWorkers;
 use super::install::{Expect, SitesDir, Verifier, create_dir, expectation, write_atomic};
 use super::mount::validate_app_name;
 use super::process;
@@ -116,17 +117,28 @@ impl SystemServer {
         &self.options
     }
 
-    /// Runs the reload command.
+    /// Runs the reload command, then waits until the workers that held the listening
+    /// socket on the probe address before the reload have let go of it (when `/proc`
+    /// shows them; see [`ManagedServer::reload`](super::ManagedServer::reload)).
     pub async fn reload(&self) -> Result<(), WebServerError> {
+        let address = self.options.probe_address;
+        let old_workers = tokio::task::spawn_blocking(move || OldWorkers::snapshot(address))
+            .await
+            .unwrap_or_default();
         let (program, args) = split(&self.options.reload_command);
         let output = process::run(std::path::Path::new(program), args).await?;
+        let failed = |output: String| WebServerError::ReloadFailed {
+            kind: self.options.kind,
+            command: self.options.reload_command.join(" "),
+            output,
+        };
         if !output.success {
-            return Err(WebServerError::ReloadFailed {
-                kind: self.options.kind,
-                command: self.options.reload_command.join(" "),
-                output: output.text,
-            });
+            return Err(failed(output.text));
         }
+        old_workers
+            .wait_drained(self.options.verify_timeout)
+            .await
+            .map_err(failed)?;
         tracing::info!(server = %self.options.kind, "system web server reloaded");
         Ok(())
     }
@@ -215,6 +227,15 @@ impl MountHost for SystemServer {
 
     async fn install_snippet(&self, snippet: &Snippet) -> Result<(), WebServerError> {
         validate_app_name(&snippet.app)?;
+        if snippet.kind != self.options.kind {
+            return Err(WebServerError::invalid(
+                &snippet.app,
+                format!(
+                    "the snippet is for {}, the server is {}",
+                    snippet.kind, self.options.kind
+                ),
+            ));
+        }
         let _serial = self.changes.lock().await;
         let _lock = self.lock_dir().await?;
         self.checked_change(&snippet.app, |sites| sites.install(snippet))

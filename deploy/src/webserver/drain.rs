@@ -13,6 +13,7 @@
 //! holders). Processes whose fds we may not read (another user, when not root) are not
 //! seen; verification then rests on the marker alone.
 
+use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -69,14 +70,22 @@ impl OldWorkers {
 fn listening_inodes(address: SocketAddr) -> Vec<u64> {
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
+        let Ok(file) = std::fs::File::open(table) else {
             continue;
         };
-        for line in text.lines().skip(1) {
+        for line in std::io::BufReader::new(file).lines().skip(1) {
+            let Ok(line) = line else {
+                break;
+            };
             let fields: Vec<&str> = line.split_whitespace().collect();
             // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
-            if fields.len() < 10 || fields[3] != "0A" {
+            if fields.len() < 10 {
                 continue;
+            }
+            // The kernel lists listening sockets first; the rest (established, TIME_WAIT:
+            // thousands on a busy server, and slow to generate) is not read.
+            if fields[3] != "0A" {
+                break;
             }
             let Some((ip, port)) = parse_local(fields[1]) else {
                 continue;

@@ -115,6 +115,17 @@ async fn serves_a_static_site(kind: WebServerKind) {
     );
     let missing = get_async(server.address(), "/docs/nope.txt").await.unwrap();
     assert_eq!(missing.status, 404);
+    // A site whose directory does not exist is refused before any change.
+    let err = server
+        .install_mount(&Mount::static_site(
+            "ghost",
+            "/ghost",
+            dir.path().join("nope"),
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("is not a directory"), "{err}");
+    assert_eq!(server.installed_apps().unwrap(), vec!["docs".to_owned()]);
 }
 
 async fn serves_statics_under_an_app_without_the_app(kind: WebServerKind) {

@@ -39,12 +39,26 @@ pub trait MountHost: Send + Sync {
     /// The apps that have a snippet installed, sorted.
     fn installed_apps(&self) -> Result<Vec<String>, WebServerError>;
 
-    /// Renders `mount` for this server ([`render_snippet`]) and installs it.
+    /// Renders `mount` for this server ([`render_snippet`]), checks that its static
+    /// directories exist (a server would only answer 404 for a missing one), and installs
+    /// it.
     fn install_mount(
         &self,
         mount: &Mount,
     ) -> impl Future<Output = Result<(), WebServerError>> + Send {
-        let rendered = render_snippet(self.kind(), mount);
+        let rendered = render_snippet(self.kind(), mount).and_then(|snippet| {
+            match mount.statics.iter().find(|dir| !dir.dir.is_dir()) {
+                Some(missing) => Err(WebServerError::invalid(
+                    &mount.app,
+                    format!(
+                        "static dir {} for {} is not a directory (missing or unreadable)",
+                        missing.dir.display(),
+                        missing.url_path
+                    ),
+                )),
+                None => Ok(snippet),
+            }
+        });
         async move { self.install_snippet(&rendered?).await }
     }
 }

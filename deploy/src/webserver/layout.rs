@@ -167,13 +167,16 @@ pub(super) fn run_args(kind: WebServerKind, layout: &Layout, config: &Path) -> V
 }
 
 /// Creates the state directory's layout and clears what a previous run left behind.
-pub(super) async fn prepare_state_dir(layout: &Layout) -> Result<(), WebServerError> {
+pub(super) async fn prepare_state_dir(
+    kind: WebServerKind,
+    layout: &Layout,
+) -> Result<(), WebServerError> {
     let state = &layout.state_dir;
     create_dir(state)?;
     for sub in ["sites", "run", "tmp", "empty"] {
         create_dir(&state.join(sub))?;
     }
-    kill_leftover(layout).await;
+    kill_leftover(kind, layout).await;
     for stale in [state.join("candidate"), state.join("run")] {
         if stale.exists() {
             std::fs::remove_dir_all(&stale)
@@ -207,16 +210,27 @@ pub(super) async fn prepare_state_dir(layout: &Layout) -> Result<(), WebServerEr
 }
 
 /// Kills a server a previous run left on this state directory: its pid file names a live
-/// process whose command line mentions the state directory.
-async fn kill_leftover(layout: &Layout) {
+/// process whose command line names this state directory's main configuration (or the
+/// directory itself, as nginx's prefix or Apache's server root).
+async fn kill_leftover(kind: WebServerKind, layout: &Layout) {
     let Ok(text) = std::fs::read_to_string(&layout.pid_file) else {
         return;
     };
     let Ok(pid) = text.trim().parse::<i32>() else {
         return;
     };
+    // The main configuration's full path, not just the state directory: `/x/state` is a
+    // prefix of `/x/state2`, whose server is not ours.
+    let config = layout
+        .main_config_path(kind, &layout.state_dir)
+        .display()
+        .to_string();
     let state = layout.state_dir.display().to_string();
-    if !process::process_alive(pid) || !process::cmdline(pid).contains(&state) {
+    let command_line = process::cmdline(pid);
+    let ours = command_line
+        .split(' ')
+        .any(|arg| arg == config || arg.trim_end_matches('/') == state);
+    if !process::process_alive(pid) || !ours {
         return;
     }
     tracing::warn!(pid, state_dir = %state, "killing a web server left running by a previous run");

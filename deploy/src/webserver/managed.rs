@@ -156,7 +156,7 @@ impl ManagedServer {
         let sites = SitesDir {
             dir: state_dir.join("sites"),
         };
-        prepare_state_dir(&layout).await?;
+        prepare_state_dir(kind, &layout).await?;
         let config = layout.main_config_path(kind, state_dir);
         write_atomic(&config, &main_config(kind, &layout, &sites.dir, &options))?;
         process::check(kind, &binary, &check_args(kind, &layout, &config)).await?;

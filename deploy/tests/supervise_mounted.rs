@@ -14,16 +14,13 @@ use furrow_deploy::supervise::{
 use furrow_deploy::webserver::{ManagedServer, Mount, MountHost, Upstream, WebServerKind};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use webserver_support::{
-    free_addr, free_port, get_async, shared_tempdir, wait_until_async, write_app,
-};
+use webserver_support::{free_addr, get_async, shared_tempdir, wait_until_async, write_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervised_instances_serve_through_nginx() {
     let dir = shared_tempdir();
     let script = write_app(dir.path());
-    let start = free_port().min(u16::MAX - 20);
-    let ports = Arc::new(PortPool::new(start..=start + 20).unwrap());
+    let ports = Arc::new(PortPool::new(webserver_support::pool_range(20)).unwrap());
     let mut spec = ProcessSpec::new(
         "shop",
         "r1",

@@ -14,12 +14,12 @@ use furrow_deploy::supervise::{
 };
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use webserver_support::{free_port, get, shared_tempdir, wait_until_async, write_app};
+use webserver_support::{get, shared_tempdir, wait_until_async, write_app};
 
-/// A pool of a few ports around a free one.
+/// A pool of 20 ports of this test process's own (nextest runs each test in its own
+/// process), below the kernel's ephemeral range so outgoing connections do not take them.
 fn pool() -> Arc<PortPool> {
-    let start = free_port().min(u16::MAX - 50);
-    Arc::new(PortPool::new(start..=start + 50).unwrap())
+    Arc::new(PortPool::new(webserver_support::pool_range(20)).unwrap())
 }
 
 fn quiet() -> Arc<dyn LogSink> {

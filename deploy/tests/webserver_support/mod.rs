@@ -54,6 +54,15 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// A range of `size` ports for a port pool, chosen by this process's id in 20000..32000
+/// (below the usual ephemeral range 32768..60999): tests run in parallel processes, and
+/// their pools should not hand out the same port at the same moment.
+pub fn pool_range(size: u16) -> std::ops::RangeInclusive<u16> {
+    let slots = 12_000 / u32::from(size);
+    let start = 20_000 + (std::process::id() % slots) as u16 * size;
+    start..=start + size - 1
+}
+
 /// A free address on 127.0.0.1.
 pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))

@@ -339,6 +339,50 @@ async fn a_site_at_the_root_and_an_app_below_it_coexist(kind: WebServerKind) {
     assert!(matches!(root.status, 403 | 404), "{root:?}");
 }
 
+async fn mounts_nest_under_an_app_at_the_root(kind: WebServerKind) {
+    let dir = shared_tempdir();
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    std::fs::write(site.join("page.txt"), "docs page\n").unwrap();
+    let root_port = free_port();
+    let api_port = free_port();
+    let _root = PyApp::tcp(dir.path(), root_port, "root");
+    let _api = PyApp::tcp(dir.path(), api_port, "api");
+    let server = start(kind, &dir.path().join("state")).await;
+    server
+        .install_mount(&Mount::proxy("main", "/", Upstream::port(root_port)))
+        .await
+        .unwrap();
+    server
+        .install_mount(&Mount::static_site("docs", "/docs", &site))
+        .await
+        .unwrap();
+    server
+        .install_mount(&Mount::proxy("api", "/api", Upstream::port(api_port)))
+        .await
+        .unwrap();
+    let home = get_async(server.address(), "/anything").await.unwrap();
+    assert!(
+        home.body.contains("name=root\n") && home.body.contains("path=/anything\n"),
+        "{home:?}"
+    );
+    let docs = get_async(server.address(), "/docs/page.txt").await.unwrap();
+    assert_eq!(
+        (docs.status, docs.body.as_str()),
+        (200, "docs page\n"),
+        "{docs:?}"
+    );
+    let api = get_async(server.address(), "/api/items").await.unwrap();
+    assert!(
+        api.body.contains("name=api\n") && api.body.contains("path=/api/items\n"),
+        "{api:?}"
+    );
+    // Removing a nested mount hands its paths back to the app at the root.
+    server.remove_mount("api").await.unwrap();
+    let api = get_async(server.address(), "/api/items").await.unwrap();
+    assert!(api.body.contains("name=root\n"), "{api:?}");
+}
+
 async fn reports_a_server_that_died(kind: WebServerKind) {
     let dir = shared_tempdir();
     let server = start(kind, &dir.path().join("state")).await;
@@ -389,4 +433,5 @@ for_each_server!(
     restarts_cleanly_over_a_stale_state_dir,
     reports_a_server_that_died,
     a_site_at_the_root_and_an_app_below_it_coexist,
+    mounts_nest_under_an_app_at_the_root,
 );

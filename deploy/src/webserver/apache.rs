@@ -55,13 +55,13 @@ pub(super) fn snippet(mount: &Mount, marker: &str) -> String {
             "<Directory \"{dir_path}\">\n    Require all granted\n    Options None\n    \
              AllowOverride None\n    DirectoryIndex index.html\n</Directory>\n"
         );
-        if proxied {
-            let _ = writeln!(
-                conf,
-                "ProxyPassMatch \"{}\" \"!\"",
-                path_regex(&dir.url_path)
-            );
-        }
+        // Also without an upstream here: an app mounted at a shorter path (`/`) must not
+        // proxy this directory (deeper snippets sort first).
+        let _ = writeln!(
+            conf,
+            "ProxyPassMatch \"{}\" \"!\"",
+            path_regex(&dir.url_path)
+        );
     }
     if let (true, Some(upstream)) = (proxied, &mount.upstream) {
         let balancer = format!("balancer://furrow-{}", mount.app);

@@ -12,11 +12,14 @@ use super::snippet::{MARKER_HEADER, MARKER_PREFIX, header};
 pub(super) fn snippet(mount: &Mount, marker: &str) -> String {
     let mut conf = header(mount);
     // One `else` chain: the first matching branch of this mount applies, so statics win
-    // over the proxy without unsetting anything.
+    // over this mount's proxy. Conditions of *other* snippets that match too (an app at
+    // `/`, sorted before) apply as well, so the marker and static branches unset
+    // `proxy.server` explicitly.
     let _ = write!(
         conf,
         "$HTTP[\"url\"] == \"{MARKER_PREFIX}{app}\" {{\n    \
-         setenv.add-response-header = ( \"{MARKER_HEADER}\" => \"{marker}\" )\n}}\n",
+         setenv.add-response-header = ( \"{MARKER_HEADER}\" => \"{marker}\" )\n    \
+         proxy.server = ( )\n}}\n",
         app = mount.app
     );
     for dir in mount.statics_most_specific_first() {
@@ -28,7 +31,7 @@ pub(super) fn snippet(mount: &Mount, marker: &str) -> String {
         };
         let _ = write!(
             conf,
-            "else $HTTP[\"url\"] =~ \"{}\" {{\n    alias.url = ( {alias} )\n}}\n",
+            "else $HTTP[\"url\"] =~ \"{}\" {{\n    alias.url = ( {alias} )\n    proxy.server = ( )\n}}\n",
             path_regex(&dir.url_path)
         );
     }

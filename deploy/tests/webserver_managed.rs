@@ -377,6 +377,10 @@ async fn mounts_nest_under_an_app_at_the_root(kind: WebServerKind) {
         api.body.contains("name=api\n") && api.body.contains("path=/api/items\n"),
         "{api:?}"
     );
+    assert!(
+        api.body.contains("prefix=/api\n"),
+        "the deeper mount's prefix: {api:?}"
+    );
     // Removing a nested mount hands its paths back to the app at the root.
     server.remove_mount("api").await.unwrap();
     let api = get_async(server.address(), "/api/items").await.unwrap();

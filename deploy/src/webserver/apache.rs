@@ -1,4 +1,5 @@
-//! Apache httpd: snippets (`Alias`, `ProxyPassMatch` to a `balancer://` of the instances),
+//! Apache httpd: snippets (`Alias`, `ProxyPass` in `<LocationMatch>` to a `balancer://` of
+//! the instances),
 //! the managed main configuration and the command lines.
 
 use std::fmt::Write as _;
@@ -24,45 +25,16 @@ const MODULES: &[(&str, &str)] = &[
 ];
 
 /// Renders the snippet (server config or virtual host context).
+///
+/// Everything that must lose to a deeper mount lives in `<Location>`/`<LocationMatch>`
+/// sections, including `ProxyPass`: Apache merges matching sections in configuration
+/// order and the later one wins, so deeper mounts sort *after* shallower ones (as for
+/// lighttpd) and their upstream, prefix header, static exclusions and marker override an
+/// app mounted at `/`.
 pub(super) fn snippet(mount: &Mount, marker: &str) -> String {
     let mut conf = header(mount);
-    let _ = write!(
-        conf,
-        "<Location \"{MARKER_PREFIX}{app}\">\n    Require all granted\n    \
-         Header always set {MARKER_HEADER} \"{marker}\"\n</Location>\n",
-        app = mount.app
-    );
     let proxied =
         mount.upstream.is_some() && !mount.statics.iter().any(|s| s.url_path == mount.path);
-    if proxied && mount.path == "/" {
-        // Apache takes the first matching ProxyPass: keep every mount's marker (and the
-        // statics below) out of a mount at `/`.
-        let _ = writeln!(
-            conf,
-            "ProxyPassMatch \"^{}\" \"!\"",
-            MARKER_PREFIX.replace('.', "\\.")
-        );
-    }
-    for dir in mount.statics_most_specific_first() {
-        let dir_path = dir.dir.display();
-        if dir.url_path == "/" {
-            let _ = writeln!(conf, "Alias \"/\" \"{dir_path}/\"");
-        } else {
-            let _ = writeln!(conf, "Alias \"{}\" \"{dir_path}\"", dir.url_path);
-        }
-        let _ = write!(
-            conf,
-            "<Directory \"{dir_path}\">\n    Require all granted\n    Options None\n    \
-             AllowOverride None\n    DirectoryIndex index.html\n</Directory>\n"
-        );
-        // Also without an upstream here: an app mounted at a shorter path (`/`) must not
-        // proxy this directory (deeper snippets sort first).
-        let _ = writeln!(
-            conf,
-            "ProxyPassMatch \"{}\" \"!\"",
-            path_regex(&dir.url_path)
-        );
-    }
     if let (true, Some(upstream)) = (proxied, &mount.upstream) {
         let balancer = format!("balancer://furrow-{}", mount.app);
         let _ = writeln!(conf, "<Proxy \"{balancer}\">");
@@ -81,24 +53,46 @@ pub(super) fn snippet(mount: &Mount, marker: &str) -> String {
             }
         }
         conf.push_str("</Proxy>\n");
-        let regex = path_regex(&mount.path);
-        // mod_proxy adds X-Forwarded-For (and -Host, -Server) itself.
-        let _ = write!(
-            conf,
-            "<LocationMatch \"{regex}\">\n    Require all granted\n    ProxyPreserveHost On\n    \
-             RequestHeader set X-Forwarded-Proto expr=%{{REQUEST_SCHEME}}\n    \
-             RequestHeader set X-Forwarded-Prefix \"{prefix}\"\n</LocationMatch>\n",
-            prefix = mount.path
-        );
-        // The whole path is captured and appended, so the app sees the prefix; the query
-        // string is passed on by mod_proxy.
+        // The whole path is captured and appended, so the app sees the prefix; mod_proxy
+        // passes the query string on and adds X-Forwarded-For (and -Host, -Server).
         let capture = if mount.path == "/" {
             "^(/.*)$".to_owned()
         } else {
             format!("^({}(/.*)?)$", mount.path.replace('.', "\\."))
         };
-        let _ = writeln!(conf, "ProxyPassMatch \"{capture}\" \"{balancer}$1\"");
+        let _ = write!(
+            conf,
+            "<LocationMatch \"{capture}\">\n    Require all granted\n    \
+             ProxyPass \"{balancer}$1\"\n    ProxyPreserveHost On\n    \
+             RequestHeader set X-Forwarded-Proto expr=%{{REQUEST_SCHEME}}\n    \
+             RequestHeader set X-Forwarded-Prefix \"{prefix}\"\n</LocationMatch>\n",
+            prefix = mount.path
+        );
     }
+    // Least specific first: the later section wins.
+    let mut statics = mount.statics_most_specific_first();
+    statics.reverse();
+    for dir in statics {
+        let dir_path = dir.dir.display();
+        if dir.url_path == "/" {
+            let _ = writeln!(conf, "Alias \"/\" \"{dir_path}/\"");
+        } else {
+            let _ = writeln!(conf, "Alias \"{}\" \"{dir_path}\"", dir.url_path);
+        }
+        let _ = write!(
+            conf,
+            "<Directory \"{dir_path}\">\n    Require all granted\n    Options None\n    \
+             AllowOverride None\n    DirectoryIndex index.html\n</Directory>\n\
+             <LocationMatch \"{regex}\">\n    ProxyPass \"!\"\n</LocationMatch>\n",
+            regex = path_regex(&dir.url_path)
+        );
+    }
+    let _ = write!(
+        conf,
+        "<Location \"{MARKER_PREFIX}{app}\">\n    Require all granted\n    ProxyPass \"!\"\n    \
+         Header always set {MARKER_HEADER} \"{marker}\"\n</Location>\n",
+        app = mount.app
+    );
     conf
 }
 

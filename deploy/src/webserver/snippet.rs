@@ -29,9 +29,9 @@ pub struct Snippet {
     /// The value [`MARKER_HEADER`] takes once the server has loaded this snippet; `None`
     /// for raw snippets, which are verified only by the server still answering.
     pub marker: Option<String>,
-    /// Orders the snippet among the others (a two-digit file name prefix): Apache takes the
-    /// first matching `ProxyPass`, lighttpd the last matching condition, so deeper mount
-    /// paths sort first for Apache and last for lighttpd.
+    /// Orders the snippet among the others (a two-digit file name prefix): Apache and
+    /// lighttpd let the last matching section or condition win, so deeper mount paths sort
+    /// later (`10 + depth`).
     pub order: u8,
 }
 
@@ -88,10 +88,8 @@ pub fn render_snippet(kind: WebServerKind, mount: &Mount) -> Result<Snippet, Web
         hash.write(http.as_bytes());
     }
     let marker = format!("{} {:016x}", mount.app, hash.0);
-    let order = match kind {
-        WebServerKind::Lighttpd => 10 + depth,
-        WebServerKind::Nginx | WebServerKind::Apache => 89 - depth,
-    };
+    // nginx picks the longest prefix itself; the order is the same for all kinds.
+    let order = 10 + depth;
     Ok(Snippet {
         kind,
         app: mount.app.clone(),
@@ -169,12 +167,13 @@ mod tests {
     }
 
     #[test]
-    fn deeper_paths_sort_first_for_apache_and_last_for_lighttpd() {
+    fn deeper_paths_sort_later() {
         let root = Mount::static_site("root", "/", "/srv/root");
         let deep = Mount::proxy("deep", "/a/b", Upstream::port(8000));
-        let stem = |kind, mount: &Mount| render_snippet(kind, mount).unwrap().stem();
-        assert!(stem(WebServerKind::Apache, &deep) < stem(WebServerKind::Apache, &root));
-        assert!(stem(WebServerKind::Lighttpd, &deep) > stem(WebServerKind::Lighttpd, &root));
+        for kind in WebServerKind::ALL {
+            let stem = |mount: &Mount| render_snippet(kind, mount).unwrap().stem();
+            assert!(stem(&deep) > stem(&root), "{kind}");
+        }
     }
 
     #[test]

@@ -100,6 +100,16 @@ async fn two_instances_become_healthy_and_answer() {
         .unwrap()
         .count();
     assert_eq!(pid_files, 0, "pid files removed");
+    // Ports freed by the stop and taken by someone else (here: every port of the pool)
+    // stay theirs when the handle drops.
+    let mut taken = Vec::new();
+    while let Ok(port) = ports.allocate() {
+        taken.push(port);
+    }
+    assert!(taken.len() >= 2);
+    drop(handle);
+    taken.sort();
+    assert_eq!(ports.allocated(), taken);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

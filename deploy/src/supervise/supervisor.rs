@@ -35,7 +35,14 @@ pub struct SupervisorHandle {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     pgids: Vec<Arc<AtomicU32>>,
     ports: Arc<PortPool>,
-    allocated: Vec<u16>,
+    /// What this handle holds until released: taken (emptied) by the first release, so a
+    /// later drop cannot free a port or remove a file that by then belongs to someone else.
+    held: Mutex<Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    ports: Vec<u16>,
     files: Vec<PathBuf>,
 }
 
@@ -83,8 +90,7 @@ impl Supervisor {
             tasks: Mutex::new(Vec::new()),
             pgids: Vec::new(),
             ports: Arc::clone(ports),
-            allocated: Vec::new(),
-            files: Vec::new(),
+            held: Mutex::new(Held::default()),
         };
         // Endpoints first, so a port shortage fails before anything runs (the handle's
         // drop releases what was taken).
@@ -93,7 +99,7 @@ impl Supervisor {
             let endpoint = match spec.listen {
                 Listen::Port => {
                     let port = ports.allocate()?;
-                    handle.allocated.push(port);
+                    handle.lock_held().ports.push(port);
                     Endpoint::Port(port)
                 }
                 Listen::Socket => {
@@ -109,7 +115,7 @@ impl Supervisor {
                             ),
                         });
                     }
-                    handle.files.push(socket.clone());
+                    handle.lock_held().files.push(socket.clone());
                     Endpoint::Socket(socket)
                 }
                 Listen::None => Endpoint::None,
@@ -142,7 +148,7 @@ impl Supervisor {
                 spec.app, spec.release, spec.name
             ));
             kill_stale(&pid_file, &instance_key(&spec, index));
-            handle.files.push(pid_file.clone());
+            handle.lock_held().files.push(pid_file.clone());
             let instance = prepare(
                 &spec,
                 index,
@@ -361,12 +367,19 @@ impl SupervisorHandle {
     }
 
     fn release(&self) {
-        for port in &self.allocated {
-            self.ports.release(*port);
+        let held = std::mem::take(&mut *self.lock_held());
+        for port in held.ports {
+            self.ports.release(port);
         }
-        for file in &self.files {
+        for file in held.files {
             let _ = std::fs::remove_file(file);
         }
+    }
+
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock_tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {

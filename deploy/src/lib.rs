@@ -1,7 +1,8 @@
 //! Furrow deploy: everything about an application bundle from the moment it is uploaded
-//! until its release is laid out on an agent — reading and checking the bundle, its
-//! manifest and its config spec, extracting it safely, and installing, switching, pruning
-//! and deleting its releases with their hooks.
+//! until its release serves on an agent — reading and checking the bundle, its manifest
+//! and its config spec, extracting it safely, installing, switching, pruning and deleting
+//! its releases with their hooks, running and supervising its processes, and mounting it
+//! on nginx, Apache or lighttpd.
 //!
 //! # Tour
 //!
@@ -12,10 +13,12 @@
 //! | `spec` | config specs (YAML or INI): validation of configurations, secrets, rendering, form description | [`Spec`], [`Config`], [`parse_config_file`], [`SpecDescription`] |
 //! | `bundle` | open a bundle: extract to staging, read and check manifest, spec and referenced paths | [`Bundle`], [`BundleError`] |
 //! | `release` | an app's home on an agent: releases, the `current` link, shared directories, environment, hooks | [`AppHome`], [`InstalledRelease`], [`ReleaseError`] |
+//! | [`supervise`] | run an app's processes: ports or sockets, readiness and health, restarts with backoff, a visible give-up, graceful stops, output lines, namespace isolation | `Supervisor`, `SupervisorHandle`, `ProcessSpec`, `PortPool` |
+//! | [`webserver`] | path-based mounts on managed or system web servers: snippets checked by the server's own test, installed atomically, reloaded once and verified | `ManagedServer`, `SystemServer`, `MountHost`, `Mount` |
 //! | `units`, `problem`, `ini` | durations and sizes as people write them; findings with their path; a small INI reader | [`parse_duration`], [`parse_size`], [`Problem`] |
 //!
 //! The file formats, limits, on-disk layout and environment variables are described in the
-//! crate's `README.md`.
+//! crate's `README.md`; the web-server configurations and supervision in `WEBSERVERS.md`.
 //!
 //! # From upload to a running release
 //!
@@ -53,7 +56,9 @@ mod manifest;
 mod problem;
 mod release;
 mod spec;
+pub mod supervise;
 mod units;
+pub mod webserver;
 
 pub use archive::{
     ArchiveError, ArchiveFormat, Extracted, Limits, extract_bytes, extract_file, sha256_hex,

@@ -2,6 +2,7 @@
 //! the work lives in the `furrow-master`, `furrow-agent` and `furrow-protocol` crates.
 
 mod access;
+mod apps;
 mod bench;
 mod bench_dispatch;
 mod bench_e2e;
@@ -77,6 +78,8 @@ enum Command {
     Whoami(access::WhoAmIArgs),
     /// Show whether the master is healthy, and what is wrong when it is not (exits 1).
     Health(commands::HealthArgs),
+    /// Create, deploy, configure, roll back and follow deployed web apps.
+    App(apps::AppArgs),
     /// Measure a local farm (submission latency, task throughput).
     Bench(bench::BenchArgs),
 }
@@ -402,6 +405,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Audit(args) => client_command(access::audit(args)),
         Command::Whoami(args) => client_command(access::whoami(args)),
         Command::Health(args) => client_command(commands::health(args)),
+        Command::App(args) => client_command(apps::app(args)),
         Command::Bench(args) => {
             init_tracing("warn");
             bench::run(args)

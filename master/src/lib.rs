@@ -50,6 +50,7 @@
 
 #![warn(missing_docs)]
 
+pub mod apps;
 pub mod auth;
 pub mod changes;
 mod config;

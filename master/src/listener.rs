@@ -42,6 +42,8 @@ pub struct SessionDeps {
     pub scheduler: Addr<Scheduler>,
     /// Log collector.
     pub logs: Addr<LogCollector>,
+    /// Deployed apps.
+    pub apps: Addr<crate::apps::Apps>,
     /// Service layer for client requests.
     pub service: Service,
     /// Maximum frame size.

@@ -356,6 +356,25 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
             known_agents.push(placeholder_agent(agent));
         }
     }
+    let apps = {
+        let rows = reader.apps().await?;
+        let releases = reader.app_releases().await?;
+        let next_event = reader.max_app_event_id().await?;
+        let (store, changes, data_dir) = (store.clone(), changes.clone(), data_dir.clone());
+        // Checked once here, so the supervisor's restarts cannot fail on it.
+        crate::apps::Apps::new(
+            store.clone(),
+            data_dir.clone(),
+            rows.clone(),
+            releases.clone(),
+            next_event,
+            changes.clone(),
+        )?;
+        Supervisor::start(move |_| {
+            crate::apps::Apps::new(store, data_dir, rows, releases, next_event, changes)
+                .unwrap_or_else(|e| panic!("the apps cannot start: {e}"))
+        })
+    };
     let agents = Arc::new(DashMap::new());
     let registry = {
         let (agents, scheduler, store, changes) = (
@@ -368,11 +387,13 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         let settings = loaded.agent_settings;
         let (interval, timeout) = (config.heartbeat_interval, config.heartbeat_timeout);
         let forget = config.forget_agents_after;
+        let apps = apps.clone();
         Supervisor::start(move |_| {
             Registry::new(
                 &known, settings, agents, scheduler, store, interval, timeout, changes,
             )
             .forget_agents_after(forget)
+            .with_apps(apps)
         })
     };
     let auth = crate::auth::Auth::load(reader.clone(), store.clone(), &data_dir).await?;
@@ -384,13 +405,20 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
             scheduler: scheduler.clone(),
             logs: logs.clone(),
             registry: registry.clone(),
+            apps: apps.clone(),
         },
         live,
         agents,
         stats,
         catalog,
         auth,
+        data_dir.clone(),
     );
+
+    {
+        let (data_dir, service) = (data_dir.clone(), service.clone());
+        Supervisor::start(move |_| crate::apps::inbox::Inbox::new(data_dir, service));
+    }
 
     let tls = match &config.tls {
         Some((cert, key)) => {
@@ -432,6 +460,7 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         registry,
         scheduler,
         logs: logs.clone(),
+        apps,
         service: service.clone(),
         max_frame: config.max_frame,
         node_id: Uuid::new_v4(),

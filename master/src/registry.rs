@@ -177,6 +177,9 @@ pub struct Registry {
     /// Lost agents unseen for this long are forgotten (see
     /// [`crate::MasterConfig::forget_agents_after`]).
     forget_after: Option<Duration>,
+    /// Told which agents serve apps (those that announced a web server) and how their
+    /// tags change.
+    apps: Option<Addr<crate::apps::Apps>>,
 }
 
 fn view_of(row: &AgentRow, settings: Option<&AgentSettingsRow>) -> AgentView {
@@ -258,7 +261,14 @@ impl Registry {
             heartbeat_timeout,
             changes,
             forget_after: None,
+            apps: None,
         }
+    }
+
+    /// Tells `apps` which agents serve apps.
+    pub fn with_apps(mut self, apps: Addr<crate::apps::Apps>) -> Self {
+        self.apps = Some(apps);
+        self
     }
 
     /// Forgets lost agents unseen for `after` (never with `None`).
@@ -526,6 +536,8 @@ pub struct WebServerFrom {
     pub session_id: u64,
     /// The server.
     pub webserver: furrow_protocol::WebServerView,
+    /// The agent's session.
+    pub link: Recipient<ToAgent>,
 }
 
 impl Handler<WebServerFrom> for Registry {
@@ -538,8 +550,18 @@ impl Handler<WebServerFrom> for Registry {
         if agent.session_id != Some(msg.session_id) {
             return;
         }
-        agent.view.webserver = Some(msg.webserver);
+        agent.view.webserver = Some(msg.webserver.clone());
+        let (name, tags) = (agent.view.name.clone(), agent.view.tags.clone());
         drop(agent);
+        if let Some(apps) = &self.apps {
+            apps.do_send(crate::apps::AgentServes {
+                agent_id: msg.agent_id,
+                name,
+                tags,
+                webserver: msg.webserver,
+                link: msg.link,
+            });
+        }
         self.changes.bump();
     }
 }
@@ -597,6 +619,9 @@ impl Handler<Disconnected> for Registry {
         self.scheduler.do_send(AgentDown {
             agent_id: msg.agent_id,
         });
+        if let Some(apps) = &self.apps {
+            apps.do_send(crate::apps::AgentLeft(msg.agent_id));
+        }
         self.changes.bump();
     }
 }
@@ -684,6 +709,12 @@ impl Handler<EditAgent> for Registry {
         }
         let view = agent.view.clone();
         drop(agent);
+        if let (Some(apps), Some(_)) = (&self.apps, &msg.patch.tags) {
+            apps.do_send(crate::apps::AgentTagsChanged {
+                agent_id,
+                tags: view.tags.clone(),
+            });
+        }
         info!(agent = %agent_id, enabled = settings.enabled, tags = ?settings.tags, "agent settings changed");
         let (sender, committed) = tokio::sync::oneshot::channel();
         self.store.do_send(CommitBatch {

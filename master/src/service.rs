@@ -29,6 +29,8 @@ use crate::store::records::{JobRecord, JobSettings, NewFrames, NewJob};
 use crate::store::{AllocateTaskIds, InsertJob, Store, StoreReader};
 use furrow_jobtypes::Definition;
 
+pub mod apps;
+
 /// Default page size of job and agent lists.
 pub const DEFAULT_LIMIT: u64 = 100;
 /// Default page size of task lists.
@@ -68,6 +70,8 @@ pub struct Actors {
     pub logs: Addr<LogCollector>,
     /// Agents and their settings.
     pub registry: Addr<Registry>,
+    /// Deployed apps.
+    pub apps: Addr<crate::apps::Apps>,
 }
 
 /// Handles to everything the requests need. Cheap to clone.
@@ -82,6 +86,8 @@ struct Inner {
     scheduler: Addr<Scheduler>,
     logs: Addr<LogCollector>,
     registry: Addr<Registry>,
+    apps: Addr<crate::apps::Apps>,
+    data_dir: std::path::PathBuf,
     live: LiveLogs,
     agents: AgentTable,
     stats: Arc<SchedulerStats>,
@@ -308,6 +314,7 @@ pub fn validate(submission: JobSubmission, catalog: &Catalog) -> Result<NewJob, 
 
 impl Service {
     /// A service over the master's actors.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         reader: StoreReader,
         actors: Actors,
@@ -316,6 +323,7 @@ impl Service {
         stats: Arc<SchedulerStats>,
         catalog: Arc<Catalog>,
         auth: Arc<Auth>,
+        data_dir: std::path::PathBuf,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -326,6 +334,8 @@ impl Service {
                 scheduler: actors.scheduler,
                 logs: actors.logs,
                 registry: actors.registry,
+                apps: actors.apps,
+                data_dir,
                 live,
                 agents,
                 stats,
@@ -1392,6 +1402,45 @@ impl Service {
                 .audit(c, limit, offset)
                 .await
                 .map(ClientResponse::Audit),
+            ClientRequest::CreateApp(spec) => {
+                self.create_app(c, spec).await.map(ClientResponse::App)
+            }
+            ClientRequest::ListApps => self.list_apps(c).await.map(ClientResponse::Apps),
+            ClientRequest::GetApp { name } => self.get_app(c, &name).await.map(ClientResponse::App),
+            ClientRequest::DeployApp { name, bundle } => self
+                .deploy_app(c, &name, bundle, "upload")
+                .await
+                .map(ClientResponse::AppRelease),
+            ClientRequest::AppConfig { name } => self
+                .app_config(c, &name)
+                .await
+                .map(|map| ClientResponse::AppConfig(serde_json::Value::Object(map).into())),
+            ClientRequest::ConfigureApp { name, values } => match values.0 {
+                serde_json::Value::Object(values) => self
+                    .configure_app(c, &name, values)
+                    .await
+                    .map(ClientResponse::AppRelease),
+                _ => Err(ApiError::bad_request(
+                    "values: must be an object of field names to values",
+                )),
+            },
+            ClientRequest::RollbackApp { name, to } => self
+                .rollback_app(c, &name, to)
+                .await
+                .map(ClientResponse::AppRolledBack),
+            ClientRequest::AppLogs {
+                name,
+                pattern,
+                since_ms,
+                limit,
+            } => self
+                .app_logs(c, &name, pattern.as_deref(), since_ms, limit as usize)
+                .await
+                .map(ClientResponse::AppLogs),
+            ClientRequest::DeleteApp { name } => self
+                .delete_app(c, &name)
+                .await
+                .map(|()| ClientResponse::Deleted),
         };
         result.unwrap_or_else(ClientResponse::Error)
     }

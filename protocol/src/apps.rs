@@ -145,3 +145,144 @@ pub struct WebServerView {
     /// Where it listens (`127.0.0.1:8080`).
     pub address: String,
 }
+
+/// Which agents an app is placed on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AppSelector {
+    /// Every agent carrying all of these tags (an empty list selects every agent).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// A new app: `POST /api/v1/apps/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    /// Its name: lower-case letters, digits, `-` and `_`, as its bundles' manifests name
+    /// it.
+    pub name: String,
+    /// Where it runs.
+    #[serde(default)]
+    pub agents: AppSelector,
+    /// The web server kind it is mounted on (`nginx`, `apache` or `lighttpd`); an agent
+    /// running another kind, or none, does not get it.
+    pub webserver: String,
+}
+
+/// One release of an app: a bundle with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppReleaseView {
+    /// Its number.
+    pub release: u32,
+    /// The bundle's version (from its manifest).
+    pub version: String,
+    /// The bundle's SHA-256.
+    pub digest: String,
+    /// The bundle's size in bytes.
+    pub size: u64,
+    /// Where the bundle came from: `upload`, `inbox`, or `config` (the release before
+    /// it with a new configuration).
+    pub source: String,
+    /// Who made it.
+    pub created_by: String,
+    /// When.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Its configuration, secrets masked.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// How an app stands on one agent, in the app's view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppAgentView {
+    /// The agent.
+    pub agent: uuid::Uuid,
+    /// Its name.
+    pub name: String,
+    /// Whether it is connected.
+    pub online: bool,
+    /// The release asked of it.
+    pub target: Option<u32>,
+    /// The release that serves there.
+    pub current: Option<u32>,
+    /// Where it stands (none before its first report).
+    pub state: Option<AppState>,
+    /// What happened last.
+    pub message: Option<String>,
+    /// The instances of the serving release.
+    pub instances: Vec<AppInstanceView>,
+    /// Where it is mounted there.
+    pub mount: Option<String>,
+}
+
+/// Something that happened to an app: its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppEventView {
+    /// When.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// Who (a user, or `agent NAME` for what an agent did on its own).
+    pub by: String,
+    /// `created`, `deployed`, `configured`, `rolled back`, `reverted`, `failed`, `running`.
+    pub action: String,
+    /// The release concerned.
+    pub release: Option<u32>,
+    /// Details.
+    pub detail: String,
+}
+
+/// An app: `GET /api/v1/apps/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppView {
+    /// Its name.
+    pub name: String,
+    /// Where it runs.
+    pub agents: AppSelector,
+    /// The web server kind it is mounted on.
+    pub webserver: String,
+    /// The release every agent is asked to serve.
+    pub current: Option<u32>,
+    /// Its releases, newest first.
+    pub releases: Vec<AppReleaseView>,
+    /// How it stands on each agent it is placed on.
+    pub placements: Vec<AppAgentView>,
+    /// Its history, newest first (the last 100 events).
+    pub history: Vec<AppEventView>,
+    /// The fields of its configuration, for forms (from the current release's spec).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub spec: serde_json::Value,
+}
+
+/// `POST /api/v1/apps/{name}/rollback`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AppRollback {
+    /// The release to serve again; the one before the current when absent.
+    #[serde(default)]
+    pub release: Option<u32>,
+}
+
+/// A line of an app's output, as a search returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppLogLine {
+    /// When the agent read it (milliseconds since the epoch).
+    pub at_ms: i64,
+    /// The agent's name.
+    pub agent: String,
+    /// The release.
+    pub release: u32,
+    /// `process.instance`, e.g. `web.0`.
+    pub instance: String,
+    /// `stdout`, `stderr` or `agent`.
+    pub stream: String,
+    /// The line.
+    pub text: String,
+}

@@ -549,4 +549,117 @@ impl Client {
             _ => Err(ClientError::UnexpectedReply("audit")),
         }
     }
+
+    /// Creates an app (operators).
+    pub async fn create_app(
+        &self,
+        spec: crate::apps::AppSpec,
+    ) -> Result<crate::apps::AppView, ClientError> {
+        match self.request(ClientRequest::CreateApp(spec)).await? {
+            ClientResponse::App(app) => Ok(app),
+            _ => Err(ClientError::UnexpectedReply("create app")),
+        }
+    }
+
+    /// Every app.
+    pub async fn list_apps(&self) -> Result<Vec<crate::apps::AppView>, ClientError> {
+        match self.request(ClientRequest::ListApps).await? {
+            ClientResponse::Apps(apps) => Ok(apps),
+            _ => Err(ClientError::UnexpectedReply("list apps")),
+        }
+    }
+
+    /// One app with its history.
+    pub async fn get_app(&self, name: String) -> Result<crate::apps::AppView, ClientError> {
+        match self.request(ClientRequest::GetApp { name }).await? {
+            ClientResponse::App(app) => Ok(app),
+            _ => Err(ClientError::UnexpectedReply("get app")),
+        }
+    }
+
+    /// Makes a new release of an app from a bundle (operators).
+    pub async fn deploy_app(
+        &self,
+        name: String,
+        bundle: Vec<u8>,
+    ) -> Result<crate::apps::AppReleaseView, ClientError> {
+        match self
+            .request(ClientRequest::DeployApp { name, bundle })
+            .await?
+        {
+            ClientResponse::AppRelease(release) => Ok(release),
+            _ => Err(ClientError::UnexpectedReply("deploy app")),
+        }
+    }
+
+    /// An app's configuration, secrets masked.
+    pub async fn app_config(&self, name: String) -> Result<serde_json::Value, ClientError> {
+        match self.request(ClientRequest::AppConfig { name }).await? {
+            ClientResponse::AppConfig(config) => Ok(config.0),
+            _ => Err(ClientError::UnexpectedReply("app config")),
+        }
+    }
+
+    /// Sets an app's configuration: a new release (operators).
+    pub async fn configure_app(
+        &self,
+        name: String,
+        values: serde_json::Value,
+    ) -> Result<crate::apps::AppReleaseView, ClientError> {
+        match self
+            .request(ClientRequest::ConfigureApp {
+                name,
+                values: values.into(),
+            })
+            .await?
+        {
+            ClientResponse::AppRelease(release) => Ok(release),
+            _ => Err(ClientError::UnexpectedReply("configure app")),
+        }
+    }
+
+    /// Serves an earlier release again (operators); answers its number.
+    pub async fn rollback_app(
+        &self,
+        name: String,
+        to: crate::apps::AppRollback,
+    ) -> Result<u32, ClientError> {
+        match self
+            .request(ClientRequest::RollbackApp { name, to })
+            .await?
+        {
+            ClientResponse::AppRolledBack(release) => Ok(release),
+            _ => Err(ClientError::UnexpectedReply("roll back app")),
+        }
+    }
+
+    /// The newest lines of an app's output matching `pattern`, at or after `since_ms`.
+    pub async fn app_logs(
+        &self,
+        name: String,
+        pattern: Option<String>,
+        since_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<crate::apps::AppLogLine>, ClientError> {
+        match self
+            .request(ClientRequest::AppLogs {
+                name,
+                pattern,
+                since_ms,
+                limit,
+            })
+            .await?
+        {
+            ClientResponse::AppLogs(lines) => Ok(lines),
+            _ => Err(ClientError::UnexpectedReply("app logs")),
+        }
+    }
+
+    /// Deletes an app (operators).
+    pub async fn delete_app(&self, name: String) -> Result<(), ClientError> {
+        match self.request(ClientRequest::DeleteApp { name }).await? {
+            ClientResponse::Deleted => Ok(()),
+            _ => Err(ClientError::UnexpectedReply("delete app")),
+        }
+    }
 }

@@ -501,6 +501,57 @@ pub enum ClientRequest {
         /// Items to skip.
         offset: u64,
     },
+    /// `POST /api/v1/apps/` (protocol 8).
+    CreateApp(crate::apps::AppSpec),
+    /// `GET /api/v1/apps/`.
+    ListApps,
+    /// `GET /api/v1/apps/{name}`.
+    GetApp {
+        /// The app.
+        name: String,
+    },
+    /// `POST /api/v1/apps/{name}/releases/`: a bundle up to the connection's frame size.
+    DeployApp {
+        /// The app.
+        name: String,
+        /// The bundle's bytes.
+        bundle: Vec<u8>,
+    },
+    /// `GET /api/v1/apps/{name}/config`.
+    AppConfig {
+        /// The app.
+        name: String,
+    },
+    /// `PUT /api/v1/apps/{name}/config`.
+    ConfigureApp {
+        /// The app.
+        name: String,
+        /// Field name to value.
+        values: Json,
+    },
+    /// `POST /api/v1/apps/{name}/rollback`.
+    RollbackApp {
+        /// The app.
+        name: String,
+        /// Which release.
+        to: crate::apps::AppRollback,
+    },
+    /// `GET /api/v1/apps/{name}/logs?q=&since=&limit=`.
+    AppLogs {
+        /// The app.
+        name: String,
+        /// A regular expression lines match.
+        pattern: Option<String>,
+        /// Lines at or after this time (ms since the epoch).
+        since_ms: Option<i64>,
+        /// At most this many lines, the newest.
+        limit: u32,
+    },
+    /// `DELETE /api/v1/apps/{name}`.
+    DeleteApp {
+        /// The app.
+        name: String,
+    },
 }
 
 /// Answers to [`ClientRequest`]s.
@@ -563,6 +614,18 @@ pub enum ClientResponse {
     Token(NewToken),
     /// Answer to `Audit`, newest first.
     Audit(Page<AuditView>),
+    /// Answer to `CreateApp` and `GetApp`.
+    App(crate::apps::AppView),
+    /// Answer to `ListApps`.
+    Apps(Vec<crate::apps::AppView>),
+    /// Answer to `DeployApp` and `ConfigureApp`.
+    AppRelease(crate::apps::AppReleaseView),
+    /// Answer to `AppConfig`: field name to value, secrets masked.
+    AppConfig(Json),
+    /// Answer to `RollbackApp`: the release now current.
+    AppRolledBack(u32),
+    /// Answer to `AppLogs`, oldest first.
+    AppLogs(Vec<crate::apps::AppLogLine>),
 }
 
 /// What kind of failure an [`ApiError`] is; the REST API maps it to a status code.

@@ -38,6 +38,7 @@ const LOG_STREAM_BUFFER: usize = 64 * 1024;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
+            .configure(super::apps::routes)
             .service(
                 web::resource(["/jobs/", "/jobs"])
                     .route(web::get().to(list_jobs))
@@ -209,7 +210,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-fn bad(message: String) -> HttpError {
+pub(super) fn bad(message: String) -> HttpError {
     HttpError(ApiError::bad_request(message))
 }
 

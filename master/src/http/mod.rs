@@ -11,6 +11,7 @@
 //! including errors raised by actix's own extractors and unknown routes.
 
 pub mod api;
+pub mod apps;
 pub mod auth;
 pub mod dashboard;
 pub mod follow;

@@ -30,7 +30,7 @@ pub struct PageQuery {
     info(
         title = "Furrow master API",
         version = "1",
-        description = "Jobs, tasks, agents, queues, job types, path maps, outputs, users and tokens of a Furrow render farm. Every route needs `Authorization: Bearer <token>` (or the dashboard's session cookie): without valid credentials it answers 401, and 403 when the caller's role may not do it. Errors are {\"error\": \"...\"} with a 4xx status naming the field at fault."
+        description = "Jobs, tasks, agents, queues, job types, path maps, outputs, users, tokens and deployed apps of a Furrow render farm. Every route needs `Authorization: Bearer <token>` (or the dashboard's session cookie): without valid credentials it answers 401, and 403 when the caller's role may not do it. Errors are {\"error\": \"...\"} with a 4xx status naming the field at fault."
     ),
     paths(
         super::api::submit_job,
@@ -74,6 +74,15 @@ pub struct PageQuery {
         super::api::revoke_token,
         super::api::audit,
         super::api::health,
+        super::apps::create_app,
+        super::apps::list_apps,
+        super::apps::get_app,
+        super::apps::delete_app,
+        super::apps::deploy_app,
+        super::apps::get_config,
+        super::apps::put_config,
+        super::apps::rollback,
+        super::apps::app_logs,
         super::dashboard::events,
         super::api::openapi,
     )
@@ -130,6 +139,12 @@ mod tests {
             ("/api/v1/health", &["get"]),
             ("/api/v1/events", &["get"]),
             ("/api/v1/openapi.json", &["get"]),
+            ("/api/v1/apps/", &["get", "post"]),
+            ("/api/v1/apps/{name}", &["get", "delete"]),
+            ("/api/v1/apps/{name}/releases/", &["post"]),
+            ("/api/v1/apps/{name}/config", &["get", "put"]),
+            ("/api/v1/apps/{name}/rollback", &["post"]),
+            ("/api/v1/apps/{name}/logs", &["get"]),
         ] {
             for method in methods {
                 assert!(
@@ -138,7 +153,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(paths.len(), 31, "a documented path without a test entry");
+        assert_eq!(paths.len(), 37, "a documented path without a test entry");
         let schemas = doc["components"]["schemas"].as_object().unwrap();
         for name in [
             "JobSubmission",

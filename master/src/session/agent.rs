@@ -31,6 +31,8 @@ const MAX_ERROR: usize = 4096;
 const MAX_OUTPUTS: usize = 100_000;
 /// Longest output path kept, in bytes.
 const MAX_PATH: usize = 4096;
+/// Most app instances one report may list.
+const MAX_INSTANCES: usize = 1024;
 /// Largest preview image accepted, in bytes.
 const MAX_PREVIEW: usize = 1024 * 1024;
 /// Most job-type files one agent may publish.
@@ -65,7 +67,10 @@ pub struct AgentSession {
     registry: Addr<Registry>,
     scheduler: Addr<Scheduler>,
     logs: Addr<LogCollector>,
+    apps: Addr<crate::apps::Apps>,
     service: Service,
+    /// The agent's name, for what it reports of apps.
+    name: String,
     /// The agent's operating system and tags, for its path maps.
     os: String,
     tags: Vec<String>,
@@ -91,6 +96,7 @@ impl AgentSession {
             registry,
             scheduler,
             logs,
+            apps,
             service,
             ..
         } = deps;
@@ -104,7 +110,9 @@ impl AgentSession {
             registry,
             scheduler,
             logs,
+            apps,
             service,
+            name: String::new(),
             os: String::new(),
             tags: Vec::new(),
             sent_types: HashSet::new(),
@@ -298,6 +306,11 @@ impl AgentSession {
         }
         self.os = registration.os.clone();
         self.tags = registration.tags.clone();
+        self.name = if registration.name.is_empty() {
+            registration.hostname.clone()
+        } else {
+            registration.name.clone()
+        };
         for gpu in &mut registration.gpus {
             clean(&mut gpu.name, MAX_NAME);
         }
@@ -455,15 +468,66 @@ impl StreamHandler<Result<AgentMessage, ProtocolError>> for AgentSession {
                         agent_id,
                         session_id: self.id,
                         webserver,
+                        link: ctx.address().recipient(),
                     });
                 }
                 None => self.close("web server before registration", ctx),
             },
-            AgentMessage::FetchBundle(_)
-            | AgentMessage::AppReport(_)
-            | AgentMessage::AppLogs(_) => {
-                debug!("app messages are not handled yet");
-            }
+            AgentMessage::FetchBundle(mut request) => match self.agent_id {
+                Some(agent_id) => {
+                    clean(&mut request.digest, MAX_NAME);
+                    if let Some(ticket) = self.ticket(ctx) {
+                        let message = crate::apps::BundleWanted { agent_id, request };
+                        self.apps.do_send(Counted(message, ticket));
+                    }
+                }
+                None => self.close("bundle request before registration", ctx),
+            },
+            AgentMessage::AppReport(mut report) => match self.agent_id {
+                Some(agent_id) => {
+                    clean(&mut report.app, MAX_NAME);
+                    if let Some(message) = &mut report.message {
+                        clean(message, MAX_ERROR);
+                    }
+                    if let Some(mount) = &mut report.mount {
+                        clean(mount, MAX_PATH);
+                    }
+                    report.instances.truncate(MAX_INSTANCES);
+                    for instance in &mut report.instances {
+                        clean(&mut instance.process, MAX_NAME);
+                        clean(&mut instance.state, MAX_NAME);
+                        if let Some(endpoint) = &mut instance.endpoint {
+                            clean(endpoint, MAX_PATH);
+                        }
+                        if let Some(detail) = &mut instance.detail {
+                            clean(detail, MAX_ERROR);
+                        }
+                    }
+                    if let Some(ticket) = self.ticket(ctx) {
+                        let message = crate::apps::ReportFrom {
+                            agent_id,
+                            agent_name: self.name.clone(),
+                            report,
+                        };
+                        self.apps.do_send(Counted(message, ticket));
+                    }
+                }
+                None => self.close("app report before registration", ctx),
+            },
+            AgentMessage::AppLogs(mut batch) => match self.agent_id {
+                Some(_) => {
+                    clean(&mut batch.app, MAX_NAME);
+                    clean(&mut batch.process, MAX_NAME);
+                    if let Some(ticket) = self.ticket(ctx) {
+                        let message = crate::apps::OutputFrom {
+                            agent_name: self.name.clone(),
+                            batch,
+                        };
+                        self.apps.do_send(Counted(message, ticket));
+                    }
+                }
+                None => self.close("app output before registration", ctx),
+            },
             AgentMessage::Draining => match self.agent_id {
                 // Through the scheduler's mailbox like the task messages that follow, so
                 // the attempts it gives back are not handed to it again.
@@ -523,6 +587,9 @@ impl Handler<ToAgent> for AgentSession {
                 self.send(MasterMessage::Cancel(task), ctx);
                 self.send(MasterMessage::ResultStored(task), ctx);
             }
+            // Only agents speaking version 8 announce a web server and get apps.
+            MasterMessage::Deploy(_) | MasterMessage::Bundle(_) | MasterMessage::Undeploy(_)
+                if self.version < furrow_protocol::DEPLOY_VERSION => {}
             message => self.send(message, ctx),
         }
     }

@@ -74,6 +74,7 @@ handles_counted! {
     Scheduler: FromAgent, AgentConfigured;
     Registry: HeartbeatFrom, TaskOnAgent;
     Store: CommitBatch;
+    crate::apps::Apps: crate::apps::ReportFrom, crate::apps::OutputFrom, crate::apps::BundleWanted;
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0003JobTypes),
             Box::new(M0004Access),
             Box::new(M0005MasterState),
+            Box::new(M0006Apps),
         ]
     }
 }
@@ -605,5 +606,93 @@ impl MigrationTrait for M0005MasterState {
         manager
             .drop_table(Table::drop().table(Alias::new("master_state")).to_owned())
             .await
+    }
+}
+
+/// Deployed applications: the apps, their releases (a bundle, by digest, with a
+/// configuration) and their history.
+struct M0006Apps;
+
+impl MigrationName for M0006Apps {
+    fn name(&self) -> &str {
+        "m0006_apps"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006Apps {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let col = |name: &str| ColumnDef::new(Alias::new(name));
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("apps"))
+                    .col(col("name").text().not_null().primary_key())
+                    .col(col("tags").text().not_null())
+                    .col(col("webserver").text().not_null())
+                    .col(col("current_release").big_integer().null())
+                    .col(col("created_by").text().not_null())
+                    .col(col("created_at").big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("app_releases"))
+                    .col(col("app").text().not_null())
+                    .col(col("number").big_integer().not_null())
+                    .col(col("version").text().not_null())
+                    .col(col("digest").text().not_null())
+                    .col(col("size").big_integer().not_null())
+                    .col(col("source").text().not_null())
+                    .col(col("manifest").text().not_null())
+                    .col(col("spec").text().null())
+                    .col(col("spec_format").text().null())
+                    .col(col("config").text().not_null())
+                    .col(col("created_by").text().not_null())
+                    .col(col("created_at").big_integer().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(Alias::new("app"))
+                            .col(Alias::new("number")),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("app_events"))
+                    .col(col("id").big_integer().not_null().primary_key())
+                    .col(col("app").text().not_null())
+                    .col(col("at").big_integer().not_null())
+                    .col(col("by_name").text().not_null())
+                    .col(col("action").text().not_null())
+                    .col(col("release").big_integer().null())
+                    .col(col("detail").text().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("app_events_by_app")
+                    .table(Alias::new("app_events"))
+                    .col(Alias::new("app"))
+                    .col(Alias::new("id"))
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["app_events", "app_releases", "apps"] {
+            manager
+                .drop_table(Table::drop().table(Alias::new(table)).to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -8,6 +8,7 @@
 //! - `reads` ([`StoreReader`]): queries of the service layer and the startup load of unfinished work.
 
 mod actor;
+mod app_reads;
 pub mod entities;
 mod lock;
 pub mod migration;

@@ -152,6 +152,11 @@ pub fn task_view(row: &task::Model) -> Result<TaskView, DbErr> {
 }
 
 impl StoreReader {
+    /// The database.
+    pub(super) fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// A reader over `db`.
     pub fn new(db: Db) -> Self {
         Self { db }

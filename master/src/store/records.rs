@@ -381,6 +381,79 @@ pub enum BulkWrite {
     },
     /// Appends to the audit log.
     Audit(AuditRow),
+    /// Creates an app or changes its placement, web server or current release.
+    PutApp(AppRow),
+    /// Stores a new release of an app.
+    PutAppRelease(AppReleaseRow),
+    /// Appends to an app's history.
+    AppEvent(AppEventRow),
+    /// Deletes an app with its releases and history.
+    DeleteApp(String),
+}
+
+/// A stored app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRow {
+    /// Its name.
+    pub name: String,
+    /// Tags selecting its agents (JSON list).
+    pub tags: Vec<String>,
+    /// Web server kind.
+    pub webserver: String,
+    /// The release every agent is asked to serve.
+    pub current_release: Option<u32>,
+    /// Who created it.
+    pub created_by: String,
+    /// When, ms.
+    pub created_at: i64,
+}
+
+/// A stored release of an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppReleaseRow {
+    /// The app.
+    pub app: String,
+    /// Its number.
+    pub number: u32,
+    /// The bundle's version.
+    pub version: String,
+    /// The bundle's SHA-256.
+    pub digest: String,
+    /// The bundle's size.
+    pub size: u64,
+    /// `upload`, `inbox` or `config`.
+    pub source: String,
+    /// The manifest's text.
+    pub manifest: String,
+    /// The config spec's text, if the bundle has one.
+    pub spec: Option<String>,
+    /// `yaml` or `ini`.
+    pub spec_format: Option<String>,
+    /// The configuration (JSON map; secret values sealed).
+    pub config: String,
+    /// Who made it.
+    pub created_by: String,
+    /// When, ms.
+    pub created_at: i64,
+}
+
+/// An entry of an app's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppEventRow {
+    /// Unique, increasing.
+    pub id: i64,
+    /// The app.
+    pub app: String,
+    /// When, ms.
+    pub at: i64,
+    /// Who.
+    pub by: String,
+    /// What.
+    pub action: String,
+    /// The release concerned.
+    pub release: Option<u32>,
+    /// Details.
+    pub detail: String,
 }
 
 /// A stored user.

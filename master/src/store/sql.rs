@@ -613,6 +613,73 @@ pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Re
             ];
             db.execute_raw(statement(backend, sql, values)).await?;
         }
+        BulkWrite::PutApp(app) => {
+            let sql = "INSERT INTO apps (name, tags, webserver, current_release, created_by, \
+                       created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET \
+                       tags = excluded.tags, webserver = excluded.webserver, \
+                       current_release = excluded.current_release";
+            let values = vec![
+                app.name.clone().into(),
+                serde_json::to_string(&app.tags)
+                    .unwrap_or_else(|_| "[]".into())
+                    .into(),
+                app.webserver.clone().into(),
+                opt_i64(app.current_release.map(i64::from)),
+                app.created_by.clone().into(),
+                app.created_at.into(),
+            ];
+            db.execute_raw(statement(backend, sql, values)).await?;
+        }
+        BulkWrite::PutAppRelease(release) => {
+            let sql = "INSERT INTO app_releases (app, number, version, digest, size, source, \
+                       manifest, spec, spec_format, config, created_by, created_at) \
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+            let values = vec![
+                release.app.clone().into(),
+                i64::from(release.number).into(),
+                release.version.clone().into(),
+                release.digest.clone().into(),
+                i64::try_from(release.size).unwrap_or(i64::MAX).into(),
+                release.source.clone().into(),
+                release.manifest.clone().into(),
+                Value::String(release.spec.clone()),
+                Value::String(release.spec_format.clone()),
+                release.config.clone().into(),
+                release.created_by.clone().into(),
+                release.created_at.into(),
+            ];
+            db.execute_raw(statement(backend, sql, values)).await?;
+        }
+        BulkWrite::AppEvent(event) => {
+            let sql = "INSERT INTO app_events (id, app, at, by_name, action, release, detail) \
+                       VALUES (?, ?, ?, ?, ?, ?, ?)";
+            let values = vec![
+                event.id.into(),
+                event.app.clone().into(),
+                event.at.into(),
+                event.by.clone().into(),
+                event.action.clone().into(),
+                opt_i64(event.release.map(i64::from)),
+                event.detail.clone().into(),
+            ];
+            db.execute_raw(statement(backend, sql, values)).await?;
+        }
+        BulkWrite::DeleteApp(name) => {
+            for table in ["app_events", "app_releases"] {
+                db.execute_raw(statement(
+                    backend,
+                    &format!("DELETE FROM {table} WHERE app = ?"),
+                    vec![name.clone().into()],
+                ))
+                .await?;
+            }
+            db.execute_raw(statement(
+                backend,
+                "DELETE FROM apps WHERE name = ?",
+                vec![name.clone().into()],
+            ))
+            .await?;
+        }
         BulkWrite::PutQueue(queue) => {
             let sql = "INSERT INTO queues (path, priority, weight, min_agents, max_agents, \
                        created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET \

@@ -10,8 +10,9 @@ use sea_orm::{ConnectionTrait, Database, DbBackend};
 use uuid::Uuid;
 
 use super::records::{
-    AgentRow, AgentSettingsRow, AttemptRow, AuditRow, BulkWrite, JobRow, JobSettings, LogIndexRow,
-    NewFrames, NewJob, OutputRows, PreviewRow, TaskRow, TokenRow, UserRow,
+    AgentRow, AgentSettingsRow, AppEventRow, AppReleaseRow, AppRow, AttemptRow, AuditRow,
+    BulkWrite, JobRow, JobSettings, LogIndexRow, NewFrames, NewJob, OutputRows, PreviewRow,
+    TaskRow, TokenRow, UserRow,
 };
 use super::{CommitBatch, Db, Flush, InsertJob, Store, StoreReader, UpsertAgent, UpsertLogIndex};
 use crate::changes::ChangeFeed;
@@ -163,7 +164,8 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
             "m0002_scheduling",
             "m0003_jobtypes",
             "m0004_access",
-            "m0005_master_state"
+            "m0005_master_state",
+            "m0006_apps"
         ]
     );
     let reader = StoreReader::new(db.clone());
@@ -777,6 +779,73 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
     assert_eq!(total, 2);
     assert_eq!(audit[0].action, "job.cancel");
     assert_eq!(reader.max_audit_id().await.unwrap(), 2);
+
+    // Apps: rows, releases and history round-trip; a delete takes them all.
+    let app = AppRow {
+        name: "hello".into(),
+        tags: vec!["web".into()],
+        webserver: "nginx".into(),
+        current_release: None,
+        created_by: "alice".into(),
+        created_at: 7_000,
+    };
+    let release = |number: u32| AppReleaseRow {
+        app: "hello".into(),
+        number,
+        version: format!("1.0.{number}"),
+        digest: "ab".repeat(32),
+        size: 5_000_000_000,
+        source: "upload".into(),
+        manifest: "name: hello".into(),
+        spec: (number == 2).then(|| "fields: {}".to_string()),
+        spec_format: (number == 2).then(|| "yaml".to_string()),
+        config: "{\"greeting\":\"hi\"}".into(),
+        created_by: "alice".into(),
+        created_at: 8_000 + i64::from(number),
+    };
+    let event = |id: i64, release: Option<u32>| AppEventRow {
+        id,
+        app: "hello".into(),
+        at: 9_000 + id,
+        by: "alice".into(),
+        action: "deployed".into(),
+        release,
+        detail: "version 1.0".into(),
+    };
+    let current = AppRow {
+        current_release: Some(2),
+        ..app.clone()
+    };
+    commit_durable(
+        &store,
+        vec![
+            Write::Bulk(BulkWrite::PutApp(app.clone())),
+            Write::Bulk(BulkWrite::PutAppRelease(release(1))),
+            Write::Bulk(BulkWrite::PutAppRelease(release(2))),
+            Write::Bulk(BulkWrite::PutApp(current.clone())),
+            Write::Bulk(BulkWrite::AppEvent(event(1, None))),
+            Write::Bulk(BulkWrite::AppEvent(event(2, Some(2)))),
+        ],
+    )
+    .await;
+    assert_eq!(reader.apps().await.unwrap(), [current]);
+    assert_eq!(
+        reader.app_releases().await.unwrap(),
+        [release(1), release(2)]
+    );
+    assert_eq!(
+        reader.app_events("hello", 1).await.unwrap(),
+        [event(2, Some(2))]
+    );
+    assert_eq!(reader.max_app_event_id().await.unwrap(), 2);
+    commit_durable(
+        &store,
+        vec![Write::Bulk(BulkWrite::DeleteApp("hello".into()))],
+    )
+    .await;
+    assert!(reader.apps().await.unwrap().is_empty());
+    assert!(reader.app_releases().await.unwrap().is_empty());
+    assert!(reader.app_events("hello", 10).await.unwrap().is_empty());
 
     commit_durable(&store, vec![Write::Bulk(BulkWrite::DeleteJob { job_id })]).await;
     assert!(reader.outputs(job_id).await.unwrap().is_empty());

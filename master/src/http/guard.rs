@@ -111,13 +111,20 @@ pub fn check(
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
-        let toml_ok = path.trim_end_matches('/') == "/api/v1/jobtypes";
-        let ok = essence == "application/json" || (toml_ok && essence == "application/toml");
+        let route = path.trim_end_matches('/');
+        let toml_ok = route == "/api/v1/jobtypes";
+        // A bundle upload: none of these types is one a cross-site form may send.
+        let bundle_ok = route.starts_with("/api/v1/apps/") && route.ends_with("/releases");
+        let ok = essence == "application/json"
+            || (toml_ok && essence == "application/toml")
+            || (bundle_ok && BUNDLE_TYPES.contains(&essence.as_str()));
         if !ok {
             let allowed = if toml_ok {
-                "application/json or application/toml"
+                "application/json or application/toml".to_string()
+            } else if bundle_ok {
+                BUNDLE_TYPES.join(", ")
             } else {
-                "application/json"
+                "application/json".to_string()
             };
             return Err((
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -134,6 +141,14 @@ pub fn check(
     }
     Ok(())
 }
+
+/// Content types a bundle upload may have.
+const BUNDLE_TYPES: &[&str] = &[
+    "application/octet-stream",
+    "application/zip",
+    "application/gzip",
+    "application/x-gzip",
+];
 
 /// The middleware: refuses what [`check`] refuses, before any handler runs.
 pub async fn guard(

@@ -45,6 +45,14 @@ impl RunningRelease {
         home: &AppHome,
         release: &InstalledRelease,
     ) -> Result<Self, String> {
+        if release.manifest.isolation == furrow_deploy::Isolation::Namespace {
+            // Running it without the isolation its manifest asks for would be worse than
+            // not running it.
+            return Err(
+                "isolation: namespace is not supported by this agent yet; deploy the app with isolation: none"
+                    .into(),
+            );
+        }
         let mut running = Self {
             release: release.number,
             app: home.app().to_string(),

@@ -153,6 +153,17 @@ impl MasterConn {
         bundles: &[&TestBundle],
         wanted: impl Fn(&AppReport) -> bool,
     ) -> AppReport {
+        self.until_report_with_others(bundles, wanted).await.0
+    }
+
+    /// As [`MasterConn::until_report`], with the other messages read meanwhile (bundle
+    /// requests and heartbeats left out).
+    pub async fn until_report_with_others(
+        &mut self,
+        bundles: &[&TestBundle],
+        wanted: impl Fn(&AppReport) -> bool,
+    ) -> (AppReport, Vec<AgentMessage>) {
+        let mut others = Vec::new();
         let by_digest: HashMap<&str, &TestBundle> =
             bundles.iter().map(|b| (b.digest.as_str(), *b)).collect();
         let deadline = tokio::time::Instant::now() + DEPLOY_DEADLINE;
@@ -185,9 +196,10 @@ impl MasterConn {
                     };
                     self.send(MasterMessage::Bundle(chunk)).await;
                 }
-                AgentMessage::AppReport(report) if wanted(&report) => return report,
+                AgentMessage::AppReport(report) if wanted(&report) => return (report, others),
                 AgentMessage::AppReport(report) => seen.push(report),
-                _ => {}
+                AgentMessage::Heartbeat(_) => {}
+                other => others.push(other),
             }
         }
     }

@@ -26,8 +26,13 @@
 //! Every connection gets an epoch number; events of an older connection (a late read, a
 //! write finishing after a reconnect) are recognised by their epoch and ignored.
 //!
+//! App messages (web server, bundle requests, app reports and logs, from the `deploy`
+//! module) take another way: the link's app outbox (`app_outbox`) writes them only while
+//! registered and keeps nothing for a later connection; the link tells the deployer of
+//! each registration, and hands it the master's `Deploy`, `Bundle` and `Undeploy`.
+//!
 //! Writes: one write at a time carries the pending control message (register or
-//! heartbeat, which jump the queue) and a flight of spooled task messages. Spooled
+//! heartbeat, which jump the queue), a flight of spooled task messages, then app messages. Spooled
 //! messages leave the spool only after the write was flushed (results only once
 //! acknowledged), so a connection that dies mid-write loses nothing.
 

@@ -119,6 +119,16 @@ struct UpArgs {
     /// and `localhost` always work.
     #[arg(long = "http-name", value_name = "NAME")]
     http_names: Vec<String>,
+    /// A web server each local agent runs to serve deployed apps (nginx, apache,
+    /// lighttpd), with --webserver-port.
+    #[arg(long, value_name = "KIND", requires = "webserver_port")]
+    webserver: Option<furrow_agent::WebServerKind>,
+    /// Port of the first local agent's web server; agent i listens on PORT+i-1.
+    #[arg(long, value_name = "PORT", requires = "webserver")]
+    webserver_port: Option<u16>,
+    /// Ports for the local agents' app instances, split evenly among the agents.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "20000-20999", value_parser = furrow_agent::parse_port_range)]
+    app_ports: std::ops::RangeInclusive<u16>,
     #[command(flatten)]
     tls: ServeTls,
 }
@@ -223,6 +233,75 @@ struct AgentArgs {
     join_token: Option<String>,
     #[command(flatten)]
     tls: commands::TlsArgs,
+    #[command(flatten)]
+    webserver: WebServerArgs,
+}
+
+/// The web server an agent serves deployed apps on.
+#[derive(Debug, Args)]
+struct WebServerArgs {
+    /// Serve deployed apps on this web server: nginx, apache or lighttpd (none: the agent
+    /// takes no apps).
+    #[arg(long, value_name = "KIND", requires = "webserver_port")]
+    webserver: Option<furrow_agent::WebServerKind>,
+    /// Port the web server serves the apps on.
+    #[arg(long, value_name = "PORT", requires = "webserver")]
+    webserver_port: Option<u16>,
+    /// Address the web server serves the apps on.
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    webserver_address: std::net::IpAddr,
+    /// `managed`: the agent runs its own server from its state directory; `system`: the
+    /// host's server includes --webserver-include.
+    #[arg(long, value_name = "MODE", default_value = "managed", value_parser = ["managed", "system"])]
+    webserver_mode: String,
+    /// System mode: the directory the host's server includes (see deploy/WEBSERVERS.md).
+    #[arg(long, value_name = "DIR")]
+    webserver_include: Option<PathBuf>,
+    /// System mode: the command reloading the server, words separated by spaces
+    /// (default: `nginx -s reload`, `apachectl graceful`, `systemctl reload lighttpd`).
+    #[arg(long, value_name = "COMMAND")]
+    webserver_reload_command: Option<String>,
+    /// System mode: the command testing the configuration (default: `nginx -t`,
+    /// `apachectl -t`, `lighttpd -tt -f /etc/lighttpd/lighttpd.conf`).
+    #[arg(long, value_name = "COMMAND")]
+    webserver_check_command: Option<String>,
+    /// TCP ports (on 127.0.0.1) for the apps' instances.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "20000-20999", value_parser = furrow_agent::parse_port_range)]
+    app_ports: std::ops::RangeInclusive<u16>,
+}
+
+impl WebServerArgs {
+    /// The agent's web server settings, or none without --webserver.
+    fn config(&self) -> Result<Option<furrow_agent::WebServerConfig>> {
+        let (Some(kind), Some(port)) = (self.webserver, self.webserver_port) else {
+            return Ok(None);
+        };
+        let words = |command: &Option<String>| {
+            command
+                .as_ref()
+                .map(|text| text.split_whitespace().map(str::to_string).collect())
+        };
+        let mode = if self.webserver_mode == "system" {
+            let Some(include_dir) = self.webserver_include.clone() else {
+                anyhow::bail!(
+                    "--webserver-mode system needs --webserver-include DIR, the directory the host's server includes"
+                );
+            };
+            furrow_agent::WebServerMode::System {
+                include_dir,
+                reload_command: words(&self.webserver_reload_command),
+                check_command: words(&self.webserver_check_command),
+            }
+        } else {
+            furrow_agent::WebServerMode::Managed
+        };
+        Ok(Some(furrow_agent::WebServerConfig {
+            kind,
+            address: std::net::SocketAddr::new(self.webserver_address, port),
+            mode,
+            app_ports: self.app_ports.clone(),
+        }))
+    }
 }
 
 /// The join token of `furrow agent`: from its file, or given.
@@ -380,6 +459,7 @@ fn dispatch(command: Command) -> Result<()> {
                 detect_software: !args.no_detect_software,
                 join_token,
                 tls: args.tls.verify()?,
+                webserver: args.webserver.config()?,
             };
             furrow_agent::run(config)?;
             Ok(())

@@ -156,6 +156,7 @@ async fn up(args: UpArgs) -> Result<()> {
         .slots
         .unwrap_or_else(|| (cpus / args.agents.max(1)).max(1));
     let host = hostname();
+    let web = local_web_servers(&args)?;
     for i in 1..=args.agents {
         let name = format!("{host}-{i}");
         let mut agent_args: Vec<OsString> = vec![
@@ -177,6 +178,17 @@ async fn up(args: UpArgs) -> Result<()> {
         }
         if let Some(print) = &fingerprint {
             agent_args.extend(["--fingerprint".into(), print.into()]);
+        }
+        if let Some(web) = &web {
+            let (port, ports) = web.of_agent(i);
+            agent_args.extend([
+                "--webserver".into(),
+                web.kind.as_str().into(),
+                "--webserver-port".into(),
+                port.to_string().into(),
+                "--app-ports".into(),
+                format!("{}-{}", ports.start(), ports.end()).into(),
+            ]);
         }
         let agent = Service {
             name: format!("agent-{i}"),
@@ -206,6 +218,12 @@ async fn up(args: UpArgs) -> Result<()> {
     }
     println!("  master     {listen}  (agents and furrow commands connect here)");
     println!("  agents     {} local, {slots} slot(s) each", args.agents);
+    if let Some(web) = &web {
+        let addresses: Vec<String> = (1..=args.agents)
+            .map(|i| format!("http://127.0.0.1:{}/", web.of_agent(i).0))
+            .collect();
+        println!("  apps       {} on {}", web.kind, addresses.join(", "));
+    }
     println!(
         "  data       {}  (process logs in {})",
         data_dir.display(),
@@ -232,6 +250,53 @@ async fn up(args: UpArgs) -> Result<()> {
     }
     println!("furrow stopped");
     Ok(())
+}
+
+/// The local agents' web servers: agent i listens on `port + i - 1` and gets the i-th
+/// slice of the app ports.
+struct LocalWebServers {
+    kind: furrow_agent::WebServerKind,
+    port: u16,
+    app_ports: std::ops::RangeInclusive<u16>,
+    per_agent: u16,
+}
+
+impl LocalWebServers {
+    /// The web server port and app ports of agent `i` (from 1).
+    fn of_agent(&self, i: u32) -> (u16, std::ops::RangeInclusive<u16>) {
+        let index = (i - 1) as u16;
+        let first = self.app_ports.start() + index * self.per_agent;
+        (self.port + index, first..=first + self.per_agent - 1)
+    }
+}
+
+fn local_web_servers(args: &UpArgs) -> Result<Option<LocalWebServers>> {
+    let (Some(kind), Some(port)) = (args.webserver, args.webserver_port) else {
+        return Ok(None);
+    };
+    let agents = args.agents.max(1);
+    if u32::from(port) + agents - 1 > u32::from(u16::MAX) || port == 0 {
+        bail!(
+            "--webserver-port {port}: {agents} agents need ports {port} to {port}+{}",
+            agents - 1
+        );
+    }
+    let span = u32::from(args.app_ports.end() - args.app_ports.start()) + 1;
+    let per_agent = span / agents;
+    if per_agent == 0 {
+        bail!("--app-ports: {span} port(s) cannot be split among {agents} agents");
+    }
+    let web_ports = u32::from(port)..=u32::from(port) + agents - 1;
+    let app_ports = u32::from(*args.app_ports.start())..=u32::from(*args.app_ports.end());
+    if web_ports.start() <= app_ports.end() && app_ports.start() <= web_ports.end() {
+        bail!("--webserver-port {port}: the agents' web server ports overlap --app-ports");
+    }
+    Ok(Some(LocalWebServers {
+        kind,
+        port,
+        app_ports: args.app_ports.clone(),
+        per_agent: per_agent as u16,
+    }))
 }
 
 /// A one-time dashboard login link for the admin, made with `<data-dir>/admin.token`.

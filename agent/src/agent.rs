@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::config::Tuning;
 use crate::config_file::Reloadable;
+use crate::deploy::{Deployer, DeployerSetup, ShutdownApps};
 use crate::jobtype_dir::JobTypeDir;
 use crate::jobtypes::JobTypes;
 use crate::link::{AnnounceDrain, Identity, LinkSetup, MasterLink, Profile, Reidentify, StopLink};
@@ -47,6 +48,8 @@ pub struct Agent {
     host: HostInfo,
     link: Addr<MasterLink>,
     supervisor: Addr<TaskSupervisor>,
+    /// Runs the deployed apps, when the agent has a web server.
+    deployer: Option<Addr<Deployer>>,
     tuning: Tuning,
     /// Held until the agent is stopped.
     _lock: StateLock,
@@ -132,6 +135,14 @@ impl Agent {
                 None => None,
             },
         };
+        // The web server starts before anything connects: an agent that cannot serve the
+        // apps it announces would only report failures.
+        let deploy_setup = match &config.webserver {
+            Some(webserver) => {
+                Some(DeployerSetup::prepare(webserver, &config.state_dir, tuning.clone()).await?)
+            }
+            None => None,
+        };
         let monitor = ResourceMonitor.start();
         // The link and the supervisor know each other: create the link's context first
         // so its address exists before the supervisor starts.
@@ -139,7 +150,12 @@ impl Agent {
         link_context.set_mailbox_capacity(LINK_MAILBOX);
         let link = link_context.address();
         let supervisor = TaskSupervisor::new(slots, env, link.clone().recipient()).start();
-        link_context.run(MasterLink::new(setup, supervisor.clone(), monitor, spool));
+        let deployer = deploy_setup.map(|setup| Deployer::new(setup, link.clone()).start());
+        let mut master_link = MasterLink::new(setup, supervisor.clone(), monitor, spool);
+        if let Some(deployer) = &deployer {
+            master_link = master_link.with_deployer(deployer.clone().recipient());
+        }
+        link_context.run(master_link);
         if let Some(dir) = &config.jobtypes_dir {
             JobTypeDir::new(dir.clone(), jobtypes, link.clone()).start();
         }
@@ -149,6 +165,7 @@ impl Agent {
             host,
             link,
             supervisor,
+            deployer,
             tuning,
             _lock: lock,
         })
@@ -200,6 +217,10 @@ impl Agent {
         // First the master stops sending work, then the running attempts go back to it.
         let _ = self.link.send(AnnounceDrain).await;
         let _ = self.supervisor.send(ShutdownTasks).await;
+        if let Some(deployer) = &self.deployer {
+            info!("stopping: stopping apps and the web server");
+            let _ = deployer.send(ShutdownApps).await;
+        }
         let _ = self
             .link
             .send(StopLink {

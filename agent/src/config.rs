@@ -1,8 +1,12 @@
 //! What the agent is told at start, and the fixed tuning behind it.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use furrow_deploy::webserver::WebServerKind;
 
 use furrow_protocol::DEFAULT_MAX_FRAME;
 
@@ -72,6 +76,133 @@ pub struct AgentConfig {
     pub join_token: Option<String>,
     /// How to check the master's TLS certificate; `None` for a master without TLS.
     pub tls: Option<furrow_protocol::tls::Verify>,
+    /// The web server this agent mounts deployed apps on; `None` runs no apps.
+    pub webserver: Option<WebServerConfig>,
+}
+
+/// The web server an agent mounts apps on, and where its apps' instances listen.
+///
+/// ```
+/// use furrow_agent::{WebServerConfig, WebServerMode};
+/// let config = WebServerConfig {
+///     kind: "nginx".parse()?,
+///     address: "127.0.0.1:8080".parse()?,
+///     mode: WebServerMode::Managed,
+///     app_ports: furrow_agent::parse_port_range("20000-20999")?,
+/// };
+/// assert_eq!(config.app_ports, 20000..=20999);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebServerConfig {
+    /// nginx, Apache or lighttpd.
+    pub kind: WebServerKind,
+    /// Where the mounts are served: the address a managed server listens on, or the
+    /// address of the host's own server (used to verify each change).
+    pub address: SocketAddr,
+    /// Whether the agent runs the server itself or uses the host's.
+    pub mode: WebServerMode,
+    /// The TCP ports (on 127.0.0.1) handed to app instances that listen on a port.
+    pub app_ports: RangeInclusive<u16>,
+}
+
+/// Who runs the web server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebServerMode {
+    /// The agent runs a private server from `<state_dir>/webserver` and restarts it (with
+    /// backoff) when it dies.
+    Managed,
+    /// The host's own server includes `include_dir`, where the agent writes its snippets;
+    /// changes are checked and applied with the server's own commands (the defaults of
+    /// `furrow_deploy::webserver::SystemOptions` when `None`).
+    System {
+        /// The directory the host's server includes.
+        include_dir: PathBuf,
+        /// The command that reloads the server (`nginx -s reload`...).
+        reload_command: Option<Vec<String>>,
+        /// The command that tests the configuration (`nginx -t`...).
+        check_command: Option<Vec<String>>,
+    },
+}
+
+/// The default `--app-ports` range.
+pub const DEFAULT_APP_PORTS: RangeInclusive<u16> = 20000..=20999;
+
+/// Parses a port range `FIRST-LAST` (`20000-20999`), or a single port.
+///
+/// ```
+/// assert_eq!(furrow_agent::parse_port_range("20000-20099").unwrap(), 20000..=20099);
+/// assert!(furrow_agent::parse_port_range("20099-20000").is_err());
+/// ```
+pub fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, ListError> {
+    let port = |word: &str| {
+        word.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port > 0)
+            .ok_or_else(|| {
+                ListError(format!(
+                    "port range `{text}`: `{}` is not a port (1 to 65535)",
+                    word.trim()
+                ))
+            })
+    };
+    let (first, last) = match text.split_once('-') {
+        Some((first, last)) => (port(first)?, port(last)?),
+        None => {
+            let only = port(text)?;
+            (only, only)
+        }
+    };
+    if first > last {
+        return Err(ListError(format!(
+            "port range `{text}` is empty: write the lower port first, e.g. 20000-20999"
+        )));
+    }
+    Ok(first..=last)
+}
+
+impl WebServerConfig {
+    /// Checks what the agent could not work with.
+    fn validate(&self) -> Result<(), String> {
+        if self.address.port() == 0 {
+            return Err(format!(
+                "the web server address {} has no port: give --webserver-port",
+                self.address
+            ));
+        }
+        let (first, last) = (*self.app_ports.start(), *self.app_ports.end());
+        if first == 0 || first > last {
+            return Err(format!(
+                "the app port range {first}-{last} is empty or includes port 0"
+            ));
+        }
+        if self.app_ports.contains(&self.address.port()) {
+            return Err(format!(
+                "the web server port {} is inside the app port range {first}-{last}; choose another --webserver-port or --app-ports",
+                self.address.port()
+            ));
+        }
+        if let WebServerMode::System {
+            include_dir,
+            reload_command,
+            check_command,
+        } = &self.mode
+        {
+            if !include_dir.is_absolute() {
+                return Err(format!(
+                    "the web server include directory {} must be an absolute path",
+                    include_dir.display()
+                ));
+            }
+            for (what, command) in [("reload", reload_command), ("check", check_command)] {
+                if command.as_ref().is_some_and(|words| words.is_empty()) {
+                    return Err(format!("the web server {what} command is empty"));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl AgentConfig {
@@ -92,6 +223,7 @@ impl AgentConfig {
             detect_software: true,
             join_token: None,
             tls: None,
+            webserver: None,
         }
     }
 
@@ -128,6 +260,9 @@ impl AgentConfig {
             return Err(AgentError::Config(
                 "the configuration file path is empty".into(),
             ));
+        }
+        if let Some(webserver) = &self.webserver {
+            webserver.validate().map_err(AgentError::Config)?;
         }
         Ok(())
     }
@@ -241,6 +376,12 @@ pub(crate) struct Tuning {
     pub spool_log_bytes: usize,
     /// Failed task working directories kept for inspection.
     pub keep_failed_dirs: usize,
+    /// The longest a new release's instances may take to become healthy before the
+    /// switch to it is abandoned.
+    pub app_health_timeout: Duration,
+    /// The first wait before restarting a managed web server that died; doubled after
+    /// each further death, up to a minute.
+    pub webserver_restart: Duration,
 }
 
 impl Default for Tuning {
@@ -254,6 +395,8 @@ impl Default for Tuning {
             shutdown_drain: Duration::from_secs(3),
             spool_log_bytes: 32 * 1024 * 1024,
             keep_failed_dirs: 8,
+            app_health_timeout: Duration::from_secs(30),
+            webserver_restart: Duration::from_millis(500),
         }
     }
 }
@@ -308,6 +451,66 @@ mod tests {
         for (config, needle) in cases {
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn refuses_unusable_web_server_settings() {
+        let webserver = WebServerConfig {
+            kind: WebServerKind::Nginx,
+            address: "127.0.0.1:8080".parse().unwrap(),
+            mode: WebServerMode::Managed,
+            app_ports: DEFAULT_APP_PORTS,
+        };
+        let with = |webserver: WebServerConfig| AgentConfig {
+            webserver: Some(webserver),
+            ..AgentConfig::new("127.0.0.1:1", "/tmp/x")
+        };
+        assert!(with(webserver.clone()).validate().is_ok());
+        let cases = [
+            (
+                WebServerConfig {
+                    address: "127.0.0.1:0".parse().unwrap(),
+                    ..webserver.clone()
+                },
+                "--webserver-port",
+            ),
+            (
+                WebServerConfig {
+                    address: "127.0.0.1:20005".parse().unwrap(),
+                    ..webserver.clone()
+                },
+                "inside the app port range",
+            ),
+            (
+                WebServerConfig {
+                    mode: WebServerMode::System {
+                        include_dir: "relative".into(),
+                        reload_command: None,
+                        check_command: None,
+                    },
+                    ..webserver.clone()
+                },
+                "absolute path",
+            ),
+        ];
+        for (webserver, needle) in cases {
+            let err = with(webserver).validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn port_ranges_parse() {
+        assert_eq!(parse_port_range("20000-20999").unwrap(), 20000..=20999);
+        assert_eq!(parse_port_range(" 8000 ").unwrap(), 8000..=8000);
+        for (text, needle) in [
+            ("0-10", "`0` is not a port"),
+            ("10-x", "`x` is not a port"),
+            ("20-10", "is empty"),
+        ] {
+            let err = parse_port_range(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
         }
     }
 

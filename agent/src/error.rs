@@ -38,6 +38,9 @@ pub enum AgentError {
         "another agent is already using the state directory {0}; give each agent on this host its own with --state-dir DIR"
     )]
     StateInUse(PathBuf),
+    /// The web server apps are mounted on could not be started or prepared.
+    #[error("web server: {0}")]
+    WebServer(String),
     /// The runtime could not be set up (signal handlers, actor system).
     #[error("cannot set up the agent runtime: {0}")]
     Runtime(#[source] std::io::Error),

@@ -48,6 +48,7 @@
 mod agent;
 mod config;
 mod config_file;
+mod deploy;
 mod error;
 mod exit_wait;
 mod group_memory;
@@ -68,5 +69,10 @@ mod time_limit;
 mod workdir;
 
 pub use agent::{Agent, run};
-pub use config::{AgentConfig, parse_gpus, parse_software};
+pub use config::{
+    AgentConfig, DEFAULT_APP_PORTS, WebServerConfig, WebServerMode, parse_gpus, parse_port_range,
+    parse_software,
+};
 pub use error::{AgentError, ListError};
+/// The web servers an agent can mount apps on (`nginx`, `apache`, `lighttpd`).
+pub use furrow_deploy::webserver::WebServerKind;

@@ -26,11 +26,17 @@
 //! Every connection gets an epoch number; events of an older connection (a late read, a
 //! write finishing after a reconnect) are recognised by their epoch and ignored.
 //!
+//! App messages (web server, bundle requests, app reports and logs, from the `deploy`
+//! module) take another way: the link's app outbox (`app_outbox`) writes them only while
+//! registered and keeps nothing for a later connection; the link tells the deployer of
+//! each registration, and hands it the master's `Deploy`, `Bundle` and `Undeploy`.
+//!
 //! Writes: one write at a time carries the pending control message (register or
-//! heartbeat, which jump the queue) and a flight of spooled task messages. Spooled
+//! heartbeat, which jump the queue), a flight of spooled task messages, then app messages. Spooled
 //! messages leave the spool only after the write was flushed (results only once
 //! acknowledged), so a connection that dies mid-write loses nothing.
 
+mod app_outbox;
 mod backoff;
 mod connection;
 
@@ -49,9 +55,11 @@ use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::config::Tuning;
+use crate::deploy::DeployerEvent;
 use crate::resources::{HostInfo, ResourceMonitor, SampleLoad};
 use crate::spool::Spool;
 use crate::supervisor::{AssignOutcome, AssignTask, CancelTask, StaleTask, TaskSupervisor};
+use app_outbox::AppOutbox;
 use backoff::Backoff;
 use connection::{Connection, MasterWriter};
 
@@ -61,6 +69,14 @@ const FLIGHT_MESSAGES: usize = 256;
 const FLIGHT_BYTES: usize = 1024 * 1024;
 /// Shortest heartbeat interval honoured, whatever the master asks.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+/// Log text of apps waiting for a slow master before lines are dropped.
+const APP_LOG_BUDGET: usize = 4 * 1024 * 1024;
+
+/// An app message for the master (see `app_outbox`): written while the link is
+/// registered, dropped otherwise, never kept for a later connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AppOutbound(pub AgentMessage);
 
 /// A task message from a runner (or the supervisor) for the master.
 #[derive(Message)]
@@ -192,6 +208,10 @@ pub(crate) struct MasterLink {
     reregister_pending: bool,
     /// The agent's own job-type files, told to the master after each registration.
     published: Vec<String>,
+    /// App messages for the master, while registered.
+    apps: AppOutbox,
+    /// Where deployments go, when this agent runs apps.
+    deployer: Option<Recipient<DeployerEvent>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +254,15 @@ impl MasterLink {
             stopping: false,
             reregister_pending: false,
             published: Vec::new(),
+            apps: AppOutbox::new(APP_LOG_BUDGET),
+            deployer: None,
         }
+    }
+
+    /// Hands deployments (and word of each registration) to `deployer`.
+    pub fn with_deployer(mut self, deployer: Recipient<DeployerEvent>) -> Self {
+        self.deployer = Some(deployer);
+        self
     }
 
     /// Every attempt the master should consider running here.
@@ -380,6 +408,7 @@ impl MasterLink {
         }
         self.writer = None;
         self.control = None;
+        self.apps.clear();
         // Short delays again only after a connection that held: a master that accepts
         // and then falls over at once must not draw reconnects every 200 ms.
         if self
@@ -475,9 +504,11 @@ impl MasterLink {
                     ),
                 }
             }
-            MasterMessage::Deploy(_) | MasterMessage::Bundle(_) | MasterMessage::Undeploy(_) => {
-                warn!("ignoring an app deployment: this agent runs no apps yet");
+            MasterMessage::Deploy(deployment) => {
+                self.hand_to_deployer(DeployerEvent::Deploy(deployment))
             }
+            MasterMessage::Bundle(chunk) => self.hand_to_deployer(DeployerEvent::Bundle(chunk)),
+            MasterMessage::Undeploy(app) => self.hand_to_deployer(DeployerEvent::Undeploy(app)),
             MasterMessage::JobType(definition) => {
                 let (name, version) = (definition.name.clone(), definition.version);
                 match self.setup.jobtypes.receive(definition) {
@@ -487,6 +518,18 @@ impl MasterLink {
                     }
                 }
             }
+        }
+    }
+
+    /// Hands an app message of the master to the deployer. Its mailbox is not bounded
+    /// by actix for `do_send`; what arrives is bounded by the master: one `Deploy` or
+    /// `Undeploy` per app and change, and one bundle piece per request the deployer made.
+    fn hand_to_deployer(&self, event: DeployerEvent) {
+        match &self.deployer {
+            Some(deployer) => deployer.do_send(event),
+            None => warn!(
+                "ignoring an app deployment: this agent runs no web server (start it with --webserver)"
+            ),
         }
     }
 
@@ -551,6 +594,10 @@ impl MasterLink {
         );
         if !self.published.is_empty() {
             self.enqueue(AgentMessage::JobTypes(self.published.clone()), ctx);
+        }
+        if let Some(deployer) = &self.deployer {
+            // It announces its web server and reports every app again.
+            deployer.do_send(DeployerEvent::Registered);
         }
         self.pump(ctx);
     }
@@ -636,6 +683,8 @@ impl MasterLink {
         let mut batch: Vec<AgentMessage> = self.control.take().into_iter().collect();
         if self.state == LinkState::Registered {
             batch.extend(self.spool.take_flight(FLIGHT_MESSAGES, FLIGHT_BYTES));
+            // App messages are not kept if this write fails (see `app_outbox`).
+            batch.extend(self.apps.take(FLIGHT_MESSAGES));
         }
         if batch.is_empty() {
             self.writer = Some(writer);
@@ -738,6 +787,15 @@ impl Handler<TaskReport> for MasterLink {
 
     fn handle(&mut self, TaskReport(message): TaskReport, ctx: &mut Context<Self>) {
         self.enqueue(message, ctx);
+    }
+}
+
+impl Handler<AppOutbound> for MasterLink {
+    type Result = ();
+
+    fn handle(&mut self, AppOutbound(message): AppOutbound, ctx: &mut Context<Self>) {
+        self.apps.push(message, self.state == LinkState::Registered);
+        self.pump(ctx);
     }
 }
 

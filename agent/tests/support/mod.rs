@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses its own part of the helpers
 
+pub mod apps;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -103,6 +105,15 @@ impl MasterConn {
         tokio::time::timeout(DEADLINE, self.framed.next())
             .await
             .expect("no message from the agent in time")
+            .expect("the agent closed the connection")
+            .unwrap()
+    }
+
+    /// The next message, waiting as long as it takes (callers set their own deadline).
+    pub async fn recv_any(&mut self) -> AgentMessage {
+        self.framed
+            .next()
+            .await
             .expect("the agent closed the connection")
             .unwrap()
     }
@@ -264,6 +275,21 @@ pub async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the async `condition` holds, failing after [`DEADLINE`].
+pub async fn wait_for_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut condition: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

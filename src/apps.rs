@@ -258,7 +258,7 @@ pub async fn app(args: AppArgs) -> Result<i32> {
             let bundle =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let release = client
-                .deploy_app(name.clone(), bundle)
+                .deploy_app(name.clone(), &bundle)
                 .await
                 .with_context(|| format!("{} refused", file.display()))?;
             println!(

@@ -1407,8 +1407,16 @@ impl Service {
             }
             ClientRequest::ListApps => self.list_apps(c).await.map(ClientResponse::Apps),
             ClientRequest::GetApp { name } => self.get_app(c, &name).await.map(ClientResponse::App),
-            ClientRequest::DeployApp { name, bundle } => self
-                .deploy_app(c, &name, bundle, "upload")
+            ClientRequest::UploadPart {
+                upload,
+                offset,
+                data,
+            } => self
+                .upload_part(c, &upload, offset, &data)
+                .await
+                .map(ClientResponse::Uploaded),
+            ClientRequest::DeployApp { name, upload } => self
+                .deploy_upload(c, &name, &upload)
                 .await
                 .map(ClientResponse::AppRelease),
             ClientRequest::AppConfig { name } => self

@@ -173,7 +173,7 @@ pub struct AppSpec {
 }
 
 /// One release of an app: a bundle with a configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppReleaseView {
     /// Its number.
@@ -191,9 +191,8 @@ pub struct AppReleaseView {
     pub created_by: String,
     /// When.
     pub created_at: chrono::DateTime<chrono::Utc>,
-    /// Its configuration, secrets masked.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Its configuration (field name to value), secrets masked.
+    pub config: crate::Json,
 }
 
 /// How an app stands on one agent, in the app's view.
@@ -237,7 +236,7 @@ pub struct AppEventView {
 }
 
 /// An app: `GET /api/v1/apps/{name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppView {
     /// Its name.
@@ -255,8 +254,7 @@ pub struct AppView {
     /// Its history, newest first (the last 100 events).
     pub history: Vec<AppEventView>,
     /// The fields of its configuration, for forms (from the current release's spec).
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub spec: serde_json::Value,
+    pub spec: crate::Json,
 }
 
 /// `POST /api/v1/apps/{name}/rollback`.

@@ -577,14 +577,30 @@ impl Client {
         }
     }
 
-    /// Makes a new release of an app from a bundle (operators).
+    /// Makes a new release of an app from a bundle (operators). The bundle travels in
+    /// pieces, then the release is made from them.
     pub async fn deploy_app(
         &self,
         name: String,
-        bundle: Vec<u8>,
+        bundle: &[u8],
     ) -> Result<crate::apps::AppReleaseView, ClientError> {
+        let upload = uuid::Uuid::new_v4().simple().to_string();
+        let mut offset = 0;
+        for piece in bundle.chunks(crate::BUNDLE_CHUNK) {
+            match self
+                .request(ClientRequest::UploadPart {
+                    upload: upload.clone(),
+                    offset,
+                    data: piece.to_vec(),
+                })
+                .await?
+            {
+                ClientResponse::Uploaded(received) => offset = received,
+                _ => return Err(ClientError::UnexpectedReply("upload part")),
+            }
+        }
         match self
-            .request(ClientRequest::DeployApp { name, bundle })
+            .request(ClientRequest::DeployApp { name, upload })
             .await?
         {
             ClientResponse::AppRelease(release) => Ok(release),

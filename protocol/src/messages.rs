@@ -510,12 +510,22 @@ pub enum ClientRequest {
         /// The app.
         name: String,
     },
-    /// `POST /api/v1/apps/{name}/releases/`: a bundle up to the connection's frame size.
+    /// A piece of a bundle on its way to a `DeployApp` (tool connections take small
+    /// frames, so a bundle travels in pieces of at most [`crate::BUNDLE_CHUNK`]).
+    UploadPart {
+        /// The upload, named by the client (letters and digits, at most 64).
+        upload: String,
+        /// Where `data` goes: the bytes received so far.
+        offset: u64,
+        /// The piece.
+        data: Vec<u8>,
+    },
+    /// `POST /api/v1/apps/{name}/releases/`: the bundle uploaded in pieces.
     DeployApp {
         /// The app.
         name: String,
-        /// The bundle's bytes.
-        bundle: Vec<u8>,
+        /// The upload holding the bundle.
+        upload: String,
     },
     /// `GET /api/v1/apps/{name}/config`.
     AppConfig {
@@ -626,6 +636,8 @@ pub enum ClientResponse {
     AppRolledBack(u32),
     /// Answer to `AppLogs`, oldest first.
     AppLogs(Vec<crate::apps::AppLogLine>),
+    /// Answer to `UploadPart`: the bytes received so far.
+    Uploaded(u64),
 }
 
 /// What kind of failure an [`ApiError`] is; the REST API maps it to a status code.

@@ -162,6 +162,11 @@ impl Apps {
         changes: ChangeFeed,
     ) -> std::io::Result<Self> {
         let bundles = BundleStore::open(&data_dir.join("apps").join("bundles"))?;
+        // Uploads in pieces do not outlive the master: their clients start again.
+        match std::fs::remove_dir_all(data_dir.join("apps").join("uploads")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let sealer = Sealer::load_or_create(&data_dir).map_err(std::io::Error::other)?;
         let mut table: BTreeMap<String, App> = apps
             .into_iter()
@@ -381,7 +386,7 @@ impl Apps {
             source: release.row.source.clone(),
             created_by: release.row.created_by.clone(),
             created_at: from_ms(release.row.created_at),
-            config,
+            config: Value::Object(config).into(),
         }
     }
 
@@ -405,7 +410,8 @@ impl Apps {
                 .current()
                 .and_then(|r| r.spec.as_ref())
                 .map(|spec| serde_json::to_value(spec.describe()).unwrap_or(Value::Null))
-                .unwrap_or(Value::Null),
+                .unwrap_or(Value::Null)
+                .into(),
         }
     }
 
@@ -1094,7 +1100,10 @@ impl Handler<GetConfig> for Apps {
         let app = self.apps.get(&name).ok_or_else(|| not_found(&name))?;
         Ok(app
             .current()
-            .map(|release| self.release_view(release).config)
+            .and_then(|release| match self.release_view(release).config.0 {
+                Value::Object(map) => Some(map),
+                _ => None,
+            })
             .unwrap_or_default())
     }
 }

@@ -134,6 +134,95 @@ impl Service {
         self.add_release(caller, prepared, source).await
     }
 
+    /// Appends a piece to upload `upload` of the caller (operators); answers the bytes
+    /// received so far. A piece must start where the upload ends.
+    pub async fn upload_part(
+        &self,
+        caller: &Caller,
+        upload: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<u64, ApiError> {
+        caller.require(UserRole::Operator, "deploying apps")?;
+        let path = self.upload_path(caller, upload)?;
+        let size = match tokio::fs::metadata(&path).await {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => {
+                return Err(ApiError::unavailable(format!(
+                    "cannot keep the upload: {e}"
+                )));
+            }
+        };
+        if offset != size {
+            return Err(ApiError::conflict(format!(
+                "offset: the upload holds {size} bytes, the piece starts at {offset}"
+            )));
+        }
+        let total = size + data.len() as u64;
+        if total > MAX_BUNDLE_BYTES as u64 {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(ApiError::bad_request(format!(
+                "the bundle is larger than the {MAX_BUNDLE_BYTES} bytes accepted"
+            )));
+        }
+        use tokio::io::AsyncWriteExt;
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("cannot keep the upload: {e}")))?;
+        file.write_all(data)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("cannot keep the upload: {e}")))?;
+        Ok(total)
+    }
+
+    /// Makes a new release of app `name` from upload `upload` (operators); the upload
+    /// goes either way.
+    pub async fn deploy_upload(
+        &self,
+        caller: &Caller,
+        name: &str,
+        upload: &str,
+    ) -> Result<AppReleaseView, ApiError> {
+        caller.require(UserRole::Operator, "deploying apps")?;
+        let path = self.upload_path(caller, upload)?;
+        let bytes = tokio::fs::read(&path).await.map_err(|e| {
+            ApiError::not_found(format!("upload: no upload `{upload}` of yours ({e})"))
+        })?;
+        let _ = tokio::fs::remove_file(&path).await;
+        self.deploy_app(caller, name, bytes, "upload").await
+    }
+
+    /// The file of upload `upload` of `caller`, in `<data-dir>/apps/uploads/`.
+    fn upload_path(&self, caller: &Caller, upload: &str) -> Result<std::path::PathBuf, ApiError> {
+        if upload.is_empty()
+            || upload.len() > 64
+            || !upload.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(ApiError::bad_request(
+                "upload: must be 1 to 64 letters and digits",
+            ));
+        }
+        let dir = self.inner.data_dir.join("apps").join("uploads");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ApiError::unavailable(format!("cannot keep uploads: {e}")))?;
+        let user: String = caller
+            .user
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    b as char
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Ok(dir.join(format!("{user}-{upload}.part")))
+    }
+
     /// Makes a new release from a checked bundle.
     pub async fn add_release(
         &self,

@@ -10,11 +10,13 @@
 //! - [`model`]: the records clients see (jobs, tasks, agents), shared with the REST API.
 //! - [`access`]: users, roles, tokens and the audit log.
 //! - [`frames`]: frame specifications (`1-100:5`) and their batches.
+//! - [`browse`]: pages of a job's tasks that seek by frame ([`TaskQuery`]).
 //! - [`Client`]: a typed async client for tools.
 //!
 //! The crate has no actix dependency: it is plain tokio, usable from any tool.
 
 pub mod access;
+pub mod browse;
 pub mod client;
 pub mod codec;
 mod error;
@@ -26,6 +28,7 @@ pub mod model;
 pub mod tls;
 
 pub use access::*;
+pub use browse::TaskQuery;
 pub use client::{Client, ClientError, ClientOptions};
 pub use codec::{DEFAULT_MAX_FRAME, FrameBudget, FrameCodec};
 pub use error::ProtocolError;

@@ -7,6 +7,8 @@
 
 use sea_orm_migration::prelude::*;
 
+mod browse;
+
 /// All migrations, oldest first. Append new ones; never edit an applied one.
 pub struct Migrator;
 
@@ -18,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0003JobTypes),
             Box::new(M0004Access),
             Box::new(M0005MasterState),
+            Box::new(browse::M0006Browse),
         ]
     }
 }

@@ -3,6 +3,7 @@
 
 mod access;
 mod bench;
+mod bench_api;
 mod bench_dispatch;
 mod bench_e2e;
 mod bench_soak;

@@ -31,6 +31,9 @@ enum BenchTarget {
     /// Jobs submitted while agents are killed, frozen and cut off and the master is
     /// restarted, at random; then every acknowledged job is checked (needs root).
     Soak(crate::bench_soak::SoakArgs),
+    /// Reads of the REST API, the CLI and the dashboard on a store of many jobs and one
+    /// big job; the master's memory and restart time with the big job queued.
+    Api(crate::bench_api::ApiArgs),
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +80,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(crate::bench_soak::run(args))
+        }
+        BenchTarget::Api(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::bench_api::run(args))
         }
     }
 }

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use furrow_protocol::{
     Client, ClientError, ClientOptions, CommandParams, DEFAULT_LISTEN, JobId, JobSubmission,
-    JobView, Json, ProtocolError, Requirements, TaskView, WorkState,
+    JobView, Json, Page, ProtocolError, Requirements, TaskQuery, TaskView, WorkState,
 };
 
 /// How often `--wait` and `--follow` ask the master for news.
@@ -491,6 +491,23 @@ pub struct JobArgs {
     /// Say why its waiting tasks wait, instead of listing its tasks.
     #[arg(long)]
     why: bool,
+    /// Tasks to list (one page; the command prints how to get the next one).
+    #[arg(long, default_value_t = 50)]
+    limit: u64,
+    /// List from the task covering this frame (a running job starts at its first
+    /// running frame, any other at its first frame).
+    #[arg(long)]
+    from_frame: Option<i64>,
+    /// Only tasks in this state (queued, running, done, failed, paused, blocked,
+    /// cancelled).
+    #[arg(long, value_parser = parse_state)]
+    state: Option<WorkState>,
+}
+
+fn parse_state(text: &str) -> Result<WorkState, String> {
+    WorkState::parse(text).ok_or_else(|| {
+        format!("{text:?} is not a task state (queued, running, done, failed, paused, blocked, cancelled)")
+    })
 }
 
 /// `furrow logs JOB FRAME`.
@@ -743,20 +760,6 @@ pub async fn jobs(args: ListArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// All tasks of a job, page by page.
-async fn all_tasks(client: &Client, job: JobId) -> Result<Vec<TaskView>> {
-    const PAGE: u64 = 1000;
-    let mut tasks = Vec::new();
-    loop {
-        let page = client.list_tasks(job, PAGE, tasks.len() as u64).await?;
-        let got = page.items.len();
-        tasks.extend(page.items);
-        if got == 0 || tasks.len() as u64 >= page.total {
-            return Ok(tasks);
-        }
-    }
-}
-
 pub async fn job(args: JobArgs) -> Result<i32> {
     let client = args.server.connect().await?;
     if args.why {
@@ -782,9 +785,10 @@ pub async fn job(args: JobArgs) -> Result<i32> {
         return Ok(0);
     }
     let job = client.get_job(args.id).await?;
-    let tasks = all_tasks(&client, args.id).await?;
+    let (page, from_frame) = task_page(&client, &job, &args).await?;
+    let tasks = &page.items;
     if args.json {
-        let both = serde_json::json!({ "job": job, "tasks": tasks });
+        let both = serde_json::json!({ "job": job, "tasks": tasks, "total": page.total });
         println!("{}", serde_json::to_string_pretty(&both)?);
         return Ok(0);
     }
@@ -839,7 +843,6 @@ pub async fn job(args: JobArgs) -> Result<i32> {
             format!("{}-{}", t.frame, t.frame_end)
         };
         vec![
-            t.id.to_string(),
             frames,
             t.state.as_str().to_string(),
             t.attempt.to_string(),
@@ -852,11 +855,61 @@ pub async fn job(args: JobArgs) -> Result<i32> {
             t.last_error.clone().unwrap_or_default(),
         ]
     });
-    print_table(
-        &["TASK", "FRAMES", "STATE", "TRY", "EXIT", "AGENT", "ERROR"],
-        rows,
-    );
+    print_table(&["FRAMES", "STATE", "TRY", "EXIT", "AGENT", "ERROR"], rows);
+    let what = args
+        .state
+        .map_or("tasks".to_string(), |s| format!("{} tasks", s.as_str()));
+    match (tasks.first(), tasks.last()) {
+        (Some(first), Some(last)) => {
+            println!(
+                "{} {what} from frame {} to {} of {}{}",
+                tasks.len(),
+                first.frame,
+                last.frame_end,
+                page.total,
+                from_frame.map_or(String::new(), |f| format!(" (from frame {f})"))
+            );
+            if tasks.len() as u64 == args.limit {
+                println!(
+                    "more: furrow job {} --from-frame {}{}",
+                    job.id,
+                    last.frame_end + 1,
+                    args.state
+                        .map_or(String::new(), |s| format!(" --state {}", s.as_str()))
+                );
+            }
+        }
+        _ => println!("no {what} to list (of {})", page.total),
+    }
     Ok(0)
+}
+
+/// One page of a job's tasks, as `furrow job` asks for it: from `--from-frame`, or, on
+/// a running job, from its first running frame; with the frame it started from.
+async fn task_page(
+    client: &Client,
+    job: &JobView,
+    args: &JobArgs,
+) -> Result<(Page<TaskView>, Option<i64>)> {
+    let mut from_frame = args.from_frame;
+    if from_frame.is_none() && args.state.is_none() && job.state == WorkState::Running {
+        let running = TaskQuery {
+            state: Some(WorkState::Running),
+            ..TaskQuery::first(1)
+        };
+        from_frame = client
+            .browse_tasks(job.id, running)
+            .await?
+            .items
+            .first()
+            .map(|t| t.frame);
+    }
+    let query = TaskQuery {
+        from_frame,
+        state: args.state,
+        ..TaskQuery::first(args.limit)
+    };
+    Ok((client.browse_tasks(job.id, query).await?, from_frame))
 }
 
 pub async fn agents(args: ListArgs) -> Result<i32> {
@@ -892,27 +945,13 @@ pub async fn agents(args: ListArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Whether `frame` is one of the frames a task covers.
-fn task_covers(task: &TaskView, frame: i64) -> bool {
-    frame >= task.frame && frame <= task.frame_end && (frame - task.frame) % task.step.max(1) == 0
-}
-
 pub async fn logs(args: LogsArgs) -> Result<i32> {
     let client = args.server.connect().await?;
-    let job = client.get_job(args.job).await?;
-    let tasks = all_tasks(&client, args.job).await?;
-    // Tasks come in a fixed (frame) order, so the position finds the task again cheaply.
-    let Some(position) = tasks.iter().position(|t| task_covers(t, args.frame)) else {
-        bail!(
-            "job {} has no frame {} (its frames are {})",
-            job.id,
-            args.frame,
-            job.frames
-        );
-    };
-    let mut task = tasks[position].clone();
+    // The master finds the task of a frame through an index, whatever the job's size.
+    let mut task = client.task_at_frame(args.job, args.frame).await?;
+    let job_id = args.job;
     if args.attempts {
-        let attempts = client.task_attempts(job.id, task.id).await?;
+        let attempts = client.task_attempts(job_id, task.id).await?;
         let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
             t.map_or("-".to_string(), |t| t.format("%H:%M:%S%.3f").to_string())
         };
@@ -940,7 +979,7 @@ pub async fn logs(args: LogsArgs) -> Result<i32> {
     loop {
         if task.attempt > 0 || args.attempt.is_some() {
             let chunk = client
-                .task_log(job.id, task.id, args.attempt, offset)
+                .task_log(job_id, task.id, args.attempt, offset)
                 .await?;
             stdout.write_all(chunk.text.as_bytes())?;
             stdout.flush()?;
@@ -950,18 +989,20 @@ pub async fn logs(args: LogsArgs) -> Result<i32> {
             }
         } else if !args.follow {
             eprintln!(
-                "frame {} has not started yet (task {} is {})",
+                "frame {} has not started yet (it is {})",
                 args.frame,
-                task.id,
                 task.state.as_str()
             );
             return Ok(0);
         }
         tokio::time::sleep(POLL_INTERVAL).await;
-        let page = client.list_tasks(job.id, 1, position as u64).await?;
-        let Some(refreshed) = page.items.into_iter().find(|t| t.id == task.id) else {
-            bail!("task {} of job {} is gone", task.id, job.id);
-        };
+        let refreshed = client.task_at_frame(job_id, args.frame).await?;
+        if refreshed.id != task.id {
+            bail!(
+                "frame {} of job {job_id} was replaced (its frames were edited)",
+                args.frame
+            );
+        }
         // A retry or a requeue starts a new attempt with a log of its own.
         if refreshed.attempt != task.attempt && args.attempt.is_none() {
             offset = 0;

@@ -1,5 +1,6 @@
 //! The dashboard, rendered by a real headless Chromium, shows the farm's agents and jobs and
-//! updates itself live, without a reload.
+//! updates itself live, without a reload; a job's task list pages through any number of
+//! tasks and opens a running job at its running frames.
 
 mod common;
 
@@ -91,4 +92,103 @@ fn dashboard_shows_agents_and_jobs_and_updates_live() {
         },
     );
     assert_eq!(browser.eval("typeof window.furrowInjected"), "undefined");
+}
+
+/// The first frame of each task row on the page.
+fn shown_frames(browser: &mut Browser) -> Vec<i64> {
+    let frames = browser.eval(
+        "[...document.querySelectorAll('#tasks-body tr.task')].map((r) => r.dataset.frame).join(',')",
+    );
+    frames
+        .as_str()
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|f| f.parse().ok())
+        .collect()
+}
+
+fn click(browser: &mut Browser, selector: &str) {
+    browser.eval(&format!("document.querySelector('{selector}').click()"));
+}
+
+/// Waits until the task list starts at `first` with `count` rows.
+fn wait_for_page(browser: &mut Browser, what: &str, first: i64, count: usize) {
+    wait_until(what, Duration::from_secs(30), || {
+        let frames = shown_frames(browser);
+        (frames.first() == Some(&first) && frames.len() == count).then_some(())
+    });
+}
+
+#[test]
+fn task_list_pages_past_500_and_opens_at_the_running_frames() {
+    let root = tempfile::tempdir().unwrap();
+    let farm = Farm::up_in(root.path().join("data"), 1, &["--slots", "2"]);
+    // Frames 1-699 end at once; 700 and 701 keep running (and the next two, short tasks
+    // lately, wait on the agent for a slot: running too, not started).
+    let id = farm.submit(&[
+        "--title",
+        "long-job",
+        "--frames",
+        "1-1200",
+        "--",
+        "sh",
+        "-c",
+        "test {frame} -lt 700 || exec sleep 600",
+    ]);
+    farm.wait_job_until(
+        id,
+        "frames 700 and 701 running",
+        Duration::from_secs(120),
+        |j| j["task_counts"]["done"] == 699 && j["task_counts"]["running"].as_u64() >= Some(2),
+    );
+
+    let mut browser = Browser::open(
+        &format!("{}#job={id}", farm.login_url()),
+        &root.path().join("chromium"),
+    );
+    // Opened at the running frames, not at frame 1.
+    wait_for_page(&mut browser, "the page at the running frames", 700, 100);
+    let range = browser.eval("document.getElementById('tasks-range').textContent");
+    assert_eq!(range, "frames 700–799 · 1200 tasks");
+    let states = browser.eval(
+        "[...document.querySelectorAll('#tasks-body tr.task')].slice(0, 2).map((r) => r.dataset.state).join(',')",
+    );
+    assert_eq!(states, "running,running");
+
+    // Next and previous pages, past frame 500 both ways.
+    click(&mut browser, "#tasks-next");
+    wait_for_page(&mut browser, "the next page", 800, 100);
+    click(&mut browser, "#tasks-prev");
+    wait_for_page(&mut browser, "back to the running frames", 700, 100);
+    click(&mut browser, "#tasks-prev");
+    wait_for_page(&mut browser, "the page before", 600, 100);
+    assert_eq!(shown_frames(&mut browser), (600..700).collect::<Vec<i64>>());
+
+    // Jump to a frame: the last page, with no next one.
+    browser.eval("document.getElementById('tasks-frame').value = '1150'");
+    click(&mut browser, "#tasks-go");
+    wait_for_page(&mut browser, "the last page", 1150, 51);
+    assert_eq!(
+        browser.eval("document.getElementById('tasks-next').disabled"),
+        true
+    );
+
+    // Tasks are named by frame: the log pane and the address.
+    browser.eval("document.getElementById('tasks-frame').value = '701'");
+    click(&mut browser, "#tasks-go");
+    wait_for_page(&mut browser, "the page at frame 701", 701, 100);
+    click(&mut browser, "#tasks-body tr.task");
+    wait_until(
+        "the log pane names the frame",
+        Duration::from_secs(30),
+        || {
+            let title = browser.eval("document.getElementById('log-title').textContent");
+            title
+                .as_str()
+                .is_some_and(|t| t.starts_with("frame 701"))
+                .then_some(())
+        },
+    );
+    let hash = browser.eval("location.hash");
+    assert_eq!(hash, format!("#job={id}&frame=701"));
 }

@@ -1,6 +1,8 @@
 //! The service layer: every request of the REST API and of the protocol's client API is
 //! one of these functions. Neither front end implements a request itself.
 
+mod browse;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -9,7 +11,8 @@ use furrow_protocol::{
     ActionOutcome, AgentPatch, AgentState, AgentView, ApiError, AttemptView, ClientRequest,
     ClientResponse, FrameSet, HealthView, JobAction, JobId, JobPatch, JobSubmission, JobTypeView,
     JobView, LogChunk, OutputView, Page, PathMapSpec, PathMapView, QueuePatch, QueueSpec,
-    QueueView, Requirements, TaskAction, TaskId, TaskRef, TaskView, UserRole, WhyView, WorkState,
+    QueueView, Requirements, TaskAction, TaskId, TaskQuery, TaskRef, TaskView, UserRole, WhyView,
+    WorkState,
 };
 use tokio::sync::broadcast;
 use tracing::{error, info};
@@ -948,18 +951,11 @@ impl Service {
         limit: u64,
         offset: u64,
     ) -> Result<Page<TaskView>, ApiError> {
-        check_page(limit, offset)?;
-        let job = self.get_job(caller, job_id).await?;
-        let items = self
-            .inner
-            .reader
-            .list_tasks(job_id, limit, offset)
-            .await
-            .map_err(storage_error)?;
-        Ok(Page {
-            items,
-            total: job.task_counts.total(),
-        })
+        let query = TaskQuery {
+            offset,
+            ..TaskQuery::first(limit)
+        };
+        self.browse_tasks(caller, job_id, query).await
     }
 
     /// A page of agents, online and offline, by name.
@@ -1288,6 +1284,14 @@ impl Service {
                 offset,
             } => self
                 .list_tasks(c, job_id, limit, offset)
+                .await
+                .map(ClientResponse::Tasks),
+            ClientRequest::TaskAtFrame { job_id, frame } => self
+                .task_at_frame(c, job_id, frame)
+                .await
+                .map(ClientResponse::Task),
+            ClientRequest::BrowseTasks { job_id, query } => self
+                .browse_tasks(c, job_id, query)
                 .await
                 .map(ClientResponse::Tasks),
             ClientRequest::ListAgents { limit, offset } => self

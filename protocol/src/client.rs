@@ -218,6 +218,33 @@ impl Client {
         }
     }
 
+    /// A page of a job's tasks that seeks by frame (fast at any depth), optionally of
+    /// one state.
+    pub async fn browse_tasks(
+        &self,
+        job_id: JobId,
+        query: crate::browse::TaskQuery,
+    ) -> Result<Page<TaskView>, ClientError> {
+        match self
+            .request(ClientRequest::BrowseTasks { job_id, query })
+            .await?
+        {
+            ClientResponse::Tasks(p) => Ok(p),
+            _ => Err(ClientError::UnexpectedReply("browse tasks")),
+        }
+    }
+
+    /// The task covering `frame`.
+    pub async fn task_at_frame(&self, job_id: JobId, frame: i64) -> Result<TaskView, ClientError> {
+        match self
+            .request(ClientRequest::TaskAtFrame { job_id, frame })
+            .await?
+        {
+            ClientResponse::Task(t) => Ok(t),
+            _ => Err(ClientError::UnexpectedReply("task at frame")),
+        }
+    }
+
     /// A page of agents.
     pub async fn list_agents(
         &self,

@@ -12,12 +12,14 @@
 //! - [`apps`]: deployed applications: releases sent to agents, bundles fetched by
 //!   digest, the agents' reports and the apps' output.
 //! - [`frames`]: frame specifications (`1-100:5`) and their batches.
+//! - [`browse`]: pages of a job's tasks that seek by frame ([`TaskQuery`]).
 //! - [`Client`]: a typed async client for tools.
 //!
 //! The crate has no actix dependency: it is plain tokio, usable from any tool.
 
 pub mod access;
 pub mod apps;
+pub mod browse;
 pub mod client;
 pub mod codec;
 mod error;
@@ -30,6 +32,7 @@ pub mod tls;
 
 pub use access::*;
 pub use apps::*;
+pub use browse::TaskQuery;
 pub use client::{Client, ClientError, ClientOptions};
 pub use codec::{DEFAULT_MAX_FRAME, FrameBudget, FrameCodec};
 pub use error::ProtocolError;

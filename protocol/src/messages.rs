@@ -562,6 +562,20 @@ pub enum ClientRequest {
         /// The app.
         name: String,
     },
+    /// `GET /api/v1/jobs/{id}/frames/{frame}`: the task covering a frame.
+    TaskAtFrame {
+        /// The job.
+        job_id: JobId,
+        /// A frame of the job.
+        frame: i64,
+    },
+    /// `GET /api/v1/jobs/{id}/tasks/?from_frame=&after_frame=&before_frame=&state=`.
+    BrowseTasks {
+        /// The job.
+        job_id: JobId,
+        /// Which page.
+        query: crate::browse::TaskQuery,
+    },
 }
 
 /// Answers to [`ClientRequest`]s.

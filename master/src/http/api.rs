@@ -92,6 +92,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(super::follow::follow_log))
                     .default_service(web::to(|| method_not_allowed("GET"))),
             )
+            .configure(super::frames::routes)
             .service(
                 web::resource(["/agents/", "/agents"])
                     .route(web::get().to(list_agents))
@@ -327,8 +328,9 @@ async fn get_job(
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/tasks/", tag = "tasks",
-    params(("id" = i64, Path, description = "Job id"), PageQuery),
-    responses((status = 200, description = "The job's tasks in frame order", body = Page<TaskView>),
+    params(("id" = i64, Path, description = "Job id"), PageQuery, super::frames::TaskPageQuery),
+    responses((status = 200, description = "The job's tasks in frame order; `total` counts those of the state asked for, or all", body = Page<TaskView>),
+              (status = 400, description = "Bad paging, frame or state; the message names the parameter", body = ErrorBody),
               (status = 404, description = "Unknown job", body = ErrorBody)))]
 async fn list_tasks(
     service: web::Data<Service>,
@@ -338,7 +340,8 @@ async fn list_tasks(
 ) -> Result<HttpResponse, HttpError> {
     let job_id = parse_id("job id", &path)?;
     let (limit, offset) = page(&query, DEFAULT_TASK_LIMIT)?;
-    Ok(HttpResponse::Ok().json(service.list_tasks(&caller, job_id, limit, offset).await?))
+    let task_query = super::frames::task_query(&query, limit, offset)?;
+    Ok(HttpResponse::Ok().json(service.browse_tasks(&caller, job_id, task_query).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/tasks/{task_id}/logs", tag = "tasks",
@@ -354,9 +357,22 @@ async fn task_log(
     query: Query,
 ) -> Result<HttpResponse, HttpError> {
     let (job_id, task_id, attempt) = log_target(path, &query)?;
-    let offset: u64 = query_number(&query, "offset")?.unwrap_or(0);
+    log_download(&service, &caller, job_id, task_id, attempt, &query).await
+}
+
+/// A task's log as plain text from `?offset=`, streamed from its file (the answer of
+/// both log routes, by task and by frame).
+pub async fn log_download(
+    service: &Service,
+    caller: &Caller,
+    job_id: JobId,
+    task_id: TaskId,
+    attempt: Option<u32>,
+    query: &Query,
+) -> Result<HttpResponse, HttpError> {
+    let offset: u64 = query_number(query, "offset")?.unwrap_or(0);
     let (span, attempt, complete) = service
-        .locate_log(&caller, job_id, task_id, attempt, offset, REST_LOG_LIMIT)
+        .locate_log(caller, job_id, task_id, attempt, offset, REST_LOG_LIMIT)
         .await?;
     let mut response = HttpResponse::Ok();
     response

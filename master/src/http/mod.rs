@@ -3,6 +3,8 @@
 //! - [`api`]: JSON handlers; each one parses its input and calls the service layer.
 //! - [`dashboard`]: the embedded page and its server-sent-events feed.
 //! - [`follow`]: a task's log followed live over server-sent events.
+//! - [`frames`]: tasks and their logs addressed by frame; the frame and state
+//!   parameters of task pages.
 //! - [`guard`]: cross-site safety (Host, Origin, content type) in front of every route.
 //! - [`auth`]: every `/api/` request names its caller (bearer token or session cookie);
 //!   the dashboard's login and logout.
@@ -15,6 +17,7 @@ pub mod apps;
 pub mod auth;
 pub mod dashboard;
 pub mod follow;
+pub mod frames;
 pub mod guard;
 pub mod openapi;
 

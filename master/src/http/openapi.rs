@@ -45,6 +45,8 @@ pub struct PageQuery {
         super::api::task_action,
         super::api::task_attempts,
         super::api::task_log,
+        super::frames::task_at_frame,
+        super::frames::frame_log,
         super::follow::follow_log,
         super::api::list_agents,
         super::api::edit_agent,
@@ -118,6 +120,8 @@ mod tests {
             ("/api/v1/jobs/{id}/tasks/{task_id}/attempts", &["get"]),
             ("/api/v1/jobs/{id}/tasks/{task_id}/logs", &["get"]),
             ("/api/v1/jobs/{id}/tasks/{task_id}/logs/follow", &["get"]),
+            ("/api/v1/jobs/{id}/frames/{frame}", &["get"]),
+            ("/api/v1/jobs/{id}/frames/{frame}/logs", &["get"]),
             ("/api/v1/agents/", &["get"]),
             ("/api/v1/agents/{id}", &["patch", "delete"]),
             ("/api/v1/queues/", &["get", "post"]),
@@ -153,7 +157,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(paths.len(), 37, "a documented path without a test entry");
+        assert_eq!(paths.len(), 39, "a documented path without a test entry");
         let schemas = doc["components"]["schemas"].as_object().unwrap();
         for name in [
             "JobSubmission",

@@ -7,6 +7,8 @@
 
 use sea_orm_migration::prelude::*;
 
+mod browse;
+
 /// All migrations, oldest first. Append new ones; never edit an applied one.
 pub struct Migrator;
 
@@ -18,7 +20,8 @@ impl MigratorTrait for Migrator {
             Box::new(M0003JobTypes),
             Box::new(M0004Access),
             Box::new(M0005MasterState),
-            Box::new(M0006Apps),
+            Box::new(browse::M0006Browse),
+            Box::new(M0007Apps),
         ]
     }
 }
@@ -611,16 +614,16 @@ impl MigrationTrait for M0005MasterState {
 
 /// Deployed applications: the apps, their releases (a bundle, by digest, with a
 /// configuration) and their history.
-struct M0006Apps;
+struct M0007Apps;
 
-impl MigrationName for M0006Apps {
+impl MigrationName for M0007Apps {
     fn name(&self) -> &str {
-        "m0006_apps"
+        "m0007_apps"
     }
 }
 
 #[async_trait::async_trait]
-impl MigrationTrait for M0006Apps {
+impl MigrationTrait for M0007Apps {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let col = |name: &str| ColumnDef::new(Alias::new(name));
         manager

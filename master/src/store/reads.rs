@@ -3,6 +3,8 @@
 //! Reads go straight to the pool (WAL lets them run beside the store's commits); they may
 //! trail the newest transitions by one group-commit interval.
 
+mod browse;
+
 use std::collections::HashMap;
 
 use furrow_protocol::{

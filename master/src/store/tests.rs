@@ -19,6 +19,8 @@ use crate::changes::ChangeFeed;
 use crate::scheduler::queues::Queue;
 use crate::scheduler::{Control, Write};
 
+mod browse;
+
 const DEFAULT_POSTGRES: &str = "postgres://furrow:furrow@127.0.0.1:5432/postgres";
 
 /// A fresh PostgreSQL database, dropped by [`TempPostgres::drop_db`].
@@ -165,7 +167,8 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
             "m0003_jobtypes",
             "m0004_access",
             "m0005_master_state",
-            "m0006_apps"
+            "m0006_browse",
+            "m0007_apps"
         ]
     );
     let reader = StoreReader::new(db.clone());

@@ -172,6 +172,7 @@ pub(crate) fn job(title: &str, frames: String, priority: i32) -> Result<JobSubmi
         command: vec!["true".into()],
         shell: false,
         env: Default::default(),
+        app: None,
     };
     Ok(JobSubmission {
         priority,

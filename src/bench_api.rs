@@ -310,6 +310,7 @@ fn echo_job(title: &str, frames: String) -> Result<JobSubmission> {
         ],
         shell: false,
         env: Default::default(),
+        app: None,
     };
     Ok(JobSubmission::new(
         title,

@@ -203,6 +203,7 @@ fn command_job(title: String, frames: String) -> Result<JobSubmission> {
         command: vec!["true".into()],
         shell: false,
         env: Default::default(),
+        app: None,
     };
     Ok(JobSubmission::new(
         title,

@@ -305,6 +305,7 @@ fn job(n: u64, frames: u32, out: &Path) -> Result<JobSubmission> {
         command: vec!["bash".into(), "-c".into(), script],
         shell: false,
         env: Default::default(),
+        app: None,
     };
     Ok(JobSubmission {
         retries: 50,

@@ -613,6 +613,7 @@ pub async fn submit(args: SubmitArgs) -> Result<i32> {
             command: args.command.clone(),
             shell: args.shell,
             env,
+            app: None,
         };
         (serde_json::to_value(params)?, title)
     } else {

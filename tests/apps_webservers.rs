@@ -64,7 +64,7 @@ fn zip(files: &[(&str, &[u8])]) -> Vec<u8> {
 /// The Python app at `version`, with `health` as its health path.
 fn python_app(version: &str, health: &str) -> Vec<u8> {
     let manifest = format!(
-        "name: hello\nversion: \"{version}\"\nprocesses:\n  web:\n    command: [\"python3\", \"src/app.py\"]\n    listen: port\n    health: {health}\n    stop_grace: 2s\nmount:\n  path: /hello\n  process: web\n"
+        "name: hello\nversion: \"{version}\"\nprocesses:\n  web:\n    command: [\"python3\", \"src/app.py\"]\n    listen: port\n    health: {health}\n    stop_grace: 2s\nmount:\n  path: /hello\n  process: web\nrecurrent: [{{name: tick, every: 2s, command: [\"sh\", \"-c\", \"echo tick $FURROW_APP_NAME; pwd\"]}}]\n"
     );
     zip(&[
         ("furrow-app.yaml", manifest.as_bytes()),
@@ -203,6 +203,20 @@ fn a_python_app_behind_nginx_on_two_agents_is_configured_reverted_rolled_back_an
     assert_eq!(status, 201, "{said}");
     until_placements(&farm, "hello", 2, "running", 1);
     until_served(&ports, "/hello", "hello");
+
+    // Its recurrent task runs as an ordinary job, in the app's release and environment.
+    let tick = wait_until("a recurrent job done", Duration::from_secs(60), || {
+        let (_, jobs) = farm.get("/api/v1/jobs/?limit=100");
+        jobs["items"]
+            .as_array()?
+            .iter()
+            .find(|j| j["title"] == "app hello: tick" && j["state"] == "done")
+            .and_then(|j| j["id"].as_i64())
+    });
+    let out = farm.cli(&["logs", &tick.to_string(), "1"]);
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("tick hello"), "{log}");
+    assert!(log.contains("/apps/homes/hello/releases/1"), "{log}");
 
     // A configuration change is release 2, and the page changes on both agents.
     let out = farm.cli(&["app", "config", "hello", "--set", "greeting=Bonjour"]);

@@ -90,6 +90,10 @@ impl Agent {
         if config.detect_software {
             host.software = crate::resources::detect_software().await;
         }
+        if let Some(web) = &config.webserver {
+            let version = crate::resources::webserver_version(web.kind).await;
+            host.software.insert(web.kind.to_string(), version);
+        }
         let slots = config.slots.unwrap_or(host.cpus).max(1);
         let profile = profile(settings, &host);
         info!(

@@ -108,6 +108,34 @@ pub(crate) async fn detect_software() -> std::collections::BTreeMap<String, Stri
         .collect()
 }
 
+/// The version of the web server the agent mounts apps on (`nginx -v`, `apache2 -v`,
+/// `lighttpd -v`); `0` when it cannot be told. The agent offers its web server as
+/// software under the kind's name, so jobs of an app (its recurrent tasks) ask for it.
+pub(crate) async fn webserver_version(kind: furrow_deploy::webserver::WebServerKind) -> String {
+    use furrow_deploy::webserver::WebServerKind;
+    let (program, prefix) = match kind {
+        WebServerKind::Nginx => ("/usr/sbin/nginx", "nginx version: nginx/"),
+        WebServerKind::Apache => ("/usr/sbin/apache2", "Server version: Apache/"),
+        WebServerKind::Lighttpd => ("/usr/sbin/lighttpd", "lighttpd/"),
+    };
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg("-v")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let Ok(Ok(output)) = tokio::time::timeout(SOFTWARE_PROBE_TIMEOUT, command.output()).await
+    else {
+        return "0".into();
+    };
+    // nginx says it on stderr, the others on stdout.
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_version(&text, prefix).unwrap_or_else(|| "0".into())
+}
+
 async fn program_version(program: &str, flag: &str, prefix: &str) -> Option<String> {
     let mut command = tokio::process::Command::new(program);
     command

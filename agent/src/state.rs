@@ -45,6 +45,11 @@ impl StateDir {
         Ok(dir)
     }
 
+    /// Folder of the deployed apps (see the deploy module).
+    pub fn apps_dir(&self) -> PathBuf {
+        self.root.join("apps")
+    }
+
     /// Folder of the process-group files of running tasks.
     pub fn running_dir(&self) -> PathBuf {
         self.root.join("running")

@@ -4,7 +4,10 @@
 //! (`{frame}`, `{start}`, `{end}`, `{step}`, `{frame:4}` for zero padding) substituted in
 //! every argument; `shell`, to run the substituted arguments joined by spaces through
 //! `/bin/sh -c`; `env`, variables added to the agent's environment (the runner's own,
-//! `FURROW_*` and `CUDA_VISIBLE_DEVICES`, cannot be changed).
+//! `FURROW_*` and `CUDA_VISIBLE_DEVICES`, cannot be changed); `app`, a deployed app whose
+//! current release the task runs in (its directory as the working directory, its
+//! environment under `env`), which the agent applies and refuses when it does not serve
+//! the app (an app's recurrent tasks are such jobs).
 
 use std::sync::Arc;
 
@@ -34,6 +37,9 @@ pub fn definition() -> Definition {
                 .describe("Run the arguments joined by spaces through /bin/sh -c."),
             ParamSpec::new("env", ParamType::Map, false)
                 .describe("Variables added to the process environment."),
+            ParamSpec::new("app", ParamType::String, false).describe(
+                "Run in this deployed app's current release, with its environment (the agent must serve the app).",
+            ),
         ],
         Arc::new(Command),
     )

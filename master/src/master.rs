@@ -416,8 +416,10 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
     );
 
     {
-        let (data_dir, service) = (data_dir.clone(), service.clone());
-        Supervisor::start(move |_| crate::apps::inbox::Inbox::new(data_dir, service));
+        let (inbox_dir, inbox_service) = (data_dir.clone(), service.clone());
+        Supervisor::start(move |_| crate::apps::inbox::Inbox::new(inbox_dir, inbox_service));
+        let (apps, recurrent_service) = (apps.clone(), service.clone());
+        Supervisor::start(move |_| crate::apps::recurrent::Recurrent::new(apps, recurrent_service));
     }
 
     let tls = match &config.tls {

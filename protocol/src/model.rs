@@ -241,6 +241,9 @@ pub struct CommandParams {
     /// Extra environment variables for the process.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// A deployed app to run in: its current release directory and its environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
 }
 
 /// Per-state task counts of a job.

@@ -32,6 +32,7 @@ mod output;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -304,6 +305,49 @@ fn runner_env(assignment: &Assignment) -> [(&'static str, String); 9] {
     ]
 }
 
+/// The deployed app a `command` task asks to run in (its `app` parameter).
+fn app_of(assignment: &Assignment) -> Option<String> {
+    if assignment.jobtype != "command" {
+        return None;
+    }
+    assignment
+        .params
+        .0
+        .get("app")
+        .and_then(|app| app.as_str())
+        .map(str::to_string)
+}
+
+/// The current release directory of `app` on this agent and the environment its
+/// processes get, or why the task cannot run in it.
+fn app_environment(
+    state: &crate::state::StateDir,
+    app: &str,
+) -> Result<(PathBuf, BTreeMap<String, String>), String> {
+    let apps = state.apps_dir();
+    let not_here = || format!("app `{app}` is not served by this agent");
+    // Looked up, never created: a name that is no app here stays unknown.
+    if furrow_deploy::webserver::validate_app_name(app).is_err()
+        || !apps.join("homes").join(app).is_dir()
+    {
+        return Err(not_here());
+    }
+    let home = furrow_deploy::AppHome::open(&apps.join("homes"), app, &apps.join("shared-deps"))
+        .map_err(|e| format!("app `{app}`: {e}"))?;
+    let release = home
+        .current()
+        .map_err(|e| format!("app `{app}`: {e}"))?
+        .ok_or_else(not_here)?;
+    let dir = home
+        .release(release)
+        .map_err(|e| format!("app `{app}`: {e}"))?
+        .dir;
+    let vars = home
+        .environment(release, &furrow_deploy::Listen::None)
+        .map_err(|e| format!("app `{app}`: {e}"))?;
+    Ok((dir, vars))
+}
+
 /// Kills the task's group if the run is abandoned midway (the future dropped because the
 /// agent is going down), so no process outlives its runner.
 struct GroupGuard {
@@ -349,13 +393,25 @@ async fn execute<R: Reporter>(
         }
     };
     let runner_vars = runner_env(assignment);
+    // A task of a deployed app runs in its current release, with its environment.
+    let (cwd, app_vars) = match app_of(assignment) {
+        Some(app) => match app_environment(&env.state, &app) {
+            Ok((release_dir, vars)) => (release_dir, vars),
+            Err(error) => {
+                workdir::dispose(&env.state, task, Disposal::Remove, 0).await;
+                return Ending::without_process(error, false);
+            }
+        },
+        None => (dir.clone(), BTreeMap::new()),
+    };
     let mut command = std::process::Command::new(&plan.program);
     command
         .args(&plan.args)
-        .current_dir(&dir)
+        .current_dir(&cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .envs(&app_vars)
         .envs(&plan.env)
         .envs(runner_vars.clone());
     process_group::isolate(&mut command);

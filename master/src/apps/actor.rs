@@ -1108,9 +1108,56 @@ impl Handler<GetConfig> for Apps {
     }
 }
 
-/// Whether a manifest's text parses (used to check what the store gives back).
-pub fn manifest_of(text: &str) -> Option<Manifest> {
-    Manifest::parse(text).ok()
+/// One recurrent task of an app's current release.
+#[derive(Debug, Clone)]
+pub struct RecurrentEntry {
+    /// The app.
+    pub app: String,
+    /// Its current release.
+    pub release: u32,
+    /// The entry's name.
+    pub name: String,
+    /// Its period.
+    pub every: std::time::Duration,
+    /// What it runs.
+    pub command: Vec<String>,
+    /// The app's tags.
+    pub tags: Vec<String>,
+    /// The app's web server kind.
+    pub webserver: String,
+}
+
+/// The recurrent tasks of every app's current release.
+#[derive(Message)]
+#[rtype(result = "Vec<RecurrentEntry>")]
+pub struct RecurrentPlan;
+
+impl Handler<RecurrentPlan> for Apps {
+    type Result = Vec<RecurrentEntry>;
+
+    fn handle(&mut self, _msg: RecurrentPlan, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut plan = Vec::new();
+        for app in self.apps.values() {
+            let Some(release) = app.current() else {
+                continue;
+            };
+            let Ok(manifest) = Manifest::parse(&release.row.manifest) else {
+                continue;
+            };
+            for entry in manifest.recurrent {
+                plan.push(RecurrentEntry {
+                    app: app.row.name.clone(),
+                    release: release.row.number,
+                    name: entry.name,
+                    every: entry.every,
+                    command: entry.command,
+                    tags: app.row.tags.clone(),
+                    webserver: app.row.webserver.clone(),
+                });
+            }
+        }
+        plan
+    }
 }
 
 /// An app's history from the store, as the API shows it.

@@ -11,6 +11,7 @@
 //! - [`bundles`]: the bundle files, by digest.
 //! - [`output`]: the apps' output files per app and release, and their search.
 //! - [`inbox`]: the drop folder `<data-dir>/apps/inbox/`, watched with inotify.
+//! - [`recurrent`]: the apps' recurrent tasks, submitted as ordinary jobs when due.
 //!
 //! Nothing here runs an app: the agents do (`furrow-agent`'s deploy module), with the
 //! `furrow-deploy` crate.
@@ -19,5 +20,6 @@ pub mod actor;
 pub mod bundles;
 pub mod inbox;
 pub mod output;
+pub mod recurrent;
 
 pub use actor::*;

@@ -92,6 +92,21 @@ pub enum AppCommand {
         #[arg(long)]
         follow: bool,
     },
+    /// List the app's notification rules, add one (`--match RE --webhook URL`: output
+    /// lines matching RE are posted to URL as JSON), or remove them all (`--clear`).
+    Notify {
+        /// The app.
+        name: String,
+        /// A regular expression output lines are matched with.
+        #[arg(long = "match", value_name = "RE", requires = "webhook")]
+        pattern: Option<String>,
+        /// The http:// or https:// URL the matching lines are posted to.
+        #[arg(long, value_name = "URL", requires = "pattern")]
+        webhook: Option<String>,
+        /// Remove every rule.
+        #[arg(long, conflicts_with = "pattern")]
+        clear: bool,
+    },
     /// Delete an app: its agents stop and remove it.
     Delete {
         /// The app.
@@ -336,6 +351,32 @@ pub async fn app(args: AppArgs) -> Result<i32> {
                     }
                 }
             }
+        }
+        AppCommand::Notify {
+            name,
+            pattern,
+            webhook,
+            clear,
+        } => {
+            let mut rules = client.get_app(name.clone()).await?.notifications;
+            let changed = if clear {
+                rules.clear();
+                true
+            } else if let (Some(pattern), Some(webhook)) = (pattern, webhook) {
+                rules.push(furrow_protocol::AppNotification { pattern, webhook });
+                true
+            } else {
+                false
+            };
+            if changed {
+                rules = client.set_app_notifications(name.clone(), rules).await?;
+            }
+            print_table(
+                &["MATCH", "WEBHOOK"],
+                rules
+                    .iter()
+                    .map(|rule| vec![rule.pattern.clone(), rule.webhook.clone()]),
+            );
         }
         AppCommand::Delete { name } => {
             client.delete_app(name.clone()).await?;

@@ -1453,6 +1453,10 @@ impl Service {
                 .delete_app(c, &name)
                 .await
                 .map(|()| ClientResponse::Deleted),
+            ClientRequest::SetAppNotifications { name, rules } => self
+                .set_app_notifications(c, &name, rules)
+                .await
+                .map(ClientResponse::AppNotifications),
         };
         result.unwrap_or_else(ClientResponse::Error)
     }

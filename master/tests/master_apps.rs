@@ -356,6 +356,62 @@ async fn an_app_is_deployed_configured_rolled_back_searched_and_kept_across_a_re
     })
     .await;
 
+    // A notification rule posts matching lines to its webhook; bad rules are named.
+    let (status, bad) = json_request(
+        base,
+        "PUT",
+        "/api/v1/apps/hello/notifications",
+        json!([{"pattern": "(", "webhook": "ftp://x"}]),
+    );
+    assert_eq!(status, 400, "{bad}");
+    let message = bad["error"].as_str().unwrap();
+    assert!(
+        message.contains("[0].pattern") && message.contains("[0].webhook"),
+        "{message}"
+    );
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
+    let (status, rules) = json_request(
+        base,
+        "PUT",
+        "/api/v1/apps/hello/notifications",
+        json!([{"pattern": "^error", "webhook": hook_url}]),
+    );
+    assert_eq!(status, 200, "{rules}");
+    let received = std::thread::spawn(move || {
+        let (mut stream, _) = hook.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Headers, then the body its Content-Length announces.
+        loop {
+            let n = std::io::Read::read(&mut stream, &mut buf).unwrap();
+            request.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&request).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    std::io::Write::write_all(
+                        &mut stream,
+                        b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n",
+                    )
+                    .unwrap();
+                    return body.to_string();
+                }
+            }
+            assert!(n > 0, "the webhook connection closed early");
+        }
+    });
+
     // Output is searchable by pattern.
     agent
         .send(AgentMessage::AppLogs(AppLogBatch {
@@ -385,6 +441,11 @@ async fn an_app_is_deployed_configured_rolled_back_searched_and_kept_across_a_re
     assert_eq!(lines[0]["release"], 4);
     let (status, bad) = get_json(base, "/api/v1/apps/hello/logs?q=%28");
     assert_eq!(status, 400, "{bad}");
+    let posted: Value = serde_json::from_str(&received.join().unwrap()).unwrap();
+    assert_eq!(posted["text"], "error: database down");
+    assert_eq!(posted["app"], "hello");
+    assert_eq!(posted["instance"], "web.0");
+    assert_eq!(posted["pattern"], "^error");
 
     // The history names what happened, newest first.
     let (_, app) = get_json(base, "/api/v1/apps/hello");

@@ -255,6 +255,22 @@ pub struct AppView {
     pub history: Vec<AppEventView>,
     /// The fields of its configuration, for forms (from the current release's spec).
     pub spec: crate::Json,
+    /// Its notification rules.
+    pub notifications: Vec<AppNotification>,
+}
+
+/// A notification rule: output lines of the app matching `pattern` are posted to
+/// `webhook` as JSON (`{"app", "release", "agent", "instance", "stream", "text", "at_ms",
+/// "pattern", "suppressed"}`), at most one post per rule every 10 seconds (`suppressed`
+/// counts the matches in between).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AppNotification {
+    /// A regular expression output lines are matched with.
+    pub pattern: String,
+    /// The `http://` or `https://` URL posted to.
+    pub webhook: String,
 }
 
 /// `POST /api/v1/apps/{name}/rollback`.

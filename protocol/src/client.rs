@@ -698,6 +698,21 @@ impl Client {
         }
     }
 
+    /// Replaces an app's notification rules (operators).
+    pub async fn set_app_notifications(
+        &self,
+        name: String,
+        rules: Vec<crate::apps::AppNotification>,
+    ) -> Result<Vec<crate::apps::AppNotification>, ClientError> {
+        match self
+            .request(ClientRequest::SetAppNotifications { name, rules })
+            .await?
+        {
+            ClientResponse::AppNotifications(rules) => Ok(rules),
+            _ => Err(ClientError::UnexpectedReply("app notifications")),
+        }
+    }
+
     /// Deletes an app (operators).
     pub async fn delete_app(&self, name: String) -> Result<(), ClientError> {
         match self.request(ClientRequest::DeleteApp { name }).await? {

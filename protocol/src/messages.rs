@@ -562,6 +562,13 @@ pub enum ClientRequest {
         /// The app.
         name: String,
     },
+    /// `PUT /api/v1/apps/{name}/notifications`.
+    SetAppNotifications {
+        /// The app.
+        name: String,
+        /// Its rules, all of them.
+        rules: Vec<crate::apps::AppNotification>,
+    },
     /// `GET /api/v1/jobs/{id}/frames/{frame}`: the task covering a frame.
     TaskAtFrame {
         /// The job.
@@ -652,6 +659,8 @@ pub enum ClientResponse {
     AppLogs(Vec<crate::apps::AppLogLine>),
     /// Answer to `UploadPart`: the bytes received so far.
     Uploaded(u64),
+    /// Answer to `SetAppNotifications`: the rules now.
+    AppNotifications(Vec<crate::apps::AppNotification>),
 }
 
 /// What kind of failure an [`ApiError`] is; the REST API maps it to a status code.

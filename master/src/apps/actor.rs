@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::bundles::BundleStore;
+use super::notify::{Notifier, Rule, compile};
 use super::output::AppOutput;
 use crate::auth::secrets::Sealer;
 use crate::changes::ChangeFeed;
@@ -57,6 +58,8 @@ struct Release {
 struct App {
     row: AppRow,
     releases: BTreeMap<u32, Release>,
+    /// Its notification rules, compiled.
+    rules: Vec<Rule>,
 }
 
 impl App {
@@ -103,6 +106,7 @@ pub struct Apps {
     reports: HashMap<(String, Uuid), (String, AppReport)>,
     next_event: i64,
     changes: ChangeFeed,
+    notifier: Notifier,
 }
 
 fn spec_format_name(format: SpecFormat) -> &'static str {
@@ -171,11 +175,14 @@ impl Apps {
         let mut table: BTreeMap<String, App> = apps
             .into_iter()
             .map(|row| {
+                // Rules were checked when they were set.
+                let rules = compile(&row.notifications).unwrap_or_default();
                 (
                     row.name.clone(),
                     App {
                         row,
                         releases: BTreeMap::new(),
+                        rules,
                     },
                 )
             })
@@ -196,6 +203,7 @@ impl Apps {
             reports: HashMap::new(),
             next_event,
             changes,
+            notifier: Notifier::start()?,
         })
     }
 
@@ -406,6 +414,7 @@ impl Apps {
                 .collect(),
             placements: self.placements(app),
             history: Vec::new(),
+            notifications: app.row.notifications.clone(),
             spec: app
                 .current()
                 .and_then(|r| r.spec.as_ref())
@@ -666,8 +675,28 @@ impl Handler<OutputFrom> for Apps {
     type Result = ();
 
     fn handle(&mut self, msg: OutputFrom, _ctx: &mut Context<Self>) {
-        if !self.apps.contains_key(&msg.batch.app) {
+        let Some(app) = self.apps.get_mut(&msg.batch.app) else {
             return;
+        };
+        let now = std::time::Instant::now();
+        let batch = &msg.batch;
+        for rule in &mut app.rules {
+            for line in &batch.lines {
+                if let Some(suppressed) = rule.matches(&line.text, now) {
+                    let body = serde_json::json!({
+                        "app": batch.app,
+                        "release": batch.release,
+                        "agent": msg.agent_name,
+                        "instance": format!("{}.{}", batch.process, batch.instance),
+                        "stream": format!("{:?}", line.stream).to_lowercase(),
+                        "text": line.text,
+                        "at_ms": line.at_ms,
+                        "pattern": rule.spec.pattern,
+                        "suppressed": suppressed,
+                    });
+                    self.notifier.post(&rule.spec.webhook, body);
+                }
+            }
         }
         if let Err(e) = self.output.append(&msg.agent_name, &msg.batch) {
             warn!(app = %msg.batch.app, error = %e, "cannot keep an app's output");
@@ -724,6 +753,7 @@ impl Handler<CreateApp> for Apps {
             tags: spec.agents.tags.clone(),
             webserver: spec.webserver.clone(),
             current_release: None,
+            notifications: Vec::new(),
             created_by: msg.by.clone(),
             created_at: now_ms(),
         };
@@ -741,6 +771,7 @@ impl Handler<CreateApp> for Apps {
         let app = App {
             row: row.clone(),
             releases: BTreeMap::new(),
+            rules: Vec::new(),
         };
         let view = self.view(&app);
         self.apps.insert(spec.name.clone(), app);
@@ -1058,6 +1089,50 @@ impl Handler<DeleteApp> for Apps {
         self.changes.bump();
         let stored = self.write(vec![BulkWrite::DeleteApp(msg.app)]);
         Box::pin(stored)
+    }
+}
+
+/// Replace an app's notification rules.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<furrow_protocol::AppNotification>, ApiError>")]
+pub struct SetNotifications {
+    /// The app.
+    pub app: String,
+    /// Its rules, all of them.
+    pub rules: Vec<furrow_protocol::AppNotification>,
+    /// Who.
+    pub by: String,
+}
+
+impl Handler<SetNotifications> for Apps {
+    type Result = ResponseFuture<Result<Vec<furrow_protocol::AppNotification>, ApiError>>;
+
+    fn handle(&mut self, msg: SetNotifications, _ctx: &mut Context<Self>) -> Self::Result {
+        let rules = match compile(&msg.rules) {
+            Ok(rules) => rules,
+            Err(e) => return Box::pin(async move { Err(ApiError::bad_request(e)) }),
+        };
+        let Some(app) = self.apps.get_mut(&msg.app) else {
+            let e = not_found(&msg.app);
+            return Box::pin(async move { Err(e) });
+        };
+        app.rules = rules;
+        app.row.notifications = msg.rules.clone();
+        let row = app.row.clone();
+        let event = self.event(
+            &msg.app,
+            &msg.by,
+            "notifications",
+            None,
+            format!("{} rule(s)", msg.rules.len()),
+        );
+        self.changes.bump();
+        let stored = self.write(vec![BulkWrite::PutApp(row), event]);
+        let rules = msg.rules;
+        Box::pin(async move {
+            stored.await?;
+            Ok(rules)
+        })
     }
 }
 

@@ -10,6 +10,7 @@
 //!   agents that ask, and the apps' output.
 //! - [`bundles`]: the bundle files, by digest.
 //! - [`output`]: the apps' output files per app and release, and their search.
+//! - [`notify`]: notification rules: matching output lines posted to webhooks.
 //! - [`inbox`]: the drop folder `<data-dir>/apps/inbox/`, watched with inotify.
 //! - [`recurrent`]: the apps' recurrent tasks, submitted as ordinary jobs when due.
 //!
@@ -19,6 +20,7 @@
 pub mod actor;
 pub mod bundles;
 pub mod inbox;
+pub mod notify;
 pub mod output;
 pub mod recurrent;
 

@@ -1,7 +1,7 @@
 //! REST handlers of deployed apps under `/api/v1/apps`.
 
 use actix_web::{HttpResponse, web};
-use furrow_protocol::{AppLogLine, AppReleaseView, AppRollback, AppSpec, AppView};
+use furrow_protocol::{AppLogLine, AppNotification, AppReleaseView, AppRollback, AppSpec, AppView};
 use serde_json::{Map, Value};
 
 use super::api::{Query, decode};
@@ -44,6 +44,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/apps/{name}/rollback")
             .route(web::post().to(rollback))
             .default_service(web::to(|| method_not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/apps/{name}/notifications")
+            .route(web::put().to(put_notifications))
+            .default_service(web::to(|| method_not_allowed("PUT"))),
     )
     .service(
         web::resource("/apps/{name}/logs")
@@ -209,4 +214,23 @@ pub(super) async fn app_logs(
         )
         .await?;
     Ok(HttpResponse::Ok().json(lines))
+}
+
+#[utoipa::path(put, path = "/api/v1/apps/{name}/notifications", tag = "apps",
+    params(("name" = String, Path, description = "App name")),
+    request_body = Vec<AppNotification>,
+    responses((status = 200, description = "The rules now", body = Vec<AppNotification>),
+              (status = 400, description = "Every bad rule, named by its index", body = ErrorBody),
+              (status = 404, description = "Unknown app", body = ErrorBody)))]
+pub(super) async fn put_notifications(
+    service: web::Data<Service>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, HttpError> {
+    let rules: Vec<AppNotification> =
+        serde_path_to_error::deserialize(body.into_inner()).map_err(|e| {
+            super::api::bad(format!("body: a list of {{\"pattern\", \"webhook\"}}: {e}"))
+        })?;
+    Ok(HttpResponse::Ok().json(service.set_app_notifications(&caller, &path, rules).await?))
 }

@@ -85,6 +85,7 @@ pub struct PageQuery {
         super::apps::put_config,
         super::apps::rollback,
         super::apps::app_logs,
+        super::apps::put_notifications,
         super::dashboard::events,
         super::api::openapi,
     )
@@ -149,6 +150,7 @@ mod tests {
             ("/api/v1/apps/{name}/config", &["get", "put"]),
             ("/api/v1/apps/{name}/rollback", &["post"]),
             ("/api/v1/apps/{name}/logs", &["get"]),
+            ("/api/v1/apps/{name}/notifications", &["put"]),
         ] {
             for method in methods {
                 assert!(
@@ -157,7 +159,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(paths.len(), 39, "a documented path without a test entry");
+        assert_eq!(paths.len(), 40, "a documented path without a test entry");
         let schemas = doc["components"]["schemas"].as_object().unwrap();
         for name in [
             "JobSubmission",

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use furrow_deploy::{Bundle, SPEC_INI_FILE, SPEC_YAML_FILE, SpecFormat};
 use furrow_protocol::{
-    ApiError, AppLogLine, AppReleaseView, AppRollback, AppSpec, AppView, UserRole,
+    ApiError, AppLogLine, AppNotification, AppReleaseView, AppRollback, AppSpec, AppView, UserRole,
 };
 use serde_json::{Map, Value};
 
@@ -14,7 +14,7 @@ use crate::apps::bundles::BundleStore;
 use crate::apps::output::{MAX_SEARCH_LINES, Search, search};
 use crate::apps::{
     AddRelease, Configure, CreateApp, DeleteApp, GetApp, GetConfig, ListApps, PreparedRelease,
-    Rollback, event_views,
+    Rollback, SetNotifications, event_views,
 };
 use crate::auth::Caller;
 
@@ -313,6 +313,28 @@ impl Service {
             format!("app {name} release {release}"),
         );
         Ok(release)
+    }
+
+    /// Replaces an app's notification rules (operators); every problem is named.
+    pub async fn set_app_notifications(
+        &self,
+        caller: &Caller,
+        name: &str,
+        rules: Vec<AppNotification>,
+    ) -> Result<Vec<AppNotification>, ApiError> {
+        caller.require(UserRole::Operator, "setting app notifications")?;
+        let rules = self
+            .inner
+            .apps
+            .send(SetNotifications {
+                app: name.to_string(),
+                rules,
+                by: caller.user.clone(),
+            })
+            .await
+            .map_err(mailbox_error)??;
+        self.audit(caller, "app.notifications", format!("app {name}"));
+        Ok(rules)
     }
 
     /// Deletes an app (operators): its agents remove it.

@@ -28,21 +28,23 @@ impl StoreReader {
             .conn()
             .query_all_raw(statement(
                 self.db().backend(),
-                "SELECT name, tags, webserver, current_release, created_by, created_at FROM apps \
-                 ORDER BY name",
+                "SELECT name, tags, webserver, current_release, notifications, created_by, \
+                 created_at FROM apps ORDER BY name",
                 Vec::new(),
             ))
             .await?;
         rows.iter()
             .map(|row| {
                 let tags: String = row.try_get_by_index(1)?;
+                let notifications: String = row.try_get_by_index(4)?;
                 Ok(AppRow {
                     name: row.try_get_by_index(0)?,
                     tags: serde_json::from_str(&tags).unwrap_or_default(),
                     webserver: row.try_get_by_index(2)?,
                     current_release: opt_number(row, 3)?,
-                    created_by: row.try_get_by_index(4)?,
-                    created_at: row.try_get_by_index(5)?,
+                    notifications: serde_json::from_str(&notifications).unwrap_or_default(),
+                    created_by: row.try_get_by_index(5)?,
+                    created_at: row.try_get_by_index(6)?,
                 })
             })
             .collect()

@@ -634,6 +634,7 @@ impl MigrationTrait for M0007Apps {
                     .col(col("tags").text().not_null())
                     .col(col("webserver").text().not_null())
                     .col(col("current_release").big_integer().null())
+                    .col(col("notifications").text().not_null())
                     .col(col("created_by").text().not_null())
                     .col(col("created_at").big_integer().not_null())
                     .to_owned(),

@@ -402,6 +402,8 @@ pub struct AppRow {
     pub webserver: String,
     /// The release every agent is asked to serve.
     pub current_release: Option<u32>,
+    /// Its notification rules (JSON list).
+    pub notifications: Vec<furrow_protocol::AppNotification>,
     /// Who created it.
     pub created_by: String,
     /// When, ms.

@@ -614,10 +614,11 @@ pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Re
             db.execute_raw(statement(backend, sql, values)).await?;
         }
         BulkWrite::PutApp(app) => {
-            let sql = "INSERT INTO apps (name, tags, webserver, current_release, created_by, \
-                       created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET \
-                       tags = excluded.tags, webserver = excluded.webserver, \
-                       current_release = excluded.current_release";
+            let sql = "INSERT INTO apps (name, tags, webserver, current_release, notifications, \
+                       created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) \
+                       DO UPDATE SET tags = excluded.tags, webserver = excluded.webserver, \
+                       current_release = excluded.current_release, \
+                       notifications = excluded.notifications";
             let values = vec![
                 app.name.clone().into(),
                 serde_json::to_string(&app.tags)
@@ -625,6 +626,9 @@ pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Re
                     .into(),
                 app.webserver.clone().into(),
                 opt_i64(app.current_release.map(i64::from)),
+                serde_json::to_string(&app.notifications)
+                    .unwrap_or_else(|_| "[]".into())
+                    .into(),
                 app.created_by.clone().into(),
                 app.created_at.into(),
             ];

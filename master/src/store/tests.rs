@@ -789,6 +789,10 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
         tags: vec!["web".into()],
         webserver: "nginx".into(),
         current_release: None,
+        notifications: vec![furrow_protocol::AppNotification {
+            pattern: "^error".into(),
+            webhook: "http://127.0.0.1:9/hook".into(),
+        }],
         created_by: "alice".into(),
         created_at: 7_000,
     };

@@ -25,6 +25,8 @@ enum BenchTarget {
     Farm(FarmArgs),
     /// Scheduler and store throughput with simulated agents on a real master.
     Dispatch(crate::bench_dispatch::DispatchArgs),
+    /// One master and many agents: its CPU and memory at idle, its dispatch rate.
+    Agents(crate::bench_agents::AgentsArgs),
     /// Furrow's rate of trivial tasks against the machine's own rate of spawning them,
     /// and the gap between tasks on a slot.
     E2e(crate::bench_e2e::E2eArgs),
@@ -68,6 +70,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(crate::bench_dispatch::run(args))
+        }
+        BenchTarget::Agents(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::bench_agents::run(args))
         }
         BenchTarget::E2e(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()

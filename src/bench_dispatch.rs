@@ -53,15 +53,20 @@ pub struct DispatchArgs {
 }
 
 /// The master process, stopped when dropped.
-struct MasterProcess {
+pub(crate) struct MasterProcess {
     child: Child,
     data_dir: PathBuf,
     temporary: bool,
 }
 
 impl MasterProcess {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Peak resident memory of the master, MiB.
-    fn peak_rss_mb(&self) -> Option<u64> {
+    pub fn peak_rss_mb(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -83,9 +88,9 @@ impl Drop for MasterProcess {
 }
 
 /// What the simulated agents report to the benchmark.
-struct Tally {
+pub(crate) struct Tally {
     /// Results the master acknowledged as durably stored.
-    stored: AtomicU64,
+    pub stored: AtomicU64,
     /// Assignments as they arrive: job and when.
     assigned: mpsc::UnboundedSender<(JobId, Instant)>,
 }
@@ -107,8 +112,14 @@ async fn agent(
     // A thousand agents starting at once overflow the handshakes the master takes from
     // one address; like real agents, they try again shortly.
     let mut tries = 0;
+    // Spread over the loopback addresses 127.0.0.1-250, as agents of many hosts would be:
+    // the master takes only so many handshakes at once from one address.
+    let target: std::net::SocketAddr = addr.parse().context("the master's address")?;
+    let source = std::net::SocketAddr::from(([127, 0, 0, (index % 250 + 1) as u8], 0));
     let stream = loop {
-        let mut stream = TcpStream::connect(&addr).await?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(source)?;
+        let mut stream = socket.connect(target).await?;
         stream.set_nodelay(true)?;
         match handshake::connect(&mut stream, &hello).await {
             Ok(_) => break stream,
@@ -198,7 +209,7 @@ async fn agent(
     }
 }
 
-fn command_job(title: String, frames: String) -> Result<JobSubmission> {
+pub(crate) fn command_job(title: String, frames: String) -> Result<JobSubmission> {
     let params = CommandParams {
         command: vec!["true".into()],
         shell: false,
@@ -221,98 +232,154 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Runs the benchmark.
+/// A master process with simulated agents registered to it.
+pub(crate) struct SimFarm {
+    /// The master.
+    pub master: MasterProcess,
+    /// A tool connection to it.
+    pub client: furrow_protocol::Client,
+    /// What the agents count.
+    pub tally: Arc<Tally>,
+    /// Assignments as they arrive: job and when.
+    pub assigned: mpsc::UnboundedReceiver<(JobId, Instant)>,
+    /// Stops the agents.
+    pub stop: watch::Sender<bool>,
+    /// The agents' tasks.
+    pub agents: Vec<tokio::task::JoinHandle<Result<()>>>,
+    /// Agents online.
+    pub online: u64,
+    /// The database's kind.
+    pub database: String,
+}
+
+impl SimFarm {
+    /// Starts a master on `data_dir` (a fresh temporary one when none) and `count`
+    /// simulated agents of `slots` slots, and waits until all of them are online.
+    pub async fn start(
+        count: u32,
+        slots: u32,
+        data_dir: Option<&PathBuf>,
+        database_url: Option<&String>,
+    ) -> Result<Self> {
+        let (data_dir, temporary) = match data_dir {
+            Some(dir) => (dir.clone(), false),
+            None => (
+                std::env::temp_dir().join(format!("furrow-bench-sim-{}", std::process::id())),
+                true,
+            ),
+        };
+        std::fs::create_dir_all(&data_dir)?;
+        let listen = concrete_addr("127.0.0.1:0")?;
+        let http = concrete_addr("127.0.0.1:0")?;
+        let log = std::fs::File::create(data_dir.join("master.log"))?;
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .args(["master", "--listen", &listen, "--http", &http])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--heartbeat-timeout", "60"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(url) = database_url {
+            command.env("FURROW_DATABASE_URL", url);
+        }
+        let master = MasterProcess {
+            child: command.spawn().context("cannot start furrow master")?,
+            data_dir: data_dir.clone(),
+            temporary,
+        };
+        let start = Instant::now();
+        let client = loop {
+            if let Ok(client) = crate::bench::connect_local(&listen, &data_dir).await {
+                break client;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!(
+                    "the master did not start; see {}",
+                    data_dir.join("master.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let health = client.health().await?;
+        let (assigned_tx, assigned) = mpsc::unbounded_channel();
+        let tally = Arc::new(Tally {
+            stored: AtomicU64::new(0),
+            assigned: assigned_tx,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let join_token = crate::bench::read_token(&data_dir, furrow_master::JOIN_TOKEN_FILE)?;
+        let mut agents = Vec::with_capacity(count as usize);
+        for index in 0..count {
+            agents.push(tokio::spawn(agent(
+                listen.clone(),
+                index,
+                slots,
+                join_token.clone(),
+                tally.clone(),
+                stopped.clone(),
+            )));
+        }
+        let online = loop {
+            let health = client.health().await?;
+            if health.agents_online >= u64::from(count) {
+                break health.agents_online;
+            }
+            if let Some(failed) = agents.iter().position(|a| a.is_finished()) {
+                let why = match agents.swap_remove(failed).await {
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Ok(Ok(())) => "the master closed its connection".into(),
+                    Err(e) => e.to_string(),
+                };
+                bail!("simulated agent {failed} stopped before registering: {why}");
+            }
+            if start.elapsed() > Duration::from_secs(300) {
+                bail!("only {} of {count} agents registered", health.agents_online);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Ok(Self {
+            master,
+            client,
+            tally,
+            assigned,
+            stop,
+            agents,
+            online,
+            database: health.database,
+        })
+    }
+
+    /// Stops the agents, then the master.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for handle in self.agents {
+            let _ = handle.await;
+        }
+        drop(self.client);
+        drop(self.master);
+    }
+}
+
 pub async fn run(args: DispatchArgs) -> Result<()> {
     if args.agents == 0 || args.slots == 0 || args.tasks < 20 {
         bail!("--agents and --slots must be at least 1, --tasks at least 20");
     }
-    let (data_dir, temporary) = match &args.data_dir {
-        Some(dir) => (dir.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!("furrow-bench-dispatch-{}", std::process::id())),
-            true,
-        ),
-    };
-    std::fs::create_dir_all(&data_dir)?;
-    let listen = concrete_addr("127.0.0.1:0")?;
-    let http = concrete_addr("127.0.0.1:0")?;
-    let log = std::fs::File::create(data_dir.join("master.log"))?;
-    let mut command = Command::new(std::env::current_exe()?);
-    command
-        .args(["master", "--listen", &listen, "--http", &http])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--heartbeat-timeout", "60"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    if let Some(url) = &args.database_url {
-        command.env("FURROW_DATABASE_URL", url);
-    }
-    let master = MasterProcess {
-        child: command.spawn().context("cannot start furrow master")?,
-        data_dir: data_dir.clone(),
-        temporary,
-    };
-    let start = Instant::now();
-    let client = loop {
-        if let Ok(client) = crate::bench::connect_local(&listen, &data_dir).await {
-            break client;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!(
-                "the master did not start; see {}",
-                data_dir.join("master.log").display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let health = client.health().await?;
-
-    let (assigned_tx, mut assigned) = mpsc::unbounded_channel();
-    let tally = Arc::new(Tally {
-        stored: AtomicU64::new(0),
-        assigned: assigned_tx,
-    });
-    let (stop_tx, stop) = watch::channel(false);
-    let join_token = crate::bench::read_token(&data_dir, furrow_master::JOIN_TOKEN_FILE)?;
-    let mut agents = Vec::with_capacity(args.agents as usize);
-    for index in 0..args.agents {
-        agents.push(tokio::spawn(agent(
-            listen.clone(),
-            index,
-            args.slots,
-            join_token.clone(),
-            tally.clone(),
-            stop.clone(),
-        )));
-    }
-    let online = loop {
-        let health = client.health().await?;
-        if health.agents_online >= u64::from(args.agents) {
-            break health.agents_online;
-        }
-        if let Some(failed) = agents.iter().position(|a| a.is_finished()) {
-            let why = match agents.swap_remove(failed).await {
-                Ok(Err(e)) => format!("{e:#}"),
-                Ok(Ok(())) => "the master closed its connection".into(),
-                Err(e) => e.to_string(),
-            };
-            bail!("simulated agent {failed} stopped before registering: {why}");
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            bail!(
-                "only {} of {} agents registered",
-                health.agents_online,
-                args.agents
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut farm = SimFarm::start(
+        args.agents,
+        args.slots,
+        args.data_dir.as_ref(),
+        args.database_url.as_ref(),
+    )
+    .await?;
+    let (online, client, tally) = (farm.online, &farm.client, farm.tally.clone());
+    let health_database = farm.database.clone();
     println!(
         "dispatch bench: {online} simulated agents x {} slots, {} database, {} cpus",
         args.slots,
-        health.database,
+        health_database,
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -367,7 +434,7 @@ pub async fn run(args: DispatchArgs) -> Result<()> {
         if stored >= total {
             break;
         }
-        if let Some(failed) = agents.iter().position(|a| a.is_finished()) {
+        if let Some(failed) = farm.agents.iter().position(|a| a.is_finished()) {
             bail!("simulated agent {failed} stopped during the run ({stored} of {total} stored)");
         }
         if began.elapsed() > Duration::from_secs(1800) {
@@ -383,7 +450,7 @@ pub async fn run(args: DispatchArgs) -> Result<()> {
     );
 
     // Latency on the idle farm: one single-task job at a time.
-    while assigned.try_recv().is_ok() {}
+    while farm.assigned.try_recv().is_ok() {}
     let mut latencies = Vec::with_capacity(args.probes as usize);
     let mut pending: HashMap<JobId, Instant> = HashMap::new();
     for p in 0..args.probes {
@@ -395,7 +462,8 @@ pub async fn run(args: DispatchArgs) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while pending.contains_key(&view.id) {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(Some((job, at))) = tokio::time::timeout(left, assigned.recv()).await else {
+            let Ok(Some((job, at))) = tokio::time::timeout(left, farm.assigned.recv()).await
+            else {
                 bail!("probe job {} was not assigned within 10 s", view.id);
             };
             if let Some(sent) = pending.remove(&job) {
@@ -404,13 +472,8 @@ pub async fn run(args: DispatchArgs) -> Result<()> {
         }
     }
     latencies.sort_by(f64::total_cmp);
-    let rss = master.peak_rss_mb().unwrap_or(0);
-    let _ = stop_tx.send(true);
-    for handle in agents {
-        let _ = handle.await;
-    }
-    drop(client);
-    drop(master);
+    let rss = farm.master.peak_rss_mb().unwrap_or(0);
+    farm.stop().await;
     println!(
         "dispatch: {rate:.0} tasks/s, p50 {:.2} ms, p99 {:.2} ms, rss {rss} MB",
         percentile(&latencies, 0.50),

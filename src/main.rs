@@ -4,6 +4,7 @@
 mod access;
 mod apps;
 mod bench;
+mod bench_agents;
 mod bench_api;
 mod bench_dispatch;
 mod bench_e2e;

@@ -48,7 +48,9 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     // SAFETY: sysconf(3) with a valid name has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let ticks = u64::try_from(ticks).ok().filter(|t| *t > 0)?;
-    Some(Duration::from_secs_f64((utime + stime) as f64 / ticks as f64))
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / ticks as f64,
+    ))
 }
 
 /// Resident memory of a process now, MiB.
@@ -158,7 +160,9 @@ pub async fn run(args: AgentsArgs) -> Result<()> {
     }
     let elapsed = started.elapsed();
     let busy = match (cpu_before, cpu_time(pid)) {
-        (Some(before), Some(after)) => (after - before).as_secs_f64() / elapsed.as_secs_f64() * 100.0,
+        (Some(before), Some(after)) => {
+            (after - before).as_secs_f64() / elapsed.as_secs_f64() * 100.0
+        }
         _ => 0.0,
     };
     let peak = farm.master.peak_rss_mb().unwrap_or(0);

@@ -462,8 +462,7 @@ pub async fn run(args: DispatchArgs) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while pending.contains_key(&view.id) {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(Some((job, at))) = tokio::time::timeout(left, farm.assigned.recv()).await
-            else {
+            let Ok(Some((job, at))) = tokio::time::timeout(left, farm.assigned.recv()).await else {
                 bail!("probe job {} was not assigned within 10 s", view.id);
             };
             if let Some(sent) = pending.remove(&job) {

@@ -222,12 +222,14 @@ fn dependencies_per_job_and_per_frame() {
 fn a_failing_agent_is_blocklisted_and_a_silent_task_is_stalled() {
     let root = tempfile::tempdir().unwrap();
     let farm = Farm::up_in(root.path().join("data"), 2, &["--slots", "1"]);
-    // Tasks fail on agent 1 only: its working directories are under agent-1.
+    // Tasks fail on agent 1 only: its working directories are under agent-1. The others
+    // take over a second, so the job's tasks never go to an agent ahead of a free slot
+    // (which would let agent 1 run a task assigned before its first failure was known).
     let id = submit(
         &farm,
         json!({
             "title": "picky",
-            "params": {"command": ["sh", "-c", "case \"$PWD\" in */agent-1/*) exit 7;; esac"]},
+            "params": {"command": ["sh", "-c", "case \"$PWD\" in */agent-1/*) exit 7;; esac; sleep 1.1"]},
             "frames": "1-6",
             "retries": 3,
             "blocklist_after": 1,

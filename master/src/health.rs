@@ -6,6 +6,7 @@ use std::time::Duration;
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 
+use crate::apps::Apps;
 use crate::logs::LogCollector;
 use crate::registry::Registry;
 use crate::scheduler::Scheduler;
@@ -32,7 +33,7 @@ macro_rules! answers_ping {
     )*};
 }
 
-answers_ping!(Scheduler, Registry, LogCollector);
+answers_ping!(Scheduler, Registry, LogCollector, Apps);
 
 /// Debug builds only, for the tests of what a broken actor does to the master:
 /// `FURROW_DEBUG_FAULT=panic:Scheduler` makes that actor panic when asked for its

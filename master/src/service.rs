@@ -1238,13 +1238,14 @@ impl Service {
             .filter(|entry| entry.value().view.state == AgentState::Online)
             .count() as u64;
         let inner = &self.inner;
-        let (store, scheduler, registry, logs) = tokio::join!(
+        let (store, scheduler, registry, logs, apps) = tokio::join!(
             crate::health::store(&inner.store),
             crate::health::ping("scheduler", &inner.scheduler),
             crate::health::ping("registry", &inner.registry),
             crate::health::ping("log collector", &inner.logs),
+            crate::health::ping("apps", &inner.apps),
         );
-        let problems: Vec<String> = [store, scheduler, registry, logs]
+        let problems: Vec<String> = [store, scheduler, registry, logs, apps]
             .into_iter()
             .flatten()
             .collect();

@@ -690,3 +690,47 @@ fn tasks_waiting_ahead_go_back_to_the_queue_with_their_lost_agent() {
     );
     assert_eq!(core.job_counts(1).unwrap().running, 2);
 }
+
+#[test]
+fn a_task_waiting_ahead_on_an_agent_that_gets_blocklisted_is_taken_back() {
+    let mut core = Core::new();
+    let mut picky = spec(1, 0, 3);
+    picky.settings.blocklist_after = 1;
+    let set: FrameSet = "1-10".parse().unwrap();
+    let batches: Vec<_> = set.batches(1).collect();
+    core.add_job(picky, 1, &batches, &[]);
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    register_ahead(&mut core, a, 1);
+    register_ahead(&mut core, b, 1);
+    let first = assignments(&core.take_effects());
+    let on_a = first.iter().find(|(agent, _, _)| *agent == a).unwrap().1;
+    let on_b = first.iter().find(|(agent, _, _)| *agent == b).unwrap().1;
+    // B's task proves short: each agent gets a task ahead of its busy slot.
+    assert_eq!(run_for(&mut core, b, on_b, 10), Verdict::Applied);
+    let ahead = assignments(&core.take_effects());
+    let waiting_on_a = ahead.iter().find(|(agent, _, _)| *agent == a).unwrap().1;
+    // A fails its task and is blocklisted: the task waiting there goes back to the queue
+    // and A is told to drop it.
+    assert_eq!(core.task_finished(a, &finished(on_a, 7)), Verdict::Applied);
+    let effects = core.take_effects();
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Send { agent, message: MasterMessage::Stale(t) } if *agent == a && *t == waiting_on_a)),
+        "{effects:?}"
+    );
+    assert_ne!(
+        core.running_on(waiting_on_a.task_id)
+            .map(|(agent, _)| agent),
+        Some(a)
+    );
+    assert!(
+        assignments(&effects)
+            .iter()
+            .all(|(agent, _, _)| *agent != a)
+    );
+    // What A then says of it changes nothing.
+    assert_eq!(
+        core.task_finished(a, &finished(waiting_on_a, 137)),
+        Verdict::Stale
+    );
+    assert_eq!(core.job_counts(1).unwrap().failed, 0);
+}

@@ -163,11 +163,52 @@ impl Core {
         }
         self.writes.push(Write::Task(row));
         self.dirty_jobs.insert(job_id);
+        if let Some(agent) = agent.filter(|_| outcome == "failed") {
+            self.take_back_waiting(job_id, agent);
+        }
         self.refresh_ready(job_id);
         if state == WorkState::Done {
             self.frames_done(job_id, task_id);
         }
         self.finish_job_if_done(job_id, at);
+    }
+
+    /// When `agent` is blocklisted for the job now, its tasks of the job that wait there
+    /// for a slot (assigned ahead, not started) go back to the queue, and the agent is
+    /// told they are stale: it runs nothing more of the job.
+    fn take_back_waiting(&mut self, job_id: JobId, agent: Uuid) {
+        let Some(job) = self.jobs.get(&job_id) else {
+            return;
+        };
+        if !job.blocklisted(agent) {
+            return;
+        }
+        let waiting: Vec<TaskRef> = self
+            .agents
+            .tasks_of(agent)
+            .into_iter()
+            .filter(|task_id| self.running.get(task_id) == Some(&job_id))
+            .filter_map(|task_id| {
+                let task = job.task(task_id)?;
+                let run = task.run.as_deref()?;
+                (run.agent == agent && run.started_at.is_none()).then_some(TaskRef {
+                    task_id,
+                    attempt: task.attempt,
+                })
+            })
+            .collect();
+        for task in waiting {
+            self.take_back(
+                task.task_id,
+                "taken back before it started: its agent is blocklisted for this job",
+            );
+            // The agent is told to drop it; what it reports of it then changes nothing.
+            self.orphans.remove(&task.task_id);
+            self.effects.push(Effect::Send {
+                agent,
+                message: MasterMessage::Stale(task),
+            });
+        }
     }
 
     /// For an attempt killed for using more memory than its limit: the limit it had and
@@ -286,6 +327,15 @@ impl Core {
     /// Moves a running task back to waiting without counting a failure; its next
     /// assignment gets a new attempt, which fences off whatever the old one still sends.
     pub(super) fn requeue(&mut self, task_id: TaskId) {
+        self.take_back(
+            task_id,
+            "taken back from its agent (lost, stopping or refusing work)",
+        );
+    }
+
+    /// Puts a running task back in the queue, recording why in its attempt; a late result
+    /// of that attempt from its agent is still accepted (see `take_orphan`).
+    fn take_back(&mut self, task_id: TaskId, why: &str) {
         let Some(&job_id) = self.running.get(&task_id) else {
             return;
         };
@@ -313,7 +363,7 @@ impl Core {
             } else {
                 "requeued"
             },
-            error: Some("taken back from its agent (lost, stopping or refusing work)".into()),
+            error: Some(why.into()),
         }));
         job.set_state(task_id, state);
         self.writes

@@ -160,7 +160,7 @@ mod tests {
             ),
             (
                 json!({"command": ["x"], "shel": true}),
-                "params.shel: unknown parameter (known: command, shell, env)",
+                "params.shel: unknown parameter (known: command, shell, env, app)",
             ),
             (
                 json!({"command": "echo"}),

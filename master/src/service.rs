@@ -1516,7 +1516,7 @@ mod tests {
                 submission(serde_json::json!({"command": ["x"], "bogus": 1}), "1"),
                 &Catalog::builtin()
             ))
-            .starts_with("params.bogus: unknown parameter (known: command, shell, env)")
+            .starts_with("params.bogus: unknown parameter (known: command, shell, env, app)")
         );
         let mut s = submission(ok.clone(), "1");
         s.title = "  ".into();

@@ -96,7 +96,7 @@ fn rest_api_accepts_jobs_and_names_bad_fields() {
                 r#""command": ["sh", "-c", "echo {frame}"]"#,
                 r#""command": ["sh"], "extra": true"#,
             ),
-            "params.extra: unknown parameter (known: command, shell, env)",
+            "params.extra: unknown parameter (known: command, shell, env, app)",
         ),
         (
             &GOOD.replace("1-100", "10-1"),

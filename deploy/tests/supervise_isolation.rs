@@ -89,6 +89,14 @@ async fn an_isolated_process_sees_only_its_release_and_writable_dirs() {
         ],
     );
     spec.listen = Listen::None;
+    // Passes only inside the namespace, as the app's uid, with the app's environment.
+    spec.health = Some(HealthCheck::Command(vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "test ! -e /root && test -w /data && test \"$(id -u)\" = {APP_UID} && test \"$FURROW_APP\" = boxed && test -z \"$CARGO_MANIFEST_DIR\""
+        ),
+    ]));
     spec.isolation = Isolation::Namespace(isolation);
     let (lines, sink) = collecting_sink();
     let ports = Arc::new(PortPool::new(40000..=40010).unwrap());
@@ -113,6 +121,9 @@ async fn an_isolated_process_sees_only_its_release_and_writable_dirs() {
             output.iter().any(|line| line == expected),
             "missing {expected:?} in {output:?}"
         );
+    }
+    if let Err(err) = handle.wait_healthy(Duration::from_secs(20)).await {
+        panic!("the health command failed: {err}; output: {output:?}");
     }
     let written = data.join("out.txt");
     assert_eq!(

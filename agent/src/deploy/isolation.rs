@@ -613,6 +613,83 @@ mod tests {
     }
 
     #[test]
+    fn writable_dirs_and_what_they_hold_become_the_apps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut layout = layout();
+        layout.data_root = dir.path().join("shared");
+        layout.writable = vec!["uploads".into(), "fresh".into()];
+        let uploads = layout.data_root.join("uploads");
+        std::fs::create_dir_all(uploads.join("nested")).unwrap();
+        std::fs::write(uploads.join("nested/left-by-a-hook.txt"), "x").unwrap();
+        // A link out of the directory: changed itself, its target left alone.
+        let target = dir.path().join("elsewhere.txt");
+        std::fs::write(&target, "host").unwrap();
+        std::os::unix::fs::symlink(&target, uploads.join("link")).unwrap();
+        let ids = (250_001, 250_002);
+        let target_owner = std::fs::metadata(&target).unwrap().uid();
+
+        let given = give_writable_dirs(&layout, ids);
+
+        if nix::unistd::geteuid().is_root() {
+            given.unwrap();
+            for path in [
+                uploads.clone(),
+                uploads.join("nested"),
+                uploads.join("nested/left-by-a-hook.txt"),
+                uploads.join("link"),
+                layout.data_root.join("fresh"),
+            ] {
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                assert_eq!((meta.uid(), meta.gid()), ids, "{}", path.display());
+            }
+            let mode = std::fs::metadata(layout.data_root.join("fresh"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o750);
+            assert_eq!(std::fs::metadata(&target).unwrap().uid(), target_owner);
+        } else {
+            let message = given.unwrap_err();
+            assert!(message.contains("cannot give"), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_config_file_is_given_to_the_apps_group_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, "greeting: hi\n").unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let given = give_config_file(&config, 250_003);
+        if nix::unistd::geteuid().is_root() {
+            given.unwrap();
+            let meta = std::fs::metadata(&config).unwrap();
+            assert_eq!(meta.gid(), 250_003);
+            assert_eq!(meta.permissions().mode() & 0o777, 0o440);
+        } else {
+            assert!(given.unwrap_err().contains("gid 250003"));
+        }
+        // No configuration file (an app without a spec): nothing to give.
+        give_config_file(&dir.path().join("absent.yaml"), 250_003).unwrap();
+    }
+
+    #[test]
+    fn the_host_check_passes_with_the_capabilities_or_names_what_is_missing() {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let missing = missing_capabilities(&status);
+        match check_host() {
+            Ok(()) => assert!(missing.is_empty()),
+            Err(message) => {
+                assert!(message.starts_with("isolation: namespace"), "{message}");
+                assert!(message.contains("isolation: none"), "{message}");
+                for capability in missing {
+                    assert!(message.contains(capability), "{message}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn missing_capabilities_are_named() {
         let root = "Name:\tagent\nCapEff:\t000001ffffffffff\n";
         assert!(missing_capabilities(root).is_empty());

@@ -20,11 +20,16 @@
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use furrow_deploy::supervise::{BindMount, Isolation, NamespaceIsolation};
 use furrow_deploy::{AppHome, InstalledRelease};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, open, openat};
+use nix::sys::stat::{Mode, SFlag, fstatat};
+use nix::unistd::{Gid, Uid, fchown, fchownat};
 
 use super::install::AppsDir;
 
@@ -268,30 +273,82 @@ fn give_writable_dirs(layout: &NamespaceLayout, ids: (u32, u32)) -> Result<(), S
         }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750))
             .map_err(|e| format!("isolation: cannot set the mode of {}: {e}", dir.display()))?;
-        chown_tree(&dir, ids)?;
+        give_tree(&dir, ids)?;
     }
     Ok(())
 }
 
-fn chown_tree(path: &Path, ids: (u32, u32)) -> Result<(), String> {
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| format!("isolation: cannot inspect {}: {e}", path.display()))?;
-    if (meta.uid(), meta.gid()) != ids {
-        std::os::unix::fs::lchown(path, Some(ids.0), Some(ids.1)).map_err(|e| {
-            format!(
-                "isolation: cannot give {} to uid {}: {e}",
-                path.display(),
-                ids.0
+/// How deep [`give_tree`] descends (each level holds two descriptors); deeper entries
+/// keep their owner.
+const MAX_DEPTH: usize = 64;
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// Hands `dir` and its tree to `ids`. The app's processes of the serving release (the same
+/// uid) may be changing the tree meanwhile, so it is walked by descriptors, never by path:
+/// each directory is opened relative to its parent with `O_NOFOLLOW`, each entry changed
+/// with `fchownat(AT_SYMLINK_NOFOLLOW)`. A directory swapped for a link to, say, `/etc`
+/// between the look and the open is then refused by the open, not followed. (`dir`
+/// itself sits in `<home>/shared`, which only the agent can change.)
+fn give_tree(dir: &Path, ids: (u32, u32)) -> Result<(), String> {
+    let fd = open(dir, DIR_FLAGS, Mode::empty())
+        .map_err(|e| format!("isolation: cannot open {}: {e}", dir.display()))?;
+    let (uid, gid) = (Uid::from_raw(ids.0), Gid::from_raw(ids.1));
+    fchown(&fd, Some(uid), Some(gid)).map_err(|e| {
+        format!(
+            "isolation: cannot give {} to uid {}: {e}",
+            dir.display(),
+            ids.0
+        )
+    })?;
+    give_entries(&fd, dir, ids, 1)
+}
+
+fn give_entries(dir: &OwnedFd, shown: &Path, ids: (u32, u32), depth: usize) -> Result<(), String> {
+    // The directory the descriptor holds, whatever its path has become since.
+    let listing = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    let entries = std::fs::read_dir(&listing)
+        .map_err(|e| format!("isolation: cannot list {}: {e}", shown.display()))?;
+    let (uid, gid) = (Uid::from_raw(ids.0), Gid::from_raw(ids.1));
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| format!("isolation: cannot list {}: {e}", shown.display()))?;
+        let name = entry.file_name();
+        let path = shown.join(&name);
+        let stat = match fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(Errno::ENOENT) => continue, // removed meanwhile
+            Err(e) => return Err(format!("isolation: cannot inspect {}: {e}", path.display())),
+        };
+        if (stat.st_uid, stat.st_gid) != ids {
+            fchownat(
+                dir,
+                name.as_os_str(),
+                Some(uid),
+                Some(gid),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
             )
-        })?;
-    }
-    if meta.is_dir() {
-        let entries = std::fs::read_dir(path)
-            .map_err(|e| format!("isolation: cannot list {}: {e}", path.display()))?;
-        for entry in entries {
-            let entry =
-                entry.map_err(|e| format!("isolation: cannot list {}: {e}", path.display()))?;
-            chown_tree(&entry.path(), ids)?;
+            .map_err(|e| {
+                format!(
+                    "isolation: cannot give {} to uid {}: {e}",
+                    path.display(),
+                    ids.0
+                )
+            })?;
+        }
+        let is_dir =
+            SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR;
+        if !is_dir || depth >= MAX_DEPTH {
+            continue;
+        }
+        match openat(dir, name.as_os_str(), DIR_FLAGS, Mode::empty()) {
+            Ok(child) => give_entries(&child, &path, ids, depth + 1)?,
+            // Replaced or removed meanwhile (by the app, in its own directory).
+            Err(Errno::ELOOP | Errno::ENOTDIR | Errno::ENOENT) => {}
+            Err(e) => return Err(format!("isolation: cannot open {}: {e}", path.display())),
         }
     }
     Ok(())
@@ -465,6 +522,8 @@ fn last_errno() -> i32 {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
 
     fn layout() -> NamespaceLayout {
@@ -625,6 +684,11 @@ mod tests {
         let target = dir.path().join("elsewhere.txt");
         std::fs::write(&target, "host").unwrap();
         std::os::unix::fs::symlink(&target, uploads.join("link")).unwrap();
+        // A link to a directory outside: not descended into.
+        let outside_dir = dir.path().join("outside");
+        std::fs::create_dir(&outside_dir).unwrap();
+        std::fs::write(outside_dir.join("host.txt"), "host").unwrap();
+        std::os::unix::fs::symlink(&outside_dir, uploads.join("dirlink")).unwrap();
         let ids = (250_001, 250_002);
         let target_owner = std::fs::metadata(&target).unwrap().uid();
 
@@ -648,6 +712,10 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o750);
             assert_eq!(std::fs::metadata(&target).unwrap().uid(), target_owner);
+            for outside in [outside_dir.clone(), outside_dir.join("host.txt")] {
+                let meta = std::fs::metadata(&outside).unwrap();
+                assert_eq!(meta.uid(), target_owner, "{}", outside.display());
+            }
         } else {
             let message = given.unwrap_err();
             assert!(message.contains("cannot give"), "{message}");

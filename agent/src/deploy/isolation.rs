@@ -202,7 +202,10 @@ impl ReleaseIsolation {
         home: &AppHome,
         release: &InstalledRelease,
     ) -> Result<Self, String> {
-        if release.manifest.isolation != furrow_deploy::Isolation::Namespace {
+        // A static site runs nothing: nothing to isolate, nothing to require of the host.
+        if release.manifest.isolation != furrow_deploy::Isolation::Namespace
+            || release.manifest.processes.is_empty()
+        {
             return Ok(ReleaseIsolation::None);
         }
         check_host()?;

@@ -47,6 +47,12 @@ impl RunningRelease {
         release: &InstalledRelease,
         isolation: &ReleaseIsolation,
     ) -> Result<Self, String> {
+        // Never run unisolated what asks for isolation.
+        debug_assert!(
+            matches!(isolation, ReleaseIsolation::Namespace { .. })
+                || release.manifest.isolation != furrow_deploy::Isolation::Namespace
+                || release.manifest.processes.is_empty()
+        );
         let mut running = Self {
             release: release.number,
             app: home.app().to_string(),

@@ -1,5 +1,6 @@
 //! An isolated instance: its own mount namespace with the release at `/app`, a fresh
-//! `/tmp`, a writable shared directory, and a per-app uid/gid.
+//! `/tmp`, a read-only dependency directory, a writable shared directory, and a per-app
+//! uid/gid.
 
 mod webserver_support;
 
@@ -29,6 +30,12 @@ try:
     print("release_writable=True", flush=True)
 except OSError:
     print("release_writable=False", flush=True)
+print("deps_read=%s" % open("/deps/lib/mod.txt").read().strip(), flush=True)
+try:
+    open("/deps/lib/intruder", "w")
+    print("deps_writable=True", flush=True)
+except OSError:
+    print("deps_writable=False", flush=True)
 with open("/data/out.txt", "w") as out:
     out.write("written inside\n")
 print("done", flush=True)
@@ -57,8 +64,16 @@ async fn an_isolated_process_sees_only_its_release_and_writable_dirs() {
     let secret = dir.path().join("secret.txt");
     std::fs::write(&secret, "secret").unwrap();
 
+    let deps = dir.path().join("deps");
+    std::fs::create_dir(&deps).unwrap();
+    std::fs::write(deps.join("mod.txt"), "shared module\n").unwrap();
+
     let mut isolation = NamespaceIsolation::new(&release);
     isolation.ids = Some((APP_UID, APP_GID));
+    isolation.read_only.push(BindMount {
+        source: deps.clone(),
+        target: "/deps/lib".into(),
+    });
     isolation.writable.push(BindMount {
         source: data.clone(),
         target: "/data".into(),
@@ -74,6 +89,14 @@ async fn an_isolated_process_sees_only_its_release_and_writable_dirs() {
         ],
     );
     spec.listen = Listen::None;
+    // Passes only inside the namespace, as the app's uid, with the app's environment.
+    spec.health = Some(HealthCheck::Command(vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "test ! -e /root && test -w /data && test \"$(id -u)\" = {APP_UID} && test \"$FURROW_APP\" = boxed && test -z \"$CARGO_MANIFEST_DIR\""
+        ),
+    ]));
     spec.isolation = Isolation::Namespace(isolation);
     let (lines, sink) = collecting_sink();
     let ports = Arc::new(PortPool::new(40000..=40010).unwrap());
@@ -91,11 +114,16 @@ async fn an_isolated_process_sees_only_its_release_and_writable_dirs() {
         "cwd=/app",
         "tmp=[]",
         "release_writable=False",
+        "deps_read=shared module",
+        "deps_writable=False",
     ] {
         assert!(
             output.iter().any(|line| line == expected),
             "missing {expected:?} in {output:?}"
         );
+    }
+    if let Err(err) = handle.wait_healthy(Duration::from_secs(20)).await {
+        panic!("the health command failed: {err}; output: {output:?}");
     }
     let written = data.join("out.txt");
     assert_eq!(
@@ -104,6 +132,7 @@ async fn an_isolated_process_sees_only_its_release_and_writable_dirs() {
     );
     assert_eq!(std::fs::metadata(&written).unwrap().uid(), APP_UID);
     assert!(!release.join("intruder").exists());
+    assert!(!deps.join("intruder").exists());
     assert!(
         handle.status()[0].state.is_running(),
         "{:?}",

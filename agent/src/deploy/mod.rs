@@ -4,6 +4,8 @@
 //! - `webhost`: the web server (managed and restarted with backoff, or the host's).
 //! - `bundles`: the content-addressed bundle cache and the piece-by-piece fetch.
 //! - `install`: the apps' directory and installing a release (blocking work).
+//! - `isolation`: `isolation: namespace` — the per-app uid/gid, the namespace's layout and
+//!   environment, the ownership the app needs, whether the host can isolate.
 //! - `processes`: a release's supervised processes, its mount, its instances' view.
 //! - `worker`: one task per app, bringing it to what the master asked, one step at a time.
 //! - `app_logs`: the apps' output, batched for the master.
@@ -29,6 +31,7 @@
 mod app_logs;
 mod bundles;
 mod install;
+mod isolation;
 mod processes;
 mod webhost;
 mod worker;

@@ -16,6 +16,7 @@ use futures::future::select_all;
 use tokio::sync::watch;
 
 use super::app_logs::AppLogs;
+use super::isolation::ReleaseIsolation;
 
 /// What every release's processes share on this agent.
 pub(crate) struct ProcessEnv {
@@ -38,28 +39,28 @@ pub(crate) struct RunningRelease {
 }
 
 impl RunningRelease {
-    /// Starts every process of `release` (none for a static site). Returns at once; see
-    /// [`RunningRelease::wait_healthy`].
+    /// Starts every process of `release` (none for a static site) with `isolation` (see
+    /// [`ReleaseIsolation::prepare`]). Returns at once; see [`RunningRelease::wait_healthy`].
     pub fn start(
         env: &ProcessEnv,
         home: &AppHome,
         release: &InstalledRelease,
+        isolation: &ReleaseIsolation,
     ) -> Result<Self, String> {
-        if release.manifest.isolation == furrow_deploy::Isolation::Namespace {
-            // Running it without the isolation its manifest asks for would be worse than
-            // not running it.
-            return Err(
-                "isolation: namespace is not supported by this agent yet; deploy the app with isolation: none"
-                    .into(),
-            );
-        }
+        // Never run unisolated what asks for isolation.
+        debug_assert!(
+            matches!(isolation, ReleaseIsolation::Namespace { .. })
+                || release.manifest.isolation != furrow_deploy::Isolation::Namespace
+                || release.manifest.processes.is_empty()
+        );
         let mut running = Self {
             release: release.number,
             app: home.app().to_string(),
             handles: Vec::new(),
         };
-        // Without PORT: the supervisor sets it per instance.
-        let base_env = home
+        // Without PORT: the supervisor sets it per instance. Paths as the processes see
+        // them (inside their namespace when isolated).
+        let host_env = home
             .environment(release.number, &furrow_deploy::Listen::None)
             .map_err(|e| {
                 format!(
@@ -67,6 +68,7 @@ impl RunningRelease {
                     release.number
                 )
             })?;
+        let base_env = isolation.environment(&host_env);
         for (name, process) in &release.manifest.processes {
             let mut spec = ProcessSpec::new(
                 home.app(),
@@ -74,7 +76,8 @@ impl RunningRelease {
                 name,
                 process.command.clone(),
             );
-            spec.cwd = Some(release.dir.clone());
+            spec.cwd = Some(isolation.working_dir(release));
+            spec.isolation = isolation.supervised();
             spec.env = base_env
                 .iter()
                 .map(|(key, value)| (key.clone(), value.clone()))

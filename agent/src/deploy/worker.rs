@@ -24,6 +24,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 use super::install::{AppsDir, install_release};
+use super::isolation::ReleaseIsolation;
 use super::processes::{ProcessEnv, RunningRelease, any_change};
 use super::webhost::WebHost;
 use super::{Deployer, WantBundle};
@@ -326,7 +327,11 @@ impl AppWorker {
         home: &AppHome,
         release: &InstalledRelease,
     ) -> Result<Serving, String> {
-        let running = RunningRelease::start(&self.env.processes, home, release)?;
+        let apps = self.env.apps.clone();
+        let (preparing_home, preparing) = (home.clone(), release.clone());
+        let isolation =
+            blocking(move || ReleaseIsolation::prepare(&apps, &preparing_home, &preparing)).await?;
+        let running = RunningRelease::start(&self.env.processes, home, release, &isolation)?;
         let mount = running.mount(release);
         let checked = match running
             .wait_healthy(self.env.processes.health_timeout)

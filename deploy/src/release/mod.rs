@@ -219,6 +219,11 @@ impl AppHome {
         self.dir.join("shared")
     }
 
+    /// The agent-wide directory where `dependencies.shared` names are looked up.
+    pub fn shared_deps(&self) -> &Path {
+        &self.shared_deps
+    }
+
     /// The app's scratch directory (FURROW_APP_TMP_PATH).
     pub fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")

@@ -1,12 +1,14 @@
 //! Readiness and health checks of one instance.
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use super::Endpoint;
+use super::isolation::Plan;
 use crate::webserver::probe::{self, ProbeTarget};
 
 /// An instance's check with its placeholders already substituted.
@@ -16,10 +18,12 @@ pub(super) enum Probe {
     Connect,
     /// `GET path` answers 2xx or 3xx.
     Http(String),
-    /// The command exits 0.
+    /// The command exits 0. With a `plan` it runs in a namespace like the instance's,
+    /// as the app's ids, with exactly `env`; without, on the host.
     Command {
         argv: Vec<String>,
         env: Vec<(String, String)>,
+        plan: Option<Arc<Plan>>,
     },
 }
 
@@ -44,7 +48,7 @@ pub(super) async fn check(
                 Err(format!("GET {path} answered {}", response.status))
             }
         }
-        Probe::Command { argv, env } => run_command(argv, env, timeout).await,
+        Probe::Command { argv, env, plan } => run_command(argv, env, plan.as_ref(), timeout).await,
     }
 }
 
@@ -70,6 +74,7 @@ async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<(), String> {
 async fn run_command(
     argv: &[String],
     env: &[(String, String)],
+    plan: Option<&Arc<Plan>>,
     timeout: Duration,
 ) -> Result<(), String> {
     let Some((program, args)) = argv.split_first() else {
@@ -84,6 +89,18 @@ async fn run_command(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(plan) = plan {
+        // The app's command sees what the app sees (its paths, its environment only).
+        command
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let plan = Arc::clone(plan);
+        // SAFETY: `Plan::enter` makes system calls only; nothing is allocated or locked
+        // between fork and exec.
+        unsafe {
+            command.pre_exec(move || plan.enter());
+        }
+    }
     let child = command
         .spawn()
         .map_err(|err| format!("could not run {program}: {err}"))?;

@@ -40,6 +40,7 @@ pub struct BindMount {
 ///   and of a minimal `/etc` (`passwd`, `group`, `hosts`, `resolv.conf`, `nsswitch.conf`,
 ///   `localtime`, `ld.so.cache`, `ssl`, `ca-certificates`, `mime.types`);
 /// - `/dev` with `null`, `zero`, `full`, `random`, `urandom` only; a fresh `/tmp`;
+/// - the `read_only` directories (shared dependencies, say), read-only;
 /// - the `writable` directories, read-write (`nosuid`, `nodev`);
 /// - for [`Listen::Socket`](super::Listen::Socket), the app's socket directory at its
 ///   host path, so `{socket}` means the same inside and out.
@@ -55,6 +56,8 @@ pub struct NamespaceIsolation {
     pub app_dir: PathBuf,
     /// The uid and gid to run as.
     pub ids: Option<(u32, u32)>,
+    /// Directories mounted read-only (besides the release and the system's).
+    pub read_only: Vec<BindMount>,
     /// Directories mounted read-write.
     pub writable: Vec<BindMount>,
 }
@@ -66,6 +69,7 @@ impl NamespaceIsolation {
             root: root.into(),
             app_dir: PathBuf::from("/app"),
             ids: None,
+            read_only: Vec::new(),
             writable: Vec::new(),
         }
     }
@@ -76,9 +80,10 @@ impl Isolation {
         let Isolation::Namespace(ns) = self else {
             return Ok(());
         };
+        let binds = || ns.read_only.iter().chain(&ns.writable);
         let inside = [ns.app_dir.as_path()]
             .into_iter()
-            .chain(ns.writable.iter().map(|bind| bind.target.as_path()));
+            .chain(binds().map(|bind| bind.target.as_path()));
         for path in inside {
             if !path.is_absolute()
                 || path.components().any(|c| c == Component::ParentDir)
@@ -92,7 +97,7 @@ impl Isolation {
         }
         for source in [ns.root.as_path()]
             .into_iter()
-            .chain(ns.writable.iter().map(|bind| bind.source.as_path()))
+            .chain(binds().map(|bind| bind.source.as_path()))
         {
             if !source.is_dir() {
                 return Err(format!(
@@ -250,6 +255,10 @@ impl Plan {
         });
         mkdirs(&mut ops, &spec.app_dir)?;
         bind(&mut ops, &spec.root, &spec.app_dir, true)?;
+        for read_only in &spec.read_only {
+            mkdirs(&mut ops, &read_only.target)?;
+            bind(&mut ops, &read_only.source, &read_only.target, true)?;
+        }
         for writable in &spec.writable {
             mkdirs(&mut ops, &writable.target)?;
             bind(&mut ops, &writable.source, &writable.target, false)?;

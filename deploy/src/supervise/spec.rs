@@ -27,7 +27,9 @@ pub enum Listen {
 pub enum HealthCheck {
     /// `GET <path>` on the instance's port or socket answers 2xx or 3xx.
     Http(String),
-    /// The command (placeholders substituted, run on the host) exits 0.
+    /// The command (placeholders substituted) exits 0. It runs on the host, or, for an
+    /// isolated instance, in a namespace like the instance's, as its ids, with its
+    /// environment.
     Command(Vec<String>),
 }
 

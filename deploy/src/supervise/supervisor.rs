@@ -235,14 +235,6 @@ fn prepare(
     }
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), values.apply(v))));
     let argv: Vec<String> = spec.command.iter().map(|arg| values.apply(arg)).collect();
-    let probe = match &spec.health {
-        None => Probe::Connect,
-        Some(HealthCheck::Http(path)) => Probe::Http(values.apply(path)),
-        Some(HealthCheck::Command(command)) => Probe::Command {
-            argv: command.iter().map(|arg| values.apply(arg)).collect(),
-            env: env.clone(),
-        },
-    };
     let plan = match &spec.isolation {
         Isolation::None => None,
         Isolation::Namespace(ns) => {
@@ -259,6 +251,15 @@ fn prepare(
                 .map_err(|err| SuperviseError::io("prepare the namespace of", &staging, err))?;
             Some(Arc::new(plan))
         }
+    };
+    let probe = match &spec.health {
+        None => Probe::Connect,
+        Some(HealthCheck::Http(path)) => Probe::Http(values.apply(path)),
+        Some(HealthCheck::Command(command)) => Probe::Command {
+            argv: command.iter().map(|arg| values.apply(arg)).collect(),
+            env: env.clone(),
+            plan: plan.clone(),
+        },
     };
     Ok(Instance {
         spec: Arc::clone(spec),

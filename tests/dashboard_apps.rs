@@ -570,6 +570,41 @@ fn the_apps_page_shows_configures_and_rolls_back_a_deployed_app() {
         ),
         "running"
     );
+    // A change made elsewhere reaches the open page through the change feed alone.
+    watcher.eval("window.furrowTestMarker = 'still here'");
+    let (status, made) = farm.send(
+        "PUT",
+        "/api/v1/apps/hello/config",
+        Some(&json!({"greeting": "Hola"})),
+    );
+    assert_eq!(status, 200, "{made}");
+    assert_eq!(made["release"], 3, "{made}");
+    until_text(
+        &mut watcher,
+        "the viewer's page at release 3",
+        "document.querySelector('tr.app[data-app=\"hello\"] .release').textContent + ' ' + \
+         document.getElementById('app-current').dataset.release + ' ' + \
+         document.querySelectorAll('tr.app-release').length",
+        |t| t == "#3 · 1.0 3 3",
+    );
+    until_text(
+        &mut watcher,
+        "the viewer's form at release 3",
+        &format!(
+            "{}?.querySelector('[name]').value ?? ''",
+            field_row("greeting")
+        ),
+        |g| g == "Hola",
+    );
+    until_text(
+        &mut watcher,
+        "the agent serving release 3 on the viewer's page",
+        "document.querySelector('#app-agents-body tr.app-agent .serving')?.textContent ?? ''",
+        |s| s == "#3",
+    );
+    until_served(port, "/hello", "Hola");
+    assert_eq!(watcher.eval("window.furrowTestMarker"), "still here");
+
     // The server refuses a viewer's change anyway.
     let (status, _) = farm.send_as(
         &viewer,
@@ -578,4 +613,16 @@ fn the_apps_page_shows_configures_and_rolls_back_a_deployed_app() {
         Some(&json!({"greeting": "Hola"})),
     );
     assert_eq!(status, 403);
+
+    // Deleted elsewhere: the app leaves the list and its open detail closes.
+    let (status, deleted) = farm.send("DELETE", "/api/v1/apps/hello", None);
+    assert_eq!(status, 204, "{deleted}");
+    until_text(
+        &mut browser,
+        "the deleted app gone from the page",
+        "String(!!document.querySelector('tr.app[data-app=\"hello\"]')) + ' ' + \
+         document.getElementById('app-detail').hidden + ' ' + document.getElementById('apps-empty').hidden",
+        |t| t == "false true false",
+    );
+    assert_eq!(browser.eval("window.furrowTestMarker"), "still here");
 }

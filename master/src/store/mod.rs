@@ -78,6 +78,18 @@ impl Db {
         Self::connect(&self.url, 1).await
     }
 
+    /// The same database through a connection of its own, for a one-off read of a lot of
+    /// rows (the startup load): closing it frees its page cache (up to 64 MiB on SQLite),
+    /// which would otherwise stay resident in the pool for the master's life.
+    pub async fn alone(&self) -> Result<Self, DbErr> {
+        Ok(Self {
+            conn: Self::connect(&self.url, 1).await?,
+            backend: self.backend,
+            url: self.url.clone(),
+            _lock: self._lock.clone(),
+        })
+    }
+
     async fn connect(url: &str, pool: u32) -> Result<DatabaseConnection, DbErr> {
         if is_postgres(url) {
             let mut options = ConnectOptions::new(url.to_string());

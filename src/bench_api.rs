@@ -592,7 +592,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Bytes that arrive on `/api/v1/events` within `window`.
+/// Bytes that arrive on `/api/v1/events` within `window` after its first event (the
+/// snapshot at connection, counted in the first load).
 fn stream_bytes(master: &Master, window: Duration) -> Result<usize> {
     let mut stream = std::net::TcpStream::connect(&master.http)?;
     let request = format!(
@@ -600,9 +601,22 @@ fn stream_bytes(master: &Master, window: Duration) -> Result<usize> {
         master.http, master.token
     );
     std::io::Write::write_all(&mut stream, request.as_bytes())?;
-    let end = Instant::now() + window;
-    let mut total = 0;
+    let mut seen = Vec::new();
     let mut buffer = [0u8; 64 * 1024];
+    // The headers and the first event.
+    let mut total = loop {
+        let n = stream.read(&mut buffer)?;
+        if n == 0 {
+            bail!("the event stream closed before its first event");
+        }
+        seen.extend_from_slice(&buffer[..n]);
+        if let Some(at) = find(&seen, b"\r\n\r\n")
+            && let Some(end) = find(&seen[at + 4..], b"\n\n")
+        {
+            break seen.len() - (at + 4 + end + 2);
+        }
+    };
+    let end = Instant::now() + window;
     loop {
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {

@@ -73,7 +73,9 @@ impl Site {
             });
         };
         let name = format!("furrow_bench_{}", std::process::id());
-        let admin = Database::connect(server_url)
+        let mut options = sea_orm::ConnectOptions::new(server_url.to_string());
+        options.sqlx_logging(false);
+        let admin = Database::connect(options)
             .await
             .with_context(|| format!("cannot reach PostgreSQL at {server_url}"))?;
         admin
@@ -94,7 +96,12 @@ impl Site {
     async fn remove(self) {
         let _ = std::fs::remove_dir_all(&self.data_dir);
         if let Some((server_url, name)) = &self.postgres
-            && let Ok(admin) = Database::connect(server_url.as_str()).await
+            && let Ok(admin) = Database::connect({
+                let mut options = sea_orm::ConnectOptions::new(server_url.clone());
+                options.sqlx_logging(false);
+                options
+            })
+            .await
         {
             let _ = admin
                 .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -531,7 +538,8 @@ async fn copy_job(db: &furrow_master::store::Db, template: JobId, copies: u64) -
         from = to + 1;
     }
     if backend == DbBackend::Postgres {
-        conn.execute_unprepared("ANALYZE").await?;
+        conn.execute_unprepared("ANALYZE jobs, tasks, attempts")
+            .await?;
     }
     Ok(())
 }

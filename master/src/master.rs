@@ -330,8 +330,8 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
 
     let db = Db::open(config.database_url.as_deref(), &data_dir).await?;
     let reader = StoreReader::new(db.clone());
-    // Every unfinished task is read once, through a connection closed afterwards: the
-    // pages it read do not stay cached (and resident) for the master's life.
+    // Every unfinished task is read once, through a connection with a small cache,
+    // closed afterwards: the pages it read do not stay cached (and resident).
     let loader = db.alone().await?;
     let loaded = StoreReader::new(loader.clone()).load().await?;
     loader.close().await?;

@@ -15,15 +15,17 @@
 //!    time), and its live updates (the event stream and its polling) while an agent
 //!    runs a small job, in bytes per minute.
 
+mod fill;
+
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use furrow_protocol::{Client, CommandParams, JobId, JobSubmission, Json, Requirements};
-use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+use furrow_protocol::{Client, JobSubmission};
+
+use fill::{Site, echo_job, fill, wait_until};
 
 /// `furrow bench api`.
 #[derive(Debug, Args)]
@@ -50,58 +52,6 @@ pub struct ApiArgs {
     /// of its own there and drops it at the end (default: SQLite in the data directory).
     #[arg(long)]
     database_url: Option<String>,
-}
-
-/// Where the bench keeps its farm: a temporary data directory and, on PostgreSQL, a
-/// database of its own; both removed when dropped.
-struct Site {
-    data_dir: PathBuf,
-    database_url: Option<String>,
-    postgres: Option<(String, String)>,
-}
-
-impl Site {
-    async fn new(server_url: Option<&str>) -> Result<Self> {
-        let data_dir =
-            std::env::temp_dir().join(format!("furrow-bench-api-{}", std::process::id()));
-        std::fs::create_dir_all(&data_dir)?;
-        let Some(server_url) = server_url else {
-            return Ok(Self {
-                data_dir,
-                database_url: None,
-                postgres: None,
-            });
-        };
-        let name = format!("furrow_bench_{}", std::process::id());
-        let admin = Database::connect(server_url)
-            .await
-            .with_context(|| format!("cannot reach PostgreSQL at {server_url}"))?;
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .with_context(|| format!("cannot create database {name}"))?;
-        admin.close().await.ok();
-        let base = server_url
-            .rsplit_once('/')
-            .map_or(server_url, |(base, _)| base);
-        Ok(Self {
-            data_dir,
-            database_url: Some(format!("{base}/{name}")),
-            postgres: Some((server_url.to_string(), name)),
-        })
-    }
-
-    async fn remove(self) {
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-        if let Some((server_url, name)) = &self.postgres
-            && let Ok(admin) = Database::connect(server_url.as_str()).await
-        {
-            let _ = admin
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await;
-            admin.close().await.ok();
-        }
-    }
 }
 
 /// A child process of the bench, stopped (SIGTERM, then waited for) when dropped.
@@ -300,242 +250,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn echo_job(title: &str, frames: String) -> Result<JobSubmission> {
-    let params = CommandParams {
-        command: vec![
-            "echo".into(),
-            "rendered".into(),
-            "frame".into(),
-            "{frame}".into(),
-        ],
-        shell: false,
-        env: Default::default(),
-        app: None,
-    };
-    Ok(JobSubmission::new(
-        title,
-        Json(serde_json::to_value(params)?),
-        frames,
-    ))
-}
-
-/// Waits until `done` says yes, polling every 20 ms, for at most `limit`.
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut done: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let started = Instant::now();
-    while !done().await? {
-        if started.elapsed() > limit {
-            bail!("{what}: not within {} s", limit.as_secs());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
-
 /// The path of the i-th request of a measured read.
 type PathOf<'a> = Box<dyn Fn(u32) -> String + 'a>;
-
-/// What the fill made: the big job and a frame of it that ran (with a log).
-struct Filled {
-    big: JobId,
-    ran_frame: i64,
-}
-
-/// Step 1: a small job run for real, the big job submitted (its first tasks run), then
-/// the small job's rows copied into the other jobs.
-async fn fill(site: &Site, args: &ApiArgs) -> Result<Filled> {
-    let (master, _) = Master::start(site).await?;
-    let agent = master.agent(site, 4)?;
-    let client = &master.client;
-    let small = client
-        .submit_job(echo_job("small", format!("1-{}", args.small_tasks))?)
-        .await?;
-    wait_until(
-        "the small job is done",
-        Duration::from_secs(120),
-        || async { Ok(client.get_job(small.id).await?.state.is_finished()) },
-    )
-    .await?;
-    let submitted = Instant::now();
-    let big = client
-        .submit_job(JobSubmission {
-            requirements: Requirements::default(),
-            ..echo_job("big", format!("1-{}", args.big_job))?
-        })
-        .await?;
-    println!(
-        "fill: the big job's {} tasks committed in {:.2} s (submission acknowledged)",
-        args.big_job,
-        submitted.elapsed().as_secs_f64()
-    );
-    wait_until(
-        "the big job's first tasks run",
-        Duration::from_secs(120),
-        || async { Ok(client.get_job(big.id).await?.task_counts.done >= 20) },
-    )
-    .await?;
-    // A draining agent gives its running tasks back: the rest of the job stays queued.
-    agent.stop();
-    wait_until(
-        "the big job's tasks come back",
-        Duration::from_secs(60),
-        || async { Ok(client.get_job(big.id).await?.task_counts.running == 0) },
-    )
-    .await?;
-    let counts = client.get_job(big.id).await?.task_counts;
-    let done = client
-        .browse_tasks(
-            big.id,
-            furrow_protocol::TaskQuery {
-                state: Some(furrow_protocol::WorkState::Done),
-                ..furrow_protocol::TaskQuery::first(1)
-            },
-        )
-        .await?;
-    let ran_frame = done
-        .items
-        .first()
-        .map(|t| t.frame)
-        .context("no task of the big job ran")?;
-    println!(
-        "fill: big job {}: {} queued, {} done",
-        big.id, counts.queued, counts.done
-    );
-    master.process.stop();
-
-    let copies = args.jobs.saturating_sub(2);
-    let started = Instant::now();
-    let db = furrow_master::store::Db::open(site.database_url.as_deref(), &site.data_dir).await?;
-    copy_job(&db, small.id, copies).await?;
-    db.close().await?;
-    println!(
-        "fill: {copies} copies of the small job ({} tasks) written in {:.1} s",
-        copies * args.small_tasks,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(Filled {
-        big: big.id,
-        ran_frame,
-    })
-}
-
-/// The columns of a table, in order.
-async fn columns(db: &furrow_master::store::Db, table: &str) -> Result<Vec<String>> {
-    let sql = match db.backend() {
-        DbBackend::Postgres => format!(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = '{table}' \
-             AND table_schema = current_schema() ORDER BY ordinal_position"
-        ),
-        _ => format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid"),
-    };
-    let rows = db
-        .conn()
-        .query_all_raw(Statement::from_string(db.backend(), sql))
-        .await?;
-    rows.iter()
-        .map(|row| Ok(row.try_get_by_index::<String>(0)?))
-        .collect()
-}
-
-/// Copies job `template` (its row, its tasks and their attempts) `copies` times after
-/// the largest ids in use, in transactions of 10,000 jobs.
-async fn copy_job(db: &furrow_master::store::Db, template: JobId, copies: u64) -> Result<()> {
-    let conn = db.conn();
-    let backend = db.backend();
-    let one = |sql: String| Statement::from_string(backend, sql);
-    let scalar = |row: Option<sea_orm::QueryResult>| -> Result<i64> {
-        Ok(row
-            .context("no row")?
-            .try_get_by_index::<Option<i64>>(0)?
-            .unwrap_or(0))
-    };
-    let max_job = scalar(
-        conn.query_one_raw(one("SELECT MAX(id) FROM jobs".into()))
-            .await?,
-    )?;
-    let max_task = scalar(
-        conn.query_one_raw(one("SELECT MAX(id) FROM tasks".into()))
-            .await?,
-    )?;
-    let first_task = scalar(
-        conn.query_one_raw(one(format!(
-            "SELECT MIN(id) FROM tasks WHERE job_id = {template}"
-        )))
-        .await?,
-    )?;
-    let tasks = scalar(
-        conn.query_one_raw(one(format!(
-            "SELECT COUNT(*) FROM tasks WHERE job_id = {template}"
-        )))
-        .await?,
-    )?;
-    // Each column as itself, but the ids, shifted for copy number k (from 1).
-    let select = |table_columns: &[String], shifts: &[(&str, String)]| -> String {
-        table_columns
-            .iter()
-            .map(|c| {
-                shifts
-                    .iter()
-                    .find(|(name, _)| name == c)
-                    .map_or(c.clone(), |(_, expr)| expr.clone())
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let job_columns = columns(db, "jobs").await?;
-    let task_columns = columns(db, "tasks").await?;
-    let attempt_columns = columns(db, "attempts").await?;
-    const CHUNK: u64 = 10_000;
-    let mut from = 1;
-    while from <= copies {
-        let to = (from + CHUNK - 1).min(copies);
-        let job_id = format!("{max_job} + k");
-        let task_id = format!("{max_task} + (k - 1) * {tasks} + (task_id - {first_task}) + 1");
-        let series = format!(
-            "WITH RECURSIVE seq(k) AS (SELECT CAST({from} AS BIGINT) UNION ALL \
-             SELECT k + 1 FROM seq WHERE k < {to}) "
-        );
-        let statements = [
-            format!(
-                "{series}INSERT INTO jobs ({}) SELECT {} FROM jobs, seq WHERE id = {template}",
-                job_columns.join(", "),
-                select(&job_columns, &[("id", job_id.clone())])
-            ),
-            format!(
-                "{series}INSERT INTO tasks ({}) SELECT {} FROM tasks, seq WHERE job_id = {template}",
-                task_columns.join(", "),
-                select(
-                    &task_columns,
-                    &[
-                        ("id", task_id.replace("task_id", "id")),
-                        ("job_id", job_id.clone())
-                    ]
-                )
-            ),
-            format!(
-                "{series}INSERT INTO attempts ({}) SELECT {} FROM attempts, seq WHERE job_id = {template}",
-                attempt_columns.join(", "),
-                select(
-                    &attempt_columns,
-                    &[("task_id", task_id.clone()), ("job_id", job_id.clone())]
-                )
-            ),
-        ];
-        let txn = sea_orm::TransactionTrait::begin(conn).await?;
-        for sql in statements {
-            txn.execute_unprepared(&sql).await?;
-        }
-        txn.commit().await?;
-        from = to + 1;
-    }
-    if backend == DbBackend::Postgres {
-        conn.execute_unprepared("ANALYZE").await?;
-    }
-    Ok(())
-}
 
 /// Times `furrow ARGS...` against the master, `runs` times: p50 and p99 in ms, and the
 /// bytes it printed the last time.
@@ -593,7 +309,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Bytes that arrive on `/api/v1/events` within `window`.
+/// Bytes that arrive on `/api/v1/events` within `window` after its first event (the
+/// snapshot at connection, counted in the first load).
 fn stream_bytes(master: &Master, window: Duration) -> Result<usize> {
     let mut stream = std::net::TcpStream::connect(&master.http)?;
     let request = format!(
@@ -601,9 +318,22 @@ fn stream_bytes(master: &Master, window: Duration) -> Result<usize> {
         master.http, master.token
     );
     std::io::Write::write_all(&mut stream, request.as_bytes())?;
-    let end = Instant::now() + window;
-    let mut total = 0;
+    let mut seen = Vec::new();
     let mut buffer = [0u8; 64 * 1024];
+    // The headers and the first event.
+    let mut total = loop {
+        let n = stream.read(&mut buffer)?;
+        if n == 0 {
+            bail!("the event stream closed before its first event");
+        }
+        seen.extend_from_slice(&buffer[..n]);
+        if let Some(at) = find(&seen, b"\r\n\r\n")
+            && let Some(end) = find(&seen[at + 4..], b"\n\n")
+        {
+            break seen.len() - (at + 4 + end + 2);
+        }
+    };
+    let end = Instant::now() + window;
     loop {
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {

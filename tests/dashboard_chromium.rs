@@ -69,6 +69,13 @@ fn dashboard_shows_agents_and_jobs_and_updates_live() {
             .then_some(())
         },
     );
+    // Its state follows it (the stream sends what changed after its first snapshot).
+    wait_until("the new job shown done", Duration::from_secs(30), || {
+        let state = browser.eval(&format!(
+            "document.querySelector('tr.job[data-job-id=\"{second}\"]')?.dataset.state ?? ''"
+        ));
+        (state == "done").then_some(())
+    });
     assert_eq!(
         browser.eval("window.furrowTestMarker"),
         "still here",

@@ -205,6 +205,13 @@ fn each_role_may_do_what_it_may_and_no_more() {
         ("GET", "/api/v1/tokens/".into(), None, 0),
         ("GET", log.clone(), None, 2),
         (
+            "GET",
+            format!("/api/v1/jobs/{admin_job}/frames/1/logs"),
+            None,
+            2,
+        ),
+        ("GET", format!("/api/v1/jobs/{admin_job}/frames/1"), None, 0),
+        (
             "POST",
             "/api/v1/jobs/".into(),
             Some(json!({"title": "mine", "frames": "1", "params": {"command": ["true"]}})),

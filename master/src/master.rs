@@ -304,6 +304,19 @@ fn write_addr_file(data_dir: &Path, addrs: BoundAddrs) -> Result<(), MasterError
     std::fs::rename(&tmp, data_dir.join(ADDR_FILE)).map_err(map)
 }
 
+/// Hands the memory freed after the startup load back to the system. The load's rows
+/// and the page cache of its connection were allocated in small pieces by several
+/// threads; glibc keeps freed pieces in its arenas, so without this a master restarted
+/// with a million queued tasks kept about 50 MB more resident, more or less at random.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's own arenas to the kernel; it
+    // may be called at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Running, MasterError> {
     if config.heartbeat_timeout.is_zero() || config.heartbeat_interval.is_zero() {
         return Err(MasterError::Config(
@@ -317,7 +330,11 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
 
     let db = Db::open(config.database_url.as_deref(), &data_dir).await?;
     let reader = StoreReader::new(db.clone());
-    let loaded = reader.load().await?;
+    // Every unfinished task is read once, through a connection with a small cache,
+    // closed afterwards: the pages it read do not stay cached (and resident).
+    let loader = db.alone().await?;
+    let loaded = StoreReader::new(loader.clone()).load().await?;
+    loader.close().await?;
     let catalog = Arc::new(Catalog::new(
         reader.jobtypes().await?,
         reader.path_maps().await?,
@@ -348,6 +365,7 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         };
         Supervisor::start(move |_| Scheduler::new(restore, store, logs, stats))
     };
+    release_freed_memory();
     // Every agent that holds a running task must be known to the registry, or nothing
     // would ever declare it lost and its tasks would wait forever.
     let mut known_agents = loaded.agents;

@@ -392,6 +392,17 @@ pub async fn log_download(
         .await
         .map_err(|e| ApiError::internal(format!("cannot read the task log: {e}")))?;
     let reader = tokio::io::AsyncReadExt::take(file, span.len);
+    if span.len <= LOG_STREAM_BUFFER as u64 {
+        // A short log goes out in one write with the headers: streamed, its body could
+        // follow the headers as a second small segment, which Nagle's algorithm holds
+        // until the client's delayed acknowledgement (40 ms).
+        let mut text = Vec::with_capacity(span.len as usize);
+        let mut reader = reader;
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut text)
+            .await
+            .map_err(|e| ApiError::internal(format!("cannot read the task log: {e}")))?;
+        return Ok(response.body(text));
+    }
     let stream = tokio_util::io::ReaderStream::with_capacity(reader, LOG_STREAM_BUFFER);
     Ok(response.no_chunking(span.len).streaming(stream))
 }

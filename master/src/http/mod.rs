@@ -2,6 +2,7 @@
 //!
 //! - [`api`]: JSON handlers; each one parses its input and calls the service layer.
 //! - [`dashboard`]: the embedded page and its server-sent-events feed.
+//! - [`live`]: the feed's updates after the first snapshot: only what changed.
 //! - [`follow`]: a task's log followed live over server-sent events.
 //! - [`frames`]: tasks and their logs addressed by frame; the frame and state
 //!   parameters of task pages.
@@ -19,6 +20,7 @@ pub mod dashboard;
 pub mod follow;
 pub mod frames;
 pub mod guard;
+pub mod live;
 pub mod openapi;
 
 use actix_web::http::StatusCode;

@@ -107,7 +107,7 @@ fn task_row(job: &Job, task_id: TaskId, agent: Option<Uuid>, finished_at: Option
         started_at: run.and_then(|r| r.started_at),
         finished_at,
         gpus: run.map(|r| r.gpus.clone()).unwrap_or_default(),
-        ram_mb: task.ram_mb,
+        ram_mb: task.ram_mb(),
     }
 }
 
@@ -425,7 +425,7 @@ impl Core {
         }));
         let frames = task.frames;
         let attempt = task.attempt;
-        let ram_mb = task.ram_mb.max(spec.needs.ram_mb);
+        let ram_mb = task.ram_mb().max(spec.needs.ram_mb);
         *job.agents.entry(agent).or_default() += 1;
         shares.assigned(&spec.settings.queue, agent);
         self.clock.charge(job, &self.queues);

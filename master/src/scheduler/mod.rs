@@ -12,6 +12,7 @@
 
 mod agents;
 pub mod core;
+mod id_runs;
 mod messages;
 pub mod policy;
 pub mod queues;

@@ -14,6 +14,7 @@ use furrow_protocol::{BlockedAgent, FrameBatch, JobId, TaskCounts, TaskId, WorkS
 use uuid::Uuid;
 
 use super::agents::AgentEntry;
+use super::id_runs::IdRuns;
 use super::types::{Control, JobSpec};
 
 /// Why a running attempt was asked to stop, which decides where its task goes when the
@@ -67,8 +68,9 @@ pub struct Task {
     pub last: Option<Box<Outcome>>,
     /// The running attempt.
     pub run: Option<Box<Run>>,
-    /// Memory limit raised after an attempt ran out (0: the job's).
-    pub ram_mb: u64,
+    /// Memory limit raised after an attempt ran out, MiB (0: the job's). 32 bits (4 PiB)
+    /// keep a task at 56 bytes: a million queued tasks are most of a master's memory.
+    raised_ram_mb: u32,
 }
 
 impl Task {
@@ -81,8 +83,18 @@ impl Task {
             failures: 0,
             last: None,
             run: None,
-            ram_mb: 0,
+            raised_ram_mb: 0,
         }
+    }
+
+    /// Memory limit raised after an attempt ran out, MiB (0: the job's).
+    pub fn ram_mb(&self) -> u64 {
+        u64::from(self.raised_ram_mb)
+    }
+
+    /// Raises (or resets, with 0) the task's memory limit.
+    pub fn set_ram_mb(&mut self, ram_mb: u64) {
+        self.raised_ram_mb = u32::try_from(ram_mb).unwrap_or(u32::MAX);
     }
 }
 
@@ -99,8 +111,9 @@ pub struct Job {
     pub tasks: Vec<Task>,
     /// Tasks per state, kept by [`Job::set_state`].
     counts: TaskCounts,
-    /// Queued tasks in frame order, kept by [`Job::set_state`].
-    queued: BTreeSet<TaskId>,
+    /// Queued tasks in frame order (as runs of ids: a fresh job is one entry), kept by
+    /// [`Job::set_state`].
+    queued: IdRuns,
     /// Failures per agent; an agent at `blocklist_after` gets no more tasks.
     pub failures_on: BTreeMap<Uuid, u32>,
     /// Running tasks per agent.
@@ -133,7 +146,7 @@ impl Job {
             first_task_id,
             tasks: Vec::new(),
             counts: TaskCounts::default(),
-            queued: BTreeSet::new(),
+            queued: IdRuns::new(),
             failures_on: BTreeMap::new(),
             agents: HashMap::new(),
             waiting_on: BTreeSet::new(),
@@ -174,7 +187,7 @@ impl Job {
 
     /// The id of the first queued task, in frame order.
     pub fn first_queued(&self) -> Option<TaskId> {
-        self.queued.first().copied()
+        self.queued.first()
     }
 
     /// The memory the next queued task reserves.
@@ -182,7 +195,7 @@ impl Job {
         let raised = self
             .first_queued()
             .and_then(|id| self.task(id))
-            .map_or(0, |t| t.ram_mb);
+            .map_or(0, Task::ram_mb);
         raised.max(self.spec.needs.ram_mb)
     }
 
@@ -218,7 +231,7 @@ impl Job {
         self.counts.sub(old, 1);
         self.counts.add(state, 1);
         if old == WorkState::Queued {
-            self.queued.remove(&id);
+            self.queued.remove(id);
         }
         if state == WorkState::Queued {
             self.queued.insert(id);
@@ -332,6 +345,19 @@ mod tests {
             end,
             step: 1,
         }
+    }
+
+    #[test]
+    fn a_task_stays_small() {
+        // A million queued tasks: 56 MB. Growing it is a decision, not an accident.
+        assert!(
+            std::mem::size_of::<Task>() <= 56,
+            "{}",
+            std::mem::size_of::<Task>()
+        );
+        let mut task = Task::new(batch(1, 1), WorkState::Queued);
+        task.set_ram_mb(u64::MAX);
+        assert_eq!(task.ram_mb(), u64::from(u32::MAX));
     }
 
     #[test]

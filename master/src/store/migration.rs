@@ -192,8 +192,8 @@ impl MigrationTrait for M0001Initial {
             .await?;
         // Listing a job's tasks in frame order walks this index, and so does the startup
         // load, which reads only the tasks of unfinished jobs (so it does not grow with
-        // history). There is deliberately no index on the state: it would slow down every
-        // insert of a large submission for little gain.
+        // history). (m0006, in `migration/browse.rs`, adds the frame and state indexes
+        // that browsing a million-task job needs.)
         manager
             .create_index(
                 Index::create()

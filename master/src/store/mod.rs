@@ -20,7 +20,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 use sea_orm_migration::MigratorTrait;
 use tracing::info;
 
@@ -77,6 +77,23 @@ impl Db {
     /// every later transaction on it would nest inside that one instead of committing.
     pub async fn connect_writer(&self) -> Result<DatabaseConnection, DbErr> {
         Self::connect(&self.url, 1).await
+    }
+
+    /// The same database through a connection of its own, for a one-off read of a lot of
+    /// rows (the startup load). On SQLite its page cache is 2 MiB: a read that passes
+    /// once over a million rows gains nothing from caching them, and the pool's 64 MiB
+    /// caches, filled by it, stayed resident for the master's life.
+    pub async fn alone(&self) -> Result<Self, DbErr> {
+        let conn = Self::connect(&self.url, 1).await?;
+        if self.backend == DbBackend::Sqlite {
+            conn.execute_unprepared("PRAGMA cache_size = -2048").await?;
+        }
+        Ok(Self {
+            conn,
+            backend: self.backend,
+            url: self.url.clone(),
+            _lock: self._lock.clone(),
+        })
     }
 
     async fn connect(url: &str, pool: u32) -> Result<DatabaseConnection, DbErr> {

@@ -86,7 +86,7 @@ impl Core {
                 let Some(task) = job.task_mut(task_id) else {
                     return;
                 };
-                task.ram_mb = to;
+                task.set_ram_mb(to);
                 task.last = Some(Box::new(Outcome {
                     exit_code: finished.exit_code,
                     error: Some(format!(
@@ -225,7 +225,7 @@ impl Core {
             return None;
         };
         let job = self.jobs.get(&job_id)?;
-        let current = job.task(task_id)?.ram_mb.max(job.spec.needs.ram_mb);
+        let current = job.task(task_id)?.ram_mb().max(job.spec.needs.ram_mb);
         let largest = self.agents.iter().map(|(_, a)| a.offer.ram_mb).max()?;
         let wanted = current
             .saturating_mul(2)
@@ -269,7 +269,7 @@ impl Core {
             .agents
             .get(agent)
             .and_then(|a| {
-                let ram_mb = job.task(task.task_id).map_or(0, |t| t.ram_mb);
+                let ram_mb = job.task(task.task_id).map_or(0, |t| t.ram_mb());
                 a.reserve(&job.spec.needs, ram_mb, true)
             })
             .unwrap_or(Reservation {

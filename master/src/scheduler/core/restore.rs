@@ -66,7 +66,7 @@ impl Core {
                 let mut task = Task::new(t.frames, t.state);
                 task.attempt = t.attempt;
                 task.failures = t.failures;
-                task.ram_mb = t.ram_mb;
+                task.set_ram_mb(t.ram_mb);
                 if t.exit_code.is_some() || t.last_error.is_some() {
                     task.last = Some(Box::new(Outcome {
                         exit_code: t.exit_code,

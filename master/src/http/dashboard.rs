@@ -92,17 +92,41 @@ async fn snapshot_value(service: &Service) -> serde_json::Value {
     let jobs = service.list_jobs(&caller, SNAPSHOT_JOBS, 0).await;
     let health = service.health(&caller).await;
     let queues = service.list_queues(&caller).await;
-    match (agents, jobs, health, queues) {
-        (Ok(agents), Ok(jobs), Ok(health), Ok(queues)) => {
-            serde_json::json!({ "agents": agents, "jobs": jobs, "health": health, "queues": queues })
+    // The apps in brief: enough for the page to know when to read an app again.
+    let apps = service.list_apps(&caller).await.map(|apps| {
+        apps.iter()
+            .map(|app| {
+                let placements: Vec<serde_json::Value> = app
+                    .placements
+                    .iter()
+                    .map(|p| serde_json::json!([p.agent, p.online, p.state, p.current]))
+                    .collect();
+                serde_json::json!({
+                    "name": app.name,
+                    "current": app.current,
+                    "releases": app.releases.len(),
+                    "placements": placements,
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    match (agents, jobs, health, queues, apps) {
+        (Ok(agents), Ok(jobs), Ok(health), Ok(queues), Ok(apps)) => {
+            serde_json::json!({ "agents": agents, "jobs": jobs, "health": health, "queues": queues, "apps": apps })
         }
-        (agents, jobs, health, queues) => {
-            let error = [agents.err(), jobs.err(), health.err(), queues.err()]
-                .into_iter()
-                .flatten()
-                .map(|e| e.message)
-                .next()
-                .unwrap_or_default();
+        (agents, jobs, health, queues, apps) => {
+            let error = [
+                agents.err(),
+                jobs.err(),
+                health.err(),
+                queues.err(),
+                apps.err(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|e| e.message)
+            .next()
+            .unwrap_or_default();
             serde_json::json!({ "error": error })
         }
     }
@@ -157,7 +181,7 @@ async fn index() -> HttpResponse {
 /// `GET /api/v1/events`: server-sent `snapshot` events, the first one at once, then
 /// `delta` events with what changed.
 #[utoipa::path(get, path = "/api/v1/events", tag = "farm",
-    responses((status = 200, description = "Server-sent events: `snapshot` {agents, jobs, health, queues}, one at once, then `delta` with the parts that changed ({agents?, health?, queues?, jobs?: {ids?, total?, changed?}}: `ids` the newest jobs in order when it changed, `changed` the jobs whose view changed); a `snapshot` again after updates the stream skipped", content_type = "text/event-stream", body = String)))]
+    responses((status = 200, description = "Server-sent events: `snapshot` {agents, jobs, health, queues, apps}, one at once, then `delta` with the parts that changed ({agents?, health?, queues?, apps?, jobs?: {ids?, total?, changed?}}: `ids` the newest jobs in order when it changed, `changed` the jobs whose view changed); a `snapshot` again after updates the stream skipped", content_type = "text/event-stream", body = String)))]
 pub async fn events(service: web::Data<Service>, feed: web::Data<Feed>) -> HttpResponse {
     let mut receiver = feed.subscribe();
     receiver.borrow_and_update();

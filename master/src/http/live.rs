@@ -24,7 +24,7 @@ pub struct Update {
 }
 
 /// The parts of a snapshot compared whole (they change together).
-const PARTS: [&str; 3] = ["agents", "health", "queues"];
+const PARTS: [&str; 4] = ["agents", "health", "queues", "apps"];
 
 /// A snapshot as the next one is compared with it.
 #[derive(Debug)]

@@ -8,11 +8,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
+use std::io::Write;
 use std::time::Duration;
 
+use common::apps::{readable_root, web_get, zip};
 use common::{Farm, wait_until};
 use serde_json::{Value, json};
 
@@ -49,18 +48,6 @@ const SPEC: &str = r#"fields:
   workers: {type: int, min: 1, max: 8, default: 2}
 "#;
 
-/// A .zip of these files.
-fn zip(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (path, data) in files {
-        writer
-            .start_file(*path, zip::write::SimpleFileOptions::default())
-            .unwrap();
-        writer.write_all(data).unwrap();
-    }
-    writer.finish().unwrap().into_inner()
-}
-
 /// The Python app at `version`, with `health` as its health path.
 fn python_app(version: &str, health: &str) -> Vec<u8> {
     let manifest = format!(
@@ -94,20 +81,6 @@ fn two_free_ports() -> u16 {
     }
 }
 
-/// GET `path` on 127.0.0.1:`port`: the status and body, or none when nothing answers.
-fn web_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
-
 /// Waits until `path` on every port answers 200 with `body`.
 fn until_served(ports: &[u16], path: &str, body: &str) {
     for port in ports {
@@ -120,16 +93,6 @@ fn until_served(ports: &[u16], path: &str, body: &str) {
             },
         );
     }
-}
-
-/// A data directory the web servers' workers (`www-data` when run as root) can read.
-fn readable_root() -> tempfile::TempDir {
-    let root = tempfile::Builder::new()
-        .prefix("furrow-apps-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    root
 }
 
 fn upload(farm: &Farm, app: &str, bundle: &[u8]) -> (u16, Value) {
@@ -173,7 +136,7 @@ fn until_placements(farm: &Farm, name: &str, count: usize, state: &str, current:
 
 #[test]
 fn a_python_app_behind_nginx_on_two_agents_is_configured_reverted_rolled_back_and_dropped_in() {
-    let root = readable_root();
+    let root = readable_root("furrow-apps-");
     let port = two_free_ports();
     let farm = Farm::up_in(
         root.path().join("data"),
@@ -325,7 +288,7 @@ fn a_python_app_behind_nginx_on_two_agents_is_configured_reverted_rolled_back_an
 }
 
 fn static_site_served_by(kind: &str) {
-    let root = readable_root();
+    let root = readable_root("furrow-apps-");
     let port = two_free_ports();
     let farm = Farm::up_in(
         root.path().join("data"),

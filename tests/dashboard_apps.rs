@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use common::apps::{readable_root, web_get, zip};
 use common::chromium::Browser;
 use common::{Farm, wait_until};
 use serde_json::{Value, json};
@@ -70,18 +68,6 @@ sections:
   advanced: [mode, verbose, timeout, hosts]
 "#;
 
-/// A .zip of these files.
-fn zip(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (path, data) in files {
-        writer
-            .start_file(*path, zip::write::SimpleFileOptions::default())
-            .unwrap();
-        writer.write_all(data).unwrap();
-    }
-    writer.finish().unwrap().into_inner()
-}
-
 fn python_app() -> Vec<u8> {
     let manifest = "name: hello\nversion: \"1.0\"\nprocesses:\n  web:\n    command: [\"python3\", \"src/app.py\"]\n    listen: port\n    health: /healthz\n    stop_grace: 2s\nmount:\n  path: /hello\n  process: web\n";
     zip(&[
@@ -97,34 +83,10 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// GET `path` on 127.0.0.1:`port`: the status and body, or none when nothing answers.
-fn web_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
-
 fn until_served(port: u16, path: &str, body: &str) {
     wait_until(&format!("{path} to say {body:?}"), DEPLOY, || {
         (web_get(port, path)? == (200, body.to_string())).then_some(())
     });
-}
-
-/// A data directory the web server's workers (`www-data` when run as root) can read.
-fn readable_root() -> tempfile::TempDir {
-    let root = tempfile::Builder::new()
-        .prefix("furrow-apps-ui-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    root
 }
 
 fn app(farm: &Farm) -> Value {
@@ -191,7 +153,7 @@ fn submit_form(browser: &mut Browser) {
 
 #[test]
 fn the_apps_page_shows_configures_and_rolls_back_a_deployed_app() {
-    let root = readable_root();
+    let root = readable_root("furrow-apps-ui-");
     let port = free_port();
     let farm = Farm::up_in(
         root.path().join("data"),

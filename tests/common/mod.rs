@@ -2,6 +2,7 @@
 //! free ports in a temporary data directory and talks to it over REST and the CLI.
 #![allow(dead_code)]
 
+pub mod apps;
 pub mod chromium;
 pub mod netns;
 pub mod postgres;

@@ -378,20 +378,15 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         let rows = reader.apps().await?;
         let releases = reader.app_releases().await?;
         let next_event = reader.max_app_event_id().await?;
-        let (store, changes, data_dir) = (store.clone(), changes.clone(), data_dir.clone());
-        // Checked once here, so the supervisor's restarts cannot fail on it.
-        crate::apps::Apps::new(
+        let actor = crate::apps::Apps::new(
             store.clone(),
             data_dir.clone(),
-            rows.clone(),
-            releases.clone(),
+            rows,
+            releases,
             next_event,
             changes.clone(),
         )?;
-        Supervisor::start(move |_| {
-            crate::apps::Apps::new(store, data_dir, rows, releases, next_event, changes)
-                .unwrap_or_else(|e| panic!("the apps cannot start: {e}"))
-        })
+        Supervisor::start(move |_| actor)
     };
     let agents = Arc::new(DashMap::new());
     let registry = {

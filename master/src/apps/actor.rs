@@ -938,10 +938,7 @@ impl Handler<Configure> for Apps {
             row.config = self.seal_config(Some(spec), &config);
             row.created_by = msg.by.clone();
             row.created_at = now_ms();
-            Ok((
-                row,
-                current.spec.as_ref().and_then(|_| parse_spec(&current.row)),
-            ))
+            Ok((row, current.spec.clone()))
         })();
         let (row, spec) = match result {
             Ok(ok) => ok,

@@ -436,8 +436,14 @@ impl Apps {
             writes.push(BulkWrite::PutApp(app.row.clone()));
         }
         let stored = self.write(writes);
-        self.changes.bump();
-        stored
+        // Once its history row is durable too, so a page that reads the app on the
+        // change sees the whole of it.
+        let changes = self.changes.clone();
+        async move {
+            stored.await?;
+            changes.bump();
+            Ok(())
+        }
     }
 }
 

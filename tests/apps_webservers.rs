@@ -11,37 +11,9 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::apps::{readable_root, web_get, zip};
+use common::apps::{APP_PY, readable_root, web_get, zip};
 use common::{Farm, wait_until};
 use serde_json::{Value, json};
-
-/// The app: answers its configured greeting under `/hello`, `ok` at `/healthz`.
-const APP_PY: &str = r#"import http.server, os
-greeting = "?"
-with open(os.environ["FURROW_APP_CONFIG_FILE"]) as config:
-    for line in config:
-        key, sep, value = line.partition(":")
-        if sep and key.strip() == "greeting":
-            greeting = value.strip().strip('"')
-print("serving", greeting, "on", os.environ["PORT"], flush=True)
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        if self.path == "/healthz":
-            body = b"ok"
-        elif self.path == "/hello" or self.path.startswith("/hello/"):
-            body = greeting.encode()
-        else:
-            self.send_response(404)
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"#;
 
 const SPEC: &str = r#"fields:
   greeting: {type: string, default: hello, regex: "^[A-Za-z ]+$", message: letters and spaces only}

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::apps::{readable_root, web_get, zip};
+use common::apps::{APP_PY, readable_root, web_get, zip};
 use common::chromium::Browser;
 use common::{Farm, wait_until};
 use serde_json::{Value, json};
@@ -21,39 +21,6 @@ const PAGE: Duration = Duration::from_secs(30);
 
 /// A line of output markup must not become part of the page.
 const HOSTILE_LINE: &str = "<img src=x onerror=\"window.furrowInjected=1\">";
-
-/// The app: answers its configured greeting at `/hello`, its secret at `/hello/key`,
-/// `ok` at `/healthz`; prints what it serves, and a line of markup.
-const APP_PY: &str = r##"import http.server, os
-values = {}
-with open(os.environ["FURROW_APP_CONFIG_FILE"]) as config:
-    for line in config:
-        key, sep, value = line.partition(":")
-        if sep and not line.startswith((" ", "#")):
-            values[key.strip()] = value.strip().strip('"')
-greeting = values.get("greeting", "?")
-print("serving", greeting, "on", os.environ["PORT"], flush=True)
-print('<img src=x onerror="window.furrowInjected=1">', flush=True)
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        if self.path == "/healthz":
-            body = b"ok"
-        elif self.path == "/hello/key":
-            body = values.get("api_key", "?").encode()
-        elif self.path == "/hello" or self.path.startswith("/hello/"):
-            body = greeting.encode()
-        else:
-            self.send_response(404)
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"##;
 
 /// One field of each kind the form must render, in two sections.
 const SPEC: &str = r#"fields:

@@ -6,6 +6,41 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+/// The test app, Python's standard library only: reads its configuration file (a flat
+/// YAML mapping), prints `serving GREETING on PORT` and a line of markup a page must show
+/// as text, and answers `ok` at `/healthz`, its `api_key` at `/hello/key`, its
+/// `greeting` anywhere else under `/hello`.
+pub const APP_PY: &str = r##"import http.server, os
+values = {}
+with open(os.environ["FURROW_APP_CONFIG_FILE"]) as config:
+    for line in config:
+        key, sep, value = line.partition(":")
+        if sep and not line.startswith((" ", "#")):
+            values[key.strip()] = value.strip().strip('"')
+greeting = values.get("greeting", "?")
+print("serving", greeting, "on", os.environ["PORT"], flush=True)
+print('<img src=x onerror="window.furrowInjected=1">', flush=True)
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/healthz":
+            body = b"ok"
+        elif self.path == "/hello/key":
+            body = values.get("api_key", "?").encode()
+        elif self.path == "/hello" or self.path.startswith("/hello/"):
+            body = greeting.encode()
+        else:
+            self.send_response(404)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"##;
+
 /// A .zip of these files.
 pub fn zip(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));

@@ -2,19 +2,28 @@
 //!
 //! A task's sentinel kills its group when the agent dies (`sentinel`). What it cannot
 //! cover is a sentinel killed along with the agent (SIGKILL to both at once), which
-//! leaves the task's processes without a watcher. Each running task has a file
-//! `<state_dir>/running/<task>-<attempt>.pgid` naming its process group; at startup,
-//! before registering, the agent kills every group a previous agent process left behind,
-//! then clears the folder.
+//! leaves the task's processes without a watcher. Each running task holds a file
+//! `<state_dir>/running/<n>.pgid` naming its process group and its attempt, and empties
+//! it when it ends; at startup, before registering, the agent kills every group a
+//! previous agent process left recorded, then clears the folder.
+//!
+//! The files are pooled ([`GroupRecords`]): a task takes a free one, writes its record in
+//! place and empties it at its end, so the pool grows to the most tasks that ran at once.
+//! A file created and removed per task cost an inode allocation per task, and on ext4
+//! without a journal an allocation skips every inode freed in the last minute, reading
+//! the inode table to tell: at hundreds of short tasks a second, that scan was the
+//! costliest step of a task's start.
 //!
 //! Process ids are reused, so a group id alone could name an innocent group by the time
 //! the agent restarts. A group is only killed when the machine has not rebooted since the
 //! file was written (boot id) and one of its processes still carries the task's
 //! `FURROW_TASK_ID` and `FURROW_ATTEMPT` in its environment.
 
-use std::fs;
-use std::path::Path;
-use std::sync::OnceLock;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use furrow_protocol::TaskRef;
 use nix::sys::signal::Signal;
@@ -75,6 +84,95 @@ impl GroupRecord {
             },
             boot_id: boot?,
         })
+    }
+}
+
+/// The pool of record files in `<state_dir>/running/`.
+#[derive(Debug)]
+pub(crate) struct GroupRecords {
+    dir: PathBuf,
+    /// Empty files, open for writing.
+    free: Mutex<Vec<RecordFile>>,
+    /// Files made so far (the next one's number).
+    made: Mutex<u64>,
+}
+
+#[derive(Debug)]
+struct RecordFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl GroupRecords {
+    /// An empty pool of files in `dir` (created as the first tasks run).
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            free: Mutex::new(Vec::new()),
+            made: Mutex::new(0),
+        }
+    }
+
+    /// Records that `task` runs in group `pgid`, in a file held until the returned
+    /// record is dropped.
+    pub fn write(self: &Arc<Self>, task: TaskRef, pgid: u32) -> io::Result<HeldRecord> {
+        let free = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let record = match free {
+            Some(record) => record,
+            None => {
+                let number = {
+                    let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+                    *made += 1;
+                    *made
+                };
+                let path = self.dir.join(format!("{number}.pgid"));
+                let file = fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .write(true)
+                    .open(&path)?;
+                RecordFile { path, file }
+            }
+        };
+        let held = HeldRecord {
+            pool: Arc::clone(self),
+            record: Some(record),
+        };
+        if let Some(record) = &held.record {
+            record
+                .file
+                .write_all_at(GroupRecord::new(task, pgid).to_text().as_bytes(), 0)?;
+        }
+        Ok(held)
+    }
+}
+
+/// A running task's record; emptied and handed back to the pool when dropped.
+#[derive(Debug)]
+pub(crate) struct HeldRecord {
+    pool: Arc<GroupRecords>,
+    record: Option<RecordFile>,
+}
+
+impl Drop for HeldRecord {
+    fn drop(&mut self) {
+        let Some(record) = self.record.take() else {
+            return;
+        };
+        // A record left in a file would have the next agent kill a group that may by then
+        // be anyone's (it checks the environment first, but only a stale record is safe).
+        match record.file.set_len(0) {
+            Ok(()) => self
+                .pool
+                .free
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(record),
+            Err(error) => {
+                warn!(file = %record.path.display(), %error, "cannot empty a process group file; removing it");
+                let _ = fs::remove_file(&record.path);
+            }
+        }
     }
 }
 
@@ -153,6 +251,10 @@ pub(crate) fn reap_stale_groups(state: &StateDir) -> Vec<GroupRecord> {
 
 fn reap_one(path: &Path) -> Option<GroupRecord> {
     let text = fs::read_to_string(path).ok()?;
+    if text.is_empty() {
+        // A pooled file no task held.
+        return None;
+    }
     let Some(record) = GroupRecord::parse(&text) else {
         warn!(path = %path.display(), "ignoring unreadable process group file");
         return None;
@@ -202,6 +304,50 @@ mod tests {
         );
         assert_eq!(GroupRecord::parse(&record.to_text()), Some(record));
         assert_eq!(GroupRecord::parse("pgid=1\n"), None);
+    }
+
+    #[test]
+    fn record_files_are_reused_emptied_and_only_full_ones_are_reaped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(tmp.path()).unwrap();
+        let records = state.group_records();
+        let read = || -> Vec<String> {
+            let mut texts: Vec<String> = fs::read_dir(state.running_dir())
+                .unwrap()
+                .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
+                .collect();
+            texts.sort();
+            texts
+        };
+        let task = |task_id| TaskRef {
+            task_id,
+            attempt: 1,
+        };
+        let first = records.write(task(1), 4_000_001).unwrap();
+        let second = records.write(task(2), 4_000_002).unwrap();
+        assert_eq!(
+            read(),
+            [
+                GroupRecord::new(task(1), 4_000_001).to_text(),
+                GroupRecord::new(task(2), 4_000_002).to_text()
+            ]
+        );
+        drop(first);
+        let third = records.write(task(3), 4_000_003).unwrap();
+        assert_eq!(read().len(), 2, "the emptied file is taken again");
+        drop(second);
+        assert_eq!(
+            read(),
+            [
+                "".to_string(),
+                GroupRecord::new(task(3), 4_000_003).to_text()
+            ]
+        );
+        drop(third);
+        assert_eq!(read(), ["", ""]);
+        // No process has those group ids: nothing to kill; every file goes.
+        assert!(reap_stale_groups(&state).is_empty());
+        assert!(read().is_empty());
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! <state_dir>/lock                                held (flock) while an agent uses the folder
 //! <state_dir>/agent-id                            stable agent id (a UUID)
 //! <state_dir>/credential                          this agent's credential from the master (0600)
-//! <state_dir>/running/<task>-<attempt>.pgid       process group of each running task
+//! <state_dir>/running/<n>.pgid                   process group of a running task (pooled)
 //! <state_dir>/tasks/<task>-<attempt>/             working directory of each running task
+//! <state_dir>/spare/<n>/                          empty directories for the next tasks
 //! <state_dir>/failed/<ms>-<task>-<attempt>/       working directories of recent failures
 //! <state_dir>/spool/<seq>-<task>-<attempt>.json   results the master has not acknowledged
 //! ```
@@ -13,6 +14,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use furrow_protocol::TaskRef;
 use nix::errno::Errno;
@@ -20,11 +22,16 @@ use nix::fcntl::{Flock, FlockArg};
 use uuid::Uuid;
 
 use crate::AgentError;
+use crate::orphans::GroupRecords;
+use crate::workdir::SpareDirs;
 
-/// Paths inside the state directory. Cheap to clone.
+/// Paths inside the state directory, and the pools of files and folders its tasks reuse.
+/// Cheap to clone; clones share the pools.
 #[derive(Debug, Clone)]
 pub(crate) struct StateDir {
     root: PathBuf,
+    records: Arc<GroupRecords>,
+    spares: Arc<SpareDirs>,
 }
 
 impl StateDir {
@@ -32,11 +39,14 @@ impl StateDir {
     pub fn open(root: &Path) -> Result<Self, AgentError> {
         let dir = Self {
             root: root.to_path_buf(),
+            records: Arc::new(GroupRecords::new(root.join("running"))),
+            spares: Arc::new(SpareDirs::new(root.join("spare"))),
         };
         for folder in [
             dir.root.clone(),
             dir.running_dir(),
             dir.tasks_dir(),
+            dir.spare_dir(),
             dir.failed_dir(),
             dir.spool_dir(),
         ] {
@@ -60,6 +70,21 @@ impl StateDir {
         self.root.join("tasks")
     }
 
+    /// Folder of empty directories kept for the next tasks' working directories.
+    pub fn spare_dir(&self) -> PathBuf {
+        self.root.join("spare")
+    }
+
+    /// The pool of process-group records of running tasks.
+    pub fn group_records(&self) -> &Arc<GroupRecords> {
+        &self.records
+    }
+
+    /// The pool of empty directories for working directories.
+    pub fn spare_dirs(&self) -> &SpareDirs {
+        &self.spares
+    }
+
     /// Folder of the working directories kept after failures.
     pub fn failed_dir(&self) -> PathBuf {
         self.root.join("failed")
@@ -68,12 +93,6 @@ impl StateDir {
     /// Folder of results the master has not acknowledged.
     pub fn spool_dir(&self) -> PathBuf {
         self.root.join("spool")
-    }
-
-    /// The process-group file of an attempt.
-    pub fn pgid_file(&self, task: TaskRef) -> PathBuf {
-        self.running_dir()
-            .join(format!("{}-{}.pgid", task.task_id, task.attempt))
     }
 
     /// The working directory of an attempt.

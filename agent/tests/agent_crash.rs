@@ -18,8 +18,8 @@ use furrow_sysfd::SHUTDOWN_SIGNALS;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::{
-    DEADLINE, MasterConn, TestMaster, count_files, group_members, processes_of, shell_task,
-    task_members, wait_for,
+    DEADLINE, MasterConn, TestMaster, count_files, count_records, group_members, processes_of,
+    shell_task, task_members, wait_for,
 };
 
 /// An agent process, killed when dropped.
@@ -86,7 +86,7 @@ async fn sigterm_gives_running_tasks_back_and_exits_zero() {
     conn.closed().await;
     assert_eq!(agent.exited().await.code(), Some(0));
     assert!(group_members(pgid).is_empty());
-    assert_eq!(count_files(&state.path().join("running")), 0);
+    assert_eq!(count_records(&state.path().join("running")), 0);
     assert_eq!(
         count_files(&state.path().join("spool")),
         0,
@@ -397,13 +397,13 @@ async fn every_process_of_a_task_dies_within_seconds_of_a_sigkilled_agent() {
 
     // The next agent process finds the record of the group the dead one left, has nothing
     // to kill, and does not list the attempt.
-    assert_eq!(count_files(&state.path().join("running")), 1);
+    assert_eq!(count_records(&state.path().join("running")), 1);
     let _second = AgentProcess::spawn(&master.addr, state.path());
     let mut conn = master.accept().await;
     let again = conn.register(60_000).await;
     assert_eq!(again.agent_id, registration.agent_id);
     assert!(again.running.is_empty(), "{:?}", again.running);
-    assert_eq!(count_files(&state.path().join("running")), 0);
+    assert_eq!(count_records(&state.path().join("running")), 0);
 }
 
 #[actix_rt::test]

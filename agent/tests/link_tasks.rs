@@ -126,7 +126,7 @@ async fn shutdown_gives_running_tasks_back_and_the_next_registration_does_not_li
     conn.closed().await;
     shutdown.await.unwrap();
     assert!(group_members(pgid).is_empty());
-    assert_eq!(support::count_files(&state.path().join("running")), 0);
+    assert_eq!(support::count_records(&state.path().join("running")), 0);
     assert_eq!(
         support::count_files(&state.path().join("spool")),
         0,

@@ -52,7 +52,7 @@ use tracing::{info, warn};
 
 use crate::exit_wait::{Spawned, TaskProcess};
 use crate::jobtypes::{JobTypes, TaskFiles};
-use crate::orphans::GroupRecord;
+use crate::orphans::HeldRecord;
 use crate::previews;
 use crate::process_group::{self, signal_group, signal_name};
 use crate::state::StateDir;
@@ -350,9 +350,10 @@ fn app_environment(
 
 /// Kills the task's group if the run is abandoned midway (the future dropped because the
 /// agent is going down), so no process outlives its runner.
+/// The group's record (see `orphans`) is kept until the group is dead or waited for.
 struct GroupGuard {
     pgid: u32,
-    file: PathBuf,
+    record: Option<HeldRecord>,
     armed: bool,
 }
 
@@ -360,7 +361,6 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         if self.armed {
             signal_group(self.pgid, Signal::SIGKILL);
-            let _ = std::fs::remove_file(&self.file);
         }
     }
 }
@@ -446,20 +446,21 @@ async fn execute<R: Reporter>(
     // When the process started, not when the master hears of it.
     let started_at = Utc::now();
     let pgid = process.pid();
-    let mut guard = GroupGuard {
-        pgid,
-        file: env.state.pgid_file(task),
-        armed: true,
-    };
-    if let Err(e) = tokio::fs::write(&guard.file, GroupRecord::new(task, pgid).to_text()).await {
+    let record = env.state.group_records().write(task, pgid);
+    if let Err(e) = &record {
         warn!(task_id = task.task_id, attempt = task.attempt, error = %e, "cannot record task process group");
         output
             .agent_line(format!(
                 "warning: cannot record the process group in {}: {e}; its processes survive an agent crash",
-                guard.file.display()
+                env.state.running_dir().display()
             ))
             .await;
     }
+    let mut guard = GroupGuard {
+        pgid,
+        record: record.ok(),
+        armed: true,
+    };
     output
         .report(AgentMessage::TaskStarted(TaskStarted {
             task,
@@ -600,11 +601,7 @@ async fn execute<R: Reporter>(
             }
         }
     }
-    if let Err(e) = tokio::fs::remove_file(&guard.file).await
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        warn!(file = %guard.file.display(), error = %e, "cannot remove task process group file");
-    }
+    drop(guard.record.take());
 
     match waited {
         Ok(status) => Ending {

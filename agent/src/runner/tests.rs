@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 use crate::jobtypes::tests::assignment;
-use crate::orphans::group_members;
+use crate::orphans::{GroupRecord, group_members};
 
 /// Collects reported messages.
 struct Collect(mpsc::UnboundedSender<AgentMessage>);
@@ -109,6 +109,19 @@ async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// The attempts and process groups recorded in `running` (empty pooled files aside).
+fn records(running: &std::path::Path) -> Vec<(TaskRef, u32)> {
+    std::fs::read_dir(running)
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .filter(|text| !text.is_empty())
+        .map(|text| {
+            let record = GroupRecord::parse(&text).expect("a readable record");
+            (record.task, record.pgid)
+        })
+        .collect()
+}
+
 /// Runs `assignment`, waits until its group has `members` processes, stops it.
 async fn run_and_stop(
     h: &Harness,
@@ -119,7 +132,8 @@ async fn run_and_stop(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (stop_tx, stop) = mpsc::channel(STOP_REASONS);
     let reporter = Collect(tx);
-    let pgid_file = h.env.state.pgid_file(assignment.task);
+    let running = h.env.state.running_dir();
+    let task = assignment.task;
     let control = async {
         let mut seen = Vec::new();
         let pid = loop {
@@ -133,9 +147,10 @@ async fn run_and_stop(
             group_members(pid).iter().filter(|p| **p != pid).count() >= members
         })
         .await;
-        assert!(
-            pgid_file.exists(),
-            "process group file is written while running"
+        assert_eq!(
+            records(&running),
+            [(task, pid)],
+            "the process group is recorded while running"
         );
         stop_tx.send(reason).await.unwrap();
         (seen, pid)
@@ -154,10 +169,7 @@ async fn run_and_stop(
     while let Ok(message) = rx.try_recv() {
         seen.push(message);
     }
-    assert!(
-        !pgid_file.exists(),
-        "process group file is removed at the end"
-    );
+    assert_eq!(records(&running), [], "the record is emptied at the end");
     (finished, seen, pid)
 }
 

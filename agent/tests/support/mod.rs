@@ -341,6 +341,19 @@ pub fn processes_of(task: TaskRef) -> Vec<u32> {
         .collect()
 }
 
+/// Process-group records in `dir` (the agent's `running/`): its files that are not
+/// empty (emptied files wait there for the next tasks).
+pub fn count_records(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|entry| entry.metadata().is_ok_and(|m| m.len() > 0))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Files in `dir`.
 pub fn count_files(dir: &Path) -> usize {
     std::fs::read_dir(dir)

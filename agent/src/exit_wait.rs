@@ -16,6 +16,7 @@ use tokio::process::{ChildStderr, ChildStdout};
 use tracing::warn;
 
 use crate::process_group::signal_group;
+use crate::sentinel::IsolatedCommand;
 
 /// A started task process and the read ends of its output pipes.
 pub(crate) struct Spawned {
@@ -34,9 +35,9 @@ pub(crate) struct TaskProcess {
 }
 
 impl TaskProcess {
-    /// Starts `command`, whose stdout and stderr must be piped. Needs a tokio runtime with
-    /// IO enabled.
-    pub fn spawn(mut command: std::process::Command) -> io::Result<Spawned> {
+    /// Starts `command` under its sentinel; its stdout and stderr must be piped. Needs a
+    /// tokio runtime with IO enabled.
+    pub fn spawn(command: IsolatedCommand) -> io::Result<Spawned> {
         let mut child = command.spawn()?;
         let pid = child.id();
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
@@ -122,15 +123,15 @@ fn abandon(pid: u32) {
 
 #[cfg(test)]
 mod tests {
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     use std::time::Duration;
 
     use tokio::io::AsyncReadExt;
 
     use super::*;
 
-    fn sh(script: &str) -> Command {
-        let mut command = Command::new("sh");
+    fn sh(script: &str) -> IsolatedCommand {
+        let mut command = IsolatedCommand::new("sh").unwrap();
         command
             .args(["-c", script])
             .stdout(Stdio::piped())

@@ -1,28 +1,9 @@
-//! Process groups of tasks: how a task's process is detached into its own group, led by
-//! its sentinel, and how a whole group is signalled.
-
-use std::os::unix::process::CommandExt;
+//! Process groups of tasks: how a whole group is signalled. Each task's group is led by
+//! its sentinel ([`crate::sentinel::IsolatedCommand`]).
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-
-use crate::sentinel;
-
-/// Makes `command` start in a new process group led by its sentinel (whose pid becomes
-/// the group id and is the pid `spawn` returns), with the task's own process in it. The
-/// whole group dies with SIGKILL if the agent dies, and the task runs with no signal
-/// blocked; the sentinel exits as the task did. See [`sentinel`].
-pub(crate) fn isolate(command: &mut std::process::Command) {
-    command.process_group(0);
-    // Built before the fork: the hook must not allocate.
-    let prepared = sentinel::Split::new();
-    // SAFETY: the hook runs between fork and exec in a child that leads a new process
-    // group, as `split` requires.
-    unsafe {
-        command.pre_exec(move || sentinel::split(&prepared));
-    }
-}
 
 /// Sends `signal` to every process of group `pgid`. Returns `false` when the group no
 /// longer exists.
@@ -55,9 +36,9 @@ pub(crate) fn signal_name(signal: i32) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
-    use super::*;
+    use crate::sentinel::IsolatedCommand;
 
     #[test]
     fn an_isolated_task_starts_with_no_signal_blocked() {
@@ -65,13 +46,12 @@ mod tests {
         // does.
         let output = std::thread::spawn(|| {
             crate::signals::block().unwrap();
-            let mut command = Command::new("sh");
+            let mut command = IsolatedCommand::new("sh").unwrap();
             command
                 .args(["-c", "grep '^SigBlk:' /proc/self/status"])
-                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::inherit());
-            isolate(&mut command);
-            command.output().unwrap()
+            command.spawn().unwrap().wait_with_output().unwrap()
         })
         .join()
         .unwrap();

@@ -3,20 +3,31 @@
 //!
 //! PR_SET_PDEATHSIG reaches one process only: given to the task's own process, it would
 //! take `sh` down with a SIGKILLed agent and leave `sleep` and every other child running.
-//! So a task starts in two steps, between fork and exec ([`split`], run in `pre_exec`):
+//! So a task starts in two steps:
 //!
 //! ```text
-//! agent ─ fork ─► sentinel: leads the task's new process group (its pid is the group id,
-//!                 the pid the agent reports, records and waits on); never execs
-//!                   └─ fork ─► task: PR_SET_PDEATHSIG=SIGKILL from the sentinel, no
-//!                              signal blocked; execs the task's program
+//! agent ─ posix_spawn ─► sentinel (src/sentinel.c): leads the task's new process group
+//!                        (its pid is the group id, the pid the agent reports, records and
+//!                        waits on); never execs again
+//!                          └─ fork ─► task: PR_SET_PDEATHSIG=SIGKILL from the sentinel,
+//!                                     no signal blocked, stdin /dev/null; execs the
+//!                                     task's program
 //! ```
 //!
-//! The sentinel takes the name `furrow-sentinel` (command and command line), closes every
-//! file descriptor (holding the standard library's exec-error channel would make the
-//! agent's spawn wait for the end of the task; holding the task's output pipes, the
-//! agent's sockets or its state lock would keep them open past their owners), blocks
-//! every signal and waits in `sigtimedwait`. On each wake-up it checks:
+//! The sentinel is a small C program (`src/sentinel.c`, compiled by `build.rs` and
+//! embedded in the agent), run from an in-memory file made once per agent process. It
+//! used to be a forked copy of the agent, which made every task start with two copies
+//! of the agent's page tables (the fork of a multi-threaded process, its copy-on-write
+//! faults and TLB shootdowns, then the sentinel's own fork): about a third of the work
+//! of starting a short task. Now the agent spawns without copying itself
+//! (`posix_spawn`, as a command without a `pre_exec` hook gets from the standard
+//! library) and the sentinel, a process of a few pages, forks cheaply.
+//!
+//! The sentinel is named `furrow-sentinel` (command and `argv[0]`), blocks every signal,
+//! reports through its standard input (a pipe) whether the task's exec succeeded, then
+//! closes every file descriptor (holding the task's output pipes, or anything else, would
+//! keep them open past their owners) and waits in `sigtimedwait`. On each wake-up it
+//! checks:
 //! - whether the task exited: it then ends the same way, with `_exit` of the task's code or
 //!   by the task's signal (default action restored, core dumps off), so the agent reads
 //!   the task's exit status from the sentinel exactly;
@@ -36,381 +47,177 @@
 //! one sent to the sentinel's pid alone reaches only the sentinel, which ignores it.
 //!
 //! Processes that leave the group (`setsid`) are out of the sentinel's reach, as they are
-//! out of reach of the agent's group signals. It does not hunt for them: as a subreaper
-//! it would inherit them only once their parent died, and it could not kill them after
-//! the SIGKILL to its own group, which takes the sentinel too.
+//! out of reach of the agent's group signals.
 //!
-//! The sentinel is a forked copy of the agent: its resident pages are the agent's, so the
-//! task's memory excludes it (see `group_memory`). Everything it runs after the fork is
-//! async-signal-safe: system calls through libc, no allocation, no lock.
+//! Memory sampling leaves the sentinel out (see `group_memory`): its pages are the
+//! sentinel's own, not the task's.
 
-use std::io;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::ops::{Deref, DerefMut};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 
-/// The signal the sentinel gets when the agent dies. Any blockable signal would do: the
-/// sentinel blocks them all and acts on its parent, not on the signal.
-const AGENT_DEATH_SIGNAL: libc::c_int = libc::SIGUSR1;
+/// The compiled sentinel (see `build.rs`).
+const PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/furrow-sentinel"));
 
-/// How long the sentinel waits for a signal before it checks the task and the agent
-/// again anyway.
-const BACKSTOP_SECS: libc::time_t = 1;
+/// The sentinel's name, in `ps` and `top`.
+const NAME: &str = "furrow-sentinel";
 
-/// The name the sentinel shows in `ps` and `top` (at most 15 bytes), and its command
-/// line: a copy of the agent's would pass it off as the agent to `pgrep -f` and the like.
-const NAME: &std::ffi::CStr = c"furrow-sentinel";
+/// `MFD_EXEC` (Linux 6.3): asks for an executable memory file where the kernel's
+/// `vm.memfd_noexec` setting would otherwise make it not executable.
+const MFD_EXEC: libc::c_uint = 0x10;
 
-/// What the hook needs, prepared before the fork: nothing after it may allocate.
-#[derive(Clone, Copy)]
-pub(crate) struct Split {
-    agent: libc::pid_t,
-    /// Where the command line lies in memory (the same in the sentinel, a copy).
-    arguments: Option<(usize, usize)>,
-    every_signal: libc::sigset_t,
-    no_signal: libc::sigset_t,
+/// The path the sentinel is started from: an in-memory file holding it, made once.
+fn program_path() -> io::Result<&'static PathBuf> {
+    static PATH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PATH.get_or_init(|| install().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| io::Error::other(format!("cannot prepare the task sentinel: {e}")))
 }
 
-impl Split {
-    /// Prepared in the agent, before it spawns the task.
-    pub fn new() -> Self {
-        // SAFETY: sigfillset and sigemptyset only write the set they are given.
-        unsafe {
-            let mut every_signal: libc::sigset_t = std::mem::zeroed();
-            let mut no_signal: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut every_signal);
-            libc::sigemptyset(&mut no_signal);
-            Self {
-                agent: libc::getpid(),
-                arguments: argument_area(),
-                every_signal,
-                no_signal,
-            }
-        }
-    }
-}
-
-/// Splits the agent's freshly forked child into the sentinel and the task (see the module
-/// docs). Returns only in the task, which then execs; the sentinel never returns. Errors
-/// before the split are the child's (the standard library reports them as the spawn's).
-///
-/// # Safety
-///
-/// Only in the child of a fork, before exec: in a `pre_exec` hook of a command that
-/// starts a new process group.
-pub(crate) unsafe fn split(prepared: &Split) -> io::Result<()> {
-    // SAFETY (for the calls below): plain system calls and signal-set operations on local
-    // values; nothing allocates or takes a lock.
-    unsafe {
-        // Nothing may kill the sentinel but SIGKILL, and the signals it waits for stay
-        // pending until it takes them. The task unblocks them again below.
-        check(libc::sigprocmask(
-            libc::SIG_SETMASK,
-            &prepared.every_signal,
-            std::ptr::null_mut(),
-        ))?;
-        // The task's end must leave a status to collect: SIGCHLD not ignored.
-        let mut default: libc::sigaction = std::mem::zeroed();
-        default.sa_sigaction = libc::SIG_DFL;
-        check(libc::sigaction(
-            libc::SIGCHLD,
-            &default,
-            std::ptr::null_mut(),
-        ))?;
-        check(libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            AGENT_DEATH_SIGNAL as libc::c_ulong,
-        ))?;
-        // The agent may have died before the prctl; then no signal will come.
-        if libc::getppid() != prepared.agent {
-            return Err(io::Error::from_raw_os_error(libc::ESRCH));
-        }
-        let sentinel = libc::getpid();
-        // libc's fork in a process that is single-threaded now: it runs the same fork
-        // handlers the standard library's own fork ran in the agent.
-        let task = check(libc::fork())?;
-        if task == 0 {
-            return become_task(prepared, sentinel);
-        }
-        watch(prepared, task)
-    }
-}
-
-/// The task's side of the split: dies with the sentinel, unblocks every signal.
-unsafe fn become_task(prepared: &Split, sentinel: libc::pid_t) -> io::Result<()> {
-    // SAFETY: system calls only.
-    unsafe {
-        check(libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-        ))?;
-        if libc::getppid() != sentinel {
-            return Err(io::Error::from_raw_os_error(libc::ESRCH));
-        }
-        // The agent blocks SIGTERM, SIGINT and SIGHUP to read them from a signalfd, the
-        // sentinel blocks everything, and a blocked mask survives exec: without this a
-        // task would never see the SIGTERM of a cancel or of an operator.
-        check(libc::sigprocmask(
-            libc::SIG_SETMASK,
-            &prepared.no_signal,
-            std::ptr::null_mut(),
-        ))?;
-    }
-    Ok(())
-}
-
-/// The sentinel's life: waits for the task's end or the agent's death.
-unsafe fn watch(prepared: &Split, task: libc::pid_t) -> ! {
-    // SAFETY: system calls on local values, and writes within the argument area, which
-    // `argument_area` checked to be writable memory of the agent, so of its copy.
-    unsafe {
-        libc::prctl(libc::PR_SET_NAME, NAME.as_ptr());
-        if let Some((start, end)) = prepared.arguments {
-            // Nothing reads the copy of the agent's arguments in the sentinel.
-            let area = start as *mut u8;
-            let length = end - start;
-            std::ptr::write_bytes(area, 0, length);
-            let name = NAME.to_bytes();
-            std::ptr::copy_nonoverlapping(name.as_ptr(), area, name.len().min(length - 1));
-        }
-        close_every_fd();
-        loop {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            let waited = libc::waitid(
-                libc::P_PID,
-                task as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOHANG,
-            );
-            if waited == 0 && info.si_pid() == task {
-                relay(&info);
-            }
-            if waited == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
-                // Cannot happen (only the sentinel reaps the task); rather than watch
-                // nothing, end the group.
-                kill_group();
-            }
-            if libc::getppid() != prepared.agent {
-                kill_group();
-            }
-            let backstop = libc::timespec {
-                tv_sec: BACKSTOP_SECS,
-                tv_nsec: 0,
-            };
-            // Whatever woke it, the loop checks the state again.
-            libc::sigtimedwait(&prepared.every_signal, &mut info, &backstop);
-        }
-    }
-}
-
-/// Where this process's command line lies in memory: fields 48 and 49 of /proc/self/stat,
-/// checked to lie in one writable mapping of /proc/self/maps (writing elsewhere would
-/// crash the sentinel). `None` when they cannot be read or checked.
-fn argument_area() -> Option<(usize, usize)> {
-    static AREA: OnceLock<Option<(usize, usize)>> = OnceLock::new();
-    *AREA.get_or_init(|| {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // The first field after the command name is field 3.
-        let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
-        let start: usize = fields.nth(45)?.parse().ok()?;
-        let end: usize = fields.next()?.parse().ok()?;
-        if start >= end {
-            return None;
-        }
-        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-        let writable = maps.lines().any(|line| {
-            let mut parts = line.split_whitespace();
-            let (Some(range), Some(permissions)) = (parts.next(), parts.next()) else {
-                return false;
-            };
-            let Some((low, high)) = range.split_once('-') else {
-                return false;
-            };
-            let (Ok(low), Ok(high)) = (
-                usize::from_str_radix(low, 16),
-                usize::from_str_radix(high, 16),
-            ) else {
-                return false;
-            };
-            permissions.starts_with("rw") && low <= start && end <= high
-        });
-        writable.then_some((start, end))
-    })
-}
-
-/// Ends the sentinel the way the task ended.
-unsafe fn relay(info: &libc::siginfo_t) -> ! {
-    // SAFETY: system calls only, on local values.
-    unsafe {
-        let status = info.si_status();
-        if info.si_code == libc::CLD_EXITED {
-            libc::_exit(status);
-        }
-        // Killed (CLD_KILLED, CLD_DUMPED): die of the same signal, without a core file
-        // of the sentinel (a copy of the agent's memory).
-        let no_core = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-        libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong);
-        let mut default: libc::sigaction = std::mem::zeroed();
-        default.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(status, &default, std::ptr::null_mut());
-        let mut only: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut only);
-        libc::sigaddset(&mut only, status);
-        libc::sigprocmask(libc::SIG_UNBLOCK, &only, std::ptr::null_mut());
-        // Unblocked and sent to itself, the signal is acted on before kill returns.
-        libc::kill(libc::getpid(), status);
-        // Only a signal whose default action ends a process can have ended the task.
-        libc::_exit(128 + status)
-    }
-}
-
-/// Kills every process of the group, the sentinel included.
-unsafe fn kill_group() -> ! {
-    // SAFETY: system calls only.
-    unsafe {
-        libc::kill(0, libc::SIGKILL);
-        libc::_exit(128 + libc::SIGKILL)
-    }
-}
-
-/// Closes every file descriptor of the sentinel.
-unsafe fn close_every_fd() {
-    // SAFETY: system calls only; the sentinel uses no descriptor afterwards.
-    unsafe {
-        // close_range (Linux 5.9) through syscall: the libc wrapper needs glibc 2.34.
-        if libc::syscall(
-            libc::SYS_close_range,
-            0 as libc::c_uint,
-            libc::c_uint::MAX,
-            0,
-        ) == 0
-        {
-            return;
-        }
-        // Older kernels: the open ones, as /proc lists them; closing every number up to
-        // the limit instead could mean a billion system calls where the limit is high.
-        if !close_listed_fds() {
-            close_fds_below_limit();
-        }
-    }
-}
-
-/// Closes the file descriptors /proc/self/fd lists; false when it cannot be read.
-unsafe fn close_listed_fds() -> bool {
-    // SAFETY: system calls on a local buffer; records are read within the length
-    // getdents64 returned, each no longer than its `d_reclen`.
-    unsafe {
-        let dir = libc::open(
-            c"/proc/self/fd".as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        );
-        if dir < 0 {
-            return false;
-        }
-        let mut buffer = [0u8; 4096];
-        // Closing descriptors while the listing is read may hide some of them from it:
-        // read it again until a whole pass finds nothing left to close.
-        loop {
-            let mut closed = false;
-            libc::lseek(dir, 0, libc::SEEK_SET);
-            loop {
-                let length =
-                    libc::syscall(libc::SYS_getdents64, dir, buffer.as_mut_ptr(), buffer.len());
-                let Ok(length) = usize::try_from(length) else {
-                    break; // an error
-                };
-                if length == 0 {
-                    break; // the end of the listing
-                }
-                let mut offset = 0;
-                // struct linux_dirent64: d_ino (8 bytes), d_off (8), d_reclen (2),
-                // d_type (1), then the NUL-terminated name.
-                while offset + 19 < length {
-                    let record = &buffer[offset..length];
-                    let record_length = usize::from(u16::from_ne_bytes([record[16], record[17]]));
-                    if record_length == 0 {
-                        break;
-                    }
-                    if let Some(fd) = parse_fd(&record[19..record_length.min(record.len())])
-                        && fd != dir
-                    {
-                        libc::close(fd);
-                        closed = true;
-                    }
-                    offset += record_length;
-                }
-            }
-            if !closed {
-                break;
-            }
-        }
-        libc::close(dir);
-        true
-    }
-}
-
-/// The descriptor a /proc/self/fd entry names (digits up to the NUL); `None` for `.`
-/// and `..`.
-fn parse_fd(name: &[u8]) -> Option<libc::c_int> {
-    let digits = name.split(|b| *b == 0).next()?;
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0 as libc::c_int, |fd, digit| {
-        let value = digit.checked_sub(b'0').filter(|d| *d <= 9)?;
-        fd.checked_mul(10)?.checked_add(libc::c_int::from(value))
-    })
-}
-
-/// Closes every descriptor number below the open-file limit: the last resort, without
-/// /proc.
-unsafe fn close_fds_below_limit() {
-    // SAFETY: system calls only.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        let highest = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur.min(libc::c_int::MAX as libc::rlim_t) as libc::c_int
+fn install() -> io::Result<PathBuf> {
+    // SAFETY: memfd_create with a NUL-terminated name; the descriptor is owned below.
+    let fd = unsafe {
+        let fd = libc::memfd_create(c"furrow-sentinel".as_ptr(), libc::MFD_CLOEXEC | MFD_EXEC);
+        if fd >= 0 {
+            fd
         } else {
-            1024 // the usual default
-        };
-        for fd in 0..highest {
-            libc::close(fd);
+            // Kernels before 6.3 refuse the flag; their memory files are executable.
+            libc::memfd_create(c"furrow-sentinel".as_ptr(), libc::MFD_CLOEXEC)
         }
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just opened and owned by nothing else.
+    let mut file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    file.write_all(PROGRAM)?;
+    let path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    // Kept open for the agent's life: the path names it in every child until it execs
+    // (close-on-exec closes it in the sentinel once it runs).
+    std::mem::forget(file);
+    Ok(path)
+}
+
+/// A task's command, run under its sentinel: set its arguments, environment, working
+/// directory and output as on any `Command` (through `Deref`), but not its standard input,
+/// which is the sentinel's status pipe (the task's is /dev/null).
+pub(crate) struct IsolatedCommand {
+    command: Command,
+    /// The read end of the sentinel's status pipe.
+    status: OwnedFd,
+}
+
+impl IsolatedCommand {
+    /// `program` (searched in the task's `PATH` when it has no slash), in a new process
+    /// group led by its sentinel.
+    pub fn new(program: impl AsRef<OsStr>) -> io::Result<Self> {
+        let sentinel = program_path()?;
+        let (status, status_writer) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+        let mut command = Command::new(sentinel);
+        command
+            .arg0(NAME)
+            .arg(std::process::id().to_string())
+            .arg(program)
+            .stdin(status_writer)
+            .process_group(0);
+        Ok(Self { command, status })
+    }
+
+    /// Starts the sentinel and, through it, the task. Returns the sentinel (the group's
+    /// leader, which exits as the task does) once the task's program runs, or why it
+    /// could not start (as the standard library's `spawn` would: a program not found is
+    /// `NotFound`).
+    pub fn spawn(self) -> io::Result<Child> {
+        let Self {
+            mut command,
+            status,
+        } = self;
+        let spawned = command.spawn();
+        // The status pipe's write end is the sentinel's alone now: without this copy,
+        // an early death of the sentinel reads as the end of the pipe.
+        drop(command);
+        let mut child = spawned?;
+        let mut reported = [0u8; 4];
+        let mut status = File::from(status);
+        let read = loop {
+            match status.read(&mut reported) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        let failure = match read {
+            Ok(4) => match i32::from_ne_bytes(reported) {
+                0 => return Ok(child),
+                errno => io::Error::from_raw_os_error(errno),
+            },
+            Ok(_) => io::Error::other(format!(
+                "the task sentinel ended before starting the task ({})",
+                status_text(child.try_wait())
+            )),
+            Err(e) => io::Error::other(format!("cannot read the task sentinel's status: {e}")),
+        };
+        // Nothing of the task runs: the sentinel exits on its own.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        Err(failure)
     }
 }
 
-/// A system call's result, or the error it set.
-fn check<T: PartialEq + From<i8>>(result: T) -> io::Result<T> {
-    if result == T::from(-1) {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(result)
+fn status_text(status: io::Result<Option<std::process::ExitStatus>>) -> String {
+    match status {
+        Ok(Some(status)) => status.to_string(),
+        Ok(None) => "still running".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+impl Deref for IsolatedCommand {
+    type Target = Command;
+
+    fn deref(&self) -> &Command {
+        &self.command
+    }
+}
+
+impl DerefMut for IsolatedCommand {
+    fn deref_mut(&mut self) -> &mut Command {
+        &mut self.command
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::os::unix::process::{CommandExt, ExitStatusExt};
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Child, Stdio};
     use std::time::{Duration, Instant};
 
     use nix::sys::signal::{Signal, killpg};
     use nix::unistd::Pid;
 
+    use super::IsolatedCommand;
     use crate::orphans::group_members;
-    use crate::process_group::isolate;
 
-    fn spawn(script: &str, dir: &std::path::Path) -> Child {
-        let mut command = Command::new("sh");
+    fn sh(script: &str, dir: &std::path::Path) -> IsolatedCommand {
+        let mut command = IsolatedCommand::new("sh").unwrap();
         command
             .args(["-c", script])
             .current_dir(dir)
-            .stdin(Stdio::null())
             .stdout(Stdio::null());
-        isolate(&mut command);
-        command.spawn().unwrap()
+        command
+    }
+
+    fn spawn(script: &str, dir: &std::path::Path) -> Child {
+        sh(script, dir).spawn().unwrap()
     }
 
     fn status_of(script: &str) -> std::process::ExitStatus {
@@ -434,17 +241,12 @@ mod tests {
         assert_eq!(status_of("exit 255").code(), Some(255));
         assert_eq!(status_of("kill -TERM $$").signal(), Some(libc::SIGTERM));
         assert_eq!(status_of("kill -KILL $$").signal(), Some(libc::SIGKILL));
-        // A signal that dumps core: the same signal, and no core dump of the sentinel (a
-        // copy of this process), even where core dumps are on. The task itself dumps
-        // none (`ulimit -c 0`).
+        // A signal that dumps core: the same signal, and no core dump of the sentinel,
+        // even where core dumps are on. The task itself dumps none (`ulimit -c 0`).
         let dir = tempfile::tempdir().unwrap();
-        let mut command = Command::new("sh");
-        command
-            .args(["-c", "ulimit -c 0; kill -ABRT $$"])
-            .current_dir(dir.path())
-            .stdin(Stdio::null());
-        // SAFETY: setrlimit is async-signal-safe. Runs before the split, so the sentinel
-        // starts with core dumps as large as allowed.
+        let mut command = sh("ulimit -c 0; kill -ABRT $$", dir.path());
+        // SAFETY: getrlimit and setrlimit are async-signal-safe. The sentinel starts with
+        // core dumps as large as allowed.
         unsafe {
             command.pre_exec(|| {
                 let mut limit: libc::rlimit = std::mem::zeroed();
@@ -454,7 +256,6 @@ mod tests {
                 Ok(())
             });
         }
-        isolate(&mut command);
         let status = command.spawn().unwrap().wait().unwrap();
         assert_eq!(status.signal(), Some(libc::SIGABRT));
         assert!(!status.core_dumped());
@@ -463,47 +264,53 @@ mod tests {
     }
 
     #[test]
-    fn the_fds_proc_lists_are_all_closed() {
-        // What kernels without close_range get: in a child, with an extra descriptor open
-        // on 42, everything /proc/self/fd lists is closed before exec.
-        let mut command = Command::new("sh");
-        command.args([
-            "-c",
-            "for fd in 0 1 2 42; do [ -e /proc/self/fd/$fd ] && exit 1; done; exit 0",
-        ]);
-        // SAFETY: dup2 and the closing are system calls only.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::dup2(2, 42) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if !super::close_listed_fds() {
-                    return Err(std::io::Error::other("/proc/self/fd unreadable"));
-                }
-                Ok(())
-            });
-        }
-        assert_eq!(command.status().unwrap().code(), Some(0));
-    }
-
-    #[test]
-    fn fd_names_are_parsed() {
-        assert_eq!(super::parse_fd(b"42\0"), Some(42));
-        assert_eq!(super::parse_fd(b"0\0\0\0"), Some(0));
-        assert_eq!(super::parse_fd(b".\0"), None);
-        assert_eq!(super::parse_fd(b"..\0"), None);
-        assert_eq!(super::parse_fd(b"\0"), None);
-        assert_eq!(super::parse_fd(b"99999999999\0"), None);
-    }
-
-    #[test]
     fn a_program_that_cannot_start_is_a_spawn_error() {
         let started = Instant::now();
-        let mut command = Command::new("/nonexistent/furrow-nope");
-        isolate(&mut command);
-        let error = command.spawn().unwrap_err();
+        let error = IsolatedCommand::new("/nonexistent/furrow-nope")
+            .unwrap()
+            .spawn()
+            .unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::NotFound, "{error}");
+        let error = IsolatedCommand::new("furrow-no-such-program-on-the-path")
+            .unwrap()
+            .spawn()
+            .unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::NotFound, "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let error = IsolatedCommand::new(dir.path())
+            .unwrap()
+            .spawn()
+            .unwrap_err();
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::PermissionDenied,
+            "{error}"
+        );
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_task_finds_its_program_in_its_own_path_and_reads_an_empty_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("furrow-sentinel-test-tool");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nread line || echo \"stdin empty in $PWD\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut command = IsolatedCommand::new("furrow-sentinel-test-tool").unwrap();
+        command
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+            .current_dir(dir.path())
+            .stdout(Stdio::piped());
+        let output = command.spawn().unwrap().wait_with_output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim_end(),
+            format!("stdin empty in {}", dir.path().display())
+        );
     }
 
     #[test]
@@ -526,7 +333,17 @@ mod tests {
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        assert_eq!(arguments, ["furrow-sentinel"], "not a copy of ours");
+        let agent = std::process::id().to_string();
+        assert_eq!(
+            arguments,
+            ["furrow-sentinel", &agent, "sh", "-c", "exec sleep 1000"]
+        );
+        // Its own small program, not a copy of this process.
+        let exe = std::fs::read_link(format!("/proc/{pgid}/exe")).unwrap();
+        assert!(
+            exe.to_string_lossy().starts_with("/memfd:furrow-sentinel"),
+            "{exe:?}"
+        );
         // A cancel's SIGTERM to the group ends the task but not the sentinel, which then
         // exits as the task did.
         killpg(Pid::from_raw(pgid as i32), Signal::SIGTERM).unwrap();

@@ -374,9 +374,12 @@ async fn every_process_of_a_task_dies_within_seconds_of_a_sigkilled_agent() {
     wait_for(
         "the shell, the subshell and the three sleeps, in the group",
         || {
+            // The sentinel, the group's leader, carries the task's environment too.
             let started = processes_of(task.task);
             let members = group_members(pgid);
-            started.len() == 5 && started.iter().all(|pid| members.contains(pid))
+            started.len() == 6
+                && started.contains(&pgid)
+                && started.iter().all(|pid| members.contains(pid))
         },
     )
     .await;

@@ -54,7 +54,8 @@ use crate::exit_wait::{Spawned, TaskProcess};
 use crate::jobtypes::{JobTypes, TaskFiles};
 use crate::orphans::HeldRecord;
 use crate::previews;
-use crate::process_group::{self, signal_group, signal_name};
+use crate::process_group::{signal_group, signal_name};
+use crate::sentinel::IsolatedCommand;
 use crate::state::StateDir;
 use crate::time_limit::Deadline;
 use crate::workdir::{self, Disposal};
@@ -404,17 +405,22 @@ async fn execute<R: Reporter>(
         },
         None => (dir.clone(), BTreeMap::new()),
     };
-    let mut command = std::process::Command::new(&plan.program);
+    let mut command = match IsolatedCommand::new(&plan.program) {
+        Ok(command) => command,
+        Err(e) => {
+            workdir::dispose(&env.state, task, Disposal::Remove, 0).await;
+            return Ending::without_process(format!("cannot start `{}`: {e}", plan.program), false);
+        }
+    };
+    // Its standard input is /dev/null (the sentinel's is its status pipe).
     command
         .args(&plan.args)
         .current_dir(&cwd)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .envs(&app_vars)
         .envs(&plan.env)
         .envs(runner_vars.clone());
-    process_group::isolate(&mut command);
     output
         .agent_line(format!("starting: {}", plan.display()))
         .await;

@@ -1,7 +1,8 @@
 //! Compiles the sentinel (`src/sentinel.c`), the small program that leads every task's
 //! process group, into `OUT_DIR/furrow-sentinel`; the agent embeds it (see
-//! `src/sentinel.rs`). Statically linked where the C library allows it, so starting it
-//! runs no dynamic loader.
+//! `src/sentinel.rs`). On x86-64 and AArch64 it is built without the C library, static
+//! and with no start-up code of its own beyond `_start`; elsewhere it is linked with the
+//! C library, statically where that works.
 
 use std::path::PathBuf;
 
@@ -10,13 +11,28 @@ fn main() {
     println!("cargo:rerun-if-changed={source}");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
         .join("furrow-sentinel");
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let compiler = cc::Build::new().opt_level(2).get_compiler();
+    let common = ["-O2", "-Wall", "-Wextra", "-s"];
+    let attempts: &[&[&str]] = if arch == "x86_64" || arch == "aarch64" {
+        &[&[
+            "-static",
+            "-nostdlib",
+            "-nostartfiles",
+            "-ffreestanding",
+            "-fno-stack-protector",
+            "-fno-pie",
+            "-no-pie",
+        ]]
+    } else {
+        &[&["-static"], &[]]
+    };
     let mut failures = Vec::new();
-    for linking in [&["-static"][..], &[][..]] {
+    for flags in attempts {
         let output = compiler
             .to_command()
-            .args(["-O2", "-Wall", "-Wextra", "-s"])
-            .args(linking)
+            .args(common)
+            .args(*flags)
             .arg("-o")
             .arg(&out)
             .arg(source)

@@ -311,6 +311,18 @@ mod tests {
             String::from_utf8_lossy(&output.stdout).trim_end(),
             format!("stdin empty in {}", dir.path().display())
         );
+        // A script without `#!` runs with /bin/sh, as execvp runs it.
+        let bare = dir.path().join("bare-script");
+        std::fs::write(&bare, "echo ran by sh with $1\n").unwrap();
+        std::fs::set_permissions(&bare, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut command = IsolatedCommand::new(&bare).unwrap();
+        command.arg("an-argument").stdout(Stdio::piped());
+        let output = command.spawn().unwrap().wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "ran by sh with an-argument\n"
+        );
     }
 
     #[test]
@@ -321,10 +333,13 @@ mod tests {
         wait_for("the task beside the sentinel", || {
             group_members(pgid).len() == 2
         });
-        let fds = std::fs::read_dir(format!("/proc/{pgid}/fd"))
-            .unwrap()
-            .count();
-        assert_eq!(fds, 0, "the sentinel keeps no file descriptor open");
+        // It closes its status pipe, the last one, right after reporting the start.
+        wait_for("the sentinel to keep no file descriptor open", || {
+            std::fs::read_dir(format!("/proc/{pgid}/fd"))
+                .unwrap()
+                .count()
+                == 0
+        });
         let name = std::fs::read_to_string(format!("/proc/{pgid}/comm")).unwrap();
         assert_eq!(name.trim_end(), "furrow-sentinel");
         let cmdline = std::fs::read(format!("/proc/{pgid}/cmdline")).unwrap();

@@ -519,10 +519,11 @@ async fn commit(writer: &Mutex<Writer>, batch: &Pending) -> Result<usize, DbErr>
     }
     let mut writer = writer.lock().await;
     let result = write_batch(&mut writer, batch).await;
-    if result.is_err() {
-        writer.discard().await;
+    match &result {
+        Ok(jobs) => writer.db.jobs_changed(*jobs),
+        Err(_) => writer.discard().await,
     }
-    result.map(|()| rows)
+    result.map(|_| rows)
 }
 
 /// Writes one row, to learn whether the database can write again while nothing else is
@@ -546,8 +547,10 @@ async fn probe(writer: &Mutex<Writer>) -> Result<(), DbErr> {
     result
 }
 
-async fn write_batch(writer: &mut Writer, batch: &Pending) -> Result<(), DbErr> {
+/// Writes `batch` in one transaction; returns the change it made to the number of jobs.
+async fn write_batch(writer: &mut Writer, batch: &Pending) -> Result<i64, DbErr> {
     let txn = writer.begin().await?;
+    let mut jobs = 0;
     let now = now_ms();
     for segment in &batch.segments {
         let tasks: Vec<&TaskRow> = segment.tasks.values().collect();
@@ -569,10 +572,11 @@ async fn write_batch(writer: &mut Writer, batch: &Pending) -> Result<(), DbErr> 
             sql::upsert_preview(&txn, row, now).await?;
         }
         for bulk in &segment.bulk {
-            sql::bulk(&txn, bulk, now).await?;
+            jobs += sql::bulk(&txn, bulk, now).await?;
         }
     }
-    txn.commit().await
+    txn.commit().await?;
+    Ok(jobs)
 }
 
 impl Actor for Store {
@@ -645,6 +649,7 @@ impl Handler<InsertJob> for Store {
                     "the job was not stored, try again later: the database cannot write ({e})"
                 )));
             }
+            writer.db.jobs_changed(1);
             drop(writer);
             health.succeeded();
             changes.bump();

@@ -17,6 +17,7 @@ pub mod records;
 mod sql;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
@@ -39,6 +40,11 @@ pub struct Db {
     url: String,
     /// PostgreSQL: this master's lock on the database, held while any clone lives.
     _lock: Option<std::sync::Arc<lock::MasterLock>>,
+    /// The number of jobs, counted when the database is opened and kept by the store
+    /// through the commits that add or delete jobs (it is the only writer): every page of
+    /// the job list answers with it, and counting 100,000 rows per page took PostgreSQL
+    /// 8 ms. Shared by every clone.
+    jobs: std::sync::Arc<AtomicI64>,
 }
 
 impl Db {
@@ -62,13 +68,27 @@ impl Db {
         let conn = Self::connect(&url, if is_postgres(&url) { 8 } else { 4 }).await?;
         let backend = conn.get_database_backend();
         migration::Migrator::up(&conn, None).await?;
-        info!(backend = backend_name(backend), "database ready");
+        let jobs = count_jobs(&conn).await?;
+        info!(backend = backend_name(backend), jobs, "database ready");
         Ok(Self {
             conn,
             backend,
             url,
             _lock: lock,
+            jobs: std::sync::Arc::new(AtomicI64::new(jobs)),
         })
+    }
+
+    /// The number of jobs stored.
+    pub fn job_count(&self) -> u64 {
+        u64::try_from(self.jobs.load(Ordering::SeqCst)).unwrap_or(0)
+    }
+
+    /// A commit added (or, negative, deleted) `jobs` jobs.
+    pub(crate) fn jobs_changed(&self, jobs: i64) {
+        if jobs != 0 {
+            self.jobs.fetch_add(jobs, Ordering::SeqCst);
+        }
     }
 
     /// A connection of its own for the store, the only writer. It is dropped after a
@@ -93,6 +113,7 @@ impl Db {
             backend: self.backend,
             url: self.url.clone(),
             _lock: self._lock.clone(),
+            jobs: self.jobs.clone(),
         })
     }
 
@@ -153,6 +174,19 @@ impl Db {
     /// Closes the pool.
     pub async fn close(self) -> Result<(), DbErr> {
         self.conn.close().await
+    }
+}
+
+async fn count_jobs(conn: &DatabaseConnection) -> Result<i64, DbErr> {
+    let row = conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT COUNT(*) AS jobs FROM jobs",
+        ))
+        .await?;
+    match row {
+        Some(row) => row.try_get::<i64>("", "jobs"),
+        None => Ok(0),
     }
 }
 

@@ -12,8 +12,8 @@ use furrow_protocol::{
     PathMapView, Requirements, TaskCounts, TaskId, TaskView, WorkState,
 };
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -169,10 +169,10 @@ impl StoreReader {
         self.db.backend_name()
     }
 
-    /// A page of jobs, newest first, and the number of jobs.
+    /// A page of jobs, newest first, and the number of jobs (kept, not counted).
     pub async fn list_jobs(&self, limit: u64, offset: u64) -> Result<(Vec<JobRecord>, u64), DbErr> {
         let conn = self.db.conn();
-        let total = job::Entity::find().count(conn).await?;
+        let total = self.db.job_count();
         let rows = job::Entity::find()
             .order_by_desc(job::Column::Id)
             .limit(limit)

@@ -452,8 +452,10 @@ pub async fn upsert_preview<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Applies one bulk write.
-pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Result<(), DbErr> {
+/// Applies one bulk write. Returns the change it made to the number of jobs (minus one
+/// for a job deleted, zero for every other write).
+pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Result<i64, DbErr> {
+    let mut jobs = 0;
     let backend = db.get_database_backend();
     match write {
         BulkWrite::TaskStates {
@@ -486,11 +488,18 @@ pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Re
                 "DELETE FROM outputs WHERE job_id = ?",
                 "DELETE FROM previews WHERE job_id = ?",
                 "DELETE FROM tasks WHERE job_id = ?",
-                "DELETE FROM jobs WHERE id = ?",
             ] {
                 db.execute_raw(statement(backend, sql, vec![(*job_id).into()]))
                     .await?;
             }
+            let deleted = db
+                .execute_raw(statement(
+                    backend,
+                    "DELETE FROM jobs WHERE id = ?",
+                    vec![(*job_id).into()],
+                ))
+                .await?;
+            jobs -= deleted.rows_affected() as i64;
         }
         BulkWrite::ReplaceTasks { job_id, frames } => {
             db.execute_raw(statement(
@@ -744,5 +753,5 @@ pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Re
             .await?;
         }
     }
-    Ok(())
+    Ok(jobs)
 }

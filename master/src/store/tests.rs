@@ -854,7 +854,15 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
     assert!(reader.app_releases().await.unwrap().is_empty());
     assert!(reader.app_events("hello", 10).await.unwrap().is_empty());
 
+    let (_, before) = reader.list_jobs(1, 0).await.unwrap();
     commit_durable(&store, vec![Write::Bulk(BulkWrite::DeleteJob { job_id })]).await;
+    // The number of jobs is kept through the commits, not counted per page: one fewer,
+    // and a job deleted twice is counted once.
+    assert_eq!(reader.list_jobs(1, 0).await.unwrap().1, before - 1);
+    commit_durable(&store, vec![Write::Bulk(BulkWrite::DeleteJob { job_id })]).await;
+    let (_, after) = reader.list_jobs(1, 0).await.unwrap();
+    assert_eq!(after, before - 1);
+    assert_eq!(after, 4, "as many as a master opening the database counts");
     assert!(reader.outputs(job_id).await.unwrap().is_empty());
     assert_eq!(reader.preview(job_id, 10).await.unwrap(), None);
     assert!(reader.get_job(job_id).await.unwrap().is_none());

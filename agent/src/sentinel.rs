@@ -143,7 +143,9 @@ impl IsolatedCommand {
         // The status pipe's write end is the sentinel's alone now: without this copy,
         // an early death of the sentinel reads as the end of the pipe.
         drop(command);
-        let mut child = spawned?;
+        let mut child = spawned.map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot start the task sentinel: {e}"))
+        })?;
         let mut reported = [0u8; 4];
         let mut status = File::from(status);
         let read = loop {

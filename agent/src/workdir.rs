@@ -54,6 +54,14 @@ impl SpareDirs {
         self.free.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
+    /// Returns a spare `take` gave out, unused.
+    fn put_back(&self, spare: PathBuf) {
+        self.free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(spare);
+    }
+
     /// Moves the empty directory `dir` into the pool; false when the pool is full or the
     /// move failed (the directory stays where it was).
     fn keep(&self, dir: &Path) -> bool {
@@ -93,10 +101,32 @@ pub(crate) enum Disposal {
 
 /// Creates a fresh, empty working directory for `task`.
 pub(crate) async fn create(state: &StateDir, task: TaskRef) -> io::Result<PathBuf> {
+    // The usual case, a spare renamed into place, is two system calls on the state
+    // directory: made here rather than through the blocking pool, whose round trip sat
+    // between one task's end and the next one's start.
+    if let Some(dir) = reuse_spare(state, task) {
+        return Ok(dir);
+    }
     let state = state.clone();
     tokio::task::spawn_blocking(move || create_now(&state, task))
         .await
         .map_err(io::Error::other)?
+}
+
+/// `task`'s directory made of a spare, when there is one and it is empty.
+fn reuse_spare(state: &StateDir, task: TaskRef) -> Option<PathBuf> {
+    let spare = state.spare_dirs().take()?;
+    let dir = state.task_dir(task);
+    // Replaces an empty directory of the same name; fails on one holding anything.
+    match std::fs::rename(&spare, &dir) {
+        Ok(()) if is_empty(&dir).unwrap_or(false) => Some(dir),
+        // Something wrote into it: `create_now` removes it.
+        Ok(()) => None,
+        Err(_) => {
+            state.spare_dirs().put_back(spare);
+            None
+        }
+    }
 }
 
 fn create_now(state: &StateDir, task: TaskRef) -> io::Result<PathBuf> {
@@ -146,14 +176,13 @@ pub(crate) async fn dispose(state: &StateDir, task: TaskRef, disposal: Disposal,
             }
         }
     }
-    let state = state.clone();
-    let removed = tokio::task::spawn_blocking(move || {
-        if is_empty(&dir).unwrap_or(false) && state.spare_dirs().keep(&dir) {
-            return Ok(());
-        }
-        std::fs::remove_dir_all(&dir).map_err(|error| (dir, error))
-    })
-    .await;
+    // An empty directory becomes a spare here (two system calls, as in `create`).
+    if is_empty(&dir).unwrap_or(false) && state.spare_dirs().keep(&dir) {
+        return;
+    }
+    let removed =
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir).map_err(|e| (dir, e)))
+            .await;
     if let Ok(Err((dir, error))) = removed
         && error.kind() != io::ErrorKind::NotFound
     {
@@ -277,6 +306,12 @@ mod tests {
         tokio::fs::write(dir.join("stale"), "x").await.unwrap();
         let again = create(&state, task(9)).await.unwrap();
         assert_eq!(std::fs::read_dir(&again).unwrap().count(), 0);
+        // The same with a spare at hand, which cannot replace the full directory.
+        create(&state, task(10)).await.unwrap();
+        dispose(&state, task(10), Disposal::Remove, 2).await;
+        tokio::fs::write(again.join("stale"), "x").await.unwrap();
+        let third = create(&state, task(9)).await.unwrap();
+        assert_eq!(std::fs::read_dir(&third).unwrap().count(), 0);
         clear_leftovers(&state);
         assert!(!again.exists());
     }

@@ -120,10 +120,17 @@ fn reuse_spare(state: &StateDir, task: TaskRef) -> Option<PathBuf> {
     // Replaces an empty directory of the same name; fails on one holding anything.
     match std::fs::rename(&spare, &dir) {
         Ok(()) if is_empty(&dir).unwrap_or(false) => Some(dir),
-        // Something wrote into it: `create_now` removes it.
+        // Something wrote into it since it became a spare (a process of an earlier task
+        // that left its group, say): `create_now` removes it.
         Ok(()) => None,
-        Err(_) => {
+        Err(error) if matches!(error.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
+            // A leftover of the same name is in the way: `create_now` removes it.
             state.spare_dirs().put_back(spare);
+            None
+        }
+        Err(error) => {
+            warn!(dir = %spare.display(), %error, "cannot reuse a spare directory");
+            let _ = std::fs::remove_dir_all(&spare);
             None
         }
     }
@@ -131,28 +138,21 @@ fn reuse_spare(state: &StateDir, task: TaskRef) -> Option<PathBuf> {
 
 fn create_now(state: &StateDir, task: TaskRef) -> io::Result<PathBuf> {
     let dir = state.task_dir(task);
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+    remove_if_present(&dir)?;
+    if let Some(dir) = reuse_spare(state, task) {
+        return Ok(dir);
     }
-    while let Some(spare) = state.spare_dirs().take() {
-        match std::fs::rename(&spare, &dir) {
-            // A process of an earlier task that left its group could have written to
-            // the directory since it became a spare.
-            Ok(()) if is_empty(&dir)? => return Ok(dir),
-            Ok(()) => {
-                std::fs::remove_dir_all(&dir)?;
-                break;
-            }
-            Err(error) => {
-                warn!(dir = %spare.display(), %error, "cannot reuse a spare directory");
-                let _ = std::fs::remove_dir_all(&spare);
-            }
-        }
-    }
+    // A spare that something wrote into may be in its place now.
+    remove_if_present(&dir)?;
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+fn remove_if_present(dir: &Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Removes or keeps `task`'s working directory; problems are logged, not returned, since

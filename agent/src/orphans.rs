@@ -23,6 +23,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use furrow_protocol::TaskRef;
@@ -94,7 +95,7 @@ pub(crate) struct GroupRecords {
     /// Empty files, open for writing.
     free: Mutex<Vec<RecordFile>>,
     /// Files made so far (the next one's number).
-    made: Mutex<u64>,
+    made: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -109,7 +110,7 @@ impl GroupRecords {
         Self {
             dir,
             free: Mutex::new(Vec::new()),
-            made: Mutex::new(0),
+            made: AtomicU64::new(0),
         }
     }
 
@@ -120,11 +121,7 @@ impl GroupRecords {
         let record = match free {
             Some(record) => record,
             None => {
-                let number = {
-                    let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
-                    *made += 1;
-                    *made
-                };
+                let number = self.made.fetch_add(1, Ordering::Relaxed) + 1;
                 let path = self.dir.join(format!("{number}.pgid"));
                 let file = fs::OpenOptions::new()
                     .create(true)

@@ -21,6 +21,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
 use furrow_protocol::TaskRef;
@@ -37,7 +38,7 @@ pub(crate) struct SpareDirs {
     dir: PathBuf,
     free: Mutex<Vec<PathBuf>>,
     /// Spares made so far (the next one's number).
-    made: Mutex<u64>,
+    made: AtomicU64,
 }
 
 impl SpareDirs {
@@ -46,7 +47,7 @@ impl SpareDirs {
         Self {
             dir,
             free: Mutex::new(Vec::new()),
-            made: Mutex::new(0),
+            made: AtomicU64::new(0),
         }
     }
 
@@ -68,11 +69,7 @@ impl SpareDirs {
         if self.free.lock().unwrap_or_else(|e| e.into_inner()).len() >= MAX_SPARES {
             return false;
         }
-        let number = {
-            let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
-            *made += 1;
-            *made
-        };
+        let number = self.made.fetch_add(1, Ordering::Relaxed) + 1;
         let spare = self.dir.join(number.to_string());
         if std::fs::rename(dir, &spare).is_err() {
             return false;

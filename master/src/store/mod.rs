@@ -178,16 +178,9 @@ impl Db {
 }
 
 async fn count_jobs(conn: &DatabaseConnection) -> Result<i64, DbErr> {
-    let row = conn
-        .query_one_raw(sea_orm::Statement::from_string(
-            conn.get_database_backend(),
-            "SELECT COUNT(*) AS jobs FROM jobs",
-        ))
-        .await?;
-    match row {
-        Some(row) => row.try_get::<i64>("", "jobs"),
-        None => Ok(0),
-    }
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    let jobs = entities::job::Entity::find().count(conn).await?;
+    Ok(i64::try_from(jobs).unwrap_or(i64::MAX))
 }
 
 fn is_postgres(url: &str) -> bool {

@@ -6,12 +6,15 @@
 //! place among the rows) and written in one transaction per group commit. An idle store
 //! commits at once; while a commit runs, what arrives waits and goes into the next one
 //! together (leader/follower group commit), so batches grow with the load and a quiet
-//! farm pays no fixed delay. All writes take one async lock, so SQLite never sees two
-//! writers.
+//! farm pays no fixed delay. Under load, commits start at most every [`COMMIT_GAP`]:
+//! a commit of a few rows costs nearly what one of a hundred does (its statements, the
+//! round trips to the database, the log pages written), so a farm of short tasks that
+//! would otherwise commit once per transition commits a batch of them instead. All writes
+//! take one async lock, so SQLite never sees two writers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use furrow_protocol::{ApiError, FrameBatch, JobId, TaskCounts, TaskId};
@@ -28,6 +31,10 @@ use super::records::{
 use super::sql;
 use crate::changes::ChangeFeed;
 use crate::scheduler::{Control, Write};
+
+/// The least time between the starts of two group commits. A store idle for longer
+/// commits at once; a busy one waits out the rest of the gap, gathering rows.
+pub const COMMIT_GAP: Duration = Duration::from_millis(2);
 
 /// Pause before retrying a failed group commit.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
@@ -338,6 +345,8 @@ pub struct Store {
     pending: Pending,
     committing: bool,
     commit_scheduled: bool,
+    /// When the latest group commit started.
+    last_commit: Option<Instant>,
     next_job_id: JobId,
     next_task_id: TaskId,
     changes: ChangeFeed,
@@ -366,6 +375,7 @@ impl Store {
             pending: Pending::default(),
             committing: false,
             commit_scheduled: false,
+            last_commit: None,
             next_job_id: max_job_id + 1,
             next_task_id: max_task_id + 1,
             changes,
@@ -431,12 +441,23 @@ impl Store {
 
     /// Starts a group commit now, or leaves it to the one in flight: rows that arrive
     /// while a commit runs wait for it and go together into the next. An idle store
-    /// commits at once, so a lone transition never waits for company.
+    /// commits at once, so a lone transition never waits for company; a busy one starts
+    /// the next commit [`COMMIT_GAP`] after the previous one started.
     fn schedule_commit(&mut self, ctx: &mut Context<Self>) {
         if self.committing || self.commit_scheduled || self.pending.is_empty() {
             return;
         }
-        self.commit_now(ctx);
+        let now = Instant::now();
+        match self.last_commit.map(|at| at + COMMIT_GAP) {
+            Some(due) if due > now => {
+                self.commit_scheduled = true;
+                ctx.run_later(due - now, |act, ctx| {
+                    act.commit_scheduled = false;
+                    act.schedule_commit(ctx);
+                });
+            }
+            _ => self.commit_now(ctx),
+        }
     }
 
     fn commit_now(&mut self, ctx: &mut Context<Self>) {
@@ -444,6 +465,7 @@ impl Store {
             return;
         }
         self.committing = true;
+        self.last_commit = Some(Instant::now());
         let mut batch = std::mem::take(&mut self.pending);
         let waiters = std::mem::take(&mut batch.waiters);
         let notify = std::mem::take(&mut batch.notify);
@@ -561,9 +583,7 @@ async fn write_batch(writer: &mut Writer, batch: &Pending) -> Result<i64, DbErr>
         for row in segment.agents.values() {
             sql::upsert_agent(&txn, row).await?;
         }
-        for row in segment.logs.values() {
-            sql::upsert_log(&txn, row, now).await?;
-        }
+        sql::upsert_logs(&txn, segment.logs.values(), now).await?;
         sql::upsert_attempts(&txn, &segment.attempts).await?;
         for rows in &segment.outputs {
             sql::upsert_outputs(&txn, rows).await?;

@@ -332,25 +332,44 @@ pub async fn upsert_agent<C: ConnectionTrait>(db: &C, row: &AgentRow) -> Result<
     Ok(())
 }
 
-/// Inserts or refreshes a log index entry.
-pub async fn upsert_log<C: ConnectionTrait>(
+/// Log index rows per statement (6 parameters each).
+const LOG_CHUNK: usize = 500;
+
+/// Inserts or refreshes log index entries: one statement per chunk, not one per row (a
+/// group commit of short tasks holds an entry for each).
+pub async fn upsert_logs<'a, C: ConnectionTrait>(
     db: &C,
-    row: &LogIndexRow,
+    rows: impl ExactSizeIterator<Item = &'a LogIndexRow>,
     now: i64,
 ) -> Result<(), DbErr> {
-    let sql = "INSERT INTO task_logs (task_id, attempt, job_id, path, size, updated_at) \
-               VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task_id, attempt) DO UPDATE SET \
-               size = excluded.size, updated_at = excluded.updated_at";
-    let values = vec![
-        row.task_id.into(),
-        i64::from(row.attempt).into(),
-        row.job_id.into(),
-        row.path.clone().into(),
-        i64::try_from(row.size).unwrap_or(i64::MAX).into(),
-        now.into(),
-    ];
-    db.execute_raw(statement(db.get_database_backend(), sql, values))
-        .await?;
+    let backend = db.get_database_backend();
+    let rows: Vec<&LogIndexRow> = rows.collect();
+    for chunk in rows.chunks(LOG_CHUNK) {
+        let mut sql = String::with_capacity(256 + chunk.len() * 20);
+        sql.push_str(
+            "INSERT INTO task_logs (task_id, attempt, job_id, path, size, updated_at) VALUES ",
+        );
+        let mut values = Vec::with_capacity(chunk.len() * 6);
+        for (i, row) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?, ?, ?, ?, ?, ?)");
+            values.extend([
+                row.task_id.into(),
+                i64::from(row.attempt).into(),
+                row.job_id.into(),
+                row.path.clone().into(),
+                i64::try_from(row.size).unwrap_or(i64::MAX).into(),
+                now.into(),
+            ]);
+        }
+        sql.push_str(
+            " ON CONFLICT (task_id, attempt) DO UPDATE SET size = excluded.size, \
+             updated_at = excluded.updated_at",
+        );
+        db.execute_raw(statement(backend, &sql, values)).await?;
+    }
     Ok(())
 }
 

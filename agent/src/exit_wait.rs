@@ -4,6 +4,13 @@
 //! furrow-sysfd. The process is spawned with `std::process::Command`, so tokio's SIGCHLD
 //! reaper never knows of it; the pidfd is opened right after the spawn, while nobody can
 //! have reaped the child yet (at worst it is a zombie), and the pidfd alone reaps it.
+//!
+//! The spawn itself runs on the blocking pool. Starting a task blocks the caller until
+//! the task's program runs: `posix_spawn` returns once the sentinel's exec is done, and
+//! the sentinel reports once the task's exec is; on a busy machine that is about a
+//! millisecond. On the agent's one async thread, every other slot (its output, its end,
+//! the next start) would wait for it: a profile of a farm of short tasks had that thread
+//! blocked there four fifths of the time.
 
 use std::io;
 use std::sync::Arc;
@@ -13,6 +20,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use tokio::process::{ChildStderr, ChildStdout};
+use tokio::sync::oneshot;
 use tracing::warn;
 
 use crate::process_group::signal_group;
@@ -36,9 +44,19 @@ pub(crate) struct TaskProcess {
 
 impl TaskProcess {
     /// Starts `command` under its sentinel; its stdout and stderr must be piped. Needs a
-    /// tokio runtime with IO enabled.
-    pub fn spawn(command: IsolatedCommand) -> io::Result<Spawned> {
-        let mut child = command.spawn()?;
+    /// tokio runtime with IO enabled. Dropped before it returns, the start is undone: a
+    /// task started meanwhile is killed with its group and reaped.
+    pub async fn spawn(command: IsolatedCommand) -> io::Result<Spawned> {
+        let (sender, receiver) = oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            if let Err(Ok(child)) = sender.send(command.spawn()) {
+                // Nobody waits for this task any more.
+                abandon_now(child.id());
+            }
+        });
+        let mut child = receiver
+            .await
+            .map_err(|_| io::Error::other("the task's start was interrupted"))??;
         let pid = child.id();
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             abandon(pid);
@@ -108,6 +126,12 @@ impl Drop for TaskProcess {
 /// Kills and reaps a child the agent cannot watch (opening its pidfd or its pipes failed,
 /// e.g. at the open-file limit), with the process group it leads.
 fn abandon(pid: u32) {
+    // SIGKILL cannot be caught, so the wait is short; it still runs off the async thread.
+    tokio::task::spawn_blocking(move || abandon_now(pid));
+}
+
+/// [`abandon`], waiting for the child here.
+fn abandon_now(pid: u32) {
     let Ok(raw) = i32::try_from(pid) else {
         return;
     };
@@ -115,10 +139,7 @@ fn abandon(pid: u32) {
     // Not reaped yet, so the pid is still this child's.
     let _ = kill(process, Signal::SIGKILL);
     signal_group(pid, Signal::SIGKILL);
-    // SIGKILL cannot be caught, so the wait is short; it still runs off the async thread.
-    tokio::task::spawn_blocking(move || {
-        let _ = waitpid(process, None);
-    });
+    let _ = waitpid(process, None);
 }
 
 #[cfg(test)]
@@ -140,7 +161,7 @@ mod tests {
     }
 
     async fn status_of(script: &str) -> ExitStatus {
-        let Spawned { mut process, .. } = TaskProcess::spawn(sh(script)).unwrap();
+        let Spawned { mut process, .. } = TaskProcess::spawn(sh(script)).await.unwrap();
         process.wait().await.unwrap()
     }
 
@@ -167,7 +188,7 @@ mod tests {
             mut process,
             mut stdout,
             ..
-        } = TaskProcess::spawn(sh("echo ready; exit 4")).unwrap();
+        } = TaskProcess::spawn(sh("echo ready; exit 4")).await.unwrap();
         let mut text = String::new();
         stdout.read_to_string(&mut text).await.unwrap();
         assert_eq!(text, "ready\n");
@@ -180,7 +201,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_process_dropped_unreaped_is_reaped_in_the_background() {
-        let Spawned { process, .. } = TaskProcess::spawn(sh("exit 0")).unwrap();
+        let Spawned { process, .. } = TaskProcess::spawn(sh("exit 0")).await.unwrap();
         let stat = format!("/proc/{}/stat", process.pid());
         drop(process);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -191,9 +212,40 @@ mod tests {
         }
     }
 
+    /// The processes whose command line holds `marker`.
+    fn processes_with(marker: &str) -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|line| String::from_utf8_lossy(&line).contains(marker))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_start_dropped_midway_leaves_no_process() {
+        let marker = format!("furrow-abandoned-start-{}", std::process::id());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut command = sh("exec sleep 1000");
+            command.arg(&marker);
+            let mut start = Box::pin(TaskProcess::spawn(command));
+            // Polled once (the start is under way on the blocking pool), then dropped.
+            assert!(futures::poll!(&mut start).is_pending());
+        });
+        // Dropping the runtime waits for its blocking work: the start, then the undoing.
+        drop(runtime);
+        assert_eq!(processes_with(&marker), Vec::<u32>::new());
+    }
+
     #[tokio::test]
     async fn a_cancelled_wait_resumes() {
-        let Spawned { mut process, .. } = TaskProcess::spawn(sh("exec sleep 1000")).unwrap();
+        let Spawned { mut process, .. } = TaskProcess::spawn(sh("exec sleep 1000")).await.unwrap();
         let raced = tokio::select! {
             status = process.wait() => Some(status),
             () = std::future::ready(()) => None,

@@ -441,7 +441,7 @@ async fn execute<R: Reporter>(
         mut process,
         stdout,
         stderr,
-    } = match TaskProcess::spawn(command) {
+    } = match TaskProcess::spawn(command).await {
         Ok(spawned) => spawned,
         Err(e) => {
             // Nothing ran in it: nothing to keep.

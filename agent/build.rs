@@ -1,16 +1,15 @@
-//! Compiles the sentinel (`src/sentinel.c`), the small program that leads every task's
-//! process group, into `OUT_DIR/furrow-sentinel`; the agent embeds it (see
-//! `src/sentinel.rs`). On x86-64 and AArch64 it is built without the C library, static
+//! Compiles the spawner (`src/spawner.c`), the small program that starts every task of
+//! an agent, into `OUT_DIR/furrow-spawner`; the agent embeds it (see `src/spawner.rs`). On x86-64 and AArch64 it is built without the C library, static
 //! and with no start-up code of its own beyond `_start`; elsewhere it is linked with the
 //! C library, statically where that works.
 
 use std::path::PathBuf;
 
 fn main() {
-    let source = "src/sentinel.c";
+    let source = "src/spawner.c";
     println!("cargo:rerun-if-changed={source}");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
-        .join("furrow-sentinel");
+        .join("furrow-spawner");
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let compiler = cc::Build::new().opt_level(2).get_compiler();
     let common = ["-O2", "-Wall", "-Wextra", "-s"];
@@ -44,7 +43,7 @@ fn main() {
         }
     }
     panic!(
-        "cannot compile the task sentinel {source} with {:?} (building the agent needs a C compiler and the C library's headers):\n{}",
+        "cannot compile the task spawner {source} with {:?} (building the agent needs a C compiler and the C library's headers):\n{}",
         compiler.path(),
         failures.join("\n")
     );

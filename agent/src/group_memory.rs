@@ -1,9 +1,7 @@
 //! The resident memory of a task's process group, read from /proc for the memory limit.
 //!
 //! A task is its whole process group (a renderer's shell wrapper, its workers), so its
-//! memory is the sum of the resident set sizes (RSS) of every process in the group but
-//! its leader, the sentinel (`sentinel`), which is the agent's and not the task's (a few
-//! pages of its own). Pages
+//! memory is the sum of the resident set sizes (RSS) of every process in the group. Pages
 //! several of them share (libraries, copy-on-write after a fork) count once per process,
 //! so the sum can exceed what the group really holds; a limit errs towards killing then,
 //! never towards letting a group use more than it says.
@@ -17,9 +15,8 @@ use std::fs::File;
 use std::io::Read;
 use std::sync::OnceLock;
 
-/// The summed resident memory of the live processes in group `pgid` but its leader (the
-/// sentinel, whose pid is `pgid`), in bytes. Processes that exit during the walk are
-/// skipped; an unreadable /proc reads as zero.
+/// The summed resident memory of the live processes in group `pgid`, in bytes. Processes
+/// that exit during the walk are skipped; an unreadable /proc reads as zero.
 pub(crate) fn group_resident_bytes(pgid: u32) -> u64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
@@ -34,9 +31,6 @@ pub(crate) fn group_resident_bytes(pgid: u32) -> u64 {
         else {
             continue;
         };
-        if pid.parse() == Ok(pgid) {
-            continue; // the sentinel
-        }
         buffer.clear();
         let read = File::open(format!("/proc/{pid}/stat"))
             .and_then(|mut file| file.read_to_string(&mut buffer));
@@ -82,7 +76,6 @@ fn page_size() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::process::Stdio;
     use std::time::{Duration, Instant};
 
     use super::*;
@@ -102,30 +95,23 @@ mod tests {
         assert_eq!(parse_stat("garbage"), None);
     }
 
-    #[test]
-    fn sums_the_resident_memory_of_a_group_but_its_sentinel() {
-        // A task as the agent starts it: the sentinel leading the group, a shell and its
-        // child.
-        let mut command = crate::sentinel::IsolatedCommand::new("sh").unwrap();
-        command
-            .args(["-c", "sleep 30 & wait"])
-            .stdout(Stdio::null());
-        let mut child = command.spawn().unwrap();
-        let pgid = child.id();
+    #[tokio::test]
+    async fn sums_the_resident_memory_of_a_group() {
+        // A task as the agent starts it: a shell leading its group, and its child.
+        let mut command = crate::spawner::TaskCommand::new("sh");
+        command.args(["-c", "sleep 30 & wait"]);
+        let mut spawned = crate::spawner::TaskProcess::spawn(command).await.unwrap();
+        let pgid = spawned.process.pid();
         let resident = |pid: u32| {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
                 .and_then(|stat| parse_stat(&stat))
                 .map_or(0, |stat| stat.rss_pages * page_size())
         };
-        // The members, and the memory of all but the sentinel.
+        // The members, and the memory of all of them.
         let task_sum = || -> (usize, u64) {
             let members = crate::orphans::group_members(pgid);
-            let bytes = members
-                .iter()
-                .filter(|pid| **pid != pgid)
-                .map(|pid| resident(*pid))
-                .sum();
+            let bytes = members.iter().map(|pid| resident(*pid)).sum();
             (members.len(), bytes)
         };
         // The shell's size moves while it forks and execs `sleep`: compare once the
@@ -135,7 +121,7 @@ mod tests {
             let before = task_sum();
             let total = group_resident_bytes(pgid);
             let after = task_sum();
-            let settled = before == after && before.0 == 3;
+            let settled = before == after && before.0 == 2;
             if (settled && total == before.1) || Instant::now() > deadline {
                 break (before, total);
             }
@@ -145,13 +131,13 @@ mod tests {
             nix::unistd::Pid::from_raw(pgid as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
-        let _ = child.wait();
+        let _ = spawned.process.wait().await;
         let ((members, each), total) = observed;
-        assert_eq!(members, 3, "the sentinel, the shell and its sleep");
+        assert_eq!(members, 2, "the shell and its sleep");
         assert!(each > 0);
         assert_eq!(
             total, each,
-            "the group's memory is the sum of its processes' but the sentinel's"
+            "the group's memory is the sum of its processes'"
         );
         assert_eq!(group_resident_bytes(u32::MAX), 0, "no such group");
     }

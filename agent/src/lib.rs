@@ -19,12 +19,12 @@
 //!   furrow-jobtypes, built in, sent by the master before the first assignment that needs
 //!   them, or loaded from the agent's own directory, watched by `jobtype_dir`), applies the
 //!   assignment's path maps, starts the process in its own process group with no signal
-//!   blocked (`process_group`), led by a sentinel that kills the group if the agent dies
-//!   (`sentinel`), and only its assigned GPUs visible
+//!   blocked (`process_group`), through the agent's spawner, which kills the group if the
+//!   agent dies (`spawner`), and only its assigned GPUs visible
 //!   (`CUDA_VISIBLE_DEVICES`), reads its output line by line into batches and through the
 //!   job type's parser (progress, files, errors), enforces its limits (`runner::limits`:
 //!   time limit, stall timeout, memory limit sampled from /proc by `group_memory`), waits
-//!   for the exit (`exit_wait`), checks the files the task reported, makes JPEG previews
+//!   for the exit (reported by the spawner, which reaps it), checks the files the task reported, makes JPEG previews
 //!   of image outputs (`previews`), and reports; a result names the limit that ended it, if
 //!   one did, and the files it produced.
 //! - `Cancel`, shutdown and the limits kill the task's whole process group: SIGTERM, then
@@ -36,7 +36,6 @@
 //! small module:
 //! - signals: a signalfd (`signals`), so SIGTERM, SIGINT and SIGHUP are events in the
 //!   actix system rather than handlers; the mask is set before any thread exists;
-//! - task exits: a pidfd per task process (`exit_wait`), which alone reaps it;
 //! - time limits, stall timeouts, the SIGTERM → SIGKILL grace and the output drain after
 //!   an exit: a timerfd on `CLOCK_MONOTONIC` per deadline; the memory samples: a periodic
 //!   one (`time_limit`).
@@ -50,7 +49,6 @@ mod config;
 mod config_file;
 mod deploy;
 mod error;
-mod exit_wait;
 mod group_memory;
 mod jobtype_dir;
 mod jobtypes;
@@ -60,8 +58,8 @@ mod previews;
 mod process_group;
 mod resources;
 mod runner;
-mod sentinel;
 mod signals;
+mod spawner;
 mod spool;
 mod state;
 mod supervisor;

@@ -1,8 +1,8 @@
 //! Crash safety, second line: process groups of tasks a dead agent left behind.
 //!
-//! A task's sentinel kills its group when the agent dies (`sentinel`). What it cannot
-//! cover is a sentinel killed along with the agent (SIGKILL to both at once), which
-//! leaves the task's processes without a watcher. Each running task holds a file
+//! The agent's spawner kills every task's group when the agent dies (`spawner`). What it
+//! cannot cover is a spawner killed along with the agent (SIGKILL to both at once), which
+//! leaves the tasks' processes without a watcher. Each running task holds a file
 //! `<state_dir>/running/<n>.pgid` naming its process group and its attempt, and empties
 //! it when it ends; at startup, before registering, the agent kills every group a
 //! previous agent process left recorded, then clears the folder.

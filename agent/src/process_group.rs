@@ -1,5 +1,5 @@
-//! Process groups of tasks: how a whole group is signalled. Each task's group is led by
-//! its sentinel ([`crate::sentinel::IsolatedCommand`]).
+//! Process groups of tasks: how a whole group is signalled. Each task leads its own
+//! group (see [`crate::spawner`]).
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
@@ -36,31 +36,40 @@ pub(crate) fn signal_name(signal: i32) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::process::Stdio;
+    use tokio::io::AsyncReadExt;
 
-    use crate::sentinel::IsolatedCommand;
+    use crate::spawner::{Spawned, TaskCommand, TaskProcess};
 
     #[test]
-    fn an_isolated_task_starts_with_no_signal_blocked() {
-        // Spawned from a thread that blocks the agent's signals, as the agent's own thread
-        // does.
-        let output = std::thread::spawn(|| {
+    fn a_task_starts_with_no_signal_blocked() {
+        // Started from a thread that blocks the agent's signals, as the agent's own
+        // thread does.
+        let (text, status) = std::thread::spawn(|| {
             crate::signals::block().unwrap();
-            let mut command = IsolatedCommand::new("sh").unwrap();
-            command
-                .args(["-c", "grep '^SigBlk:' /proc/self/status"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit());
-            command.spawn().unwrap().wait_with_output().unwrap()
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut command = TaskCommand::new("sh");
+                command.args(["-c", "grep '^SigBlk:' /proc/self/status"]);
+                let Spawned {
+                    mut process,
+                    mut stdout,
+                    ..
+                } = TaskProcess::spawn(command).await.unwrap();
+                let mut text = String::new();
+                stdout.read_to_string(&mut text).await.unwrap();
+                (text, process.wait().await.unwrap())
+            })
         })
         .join()
         .unwrap();
-        let text = String::from_utf8(output.stdout).unwrap();
         let blocked = text
             .lines()
             .find_map(|line| line.strip_prefix("SigBlk:"))
             .unwrap();
         assert_eq!(u64::from_str_radix(blocked.trim(), 16), Ok(0), "{text}");
-        assert!(output.status.success());
+        assert!(status.success());
     }
 }

@@ -5,7 +5,7 @@
 //! and, for all three, the process dies. So [`block`] runs first, in the thread that
 //! becomes the agent's actix system, before any other thread exists: threads inherit
 //! their creator's mask. Task processes inherit it too, across fork and exec, which is
-//! why the task's side of `sentinel::split` gives them an empty mask back before exec.
+//! why the spawner gives each task an empty mask before its exec.
 
 use std::fs;
 

@@ -181,8 +181,7 @@ async fn signals_reach_the_agent_through_its_signalfd_and_tasks_start_unblocked(
     // A task gets an empty mask back, so it can be terminated like any process.
     let task = shell_task(53, "exec sleep 1000");
     conn.send(MasterMessage::Assign(task.clone())).await;
-    // The group's leader is the task's sentinel; the task's own process is the other
-    // member.
+    // The task's own process leads its group, alone in it.
     let pgid = conn.until_started(task.task).await;
     let mut members = Vec::new();
     wait_for("the task's process", || {
@@ -374,10 +373,9 @@ async fn every_process_of_a_task_dies_within_seconds_of_a_sigkilled_agent() {
     wait_for(
         "the shell, the subshell and the three sleeps, in the group",
         || {
-            // The sentinel, the group's leader, carries the task's environment too.
             let started = processes_of(task.task);
             let members = group_members(pgid);
-            started.len() == 6
+            started.len() == 5
                 && started.contains(&pgid)
                 && started.iter().all(|pid| members.contains(pid))
         },

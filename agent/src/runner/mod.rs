@@ -3,10 +3,10 @@
 //! [`run_task`] is plain async code with no actor in sight, so it can be tested with real
 //! processes on a bare tokio runtime; the `TaskRunner` actor in [`crate::supervisor`]
 //! wraps it. What it guarantees:
-//! - the process runs in its own process group, led by its sentinel, which kills the
-//!   group if the agent dies and exits as the task does (`sentinel`); in a fresh working
-//!   directory, with stdin from `/dev/null`, the `FURROW_*` variables and no signal
-//!   blocked; its exit is learned through a pidfd on the sentinel (`exit_wait`);
+//! - the process is started by the agent's spawner, which kills its group if the agent
+//!   dies, reaps it and reports how it ended (`spawner`); it leads its own process
+//!   group, in a fresh working directory, with stdin from `/dev/null`, the `FURROW_*`
+//!   variables and no signal blocked;
 //! - it sees only the GPUs assigned to it: `CUDA_VISIBLE_DEVICES` and `FURROW_GPUS` hold
 //!   their indices, comma-separated, and are empty when it has none, so a task never
 //!   grabs a GPU another task holds. These two and the `FURROW_*` variables are set over
@@ -34,7 +34,6 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,12 +49,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tracing::{info, warn};
 
-use crate::exit_wait::{Spawned, TaskProcess};
 use crate::jobtypes::{JobTypes, TaskFiles};
 use crate::orphans::HeldRecord;
 use crate::previews;
 use crate::process_group::{signal_group, signal_name};
-use crate::sentinel::IsolatedCommand;
+use crate::spawner::{Spawned, TaskCommand, TaskProcess};
 use crate::state::StateDir;
 use crate::time_limit::Deadline;
 use crate::workdir::{self, Disposal};
@@ -405,19 +403,11 @@ async fn execute<R: Reporter>(
         },
         None => (dir.clone(), BTreeMap::new()),
     };
-    let mut command = match IsolatedCommand::new(&plan.program) {
-        Ok(command) => command,
-        Err(e) => {
-            workdir::dispose(&env.state, task, Disposal::Remove, 0).await;
-            return Ending::without_process(format!("cannot start `{}`: {e}", plan.program), false);
-        }
-    };
-    // Its standard input is /dev/null (the sentinel's is its status pipe).
+    // Its standard input is /dev/null, its output two pipes.
+    let mut command = TaskCommand::new(&plan.program);
     command
         .args(&plan.args)
         .current_dir(&cwd)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .envs(&app_vars)
         .envs(&plan.env)
         .envs(runner_vars.clone());

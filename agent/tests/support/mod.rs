@@ -314,13 +314,10 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// The task's own processes in its process group: every live member but the sentinel,
-/// the group's leader, whose pid is the group id.
+/// The task's processes in its process group: every live member (the task's own
+/// process leads the group).
 pub fn task_members(pgid: u32) -> Vec<u32> {
     group_members(pgid)
-        .into_iter()
-        .filter(|pid| *pid != pgid)
-        .collect()
 }
 
 /// Live processes started for `task`, wherever they are: those whose environment carries

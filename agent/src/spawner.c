@@ -63,6 +63,8 @@
 #define AGENT 0
 /* Tasks running at once, at most. */
 #define MAX_CHILDREN 4096
+/* Tasks whose exec is under way at once, at most: more wait for the oldest. */
+#define MAX_STARTING 64
 /* The largest request read from the socket itself (larger ones come in a file). */
 #define MAX_MESSAGE 65536
 /* Argument and environment pointers held without a memory map. */
@@ -294,6 +296,15 @@ static struct {
 } children[MAX_CHILDREN];
 static unsigned int child_count;
 
+/* The tasks whose exec is under way: their pids, request ids, and the read ends of the
+ * pipes that tell how the exec went (closed on exec: nothing read; else the errno). */
+static struct {
+    int pid;
+    unsigned long id;
+    int exec_error;
+} starting[MAX_STARTING];
+static unsigned int starting_count;
+
 static unsigned char message[sizeof(struct request) + MAX_MESSAGE];
 static char *static_pointers[STATIC_POINTERS];
 
@@ -318,6 +329,11 @@ static __attribute__((noreturn)) void kill_all(void) {
     for (unsigned int i = 0; i < child_count; i++) {
         SYS(SYS_kill, -children[i].pid, SIGKILL, 0, 0);
     }
+    for (unsigned int i = 0; i < starting_count; i++) {
+        /* Its group may not exist yet. */
+        SYS(SYS_kill, -starting[i].pid, SIGKILL, 0, 0);
+        SYS(SYS_kill, starting[i].pid, SIGKILL, 0, 0);
+    }
     exit_now(0);
 }
 
@@ -333,6 +349,45 @@ static void send_reply(unsigned int kind, int value, unsigned long id, int pid) 
     }
 }
 
+/* The wait status of a reaped child. */
+static int wait_status(const siginfo_t *info) {
+    if (info->si_code == CLD_EXITED) {
+        return (info->si_status & 0xff) << 8;
+    }
+    return (info->si_status & 0x7f) | (info->si_code == CLD_DUMPED ? 0x80 : 0);
+}
+
+/* Reports how the exec of starting[INDEX] went, once its pipe tells: STARTED (and, when
+ * the task was reaped already, EXITED with REAPED's status), or FAILED. */
+static void finish_start(unsigned int index, const siginfo_t *reaped) {
+    int pid = starting[index].pid;
+    unsigned long id = starting[index].id;
+    int error = 0;
+    long got;
+    do {
+        got = SYS(SYS_read, starting[index].exec_error, &error, sizeof error, 0);
+    } while (got == -EINTR);
+    SYS(SYS_close, starting[index].exec_error, 0, 0, 0);
+    starting[index] = starting[--starting_count];
+    if (got == (long)sizeof error) {
+        /* The task never ran: reap what is left of it. */
+        if (!reaped) {
+            siginfo_t ignored;
+            sys6(SYS_waitid, P_PID, pid, (long)&ignored, WEXITED, 0, 0);
+        }
+        send_reply(REPLY_FAILED, error ? error : EIO, id, 0);
+        return;
+    }
+    send_reply(REPLY_STARTED, 0, id, pid);
+    if (reaped) {
+        send_reply(REPLY_EXITED, wait_status(reaped), id, pid);
+        return;
+    }
+    children[child_count].pid = pid;
+    children[child_count].id = id;
+    child_count++;
+}
+
 /* Reaps every ended child and reports the tasks among them. */
 static void reap(void) {
     for (;;) {
@@ -342,17 +397,18 @@ static void reap(void) {
         if (waited < 0 || info.si_pid == 0) {
             return;
         }
-        int status;
-        if (info.si_code == CLD_EXITED) {
-            status = (info.si_status & 0xff) << 8;
-        } else {
-            status = (info.si_status & 0x7f) | (info.si_code == CLD_DUMPED ? 0x80 : 0);
+        for (unsigned int i = 0; i < starting_count; i++) {
+            if (starting[i].pid == info.si_pid) {
+                /* Its exec went one way or the other, and its pipe says which. */
+                finish_start(i, &info);
+                break;
+            }
         }
         for (unsigned int i = 0; i < child_count; i++) {
             if (children[i].pid == info.si_pid) {
                 unsigned long id = children[i].id;
                 children[i] = children[--child_count];
-                send_reply(REPLY_EXITED, status, id, info.si_pid);
+                send_reply(REPLY_EXITED, wait_status(&info), id, info.si_pid);
                 break;
             }
         }
@@ -371,9 +427,10 @@ static char *next_string(char **at, char *end) {
     return NULL;
 }
 
-/* Starts the task of a request; returns 0 and its pid, or an errno. */
-static int start_task(const struct request *request, char *payload, int out, int err, int null,
-                 int *pid) {
+/* Starts the task of a request: returns 0 once it is forked (its exec under way, in
+ * `starting`), or an errno. */
+static int start_task(const struct request *request, char *payload, int out, int err,
+                      int null) {
     char *end = payload + request->payload;
     char *at = payload;
     char *program = next_string(&at, end);
@@ -408,8 +465,12 @@ static int start_task(const struct request *request, char *payload, int out, int
         }
     }
     envp[request->envc] = NULL;
-    if (!error && child_count == MAX_CHILDREN) {
+    if (!error && child_count + starting_count >= MAX_CHILDREN) {
         error = EAGAIN;
+    }
+    if (!error && starting_count == MAX_STARTING) {
+        /* Wait for the oldest start to tell how it went. */
+        finish_start(0, NULL);
     }
     int exec_error[2];
     long piped = error ? 0 : SYS(SYS_pipe2, exec_error, O_CLOEXEC, 0, 0);
@@ -446,22 +507,10 @@ static int start_task(const struct request *request, char *payload, int out, int
     }
     if (!error) {
         SYS(SYS_close, exec_error[1], 0, 0, 0);
-        long got;
-        do {
-            got = SYS(SYS_read, exec_error[0], &error, sizeof error, 0);
-        } while (got == -EINTR);
-        SYS(SYS_close, exec_error[0], 0, 0, 0);
-        if (got == (long)sizeof error) {
-            /* The task never ran: reap what is left of it. */
-            siginfo_t ignored;
-            sys6(SYS_waitid, P_PID, task, (long)&ignored, WEXITED, 0, 0);
-            if (!error) {
-                error = EIO;
-            }
-        } else {
-            error = 0;
-            *pid = (int)task;
-        }
+        starting[starting_count].pid = (int)task;
+        starting[starting_count].id = request->id;
+        starting[starting_count].exec_error = exec_error[0];
+        starting_count++;
     }
     if (mapped) {
         SYS(SYS_munmap, pointers, mapped, 0, 0);
@@ -501,7 +550,6 @@ static int serve(int null) {
     }
     struct request request;
     int error = 0;
-    int pid = 0;
     if ((unsigned long)got < sizeof request) {
         /* Not a request: nothing to answer to. */
         error = -1;
@@ -520,25 +568,20 @@ static int serve(int null) {
             if (map < 0) {
                 error = (int)-map;
             } else {
-                error = start_task(&request, (char *)map, fds[0], fds[1], null, &pid);
+                error = start_task(&request, (char *)map, fds[0], fds[1], null);
                 SYS(SYS_munmap, map, request.payload, 0, 0);
             }
         } else if ((unsigned long)got - sizeof request != request.payload) {
             error = EINVAL;
         } else {
-            error = start_task(&request, (char *)message + sizeof request, fds[0], fds[1], null,
-                          &pid);
+            error = start_task(&request, (char *)message + sizeof request, fds[0], fds[1],
+                               null);
         }
     }
     for (unsigned int i = 0; i < fd_count; i++) {
         SYS(SYS_close, fds[i], 0, 0, 0);
     }
-    if (error == 0) {
-        children[child_count].pid = pid;
-        children[child_count].id = request.id;
-        child_count++;
-        send_reply(REPLY_STARTED, 0, request.id, pid);
-    } else if (error > 0) {
+    if (error > 0) {
         send_reply(REPLY_FAILED, error, request.id, 0);
     }
     return 1;
@@ -578,12 +621,30 @@ static void run(int argc, char **argv) {
         if (SYS(SYS_getppid, 0, 0, 0, 0) != agent) {
             kill_all();
         }
-        struct pollfd watch[2] = {{AGENT, POLLIN, 0}, {(int)signals, POLLIN, 0}};
+        struct pollfd watch[2 + MAX_STARTING];
+        watch[0] = (struct pollfd){AGENT, POLLIN, 0};
+        watch[1] = (struct pollfd){(int)signals, POLLIN, 0};
+        unsigned int watched_starts = starting_count;
+        for (unsigned int i = 0; i < watched_starts; i++) {
+            watch[2 + i] = (struct pollfd){starting[i].exec_error, POLLIN, 0};
+        }
         struct timespec backstop = {BACKSTOP_SECONDS, 0};
-        SYS6(SYS_ppoll, watch, 2, &backstop, 0, 0, 0);
+        SYS6(SYS_ppoll, watch, 2 + watched_starts, &backstop, 0, 0, 0);
         if (watch[1].revents) {
             unsigned char drained[8 * sizeof(struct signalfd_siginfo)];
             while (SYS(SYS_read, signals, drained, sizeof drained, 0) > 0) {
+            }
+        }
+        /* Starts whose exec is over, newest first: finishing one moves the last entry
+         * into its place, which was looked at already. */
+        for (unsigned int i = watched_starts; i-- > 0;) {
+            if (watch[2 + i].revents) {
+                for (unsigned int j = 0; j < starting_count; j++) {
+                    if (starting[j].exec_error == watch[2 + i].fd) {
+                        finish_start(j, NULL);
+                        break;
+                    }
+                }
             }
         }
         reap();

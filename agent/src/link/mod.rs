@@ -197,6 +197,8 @@ pub(crate) struct MasterLink {
     /// The write half; `None` while a write is under way or when disconnected.
     writer: Option<MasterWriter>,
     write_task: Option<SpawnHandle>,
+    /// A write is about to start (see [`MasterLink::pump`]).
+    pump_deferred: bool,
     /// A register or heartbeat waiting for the writer.
     control: Option<AgentMessage>,
     reader: Option<SpawnHandle>,
@@ -246,6 +248,7 @@ impl MasterLink {
             registered_at: None,
             writer: None,
             write_task: None,
+            pump_deferred: false,
             control: None,
             reader: None,
             heartbeat: None,
@@ -675,8 +678,22 @@ impl MasterLink {
         self.pump(ctx);
     }
 
-    /// Starts a write when the writer is free and there is something to write.
+    /// Starts a write when the writer is free and there is something to write: once the
+    /// messages that arrived together are all queued (the actor's mailbox is read before
+    /// its spawned futures run), so that a burst of them (the results, starts and logs
+    /// of several slots) goes out in one write rather than one write each.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.writer.is_none() || self.pump_deferred {
+            return;
+        }
+        self.pump_deferred = true;
+        ctx.spawn(actix::fut::ready(()).map(|(), link: &mut Self, ctx| {
+            link.pump_deferred = false;
+            link.pump_now(ctx);
+        }));
+    }
+
+    fn pump_now(&mut self, ctx: &mut Context<Self>) {
         let Some(mut writer) = self.writer.take() else {
             return;
         };

@@ -7,8 +7,10 @@
 //! - the turnaround: on each slot, the gap between a task's end and the next task's start,
 //!   from the times the agent reported.
 //!
-//! It prints `e2e: furrow R1 tasks/s, raw spawn R2 tasks/s, ratio P%` and the turnaround's
-//! median and 99th percentile.
+//! It prints `e2e: furrow R1 tasks/s, raw spawn R2 tasks/s, ratio P%`, the turnaround's
+//! median and 99th percentile, and the machine's busy CPU time per task in each phase
+//! (every process's, from `/proc/stat`): what a task costs in all, which the rates alone
+//! hide when the machine is not saturated or its speed varies between runs.
 
 use std::collections::VecDeque;
 use std::process::{Command, Stdio};
@@ -32,6 +34,35 @@ pub struct E2eArgs {
     /// Database URL (default: SQLite in the temporary data directory).
     #[arg(long)]
     database_url: Option<String>,
+}
+
+/// The machine's busy CPU time so far (all CPUs, every state but idle and I/O wait), from
+/// the first line of `/proc/stat`.
+fn busy_cpu() -> Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .map(|line| {
+            line.split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    if fields.len() < 5 {
+        bail!("cannot read the CPU times in /proc/stat");
+    }
+    // user nice system idle iowait irq softirq steal (guest time is within user).
+    let busy: u64 = fields.iter().take(8).sum::<u64>() - fields[3] - fields[4];
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_micros(busy * 1_000_000 / ticks))
+}
+
+/// Busy CPU milliseconds per task between two readings of [`busy_cpu`].
+fn per_task_ms(before: Duration, after: Duration, tasks: u64) -> f64 {
+    after.saturating_sub(before).as_secs_f64() * 1000.0 / tasks.max(1) as f64
 }
 
 /// Spawns `true` `tasks` times from `threads` threads; tasks per second.
@@ -105,10 +136,13 @@ pub async fn run(args: E2eArgs) -> Result<()> {
     if args.tasks == 0 || args.slots == 0 {
         bail!("--tasks and --slots must be at least 1");
     }
+    let raw_cpu = busy_cpu()?;
     let raw = raw_spawn_rate(args.tasks, args.slots)?;
+    let raw_cpu = per_task_ms(raw_cpu, busy_cpu()?, args.tasks);
 
     let (farm, client) = LocalFarm::start(1, args.slots, args.database_url.as_deref()).await?;
     let health = client.health().await?;
+    let furrow_cpu = busy_cpu()?;
     let submitted = Instant::now();
     let view = client
         .submit_job(job("bench e2e", format!("1-{}", args.tasks), 10)?)
@@ -119,11 +153,13 @@ pub async fn run(args: E2eArgs) -> Result<()> {
             if current.state != WorkState::Done {
                 bail!("the job ended {}", current.state.as_str());
             }
-            break submitted.elapsed();
+            break (submitted.elapsed(), busy_cpu()?);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let (took, furrow_cpu_after) = took;
     let furrow = args.tasks as f64 / took.as_secs_f64();
+    let furrow_cpu = per_task_ms(furrow_cpu, furrow_cpu_after, args.tasks);
 
     // The agent's own times of each task's start and end.
     let mut spans = Vec::with_capacity(args.tasks as usize);
@@ -162,6 +198,9 @@ pub async fn run(args: E2eArgs) -> Result<()> {
         percentile(&gaps, 0.5),
         percentile(&gaps, 0.99),
         gaps.len()
+    );
+    println!(
+        "cpu: a task costs {furrow_cpu:.2} ms of busy CPU on the farm, {raw_cpu:.2} ms spawned raw (all processes)"
     );
     Ok(())
 }

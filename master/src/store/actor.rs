@@ -34,7 +34,7 @@ use crate::scheduler::{Control, Write};
 
 /// The least time between the starts of two group commits. A store idle for longer
 /// commits at once; a busy one waits out the rest of the gap, gathering rows.
-pub const COMMIT_GAP: Duration = Duration::from_millis(2);
+pub const COMMIT_GAP: Duration = Duration::from_millis(1);
 
 /// Pause before retrying a failed group commit.
 const RETRY_DELAY: Duration = Duration::from_millis(500);

@@ -324,10 +324,24 @@ fn exit_status(status: i32) -> ExitStatus {
     }
 }
 
-/// The agent's environment, which every task starts from.
-fn agent_environment() -> &'static BTreeMap<OsString, OsString> {
-    static ENVIRONMENT: OnceLock<BTreeMap<OsString, OsString>> = OnceLock::new();
-    ENVIRONMENT.get_or_init(|| std::env::vars_os().collect())
+/// The agent's environment, which every task starts from: each variable's name and its
+/// `NAME=VALUE` entry with its NUL, ready for a request's payload. Entries that could not
+/// be passed on (a NUL inside) are left out, as the standard library's `Command` does.
+fn agent_environment() -> &'static [(OsString, Vec<u8>)] {
+    static ENVIRONMENT: OnceLock<Vec<(OsString, Vec<u8>)>> = OnceLock::new();
+    ENVIRONMENT.get_or_init(|| {
+        std::env::vars_os()
+            .filter(|(name, value)| !name.as_bytes().contains(&0) && !value.as_bytes().contains(&0))
+            .map(|(name, value)| {
+                let mut entry = Vec::with_capacity(name.len() + value.len() + 2);
+                entry.extend_from_slice(name.as_bytes());
+                entry.push(b'=');
+                entry.extend_from_slice(value.as_bytes());
+                entry.push(0);
+                (name, entry)
+            })
+            .collect()
+    })
 }
 
 /// A task's command: its program (searched in the task's `PATH` when it has no slash),
@@ -405,25 +419,30 @@ impl TaskCommand {
         for arg in &self.args {
             push(arg.as_bytes(), "arguments")?;
         }
-        let base = agent_environment();
         let mut envc = 0u32;
-        let overridden = |name: &OsString| self.env.contains_key(name);
-        for (name, value) in base
-            .iter()
-            .filter(|(name, _)| !overridden(name))
-            .chain(self.env.iter())
-        {
-            if name.as_bytes().contains(&b'=') {
+        for (name, entry) in agent_environment() {
+            if !self.env.contains_key(name) {
+                payload.extend_from_slice(entry);
+                envc += 1;
+            }
+        }
+        for (name, value) in &self.env {
+            if name.is_empty() || name.as_bytes().contains(&b'=') {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("the environment variable name {name:?} holds `=`"),
+                    format!("the environment variable name {name:?} is empty or holds `=`"),
                 ));
             }
-            let mut entry = Vec::with_capacity(name.len() + value.len() + 1);
-            entry.extend_from_slice(name.as_bytes());
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            push(&entry, "environment")?;
+            if name.as_bytes().contains(&0) || value.as_bytes().contains(&0) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("the environment variable {name:?} holds a NUL byte"),
+                ));
+            }
+            payload.extend_from_slice(name.as_bytes());
+            payload.push(b'=');
+            payload.extend_from_slice(value.as_bytes());
+            payload.push(0);
             envc += 1;
         }
         let argc = u32::try_from(self.args.len() + 1)

@@ -63,6 +63,8 @@ mod spawner;
 mod spool;
 mod state;
 mod supervisor;
+#[cfg(test)]
+mod test_util;
 mod time_limit;
 mod workdir;
 

@@ -36,9 +36,7 @@ pub(crate) fn signal_name(signal: i32) -> String {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::AsyncReadExt;
-
-    use crate::spawner::{Spawned, TaskCommand, TaskProcess};
+    use crate::spawner::{TaskCommand, output_of};
 
     #[test]
     fn a_task_starts_with_no_signal_blocked() {
@@ -50,18 +48,9 @@ mod tests {
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(async {
-                let mut command = TaskCommand::new("sh");
-                command.args(["-c", "grep '^SigBlk:' /proc/self/status"]);
-                let Spawned {
-                    mut process,
-                    mut stdout,
-                    ..
-                } = TaskProcess::spawn(command).await.unwrap();
-                let mut text = String::new();
-                stdout.read_to_string(&mut text).await.unwrap();
-                (text, process.wait().await.unwrap())
-            })
+            let mut command = TaskCommand::new("sh");
+            command.args(["-c", "grep '^SigBlk:' /proc/self/status"]);
+            runtime.block_on(output_of(command))
         })
         .join()
         .unwrap();

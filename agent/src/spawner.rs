@@ -632,17 +632,30 @@ fn payload_file(payload: &[u8]) -> io::Result<File> {
     Ok(file)
 }
 
+/// The standard output and exit status of `command`, run to its end.
+#[cfg(test)]
+pub(crate) async fn output_of(command: TaskCommand) -> (String, ExitStatus) {
+    use tokio::io::AsyncReadExt;
+    let Spawned {
+        mut process,
+        mut stdout,
+        ..
+    } = TaskProcess::spawn(command).await.unwrap();
+    let mut text = String::new();
+    stdout.read_to_string(&mut text).await.unwrap();
+    (text, process.wait().await.unwrap())
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
-    use std::time::{Duration, Instant};
 
     use nix::sys::signal::{Signal, kill, killpg};
     use nix::unistd::Pid;
-    use tokio::io::AsyncReadExt;
 
     use super::*;
     use crate::orphans::group_members;
+    use crate::test_util::wait_for;
 
     fn sh(script: &str) -> TaskCommand {
         let mut command = TaskCommand::new("sh");
@@ -653,27 +666,6 @@ mod tests {
     async fn status_of(script: &str) -> ExitStatus {
         let Spawned { mut process, .. } = TaskProcess::spawn(sh(script)).await.unwrap();
         process.wait().await.unwrap()
-    }
-
-    /// The standard output and exit status of `command`.
-    async fn output_of(command: TaskCommand) -> (String, ExitStatus) {
-        let Spawned {
-            mut process,
-            mut stdout,
-            ..
-        } = TaskProcess::spawn(command).await.unwrap();
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).await.unwrap();
-        (text, process.wait().await.unwrap())
-    }
-
-    /// Waits until `condition` holds, failing after a generous deadline.
-    async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !condition() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 
     /// The pids of this process's children named `furrow-spawner`.

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::*;
 use crate::jobtypes::tests::assignment;
 use crate::orphans::{GroupRecord, group_members};
+use crate::test_util::wait_for;
 
 /// Collects reported messages.
 struct Collect(mpsc::UnboundedSender<AgentMessage>);
@@ -95,18 +96,6 @@ fn stream(messages: &[AgentMessage], wanted: LogStream) -> Vec<String> {
         .filter(|(s, _)| *s == wanted)
         .map(|(_, text)| text)
         .collect()
-}
-
-/// Waits until `condition` holds, failing after a generous deadline.
-async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// The attempts and process groups recorded in `running` (empty pooled files aside).

@@ -339,7 +339,7 @@ const LOG_CHUNK: usize = 500;
 /// group commit of short tasks holds an entry for each).
 pub async fn upsert_logs<'a, C: ConnectionTrait>(
     db: &C,
-    rows: impl ExactSizeIterator<Item = &'a LogIndexRow>,
+    rows: impl Iterator<Item = &'a LogIndexRow>,
     now: i64,
 ) -> Result<(), DbErr> {
     let backend = db.get_database_backend();

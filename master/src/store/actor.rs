@@ -583,7 +583,8 @@ async fn write_batch(writer: &mut Writer, batch: &Pending) -> Result<i64, DbErr>
         for row in segment.agents.values() {
             sql::upsert_agent(&txn, row).await?;
         }
-        sql::upsert_logs(&txn, segment.logs.values(), now).await?;
+        let logs: Vec<&LogIndexRow> = segment.logs.values().collect();
+        sql::upsert_logs(&txn, &logs, now).await?;
         sql::upsert_attempts(&txn, &segment.attempts).await?;
         for rows in &segment.outputs {
             sql::upsert_outputs(&txn, rows).await?;

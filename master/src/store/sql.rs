@@ -221,26 +221,55 @@ impl ValuesChunk {
     }
 }
 
-/// Task rows per `UPDATE` statement (12 parameters each, well inside both backends'
+/// Rows per multi-row statement (at most 12 parameters each, well inside both backends'
 /// parameter limits).
-const UPDATE_CHUNK: usize = 500;
+const ROWS_PER_STATEMENT: usize = 500;
 
-/// Writes the mutable columns of many tasks: one statement per chunk, joining the table
-/// to a `VALUES` list, instead of one round trip per row.
-pub async fn update_tasks<C: ConnectionTrait>(db: &C, rows: &[&TaskRow]) -> Result<(), DbErr> {
+/// Runs `head (?, ..), (?, ..) tail` once per chunk of [`ROWS_PER_STATEMENT`] rows, each
+/// row giving its `columns` values through `row_values`: one statement per chunk instead
+/// of one round trip per row.
+async fn execute_rows<C: ConnectionTrait, T>(
+    db: &C,
+    head: &str,
+    tail: &str,
+    columns: usize,
+    rows: &[T],
+    mut row_values: impl FnMut(&T, &mut Vec<Value>),
+) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
-    for chunk in rows.chunks(UPDATE_CHUNK) {
-        let mut sql = String::with_capacity(512 + chunk.len() * 24);
-        sql.push_str(
-            "WITH v(id, state, agent, attempt, failures, exit_code, progress, last_error, \
-             started_at, finished_at, gpus, ram_mb) AS (VALUES ",
-        );
-        let mut values = Vec::with_capacity(chunk.len() * 12);
+    let tuple = format!("({})", vec!["?"; columns].join(", "));
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql =
+            String::with_capacity(head.len() + tail.len() + chunk.len() * (tuple.len() + 1));
+        sql.push_str(head);
+        let mut values = Vec::with_capacity(chunk.len() * columns);
         for (i, row) in chunk.iter().enumerate() {
             if i > 0 {
                 sql.push(',');
             }
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            sql.push_str(&tuple);
+            row_values(row, &mut values);
+        }
+        sql.push_str(tail);
+        db.execute_raw(statement(backend, &sql, values)).await?;
+    }
+    Ok(())
+}
+
+/// Writes the mutable columns of many tasks, joining the table to a `VALUES` list.
+pub async fn update_tasks<C: ConnectionTrait>(db: &C, rows: &[&TaskRow]) -> Result<(), DbErr> {
+    execute_rows(
+        db,
+        "WITH v(id, state, agent, attempt, failures, exit_code, progress, last_error, \
+         started_at, finished_at, gpus, ram_mb) AS (VALUES ",
+        ") UPDATE tasks SET state = v.state, agent = v.agent, attempt = v.attempt, \
+         failures = v.failures, exit_code = v.exit_code, progress = v.progress, \
+         last_error = v.last_error, started_at = v.started_at, \
+         finished_at = v.finished_at, gpus = v.gpus, ram_mb = v.ram_mb FROM v \
+         WHERE tasks.id = v.id",
+        12,
+        rows,
+        |row, values| {
             values.extend([
                 row.id.into(),
                 row.state.as_str().into(),
@@ -255,17 +284,9 @@ pub async fn update_tasks<C: ConnectionTrait>(db: &C, rows: &[&TaskRow]) -> Resu
                 Value::String(gpus_text(&row.gpus)),
                 i64::try_from(row.ram_mb).unwrap_or(i64::MAX).into(),
             ]);
-        }
-        sql.push_str(
-            ") UPDATE tasks SET state = v.state, agent = v.agent, attempt = v.attempt, \
-             failures = v.failures, exit_code = v.exit_code, progress = v.progress, \
-             last_error = v.last_error, started_at = v.started_at, \
-             finished_at = v.finished_at, gpus = v.gpus, ram_mb = v.ram_mb FROM v \
-             WHERE tasks.id = v.id",
-        );
-        db.execute_raw(statement(backend, &sql, values)).await?;
-    }
-    Ok(())
+        },
+    )
+    .await
 }
 
 /// Writes a job's counts, derived state and changeable settings.
@@ -332,29 +353,21 @@ pub async fn upsert_agent<C: ConnectionTrait>(db: &C, row: &AgentRow) -> Result<
     Ok(())
 }
 
-/// Log index rows per statement (6 parameters each).
-const LOG_CHUNK: usize = 500;
-
-/// Inserts or refreshes log index entries: one statement per chunk, not one per row (a
-/// group commit of short tasks holds an entry for each).
-pub async fn upsert_logs<'a, C: ConnectionTrait>(
+/// Inserts or refreshes log index entries (a group commit of short tasks holds one for
+/// each).
+pub async fn upsert_logs<C: ConnectionTrait>(
     db: &C,
-    rows: impl Iterator<Item = &'a LogIndexRow>,
+    rows: &[&LogIndexRow],
     now: i64,
 ) -> Result<(), DbErr> {
-    let backend = db.get_database_backend();
-    let rows: Vec<&LogIndexRow> = rows.collect();
-    for chunk in rows.chunks(LOG_CHUNK) {
-        let mut sql = String::with_capacity(256 + chunk.len() * 20);
-        sql.push_str(
-            "INSERT INTO task_logs (task_id, attempt, job_id, path, size, updated_at) VALUES ",
-        );
-        let mut values = Vec::with_capacity(chunk.len() * 6);
-        for (i, row) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str("(?, ?, ?, ?, ?, ?)");
+    execute_rows(
+        db,
+        "INSERT INTO task_logs (task_id, attempt, job_id, path, size, updated_at) VALUES ",
+        " ON CONFLICT (task_id, attempt) DO UPDATE SET size = excluded.size, \
+         updated_at = excluded.updated_at",
+        6,
+        rows,
+        |row, values| {
             values.extend([
                 row.task_id.into(),
                 i64::from(row.attempt).into(),
@@ -363,33 +376,23 @@ pub async fn upsert_logs<'a, C: ConnectionTrait>(
                 i64::try_from(row.size).unwrap_or(i64::MAX).into(),
                 now.into(),
             ]);
-        }
-        sql.push_str(
-            " ON CONFLICT (task_id, attempt) DO UPDATE SET size = excluded.size, \
-             updated_at = excluded.updated_at",
-        );
-        db.execute_raw(statement(backend, &sql, values)).await?;
-    }
-    Ok(())
+        },
+    )
+    .await
 }
-
-/// Attempt rows per statement (9 parameters each).
-const ATTEMPT_CHUNK: usize = 500;
 
 /// Records ended attempts (a replayed one overwrites its row).
 pub async fn upsert_attempts<C: ConnectionTrait>(db: &C, rows: &[AttemptRow]) -> Result<(), DbErr> {
-    let backend = db.get_database_backend();
-    for chunk in rows.chunks(ATTEMPT_CHUNK) {
-        let mut sql = String::from(
-            "INSERT INTO attempts (task_id, attempt, job_id, agent, started_at, finished_at, \
-             exit_code, outcome, error) VALUES ",
-        );
-        let mut values = Vec::with_capacity(chunk.len() * 9);
-        for (i, row) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    execute_rows(
+        db,
+        "INSERT INTO attempts (task_id, attempt, job_id, agent, started_at, finished_at, \
+         exit_code, outcome, error) VALUES ",
+        " ON CONFLICT (task_id, attempt) DO UPDATE SET agent = excluded.agent, \
+         started_at = excluded.started_at, finished_at = excluded.finished_at, \
+         exit_code = excluded.exit_code, outcome = excluded.outcome, error = excluded.error",
+        9,
+        rows,
+        |row, values| {
             values.extend([
                 row.task_id.into(),
                 i64::from(row.attempt).into(),
@@ -401,33 +404,21 @@ pub async fn upsert_attempts<C: ConnectionTrait>(db: &C, rows: &[AttemptRow]) ->
                 row.outcome.into(),
                 Value::String(row.error.clone()),
             ]);
-        }
-        sql.push_str(
-            " ON CONFLICT (task_id, attempt) DO UPDATE SET agent = excluded.agent, \
-             started_at = excluded.started_at, finished_at = excluded.finished_at, \
-             exit_code = excluded.exit_code, outcome = excluded.outcome, error = excluded.error",
-        );
-        db.execute_raw(statement(backend, &sql, values)).await?;
-    }
-    Ok(())
+        },
+    )
+    .await
 }
-
-/// Output rows per statement (6 parameters each).
-const OUTPUT_CHUNK: usize = 500;
 
 /// Records the files an attempt produced.
 pub async fn upsert_outputs<C: ConnectionTrait>(db: &C, rows: &OutputRows) -> Result<(), DbErr> {
-    let backend = db.get_database_backend();
-    for chunk in rows.files.chunks(OUTPUT_CHUNK) {
-        let mut sql = String::from(
-            "INSERT INTO outputs (job_id, path, task_id, frame, size, created_at) VALUES ",
-        );
-        let mut values = Vec::with_capacity(chunk.len() * 6);
-        for (i, file) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str("(?, ?, ?, ?, ?, ?)");
+    execute_rows(
+        db,
+        "INSERT INTO outputs (job_id, path, task_id, frame, size, created_at) VALUES ",
+        " ON CONFLICT (job_id, path) DO UPDATE SET task_id = excluded.task_id, \
+         frame = excluded.frame, size = excluded.size, created_at = excluded.created_at",
+        6,
+        &rows.files,
+        |file, values| {
             values.extend([
                 rows.job_id.into(),
                 file.path.clone().into(),
@@ -436,14 +427,9 @@ pub async fn upsert_outputs<C: ConnectionTrait>(db: &C, rows: &OutputRows) -> Re
                 i64::try_from(file.size).unwrap_or(i64::MAX).into(),
                 rows.at.into(),
             ]);
-        }
-        sql.push_str(
-            " ON CONFLICT (job_id, path) DO UPDATE SET task_id = excluded.task_id, \
-             frame = excluded.frame, size = excluded.size, created_at = excluded.created_at",
-        );
-        db.execute_raw(statement(backend, &sql, values)).await?;
-    }
-    Ok(())
+        },
+    )
+    .await
 }
 
 /// Records the preview of a frame.

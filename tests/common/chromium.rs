@@ -112,6 +112,18 @@ impl Browser {
     }
 
     fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.try_call(session, method, params)
+            .unwrap_or_else(|error| panic!("{method} failed: {error}"))
+    }
+
+    /// Sends one command and waits for its answer: its result, or the error Chromium
+    /// gave.
+    fn try_call(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({ "id": id, "method": method, "params": params });
@@ -128,8 +140,10 @@ impl Browser {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.from_browser.recv_timeout(left) {
                 Ok(answer) if answer["id"] == id => {
-                    assert!(answer.get("error").is_none(), "{method} failed: {answer}");
-                    return answer["result"].clone();
+                    return match answer.get("error") {
+                        Some(_) => Err(answer),
+                        None => Ok(answer["result"].clone()),
+                    };
                 }
                 Ok(_event) => continue,
                 Err(RecvTimeoutError::Timeout) => panic!("chromium did not answer {method}"),
@@ -143,15 +157,25 @@ impl Browser {
         }
     }
 
-    /// Evaluates a JavaScript expression in the page and returns its value.
+    /// Evaluates a JavaScript expression in the page and returns its value. An
+    /// evaluation that meets a navigation (a reload the page started) runs again in the
+    /// page that replaced it.
     pub fn eval(&mut self, expression: &str) -> Value {
         let session = self.session.clone();
-        let result = self.call(
-            Some(&session),
-            "Runtime.evaluate",
-            json!({ "expression": expression, "returnByValue": true }),
-        );
-        result["result"]["value"].clone()
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.try_call(
+                Some(&session),
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true }),
+            ) {
+                Ok(result) => return result["result"]["value"].clone(),
+                Err(error) if navigated(&error) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(error) => panic!("Runtime.evaluate failed: {error}"),
+            }
+        }
     }
 
     /// The page's current DOM as HTML.
@@ -161,6 +185,18 @@ impl Browser {
             .unwrap_or_default()
             .to_string()
     }
+}
+
+/// Whether Chromium refused a command because the page navigated while it ran.
+fn navigated(error: &Value) -> bool {
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    [
+        "Inspected target navigated or closed",
+        "Execution context was destroyed",
+        "Cannot find context with specified id",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 impl Drop for Browser {

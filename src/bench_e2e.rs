@@ -5,7 +5,8 @@
 //!   agent of N slots (real master and agent processes, output captured, results durably
 //!   stored), from the submission until the job is done;
 //! - the turnaround: on each slot, the gap between a task's end and the next task's start,
-//!   from the times the agent reported.
+//!   from the times the agent reported: when the task's process was created and when it
+//!   was reaped.
 //!
 //! It prints `e2e: furrow R1 tasks/s, raw spawn R2 tasks/s, ratio P%`, the turnaround's
 //! median and 99th percentile, and the machine's busy CPU time per task in each phase
@@ -161,7 +162,7 @@ pub async fn run(args: E2eArgs) -> Result<()> {
     let furrow = args.tasks as f64 / took.as_secs_f64();
     let furrow_cpu = per_task_ms(furrow_cpu, furrow_cpu_after, args.tasks);
 
-    // The agent's own times of each task's start and end.
+    // The agent's times of each task's process: created, and reaped.
     let mut spans = Vec::with_capacity(args.tasks as usize);
     let mut offset = 0;
     loop {

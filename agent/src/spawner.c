@@ -14,7 +14,10 @@
  *            it (PAYLOAD_IN_FILE) as a third descriptor.
  *   replies: struct reply; STARTED once the task's exec succeeded (its pid, which is
  *            also its process group), FAILED with the errno of what failed, EXITED with
- *            the task's wait status once it ended and was reaped.
+ *            the task's wait status once it ended and was reaped. STARTED carries the
+ *            time the task's process was created, EXITED the time it was reaped
+ *            (CLOCK_REALTIME, nanoseconds): when the task started and ended, whatever
+ *            the agent is busy with when it reads them.
  *
  * A task runs in a new process group that it leads, with /dev/null as its standard
  * input, no signal blocked, no descriptor but 0, 1 and 2, and PR_SET_PDEATHSIG=SIGKILL
@@ -93,6 +96,7 @@ struct reply {
     unsigned long id;
     unsigned int pid;
     unsigned int reserved;
+    unsigned long long time;
 };
 /* The kernel's signal set: 64 bits. */
 #define KERNEL_SIGSET_BYTES 8
@@ -302,6 +306,7 @@ static struct {
     int pid;
     unsigned long id;
     int exec_error;
+    unsigned long long forked;
 } starting[MAX_STARTING];
 static unsigned int starting_count;
 
@@ -337,9 +342,17 @@ static __attribute__((noreturn)) void kill_all(void) {
     exit_now(0);
 }
 
+/* The wall-clock time in nanoseconds since the epoch. */
+static unsigned long long now(void) {
+    struct timespec time = {0, 0};
+    SYS(SYS_clock_gettime, CLOCK_REALTIME, &time, 0, 0);
+    return (unsigned long long)time.tv_sec * 1000000000ULL + (unsigned long long)time.tv_nsec;
+}
+
 /* Sends a reply; an agent that cannot hear it any more is gone. */
-static void send_reply(unsigned int kind, int value, unsigned long id, int pid) {
-    struct reply reply = {kind, value, id, (unsigned int)pid, 0};
+static void send_reply(unsigned int kind, int value, unsigned long id, int pid,
+                       unsigned long long time) {
+    struct reply reply = {kind, value, id, (unsigned int)pid, 0, time};
     long written;
     do {
         written = SYS(SYS_write, AGENT, &reply, sizeof reply, 0);
@@ -362,6 +375,7 @@ static int wait_status(const siginfo_t *info) {
 static void finish_start(unsigned int index, const siginfo_t *reaped) {
     int pid = starting[index].pid;
     unsigned long id = starting[index].id;
+    unsigned long long forked = starting[index].forked;
     int error = 0;
     long got;
     do {
@@ -375,12 +389,12 @@ static void finish_start(unsigned int index, const siginfo_t *reaped) {
             siginfo_t ignored;
             sys6(SYS_waitid, P_PID, pid, (long)&ignored, WEXITED, 0, 0);
         }
-        send_reply(REPLY_FAILED, error ? error : EIO, id, 0);
+        send_reply(REPLY_FAILED, error ? error : EIO, id, 0, 0);
         return;
     }
-    send_reply(REPLY_STARTED, 0, id, pid);
+    send_reply(REPLY_STARTED, 0, id, pid, forked);
     if (reaped) {
-        send_reply(REPLY_EXITED, wait_status(reaped), id, pid);
+        send_reply(REPLY_EXITED, wait_status(reaped), id, pid, now());
         return;
     }
     children[child_count].pid = pid;
@@ -408,7 +422,7 @@ static void reap(void) {
             if (children[i].pid == info.si_pid) {
                 unsigned long id = children[i].id;
                 children[i] = children[--child_count];
-                send_reply(REPLY_EXITED, wait_status(&info), id, info.si_pid);
+                send_reply(REPLY_EXITED, wait_status(&info), id, info.si_pid, now());
                 break;
             }
         }
@@ -478,6 +492,7 @@ static int start_task(const struct request *request, char *payload, int out, int
         error = (int)-piped;
     }
     long spawner = SYS(SYS_getpid, 0, 0, 0, 0);
+    unsigned long long forked = now();
     long task = error ? 0 : SYS(SYS_clone, SIGCHLD, 0, 0, 0);
     if (!error && task < 0) {
         error = (int)-task;
@@ -510,6 +525,7 @@ static int start_task(const struct request *request, char *payload, int out, int
         starting[starting_count].pid = (int)task;
         starting[starting_count].id = request->id;
         starting[starting_count].exec_error = exec_error[0];
+        starting[starting_count].forked = forked;
         starting_count++;
     }
     if (mapped) {
@@ -582,7 +598,7 @@ static int serve(int null) {
         SYS(SYS_close, fds[i], 0, 0, 0);
     }
     if (error > 0) {
-        send_reply(REPLY_FAILED, error, request.id, 0);
+        send_reply(REPLY_FAILED, error, request.id, 0, 0);
     }
     return 1;
 }

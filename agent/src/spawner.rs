@@ -9,7 +9,8 @@
 //! agent ─ posix_spawn, once ─► spawner (src/spawner.c): a socket to the agent on its
 //!   │                          stdin; watches the agent, starts tasks, reaps them
 //!   │  request: program, arguments, environment, working directory, stdout and stderr
-//!   │  replies: started (pid) or failed (errno); later exited (wait status)
+//!   │  replies: started (pid, fork time) or failed (errno); later exited (wait
+//!   │           status, reap time)
 //!   ▼                            └─ fork ─► task: leads a new process group,
 //!  the task's output pipes                  PR_SET_PDEATHSIG=SIGKILL from the spawner,
 //!                                           no signal blocked, stdin /dev/null; execs
@@ -29,6 +30,10 @@
 //! forks each task from a process of a few pages, so a task costs one fork and its own
 //! exec, and the agent only writes a message. It is a small C program (`src/spawner.c`,
 //! compiled by `build.rs` and embedded in the agent), run from an in-memory file.
+//!
+//! The times in the replies are the spawner's: a task starts when its process is
+//! created and ends when it is reaped, not when the agent, busy with other tasks, gets
+//! to read the reply.
 //!
 //! If the spawner itself dies (killed by hand, or by the kernel's OOM killer), its tasks'
 //! leaders die with it (their PR_SET_PDEATHSIG), the agent learns it from the closed
@@ -50,7 +55,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use furrow_sysfd::ExitStatus;
 use nix::sys::signal::Signal;
@@ -78,8 +83,8 @@ const REPLY_FAILED: u32 = 2;
 const REPLY_EXITED: u32 = 3;
 /// `struct request`: kind, flags, id, argc, envc, payload bytes, reserved.
 const REQUEST_BYTES: usize = 32;
-/// `struct reply`: kind, value, id, pid, reserved.
-const REPLY_BYTES: usize = 24;
+/// `struct reply`: kind, value, id, pid, reserved, time.
+const REPLY_BYTES: usize = 32;
 /// The largest payload sent in the message itself (`MAX_MESSAGE` in spawner.c); larger
 /// ones go in a memory file.
 const MAX_INLINE_PAYLOAD: usize = 65_536;
@@ -117,8 +122,8 @@ fn install() -> io::Result<PathBuf> {
 
 /// What a request waits for: its start, then its end.
 struct Waiters {
-    started: Option<oneshot::Sender<io::Result<u32>>>,
-    exited: Option<oneshot::Sender<ExitStatus>>,
+    started: Option<oneshot::Sender<io::Result<(u32, SystemTime)>>>,
+    exited: Option<oneshot::Sender<(ExitStatus, SystemTime)>>,
 }
 
 /// A running spawner and the agent's end of its socket.
@@ -206,11 +211,13 @@ impl Connection {
             let value = word(4) as i32;
             let id = u64::from_ne_bytes(reply[8..16].try_into().unwrap_or_default());
             let pid = word(16);
+            let nanos = u64::from_ne_bytes(reply[24..32].try_into().unwrap_or_default());
+            let at = UNIX_EPOCH + Duration::from_nanos(nanos);
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             match kind {
                 REPLY_STARTED => {
                     let started = pending.get_mut(&id).and_then(|w| w.started.take());
-                    if started.is_none_or(|started| started.send(Ok(pid)).is_err()) {
+                    if started.is_none_or(|started| started.send(Ok((pid, at))).is_err()) {
                         // Nobody waits for this task any more (its start was dropped
                         // midway): it must not run unwatched.
                         pending.remove(&id);
@@ -224,7 +231,7 @@ impl Connection {
                 }
                 REPLY_EXITED => {
                     if let Some(exited) = pending.remove(&id).and_then(|w| w.exited) {
-                        let _ = exited.send(exit_status(value));
+                        let _ = exited.send((exit_status(value), at));
                     }
                 }
                 _ => {}
@@ -454,6 +461,8 @@ impl TaskCommand {
 /// A started task and the read ends of its output pipes.
 pub(crate) struct Spawned {
     pub process: TaskProcess,
+    /// When the spawner created the task's process.
+    pub started_at: SystemTime,
     pub stdout: ChildStdout,
     pub stderr: ChildStderr,
 }
@@ -461,8 +470,9 @@ pub(crate) struct Spawned {
 /// A running task: the leader of its process group, started and reaped by the spawner.
 pub(crate) struct TaskProcess {
     pid: u32,
-    exited: Option<oneshot::Receiver<ExitStatus>>,
+    exited: Option<oneshot::Receiver<(ExitStatus, SystemTime)>>,
     status: Option<ExitStatus>,
+    ended_at: Option<SystemTime>,
 }
 
 impl TaskProcess {
@@ -542,8 +552,8 @@ impl TaskProcess {
             // open past the task.
             drop((stdout_write, stderr_write, file));
             let mut started = StartGuard(started_rx);
-            let pid = match (&mut started.0).await {
-                Ok(Ok(pid)) => pid,
+            let (pid, started_at) = match (&mut started.0).await {
+                Ok(Ok(started)) => started,
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
                     return Err(io::Error::other(
@@ -558,7 +568,9 @@ impl TaskProcess {
                     pid,
                     exited: Some(exited_rx),
                     status: None,
+                    ended_at: None,
                 },
+                started_at,
                 stdout,
                 stderr,
             });
@@ -569,6 +581,11 @@ impl TaskProcess {
     /// Process id (and process group id) of the task.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// When the spawner reaped the task, once [`TaskProcess::wait`] returned its status.
+    pub fn ended_at(&self) -> Option<SystemTime> {
+        self.ended_at
     }
 
     /// Waits for the task to exit and returns how it ended (the spawner reaps it).
@@ -584,8 +601,9 @@ impl TaskProcess {
             ));
         };
         match exited.await {
-            Ok(status) => {
+            Ok((status, at)) => {
                 self.status = Some(status);
+                self.ended_at = Some(at);
                 self.exited = None;
                 Ok(status)
             }
@@ -602,13 +620,13 @@ impl TaskProcess {
 /// The wait for a task's start. Dropped before the start is known (the run abandoned
 /// midway), it makes sure the task does not run unwatched: a start reported already is
 /// killed here, one reported later by the thread that reads the spawner's replies.
-struct StartGuard(oneshot::Receiver<io::Result<u32>>);
+struct StartGuard(oneshot::Receiver<io::Result<(u32, SystemTime)>>);
 
 impl Drop for StartGuard {
     fn drop(&mut self) {
         // Closed first, so that no start can arrive between the look and the drop.
         self.0.close();
-        if let Ok(Ok(pid)) = self.0.try_recv() {
+        if let Ok(Ok((pid, _))) = self.0.try_recv() {
             signal_group(pid, Signal::SIGKILL);
         }
     }
@@ -685,6 +703,30 @@ mod tests {
                 stat.contains("(furrow-spawner)") && parent == Some(me)
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_task_starts_when_its_process_is_created_and_ends_when_it_is_reaped() {
+        let before = SystemTime::now();
+        let Spawned {
+            mut process,
+            started_at,
+            ..
+        } = TaskProcess::spawn(sh("sleep 0.3")).await.unwrap();
+        assert_eq!(process.ended_at(), None, "not ended yet");
+        assert!(started_at >= before, "{started_at:?} is before the request");
+        // The end is known once the wait returns, and stays the same.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(process.wait().await.unwrap(), ExitStatus::Exited(0));
+        let waited = SystemTime::now();
+        let ended_at = process.ended_at().expect("reaped");
+        let ran = ended_at.duration_since(started_at).unwrap();
+        assert!(ran >= Duration::from_millis(300), "ran {ran:?}");
+        // Reaped when it ended, not when the wait was called 600 ms after the start.
+        assert!(ran < Duration::from_millis(550), "ran {ran:?}");
+        assert!(ended_at <= waited);
+        assert_eq!(process.wait().await.unwrap(), ExitStatus::Exited(0));
+        assert_eq!(process.ended_at(), Some(ended_at));
     }
 
     #[tokio::test]

@@ -37,7 +37,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use furrow_protocol::{
     AgentMessage, Assignment, LimitHit, LogStream, TaskFinished, TaskProgress, TaskRef,
     TaskReturned, TaskStarted,
@@ -243,6 +243,8 @@ async fn wait_before_start(
 struct Ending {
     /// Exit status, when the process ran and was reaped.
     status: Option<ExitStatus>,
+    /// When the process was reaped, if it was.
+    ended_at: Option<DateTime<Utc>>,
     /// The attempt's error.
     error: Option<String>,
     /// Whether the error is already in the log (errors while running are logged live).
@@ -261,6 +263,7 @@ impl Ending {
     fn without_process(error: String, workdir: bool) -> Self {
         Self {
             status: None,
+            ended_at: None,
             error: Some(error),
             error_logged: false,
             stopped: false,
@@ -431,6 +434,7 @@ async fn execute<R: Reporter>(
         mut process,
         stdout,
         stderr,
+        started_at,
     } = match TaskProcess::spawn(command).await {
         Ok(spawned) => spawned,
         Err(e) => {
@@ -439,8 +443,8 @@ async fn execute<R: Reporter>(
             return Ending::without_process(format!("cannot start `{}`: {e}", plan.program), false);
         }
     };
-    // When the process started, not when the master hears of it.
-    let started_at = Utc::now();
+    // When the process started, not when the agent or the master hears of it.
+    let started_at = DateTime::<Utc>::from(started_at);
     let pgid = process.pid();
     let record = env.state.group_records().write(task, pgid);
     if let Err(e) = &record {
@@ -602,6 +606,7 @@ async fn execute<R: Reporter>(
     match waited {
         Ok(status) => Ending {
             status: Some(status),
+            ended_at: process.ended_at().map(DateTime::<Utc>::from),
             error_logged: error.is_some(),
             error,
             stopped,
@@ -689,7 +694,8 @@ async fn finish<R: Reporter>(
         signal,
         error: ending.error,
         limit: ending.limit,
-        at: Utc::now(),
+        // When the process ended; a task that never ran ends now.
+        at: ending.ended_at.unwrap_or_else(Utc::now),
         outputs,
     };
     if ending.workdir {

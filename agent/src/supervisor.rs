@@ -1,9 +1,10 @@
 //! The `TaskSupervisor` actor and its `TaskRunner`s.
 //!
 //! The supervisor owns the slots: it starts one `TaskRunner` per accepted assignment,
-//! keeps up to as many assignments again waiting for a slot (a master speaking protocol
+//! keeps up to twice as many assignments waiting for a slot (a master speaking protocol
 //! version 7 sends a slot's next task before the current one ends, so the slot never
-//! waits for a round trip), refuses assignments beyond that, routes cancels, and at
+//! waits for a round trip; from version 9, two per slot), refuses assignments beyond
+//! that, routes cancels, and at
 //! shutdown stops every runner (each gives its attempt back to the master) and answers
 //! once all of them have reported.
 //!
@@ -142,9 +143,9 @@ impl TaskSupervisor {
         self.runners.len() - self.gates.len()
     }
 
-    /// Assignments this agent keeps at most: one per slot running, one per slot waiting.
+    /// Assignments this agent keeps at most: one per slot running, two per slot waiting.
     fn capacity(&self) -> usize {
-        self.slots as usize * 2
+        self.slots as usize * 3
     }
 
     /// Whether `task` must wait before it starts: for a slot, or for an older attempt of
@@ -251,7 +252,7 @@ impl Handler<AssignTask> for TaskSupervisor {
                 "refusing assignment beyond free slots"
             );
             return AssignOutcome::Refused(format!(
-                "refused: no free slot on this agent (all {} slots busy, as many tasks waiting)",
+                "refused: no free slot on this agent (all {} slots busy, twice as many tasks waiting)",
                 self.slots
             ));
         }

@@ -1,5 +1,6 @@
-//! Assignments ahead of a free slot (protocol version 7): an agent keeps as many
-//! assignments again as it has slots, starts them in the order they came as slots free,
+//! Assignments ahead of a free slot (protocol version 7; two per slot from version 9): an
+//! agent keeps twice as many assignments as it has slots waiting, starts them in the
+//! order they came as slots free,
 //! ends a waiting one without a process when it is cancelled or stale, gives the waiting
 //! ones back at shutdown, and refuses anything beyond.
 
@@ -37,19 +38,21 @@ async fn assignments_wait_for_a_slot_in_the_order_they_came_and_beyond_that_are_
     let second = shell_task(22, "sleep 1000");
     let third = shell_task(23, "echo third");
     let fourth = shell_task(24, "echo fourth");
-    let fifth = shell_task(25, "echo never");
-    for task in [&first, &second, &third, &fourth, &fifth] {
+    let fifth = shell_task(25, "echo fifth");
+    let sixth = shell_task(26, "echo sixth");
+    let seventh = shell_task(27, "echo never");
+    for task in [&first, &second, &third, &fourth, &fifth, &sixth, &seventh] {
         conn.send(MasterMessage::Assign(task.clone())).await;
     }
-    // Two run, two wait, the fifth is given back at once, saying why; its log says so.
-    let (refused, seen) = conn.until_returned(fifth.task).await;
+    // Two run, four wait, the seventh is given back at once, saying why; its log says so.
+    let (refused, seen) = conn.until_returned(seventh.task).await;
     assert!(
         refused.reason.contains("no free slot") && refused.reason.contains("2 slots busy"),
         "{}",
         refused.reason
     );
     assert_eq!(
-        lines_of(&seen, fifth.task, LogStream::Agent),
+        lines_of(&seen, seventh.task, LogStream::Agent),
         std::slice::from_ref(&refused.reason)
     );
 
@@ -80,10 +83,15 @@ async fn assignments_wait_for_a_slot_in_the_order_they_came_and_beyond_that_are_
             .any(|line| line.contains("waiting")),
         "{seen:?}"
     );
-    // Then the fourth runs in the slot the third left.
-    let (done, _) = conn.until_finished(fourth.task).await;
-    assert!(done.succeeded(), "{done:?}");
-    for task in [first.task, third.task, fourth.task] {
+    // Then the fourth runs in the slot the third left, and the others after it.
+    let mut running = vec![fourth.task, fifth.task, sixth.task];
+    while !running.is_empty() {
+        if let AgentMessage::TaskFinished(done) = conn.recv_task_message().await {
+            assert!(done.succeeded(), "{done:?}");
+            running.retain(|task| *task != done.task);
+        }
+    }
+    for task in [first.task, third.task, fourth.task, fifth.task, sixth.task] {
         conn.store_result(task).await;
     }
     conn.send(MasterMessage::Cancel(second.task)).await;

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use common::{DEADLINE, TestAgent, get, get_json, job, start_master, wait_for};
 use furrow_protocol::{
-    AgentMessage, LogBatch, LogLine, LogStream, MasterMessage, PIPELINE_VERSION, PROTOCOL_VERSION,
-    TaskProgress, TaskRef, TaskReturned, TaskStarted, WorkState, handshake,
+    AgentMessage, DEEP_PIPELINE_VERSION, LogBatch, LogLine, LogStream, MasterMessage,
+    PIPELINE_VERSION, PROTOCOL_VERSION, TaskProgress, TaskRef, TaskReturned, TaskStarted,
+    WorkState, handshake,
 };
 use uuid::Uuid;
 
@@ -729,30 +730,40 @@ async fn agents_speaking_older_protocol_versions_work_and_get_only_what_their_ve
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_gets_a_task_ahead_of_each_busy_slot_once_a_job_s_tasks_prove_short() {
+async fn an_agent_gets_tasks_ahead_of_each_busy_slot_once_a_job_s_tasks_prove_short() {
+    // Two per slot from version 9 on, one per slot from version 7.
+    tasks_ahead_of_busy_slots(PROTOCOL_VERSION, 2).await;
+    tasks_ahead_of_busy_slots(DEEP_PIPELINE_VERSION - 1, 1).await;
+}
+
+/// An agent of two slots speaking `version` gets `per_slot` tasks waiting behind each
+/// busy slot once the job's first task ended quickly, and runs the job to its end.
+async fn tasks_ahead_of_busy_slots(version: u16, per_slot: usize) {
     let dir = tempfile::tempdir().unwrap();
     let master = start_master(dir.path(), Duration::from_secs(30));
     let listen = master.addrs().listen.to_string();
     let client = common::client(&listen).await;
     let submitted = client.submit_job(job("short", "1-10")).await.unwrap();
-    let mut agent = TestAgent::register(&listen, Uuid::new_v4(), 2, Vec::new()).await;
+    let mut agent =
+        TestAgent::register_speaking(&listen, Uuid::new_v4(), 2, Vec::new(), version).await;
     // Nothing is known of the tasks yet: one per slot.
     let first = agent.assignment().await;
     let second = agent.assignment().await;
     let http = master.addrs().http.to_string();
     let (_, job) = get_json(&http, &format!("/api/v1/jobs/{}", submitted.id));
     assert_eq!(job["task_counts"]["running"], 2, "{job}");
-    // The first ends at once: its slot gets a task, and each slot one waiting behind.
+    // The first ends at once: its slot gets a task, and each slot `per_slot` waiting
+    // behind.
     agent.run(first.task, &[]).await;
     let mut ahead = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..1 + 2 * per_slot {
         ahead.push(agent.assignment().await);
     }
     agent.result_stored(first.task).await;
     let (_, job) = get_json(&http, &format!("/api/v1/jobs/{}", submitted.id));
-    assert_eq!(job["task_counts"]["running"], 4, "{job}");
+    assert_eq!(job["task_counts"]["running"], 2 + 2 * per_slot, "{job}");
     // Assigned, none of them reported started (the second's process would run, the
-    // three others wait for a slot).
+    // others wait for a slot).
     let (_, tasks) = get_json(&http, &format!("/api/v1/jobs/{}/tasks/", submitted.id));
     let unstarted = tasks["items"]
         .as_array()
@@ -760,7 +771,7 @@ async fn an_agent_gets_a_task_ahead_of_each_busy_slot_once_a_job_s_tasks_prove_s
         .iter()
         .filter(|t| t["state"] == "running" && t["started_at"].is_null())
         .count();
-    assert_eq!(unstarted, 4, "{tasks}");
+    assert_eq!(unstarted, 2 + 2 * per_slot, "{tasks}");
     // It runs them all; each result frees one seat for one task.
     let mut outstanding: std::collections::VecDeque<TaskRef> = std::iter::once(second.task)
         .chain(ahead.iter().map(|a| a.task))

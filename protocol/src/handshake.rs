@@ -24,18 +24,26 @@ pub const MAGIC: [u8; 4] = *b"FRRW";
 /// - 7: an agent keeps as many assignments again as it has slots, each waiting for a
 ///   slot (see [`PIPELINE_VERSION`]).
 /// - 8: deployed applications (see [`crate::apps`]).
+/// - 9: an agent keeps twice as many assignments as it has slots waiting for a slot
+///   (see [`DEEP_PIPELINE_VERSION`]).
 ///
 /// Two peers speak the older of their newest versions (see [`agreed_version`]), so a
 /// farm is upgraded one node at a time: a side speaking a newer version sends an older
 /// peer only what that peer's version has. A message added later is appended to its
 /// enum, which leaves the encoding of the others unchanged.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// From this version on an agent accepts up to twice its slots in assignments: those
 /// beyond its busy slots wait there, in the order they came, and each starts the moment
 /// a slot frees, so a slot does not wait for a round trip to the master between tasks.
 /// An older agent refuses an assignment beyond its slots.
 pub const PIPELINE_VERSION: u16 = 7;
+
+/// From this version on an agent accepts up to three times its slots in assignments:
+/// twice its slots wait there. On a farm of very short tasks, the round trip that
+/// refills a slot's waiting tasks (results, a group commit, the next assignments) can
+/// take as long as several tasks run; one task waiting per slot left slots idle.
+pub const DEEP_PIPELINE_VERSION: u16 = 9;
 
 /// The oldest version of the message protocol this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 5;

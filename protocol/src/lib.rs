@@ -38,7 +38,8 @@ pub use codec::{DEFAULT_MAX_FRAME, FrameBudget, FrameCodec};
 pub use error::ProtocolError;
 pub use frames::{FrameBatch, FrameRange, FrameSet, FrameSpecError};
 pub use handshake::{
-    Hello, MIN_PROTOCOL_VERSION, PIPELINE_VERSION, PROTOCOL_VERSION, Role, agreed_version,
+    DEEP_PIPELINE_VERSION, Hello, MIN_PROTOCOL_VERSION, PIPELINE_VERSION, PROTOCOL_VERSION, Role,
+    agreed_version,
 };
 pub use json::Json;
 pub use messages::*;

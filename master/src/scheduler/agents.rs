@@ -5,7 +5,8 @@
 //! makes finding candidates a walk over those agents only.
 //!
 //! An agent speaking protocol version 7 keeps as many assignments again as it has slots,
-//! each waiting for a slot to free: those are its seats *ahead*. Tasks of jobs that
+//! each waiting for a slot to free (twice as many from version 9): those are its seats
+//! *ahead*. Tasks of jobs that
 //! pipeline ([`super::state::Job::pipelines`]) take them, so the agent starts its next
 //! task the moment one ends instead of after a round trip to the master. A task waiting
 //! there reserves what a running one does.

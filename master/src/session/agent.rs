@@ -21,8 +21,9 @@ use crate::store::CommitBatch;
 use crate::store::records::PreviewRow;
 
 /// Most attempts an agent may list as running or awaiting acknowledgement: every slot
-/// of the largest agent, running one attempt and holding a few unacknowledged results.
-const MAX_LISTED: usize = 4 * crate::registry::MAX_SLOTS as usize + 64;
+/// of the largest agent running one attempt with two waiting, and a few unacknowledged
+/// results.
+const MAX_LISTED: usize = 5 * crate::registry::MAX_SLOTS as usize + 64;
 /// Longest name, hostname, tag... kept from an agent, in bytes.
 const MAX_NAME: usize = 256;
 /// Longest error text of a task result kept, in bytes.
@@ -314,7 +315,9 @@ impl AgentSession {
         for gpu in &mut registration.gpus {
             clean(&mut gpu.name, MAX_NAME);
         }
-        let ahead = if self.version >= furrow_protocol::PIPELINE_VERSION {
+        let ahead = if self.version >= furrow_protocol::DEEP_PIPELINE_VERSION {
+            registration.slots.saturating_mul(2)
+        } else if self.version >= furrow_protocol::PIPELINE_VERSION {
             registration.slots
         } else {
             0

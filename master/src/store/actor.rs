@@ -49,15 +49,19 @@ struct Writer {
 }
 
 impl Writer {
-    /// Begins a transaction, opening the connection first when there is none.
-    async fn begin(&mut self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+    /// The connection, opened first when there is none.
+    async fn connection(&mut self) -> Result<&sea_orm::DatabaseConnection, DbErr> {
         if self.conn.is_none() {
             self.conn = Some(self.db.connect_writer().await?);
         }
-        match &self.conn {
-            Some(conn) => conn.begin().await,
-            None => Err(DbErr::Custom("no writer connection".into())),
-        }
+        self.conn
+            .as_ref()
+            .ok_or_else(|| DbErr::Custom("no writer connection".into()))
+    }
+
+    /// Begins a transaction, opening the connection first when there is none.
+    async fn begin(&mut self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        self.connection().await?.begin().await
     }
 
     /// Drops the connection after a failed write: a later write opens a fresh one.
@@ -265,6 +269,19 @@ struct Segment {
 }
 
 impl Segment {
+    /// Adds the segment's rows (not its bulk writes) to `script`.
+    fn write_rows(&self, script: &mut sql::Script, now: i64) {
+        sql::update_tasks(script, self.tasks.values());
+        sql::update_jobs(script, self.jobs.values());
+        sql::upsert_agents(script, self.agents.values());
+        sql::upsert_logs(script, self.logs.values(), now);
+        sql::upsert_attempts(script, &self.attempts);
+        sql::upsert_outputs(script, &self.outputs);
+        for row in self.previews.values() {
+            sql::upsert_preview(script, row, now);
+        }
+    }
+
     fn rows(&self) -> usize {
         self.tasks.len()
             + self.jobs.len()
@@ -570,28 +587,26 @@ async fn probe(writer: &Mutex<Writer>) -> Result<(), DbErr> {
 }
 
 /// Writes `batch` in one transaction; returns the change it made to the number of jobs.
+///
+/// Rows only (the usual batch) go as one script: on SQLite a single call to the
+/// database's thread, `BEGIN` and `COMMIT` included. Bulk writes run on their own after
+/// the rows written before them (a job deletion needs its count of deleted rows).
 async fn write_batch(writer: &mut Writer, batch: &Pending) -> Result<i64, DbErr> {
-    let txn = writer.begin().await?;
-    let mut jobs = 0;
     let now = now_ms();
+    let conn = writer.connection().await?;
+    let mut script = sql::Script::new(conn.get_database_backend());
+    if batch.segments.iter().all(|segment| segment.bulk.is_empty()) {
+        for segment in &batch.segments {
+            segment.write_rows(&mut script, now);
+        }
+        script.commit(conn).await?;
+        return Ok(0);
+    }
+    let txn = conn.begin().await?;
+    let mut jobs = 0;
     for segment in &batch.segments {
-        let tasks: Vec<&TaskRow> = segment.tasks.values().collect();
-        sql::update_tasks(&txn, &tasks).await?;
-        for row in segment.jobs.values() {
-            sql::update_job(&txn, row).await?;
-        }
-        for row in segment.agents.values() {
-            sql::upsert_agent(&txn, row).await?;
-        }
-        let logs: Vec<&LogIndexRow> = segment.logs.values().collect();
-        sql::upsert_logs(&txn, &logs, now).await?;
-        sql::upsert_attempts(&txn, &segment.attempts).await?;
-        for rows in &segment.outputs {
-            sql::upsert_outputs(&txn, rows).await?;
-        }
-        for row in segment.previews.values() {
-            sql::upsert_preview(&txn, row, now).await?;
-        }
+        segment.write_rows(&mut script, now);
+        script.run(&txn).await?;
         for bulk in &segment.bulk {
             jobs += sql::bulk(&txn, bulk, now).await?;
         }

@@ -139,6 +139,9 @@ impl Db {
             .max_connections(pool)
             .min_connections(1)
             .sqlx_logging(false)
+            // A ping before each use is a round trip to the connection's thread, and a
+            // local file has no network to have dropped it.
+            .test_before_acquire(false)
             .map_sqlx_sqlite_opts(|opts| {
                 // A 64 MiB page cache per connection keeps the hot parts of the task,
                 // attempt and index b-trees in memory as history grows (the default is

@@ -2,12 +2,18 @@
 //!
 //! They are written as SQL because they are the hot path: task rows are inserted as
 //! multi-row `VALUES` lists of numeric literals (no per-row round trip, no parameter
-//! limit), and transitions are short keyed `UPDATE`s inside one group-commit transaction.
+//! limit), and a group commit writes each kind of row (tasks, jobs, agents, log index
+//! entries, attempts, outputs) with one statement of fixed text, the rows passed as one
+//! JSON parameter ([`RowsSql`]), gathered into one [`Script`].
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use furrow_protocol::{FrameBatch, FrameRange, TaskId, WorkState};
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait, Value,
+};
 
 use super::records::{
     AgentRow, AttemptRow, BulkWrite, JobRow, LogIndexRow, NewJob, OutputRows, PreviewRow, TaskRow,
@@ -221,223 +227,430 @@ impl ValuesChunk {
     }
 }
 
-/// Rows per multi-row statement (at most 12 parameters each, well inside both backends'
-/// parameter limits).
-const ROWS_PER_STATEMENT: usize = 500;
+/// Statements gathered to run together. On SQLite they go to the database as one
+/// script: a single call to the thread that runs the connection, where each statement
+/// was a call (and two thread wake-ups) of its own. PostgreSQL's protocol takes one
+/// statement with parameters at a time, so there they run one after the other.
+pub struct Script {
+    backend: DbBackend,
+    statements: Vec<(String, Vec<Value>)>,
+}
 
-/// Runs `head (?, ..), (?, ..) tail` once per chunk of [`ROWS_PER_STATEMENT`] rows, each
-/// row giving its `columns` values through `row_values`: one statement per chunk instead
-/// of one round trip per row.
-async fn execute_rows<C: ConnectionTrait, T>(
-    db: &C,
-    head: &str,
-    tail: &str,
-    columns: usize,
-    rows: &[T],
-    mut row_values: impl FnMut(&T, &mut Vec<Value>),
-) -> Result<(), DbErr> {
-    let backend = db.get_database_backend();
-    let tuple = format!("({})", vec!["?"; columns].join(", "));
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut sql =
-            String::with_capacity(head.len() + tail.len() + chunk.len() * (tuple.len() + 1));
-        sql.push_str(head);
-        let mut values = Vec::with_capacity(chunk.len() * columns);
-        for (i, row) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
+impl Script {
+    /// An empty script for `backend`.
+    pub fn new(backend: DbBackend) -> Self {
+        Self {
+            backend,
+            statements: Vec::new(),
+        }
+    }
+
+    pub(super) fn push(&mut self, sql: impl Into<String>, values: Vec<Value>) {
+        self.statements.push((sql.into(), values));
+    }
+
+    /// Runs what was gathered so far, in order, inside whatever transaction `db` is, and
+    /// empties the script.
+    pub async fn run<C: ConnectionTrait>(&mut self, db: &C) -> Result<(), DbErr> {
+        let statements = std::mem::take(&mut self.statements);
+        match self.backend {
+            DbBackend::Postgres => {
+                for (sql, values) in statements {
+                    db.execute_raw(statement(self.backend, &sql, values))
+                        .await?;
+                }
             }
-            sql.push_str(&tuple);
-            row_values(row, &mut values);
+            _ => {
+                if !statements.is_empty() {
+                    db.execute_raw(self.joined(statements, "", "")).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the script as one transaction of its own on `db`. On SQLite that is one call:
+    /// `BEGIN`, the statements and `COMMIT` in one script (and `ROLLBACK` after a failure).
+    pub async fn commit(mut self, db: &DatabaseConnection) -> Result<(), DbErr> {
+        if self.backend == DbBackend::Postgres {
+            let txn = db.begin().await?;
+            self.run(&txn).await?;
+            return txn.commit().await;
+        }
+        let statements = std::mem::take(&mut self.statements);
+        let script = self.joined(statements, "BEGIN;\n", ";\nCOMMIT");
+        let result = db.execute_raw(script).await;
+        if let Err(e) = result {
+            // A statement failed half-way: nothing of it is kept. (When even this fails,
+            // the caller drops the connection, which rolls back all the same.)
+            let _ = db.execute_unprepared("ROLLBACK").await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn joined(&self, statements: Vec<(String, Vec<Value>)>, head: &str, tail: &str) -> Statement {
+        let mut sql = String::from(head);
+        let mut all = Vec::new();
+        for (i, (text, values)) in statements.into_iter().enumerate() {
+            if i > 0 {
+                sql.push_str(";\n");
+            }
+            sql.push_str(&text);
+            all.extend(values);
         }
         sql.push_str(tail);
-        db.execute_raw(statement(backend, &sql, values)).await?;
+        Statement::from_sql_and_values(self.backend, sql, all)
     }
-    Ok(())
 }
 
-/// Writes the mutable columns of many tasks, joining the table to a `VALUES` list.
-pub async fn update_tasks<C: ConnectionTrait>(db: &C, rows: &[&TaskRow]) -> Result<(), DbErr> {
-    execute_rows(
-        db,
-        "WITH v(id, state, agent, attempt, failures, exit_code, progress, last_error, \
-         started_at, finished_at, gpus, ram_mb) AS (VALUES ",
-        ") UPDATE tasks SET state = v.state, agent = v.agent, attempt = v.attempt, \
-         failures = v.failures, exit_code = v.exit_code, progress = v.progress, \
-         last_error = v.last_error, started_at = v.started_at, \
-         finished_at = v.finished_at, gpus = v.gpus, ram_mb = v.ram_mb FROM v \
-         WHERE tasks.id = v.id",
-        12,
-        rows,
-        |row, values| {
-            values.extend([
-                row.id.into(),
-                row.state.as_str().into(),
-                Value::String(row.agent.map(|a| a.to_string())),
-                i64::from(row.attempt).into(),
-                i64::from(row.failures).into(),
-                Value::Int(row.exit_code),
-                f64::from(row.progress).into(),
-                Value::String(row.last_error.clone()),
-                opt_i64(row.started_at),
-                opt_i64(row.finished_at),
-                Value::String(gpus_text(&row.gpus)),
-                i64::try_from(row.ram_mb).unwrap_or(i64::MAX).into(),
-            ]);
-        },
-    )
-    .await
+/// How a column of [`RowsSql`] is read from its JSON value.
+#[derive(Clone, Copy)]
+enum Col {
+    Text,
+    Int,
+    Real,
 }
 
-/// Writes a job's counts, derived state and changeable settings.
-pub async fn update_job<C: ConnectionTrait>(db: &C, row: &JobRow) -> Result<(), DbErr> {
-    let sql = "UPDATE jobs SET state = ?, queued = ?, running = ?, done = ?, failed = ?, \
-               paused = ?, blocked = ?, cancelled = ?, finished_at = ?, control = ?, \
-               priority = ?, weight = ?, queue = ?, min_agents = ?, max_agents = ?, \
-               requirements = ?, notes = ?, blocklist = ? WHERE id = ?";
-    let c = row.counts;
-    let s = &row.settings;
-    let values = vec![
-        super::records::job_state(c, row.control).as_str().into(),
-        (c.queued as i64).into(),
-        (c.running as i64).into(),
-        (c.done as i64).into(),
-        (c.failed as i64).into(),
-        (c.paused as i64).into(),
-        (c.blocked as i64).into(),
-        (c.cancelled as i64).into(),
-        opt_i64(row.finished_at),
-        row.control.as_str().into(),
-        row.priority.into(),
-        i64::from(s.weight).into(),
-        s.queue.clone().into(),
-        i64::from(s.min_agents).into(),
-        opt_i64(s.max_agents.map(i64::from)),
-        json_text(&s.requirements).into(),
-        s.notes.clone().into(),
-        json_text(&row.blocklist).into(),
-        row.id.into(),
-    ];
-    db.execute_raw(statement(db.get_database_backend(), sql, values))
-        .await?;
-    Ok(())
+/// A statement over any number of rows, with a text that does not depend on their number:
+/// the rows are its one parameter, a JSON array of arrays, read as a table `v` of
+/// `columns` before `body` runs. It is prepared once and found in the statement cache
+/// after; a multi-row `VALUES` list had a text of its own, so a preparation, for each row
+/// count.
+struct RowsSql {
+    columns: &'static [(&'static str, Col)],
+    body: &'static str,
+    sqlite: OnceLock<String>,
+    postgres: OnceLock<String>,
 }
 
-/// Inserts or refreshes an agent.
-pub async fn upsert_agent<C: ConnectionTrait>(db: &C, row: &AgentRow) -> Result<(), DbErr> {
-    let sql = "INSERT INTO agents (id, name, hostname, os, cpus, ram_mb, gpus, tags, slots, \
-               version, created_at, last_seen, software) \
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-               ON CONFLICT (id) DO UPDATE SET name = excluded.name, hostname = excluded.hostname, \
-               os = excluded.os, cpus = excluded.cpus, ram_mb = excluded.ram_mb, \
-               gpus = excluded.gpus, tags = excluded.tags, slots = excluded.slots, \
-               version = excluded.version, last_seen = excluded.last_seen, \
-               software = excluded.software";
-    let values = vec![
-        row.id.to_string().into(),
-        row.name.clone().into(),
-        row.hostname.clone().into(),
-        row.os.clone().into(),
-        i64::from(row.cpus).into(),
-        i64::try_from(row.ram_mb).unwrap_or(i64::MAX).into(),
-        row.gpus.clone().into(),
-        row.tags.clone().into(),
-        i64::from(row.slots).into(),
-        row.version.clone().into(),
-        row.last_seen.into(),
-        row.last_seen.into(),
-        row.software.clone().into(),
-    ];
-    db.execute_raw(statement(db.get_database_backend(), sql, values))
-        .await?;
-    Ok(())
+impl RowsSql {
+    const fn new(columns: &'static [(&'static str, Col)], body: &'static str) -> Self {
+        Self {
+            columns,
+            body,
+            sqlite: OnceLock::new(),
+            postgres: OnceLock::new(),
+        }
+    }
+
+    fn text(&self, backend: DbBackend) -> &str {
+        let (cell, rows) = match backend {
+            DbBackend::Postgres => (
+                &self.postgres,
+                "jsonb_array_elements(CAST(? AS jsonb)) AS r(value)",
+            ),
+            // Each row comes out as JSONB, read by `->>` without being parsed again.
+            _ => (&self.sqlite, "jsonb_each(?) AS r"),
+        };
+        cell.get_or_init(|| {
+            let mut sql = String::from("WITH v AS (SELECT ");
+            for (i, (name, col)) in self.columns.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let _ = match col {
+                    Col::Text => write!(sql, "r.value ->> {i} AS {name}"),
+                    Col::Int => write!(sql, "CAST(r.value ->> {i} AS BIGINT) AS {name}"),
+                    Col::Real => write!(sql, "CAST(r.value ->> {i} AS DOUBLE PRECISION) AS {name}"),
+                };
+            }
+            let _ = write!(sql, " FROM {rows}) {}", self.body);
+            sql
+        })
+    }
+
+    /// Adds the statement for `rows` (each a tuple of the columns, in order) to `script`;
+    /// nothing when there are none.
+    fn push<R: serde::Serialize>(&self, script: &mut Script, rows: &[R]) {
+        if rows.is_empty() {
+            return;
+        }
+        let json = serde_json::to_string(rows).unwrap_or_else(|_| "[]".into());
+        script.push(self.text(script.backend), vec![json.into()]);
+    }
 }
+
+/// A progress as stored: JSON has no NaN or infinity.
+fn finite(progress: f32) -> f64 {
+    let progress = f64::from(progress);
+    if progress.is_finite() { progress } else { 0.0 }
+}
+
+static UPDATE_TASKS: RowsSql = RowsSql::new(
+    &[
+        ("id", Col::Int),
+        ("state", Col::Text),
+        ("agent", Col::Text),
+        ("attempt", Col::Int),
+        ("failures", Col::Int),
+        ("exit_code", Col::Int),
+        ("progress", Col::Real),
+        ("last_error", Col::Text),
+        ("started_at", Col::Int),
+        ("finished_at", Col::Int),
+        ("gpus", Col::Text),
+        ("ram_mb", Col::Int),
+    ],
+    "UPDATE tasks SET state = v.state, agent = v.agent, attempt = v.attempt, \
+     failures = v.failures, exit_code = v.exit_code, progress = v.progress, \
+     last_error = v.last_error, started_at = v.started_at, finished_at = v.finished_at, \
+     gpus = v.gpus, ram_mb = v.ram_mb FROM v WHERE tasks.id = v.id",
+);
+
+/// Writes the mutable columns of many tasks.
+pub fn update_tasks<'a>(script: &mut Script, rows: impl Iterator<Item = &'a TaskRow>) {
+    let rows: Vec<_> = rows
+        .map(|row| {
+            (
+                row.id,
+                row.state.as_str(),
+                row.agent.map(|a| a.to_string()),
+                row.attempt,
+                row.failures,
+                row.exit_code,
+                finite(row.progress),
+                row.last_error.as_deref(),
+                row.started_at,
+                row.finished_at,
+                gpus_text(&row.gpus),
+                row.ram_mb,
+            )
+        })
+        .collect();
+    UPDATE_TASKS.push(script, &rows);
+}
+
+static UPDATE_JOBS: RowsSql = RowsSql::new(
+    &[
+        ("id", Col::Int),
+        ("state", Col::Text),
+        ("queued", Col::Int),
+        ("running", Col::Int),
+        ("done", Col::Int),
+        ("failed", Col::Int),
+        ("paused", Col::Int),
+        ("blocked", Col::Int),
+        ("cancelled", Col::Int),
+        ("finished_at", Col::Int),
+        ("control", Col::Text),
+        ("priority", Col::Int),
+        ("weight", Col::Int),
+        ("queue", Col::Text),
+        ("min_agents", Col::Int),
+        ("max_agents", Col::Int),
+        ("requirements", Col::Text),
+        ("notes", Col::Text),
+        ("blocklist", Col::Text),
+    ],
+    "UPDATE jobs SET state = v.state, queued = v.queued, running = v.running, done = v.done, \
+     failed = v.failed, paused = v.paused, blocked = v.blocked, cancelled = v.cancelled, \
+     finished_at = v.finished_at, control = v.control, priority = v.priority, \
+     weight = v.weight, queue = v.queue, min_agents = v.min_agents, \
+     max_agents = v.max_agents, requirements = v.requirements, notes = v.notes, \
+     blocklist = v.blocklist FROM v WHERE jobs.id = v.id",
+);
+
+/// Writes the counts, derived state and changeable settings of jobs.
+pub fn update_jobs<'a>(script: &mut Script, rows: impl Iterator<Item = &'a JobRow>) {
+    let rows: Vec<_> = rows
+        .map(|row| {
+            let c = row.counts;
+            let s = &row.settings;
+            // Past serde's 16 fields for a tuple; a job row or two per commit.
+            serde_json::json!([
+                row.id,
+                super::records::job_state(c, row.control).as_str(),
+                c.queued,
+                c.running,
+                c.done,
+                c.failed,
+                c.paused,
+                c.blocked,
+                c.cancelled,
+                row.finished_at,
+                row.control.as_str(),
+                row.priority,
+                s.weight,
+                s.queue,
+                s.min_agents,
+                s.max_agents,
+                json_text(&s.requirements),
+                s.notes,
+                json_text(&row.blocklist),
+            ])
+        })
+        .collect();
+    UPDATE_JOBS.push(script, &rows);
+}
+
+static UPSERT_AGENTS: RowsSql = RowsSql::new(
+    &[
+        ("id", Col::Text),
+        ("name", Col::Text),
+        ("hostname", Col::Text),
+        ("os", Col::Text),
+        ("cpus", Col::Int),
+        ("ram_mb", Col::Int),
+        ("gpus", Col::Text),
+        ("tags", Col::Text),
+        ("slots", Col::Int),
+        ("version", Col::Text),
+        ("last_seen", Col::Int),
+        ("software", Col::Text),
+    ],
+    "INSERT INTO agents (id, name, hostname, os, cpus, ram_mb, gpus, tags, slots, version, \
+     created_at, last_seen, software) SELECT id, name, hostname, os, cpus, ram_mb, gpus, \
+     tags, slots, version, last_seen, last_seen, software FROM v WHERE true \
+     ON CONFLICT (id) DO UPDATE SET name = excluded.name, hostname = excluded.hostname, \
+     os = excluded.os, cpus = excluded.cpus, ram_mb = excluded.ram_mb, gpus = excluded.gpus, \
+     tags = excluded.tags, slots = excluded.slots, version = excluded.version, \
+     last_seen = excluded.last_seen, software = excluded.software",
+);
+
+/// Inserts or refreshes agents.
+pub fn upsert_agents<'a>(script: &mut Script, rows: impl Iterator<Item = &'a AgentRow>) {
+    let rows: Vec<_> = rows
+        .map(|row| {
+            (
+                row.id.to_string(),
+                row.name.as_str(),
+                row.hostname.as_str(),
+                row.os.as_str(),
+                row.cpus,
+                row.ram_mb,
+                row.gpus.as_str(),
+                row.tags.as_str(),
+                row.slots,
+                row.version.as_str(),
+                row.last_seen,
+                row.software.as_str(),
+            )
+        })
+        .collect();
+    UPSERT_AGENTS.push(script, &rows);
+}
+
+static UPSERT_LOGS: RowsSql = RowsSql::new(
+    &[
+        ("task_id", Col::Int),
+        ("attempt", Col::Int),
+        ("job_id", Col::Int),
+        ("path", Col::Text),
+        ("size", Col::Int),
+        ("updated_at", Col::Int),
+    ],
+    "INSERT INTO task_logs (task_id, attempt, job_id, path, size, updated_at) \
+     SELECT task_id, attempt, job_id, path, size, updated_at FROM v WHERE true \
+     ON CONFLICT (task_id, attempt) DO UPDATE SET size = excluded.size, \
+     updated_at = excluded.updated_at",
+);
 
 /// Inserts or refreshes log index entries (a group commit of short tasks holds one for
 /// each).
-pub async fn upsert_logs<C: ConnectionTrait>(
-    db: &C,
-    rows: &[&LogIndexRow],
-    now: i64,
-) -> Result<(), DbErr> {
-    execute_rows(
-        db,
-        "INSERT INTO task_logs (task_id, attempt, job_id, path, size, updated_at) VALUES ",
-        " ON CONFLICT (task_id, attempt) DO UPDATE SET size = excluded.size, \
-         updated_at = excluded.updated_at",
-        6,
-        rows,
-        |row, values| {
-            values.extend([
-                row.task_id.into(),
-                i64::from(row.attempt).into(),
-                row.job_id.into(),
-                row.path.clone().into(),
-                i64::try_from(row.size).unwrap_or(i64::MAX).into(),
-                now.into(),
-            ]);
-        },
-    )
-    .await
+pub fn upsert_logs<'a>(script: &mut Script, rows: impl Iterator<Item = &'a LogIndexRow>, now: i64) {
+    let rows: Vec<_> = rows
+        .map(|row| {
+            (
+                row.task_id,
+                row.attempt,
+                row.job_id,
+                row.path.as_str(),
+                row.size,
+                now,
+            )
+        })
+        .collect();
+    UPSERT_LOGS.push(script, &rows);
 }
 
-/// Records ended attempts (a replayed one overwrites its row).
-pub async fn upsert_attempts<C: ConnectionTrait>(db: &C, rows: &[AttemptRow]) -> Result<(), DbErr> {
-    execute_rows(
-        db,
-        "INSERT INTO attempts (task_id, attempt, job_id, agent, started_at, finished_at, \
-         exit_code, outcome, error) VALUES ",
-        " ON CONFLICT (task_id, attempt) DO UPDATE SET agent = excluded.agent, \
-         started_at = excluded.started_at, finished_at = excluded.finished_at, \
-         exit_code = excluded.exit_code, outcome = excluded.outcome, error = excluded.error",
-        9,
-        rows,
-        |row, values| {
-            values.extend([
-                row.task_id.into(),
-                i64::from(row.attempt).into(),
-                row.job_id.into(),
-                Value::String(row.agent.map(|a| a.to_string())),
-                opt_i64(row.started_at),
-                row.finished_at.into(),
-                Value::Int(row.exit_code),
-                row.outcome.into(),
-                Value::String(row.error.clone()),
-            ]);
-        },
-    )
-    .await
+static UPSERT_ATTEMPTS: RowsSql = RowsSql::new(
+    &[
+        ("task_id", Col::Int),
+        ("attempt", Col::Int),
+        ("job_id", Col::Int),
+        ("agent", Col::Text),
+        ("started_at", Col::Int),
+        ("finished_at", Col::Int),
+        ("exit_code", Col::Int),
+        ("outcome", Col::Text),
+        ("error", Col::Text),
+    ],
+    "INSERT INTO attempts (task_id, attempt, job_id, agent, started_at, finished_at, \
+     exit_code, outcome, error) SELECT task_id, attempt, job_id, agent, started_at, \
+     finished_at, exit_code, outcome, error FROM v WHERE true \
+     ON CONFLICT (task_id, attempt) DO UPDATE SET agent = excluded.agent, \
+     started_at = excluded.started_at, finished_at = excluded.finished_at, \
+     exit_code = excluded.exit_code, outcome = excluded.outcome, error = excluded.error",
+);
+
+/// Records ended attempts (a replayed one overwrites its row; of two for the same attempt
+/// in one batch, the later wins).
+pub fn upsert_attempts(script: &mut Script, rows: &[AttemptRow]) {
+    let mut seen = HashSet::new();
+    let mut rows: Vec<_> = rows
+        .iter()
+        .rev()
+        .filter(|row| seen.insert((row.task_id, row.attempt)))
+        .map(|row| {
+            (
+                row.task_id,
+                row.attempt,
+                row.job_id,
+                row.agent.map(|a| a.to_string()),
+                row.started_at,
+                row.finished_at,
+                row.exit_code,
+                row.outcome,
+                row.error.as_deref(),
+            )
+        })
+        .collect();
+    rows.reverse();
+    UPSERT_ATTEMPTS.push(script, &rows);
 }
 
-/// Records the files an attempt produced.
-pub async fn upsert_outputs<C: ConnectionTrait>(db: &C, rows: &OutputRows) -> Result<(), DbErr> {
-    execute_rows(
-        db,
-        "INSERT INTO outputs (job_id, path, task_id, frame, size, created_at) VALUES ",
-        " ON CONFLICT (job_id, path) DO UPDATE SET task_id = excluded.task_id, \
-         frame = excluded.frame, size = excluded.size, created_at = excluded.created_at",
-        6,
-        &rows.files,
-        |file, values| {
-            values.extend([
-                rows.job_id.into(),
-                file.path.clone().into(),
-                rows.task_id.into(),
-                opt_i64(file.frame),
-                i64::try_from(file.size).unwrap_or(i64::MAX).into(),
-                rows.at.into(),
-            ]);
-        },
-    )
-    .await
+static UPSERT_OUTPUTS: RowsSql = RowsSql::new(
+    &[
+        ("job_id", Col::Int),
+        ("path", Col::Text),
+        ("task_id", Col::Int),
+        ("frame", Col::Int),
+        ("size", Col::Int),
+        ("created_at", Col::Int),
+    ],
+    "INSERT INTO outputs (job_id, path, task_id, frame, size, created_at) \
+     SELECT job_id, path, task_id, frame, size, created_at FROM v WHERE true \
+     ON CONFLICT (job_id, path) DO UPDATE SET task_id = excluded.task_id, \
+     frame = excluded.frame, size = excluded.size, created_at = excluded.created_at",
+);
+
+/// Records the files attempts produced (of two rows for one file in one batch, the later
+/// wins).
+pub fn upsert_outputs(script: &mut Script, rows: &[OutputRows]) {
+    let mut seen = HashSet::new();
+    let mut files: Vec<_> = rows
+        .iter()
+        .rev()
+        .flat_map(|rows| rows.files.iter().rev().map(move |file| (rows, file)))
+        .filter(|(rows, file)| seen.insert((rows.job_id, file.path.as_str())))
+        .map(|(rows, file)| {
+            (
+                rows.job_id,
+                file.path.as_str(),
+                rows.task_id,
+                file.frame,
+                file.size,
+                rows.at,
+            )
+        })
+        .collect();
+    files.reverse();
+    UPSERT_OUTPUTS.push(script, &files);
 }
 
 /// Records the preview of a frame.
-pub async fn upsert_preview<C: ConnectionTrait>(
-    db: &C,
-    row: &PreviewRow,
-    now: i64,
-) -> Result<(), DbErr> {
+pub fn upsert_preview(script: &mut Script, row: &PreviewRow, now: i64) {
     let sql = "INSERT INTO previews (job_id, frame, task_id, mime, width, height, data, created_at) \
                VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, frame) DO UPDATE SET \
                task_id = excluded.task_id, mime = excluded.mime, width = excluded.width, \
@@ -452,9 +665,7 @@ pub async fn upsert_preview<C: ConnectionTrait>(
         Value::Bytes(Some(row.data.clone())),
         now.into(),
     ];
-    db.execute_raw(statement(db.get_database_backend(), sql, values))
-        .await?;
-    Ok(())
+    script.push(sql, values);
 }
 
 /// Applies one bulk write. Returns the change it made to the number of jobs (minus one

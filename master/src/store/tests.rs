@@ -964,3 +964,78 @@ fn large_submission_is_inserted_in_chunks() {
         );
     });
 }
+
+/// A script commits as one transaction: when a statement fails, nothing of the ones
+/// before it is kept and the connection writes again afterwards. Text read from the JSON
+/// rows arrives as written.
+async fn scripts(db: Db) {
+    use super::sql::{self, Script};
+    let conn = db.connect_writer().await.unwrap();
+    let backend = db.backend();
+    let row = |path: &str, size: u64| LogIndexRow {
+        task_id: 7,
+        attempt: 1,
+        job_id: 3,
+        path: path.into(),
+        size,
+    };
+    let count = || async {
+        conn.query_one_raw(sea_orm::Statement::from_string(
+            backend,
+            "SELECT COUNT(*) FROM task_logs",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap()
+    };
+
+    let mut failing = Script::new(backend);
+    sql::upsert_logs(&mut failing, [row("logs/a", 1)].iter(), 5);
+    failing.push("INSERT INTO no_such_table (x) VALUES (1)", Vec::new());
+    let error = failing.commit(&conn).await.unwrap_err();
+    assert!(error.to_string().contains("no_such_table"), "{error}");
+    assert_eq!(
+        count().await,
+        0,
+        "the statement before the failure was kept"
+    );
+
+    let text = "l'og \"quoted\" \\ back, line\nbreak, ünïcødé ✓";
+    let mut script = Script::new(backend);
+    sql::upsert_logs(&mut script, [row(text, 2)].iter(), 5);
+    script.commit(&conn).await.unwrap();
+    let stored = conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            backend,
+            "SELECT path, size, updated_at FROM task_logs",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.try_get_by_index::<String>(0).unwrap(), text);
+    assert_eq!(stored.try_get_by_index::<i64>(1).unwrap(), 2);
+    assert_eq!(stored.try_get_by_index::<i64>(2).unwrap(), 5);
+    conn.close().await.ok();
+}
+
+#[test]
+fn sqlite_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    System::new().block_on(async {
+        scripts(Db::open(None, dir.path()).await.unwrap()).await;
+    });
+}
+
+#[test]
+fn postgres_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    System::new().block_on(async {
+        let pg = TempPostgres::create().await;
+        let db = Db::open(Some(&pg.url), dir.path()).await.unwrap();
+        scripts(db.clone()).await;
+        db.close().await.ok();
+        pg.drop_db().await;
+    });
+}

@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::auth::Admission;
-use crate::logs::LogCollector;
+use crate::logs::LogSink;
 use crate::registry::Registry;
 use crate::scheduler::Scheduler;
 use crate::service::Service;
@@ -41,7 +41,7 @@ pub struct SessionDeps {
     /// Scheduler.
     pub scheduler: Addr<Scheduler>,
     /// Log collector.
-    pub logs: Addr<LogCollector>,
+    pub logs: LogSink,
     /// Deployed apps.
     pub apps: Addr<crate::apps::Apps>,
     /// Service layer for client requests.

@@ -9,19 +9,22 @@
 //! Live followers get each chunk as it is written through a fixed-size broadcast ring;
 //! one that falls behind loses chunks, never memory, and re-reads them from the file.
 //!
-//! The actor runs on its own arbiter (thread) because it does blocking file I/O.
+//! The actor runs on its own arbiter (thread) because it does blocking file I/O. The
+//! scheduler and the agents' sessions reach it through a [`LogSink`].
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
+use std::future::Future;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{SecondsFormat, TimeZone, Utc};
 use furrow_protocol::{JobId, LogBatch, LogLine, LogStream, TaskRef};
-use tokio::sync::broadcast;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
@@ -91,37 +94,144 @@ pub struct LiveChunk {
     pub closed: bool,
 }
 
-/// An attempt may be written to from now on.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AttemptOpened {
-    /// The attempt.
-    pub task: TaskRef,
-    /// Its job.
-    pub job_id: JobId,
-    /// The agent it runs on: lines for it from any other agent are refused.
-    pub agent: Uuid,
+/// What the scheduler and the agents' sessions tell the collector, through a
+/// [`LogSink`].
+enum LogEvent {
+    /// An attempt may be written to from now on; lines for it from any agent but
+    /// `agent` are refused.
+    Opened {
+        task: TaskRef,
+        job_id: JobId,
+        agent: Uuid,
+    },
+    /// An attempt ended: flush, close and index its file.
+    Closed { task: TaskRef, job_id: JobId },
+    /// Lines from an agent, holding their room in the queue until written.
+    Lines {
+        agent: Uuid,
+        batch: LogBatch,
+        _room: OwnedSemaphorePermit,
+    },
 }
 
-/// An attempt ended: flush, close and index its file.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AttemptClosed {
-    /// The attempt.
-    pub task: TaskRef,
-    /// Its job.
-    pub job_id: JobId,
+/// Bytes of log text the queue holds before a session sending more waits.
+const QUEUE_ROOM: usize = 8 * 1024 * 1024;
+
+/// The events waiting for the collector. See [`LogSink`].
+#[derive(Clone)]
+pub struct LogQueue {
+    events: Arc<Mutex<Vec<LogEvent>>>,
+    room: Arc<Semaphore>,
 }
 
-/// Lines from an agent.
+impl LogQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self {
+            events: Arc::new(Mutex::new(Vec::new())),
+            room: Arc::new(Semaphore::new(QUEUE_ROOM)),
+        }
+    }
+
+    /// Adds `event`; true when the queue was empty, so the collector must be told.
+    fn push(&self, event: LogEvent) -> bool {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        events.push(event);
+        events.len() == 1
+    }
+
+    fn take(&self) -> Vec<LogEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Default for LogQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Tells the collector, on its own thread, of attempts opening and closing and of the
+/// lines agents send.
+///
+/// Events go into a shared queue, and the collector gets a message only when the queue
+/// was empty: the events of one scheduling pass or of one agent frame wake its thread
+/// once, not once each (a wake-up is a system call and a context switch on either
+/// side). The collector applies what is queued before anything else it does, so a read
+/// sees every line queued before it. Lines take room in the queue, [`QUEUE_ROOM`] bytes
+/// in all: an agent flooding output waits for room, which stops its session reading
+/// from its socket (TCP backpressure) instead of queueing lines in memory.
+#[derive(Clone)]
+pub struct LogSink {
+    queue: LogQueue,
+    collector: Addr<LogCollector>,
+}
+
+impl LogSink {
+    /// The sink into `collector`, which drains `queue`.
+    pub fn new(queue: LogQueue, collector: Addr<LogCollector>) -> Self {
+        Self { queue, collector }
+    }
+
+    fn push(&self, event: LogEvent) {
+        if self.queue.push(event) {
+            self.collector.do_send(Drain);
+        }
+    }
+
+    /// Attempt `task` of job `job_id` runs on `agent`: its lines may come.
+    pub fn opened(&self, task: TaskRef, job_id: JobId, agent: Uuid) {
+        self.push(LogEvent::Opened {
+            task,
+            job_id,
+            agent,
+        });
+    }
+
+    /// Attempt `task` ended: its file is flushed, closed and indexed.
+    pub fn closed(&self, task: TaskRef, job_id: JobId) {
+        self.push(LogEvent::Closed { task, job_id });
+    }
+
+    /// Lines from `agent`: `None` when they are queued at once; otherwise the queue is
+    /// full, and the returned future queues them once there is room.
+    pub fn append(
+        &self,
+        agent: Uuid,
+        batch: LogBatch,
+    ) -> Option<Pin<Box<dyn Future<Output = ()>>>> {
+        let bytes: usize = batch.lines.iter().map(|line| line.text.len() + 32).sum();
+        let permits = u32::try_from(bytes.min(QUEUE_ROOM)).unwrap_or(u32::MAX);
+        match self.queue.room.clone().try_acquire_many_owned(permits) {
+            Ok(room) => {
+                self.push(LogEvent::Lines {
+                    agent,
+                    batch,
+                    _room: room,
+                });
+                None
+            }
+            Err(_) => {
+                let sink = self.clone();
+                Some(Box::pin(async move {
+                    // The semaphore is never closed.
+                    if let Ok(room) = sink.queue.room.clone().acquire_many_owned(permits).await {
+                        sink.push(LogEvent::Lines {
+                            agent,
+                            batch,
+                            _room: room,
+                        });
+                    }
+                }))
+            }
+        }
+    }
+}
+
+/// Queued events are waiting.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct AppendLogs {
-    /// The agent that sent them.
-    pub agent: Uuid,
-    /// The lines.
-    pub batch: LogBatch,
-}
+struct Drain;
 
 /// Reads an attempt's log from `offset`, at most `max_bytes` (cut after the last whole
 /// line when the limit is hit).
@@ -248,6 +358,10 @@ pub struct LogCollector {
     ticks: u64,
     /// Failed writes (a full disk): logged at most every [`WRITE_FAILURE_LOG_EVERY`].
     write_failures: WriteFailures,
+    /// What the scheduler and the sessions send.
+    queue: LogQueue,
+    /// Index entries to send to the store, together, at the end of a drain.
+    unindexed: Vec<LogIndexRow>,
 }
 
 /// While log writes keep failing, how often that is logged again.
@@ -285,8 +399,9 @@ impl WriteFailures {
 }
 
 impl LogCollector {
-    /// A collector writing under `<data_dir>/logs`.
-    pub fn new(data_dir: PathBuf, store: Addr<Store>, live: LiveLogs) -> Self {
+    /// A collector writing under `<data_dir>/logs`, told of attempts and lines through
+    /// `queue` (see [`LogSink`]).
+    pub fn new(data_dir: PathBuf, store: Addr<Store>, live: LiveLogs, queue: LogQueue) -> Self {
         Self {
             data_dir,
             open: HashMap::new(),
@@ -297,6 +412,32 @@ impl LogCollector {
             writers: 0,
             ticks: 0,
             write_failures: WriteFailures::default(),
+            queue,
+            unindexed: Vec::new(),
+        }
+    }
+
+    /// Applies every queued event, in order, then sends the index entries of the
+    /// attempts that closed to the store in one message.
+    fn drain(&mut self) {
+        for event in self.queue.take() {
+            match event {
+                LogEvent::Opened {
+                    task,
+                    job_id,
+                    agent,
+                } => self.open_attempt(task, job_id, agent),
+                LogEvent::Closed { task, job_id } => self.close_attempt(task, job_id),
+                LogEvent::Lines { agent, batch, .. } => {
+                    if let Err(e) = self.append(agent, &batch) {
+                        self.write_failures.failed(batch.task, &e);
+                    }
+                }
+            }
+        }
+        if !self.unindexed.is_empty() {
+            self.store
+                .do_send(UpsertLogIndex(std::mem::take(&mut self.unindexed)));
         }
     }
 
@@ -394,14 +535,14 @@ impl LogCollector {
         }
     }
 
-    fn index(&self, task: TaskRef, job_id: JobId, size: u64) {
-        self.store.do_send(UpsertLogIndex(LogIndexRow {
+    fn index(&mut self, task: TaskRef, job_id: JobId, size: u64) {
+        self.unindexed.push(LogIndexRow {
             task_id: task.task_id,
             attempt: task.attempt,
             job_id,
             path: log_path(job_id, task).to_string_lossy().into_owned(),
             size,
-        }));
+        });
     }
 
     fn remember_closed(&mut self, task: TaskRef, job_id: JobId, agent: Uuid) {
@@ -417,6 +558,7 @@ impl LogCollector {
 
     /// The file of `task`'s log, with what its buffer holds written to it, for a read.
     fn flushed(&mut self, job_id: JobId, task: TaskRef) -> std::io::Result<PathBuf> {
+        self.drain();
         if let Some(attempt) = self.open.get_mut(&task)
             && let Some(writer) = attempt.writer.as_mut()
         {
@@ -494,6 +636,7 @@ impl Actor for LogCollector {
     }
 
     fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
+        self.drain();
         self.flush_all();
         Running::Stop
     }
@@ -505,27 +648,21 @@ impl Supervised for LogCollector {
     }
 }
 
-impl Handler<AttemptOpened> for LogCollector {
-    type Result = ();
-
-    fn handle(&mut self, msg: AttemptOpened, _ctx: &mut Context<Self>) {
-        self.open.entry(msg.task).or_insert(OpenAttempt {
-            job_id: msg.job_id,
-            agent: msg.agent,
+impl LogCollector {
+    fn open_attempt(&mut self, task: TaskRef, job_id: JobId, agent: Uuid) {
+        self.open.entry(task).or_insert(OpenAttempt {
+            job_id,
+            agent,
             writer: None,
             size: 0,
             last_write: 0,
         });
     }
-}
 
-impl Handler<AttemptClosed> for LogCollector {
-    type Result = ();
-
-    fn handle(&mut self, msg: AttemptClosed, _ctx: &mut Context<Self>) {
+    fn close_attempt(&mut self, task: TaskRef, job_id: JobId) {
         let mut end_offset = 0;
         let mut agent = None;
-        if let Some(mut attempt) = self.open.remove(&msg.task) {
+        if let Some(mut attempt) = self.open.remove(&task) {
             agent = Some(attempt.agent);
             if attempt.writer.is_some() {
                 self.writers = self.writers.saturating_sub(1);
@@ -533,20 +670,20 @@ impl Handler<AttemptClosed> for LogCollector {
             if let Some(writer) = attempt.writer.as_mut()
                 && let Err(e) = writer.flush()
             {
-                self.write_failures.failed(msg.task, &e);
+                self.write_failures.failed(task, &e);
             }
             // Anything written (even through a file closed since) is indexed.
             if attempt.size > 0 {
-                self.index(msg.task, attempt.job_id, attempt.size);
+                self.index(task, attempt.job_id, attempt.size);
             }
             end_offset = attempt.size;
         }
         if let Some(agent) = agent {
-            self.remember_closed(msg.task, msg.job_id, agent);
+            self.remember_closed(task, job_id, agent);
         }
         self.publish(LiveChunk {
-            task: msg.task,
-            job_id: msg.job_id,
+            task,
+            job_id,
             end_offset,
             text: Arc::from(""),
             closed: true,
@@ -554,13 +691,11 @@ impl Handler<AttemptClosed> for LogCollector {
     }
 }
 
-impl Handler<AppendLogs> for LogCollector {
+impl Handler<Drain> for LogCollector {
     type Result = ();
 
-    fn handle(&mut self, msg: AppendLogs, _ctx: &mut Context<Self>) {
-        if let Err(e) = self.append(msg.agent, &msg.batch) {
-            self.write_failures.failed(msg.batch.task, &e);
-        }
+    fn handle(&mut self, _msg: Drain, _ctx: &mut Context<Self>) {
+        self.drain();
     }
 }
 
@@ -609,6 +744,7 @@ impl Handler<DeleteJobLogs> for LogCollector {
     type Result = ();
 
     fn handle(&mut self, DeleteJobLogs(job_id): DeleteJobLogs, _ctx: &mut Context<Self>) {
+        self.drain();
         let dropped: Vec<TaskRef> = self
             .open
             .iter()
@@ -642,6 +778,7 @@ impl Handler<FlushLogs> for LogCollector {
     type Result = ();
 
     fn handle(&mut self, _msg: FlushLogs, _ctx: &mut Context<Self>) {
+        self.drain();
         self.flush_all();
     }
 }
@@ -699,7 +836,10 @@ mod tests {
             let db = crate::store::Db::open(None, &data_dir).await.unwrap();
             let store =
                 crate::store::Store::new(db, 0, 0, crate::changes::ChangeFeed::new()).start();
-            let logs = LogCollector::new(data_dir.clone(), store, live_logs()).start();
+            let queue = LogQueue::new();
+            let logs =
+                LogCollector::new(data_dir.clone(), store, live_logs(), queue.clone()).start();
+            let sink = LogSink::new(queue, logs.clone());
             let line = |text: &str| LogLine {
                 at_ms: 0,
                 stream: LogStream::Stdout,
@@ -711,37 +851,29 @@ mod tests {
                     task_id,
                     attempt: 1,
                 };
-                logs.send(AttemptOpened {
+                sink.opened(task, 1, Uuid::nil());
+                let batch = LogBatch {
                     task,
-                    job_id: 1,
-                    agent: Uuid::nil(),
-                })
-                .await
-                .unwrap();
-                logs.send(AppendLogs {
-                    agent: Uuid::nil(),
-                    batch: LogBatch {
-                        task,
-                        lines: vec![line("first")],
-                    },
-                })
-                .await
-                .unwrap();
+                    lines: vec![line("first")],
+                };
+                assert!(
+                    sink.append(Uuid::nil(), batch).is_none(),
+                    "the queue has room"
+                );
             }
             // The first attempt's file was closed to make room; it is reopened to append.
             let first = TaskRef {
                 task_id: 1,
                 attempt: 1,
             };
-            logs.send(AppendLogs {
-                agent: Uuid::nil(),
-                batch: LogBatch {
-                    task: first,
-                    lines: vec![line("second")],
-                },
-            })
-            .await
-            .unwrap();
+            let batch = LogBatch {
+                task: first,
+                lines: vec![line("second")],
+            };
+            assert!(
+                sink.append(Uuid::nil(), batch).is_none(),
+                "the queue has room"
+            );
             let read = logs
                 .send(ReadLog {
                     job_id: 1,
@@ -769,6 +901,55 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(read.text, "1970-01-01T00:00:00.000Z stdout first\n");
+        });
+    }
+
+    #[test]
+    fn a_full_queue_makes_the_sender_wait_until_the_collector_has_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        actix::System::new().block_on(async move {
+            let db = crate::store::Db::open(None, &data_dir).await.unwrap();
+            let store =
+                crate::store::Store::new(db, 0, 0, crate::changes::ChangeFeed::new()).start();
+            let queue = LogQueue::new();
+            let logs =
+                LogCollector::new(data_dir.clone(), store, live_logs(), queue.clone()).start();
+            let sink = LogSink::new(queue, logs.clone());
+            let task = TaskRef {
+                task_id: 1,
+                attempt: 1,
+            };
+            sink.opened(task, 1, Uuid::nil());
+            let half = |text: &str| LogBatch {
+                task,
+                lines: vec![LogLine {
+                    at_ms: 0,
+                    stream: LogStream::Stdout,
+                    text: text.repeat(QUEUE_ROOM / 2 + 1),
+                }],
+            };
+            assert!(sink.append(Uuid::nil(), half("a")).is_none());
+            // The collector has not run yet: the queue holds the first half and more.
+            let Some(waiting) = sink.append(Uuid::nil(), half("b")) else {
+                panic!("a full queue took more lines");
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+                .await
+                .expect("the lines were queued once the collector had written the first");
+            let read = logs
+                .send(ReadLog {
+                    job_id: 1,
+                    task,
+                    offset: 0,
+                    max_bytes: 2 * QUEUE_ROOM,
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            let lines: Vec<&str> = read.text.lines().collect();
+            assert_eq!(lines.len(), 2);
+            assert!(lines[0].ends_with('a') && lines[1].ends_with('b'));
         });
     }
 

@@ -22,7 +22,7 @@ use crate::error::MasterError;
 use crate::http;
 use crate::jobtypes::Catalog;
 use crate::listener::{Listener, SessionDeps};
-use crate::logs::{FlushLogs, LogCollector, live_logs};
+use crate::logs::{FlushLogs, LogCollector, LogQueue, LogSink, live_logs};
 use crate::registry::Registry;
 use crate::scheduler::{Restore, Scheduler, SchedulerStats};
 use crate::service::{Actors, Service};
@@ -347,16 +347,19 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
         Supervisor::start(move |_| Store::new(db, max_job_id, max_task_id, changes))
     };
     let live = live_logs();
+    let log_queue = LogQueue::new();
     let logs = {
         let (data_dir, store, live) = (data_dir.clone(), store.clone(), live.clone());
+        let queue = log_queue.clone();
         Supervisor::start_in_arbiter(log_thread, move |_| {
-            LogCollector::new(data_dir, store, live)
+            LogCollector::new(data_dir, store, live, queue)
         })
     };
+    let log_sink = LogSink::new(log_queue, logs.clone());
     let holders = running_agents(&loaded.tasks);
     let stats = Arc::new(SchedulerStats::default());
     let scheduler = {
-        let (store, logs, stats) = (store.clone(), logs.clone(), stats.clone());
+        let (store, logs, stats) = (store.clone(), log_sink.clone(), stats.clone());
         let restore = Restore {
             jobs: loaded.jobs,
             tasks: loaded.tasks,
@@ -474,7 +477,7 @@ async fn boot(config: &MasterConfig, log_thread: &ArbiterHandle) -> Result<Runni
     let deps = SessionDeps {
         registry,
         scheduler,
-        logs: logs.clone(),
+        logs: log_sink,
         apps,
         service: service.clone(),
         max_frame: config.max_frame,

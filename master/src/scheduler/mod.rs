@@ -41,7 +41,7 @@ pub use self::messages::*;
 use self::policy::requirements::Needs;
 use self::queues::Queue;
 pub use self::types::{Control, Refusal, Write};
-use crate::logs::{AttemptClosed, AttemptOpened, LogCollector};
+use crate::logs::LogSink;
 use crate::store::records::{JobRecord, JobSettings, LoadedTask, to_ms};
 use crate::store::{CommitBatch, Notify, Store, TicketNews};
 
@@ -69,7 +69,7 @@ pub struct Scheduler {
     core: Core,
     links: HashMap<Uuid, Recipient<ToAgent>>,
     store: Addr<Store>,
-    logs: Addr<LogCollector>,
+    logs: LogSink,
     stats: Arc<SchedulerStats>,
     /// Where the store reports committed tickets (set up when the actor starts).
     tickets: Option<mpsc::UnboundedSender<TicketNews>>,
@@ -123,7 +123,7 @@ impl Scheduler {
     pub fn new(
         restore: Restore,
         store: Addr<Store>,
-        logs: Addr<LogCollector>,
+        logs: LogSink,
         stats: Arc<SchedulerStats>,
     ) -> Self {
         let mut core = Core::new();
@@ -179,16 +179,8 @@ impl Scheduler {
                     task,
                     job_id,
                     agent,
-                } => {
-                    self.logs.do_send(AttemptOpened {
-                        task,
-                        job_id,
-                        agent,
-                    });
-                }
-                Effect::CloseLog { task, job_id } => {
-                    self.logs.do_send(AttemptClosed { task, job_id });
-                }
+                } => self.logs.opened(task, job_id, agent),
+                Effect::CloseLog { task, job_id } => self.logs.closed(task, job_id),
             }
         }
         for agent in self.core.take_dirty_agents() {

@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::jobtypes::Added;
-use crate::logs::{AppendLogs, LogCollector};
+use crate::logs::LogSink;
 use crate::registry::{
     CloseSession, Disconnected, HeartbeatFrom, Register, Registry, TaskOnAgent, WebServerFrom,
 };
@@ -67,7 +67,7 @@ pub struct AgentSession {
     agent_id: Option<Uuid>,
     registry: Addr<Registry>,
     scheduler: Addr<Scheduler>,
-    logs: Addr<LogCollector>,
+    logs: LogSink,
     apps: Addr<crate::apps::Apps>,
     service: Service,
     /// The agent's name, for what it reports of apps.
@@ -548,27 +548,16 @@ impl StreamHandler<Result<AgentMessage, ProtocolError>> for AgentSession {
                 None => self.close("drain before registration", ctx),
             },
             AgentMessage::Logs(batch) => {
-                if self.agent_id.is_none() {
-                    self.close("logs before registration", ctx);
-                    return;
-                }
-                // `send` respects the collector's bounded mailbox: a flood of output
-                // waits here, which stops reading from this socket (TCP backpressure)
-                // instead of queueing lines in memory.
+                // A flood of output waits for room in the collector's queue, which
+                // stops reading from this socket (TCP backpressure) instead of queueing
+                // lines in memory.
                 let Some(agent) = self.agent_id else {
                     self.close("logs before registration", ctx);
                     return;
                 };
-                ctx.wait(
-                    self.logs
-                        .send(AppendLogs { agent, batch })
-                        .into_actor(self)
-                        .map(|result, act, ctx| {
-                            if let Err(e) = result {
-                                act.close(&format!("log collector unavailable: {e}"), ctx);
-                            }
-                        }),
-                );
+                if let Some(queued) = self.logs.append(agent, batch) {
+                    ctx.wait(fut::wrap_future(queued));
+                }
             }
         }
     }

@@ -243,10 +243,10 @@ impl Handler<AllocateTaskIds> for Store {
 #[rtype(result = "()")]
 pub struct UpsertAgent(pub AgentRow);
 
-/// Persists a log index entry.
+/// Persists log index entries.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct UpsertLogIndex(pub LogIndexRow);
+pub struct UpsertLogIndex(pub Vec<LogIndexRow>);
 
 /// Commits everything buffered so far; answers once it is durable.
 #[derive(Message)]
@@ -747,8 +747,10 @@ impl Handler<UpsertLogIndex> for Store {
     type Result = ();
 
     fn handle(&mut self, msg: UpsertLogIndex, ctx: &mut Context<Self>) {
-        let key = (msg.0.task_id, msg.0.attempt);
-        self.pending.open().logs.insert(key, msg.0);
+        let logs = &mut self.pending.open().logs;
+        for row in msg.0 {
+            logs.insert((row.task_id, row.attempt), row);
+        }
         self.schedule_commit(ctx);
     }
 }

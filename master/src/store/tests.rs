@@ -272,13 +272,13 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
         version: "0.1.0".into(),
         last_seen: 5_000,
     }));
-    store.do_send(UpsertLogIndex(LogIndexRow {
+    store.do_send(UpsertLogIndex(vec![LogIndexRow {
         task_id: 1,
         attempt: 1,
         job_id: 1,
         path: "logs/1/1.1.log".into(),
         size: 42,
-    }));
+    }]));
     store.send(Flush).await.unwrap().unwrap();
 
     let job = reader.get_job(1).await.unwrap().unwrap();

@@ -36,9 +36,10 @@
 //! small module:
 //! - signals: a signalfd (`signals`), so SIGTERM, SIGINT and SIGHUP are events in the
 //!   actix system rather than handlers; the mask is set before any thread exists;
-//! - time limits, stall timeouts, the SIGTERM → SIGKILL grace and the output drain after
-//!   an exit: a timerfd on `CLOCK_MONOTONIC` per deadline; the memory samples: a periodic
-//!   one (`time_limit`).
+//! - time limits and stall timeouts: a timerfd on `CLOCK_MONOTONIC` per deadline; the
+//!   memory samples: a periodic one; the SIGTERM → SIGKILL grace and the output drain
+//!   after an exit, which every task has: tokio's timer, no fd and no system call
+//!   (`time_limit`).
 //!
 //! State directory layout: see `state`.
 

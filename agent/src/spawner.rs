@@ -59,7 +59,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use furrow_sysfd::ExitStatus;
 use nix::sys::signal::Signal;
-use tokio::process::{ChildStderr, ChildStdout};
+use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
@@ -463,8 +463,8 @@ pub(crate) struct Spawned {
     pub process: TaskProcess,
     /// When the spawner created the task's process.
     pub started_at: SystemTime,
-    pub stdout: ChildStdout,
-    pub stderr: ChildStderr,
+    pub stdout: pipe::Receiver,
+    pub stderr: pipe::Receiver,
 }
 
 /// A running task: the leader of its process group, started and reaped by the spawner.
@@ -561,8 +561,8 @@ impl TaskProcess {
                     ));
                 }
             };
-            let stdout = ChildStdout::from_std(std::process::ChildStdout::from(stdout_read))?;
-            let stderr = ChildStderr::from_std(std::process::ChildStderr::from(stderr_read))?;
+            let stdout = pipe::Receiver::from_owned_fd_unchecked(stdout_read)?;
+            let stderr = pipe::Receiver::from_owned_fd_unchecked(stderr_read)?;
             return Ok(Spawned {
                 process: TaskProcess {
                     pid,
@@ -632,9 +632,17 @@ impl Drop for StartGuard {
     }
 }
 
-/// A pipe for a task's output: the read end (close-on-exec) and the write end.
+/// A pipe for a task's output: the read end (close-on-exec, non-blocking, for the
+/// agent's reactor) and the write end (blocking, as a program expects its output).
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // A new pipe's end has no other status flag to keep: one call, where the reactor's
+    // own conversion reads the flags first.
+    nix::fcntl::fcntl(
+        &read,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    Ok((read, write))
 }
 
 /// A memory file holding a payload too large for one message.

@@ -256,7 +256,7 @@ impl Handler<AssignTask> for TaskSupervisor {
                 self.slots
             ));
         }
-        info!(task_id = task.task_id, attempt = task.attempt, job_id = assignment.job_id, jobtype = %assignment.jobtype, "task assigned");
+        debug!(task_id = task.task_id, attempt = task.attempt, job_id = assignment.job_id, jobtype = %assignment.jobtype, "task assigned");
         for old in &older {
             info!(
                 task_id = task.task_id,

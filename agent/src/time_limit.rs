@@ -1,14 +1,20 @@
-//! Timers of running tasks: the task's time limit and stall timeout, the grace between
-//! SIGTERM and SIGKILL, the time output is still read after the task's exit ([`Deadline`]),
-//! and the period of its memory samples ([`Ticker`]).
+//! Timers of running tasks: the task's time limit and stall timeout ([`Deadline`]) and the
+//! period of its memory samples ([`Ticker`]), which the job sets; and the grace between
+//! SIGTERM and SIGKILL and the time output is still read after the task's exit
+//! ([`Countdown`]), which every task has.
 //!
-//! Each is a timerfd from furrow-sysfd on `CLOCK_MONOTONIC`, so setting the wall clock
-//! neither fires nor delays a time limit. The fd is created up front, before the task
-//! starts (creating it can fail, for instance at the open-file limit), and armed later.
-//! Arming or reading a live timerfd does not fail in practice; if it ever did, a deadline
-//! counts as passed and a ticker falls back to tokio's timer, so a limit may end a task
-//! early but never silently vanish.
+//! A limit is a timerfd from furrow-sysfd on `CLOCK_MONOTONIC`, so setting the wall clock
+//! neither fires nor delays it. The fd is created up front, before the task starts
+//! (creating it can fail, for instance at the open-file limit), and armed later. Arming
+//! or reading a live timerfd does not fail in practice; if it ever did, a deadline counts
+//! as passed and a ticker falls back to tokio's timer, so a limit may end a task early but
+//! never silently vanish.
+//!
+//! A countdown is on tokio's timer, monotonic too: it cannot fail, and it costs no file
+//! descriptor and no system call, where a timerfd cost seven (create, register, arm,
+//! deregister, close) on every task, however short.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use furrow_sysfd::{AsyncTimerFd, TimerFd};
@@ -59,16 +65,6 @@ impl Deadline {
         self.state == State::Armed
     }
 
-    /// Disarms the deadline: waiting never finishes until it is armed again.
-    pub fn disarm(&mut self) {
-        // Should the timer stay armed in the kernel, it only adds an expiration that
-        // nobody waits for: the next `arm` clears it.
-        if let Err(e) = self.timer.disarm() {
-            error!(error = %e, "cannot disarm a task deadline's timer");
-        }
-        self.state = State::Disarmed;
-    }
-
     /// Time left until the deadline; `None` when it is not armed.
     #[cfg(test)]
     pub fn remaining(&self) -> Option<Duration> {
@@ -89,6 +85,44 @@ impl Deadline {
             }
         }
         self.state = State::Disarmed;
+    }
+}
+
+/// A one-shot deadline on tokio's timer. Waiting on a disarmed countdown never finishes,
+/// which makes it a no-op branch in a `select!`.
+pub(crate) struct Countdown {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
+}
+
+impl Countdown {
+    /// A disarmed countdown. Needs a tokio runtime with timers enabled.
+    pub fn new() -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: false,
+        }
+    }
+
+    /// Arms the countdown to end `after` from now, replacing any earlier setting.
+    pub fn arm(&mut self, after: Duration) {
+        let at = tokio::time::Instant::now() + after.min(LONGEST);
+        self.sleep.as_mut().reset(at);
+        self.armed = true;
+    }
+
+    /// Disarms the countdown: waiting never finishes until it is armed again.
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    /// Waits until the countdown ends, then disarms it (so it fires once). Cancel-safe.
+    pub async fn expired(&mut self) {
+        if !self.armed {
+            std::future::pending::<()>().await;
+        }
+        self.sleep.as_mut().await;
+        self.armed = false;
     }
 }
 
@@ -183,6 +217,32 @@ mod tests {
         assert_eq!(deadline.state, State::Armed);
         let left = deadline.remaining().unwrap();
         assert!(left > Duration::from_secs(99 * 365 * 24 * 3600), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_countdown_fires_once_can_be_rearmed_or_disarmed_and_clamps_huge_delays() {
+        async fn bounded(countdown: &mut Countdown) -> Duration {
+            let started = Instant::now();
+            tokio::time::timeout(Duration::from_secs(20), countdown.expired())
+                .await
+                .expect("the countdown did not end");
+            started.elapsed()
+        }
+        let mut countdown = Countdown::new();
+        let idle = tokio::time::timeout(Duration::from_millis(50), countdown.expired()).await;
+        assert!(idle.is_err(), "a new countdown is disarmed");
+        countdown.arm(Duration::from_secs(3600));
+        countdown.arm(Duration::from_millis(30));
+        assert!(bounded(&mut countdown).await >= Duration::from_millis(30));
+        let again = tokio::time::timeout(Duration::from_millis(50), countdown.expired()).await;
+        assert!(again.is_err(), "an ended countdown is disarmed");
+        countdown.arm(Duration::from_millis(10));
+        countdown.disarm();
+        let disarmed = tokio::time::timeout(Duration::from_millis(50), countdown.expired()).await;
+        assert!(disarmed.is_err(), "a disarmed countdown never ends");
+        countdown.arm(Duration::from_secs(u64::MAX));
+        let huge = tokio::time::timeout(Duration::from_millis(50), countdown.expired()).await;
+        assert!(huge.is_err(), "a huge delay is clamped, not wrapped to now");
     }
 
     #[tokio::test]

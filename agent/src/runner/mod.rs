@@ -14,8 +14,8 @@
 //! - stdout and stderr are read line by line and reported in batches, in order per
 //!   stream, with the agent's own lines (`starting: ...`, `exited with code N`, errors);
 //! - cancel and the limits ([`limits`]: time limit, stall timeout, memory limit) send
-//!   SIGTERM to the whole group, then SIGKILL after a grace period, both timed by
-//!   timerfds (`time_limit`); a limit ends the attempt with its error and
+//!   SIGTERM to the whole group, then SIGKILL after a grace period (limits timed by
+//!   timerfds, the grace by tokio's timer: `time_limit`); a limit ends the attempt with its error and
 //!   [`TaskFinished::limit`] naming it; when the task's process exits, whatever it left
 //!   in its group is killed;
 //! - an attempt the master no longer counts ([`StopReason::Stale`]) gets SIGKILL at once,
@@ -55,7 +55,7 @@ use crate::previews;
 use crate::process_group::{signal_group, signal_name};
 use crate::spawner::{Spawned, TaskCommand, TaskProcess};
 use crate::state::StateDir;
-use crate::time_limit::Deadline;
+use crate::time_limit::Countdown;
 use crate::workdir::{self, Disposal};
 use furrow_jobtypes::output::Silent;
 use furrow_jobtypes::{Event, Exit, OutputParser, TaskPlan};
@@ -377,12 +377,13 @@ async fn execute<R: Reporter>(
     let task = assignment.task;
     // The timers are created before anything starts: a task must not run without the
     // means to enforce its limits.
-    let (mut limits, mut grace) = match (Limits::new(assignment), Deadline::new()) {
-        (Ok(limits), Ok(grace)) => (limits, grace),
-        (Err(e), _) | (_, Err(e)) => {
+    let mut limits = match Limits::new(assignment) {
+        Ok(limits) => limits,
+        Err(e) => {
             return Ending::without_process(format!("cannot create the task's timers: {e}"), false);
         }
     };
+    let mut grace = Countdown::new();
     let dir = match workdir::create(&env.state, task).await {
         Ok(dir) => dir,
         Err(e) => {

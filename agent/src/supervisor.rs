@@ -41,6 +41,10 @@ impl Reporter for Recipient<TaskReport> {
         // Only fails when the link is gone, that is when the agent is stopping.
         let _ = self.send(TaskReport(message)).await;
     }
+
+    fn hand_over(&self, message: AgentMessage) {
+        self.do_send(TaskReport(message));
+    }
 }
 
 /// Run an assignment.

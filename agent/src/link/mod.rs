@@ -34,7 +34,10 @@
 //! Writes: one write at a time carries the pending control message (register or
 //! heartbeat, which jump the queue), a flight of spooled task messages, then app messages. Spooled
 //! messages leave the spool only after the write was flushed (results only once
-//! acknowledged), so a connection that dies mid-write loses nothing.
+//! acknowledged), so a connection that dies mid-write loses nothing. A result starts a
+//! write at once; any other task message waits up to [`LINGER`] (1 ms) for company, and
+//! an attempt's last lines are handed over together with its result: a short task's
+//! start, lines and result cost the master one or two wake-ups, not three.
 
 mod app_outbox;
 mod backoff;
@@ -67,6 +70,12 @@ use connection::{Connection, MasterWriter};
 const FLIGHT_MESSAGES: usize = 256;
 /// About the most log bytes written in one flight.
 const FLIGHT_BYTES: usize = 1024 * 1024;
+
+/// How long a task message other than a result may wait for company before it is
+/// written: a task's start then goes out with the next result of another slot, or the
+/// next lines, in one write, where each was a write of its own and a wake-up of the
+/// master. Results are written at once.
+const LINGER: Duration = Duration::from_millis(1);
 /// Shortest heartbeat interval honoured, whatever the master asks.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 /// Log text of apps waiting for a slow master before lines are dropped.
@@ -199,6 +208,8 @@ pub(crate) struct MasterLink {
     write_task: Option<SpawnHandle>,
     /// A write is about to start (see [`MasterLink::pump`]).
     pump_deferred: bool,
+    /// A write will start after [`LINGER`] (see [`MasterLink::pump_soon`]).
+    linger: Option<SpawnHandle>,
     /// A register or heartbeat waiting for the writer.
     control: Option<AgentMessage>,
     reader: Option<SpawnHandle>,
@@ -249,6 +260,7 @@ impl MasterLink {
             writer: None,
             write_task: None,
             pump_deferred: false,
+            linger: None,
             control: None,
             reader: None,
             heartbeat: None,
@@ -673,9 +685,28 @@ impl MasterLink {
             }
             _ => {}
         }
+        let result = matches!(
+            message,
+            AgentMessage::TaskFinished(_) | AgentMessage::TaskReturned(_)
+        );
         let persist = self.state != LinkState::Registered;
         self.spool.push(message, persist);
-        self.pump(ctx);
+        if result {
+            self.pump(ctx);
+        } else {
+            self.pump_soon(ctx);
+        }
+    }
+
+    /// Starts a write within [`LINGER`], unless one starts sooner.
+    fn pump_soon(&mut self, ctx: &mut Context<Self>) {
+        if self.writer.is_none() || self.pump_deferred || self.linger.is_some() {
+            return;
+        }
+        self.linger = Some(ctx.run_later(LINGER, |link, ctx| {
+            link.linger = None;
+            link.pump(ctx);
+        }));
     }
 
     /// Starts a write when the writer is free and there is something to write: once the
@@ -683,6 +714,9 @@ impl MasterLink {
     /// its spawned futures run), so that a burst of them (the results, starts and logs
     /// of several slots) goes out in one write rather than one write each.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if let Some(linger) = self.linger.take() {
+            ctx.cancel_future(linger);
+        }
         if self.writer.is_none() || self.pump_deferred {
             return;
         }

@@ -73,6 +73,10 @@ pub(crate) trait Reporter {
     /// Hands over one message, waiting while the receiver is busy: that wait is the
     /// backpressure that keeps a chatty task from outrunning the link.
     fn report(&self, message: AgentMessage) -> impl Future<Output = ()>;
+
+    /// Hands over one message without waiting: for an attempt's last lines and progress,
+    /// which then reach the link together with its result and leave in one write.
+    fn hand_over(&self, message: AgentMessage);
 }
 
 /// Why a task is being stopped early.
@@ -688,7 +692,8 @@ async fn finish<R: Reporter>(
     if let Some(error) = ending.error.as_ref().filter(|_| !ending.error_logged) {
         output.agent_line(error.clone()).await;
     }
-    output.flush().await;
+    // Not waited for: the result follows at once, and both go out in one write.
+    output.flush_last();
     let finished = TaskFinished {
         task,
         exit_code,
@@ -807,14 +812,30 @@ impl<'r, R: Reporter> TaskOutput<'r, R> {
         self.send_progress().await;
     }
 
-    async fn send_progress(&mut self) {
-        if let Some(progress) = self.progress.filter(|_| self.progress_pending) {
-            self.progress_pending = false;
-            self.report(AgentMessage::TaskProgress(TaskProgress {
-                task: self.task,
-                progress,
-            }))
-            .await;
+    /// Hands over pending lines, then pending progress, without waiting (see
+    /// [`Reporter::hand_over`]).
+    fn flush_last(&mut self) {
+        if let Some(batch) = self.batcher.take() {
+            self.reporter.hand_over(AgentMessage::Logs(batch));
         }
+        if let Some(progress) = self.pending_progress() {
+            self.reporter.hand_over(progress);
+        }
+    }
+
+    async fn send_progress(&mut self) {
+        if let Some(progress) = self.pending_progress() {
+            self.report(progress).await;
+        }
+    }
+
+    /// The progress not sent yet, as a message; taking it marks it sent.
+    fn pending_progress(&mut self) -> Option<AgentMessage> {
+        let progress = self.progress.filter(|_| self.progress_pending)?;
+        self.progress_pending = false;
+        Some(AgentMessage::TaskProgress(TaskProgress {
+            task: self.task,
+            progress,
+        }))
     }
 }

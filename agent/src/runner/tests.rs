@@ -19,6 +19,10 @@ impl Reporter for Collect {
     async fn report(&self, message: AgentMessage) {
         let _ = self.0.send(message);
     }
+
+    fn hand_over(&self, message: AgentMessage) {
+        let _ = self.0.send(message);
+    }
 }
 
 struct Harness {

@@ -584,10 +584,17 @@ fn open_file(
     task: TaskRef,
 ) -> std::io::Result<(BufWriter<File>, u64)> {
     let path = data_dir.join(log_path(job_id, task));
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let file = OpenOptions::new().create(true).append(true).open(&path)?;
+    let open = || OpenOptions::new().create(true).append(true).open(&path);
+    // The job's directory is made by its first file: the others open straight away.
+    let file = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            open()?
+        }
+        opened => opened?,
+    };
     let size = file.metadata()?.len();
     Ok((BufWriter::with_capacity(WRITE_BUFFER, file), size))
 }

@@ -835,18 +835,23 @@ mod tests {
         );
     }
 
+    /// A collector writing under `data_dir`, with a store there, and its sink.
+    async fn collector(data_dir: &Path) -> (Addr<LogCollector>, LogSink) {
+        let db = crate::store::Db::open(None, data_dir).await.unwrap();
+        let store = crate::store::Store::new(db, 0, 0, crate::changes::ChangeFeed::new()).start();
+        let queue = LogQueue::new();
+        let logs =
+            LogCollector::new(data_dir.to_path_buf(), store, live_logs(), queue.clone()).start();
+        let sink = LogSink::new(queue, logs.clone());
+        (logs, sink)
+    }
+
     #[test]
     fn open_files_stay_bounded_and_evicted_files_reopen_in_append_mode() {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().to_path_buf();
         actix::System::new().block_on(async move {
-            let db = crate::store::Db::open(None, &data_dir).await.unwrap();
-            let store =
-                crate::store::Store::new(db, 0, 0, crate::changes::ChangeFeed::new()).start();
-            let queue = LogQueue::new();
-            let logs =
-                LogCollector::new(data_dir.clone(), store, live_logs(), queue.clone()).start();
-            let sink = LogSink::new(queue, logs.clone());
+            let (logs, sink) = collector(&data_dir).await;
             let line = |text: &str| LogLine {
                 at_ms: 0,
                 stream: LogStream::Stdout,
@@ -916,13 +921,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().to_path_buf();
         actix::System::new().block_on(async move {
-            let db = crate::store::Db::open(None, &data_dir).await.unwrap();
-            let store =
-                crate::store::Store::new(db, 0, 0, crate::changes::ChangeFeed::new()).start();
-            let queue = LogQueue::new();
-            let logs =
-                LogCollector::new(data_dir.clone(), store, live_logs(), queue.clone()).start();
-            let sink = LogSink::new(queue, logs.clone());
+            let (logs, sink) = collector(&data_dir).await;
             let task = TaskRef {
                 task_id: 1,
                 attempt: 1,

@@ -164,10 +164,17 @@ impl LocalFarm {
                 break client;
             }
             if start.elapsed() > Duration::from_secs(120) {
-                bail!(
-                    "the farm did not come up; see {}",
-                    farm.data_dir.join("up.log").display()
-                );
+                // The data directory goes with the farm: say here why it failed.
+                let master_log = std::fs::read_to_string(farm.data_dir.join("run/master.log"))
+                    .unwrap_or_default();
+                match master_log
+                    .lines()
+                    .rev()
+                    .find(|line| line.starts_with("error:"))
+                {
+                    Some(error) => bail!("the farm did not come up: the master says \"{error}\""),
+                    None => bail!("the farm did not come up within 120 s"),
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };

@@ -23,6 +23,14 @@
  * input, no signal blocked, no descriptor but 0, 1 and 2, and PR_SET_PDEATHSIG=SIGKILL
  * from the spawner. Its program is searched in the task's PATH as execvp does.
  *
+ * On x86-64 a task's process shares the spawner's memory until its exec, as
+ * posix_spawn's does, on a small stack of its own: nothing of the spawner is copied for
+ * it and nothing unmapped at its exec (a fork and the exec after it cost some 40 us more
+ * per task). Elsewhere it is forked. Either way the spawner goes on serving while the
+ * exec is under way: everything the process reads until then (the request, the pointers
+ * to its strings, its stack) is in a slot of its own, freed when a pipe closed on exec
+ * tells how the exec went.
+ *
  * When the agent dies, however it died (its end of the socket closes, or the spawner's
  * parent changes: the spawner's own PR_SET_PDEATHSIG wakes it, a one-second timeout is
  * the backstop), the spawner kills the process group of every task still running with
@@ -39,6 +47,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/prctl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stddef.h>
 #include <sys/mman.h>
@@ -49,6 +58,16 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
+
+/* A task's process shares the spawner's memory until its exec (see create_task); where
+ * that is not written (or with -DSHARES_MEMORY=0), it is forked. */
+#ifndef SHARES_MEMORY
+#if defined(__x86_64__)
+#define SHARES_MEMORY 1
+#else
+#define SHARES_MEMORY 0
+#endif
+#endif
 
 #if defined(__x86_64__) || defined(__aarch64__)
 #define FREESTANDING 1
@@ -67,7 +86,7 @@
 /* Tasks running at once, at most. */
 #define MAX_CHILDREN 4096
 /* Tasks whose exec is under way at once, at most: more wait for the oldest. */
-#define MAX_STARTING 64
+#define MAX_STARTING 16
 /* The largest request read from the socket itself (larger ones come in a file). */
 #define MAX_MESSAGE 65536
 /* Argument and environment pointers held without a memory map. */
@@ -212,24 +231,21 @@ static void default_action(int signal) {
     SYS(SYS_rt_sigaction, signal, &action, NULL, KERNEL_SIGSET_BYTES);
 }
 
-/* execve of PATH; a script the kernel cannot run goes to /bin/sh, as execvp does. Returns
- * the errno. */
+/* execve of PATH; a script the kernel cannot run goes to /bin/sh, as execvp does. ARGV has
+ * a free slot before its first entry. Returns the errno. */
 static int exec_file(const char *path, char **argv, char **envp) {
     long result = SYS(SYS_execve, path, argv, envp, 0);
     if (result != -ENOEXEC) {
         return (int)-result;
     }
-    size_t count = 0;
-    while (argv[count]) {
-        count++;
-    }
-    char *shell[count + 2];
-    shell[0] = "sh";
+    /* sh PATH ARGS...: the arguments shifted into the free slot, with no copy (the task's
+     * process has a small stack of its own, and no memory to allocate). */
+    char **shell = argv - 1;
+    char *first = argv[0];
+    shell[0] = (char *)"sh";
     shell[1] = (char *)path;
-    for (size_t i = 1; i <= count; i++) {
-        shell[i + 1] = argv[i];
-    }
     SYS(SYS_execve, "/bin/sh", shell, envp, 0);
+    shell[1] = first;
     return ENOEXEC;
 }
 
@@ -300,18 +316,52 @@ static struct {
 } children[MAX_CHILDREN];
 static unsigned int child_count;
 
-/* The tasks whose exec is under way: their pids, request ids, and the read ends of the
- * pipes that tell how the exec went (closed on exec: nothing read; else the errno). */
-static struct {
+/* What a task's process needs between its creation and its exec. */
+struct start {
+    const char *program;
+    const char *cwd;
+    char **argv;
+    char **envp;
+    int out;
+    int err;
+    int null;
+    long spawner;
+    /* The write end of the pipe the process writes the errno to when its exec failed. */
+    int report;
+};
+
+/* A start under way: a task's process created, its exec not yet done. Everything the
+ * process reads until its exec is here (the request, the pointers to its strings, its
+ * stack), since it may share the spawner's memory, and the spawner goes on with other
+ * requests meanwhile. */
+struct slot {
+    int busy;
     int pid;
     unsigned long id;
+    /* The read end of the pipe: closed on exec (nothing read), or the errno. */
     int exec_error;
     unsigned long long forked;
-} starting[MAX_STARTING];
-static unsigned int starting_count;
+    /* Starts so far when this one began: the oldest start is the smallest. */
+    unsigned long long order;
+    /* Memory maps to release once the exec is done: an oversized request, its pointers. */
+    void *payload_map;
+    unsigned long payload_length;
+    char **pointers_map;
+    unsigned long pointers_length;
+    struct start start;
+    char *pointers[STATIC_POINTERS];
+    unsigned char message[sizeof(struct request) + MAX_MESSAGE];
+#if SHARES_MEMORY
+    /* The stack of the task's process until its exec: exec_search's path buffer and a few
+     * frames. */
+    unsigned char stack[32 * 1024] __attribute__((aligned(16)));
+#endif
+};
 
-static unsigned char message[sizeof(struct request) + MAX_MESSAGE];
-static char *static_pointers[STATIC_POINTERS];
+static struct slot slots[MAX_STARTING];
+static unsigned long long starts;
+
+static void finish_start(struct slot *slot, const siginfo_t *reaped);
 
 /* Closes every descriptor from FIRST on. */
 static void close_fds_from(unsigned int first) {
@@ -334,10 +384,12 @@ static __attribute__((noreturn)) void kill_all(void) {
     for (unsigned int i = 0; i < child_count; i++) {
         SYS(SYS_kill, -children[i].pid, SIGKILL, 0, 0);
     }
-    for (unsigned int i = 0; i < starting_count; i++) {
-        /* Its group may not exist yet. */
-        SYS(SYS_kill, -starting[i].pid, SIGKILL, 0, 0);
-        SYS(SYS_kill, starting[i].pid, SIGKILL, 0, 0);
+    for (unsigned int i = 0; i < MAX_STARTING; i++) {
+        if (slots[i].busy) {
+            /* Its group may not exist yet. */
+            SYS(SYS_kill, -slots[i].pid, SIGKILL, 0, 0);
+            SYS(SYS_kill, slots[i].pid, SIGKILL, 0, 0);
+        }
     }
     exit_now(0);
 }
@@ -370,38 +422,6 @@ static int wait_status(const siginfo_t *info) {
     return (info->si_status & 0x7f) | (info->si_code == CLD_DUMPED ? 0x80 : 0);
 }
 
-/* Reports how the exec of starting[INDEX] went, once its pipe tells: STARTED (and, when
- * the task was reaped already, EXITED with REAPED's status), or FAILED. */
-static void finish_start(unsigned int index, const siginfo_t *reaped) {
-    int pid = starting[index].pid;
-    unsigned long id = starting[index].id;
-    unsigned long long forked = starting[index].forked;
-    int error = 0;
-    long got;
-    do {
-        got = SYS(SYS_read, starting[index].exec_error, &error, sizeof error, 0);
-    } while (got == -EINTR);
-    SYS(SYS_close, starting[index].exec_error, 0, 0, 0);
-    starting[index] = starting[--starting_count];
-    if (got == (long)sizeof error) {
-        /* The task never ran: reap what is left of it. */
-        if (!reaped) {
-            siginfo_t ignored;
-            sys6(SYS_waitid, P_PID, pid, (long)&ignored, WEXITED, 0, 0);
-        }
-        send_reply(REPLY_FAILED, error ? error : EIO, id, 0, 0);
-        return;
-    }
-    send_reply(REPLY_STARTED, 0, id, pid, forked);
-    if (reaped) {
-        send_reply(REPLY_EXITED, wait_status(reaped), id, pid, now());
-        return;
-    }
-    children[child_count].pid = pid;
-    children[child_count].id = id;
-    child_count++;
-}
-
 /* Reaps every ended child and reports the tasks among them. */
 static void reap(void) {
     for (;;) {
@@ -411,10 +431,10 @@ static void reap(void) {
         if (waited < 0 || info.si_pid == 0) {
             return;
         }
-        for (unsigned int i = 0; i < starting_count; i++) {
-            if (starting[i].pid == info.si_pid) {
+        for (unsigned int i = 0; i < MAX_STARTING; i++) {
+            if (slots[i].busy && slots[i].pid == info.si_pid) {
                 /* Its exec went one way or the other, and its pipe says which. */
-                finish_start(i, &info);
+                finish_start(&slots[i], &info);
                 break;
             }
         }
@@ -441,10 +461,119 @@ static char *next_string(char **at, char *end) {
     return NULL;
 }
 
-/* Starts the task of a request: returns 0 once it is forked (its exec under way, in
- * `starting`), or an errno. */
-static int start_task(const struct request *request, char *payload, int out, int err,
-                      int null) {
+/* The task's process, from its creation to its exec; it never returns. */
+__attribute__((noreturn)) static int task_process(void *argument) {
+    struct start *start = argument;
+    unsigned long no_signal = 0;
+    long step;
+    int error;
+    if ((step = SYS(SYS_setpgid, 0, 0, 0, 0)) < 0 ||
+        (step = SYS(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0)) < 0) {
+        error = (int)-step;
+    } else if (SYS(SYS_getppid, 0, 0, 0, 0) != start->spawner) {
+        error = ESRCH;
+    } else if ((step = SYS(SYS_dup3, start->null, 0, 0, 0)) < 0 ||
+               (step = SYS(SYS_dup3, start->out, 1, 0, 0)) < 0 ||
+               (step = SYS(SYS_dup3, start->err, 2, 0, 0)) < 0 ||
+               (*start->cwd && (step = SYS(SYS_chdir, start->cwd, 0, 0, 0)) < 0)) {
+        error = (int)-step;
+    } else {
+        /* A blocked mask survives exec: the task must see its SIGTERM. */
+        SYS(SYS_rt_sigprocmask, SIG_SETMASK, &no_signal, NULL, KERNEL_SIGSET_BYTES);
+        error = exec_search(start->program, start->argv, start->envp);
+    }
+    SYS(SYS_write, start->report, &error, sizeof error, 0);
+    exit_now(127);
+}
+
+#if SHARES_MEMORY
+/* clone(FLAGS) with the child on the stack whose top is STACK, running ENTRY(ARGUMENT)
+ * and exiting; the parent gets the child's pid, or minus the errno. */
+long clone_on(unsigned long flags, void *stack, int (*entry)(void *), void *argument);
+__asm__(".text\n"
+        "clone_on:\n"
+        /* The child's stack: ENTRY and ARGUMENT on it, for the child to pop. */
+        "  and $-16, %rsi\n"
+        "  sub $16, %rsi\n"
+        "  mov %rdx, 0(%rsi)\n"
+        "  mov %rcx, 8(%rsi)\n"
+        /* clone(flags, stack, parent_tid = 0, child_tid = 0, tls = 0) */
+        "  xor %edx, %edx\n"
+        "  xor %r10d, %r10d\n"
+        "  xor %r8d, %r8d\n"
+        "  mov $56, %eax\n"
+        "  syscall\n"
+        "  test %rax, %rax\n"
+        "  jz 1f\n"
+        "  ret\n"
+        "1:\n"
+        "  xor %ebp, %ebp\n"
+        "  pop %rax\n"
+        "  pop %rdi\n"
+        "  call *%rax\n"
+        "  mov %eax, %edi\n"
+        "  mov $231, %eax\n"
+        "  syscall\n"
+        "  hlt\n");
+#endif
+
+/* Reports how the exec of SLOT went, once its pipe tells: STARTED (and, when the task was
+ * reaped already, EXITED with REAPED's status), or FAILED; then frees the slot. */
+static void finish_start(struct slot *slot, const siginfo_t *reaped) {
+    int error = 0;
+    long got;
+    do {
+        got = SYS(SYS_read, slot->exec_error, &error, sizeof error, 0);
+    } while (got == -EINTR);
+    SYS(SYS_close, slot->exec_error, 0, 0, 0);
+    if (slot->payload_map) {
+        SYS(SYS_munmap, slot->payload_map, slot->payload_length, 0, 0);
+        slot->payload_map = NULL;
+    }
+    if (slot->pointers_map) {
+        SYS(SYS_munmap, slot->pointers_map, slot->pointers_length, 0, 0);
+        slot->pointers_map = NULL;
+    }
+    slot->busy = 0;
+    if (got == (long)sizeof error) {
+        /* The task never ran: reap what is left of it. */
+        if (!reaped) {
+            siginfo_t ignored;
+            sys6(SYS_waitid, P_PID, slot->pid, (long)&ignored, WEXITED, 0, 0);
+        }
+        send_reply(REPLY_FAILED, error ? error : EIO, slot->id, 0, 0);
+        return;
+    }
+    send_reply(REPLY_STARTED, 0, slot->id, slot->pid, slot->forked);
+    if (reaped) {
+        send_reply(REPLY_EXITED, wait_status(reaped), slot->id, slot->pid, now());
+        return;
+    }
+    children[child_count].pid = slot->pid;
+    children[child_count].id = slot->id;
+    child_count++;
+}
+
+/* A free slot for the next request; when every one is taken, the oldest start is waited
+ * for. */
+static struct slot *free_slot(void) {
+    struct slot *oldest = &slots[0];
+    for (unsigned int i = 0; i < MAX_STARTING; i++) {
+        if (!slots[i].busy) {
+            return &slots[i];
+        }
+        if (slots[i].order < oldest->order) {
+            oldest = &slots[i];
+        }
+    }
+    finish_start(oldest, NULL);
+    return oldest;
+}
+
+/* Starts the task of the request in SLOT, whose strings are at PAYLOAD: returns 0 once its
+ * process is created (its exec under way, the slot busy), or an errno. */
+static int start_task(struct slot *slot, const struct request *request, char *payload,
+                      int out, int err, int null) {
     char *end = payload + request->payload;
     char *at = payload;
     char *program = next_string(&at, end);
@@ -452,20 +581,29 @@ static int start_task(const struct request *request, char *payload, int out, int
     if (!program || !cwd || request->argc == 0) {
         return EINVAL;
     }
-    unsigned long count = (unsigned long)request->argc + request->envc + 2;
-    char **pointers = static_pointers;
-    unsigned long mapped = 0;
+    unsigned int starting = 0;
+    for (unsigned int i = 0; i < MAX_STARTING; i++) {
+        starting += (unsigned int)slots[i].busy;
+    }
+    if (child_count + starting >= MAX_CHILDREN) {
+        return EAGAIN;
+    }
+    /* A free slot before the arguments (see exec_file), the arguments and the environment,
+     * each list ending with NULL. */
+    unsigned long count = (unsigned long)request->argc + request->envc + 3;
+    char **pointers = slot->pointers;
+    slot->pointers_map = NULL;
     if (count > STATIC_POINTERS) {
-        mapped = count * sizeof(char *);
-        long map = SYS6(SYS_mmap, 0, mapped, PROT_READ | PROT_WRITE,
+        slot->pointers_length = count * sizeof(char *);
+        long map = SYS6(SYS_mmap, 0, slot->pointers_length, PROT_READ | PROT_WRITE,
                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (map < 0) {
             return (int)-map;
         }
-        pointers = (char **)map;
+        pointers = slot->pointers_map = (char **)map;
     }
-    char **argv = pointers;
-    char **envp = pointers + request->argc + 1;
+    char **argv = pointers + 1;
+    char **envp = argv + request->argc + 1;
     int error = 0;
     for (unsigned int i = 0; i < request->argc && !error; i++) {
         if (!(argv[i] = next_string(&at, end))) {
@@ -479,64 +617,55 @@ static int start_task(const struct request *request, char *payload, int out, int
         }
     }
     envp[request->envc] = NULL;
-    if (!error && child_count + starting_count >= MAX_CHILDREN) {
-        error = EAGAIN;
-    }
-    if (!error && starting_count == MAX_STARTING) {
-        /* Wait for the oldest start to tell how it went. */
-        finish_start(0, NULL);
-    }
     int exec_error[2];
     long piped = error ? 0 : SYS(SYS_pipe2, exec_error, O_CLOEXEC, 0, 0);
     if (!error && piped < 0) {
         error = (int)-piped;
     }
-    long spawner = SYS(SYS_getpid, 0, 0, 0, 0);
-    unsigned long long forked = now();
-    long task = error ? 0 : SYS(SYS_clone, SIGCHLD, 0, 0, 0);
-    if (!error && task < 0) {
-        error = (int)-task;
-        SYS(SYS_close, exec_error[0], 0, 0, 0);
-        SYS(SYS_close, exec_error[1], 0, 0, 0);
-    }
-    if (!error && task == 0) {
-        unsigned long no_signal = 0;
-        long step;
-        if ((step = SYS(SYS_setpgid, 0, 0, 0, 0)) < 0 ||
-            (step = SYS(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0)) < 0) {
-            error = (int)-step;
-        } else if (SYS(SYS_getppid, 0, 0, 0, 0) != spawner) {
-            error = ESRCH;
-        } else if ((step = SYS(SYS_dup3, null, 0, 0, 0)) < 0 ||
-                   (step = SYS(SYS_dup3, out, 1, 0, 0)) < 0 ||
-                   (step = SYS(SYS_dup3, err, 2, 0, 0)) < 0 ||
-                   (*cwd && (step = SYS(SYS_chdir, cwd, 0, 0, 0)) < 0)) {
-            error = (int)-step;
-        } else {
-            /* A blocked mask survives exec: the task must see its SIGTERM. */
-            SYS(SYS_rt_sigprocmask, SIG_SETMASK, &no_signal, NULL, KERNEL_SIGSET_BYTES);
-            error = exec_search(program, argv, envp);
-        }
-        SYS(SYS_write, exec_error[1], &error, sizeof error, 0);
-        exit_now(127);
-    }
     if (!error) {
+        struct start *start = &slot->start;
+        start->program = program;
+        start->cwd = cwd;
+        start->argv = argv;
+        start->envp = envp;
+        start->out = out;
+        start->err = err;
+        start->null = null;
+        start->spawner = SYS(SYS_getpid, 0, 0, 0, 0);
+        start->report = exec_error[1];
+        slot->forked = now();
+#if SHARES_MEMORY
+        long task = clone_on(CLONE_VM | SIGCHLD, slot->stack + sizeof slot->stack,
+                             task_process, start);
+#else
+        long task = SYS(SYS_clone, SIGCHLD, 0, 0, 0);
+        if (task == 0) {
+            task_process(start);
+        }
+#endif
         SYS(SYS_close, exec_error[1], 0, 0, 0);
-        starting[starting_count].pid = (int)task;
-        starting[starting_count].id = request->id;
-        starting[starting_count].exec_error = exec_error[0];
-        starting[starting_count].forked = forked;
-        starting_count++;
+        if (task < 0) {
+            error = (int)-task;
+            SYS(SYS_close, exec_error[0], 0, 0, 0);
+        } else {
+            slot->busy = 1;
+            slot->pid = (int)task;
+            slot->id = request->id;
+            slot->exec_error = exec_error[0];
+            slot->order = ++starts;
+        }
     }
-    if (mapped) {
-        SYS(SYS_munmap, pointers, mapped, 0, 0);
+    if (error && slot->pointers_map) {
+        SYS(SYS_munmap, slot->pointers_map, slot->pointers_length, 0, 0);
+        slot->pointers_map = NULL;
     }
     return error;
 }
 
 /* Reads and serves one request; returns 0 once the agent closed its end. */
 static int serve(int null) {
-    struct iovec vector = {message, sizeof message};
+    struct slot *slot = free_slot();
+    struct iovec vector = {slot->message, sizeof slot->message};
     union {
         struct cmsghdr header;
         unsigned char space[CMSG_SPACE(3 * sizeof(int))];
@@ -570,7 +699,7 @@ static int serve(int null) {
         /* Not a request: nothing to answer to. */
         error = -1;
     } else {
-        memcpy(&request, message, sizeof request);
+        memcpy(&request, slot->message, sizeof request);
         int in_file = (request.flags & PAYLOAD_IN_FILE) != 0;
         if (request.kind != REQUEST_SPAWN || fd_count != (in_file ? 3u : 2u)) {
             error = EINVAL;
@@ -584,14 +713,20 @@ static int serve(int null) {
             if (map < 0) {
                 error = (int)-map;
             } else {
-                error = start_task(&request, (char *)map, fds[0], fds[1], null);
-                SYS(SYS_munmap, map, request.payload, 0, 0);
+                /* Released once the exec is done (finish_start). */
+                slot->payload_map = (void *)map;
+                slot->payload_length = request.payload;
+                error = start_task(slot, &request, (char *)map, fds[0], fds[1], null);
+                if (error) {
+                    SYS(SYS_munmap, map, request.payload, 0, 0);
+                    slot->payload_map = NULL;
+                }
             }
         } else if ((unsigned long)got - sizeof request != request.payload) {
             error = EINVAL;
         } else {
-            error = start_task(&request, (char *)message + sizeof request, fds[0], fds[1],
-                               null);
+            error = start_task(slot, &request, (char *)slot->message + sizeof request, fds[0],
+                               fds[1], null);
         }
     }
     for (unsigned int i = 0; i < fd_count; i++) {
@@ -638,11 +773,15 @@ static void run(int argc, char **argv) {
             kill_all();
         }
         struct pollfd watch[2 + MAX_STARTING];
+        struct slot *watched[MAX_STARTING];
+        unsigned int watched_starts = 0;
         watch[0] = (struct pollfd){AGENT, POLLIN, 0};
         watch[1] = (struct pollfd){(int)signals, POLLIN, 0};
-        unsigned int watched_starts = starting_count;
-        for (unsigned int i = 0; i < watched_starts; i++) {
-            watch[2 + i] = (struct pollfd){starting[i].exec_error, POLLIN, 0};
+        for (unsigned int i = 0; i < MAX_STARTING; i++) {
+            if (slots[i].busy) {
+                watch[2 + watched_starts] = (struct pollfd){slots[i].exec_error, POLLIN, 0};
+                watched[watched_starts++] = &slots[i];
+            }
         }
         struct timespec backstop = {BACKSTOP_SECONDS, 0};
         SYS6(SYS_ppoll, watch, 2 + watched_starts, &backstop, 0, 0, 0);
@@ -651,16 +790,10 @@ static void run(int argc, char **argv) {
             while (SYS(SYS_read, signals, drained, sizeof drained, 0) > 0) {
             }
         }
-        /* Starts whose exec is over, newest first: finishing one moves the last entry
-         * into its place, which was looked at already. */
-        for (unsigned int i = watched_starts; i-- > 0;) {
-            if (watch[2 + i].revents) {
-                for (unsigned int j = 0; j < starting_count; j++) {
-                    if (starting[j].exec_error == watch[2 + i].fd) {
-                        finish_start(j, NULL);
-                        break;
-                    }
-                }
+        /* Starts whose exec is over, oldest first, then the ended tasks. */
+        for (unsigned int i = 0; i < watched_starts; i++) {
+            if (watch[2 + i].revents && watched[i]->busy) {
+                finish_start(watched[i], NULL);
             }
         }
         reap();

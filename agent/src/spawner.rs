@@ -27,8 +27,9 @@
 //! Why one process, started once, rather than a small process per task leading each
 //! group: that costs, per task, a `posix_spawn` from the agent, an exec, a fork and an
 //! exit more, and a thread of the agent blocked until both execs are done. The spawner
-//! forks each task from a process of a few pages, so a task costs one fork and its own
-//! exec, and the agent only writes a message. It is a small C program (`src/spawner.c`,
+//! creates each task's process sharing its memory until the exec (on x86-64; elsewhere it
+//! forks it from its few pages), so a task costs a process and its own exec, and the
+//! agent only writes a message. It is a small C program (`src/spawner.c`,
 //! compiled by `build.rs` and embedded in the agent), run from an in-memory file.
 //!
 //! The times in the replies are the spawner's: a task starts when its process is

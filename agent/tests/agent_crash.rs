@@ -85,7 +85,7 @@ async fn sigterm_gives_running_tasks_back_and_exits_zero() {
     assert_eq!(returned.reason, "cancelled: the agent is shutting down");
     conn.closed().await;
     assert_eq!(agent.exited().await.code(), Some(0));
-    assert!(group_members(pgid).is_empty());
+    wait_for("the group's end", || group_members(pgid).is_empty()).await;
     assert_eq!(count_records(&state.path().join("running")), 0);
     assert_eq!(
         count_files(&state.path().join("spool")),

@@ -50,7 +50,7 @@ async fn an_acknowledgement_of_a_running_attempt_kills_it_at_once() {
     let (finished, seen) = conn.until_finished(task.task).await;
     assert_killed_at_once(&finished, &seen);
     assert_eq!(finished.error.as_deref(), Some(STALE));
-    assert!(group_members(pgid).is_empty(), "{:?}", group_members(pgid));
+    wait_for("the group's end", || group_members(pgid).is_empty()).await;
     // Its result is acknowledged like any other.
     conn.store_result(task.task).await;
     agent.shutdown().await;
@@ -76,7 +76,7 @@ async fn an_attempt_a_registration_answer_disowns_is_killed_at_once() {
     assert_killed_at_once(&finished, &seen);
     // The cancel came first and names the error; the acknowledgement cut its grace.
     assert_eq!(finished.error.as_deref(), Some("cancelled"));
-    assert!(group_members(pgid).is_empty(), "{:?}", group_members(pgid));
+    wait_for("the group's end", || group_members(pgid).is_empty()).await;
     conn.store_result(task.task).await;
     agent.shutdown().await;
 }
@@ -157,7 +157,7 @@ async fn a_stale_attempt_is_killed_at_once_and_its_result_forgotten() {
     conn.send(MasterMessage::Stale(task.task)).await;
     let (finished, seen) = conn.until_finished(task.task).await;
     assert_killed_at_once(&finished, &seen);
-    assert!(group_members(pgid).is_empty(), "{:?}", group_members(pgid));
+    wait_for("the group's end", || group_members(pgid).is_empty()).await;
     // Its result is forgotten by the same word: the next registration does not list it.
     conn.send(MasterMessage::Stale(task.task)).await;
     drop(conn);

@@ -3,12 +3,15 @@
 //! The agent's spawner kills every task's group when the agent dies (`spawner`). What it
 //! cannot cover is a spawner killed along with the agent (SIGKILL to both at once), which
 //! leaves the tasks' processes without a watcher. Each running task holds a file
-//! `<state_dir>/running/<n>.pgid` naming its process group and its attempt, and empties
+//! `<state_dir>/running/<n>.pgid` naming its process group and its attempt, and blanks
 //! it when it ends; at startup, before registering, the agent kills every group a
 //! previous agent process left recorded, then clears the folder.
 //!
 //! The files are pooled ([`GroupRecords`]): a task takes a free one, writes its record in
-//! place and empties it at its end, so the pool grows to the most tasks that ran at once.
+//! place and blanks it at its end, so the pool grows to the most tasks that ran at once.
+//! Records are padded with spaces to [`RECORD_BYTES`] and a free file holds only spaces,
+//! so a file keeps its size: truncating it freed its page (or block), which the next
+//! record allocated again.
 //! A file created and removed per task cost an inode allocation per task, and on ext4
 //! without a journal an allocation skips every inode freed in the last minute, reading
 //! the inode table to tell: at hundreds of short tasks a second, that scan was the
@@ -32,6 +35,17 @@ use tracing::{info, warn};
 
 use crate::process_group::signal_group;
 use crate::state::StateDir;
+
+/// Size of a record file: records are padded to it with spaces, and a free file is that
+/// many spaces.
+const RECORD_BYTES: usize = 128;
+
+/// `text` padded with spaces to `len` bytes (or as it is when longer).
+fn padded(text: &str, len: usize) -> Vec<u8> {
+    let mut bytes = text.as_bytes().to_vec();
+    bytes.resize(len.max(text.len()), b' ');
+    bytes
+}
 
 /// Contents of a `.pgid` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +116,8 @@ pub(crate) struct GroupRecords {
 struct RecordFile {
     path: PathBuf,
     file: File,
+    /// The file's size: [`RECORD_BYTES`], or the longest record written, if longer.
+    len: usize,
 }
 
 impl GroupRecords {
@@ -128,23 +144,27 @@ impl GroupRecords {
                     .truncate(true)
                     .write(true)
                     .open(&path)?;
-                RecordFile { path, file }
+                RecordFile {
+                    path,
+                    file,
+                    len: RECORD_BYTES,
+                }
             }
         };
-        let held = HeldRecord {
+        let mut held = HeldRecord {
             pool: Arc::clone(self),
             record: Some(record),
         };
-        if let Some(record) = &held.record {
-            record
-                .file
-                .write_all_at(GroupRecord::new(task, pgid).to_text().as_bytes(), 0)?;
+        if let Some(record) = &mut held.record {
+            let text = padded(&GroupRecord::new(task, pgid).to_text(), record.len);
+            record.len = text.len();
+            record.file.write_all_at(&text, 0)?;
         }
         Ok(held)
     }
 }
 
-/// A running task's record; emptied and handed back to the pool when dropped.
+/// A running task's record; blanked and handed back to the pool when dropped.
 #[derive(Debug)]
 pub(crate) struct HeldRecord {
     pool: Arc<GroupRecords>,
@@ -158,7 +178,7 @@ impl Drop for HeldRecord {
         };
         // A record left in a file would have the next agent kill a group that may by then
         // be anyone's (it checks the environment first, but only a stale record is safe).
-        match record.file.set_len(0) {
+        match record.file.write_all_at(&padded("", record.len), 0) {
             Ok(()) => self
                 .pool
                 .free
@@ -166,7 +186,7 @@ impl Drop for HeldRecord {
                 .unwrap_or_else(|e| e.into_inner())
                 .push(record),
             Err(error) => {
-                warn!(file = %record.path.display(), %error, "cannot empty a process group file; removing it");
+                warn!(file = %record.path.display(), %error, "cannot blank a process group file; removing it");
                 let _ = fs::remove_file(&record.path);
             }
         }
@@ -248,8 +268,8 @@ pub(crate) fn reap_stale_groups(state: &StateDir) -> Vec<GroupRecord> {
 
 fn reap_one(path: &Path) -> Option<GroupRecord> {
     let text = fs::read_to_string(path).ok()?;
-    if text.is_empty() {
-        // A pooled file no task held.
+    if text.trim().is_empty() {
+        // A pooled file no task holds.
         return None;
     }
     let Some(record) = GroupRecord::parse(&text) else {
@@ -304,14 +324,18 @@ mod tests {
     }
 
     #[test]
-    fn record_files_are_reused_emptied_and_only_full_ones_are_reaped() {
+    fn record_files_are_reused_blanked_and_only_full_ones_are_reaped() {
         let tmp = tempfile::tempdir().unwrap();
         let state = StateDir::open(tmp.path()).unwrap();
         let records = state.group_records();
         let read = || -> Vec<String> {
             let mut texts: Vec<String> = fs::read_dir(state.running_dir())
                 .unwrap()
-                .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
+                .map(|e| {
+                    let text = fs::read_to_string(e.unwrap().path()).unwrap();
+                    assert_eq!(text.len(), RECORD_BYTES, "a file keeps its size");
+                    text.trim_end_matches(' ').to_string()
+                })
                 .collect();
             texts.sort();
             texts
@@ -331,7 +355,7 @@ mod tests {
         );
         drop(first);
         let third = records.write(task(3), 4_000_003).unwrap();
-        assert_eq!(read().len(), 2, "the emptied file is taken again");
+        assert_eq!(read().len(), 2, "the blanked file is taken again");
         drop(second);
         assert_eq!(
             read(),

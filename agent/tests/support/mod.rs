@@ -339,13 +339,15 @@ pub fn processes_of(task: TaskRef) -> Vec<u32> {
 }
 
 /// Process-group records in `dir` (the agent's `running/`): its files that are not
-/// empty (emptied files wait there for the next tasks).
+/// blank (blanked files wait there for the next tasks).
 pub fn count_records(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .flatten()
-                .filter(|entry| entry.metadata().is_ok_and(|m| m.len() > 0))
+                .filter(|entry| {
+                    std::fs::read_to_string(entry.path()).is_ok_and(|text| !text.trim().is_empty())
+                })
                 .count()
         })
         .unwrap_or(0)

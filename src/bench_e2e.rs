@@ -1,6 +1,8 @@
 //! `furrow bench e2e`: how close a local farm comes to the machine's own rate of starting
 //! processes. In one run it measures
-//! - the raw rate: `true` spawned and waited for from N threads, nothing else;
+//! - the raw rate: `true` spawned and waited for from N threads, nothing else; half the
+//!   tasks before the farm runs and half after, so that a machine whose speed drifts
+//!   during the run (a shared virtual machine's does) weighs on both rates alike;
 //! - Furrow's rate: the same number of `true` tasks as one job on a local farm with one
 //!   agent of N slots (real master and agent processes, output captured, results durably
 //!   stored), from the submission until the job is done;
@@ -66,9 +68,42 @@ fn per_task_ms(before: Duration, after: Duration, tasks: u64) -> f64 {
     after.saturating_sub(before).as_secs_f64() * 1000.0 / tasks.max(1) as f64
 }
 
-/// Spawns `true` `tasks` times from `threads` threads; tasks per second.
-fn raw_spawn_rate(tasks: u64, threads: u32) -> Result<f64> {
+/// A raw spawn's figures: tasks spawned, wall time, busy CPU time of the machine.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawSpawn {
+    tasks: u64,
+    took: Duration,
+    cpu: Duration,
+}
+
+impl RawSpawn {
+    fn rate(&self) -> f64 {
+        self.tasks as f64 / self.took.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn and(self, other: RawSpawn) -> RawSpawn {
+        RawSpawn {
+            tasks: self.tasks + other.tasks,
+            took: self.took + other.took,
+            cpu: self.cpu + other.cpu,
+        }
+    }
+}
+
+/// Spawns `true` about `tasks` times from `threads` threads.
+fn raw_spawn(tasks: u64, threads: u32) -> Result<RawSpawn> {
+    let cpu = busy_cpu()?;
     let started = Instant::now();
+    let tasks = spawn_true(tasks, threads)?;
+    Ok(RawSpawn {
+        tasks,
+        took: started.elapsed(),
+        cpu: busy_cpu()?.saturating_sub(cpu),
+    })
+}
+
+/// Spawns `true` about `tasks` times from `threads` threads; the number spawned.
+fn spawn_true(tasks: u64, threads: u32) -> Result<u64> {
     let per_thread = tasks.div_ceil(u64::from(threads));
     let outcomes: Vec<std::io::Result<()>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
@@ -96,7 +131,7 @@ fn raw_spawn_rate(tasks: u64, threads: u32) -> Result<f64> {
     for outcome in outcomes {
         outcome?;
     }
-    Ok((per_thread * u64::from(threads)) as f64 / started.elapsed().as_secs_f64())
+    Ok(per_thread * u64::from(threads))
 }
 
 /// The gaps between a slot's task ending and its next task starting, in milliseconds:
@@ -137,9 +172,7 @@ pub async fn run(args: E2eArgs) -> Result<()> {
     if args.tasks == 0 || args.slots == 0 {
         bail!("--tasks and --slots must be at least 1");
     }
-    let raw_cpu = busy_cpu()?;
-    let raw = raw_spawn_rate(args.tasks, args.slots)?;
-    let raw_cpu = per_task_ms(raw_cpu, busy_cpu()?, args.tasks);
+    let raw_before = raw_spawn(args.tasks / 2, args.slots)?;
 
     let (farm, client) = LocalFarm::start(1, args.slots, args.database_url.as_deref()).await?;
     let health = client.health().await?;
@@ -178,6 +211,10 @@ pub async fn run(args: E2eArgs) -> Result<()> {
         }
     }
     drop(farm);
+    let raw_after = raw_spawn(args.tasks - args.tasks / 2, args.slots)?;
+    let raw_both = raw_before.and(raw_after);
+    let raw = raw_both.rate();
+    let raw_cpu = per_task_ms(Duration::ZERO, raw_both.cpu, raw_both.tasks);
     let mut gaps = turnaround_ms(spans);
     gaps.sort_unstable();
 
@@ -193,6 +230,11 @@ pub async fn run(args: E2eArgs) -> Result<()> {
     println!(
         "e2e: furrow {furrow:.0} tasks/s, raw spawn {raw:.0} tasks/s, ratio {:.0}%",
         100.0 * furrow / raw
+    );
+    println!(
+        "raw: {:.0} tasks/s before the farm ran, {:.0} tasks/s after",
+        raw_before.rate(),
+        raw_after.rate()
     );
     println!(
         "turnaround: a slot's next task starts {} ms (median), {} ms (p99) after its last ended ({} gaps)",

@@ -20,7 +20,9 @@ use uuid::Uuid;
 
 use crate::auth::{Auth, Caller, secrets};
 use crate::jobtypes::{Added, Catalog};
-use crate::logs::{DeleteJobLogs, LiveChunk, LiveLogs, LocateLog, LogCollector, LogSpan, ReadLog};
+use crate::logs::{
+    DeleteJobLogs, LiveChunk, LiveLogs, LocateLog, LogCollector, LogPlace, LogSpan, ReadLog,
+};
 use crate::registry::{AgentTable, DisconnectAgent, EditAgent, Registry, RemoveAgent};
 use crate::scheduler::policy::requirements::Needs;
 use crate::scheduler::queues;
@@ -1012,14 +1014,17 @@ impl Service {
         max_bytes: usize,
     ) -> Result<LogChunk, ApiError> {
         let (attempt, complete) = self.log_attempt(caller, job_id, task_id, attempt).await?;
+        let task = TaskRef { task_id, attempt };
+        let stored = self.stored_log(job_id, task, complete).await?;
         let read = self
             .inner
             .logs
             .send(ReadLog {
                 job_id,
-                task: TaskRef { task_id, attempt },
+                task,
                 offset,
                 max_bytes,
+                stored,
             })
             .await
             .map_err(mailbox_error)?
@@ -1045,19 +1050,50 @@ impl Service {
         max_bytes: u64,
     ) -> Result<(LogSpan, u32, bool), ApiError> {
         let (attempt, complete) = self.log_attempt(caller, job_id, task_id, attempt).await?;
+        let task = TaskRef { task_id, attempt };
+        let stored = self.stored_log(job_id, task, complete).await?;
         let span = self
             .inner
             .logs
             .send(LocateLog {
                 job_id,
-                task: TaskRef { task_id, attempt },
+                task,
                 offset,
                 max_bytes,
+                stored,
             })
             .await
             .map_err(mailbox_error)?
             .map_err(|e| ApiError::internal(format!("cannot read the task log: {e}")))?;
         Ok((span, attempt, complete))
+    }
+
+    /// Where the index says an attempt's log is, once the attempt has ended (the log
+    /// collector knows where the text of running and recently ended ones is).
+    async fn stored_log(
+        &self,
+        job_id: JobId,
+        task: TaskRef,
+        ended: bool,
+    ) -> Result<Option<LogPlace>, ApiError> {
+        if !ended {
+            return Ok(None);
+        }
+        let entry = self
+            .inner
+            .reader
+            .get_log_index(task.task_id, task.attempt)
+            .await
+            .map_err(storage_error)?;
+        Ok(entry.map(|entry| {
+            LogPlace::indexed(
+                job_id,
+                task,
+                entry.path,
+                u64::try_from(entry.file_offset).unwrap_or(0),
+                u64::try_from(entry.size).unwrap_or(0),
+            )
+        }))
     }
 
     /// Which attempt of a task a log read is about (the current one by default), and

@@ -388,9 +388,12 @@ pub async fn log_download(
     let mut file = tokio::fs::File::open(&span.path)
         .await
         .map_err(|e| ApiError::internal(format!("cannot read the task log: {e}")))?;
-    tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(span.offset))
-        .await
-        .map_err(|e| ApiError::internal(format!("cannot read the task log: {e}")))?;
+    tokio::io::AsyncSeekExt::seek(
+        &mut file,
+        std::io::SeekFrom::Start(span.start + span.offset),
+    )
+    .await
+    .map_err(|e| ApiError::internal(format!("cannot read the task log: {e}")))?;
     let reader = tokio::io::AsyncReadExt::take(file, span.len);
     if span.len <= LOG_STREAM_BUFFER as u64 {
         // A short log goes out in one write with the headers: streamed, its body could

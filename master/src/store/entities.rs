@@ -185,7 +185,7 @@ pub mod agent {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// `task_logs`: the index of per-attempt log files.
+/// `task_logs`: where each attempt's log is.
 pub mod task_log {
     use sea_orm::entity::prelude::*;
 
@@ -207,6 +207,9 @@ pub mod task_log {
         pub size: i64,
         /// When last indexed, ms.
         pub updated_at: i64,
+        /// Where the attempt's text starts in the file (0 in a file of its own; in its
+        /// job's pack of short logs, where it was appended).
+        pub file_offset: i64,
     }
 
     /// No relations are navigated through sea-orm.

@@ -22,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0005MasterState),
             Box::new(browse::M0006Browse),
             Box::new(M0007Apps),
+            Box::new(M0008LogPacks),
         ]
     }
 }
@@ -698,5 +699,45 @@ impl MigrationTrait for M0007Apps {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The logs of short attempts share a file per job (see `logs`): an index entry names
+/// where in its file an attempt's text starts.
+struct M0008LogPacks;
+
+impl MigrationName for M0008LogPacks {
+    fn name(&self) -> &str {
+        "m0008_log_packs"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0008LogPacks {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(TaskLogs::Table)
+                    .add_column(
+                        ColumnDef::new(Alias::new("file_offset"))
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(TaskLogs::Table)
+                    .drop_column(Alias::new("file_offset"))
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -551,6 +551,8 @@ pub struct LogIndexRow {
     pub job_id: JobId,
     /// Path relative to the data directory.
     pub path: String,
+    /// Where the attempt's text starts in the file.
+    pub file_offset: u64,
     /// Size in bytes.
     pub size: u64,
 }

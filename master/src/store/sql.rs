@@ -537,12 +537,14 @@ static UPSERT_LOGS: RowsSql = RowsSql::new(
         ("attempt", Col::Int),
         ("job_id", Col::Int),
         ("path", Col::Text),
+        ("file_offset", Col::Int),
         ("size", Col::Int),
         ("updated_at", Col::Int),
     ],
-    "INSERT INTO task_logs (task_id, attempt, job_id, path, size, updated_at) \
-     SELECT task_id, attempt, job_id, path, size, updated_at FROM v WHERE true \
-     ON CONFLICT (task_id, attempt) DO UPDATE SET size = excluded.size, \
+    "INSERT INTO task_logs (task_id, attempt, job_id, path, file_offset, size, updated_at) \
+     SELECT task_id, attempt, job_id, path, file_offset, size, updated_at FROM v WHERE true \
+     ON CONFLICT (task_id, attempt) DO UPDATE SET path = excluded.path, \
+     file_offset = excluded.file_offset, size = excluded.size, \
      updated_at = excluded.updated_at",
 );
 
@@ -556,6 +558,7 @@ pub fn upsert_logs<'a>(script: &mut Script, rows: impl Iterator<Item = &'a LogIn
                 row.attempt,
                 row.job_id,
                 row.path.as_str(),
+                row.file_offset,
                 row.size,
                 now,
             )

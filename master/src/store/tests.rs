@@ -168,7 +168,8 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
             "m0004_access",
             "m0005_master_state",
             "m0006_browse",
-            "m0007_apps"
+            "m0007_apps",
+            "m0008_log_packs",
         ]
     );
     let reader = StoreReader::new(db.clone());
@@ -272,13 +273,24 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
         version: "0.1.0".into(),
         last_seen: 5_000,
     }));
-    store.do_send(UpsertLogIndex(vec![LogIndexRow {
-        task_id: 1,
-        attempt: 1,
-        job_id: 1,
-        path: "logs/1/1.1.log".into(),
-        size: 42,
-    }]));
+    store.do_send(UpsertLogIndex(vec![
+        LogIndexRow {
+            task_id: 1,
+            attempt: 1,
+            job_id: 1,
+            path: "logs/1/1.1.log".into(),
+            file_offset: 0,
+            size: 42,
+        },
+        LogIndexRow {
+            task_id: 2,
+            attempt: 1,
+            job_id: 1,
+            path: "logs/1/short.log".into(),
+            file_offset: 120,
+            size: 30,
+        },
+    ]));
     store.send(Flush).await.unwrap().unwrap();
 
     let job = reader.get_job(1).await.unwrap().unwrap();
@@ -295,7 +307,30 @@ async fn exercise(db: Db, url: Option<String>, data_dir: &std::path::Path) {
     assert_eq!(task2.agent, Some(agent.to_string()));
     assert!((task2.progress - 0.25).abs() < 1e-6);
     let index = reader.get_log_index(1, 1).await.unwrap().unwrap();
-    assert_eq!(index.size, 42);
+    assert_eq!(
+        (index.path.as_str(), index.file_offset, index.size),
+        ("logs/1/1.1.log", 0, 42)
+    );
+    let packed = reader.get_log_index(2, 1).await.unwrap().unwrap();
+    assert_eq!(
+        (packed.path.as_str(), packed.file_offset, packed.size),
+        ("logs/1/short.log", 120, 30)
+    );
+    // Lines after the result moved that attempt's text to a file of its own.
+    store.do_send(UpsertLogIndex(vec![LogIndexRow {
+        task_id: 2,
+        attempt: 1,
+        job_id: 1,
+        path: "logs/1/2.1.log".into(),
+        file_offset: 0,
+        size: 45,
+    }]));
+    store.send(Flush).await.unwrap().unwrap();
+    let moved = reader.get_log_index(2, 1).await.unwrap().unwrap();
+    assert_eq!(
+        (moved.path.as_str(), moved.file_offset, moved.size),
+        ("logs/1/2.1.log", 0, 45)
+    );
 
     // Task 5 failed once and waits for its second attempt.
     let mut requeued = running_row(5, agent);
@@ -977,6 +1012,7 @@ async fn scripts(db: Db) {
         attempt: 1,
         job_id: 3,
         path: path.into(),
+        file_offset: 0,
         size,
     };
     let count = || async {

@@ -159,6 +159,7 @@ enum LogEvent {
         task: TaskRef,
         job_id: JobId,
         agent: Uuid,
+        resumed: bool,
     },
     /// An attempt ended: flush, close and index its file.
     Closed { task: TaskRef, job_id: JobId },
@@ -235,12 +236,15 @@ impl LogSink {
         }
     }
 
-    /// Attempt `task` of job `job_id` runs on `agent`: its lines may come.
-    pub fn opened(&self, task: TaskRef, job_id: JobId, agent: Uuid) {
+    /// Attempt `task` of job `job_id` runs on `agent`: its lines may come. `resumed`: it
+    /// ran before (restored at the master's start, or taken back from an agent that was
+    /// lost), and its log may have text already.
+    pub fn opened(&self, task: TaskRef, job_id: JobId, agent: Uuid, resumed: bool) {
         self.push(LogEvent::Opened {
             task,
             job_id,
             agent,
+            resumed,
         });
     }
 
@@ -528,7 +532,8 @@ impl LogCollector {
                     task,
                     job_id,
                     agent,
-                } => self.open_attempt(task, job_id, agent),
+                    resumed,
+                } => self.open_attempt(task, job_id, agent, resumed),
                 LogEvent::Closed { task, job_id } => self.close_attempt(task, job_id),
                 LogEvent::Lines { agent, batch, .. } => {
                     if let Err(e) = self.append(agent, &batch) {
@@ -690,14 +695,12 @@ impl LogCollector {
         } else if let Some(closed) = self.recent.get(&task).cloned() {
             // A late line of a closed attempt: appended to its own file.
             let job_id = closed.job_id;
-            let path = self.data_dir.join(log_path(job_id, task));
-            let (mut writer, mut size) = open_file(&path)?;
             if let Some(place) = closed.place.as_ref().filter(|place| place.packed()) {
                 // Its text is in the pack: moved to its own file first.
-                let moved = self.read_packed(job_id, place)?;
-                writer.write_all(&moved)?;
-                size += moved.len() as u64;
+                self.move_out_of_pack(job_id, task, place)?;
             }
+            let path = self.data_dir.join(log_path(job_id, task));
+            let (mut writer, size) = open_file(&path)?;
             writer.write_all(text.as_bytes())?;
             writer.flush()?;
             let end_offset = size + text.len() as u64;
@@ -725,8 +728,14 @@ impl LogCollector {
         Ok(())
     }
 
-    /// The text at `place` in `job_id`'s pack, with the pack's buffer written first.
-    fn read_packed(&mut self, job_id: JobId, place: &LogPlace) -> std::io::Result<Vec<u8>> {
+    /// Copies `task`'s text at `place` in its job's pack to the end of its own file, which
+    /// is from now on its place; the file's size.
+    fn move_out_of_pack(
+        &mut self,
+        job_id: JobId,
+        task: TaskRef,
+        place: &LogPlace,
+    ) -> std::io::Result<u64> {
         if let Some(pack) = self.packs.get_mut(&job_id) {
             pack.writer.flush()?;
         }
@@ -734,7 +743,16 @@ impl LogCollector {
         file.seek(SeekFrom::Start(place.start))?;
         let mut text = Vec::new();
         file.take(place.len.unwrap_or(0)).read_to_end(&mut text)?;
-        Ok(text)
+        let (mut writer, size) = open_file(&self.data_dir.join(log_path(job_id, task)))?;
+        writer.write_all(&text)?;
+        writer.flush()?;
+        let size = size + text.len() as u64;
+        let own = LogPlace::own(job_id, task);
+        self.index(task, job_id, &own, size);
+        if let Some(closed) = self.recent.get_mut(&task) {
+            closed.place = Some(own);
+        }
+        Ok(size)
     }
 
     /// Appends a short attempt's whole text to its job's pack; where it starts.
@@ -954,16 +972,37 @@ impl Supervised for LogCollector {
 }
 
 impl LogCollector {
-    fn open_attempt(&mut self, task: TaskRef, job_id: JobId, agent: Uuid) {
-        self.open.entry(task).or_insert(OpenAttempt {
-            job_id,
-            agent,
-            pending: Vec::new(),
-            own_file: false,
-            writer: None,
-            size: 0,
-            last_write: 0,
-        });
+    fn open_attempt(&mut self, task: TaskRef, job_id: JobId, agent: Uuid, resumed: bool) {
+        if self.open.contains_key(&task) {
+            return;
+        }
+        // A resumed attempt writes to a file of its own, after what it has: what an
+        // earlier process wrote there, or its text in the pack, moved there first.
+        let mut size = 0;
+        if resumed
+            && let Some(place) = self
+                .recent
+                .get(&task)
+                .and_then(|closed| closed.place.clone())
+                .filter(LogPlace::packed)
+        {
+            match self.move_out_of_pack(job_id, task, &place) {
+                Ok(moved) => size = moved,
+                Err(e) => self.write_failures.failed(task, &e),
+            }
+        }
+        self.open.insert(
+            task,
+            OpenAttempt {
+                job_id,
+                agent,
+                pending: Vec::new(),
+                own_file: resumed,
+                writer: None,
+                size,
+                last_write: 0,
+            },
+        );
     }
 
     fn close_attempt(&mut self, task: TaskRef, job_id: JobId) {
@@ -1219,7 +1258,7 @@ mod tests {
                     task_id,
                     attempt: 1,
                 };
-                sink.opened(task, 1, Uuid::nil());
+                sink.opened(task, 1, Uuid::nil(), false);
                 let batch = LogBatch {
                     task,
                     lines: vec![line("first")],
@@ -1320,7 +1359,7 @@ mod tests {
                     .collect(),
             };
             for task_id in 1..=3 {
-                sink.opened(task(task_id), 7, Uuid::nil());
+                sink.opened(task(task_id), 7, Uuid::nil(), false);
                 assert!(
                     sink.append(Uuid::nil(), lines(task_id, &["a", "b"]))
                         .is_none()
@@ -1328,7 +1367,7 @@ mod tests {
                 sink.closed(task(task_id), 7);
             }
             // Attempt 4 ended with nothing to say.
-            sink.opened(task(4), 7, Uuid::nil());
+            sink.opened(task(4), 7, Uuid::nil(), false);
             sink.closed(task(4), 7);
             let read = |logs: Addr<LogCollector>, task_id, stored| async move {
                 logs.send(ReadLog {
@@ -1414,7 +1453,7 @@ mod tests {
             );
 
             // An attempt that outlives a flush writes to a file of its own.
-            sink.opened(task(5), 7, Uuid::nil());
+            sink.opened(task(5), 7, Uuid::nil(), false);
             assert!(sink.append(Uuid::nil(), lines(5, &["long"])).is_none());
             logs.send(FlushLogs).await.unwrap();
             assert!(data_dir.join(log_path(7, task(5))).exists());
@@ -1424,6 +1463,21 @@ mod tests {
                 read(logs.clone(), 5, None).await,
                 expected(5, &["long", "er"])
             );
+
+            // An attempt taken back from an agent that was lost goes on in a file of its
+            // own, after the text it had.
+            sink.opened(task(6), 7, Uuid::nil(), false);
+            assert!(sink.append(Uuid::nil(), lines(6, &["before"])).is_none());
+            sink.closed(task(6), 7);
+            sink.opened(task(6), 7, Uuid::nil(), true);
+            assert!(sink.append(Uuid::nil(), lines(6, &["after"])).is_none());
+            sink.closed(task(6), 7);
+            assert_eq!(
+                read(logs.clone(), 6, None).await,
+                expected(6, &["before", "after"])
+            );
+            store.send(crate::store::Flush).await.unwrap().unwrap();
+            assert_eq!(stored(6).await, Some(LogPlace::own(7, task(6))));
 
             logs.send(DeleteJobLogs(7)).await.unwrap();
             assert!(!job_dir.exists());
@@ -1440,7 +1494,7 @@ mod tests {
                 task_id: 1,
                 attempt: 1,
             };
-            sink.opened(task, 1, Uuid::nil());
+            sink.opened(task, 1, Uuid::nil(), false);
             let half = |text: &str| LogBatch {
                 task,
                 lines: vec![LogLine {

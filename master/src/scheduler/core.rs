@@ -439,6 +439,7 @@ impl Core {
             task,
             job_id,
             agent,
+            resumed: false,
         });
         self.effects.push(Effect::Send {
             agent,

@@ -179,7 +179,8 @@ impl Scheduler {
                     task,
                     job_id,
                     agent,
-                } => self.logs.opened(task, job_id, agent),
+                    resumed,
+                } => self.logs.opened(task, job_id, agent, resumed),
                 Effect::CloseLog { task, job_id } => self.logs.closed(task, job_id),
             }
         }

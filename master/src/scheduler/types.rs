@@ -87,6 +87,9 @@ pub enum Effect {
         job_id: JobId,
         /// The agent it runs on: the only one whose lines are written to it.
         agent: Uuid,
+        /// The attempt ran before: restored at the master's start, or taken back from
+        /// an agent that was lost. Its log may have text already, which it extends.
+        resumed: bool,
     },
     /// An attempt is over from the master's point of view: flush and close its log.
     CloseLog {

@@ -295,6 +295,7 @@ impl Core {
             task,
             job_id,
             agent,
+            resumed: true,
         });
         self.push_task_row(task.task_id);
         self.dirty_jobs.insert(job_id);

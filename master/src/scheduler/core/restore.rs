@@ -109,6 +109,7 @@ impl Core {
                     task: TaskRef { task_id, attempt },
                     job_id: id,
                     agent,
+                    resumed: true,
                 });
             }
             self.jobs.insert(id, job);

@@ -165,16 +165,27 @@ impl LocalFarm {
             }
             if start.elapsed() > Duration::from_secs(120) {
                 // The data directory goes with the farm: say here why it failed.
-                let master_log = std::fs::read_to_string(farm.data_dir.join("run/master.log"))
-                    .unwrap_or_default();
-                match master_log
-                    .lines()
-                    .rev()
-                    .find(|line| line.starts_with("error:"))
-                {
-                    Some(error) => bail!("the farm did not come up: the master says \"{error}\""),
-                    None => bail!("the farm did not come up within 120 s"),
+                let last_error = |name: &str| {
+                    std::fs::read_to_string(farm.data_dir.join("run").join(name))
+                        .unwrap_or_default()
+                        .lines()
+                        .rev()
+                        .find(|line| line.starts_with("error:"))
+                        .map(str::to_string)
+                };
+                if let Some(error) = last_error("master.log") {
+                    bail!("the farm did not come up: the master says \"{error}\"");
                 }
+                if let Some(error) = last_error("agent-1.log") {
+                    let hint = if error.contains(furrow_master::JOIN_TOKEN_FILE) {
+                        " (the master writes a join token only into a new store: give the \
+                         bench an empty database)"
+                    } else {
+                        ""
+                    };
+                    bail!("the farm did not come up: its agent says \"{error}\"{hint}");
+                }
+                bail!("the farm did not come up within 120 s");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };

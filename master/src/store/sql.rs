@@ -230,7 +230,8 @@ impl ValuesChunk {
 /// Statements gathered to run together. On SQLite they go to the database as one
 /// script: a single call to the thread that runs the connection, where each statement
 /// was a call (and two thread wake-ups) of its own. PostgreSQL's protocol takes one
-/// statement with parameters at a time, so there they run one after the other.
+/// statement with parameters at a time: there a commit writes the values into the text
+/// (see [`Script::commit`]), and `run` sends the statements one after the other.
 pub struct Script {
     backend: DbBackend,
     statements: Vec<(String, Vec<Value>)>,
@@ -271,15 +272,28 @@ impl Script {
 
     /// Runs the script as one transaction of its own on `db`. On SQLite that is one call:
     /// `BEGIN`, the statements and `COMMIT` in one script (and `ROLLBACK` after a failure).
+    ///
+    /// On PostgreSQL, when every value is text or an integer, it is one round trip too:
+    /// the values are written into the statements as literals, sent as one simple query
+    /// with `BEGIN` and `COMMIT`. Statement by statement, a group commit was eight round
+    /// trips, and the next assignments waited for all of them.
     pub async fn commit(mut self, db: &DatabaseConnection) -> Result<(), DbErr> {
-        if self.backend == DbBackend::Postgres {
-            let txn = db.begin().await?;
-            self.run(&txn).await?;
-            return txn.commit().await;
-        }
-        let statements = std::mem::take(&mut self.statements);
-        let script = self.joined(statements, "BEGIN;\n", ";\nCOMMIT");
-        let result = db.execute_raw(script).await;
+        let result = if self.backend == DbBackend::Postgres {
+            let Some(text) = inlined(&self.statements) else {
+                let txn = db.begin().await?;
+                self.run(&txn).await?;
+                return txn.commit().await;
+            };
+            // Unprepared: PostgreSQL's simple query protocol, which takes several
+            // statements in one message.
+            db.execute_unprepared(&format!("BEGIN;\n{text};\nCOMMIT"))
+                .await
+                .map(|_| ())
+        } else {
+            let statements = std::mem::take(&mut self.statements);
+            let script = self.joined(statements, "BEGIN;\n", ";\nCOMMIT");
+            db.execute_raw(script).await.map(|_| ())
+        };
         if let Err(e) = result {
             // A statement failed half-way: nothing of it is kept. (When even this fails,
             // the caller drops the connection, which rolls back all the same.)
@@ -302,6 +316,51 @@ impl Script {
         sql.push_str(tail);
         Statement::from_sql_and_values(self.backend, sql, all)
     }
+}
+
+/// `statements` as one text, their `?` placeholders replaced by their values as
+/// PostgreSQL literals; `None` when a value is neither text nor an integer. Text goes in
+/// an escape string (`E'...'`, backslashes and quotes doubled), which reads the same
+/// whatever `standard_conforming_strings` says.
+fn inlined(statements: &[(String, Vec<Value>)]) -> Option<String> {
+    let mut text = String::new();
+    for (i, (sql, values)) in statements.iter().enumerate() {
+        if i > 0 {
+            text.push_str(";\n");
+        }
+        let mut values = values.iter();
+        for c in sql.chars() {
+            if c != '?' {
+                text.push(c);
+                continue;
+            }
+            match values.next()? {
+                // A NUL would end the query's text early.
+                Value::String(Some(value)) if !value.contains('\0') => {
+                    text.push_str("E'");
+                    for c in value.chars() {
+                        match c {
+                            '\'' => text.push_str("''"),
+                            '\\' => text.push_str("\\\\"),
+                            c => text.push(c),
+                        }
+                    }
+                    text.push('\'');
+                }
+                Value::BigInt(Some(n)) => {
+                    let _ = write!(text, "{n}");
+                }
+                Value::Int(Some(n)) => {
+                    let _ = write!(text, "{n}");
+                }
+                _ => return None,
+            }
+        }
+        if values.next().is_some() {
+            return None;
+        }
+    }
+    Some(text)
 }
 
 /// How a column of [`RowsSql`] is read from its JSON value.
@@ -973,4 +1032,36 @@ pub async fn bulk<C: ConnectionTrait>(db: &C, write: &BulkWrite, now: i64) -> Re
         }
     }
     Ok(jobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_written_in_as_literals_or_not_at_all() {
+        let statements = vec![
+            (
+                "SELECT ?, ?".to_string(),
+                vec![Value::from("it's a \\ path"), Value::from(42i64)],
+            ),
+            (
+                "DELETE FROM t WHERE id = ?".to_string(),
+                vec![Value::from(7i32)],
+            ),
+        ];
+        assert_eq!(
+            inlined(&statements).as_deref(),
+            Some("SELECT E'it''s a \\\\ path', 42;\nDELETE FROM t WHERE id = 7")
+        );
+        let one = |sql: &str, values: Vec<Value>| inlined(&[(sql.to_string(), values)]);
+        assert_eq!(one("SELECT ?", vec![Value::from("a\0b")]), None, "a NUL");
+        assert_eq!(one("SELECT ?", vec![Value::Bytes(Some(vec![1]))]), None);
+        assert_eq!(one("SELECT ?", vec![]), None, "a value missing");
+        assert_eq!(
+            one("SELECT 1", vec![Value::from(1i64)]),
+            None,
+            "one too many"
+        );
+    }
 }

@@ -693,23 +693,15 @@ impl LogCollector {
                 (job_id, size)
             }
         } else if let Some(closed) = self.recent.get(&task).cloned() {
-            // A late line of a closed attempt: appended to its own file.
+            // A late line of a closed attempt: appended to its own file, after its text
+            // in the pack if it is there.
             let job_id = closed.job_id;
-            if let Some(place) = closed.place.as_ref().filter(|place| place.packed()) {
-                // Its text is in the pack: moved to its own file first.
-                self.move_out_of_pack(job_id, task, place)?;
-            }
-            let path = self.data_dir.join(log_path(job_id, task));
-            let (mut writer, size) = open_file(&path)?;
-            writer.write_all(text.as_bytes())?;
-            writer.flush()?;
-            let end_offset = size + text.len() as u64;
-            let place = LogPlace::own(job_id, task);
-            self.index(task, job_id, &place, end_offset);
-            if let Some(closed) = self.recent.get_mut(&task) {
-                closed.place = Some(place);
-            }
-            (job_id, end_offset)
+            let mut bytes = match closed.place.as_ref().filter(|place| place.packed()) {
+                Some(place) => self.packed_text(job_id, place)?,
+                None => Vec::new(),
+            };
+            bytes.extend_from_slice(text.as_bytes());
+            (job_id, self.append_own(job_id, task, &bytes)?)
         } else {
             debug!(
                 task_id = task.task_id,
@@ -728,14 +720,8 @@ impl LogCollector {
         Ok(())
     }
 
-    /// Copies `task`'s text at `place` in its job's pack to the end of its own file, which
-    /// is from now on its place; the file's size.
-    fn move_out_of_pack(
-        &mut self,
-        job_id: JobId,
-        task: TaskRef,
-        place: &LogPlace,
-    ) -> std::io::Result<u64> {
+    /// The text at `place` in `job_id`'s pack, with the pack's buffer written first.
+    fn packed_text(&mut self, job_id: JobId, place: &LogPlace) -> std::io::Result<Vec<u8>> {
         if let Some(pack) = self.packs.get_mut(&job_id) {
             pack.writer.flush()?;
         }
@@ -743,8 +729,14 @@ impl LogCollector {
         file.seek(SeekFrom::Start(place.start))?;
         let mut text = Vec::new();
         file.take(place.len.unwrap_or(0)).read_to_end(&mut text)?;
+        Ok(text)
+    }
+
+    /// Appends `text` to the own file of `task`, an attempt not open, which is from now on
+    /// its place (indexed, and remembered while it is recent); the file's size.
+    fn append_own(&mut self, job_id: JobId, task: TaskRef, text: &[u8]) -> std::io::Result<u64> {
         let (mut writer, size) = open_file(&self.data_dir.join(log_path(job_id, task)))?;
-        writer.write_all(&text)?;
+        writer.write_all(text)?;
         writer.flush()?;
         let size = size + text.len() as u64;
         let own = LogPlace::own(job_id, task);
@@ -986,7 +978,10 @@ impl LogCollector {
                 .and_then(|closed| closed.place.clone())
                 .filter(LogPlace::packed)
         {
-            match self.move_out_of_pack(job_id, task, &place) {
+            let moved = self
+                .packed_text(job_id, &place)
+                .and_then(|text| self.append_own(job_id, task, &text));
+            match moved {
                 Ok(moved) => size = moved,
                 Err(e) => self.write_failures.failed(task, &e),
             }
